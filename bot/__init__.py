@@ -1,0 +1,1 @@
+"""Deskmate core: settings, the conversation manager, commands and the CLI."""

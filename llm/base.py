@@ -1,0 +1,97 @@
+"""The LLM seam: one narrow protocol every backend implements.
+
+Nothing in this module imports torch or transformers; backends that need them
+import lazily inside their own module so the rest of Deskmate starts fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to decode. ``temperature == 0`` means greedy decoding."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float = 1.15
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    messages: Sequence[ChatMessage]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    # Seconds the whole generation may take before it is abandoned; None = no limit.
+    timeout: float | None = None
+    # Free-form label for logs (e.g. the conversation id); never sent to the model.
+    tag: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of generated text.
+
+    The last delta of a stream carries ``usage`` (its ``text`` may be empty);
+    earlier ones carry ``usage=None``.
+    """
+
+    text: str
+    usage: Usage | None = None
+
+
+class LLMError(Exception):
+    """A generation failed. ``str(err)`` is for the operator's log, never the user."""
+
+
+class LLMTimeout(LLMError):
+    """A generation did not finish within its request's timeout."""
+
+
+class LLMBusy(LLMError):
+    """The backend's queue is full; ``position`` is where the request would have stood."""
+
+    def __init__(self, message: str, *, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A text generator that streams.
+
+    ``stream`` yields ``TextDelta`` items as text is produced and raises
+    ``LLMError`` (or a subclass) on failure. Cancelling the consuming task must
+    stop the generation and free whatever it held.
+    """
+
+    name: str
+    # Total tokens (prompt + completion) the model can attend to.
+    context_window: int
+
+    async def load(self) -> None: ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this model's vocabulary (no template overhead)."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,1 @@
+"""SQL storage: models, migrations and the repository the manager calls."""

@@ -1,0 +1,113 @@
+"""Table definitions. Schema changes go through a new Alembic revision in
+``storage/migrations/versions``; these definitions mirror the latest one."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Named constraints so migrations can refer to them on every backend.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias.
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("platform", String(32), nullable=False),
+    Column("tenant", String(128), nullable=False),
+    Column("chat", String(128), nullable=False),
+    Column("thread", String(128), nullable=False, server_default=""),
+    # False once the platform told us the chat is gone (bot blocked, kicked).
+    Column("active", Boolean, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("platform", "tenant", "chat", "thread", name="uq_conversations_ref"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column(
+        "conversation_id",
+        IdType,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("role", String(16), nullable=False),  # user | assistant
+    # chat: part of the model's history; command: a command and its output.
+    Column("kind", String(16), nullable=False, server_default="chat"),
+    Column("user_id", String(160)),  # platform user id of the author (user rows)
+    # For an assistant row: the user message it answers. History is ordered by
+    # coalesce(reply_to, id), so an answer sorts right after its question even
+    # when later questions were stored before it.
+    Column("reply_to", IdType),
+    Column("text", Text, nullable=False),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("latency_ms", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_messages_conversation", "conversation_id", "id"),
+    Index("ix_messages_user", "user_id"),
+)
+
+inbound_events = Table(
+    "inbound_events",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("platform", String(32), nullable=False),
+    Column("event_id", String(160), nullable=False),
+    Column(
+        "conversation_id",
+        IdType,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("message_id", IdType),
+    Column("user_id", String(160), nullable=False),
+    Column("user_name", String(160), nullable=False, server_default=""),
+    Column("text", Text, nullable=False),
+    Column("meta", JSON, nullable=False),
+    # received -> processing -> answered | failed; failed/stale processing rows
+    # may be claimed again.
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_at", DateTime(timezone=True)),
+    Column("answered_at", DateTime(timezone=True)),
+    UniqueConstraint("platform", "event_id", name="uq_inbound_events_platform_event"),
+    Index("ix_inbound_events_status", "platform", "status"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("platform_user", String(160), nullable=False, unique=True),
+    Column("name", String(160), nullable=False, server_default=""),
+    Column("role", String(16), nullable=False, server_default="user"),  # user | agent | admin
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
