@@ -161,6 +161,7 @@ class FakeTelegram:
         self._holds: dict[str, asyncio.Event] = {}
         self._held: dict[str, int] = defaultdict(int)
         self._stalls: dict[str, list[float]] = defaultdict(list)
+        self._reject_entities: dict[int, int] = defaultdict(int)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -202,6 +203,10 @@ class FakeTelegram:
         """The group became a supergroup: calls to the old id answer 400 + migrate_to_chat_id."""
         self._migrated[chat_id] = new_chat_id
         self._chat_types[new_chat_id] = "supergroup"
+
+    def reject_entities(self, chat_id: int, *, times: int = 1) -> None:
+        """Answer the next ``times`` HTML sends/edits to the chat with an entity parse error."""
+        self._reject_entities[chat_id] += times
 
     def hold(self, method: str) -> None:
         """Calls of ``method`` wait, unprocessed, until ``release``."""
@@ -395,9 +400,16 @@ class FakeTelegram:
                 return message
         raise ApiError(400, "Bad Request: message to edit not found")
 
-    @staticmethod
-    def _visible(text: str, parse_mode: str | None) -> str:
-        visible = parse_html(text) if (parse_mode or "").upper() == "HTML" else text
+    def _visible(self, chat_id: int, text: str, parse_mode: str | None) -> str:
+        html_mode = (parse_mode or "").upper() == "HTML"
+        if html_mode and self._reject_entities[chat_id] > 0:
+            self._reject_entities[chat_id] -= 1
+            raise ApiError(
+                400,
+                "Bad Request: can't parse entities: Can't find end of the entity starting at "
+                "byte offset 0",
+            )
+        visible = parse_html(text) if html_mode else text
         if not visible.strip():
             raise ApiError(400, "Bad Request: message text is empty")
         if utf16_len(visible) > MESSAGE_LIMIT:
@@ -456,7 +468,7 @@ class FakeTelegram:
         self._check_chat(chat_id)
         self._check_flood(chat_id)
         parse_mode = params.get("parse_mode")
-        visible = self._visible(str(params.get("text", "")), parse_mode)
+        visible = self._visible(chat_id, str(params.get("text", "")), parse_mode)
         reply = params.get("reply_parameters") or {}
         message = SentMessage(
             chat_id=chat_id,
@@ -476,7 +488,7 @@ class FakeTelegram:
         self._check_flood(chat_id)
         message = self._find(chat_id, int(params["message_id"]))
         parse_mode = params.get("parse_mode")
-        visible = self._visible(str(params.get("text", "")), parse_mode)
+        visible = self._visible(chat_id, str(params.get("text", "")), parse_mode)
         if visible.strip() == message.text.strip() and parse_mode == message.parse_mode:
             raise ApiError(
                 400,
