@@ -290,6 +290,11 @@ class FakeTelegram:
 
     # -- assertions ----------------------------------------------------------
 
+    @property
+    def queued(self) -> list[dict[str, Any]]:
+        """Updates not yet confirmed by a getUpdates offset."""
+        return list(self._updates)
+
     def calls_to(self, method: str, chat_id: int | None = None) -> list[Call]:
         return [
             c
