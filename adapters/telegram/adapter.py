@@ -62,7 +62,7 @@ class TelegramAdapter:
         webhook_secret: str = "",
         edit_interval: float = 1.5,
         typing_interval: float = 4.0,
-        poll_timeout: float = 25.0,
+        poll_timeout: int = 25,
         per_chat_interval: float = 1.0,
         global_rate: float = 30.0,
         stop_timeout: float = 20.0,
@@ -95,7 +95,8 @@ class TelegramAdapter:
         self._secret = webhook_secret.encode()
         self.edit_interval = edit_interval
         self.typing_interval = typing_interval
-        self.poll_timeout = poll_timeout
+        # The Bot API wants whole seconds here.
+        self.poll_timeout = int(poll_timeout)
         self.stop_timeout = stop_timeout
         self.retry_delay = retry_delay
         self.limiter = ChatLimiter(per_chat_interval=per_chat_interval, global_rate=global_rate)

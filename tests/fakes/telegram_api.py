@@ -163,6 +163,7 @@ class FakeTelegram:
         self._stalls: dict[str, list[float]] = defaultdict(list)
         self._reject_entities: dict[int, int] = defaultdict(int)
         self._runner: web.AppRunner | None = None
+        self._closing = False
         self.port = 0
 
     # -- lifecycle -----------------------------------------------------------
@@ -179,6 +180,8 @@ class FakeTelegram:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def close(self) -> None:
+        self._closing = True
+        self._notify()
         for event in self._holds.values():
             event.set()
         if self._runner is not None:
@@ -335,7 +338,11 @@ class FakeTelegram:
         if request.match_info["token"] != self.token:
             return _error(401, "Unauthorized")
         method = request.match_info["method"]
-        params = await _params(request)
+        try:
+            params = await _params(request)
+        except (ValueError, TypeError) as exc:
+            self.calls.append(Call(method, {}, time.monotonic(), error=str(exc)))
+            return _error(400, f"Bad Request: {exc}")
         chat_id = params.get("chat_id")
         call = Call(method, params, time.monotonic(), chat_id)
         self.calls.append(call)
@@ -462,11 +469,12 @@ class FakeTelegram:
         while True:
             ready = [u for u in self._updates if u["update_id"] >= offset][:limit]
             remaining = deadline - time.monotonic()
-            if ready or remaining <= 0:
+            gone = request.transport is None or request.transport.is_closing()
+            if ready or remaining <= 0 or gone or self._closing:
                 return ready
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+                    await asyncio.wait_for(self._changed.wait(), min(remaining, 0.1))
 
     async def _m_sendMessage(self, params: dict[str, Any], request: web.Request) -> Any:
         chat_id = _int(params, "chat_id")
