@@ -14,8 +14,8 @@ from bot.errors import StorageError
 from bot.manager import ConversationManager
 from bot.types import ConversationRef
 from llm.fake import FakeBackend
-from storage.db import create_engine
-from storage.models import inbound_events
+from storage.db import Database
+from storage.models import conversations, inbound_events
 from storage.repository import Repository
 from tests.conftest import make_manager
 from tests.fakes.telegram_api import FakeTelegram
@@ -58,8 +58,8 @@ async def polling(
 
 
 async def stored_events(manager: ConversationManager) -> int:
-    async with manager.repository.engine.connect() as conn:
-        return (await conn.execute(select(func.count()).select_from(inbound_events))).scalar_one()
+    query = select(func.count()).select_from(inbound_events)
+    return await manager.repository.db.run(lambda conn: conn.execute(query).scalar_one())
 
 
 async def test_private_chat_is_answered_and_commands_published(
@@ -148,10 +148,8 @@ async def test_group_migration_moves_the_conversation(
     await fake.wait_for(lambda: len(fake.texts(-1000077)) == 1, what="reply in new chat")
     assert fake.texts(-1000077) == ["echo: second question"]
     new = ConversationRef("telegram", str(fake.bot_id), "-1000077")
-    async with manager.repository.engine.connect() as conn:
-        from storage.models import conversations
-
-        chats = (await conn.execute(select(conversations.c.chat))).scalars().all()
+    query = select(conversations.c.chat)
+    chats = await manager.repository.db.run(lambda conn: conn.execute(query).scalars().all())
     assert list(chats) == [new.chat]
 
 
@@ -166,7 +164,8 @@ async def test_stored_but_unanswered_updates_are_answered_at_start(
         assert inbound is not None
         await manager.accept(inbound)  # stored, then the process "died"
     # The next process: its own repository over the same database.
-    restarted = make_manager(Repository(create_engine(str(manager.repository.engine.url))), backend)
+    url = manager.repository.db.url.render_as_string(hide_password=False)
+    restarted = make_manager(Repository(Database(url)), backend)
     adapter = make_adapter(fake)
     await adapter.start(restarted)
     try:
