@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from telegram import Bot, BotCommand, Update
-from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.error import InvalidToken, RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
 from adapters.telegram.convert import (
@@ -32,7 +32,14 @@ from adapters.telegram.convert import (
     classify_update,
 )
 from adapters.telegram.pacing import ChatLimiter
-from adapters.telegram.render import ChatGone, DeliveryError, ReplyView, Sender, Target
+from adapters.telegram.render import (
+    ChatGone,
+    DeliveryError,
+    ReplyView,
+    Sender,
+    Target,
+    seconds,
+)
 from adapters.telegram.text import split_message
 from bot.errors import ConfigError, StorageError
 from bot.types import ConversationRef, Inbound
@@ -193,17 +200,11 @@ class TelegramAdapter:
             except TimedOut:
                 continue  # a long poll that outlived the connection; ask again
             except RetryAfter as exc:
-                await asyncio.sleep(
-                    float(
-                        exc.retry_after
-                        if isinstance(exc.retry_after, int)
-                        else exc.retry_after.total_seconds()
-                    )
-                )
+                await asyncio.sleep(seconds(exc.retry_after))
                 continue
-            except (Conflict, InvalidToken, NetworkError) as exc:
+            except Exception as exc:  # network down, 409 Conflict, 5xx, bad token
                 failures += 1
-                log.error("telegram getUpdates failed (%s); retrying", exc.message)
+                log.error("telegram getUpdates failed (%s); retrying", exc)
                 await asyncio.sleep(min(30.0, self.retry_delay * 2 ** min(failures, 5)))
                 continue
             finally:
@@ -221,6 +222,11 @@ class TelegramAdapter:
                     )
                     await asyncio.sleep(self.retry_delay)
                     break
+                except Exception:
+                    # An update this code cannot handle must not block the ones after it.
+                    log.exception(
+                        "telegram update %s could not be handled; skipped", update.update_id
+                    )
                 self._offset = update.update_id + 1
 
     async def _ingest(self, update: Update | dict[str, Any]) -> None:
@@ -275,6 +281,9 @@ class TelegramAdapter:
                 "telegram update %s not stored; asking Telegram to resend", update.update_id
             )
             return web.json_response({"error": "storage unavailable"}, status=500)
+        except Exception:
+            # Resending an update this code cannot handle would not help.
+            log.exception("telegram update %s could not be handled; dropped", update.update_id)
         return web.json_response({})
 
     # -- outbound ----------------------------------------------------------------

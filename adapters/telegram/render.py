@@ -72,7 +72,8 @@ class Target:
 OnMigrated = Callable[[ConversationRef, ConversationRef], Awaitable[None]]
 
 
-def _seconds(value: int | float | dtm.timedelta) -> float:
+def seconds(value: int | float | dtm.timedelta) -> float:
+    """``RetryAfter.retry_after`` in seconds (PTB gives an int or a timedelta)."""
     return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
 
 
@@ -120,7 +121,7 @@ class Sender:
                 return await op(target.chat_id)
             except RetryAfter as exc:
                 # 429: nothing was done, so a retry is safe; only this chat waits.
-                wait = _seconds(exc.retry_after)
+                wait = seconds(exc.retry_after)
                 self.limiter.penalize(target.chat_id, wait)
                 floods += 1
                 log.warning(

@@ -300,3 +300,31 @@ async def test_webhook_rejects_garbage(fake: FakeTelegram, webhook: TelegramAdap
             assert resp.status == 400
         async with session.post(fake.webhook["url"], json={"hello": 1}, headers=headers) as resp:
             assert resp.status == 400
+
+
+async def test_long_answer_through_the_manager_arrives_in_order(
+    fake: FakeTelegram, polling: TelegramAdapter, backend: FakeBackend
+) -> None:
+    paragraphs = [f"Step {i}: " + "check the settings page and save. " * 12 for i in range(25)]
+    answer = "\n\n".join(paragraphs)[:10_000].rstrip()
+    backend.enqueue(answer)
+    fake.send_user_message(42, "explain everything")
+    await fake.wait_for(lambda: "".join(fake.texts(42)) == answer, what="the whole answer")
+    texts = fake.texts(42)
+    assert len(texts) == 3
+    assert all(len(t) <= 4096 for t in texts)
+    assert all(t.endswith("\n\n") for t in texts[:-1])  # cut between paragraphs
+
+
+async def test_flood_wait_in_one_chat_does_not_hold_up_another(
+    fake: FakeTelegram, polling: TelegramAdapter
+) -> None:
+    fake.rate_limit(42, retry_after=2)
+    fake.send_user_message(42, "first chat")
+    fake.send_user_message(43, "second chat")
+    await fake.wait_for(lambda: bool(fake.texts(43)), what="the other chat")
+    assert fake.texts(42) == []
+    await fake.wait_for(lambda: bool(fake.texts(42)), what="the limited chat")
+    sends = fake.calls_to("sendMessage", 42)
+    assert sends[1].at - sends[0].at >= 2.0
+    assert fake.messages[43][0].sent_at < fake.messages[42][0].sent_at - 1.5

@@ -150,6 +150,7 @@ class FakeTelegram:
         self.commands: list[dict[str, Any]] = []
         self.webhook: dict[str, Any] | None = None
         self.confirmed_offset = 0
+        self.long_polls = 0  # getUpdates calls waiting right now
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1000)
         self._message_ids: dict[int, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
@@ -232,7 +233,8 @@ class FakeTelegram:
 
     def push(self, update: dict[str, Any]) -> dict[str, Any]:
         """Queue an update for getUpdates; assigns ``update_id`` if missing."""
-        update.setdefault("update_id", next(self._update_ids))
+        if "update_id" not in update:
+            update["update_id"] = next(self._update_ids)
         self._updates.append(update)
         self._notify()
         return update
@@ -461,6 +463,15 @@ class FakeTelegram:
                 "deleteWebhook to delete the webhook first",
             )
         offset = int(params.get("offset") or 0)
+        self.long_polls += 1
+        try:
+            return await self._long_poll(params, request, offset)
+        finally:
+            self.long_polls -= 1
+
+    async def _long_poll(
+        self, params: dict[str, Any], request: web.Request, offset: int
+    ) -> list[dict[str, Any]]:
         if offset:
             self.confirmed_offset = max(self.confirmed_offset, offset)
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
