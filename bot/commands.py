@@ -102,7 +102,7 @@ def builtin_commands() -> CommandRegistry:
 
     @registry.command("reset", "forget this conversation's history")
     async def reset(ctx: CommandContext) -> str:
-        removed = await ctx.manager.reset(ctx.stored.conversation_id, ctx.inbound.ref)
+        removed = await ctx.manager.reset(ctx.stored.conversation_id)
         return f"Done — I've forgotten this conversation ({removed} messages). Let's start fresh."
 
     @registry.command("forget", "delete everything I stored about you")

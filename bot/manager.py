@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from bot.commands import CommandContext, CommandRegistry, builtin_commands, parse_command
-from bot.errors import DeskmateError, StorageError
+from bot.errors import DeskmateError
 from bot.prompting import build_messages
 from bot.text import clean
 from bot.types import ConversationRef, Inbound, Reply, ReplyKind
@@ -164,7 +164,8 @@ class ConversationManager:
     async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None:
         await self.repository.move_conversation(old, new)
 
-    async def reset(self, conversation_id: int, ref: ConversationRef) -> int:
+    async def reset(self, conversation_id: int) -> int:
+        """Forget a conversation's history; returns how many messages went."""
         return await self.repository.reset_conversation(conversation_id)
 
     def is_admin(self, inbound: Inbound) -> bool:
@@ -312,9 +313,8 @@ class ConversationManager:
     async def _fail(self, accepted: Accepted, error: str) -> None:
         try:
             await self.repository.mark_failed(accepted.inbound_id, error)
-        except StorageError:
-            log.exception("could not mark inbound %s failed", accepted.inbound_id)
         except Exception:
+            # The user has their answer; a bookkeeping failure only costs a retry.
             log.exception("could not mark inbound %s failed", accepted.inbound_id)
 
     @staticmethod

@@ -72,6 +72,8 @@ class Database:
         url = normalize_url(raw_url)
         self.url = url
         self.dialect = url.get_backend_name()
+        # The SQLAlchemy dialect, for compiling statements ahead of time.
+        self.dialect_impl = url.get_dialect()()
         self._async: AsyncEngine | None = None
         self._sqlite: _SqliteWorker | None = None
         if self.dialect == "sqlite":
