@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from telegram import Bot, BotCommand, Update
-from telegram.error import InvalidToken, RetryAfter, TelegramError, TimedOut
+from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
 from adapters.telegram.convert import (
@@ -41,7 +41,7 @@ from adapters.telegram.render import (
     seconds,
 )
 from adapters.telegram.text import split_message
-from bot.errors import ConfigError, StorageError
+from bot.errors import ConfigError, DeskmateError, StorageError
 from bot.types import ConversationRef, Inbound
 
 if TYPE_CHECKING:
@@ -53,6 +53,11 @@ DEFAULT_API_URL = "https://api.telegram.org"
 WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
+_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+class TelegramUnavailable(DeskmateError):
+    """The Bot API could not be reached or refused to set up updates."""
 
 
 class TelegramAdapter:
@@ -80,7 +85,13 @@ class TelegramAdapter:
             raise ConfigError("TELEGRAM_BOT_TOKEN is empty")
         if webhook_url and not webhook_secret:
             raise ConfigError("TELEGRAM_WEBHOOK_URL needs TELEGRAM_WEBHOOK_SECRET")
+        if webhook_secret and not _SECRET.fullmatch(webhook_secret):
+            raise ConfigError(
+                "TELEGRAM_WEBHOOK_SECRET may only use A-Z, a-z, 0-9, _ and - "
+                "(1 to 256 characters); Telegram refuses anything else"
+            )
         base = (api_url or DEFAULT_API_URL).rstrip("/")
+        self.api_url = base
         self.bot = Bot(
             token,
             base_url=f"{base}/bot",
@@ -126,23 +137,25 @@ class TelegramAdapter:
         """Connect, publish the command menu, answer what a previous run left
         unanswered, then poll (or wait for webhook calls)."""
         self._manager = manager
-        try:
-            await self.bot.initialize()
-        except InvalidToken as exc:
-            raise ConfigError(f"Telegram refused TELEGRAM_BOT_TOKEN: {exc.message}") from exc
+        await self._connect()
         self.me = BotIdentity(self.bot.id, self.bot.username)
         log.info("telegram bot @%s (%s) connected", self.me.username, self.me.id)
         await self._publish_commands(manager)
-        if self.webhook_url:
-            await self.bot.set_webhook(
-                self.webhook_url,
-                secret_token=self._secret.decode(),
-                allowed_updates=list(ALLOWED_UPDATES),
-            )
-            log.info("telegram webhook set to %s", self.webhook_url)
-        else:
-            # getUpdates is refused while a webhook is registered.
-            await self.bot.delete_webhook(drop_pending_updates=False)
+        try:
+            if self.webhook_url:
+                await self.bot.set_webhook(
+                    self.webhook_url,
+                    secret_token=self._secret.decode(),
+                    allowed_updates=list(ALLOWED_UPDATES),
+                )
+                log.info("telegram webhook set to %s", self.webhook_url)
+            else:
+                # getUpdates is refused while a webhook is registered.
+                await self.bot.delete_webhook(drop_pending_updates=False)
+        except BadRequest as exc:
+            raise ConfigError(f"Telegram refused TELEGRAM_WEBHOOK_URL: {exc.message}") from exc
+        except TelegramError as exc:
+            raise TelegramUnavailable(f"could not set up Telegram updates: {exc.message}") from exc
         # Claim the leftovers before webhook calls are let in, so a row is never
         # answered by the replay and a redelivery at once.
         pending = [
@@ -155,6 +168,23 @@ class TelegramAdapter:
             self._spawn(accepted)
         if not self.webhook_url:
             self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
+
+    async def _connect(self, attempts: int = 3) -> None:
+        """getMe, retried a little: a blip at boot should not stop the bot."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.bot.initialize()
+                return
+            except InvalidToken as exc:
+                raise ConfigError(f"Telegram refused TELEGRAM_BOT_TOKEN: {exc.message}") from exc
+            except TelegramError as exc:
+                if attempt == attempts:
+                    raise TelegramUnavailable(
+                        f"could not reach the Telegram Bot API at {self.api_url}: {exc.message}"
+                        " (check TELEGRAM_API_URL and the network)"
+                    ) from exc
+                log.warning("telegram getMe failed (%s); retrying", exc.message)
+                await asyncio.sleep(self.retry_delay * attempt)
 
     async def stop(self) -> None:
         """Stop taking updates, finish replies in hand (bounded), disconnect.

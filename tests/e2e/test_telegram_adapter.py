@@ -328,3 +328,21 @@ async def test_flood_wait_in_one_chat_does_not_hold_up_another(
     sends = fake.calls_to("sendMessage", 42)
     assert sends[1].at - sends[0].at >= 2.0
     assert fake.messages[43][0].sent_at < fake.messages[42][0].sent_at - 1.5
+
+
+async def test_operator_mistakes_get_clear_errors(
+    fake: FakeTelegram, manager: ConversationManager
+) -> None:
+    from adapters.telegram.adapter import TelegramUnavailable
+    from bot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_SECRET may only use"):
+        make_adapter(
+            fake,
+            webhook_url="https://bot.example.com/telegram/webhook",
+            webhook_secret="has spaces!",
+        )
+    with pytest.raises(ConfigError, match="refused TELEGRAM_BOT_TOKEN"):
+        await make_adapter(fake, token="999:wrong").start(manager)
+    with pytest.raises(TelegramUnavailable, match=r"127\.0\.0\.1:1"):
+        await make_adapter(fake, api_url="http://127.0.0.1:1").start(manager)

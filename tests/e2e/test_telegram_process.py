@@ -149,3 +149,32 @@ async def test_sigterm_finishes_the_reply_in_hand_and_exits_0(
     fake.release("sendMessage")
     assert await deskmate.wait() == 0
     assert fake.texts(7) == ["echo: one last thing"]
+
+
+async def test_webhook_mode_on_the_bots_http_server(fake: FakeTelegram, deskmate: Deskmate) -> None:
+    secret = "webhook-Secret_42"
+    port = deskmate.env["PORT"]
+    deskmate.env["TELEGRAM_WEBHOOK_URL"] = f"http://127.0.0.1:{port}/telegram/webhook"
+    deskmate.env["TELEGRAM_WEBHOOK_SECRET"] = secret
+    await deskmate.start()
+
+    def registered() -> bool:
+        assert deskmate.proc is not None
+        if deskmate.proc.returncode is not None:
+            raise AssertionError(f"deskmate exited early:\n{deskmate.logs()}")
+        return fake.webhook is not None
+
+    await fake.wait_for(registered, within=60, what="setWebhook")
+    assert fake.webhook is not None and fake.webhook["secret_token"] == secret
+    update = fake.message_update(42, "hello over webhook")
+    assert (await fake.deliver_webhook(update, secret="guess"))[0] == 403
+    status, _ = await fake.deliver_webhook(update, secret=secret)
+    assert status == 200
+    await fake.wait_for(lambda: fake.texts(42) == ["echo: hello over webhook"], within=20)
+    assert (await fake.deliver_webhook(update, secret=secret))[0] == 200  # a redelivery
+    await asyncio.sleep(0.5)
+    assert fake.texts(42) == ["echo: hello over webhook"]
+    assert fake.calls_to("getUpdates") == []
+    assert deskmate.proc is not None
+    deskmate.proc.send_signal(signal.SIGTERM)
+    assert await deskmate.wait() == 0
