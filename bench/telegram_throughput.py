@@ -73,6 +73,7 @@ async def one_run(
         api_url=fake.api_url,
         poll_timeout=5,
         per_chat_interval=1.0 if telegram_pace else 0.0,
+        group_interval=3.0 if telegram_pace else 0.0,
         global_rate=30.0 if telegram_pace else 100_000.0,
     )
     await adapter.start(manager)

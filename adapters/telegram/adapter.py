@@ -76,6 +76,7 @@ class TelegramAdapter:
         typing_interval: float = 4.0,
         poll_timeout: int = 25,
         per_chat_interval: float = 1.0,
+        group_interval: float | None = 3.0,
         global_rate: float = 30.0,
         stop_timeout: float = 20.0,
         request_timeout: float = 10.0,
@@ -117,7 +118,11 @@ class TelegramAdapter:
         self.poll_timeout = int(poll_timeout)
         self.stop_timeout = stop_timeout
         self.retry_delay = retry_delay
-        self.limiter = ChatLimiter(per_chat_interval=per_chat_interval, global_rate=global_rate)
+        self.limiter = ChatLimiter(
+            per_chat_interval=per_chat_interval,
+            group_interval=group_interval,
+            global_rate=global_rate,
+        )
         self.sender = Sender(
             bot=self.bot, limiter=self.limiter, on_migrated=self._moved, retry_delay=retry_delay
         )

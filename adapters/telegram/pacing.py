@@ -1,7 +1,9 @@
 """Flood control: a per-chat pace and one global pace for outgoing calls.
 
-Telegram allows a bot roughly one message a second per chat and thirty a
-second overall, and answers 429 with ``retry_after`` past that. A 429 pauses
+Telegram allows a bot roughly one message a second per chat, twenty a minute
+per group, and thirty a second overall, and answers 429 with ``retry_after``
+past that. Group and supergroup chat ids are negative, which is how the
+group pace is chosen without asking Telegram. A 429 pauses
 only the chat it names; other chats keep their own pace.
 """
 
@@ -21,18 +23,22 @@ class _ChatPace:
 
 
 class ChatLimiter:
-    """Spaces calls ``per_chat_interval`` apart per chat and ``1/global_rate`` apart overall."""
+    """Spaces calls ``per_chat_interval`` apart per private chat, ``group_interval``
+    apart per group, and ``1/global_rate`` apart overall."""
 
     def __init__(
         self,
         *,
         per_chat_interval: float = 1.0,
+        group_interval: float | None = 3.0,
         global_rate: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if per_chat_interval < 0 or global_rate <= 0:
-            raise ValueError("per_chat_interval must be >= 0 and global_rate > 0")
+        group = per_chat_interval if group_interval is None else group_interval
+        if per_chat_interval < 0 or group < 0 or global_rate <= 0:
+            raise ValueError("intervals must be >= 0 and global_rate > 0")
         self.per_chat_interval = per_chat_interval
+        self.group_interval = group
         self.global_interval = 1.0 / global_rate
         self._clock = clock
         self._chats: dict[int, _ChatPace] = {}
@@ -49,9 +55,12 @@ class ChatLimiter:
     def _forget_idle(self) -> None:
         now = self._clock()
         for chat_id, pace in list(self._chats.items()):
-            idle = now - pace.last > self.per_chat_interval and pace.blocked_until < now
+            idle = now - pace.last > self._interval(chat_id) and pace.blocked_until < now
             if idle and not pace.lock.locked():
                 del self._chats[chat_id]
+
+    def _interval(self, chat_id: int) -> float:
+        return self.group_interval if chat_id < 0 else self.per_chat_interval
 
     async def acquire(self, chat_id: int, *, paced: bool = True) -> None:
         """Wait until a call to ``chat_id`` may go out.
@@ -65,7 +74,7 @@ class ChatLimiter:
                 now = self._clock()
                 ready = pace.blocked_until
                 if paced:
-                    ready = max(ready, pace.last + self.per_chat_interval)
+                    ready = max(ready, pace.last + self._interval(chat_id))
                 if ready <= now:
                     break
                 await asyncio.sleep(ready - now)

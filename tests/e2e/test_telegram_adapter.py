@@ -39,6 +39,7 @@ def make_adapter(fake: FakeTelegram, **overrides: object) -> TelegramAdapter:
         "typing_interval": 0.5,
         "poll_timeout": 1,
         "per_chat_interval": 0.05,
+        "group_interval": 0.05,
         "stop_timeout": 5,
         "request_timeout": 2,
         "retry_delay": 0.1,
@@ -346,3 +347,21 @@ async def test_operator_mistakes_get_clear_errors(
         await make_adapter(fake, token="999:wrong").start(manager)
     with pytest.raises(TelegramUnavailable, match=r"127\.0\.0\.1:1"):
         await make_adapter(fake, api_url="http://127.0.0.1:1").start(manager)
+
+
+async def test_outbox_send_splits_and_reports_a_blocked_user(
+    fake: FakeTelegram, polling: TelegramAdapter, manager: ConversationManager
+) -> None:
+    from adapters.telegram.render import ChatGone
+
+    ref = ConversationRef("telegram", str(fake.bot_id), "42")
+    fake.send_user_message(42, "hi")
+    await fake.wait_for(lambda: len(fake.texts(42)) == 1)
+    relayed = "An agent says: " + "your refund is on its way. " * 300
+    await polling.send(ref, relayed)
+    assert "".join(fake.texts(42)[1:]) == relayed
+    assert len(fake.texts(42)) == 3
+    fake.block(42)
+    with pytest.raises(ChatGone):
+        await polling.send(ref, "are you still there?")
+    assert not await manager.repository.is_active(ref)

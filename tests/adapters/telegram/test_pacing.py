@@ -54,3 +54,15 @@ async def test_unpaced_calls_skip_chat_spacing_but_not_penalties() -> None:
     limiter.penalize(1, 0.2)
     await limiter.acquire(1, paced=False)
     assert time.monotonic() - start >= 0.19
+
+
+async def test_groups_get_the_slower_group_pace() -> None:
+    limiter = ChatLimiter(per_chat_interval=0.05, group_interval=0.3, global_rate=1000)
+    start = time.monotonic()
+    await limiter.acquire(-100123)
+    await limiter.acquire(-100123)
+    assert time.monotonic() - start >= 0.29
+    start = time.monotonic()
+    await limiter.acquire(5)
+    await limiter.acquire(5)
+    assert time.monotonic() - start < 0.2
