@@ -374,8 +374,17 @@ class ReplyView:
             self.message_ids.append(mid)
             self._first_shown.set()
         elif self._live.text != piece:
-            plain = await self.sender.edit_text(
-                self.target, self._live.message_id, piece, plain=self._plain or self._live.plain
-            )
+            try:
+                plain = await self.sender.edit_text(
+                    self.target, self._live.message_id, piece, plain=self._plain or self._live.plain
+                )
+            except BadRequest as exc:
+                if "message to edit not found" not in exc.message.lower():
+                    raise
+                # Someone deleted the half-shown answer; show it again in full.
+                log.info("message %s was deleted; resending", self._live.message_id)
+                self._live = None
+                await self._put(piece)
+                return
             self._plain = self._plain or plain
             self._live.text, self._live.plain = piece, plain

@@ -237,3 +237,17 @@ async def test_timed_out_edit_is_retried(
     await view(sender, recorder, 42).render(reply)
     assert fake.texts(42) == ["Your ticket is open."]
     assert len(fake.calls_to("sendMessage", 42)) == 1
+
+
+async def test_deleted_message_mid_stream_is_shown_again(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    async def gen() -> AsyncIterator[str]:
+        yield "Part one. "
+        await asyncio.sleep(0.3)
+        fake.delete_messages(42)
+        yield "Part two."
+
+    await view(sender, recorder, 42).render(Reply(ReplyKind.ANSWER, gen()))
+    assert fake.texts(42) == ["Part one. Part two."]
+    assert fake.calls_to("editMessageText", 42)[0].error == "Bad Request: message to edit not found"

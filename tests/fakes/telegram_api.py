@@ -212,6 +212,10 @@ class FakeTelegram:
         """Answer the next ``times`` HTML sends/edits to the chat with an entity parse error."""
         self._reject_entities[chat_id] += times
 
+    def delete_messages(self, chat_id: int) -> None:
+        """The user deleted every bot message in the chat."""
+        self.messages[chat_id].clear()
+
     def hold(self, method: str) -> None:
         """Calls of ``method`` wait, unprocessed, until ``release``."""
         self._holds[method] = asyncio.Event()
