@@ -107,7 +107,7 @@ def builtin_commands() -> CommandRegistry:
 
     @registry.command("forget", "delete everything I stored about you")
     async def forget(ctx: CommandContext) -> str:
-        result = await ctx.manager.repository.forget_user(ctx.inbound.platform_user)
+        result = await ctx.manager.forget_user(ctx.inbound.platform_user)
         return (
             f"Done — I deleted {result.messages} stored messages from and to you, "
             "and your profile. New messages you send will be stored again."

@@ -126,15 +126,26 @@ class _SqliteWorker:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        # Held for the worker's life: checking a connection out of the pool
+        # for every transaction costs as much as a short transaction.
+        self._conn: Connection | None = None
 
     def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, fn)
 
     def _transaction(self, fn: Callable[[Connection], T]) -> T:
-        with self.engine.begin() as conn:
-            return fn(conn)
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        with self._conn.begin():
+            return fn(self._conn)
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def close(self) -> None:
+        self._pool.submit(self._close_connection).result()
         self._pool.shutdown(wait=True)
         self.engine.dispose()
 

@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -43,6 +43,9 @@ class StoredInbound:
     conversation_id: int
     message_id: int | None
     status: AcceptStatus
+    # The conversation's history up to this message, read in the same
+    # transaction when the caller asked for it (saves a round trip).
+    history: tuple[HistoryItem, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +116,28 @@ class Repository:
 
     # -- inbound ---------------------------------------------------------------
 
-    async def accept(self, inbound: Inbound, *, text: str, kind: MessageKind) -> StoredInbound:
+    async def accept(
+        self, inbound: Inbound, *, text: str, kind: MessageKind, history_limit: int = 0
+    ) -> StoredInbound:
         """Store an inbound event and its message, or recognise a redelivery.
 
         ``new``: first delivery, stored and claimed by this process.
         ``retry``: stored before but never answered; claimed now.
         ``duplicate``: answered already, or being answered right now.
+        With ``history_limit``, a new event comes back with its history.
         """
+
+        def op(conn: Connection) -> StoredInbound:
+            stored = self._accept(conn, inbound, text, kind)
+            if history_limit and stored.status == "new":
+                history = self._history(
+                    conn, stored.conversation_id, stored.message_id, history_limit
+                )
+                stored = replace(stored, history=tuple(history))
+            return stored
+
         try:
-            stored = await self.db.run(lambda conn: self._accept(conn, inbound, text, kind))
+            stored = await self.db.run(op)
         except SQLAlchemyError as exc:
             raise StorageError(f"could not store inbound event {inbound.event_id}: {exc}") from exc
         # Cached only once committed: a rolled-back insert must not be remembered.
@@ -369,9 +385,16 @@ class Repository:
     ) -> list[HistoryItem]:
         """The newest ``limit`` chat messages up to and including the given one,
         oldest first, each answer right after its question."""
+        return await self.db.run(
+            lambda conn: self._history(conn, conversation_id, upto_message_id, limit)
+        )
+
+    def _history(
+        self, conn: Connection, conversation_id: int, upto_message_id: int | None, limit: int
+    ) -> list[HistoryItem]:
         query = self._sql.history if upto_message_id is not None else self._sql.history_all
         params = {"conversation_id": conversation_id, "upto": upto_message_id, "limit": limit}
-        rows = await self.db.run(lambda conn: self._sql.rows(conn, query, params))
+        rows = self._sql.rows(conn, query, params)
         return [HistoryItem(role, text) for role, text in reversed(rows)]
 
     # -- conversations -------------------------------------------------------------
