@@ -1,0 +1,140 @@
+"""Streaming a reply into Slack messages: progressive ``chat.update`` edits,
+paced per channel, split across messages when the answer outgrows one.
+
+The renderer talks to Slack through the narrow ``MessageSink`` protocol, so
+its pacing and splitting are tested without any HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from adapters.slack.convert import message_chunks
+
+PLACEHOLDER = "_thinking…_"
+EMPTY_ANSWER = "_(no answer)_"
+
+
+class MessageSink(Protocol):
+    """Where rendered text goes: one Slack thread (or DM) of one channel."""
+
+    async def post(self, text: str) -> str:
+        """Post a new message with ``text``; return its ts."""
+        ...
+
+    async def update(self, ts: str, text: str) -> None:
+        """Replace the text of the message ``ts``."""
+        ...
+
+
+class ChannelPacer:
+    """Spaces intermediate edits per channel.
+
+    Slack allows roughly one message write per second per channel; every
+    conversation in a channel shares that budget, so the pacing is keyed by
+    channel, not by thread. Final edits are never skipped (429s are retried by
+    the Web API client's rate-limit handler); only intermediate ones wait.
+    """
+
+    def __init__(self, interval: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    def delay(self, channel: str) -> float:
+        """Seconds until an intermediate edit in ``channel`` is due (0 if now)."""
+        last = self._last.get(channel)
+        if last is None:
+            return 0.0
+        return max(0.0, last + self.interval - self._clock())
+
+    def mark(self, channel: str) -> None:
+        self._last[channel] = self._clock()
+        if len(self._last) > 10_000:
+            # Forget channels idle for longer than the interval; they are due anyway.
+            now = self._clock()
+            self._last = {c: t for c, t in self._last.items() if now - t < self.interval}
+
+
+@dataclass(slots=True)
+class _Posted:
+    ts: str
+    text: str
+
+
+@dataclass(slots=True)
+class StreamRenderer:
+    """Renders one reply into one thread.
+
+    ``render(chunks)`` posts a placeholder (when ``placeholder`` is set),
+    edits it as text arrives at most once per pacing interval, opens further
+    messages when the text outgrows one message, and finishes with every
+    message holding its exact final piece. ``messages`` lists the ts of each
+    message written, in order.
+    """
+
+    sink: MessageSink
+    pacer: ChannelPacer
+    channel: str
+    placeholder: str = PLACEHOLDER
+    messages: list[str] = field(default_factory=list)
+    _posted: list[_Posted] = field(default_factory=list)
+    _text: str = ""
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _done: bool = False
+
+    async def render(self, chunks: AsyncIterable[str]) -> str:
+        """Consume ``chunks`` and return the whole text written."""
+        if self.placeholder:
+            await self._write([self.placeholder])
+        flusher = asyncio.create_task(self._flush_loop())
+        try:
+            async for chunk in chunks:
+                self._text += chunk
+                self._changed.set()
+        finally:
+            self._done = True
+            self._changed.set()
+            # Let an edit in flight finish rather than cutting a request in half.
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        final = self._text if self._text.strip() else EMPTY_ANSWER
+        await self._write(message_chunks(final))
+        self.pacer.mark(self.channel)
+        return final
+
+    async def _flush_loop(self) -> None:
+        while not self._done:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._done:
+                return
+            wait = self.pacer.delay(self.channel)
+            if wait > 0:
+                await asyncio.sleep(wait)
+                if self._done:
+                    return
+            self.pacer.mark(self.channel)
+            await self._write(message_chunks(self._text))
+
+    async def _write(self, pieces: list[str]) -> None:
+        """Bring the posted messages in line with ``pieces``."""
+        for i, piece in enumerate(pieces):
+            if not piece.strip():
+                if i == len(pieces) - 1:
+                    continue  # Slack refuses blank text; wait for words to arrive
+                piece = "\u200b"  # keep message order; the piece was only whitespace
+            if i < len(self._posted):
+                posted = self._posted[i]
+                if posted.text != piece:
+                    await self.sink.update(posted.ts, piece)
+                    posted.text = piece
+            else:
+                ts = await self.sink.post(piece)
+                self._posted.append(_Posted(ts, piece))
+                self.messages.append(ts)
