@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 from adapters.slack.convert import MESSAGE_LIMIT
@@ -46,7 +47,7 @@ async def test_placeholder_then_paced_edits_then_exact_final_text() -> None:
     # ~0.4 s of streaming at one edit per 0.1 s, plus the final edit.
     assert 2 <= len(edits) <= 7
     times = [entry[3] for entry in edits[:-1]]
-    assert all(b - a >= 0.09 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(times))
 
 
 async def test_pacing_is_shared_by_every_thread_of_a_channel() -> None:
