@@ -36,6 +36,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from adapters.slack.convert import (
     MESSAGE_LIMIT,
     Route,
+    as_slash_commands,
     command_to_inbound,
     escape,
     event_to_inbound,
@@ -345,7 +346,7 @@ class SlackAdapter:
         async def render(reply: Reply) -> None:
             if not reply.should_render:
                 return
-            text = await reply.collect()
+            text = as_slash_commands(await reply.collect(), SLASH_COMMAND)
             if not response_url:
                 await self.send(inbound.ref, text)
                 return

@@ -181,6 +181,15 @@ def command_to_inbound(payload: Mapping[str, Any]) -> Inbound:
     )
 
 
+def as_slash_commands(text: str, command: str = "/deskmate") -> str:
+    """Rewrite command names at line starts (``/reset — ...``) as ``/deskmate reset``.
+
+    Slack intercepts ``/reset`` typed in a message box as a slash command of its
+    own, so the help shown in Slack names the form that works there.
+    """
+    return re.sub(r"(?m)^/(\w+)", lambda m: f"{command} {m.group(1)}", text)
+
+
 def escape(text: str) -> str:
     """Slack's required escaping for message text (only these three characters)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

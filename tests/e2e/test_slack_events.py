@@ -109,7 +109,9 @@ async def test_mention_is_answered_in_its_thread_and_the_thread_continues(bot: B
     assert bot.fake.bot_messages("C1", thread)[0].edits[0] == "_thinking…_"
 
     # The same person goes on in the thread without mentioning the bot.
-    follow = message_event("and the invoice?", channel="C1", channel_type="channel", thread_ts=thread)
+    follow = message_event(
+        "and the invoice?", channel="C1", channel_type="channel", thread_ts=thread
+    )
     assert (await bot.deliver(follow)).status == 200
     answers = await bot.answer(thread, count=2)
     assert answers == ["echo: where is my order?", "echo: and the invoice?"]
@@ -159,9 +161,7 @@ async def test_direct_messages_are_answered_top_level(bot: Bot) -> None:
     ],
     ids=["bad-signature", "stale", "non-numeric", "no-timestamp", "no-signature"],
 )
-async def test_unsigned_or_badly_signed_requests_get_401(
-    bot: Bot, headers: dict[str, str]
-) -> None:
+async def test_unsigned_or_badly_signed_requests_get_401(bot: Bot, headers: dict[str, str]) -> None:
     response = await bot.deliver(mention_event("forged"), headers=headers)
     assert response.status == 401
     await asyncio.sleep(0.2)
@@ -277,7 +277,9 @@ async def test_slash_command_runs_the_command_registry(bot: Bot) -> None:
     await bot.fake.wait_for(lambda: bool(bot.fake.webhook_posts))
     [post] = bot.fake.webhook_posts
     assert post["response_type"] == "ephemeral"
-    assert "/help" in unescape(post["text"]) or "help" in post["text"].lower()
+    text = unescape(post["text"])
+    assert text.startswith("Here is what I can do:")
+    assert "/deskmate reset" in text
     assert bot.backend.requests == []
 
 
@@ -327,8 +329,10 @@ async def test_socket_mode_answers_once_across_a_reconnect(
     second = mention_event("after reconnect")
     await fake.wait_for_ack(await fake.send_envelope(second))
     await fake.wait_for(
-        lambda: [m.text for m in fake.bot_messages("C1", second["event"]["ts"])]
-        == ["echo: after reconnect"]
+        lambda: (
+            [m.text for m in fake.bot_messages("C1", second["event"]["ts"])]
+            == ["echo: after reconnect"]
+        )
     )
     await asyncio.sleep(0.2)
     assert len(fake.bot_messages("C1", thread)) == 1

@@ -10,6 +10,7 @@ from adapters.slack.convert import (
     MESSAGE_LIMIT,
     SECTION_LIMIT,
     Route,
+    as_slash_commands,
     clean_text,
     command_to_inbound,
     escape,
@@ -171,6 +172,14 @@ def test_slash_command_becomes_command_text() -> None:
     assert command_to_inbound({**payload, "text": "stats  week"}).text == "/stats  week"
     with pytest.raises(ValueError, match="team_id"):
         command_to_inbound({**payload, "team_id": ""})
+
+
+def test_help_names_the_slash_command_form() -> None:
+    text = "Here is what I can do:\n/help — list commands\n/reset — forget\nSend /help"
+    assert as_slash_commands(text) == (
+        "Here is what I can do:\n/deskmate help — list commands\n/deskmate reset — forget\n"
+        "Send /help"
+    )
 
 
 def test_escape_round_trips() -> None:
