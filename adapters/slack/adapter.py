@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -117,6 +118,7 @@ class SlackAdapter:
         edit_interval: float = 1.2,
         max_retries: int = 3,
         shutdown_timeout: float = 30.0,
+        max_concurrent_answers: int = 32,
     ) -> None:
         if not bot_token:
             raise ConfigError("SLACK_BOT_TOKEN is required for the Slack adapter")
@@ -165,6 +167,9 @@ class SlackAdapter:
         self.bot_user_id = ""
         self.bot_id = ""
         self._tasks: set[asyncio.Task[None]] = set()
+        # Answers beyond this wait their turn, so a burst cannot starve the
+        # ack path (which must store and answer Slack within a second).
+        self._answer_slots = asyncio.Semaphore(max_concurrent_answers)
         self._stopping = False
 
     # -- lifecycle -----------------------------------------------------------------
@@ -179,6 +184,11 @@ class SlackAdapter:
                 f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}); "
                 "copy the Bot User OAuth Token (xoxb-...) from the app's settings"
             ) from exc
+        # One pooled session for every Web API call; slack-sdk opens a new
+        # connection per call otherwise.
+        self.client.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.client.timeout)
+        )
         self.bot_user_id = str(auth.get("user_id") or "")
         self.bot_id = str(auth.get("bot_id") or "")
         self._manager = manager
@@ -210,6 +220,9 @@ class SlackAdapter:
             if late:
                 log.warning("Slack: %d answers cut off at shutdown", len(late))
                 await asyncio.wait(late, timeout=5)
+        if self.client.session is not None:
+            await self.client.session.close()
+            self.client.session = None
 
     async def wait_idle(self) -> None:
         """Return once no answer is in progress (answers started meanwhile included)."""
@@ -313,16 +326,21 @@ class SlackAdapter:
         manager = self._require_manager()
         inbound = accepted.inbound
         try:
-            if inbound.meta.get("kind") == "command":
-                await manager.process(accepted, self._command_renderer(inbound))
-            else:
-                await self._react(inbound)
-                await manager.process(accepted, self._thread_renderer(inbound))
+            async with self._answer_slots:
+                await self._answer_now(manager, accepted)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The manager has marked the inbound failed; the operator needs the cause.
             log.exception("Slack: answering %s failed", inbound.event_id)
+
+    async def _answer_now(self, manager: ConversationManager, accepted: Accepted) -> None:
+        inbound = accepted.inbound
+        if inbound.meta.get("kind") == "command":
+            await manager.process(accepted, self._command_renderer(inbound))
+        else:
+            await self._react(inbound)
+            await manager.process(accepted, self._thread_renderer(inbound))
 
     def _thread_renderer(self, inbound: Inbound) -> Callable[[Reply], Awaitable[None]]:
         channel = str(inbound.meta.get("channel") or inbound.ref.chat)
