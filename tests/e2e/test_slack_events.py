@@ -352,3 +352,52 @@ async def test_socket_mode_does_not_ack_what_it_could_not_store(
     envelope = await fake.send_envelope(mention_event("lost?"))
     with pytest.raises(TimeoutError):
         await fake.wait_for_ack(envelope, within=1.0)
+
+
+async def test_events_stored_before_a_crash_are_answered_on_start(
+    fake: FakeSlack, tmp_path: Any, backend: FakeBackend
+) -> None:
+    from adapters.slack.convert import event_to_inbound
+    from storage.db import create_engine, upgrade
+    from storage.repository import Repository
+    from tests.conftest import make_manager
+
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    before = Repository(create_engine(url))
+    await upgrade(before.engine)
+    event = mention_event("asked just before the crash")
+    await make_manager(before, backend).accept(event_to_inbound(event, bot_user_id="UBOT"))
+    await before.aclose()  # the process died here: stored, never answered
+
+    after = Repository(create_engine(url))
+    adapter = SlackAdapter(bot_token="xoxb-test", signing_secret=SECRET, api_url=fake.api_url)
+    try:
+        await adapter.start(make_manager(after, backend))
+        await adapter.wait_idle()
+        thread = event["event"]["ts"]
+        assert [m.text for m in fake.bot_messages("C1", thread)] == [
+            "echo: asked just before the crash"
+        ]
+    finally:
+        await adapter.stop()
+        await after.aclose()
+
+
+async def test_send_posts_outside_a_reply_split_to_the_limits(bot: Bot) -> None:
+    from bot.types import ConversationRef
+
+    text = "relayed " * 6_000
+    await bot.adapter.send(ConversationRef("slack", "T1", "C5", "1700000000.000001"), text)
+    posted = bot.fake.bot_messages("C5", "1700000000.000001")
+    assert len(posted) == 2
+    assert "".join(unescape(m.text) for m in posted) == text
+
+
+async def test_bad_token_fails_start_with_a_clear_error(
+    fake: FakeSlack, manager: ConversationManager
+) -> None:
+    from bot.errors import ConfigError
+
+    adapter = SlackAdapter(bot_token="xoxb-wrong", signing_secret=SECRET, api_url=fake.api_url)
+    with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
+        await adapter.start(manager)
