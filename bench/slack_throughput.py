@@ -180,6 +180,9 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, float]]:
             raise SystemExit(f"bot process failed to start: {line!r}")
         endpoint = f"http://127.0.0.1:{int(line.split()[1])}/slack/events"
         results = []
+        # Warm up (imports, Bolt's first auth.test, SQLite pages) before measuring.
+        warm = argparse.Namespace(**{**vars(args), "events": 20, "concurrency": 5})
+        await load(endpoint, fake, warm, 0)
         if args.rate:
             results.append(await load(endpoint, fake, args, args.rate))
         else:
