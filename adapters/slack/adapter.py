@@ -205,6 +205,17 @@ class SlackAdapter:
             self._socket = AsyncSocketModeHandler(
                 self.app, app_token=self._app_token, web_client=self.client
             )
+            try:
+                # The SDK's connect() retries a refused token forever; ask once
+                # ourselves so a wrong token stops start-up with a clear error.
+                opened = await self.client.apps_connections_open(app_token=self._app_token)
+            except SlackApiError as exc:
+                raise ConfigError(
+                    f"Slack refused SLACK_APP_TOKEN ({exc.response.get('error')}); use an "
+                    "app-level token (xapp-...) with the connections:write scope and turn "
+                    "Socket Mode on in the app's settings"
+                ) from exc
+            self._socket.client.wss_uri = str(opened["url"])
             await self._socket.connect_async()
 
     async def stop(self) -> None:

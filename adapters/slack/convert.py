@@ -15,6 +15,7 @@ from typing import Any
 from bot.types import ConversationRef, Inbound
 
 PLATFORM = "slack"
+GREETING_COMMAND = "/start"
 
 # Slack's documented limits: a section block's text holds 3,000 characters and
 # a message's text 40,000 (beyond that Slack truncates it silently).
@@ -131,6 +132,9 @@ def event_to_inbound(body: Mapping[str, Any], *, bot_user_id: str = "") -> Inbou
     ]
     if missing:
         raise ValueError(f"Slack event lacks {', '.join(missing)}")
+    text = clean_text(str(event.get("text") or ""), bot_user_id=bot_user_id)
+    if not text and event.get("type") == "app_mention":
+        text = GREETING_COMMAND  # a bare "@Deskmate" asks who it is
     direct = event.get("channel_type") in _DIRECT_CHANNEL_TYPES
     # A DM is one conversation per channel; in channels each thread is one.
     thread = "" if direct else thread_of(event)
@@ -138,7 +142,7 @@ def event_to_inbound(body: Mapping[str, Any], *, bot_user_id: str = "") -> Inbou
     return Inbound(
         ref=ref,
         user=f"{team}/{user}",
-        text=clean_text(str(event.get("text") or ""), bot_user_id=bot_user_id),
+        text=text,
         event_id=str(event_id),
         meta={
             "channel": str(channel),

@@ -401,3 +401,16 @@ async def test_bad_token_fails_start_with_a_clear_error(
     adapter = SlackAdapter(bot_token="xoxb-wrong", signing_secret=SECRET, api_url=fake.api_url)
     with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
         await adapter.start(manager)
+
+
+async def test_socket_mode_with_a_bad_app_token_fails_start_clearly(
+    fake: FakeSlack, manager: ConversationManager
+) -> None:
+    from bot.errors import ConfigError
+
+    adapter = SlackAdapter(bot_token="xoxb-test", app_token="xapp-wrong", api_url=fake.api_url)
+    try:
+        with pytest.raises(ConfigError, match="SLACK_APP_TOKEN"):
+            await adapter.start(manager)
+    finally:
+        await adapter.stop()

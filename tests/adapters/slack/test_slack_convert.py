@@ -77,6 +77,11 @@ def test_top_level_mention_starts_a_thread_at_its_own_ts() -> None:
     assert route_event(mention(), bot_user_id=BOT) is Route.MENTION
 
 
+def test_a_bare_mention_asks_for_the_introduction() -> None:
+    assert event_to_inbound(mention(text=f"<@{BOT}>"), bot_user_id=BOT).text == "/start"
+    assert event_to_inbound(message(text=""), bot_user_id=BOT).text == ""
+
+
 def test_mention_inside_a_thread_continues_that_thread() -> None:
     inbound = event_to_inbound(mention(thread_ts="1699999999.000001"), bot_user_id=BOT)
     assert inbound.ref.thread == "1699999999.000001"
