@@ -47,12 +47,12 @@ async def serve_bot(api_url: str, database_url: str, edit_interval: float) -> No
     from bot.manager import ConversationManager
     from llm.base import SamplingParams
     from llm.fake import FakeBackend
-    from storage.db import create_engine, upgrade
+    from storage.db import Database
     from storage.repository import Repository
 
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    repository = Repository(engine)
+    db = Database(database_url)
+    await db.upgrade()
+    repository = Repository(db)
     manager = ConversationManager(
         repository=repository,
         backend=FakeBackend(),

@@ -36,29 +36,35 @@ class ChannelPacer:
     """Spaces intermediate edits per channel.
 
     Slack allows roughly one message write per second per channel; every
-    conversation in a channel shares that budget, so the pacing is keyed by
-    channel, not by thread. Final edits are never skipped (429s are retried by
-    the Web API client's rate-limit handler); only intermediate ones wait.
+    conversation in a channel shares that budget, so slots are handed out per
+    channel, not per thread, and each caller reserves the next free one (two
+    threads never both take the same slot). Final edits are never held back
+    (429s are retried by the Web API client's rate-limit handler); they only
+    push the next intermediate slot out.
     """
 
     def __init__(self, interval: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self._clock = clock
-        self._last: dict[str, float] = {}
+        self._next: dict[str, float] = {}
 
-    def delay(self, channel: str) -> float:
-        """Seconds until an intermediate edit in ``channel`` is due (0 if now)."""
-        last = self._last.get(channel)
-        if last is None:
-            return 0.0
-        return max(0.0, last + self.interval - self._clock())
+    def reserve(self, channel: str) -> float:
+        """Take the next free slot in ``channel``; returns seconds to wait for it."""
+        now = self._clock()
+        slot = max(now, self._next.get(channel, now))
+        self._next[channel] = slot + self.interval
+        self._forget_idle(now)
+        return slot - now
 
     def mark(self, channel: str) -> None:
-        self._last[channel] = self._clock()
-        if len(self._last) > 10_000:
-            # Forget channels idle for longer than the interval; they are due anyway.
-            now = self._clock()
-            self._last = {c: t for c, t in self._last.items() if now - t < self.interval}
+        """Record a write made outside the slots (a final edit)."""
+        now = self._clock()
+        self._next[channel] = max(self._next.get(channel, now), now + self.interval)
+
+    def _forget_idle(self, now: float) -> None:
+        if len(self._next) > 10_000:
+            # Channels whose next slot has passed are free anyway.
+            self._next = {c: t for c, t in self._next.items() if t > now}
 
 
 @dataclass(slots=True)
@@ -114,12 +120,11 @@ class StreamRenderer:
             self._changed.clear()
             if self._done:
                 return
-            wait = self.pacer.delay(self.channel)
+            wait = self.pacer.reserve(self.channel)
             if wait > 0:
                 await asyncio.sleep(wait)
                 if self._done:
                     return
-            self.pacer.mark(self.channel)
             await self._write(message_chunks(self._text))
 
     async def _write(self, pieces: list[str]) -> None:

@@ -358,18 +358,19 @@ async def test_events_stored_before_a_crash_are_answered_on_start(
     fake: FakeSlack, tmp_path: Any, backend: FakeBackend
 ) -> None:
     from adapters.slack.convert import event_to_inbound
-    from storage.db import create_engine, upgrade
+    from storage.db import Database
     from storage.repository import Repository
     from tests.conftest import make_manager
 
     url = f"sqlite:///{tmp_path / 'crash.db'}"
-    before = Repository(create_engine(url))
-    await upgrade(before.engine)
+    db = Database(url)
+    await db.upgrade()
+    before = Repository(db)
     event = mention_event("asked just before the crash")
     await make_manager(before, backend).accept(event_to_inbound(event, bot_user_id="UBOT"))
     await before.aclose()  # the process died here: stored, never answered
 
-    after = Repository(create_engine(url))
+    after = Repository(Database(url))
     adapter = SlackAdapter(bot_token="xoxb-test", signing_secret=SECRET, api_url=fake.api_url)
     try:
         await adapter.start(make_manager(after, backend))

@@ -82,13 +82,14 @@ async def test_blank_answer_still_replaces_the_placeholder() -> None:
     assert sink.messages["1.0"] == final != PLACEHOLDER
 
 
-async def test_pacer_delay() -> None:
+def test_pacer_hands_out_one_slot_per_interval_per_channel() -> None:
     now = [100.0]
     pacer = ChannelPacer(1.2, clock=lambda: now[0])
-    assert pacer.delay("C1") == 0
-    pacer.mark("C1")
-    now[0] += 0.5
-    assert abs(pacer.delay("C1") - 0.7) < 1e-9
-    assert pacer.delay("C2") == 0
-    now[0] += 1.0
-    assert pacer.delay("C1") == 0
+    assert pacer.reserve("C1") == 0
+    assert abs(pacer.reserve("C1") - 1.2) < 1e-9  # a second thread waits its turn
+    assert abs(pacer.reserve("C1") - 2.4) < 1e-9
+    assert pacer.reserve("C2") == 0
+    now[0] += 10
+    assert pacer.reserve("C1") == 0
+    pacer.mark("C1")  # a final edit just went out
+    assert abs(pacer.reserve("C1") - 1.2) < 1e-9
