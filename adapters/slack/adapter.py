@@ -66,6 +66,18 @@ _DIGITS = re.compile(r"^[0-9]{1,12}$")
 _BLOCK_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format"})
 
 
+class _DropTokenWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment by itself and then warns
+    that the client we pass wins; that is intended, so the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+_bolt_log = logging.getLogger("adapters.slack.bolt")
+_bolt_log.addFilter(_DropTokenWarning())
+
+
 class ThreadMembers:
     """Which channel threads Deskmate is part of, and with whom.
 
@@ -151,7 +163,7 @@ class SlackAdapter:
             # time we say 200, and a storage failure answers 500 so Slack retries.
             process_before_response=True,
             name="deskmate",
-            logger=logging.getLogger("adapters.slack.bolt"),
+            logger=_bolt_log,
         )
         self.app.event("app_mention")(self._on_event)
         self.app.event("message")(self._on_event)
