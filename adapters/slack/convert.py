@@ -270,8 +270,35 @@ def message_blocks(chunk: str) -> list[dict[str, Any]]:
     chunk would need more blocks than a message may carry.
     """
     blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": escape(part)}}
+        {"type": "section", "text": {"type": "mrkdwn", "text": to_mrkdwn(escape(part))}}
         for part in split_text(chunk, SECTION_LIMIT)
         if part.strip()
     ]
     return blocks if len(blocks) <= MAX_BLOCKS else []
+
+
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
+_LINK = re.compile(r"\[([^\]\n|]+)\]\((https?://[^\s)]+)\)")
+_HEADING = re.compile(r"(?m)^#{1,6}[ \t]+(.+?)[ \t#]*$")
+_BOLD = re.compile(r"(\*\*|__)(?=\S)([^*_\n]+?)(?<=\S)\1")
+_STRIKE = re.compile(r"~~(?=\S)([^~\n]+?)(?<=\S)~~")
+
+
+def to_mrkdwn(escaped: str) -> str:
+    """Turn the Markdown models write into Slack mrkdwn, outside code spans.
+
+    ``**bold**`` / ``__bold__`` -> ``*bold*``, ``~~x~~`` -> ``~x~``, ``# Title``
+    -> ``*Title*``, ``[text](https://url)`` -> ``<https://url|text>``. Works on
+    already escaped text (so the ``<...>`` it adds are real links) and never
+    makes text longer, so Slack's size limits still hold. Anything it does not
+    recognise stays as written.
+    """
+    parts = _CODE.split(escaped)
+    for i in range(0, len(parts), 2):  # even: outside code
+        text = parts[i]
+        text = _HEADING.sub(lambda m: "*" + m.group(1).replace("**", "") + "*", text)
+        text = _LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", text)
+        text = _BOLD.sub(lambda m: f"*{m.group(2)}*", text)
+        text = _STRIKE.sub(lambda m: f"~{m.group(1)}~", text)
+        parts[i] = text
+    return "".join(parts)

@@ -19,6 +19,7 @@ from adapters.slack.convert import (
     message_chunks,
     route_event,
     split_text,
+    to_mrkdwn,
     unescape,
 )
 from bot.types import ConversationRef
@@ -238,3 +239,26 @@ def test_a_45000_character_answer_needs_two_messages() -> None:
         assert 0 < len(blocks) <= 50
         assert all(len(b["text"]["text"]) <= SECTION_LIMIT for b in blocks)
         assert "".join(unescape(b["text"]["text"]) for b in blocks).strip() == chunk.strip()
+
+
+@pytest.mark.parametrize(
+    ("markdown", "mrkdwn"),
+    [
+        ("**Refunds** take 5 days", "*Refunds* take 5 days"),
+        ("__note__: ok", "*note*: ok"),
+        ("~~old~~ new", "~old~ new"),
+        ("## Shipping **times**\nWithin a week", "*Shipping times*\nWithin a week"),
+        (
+            "See [our policy](https://ex.com/p?a=1&b=2).",
+            "See <https://ex.com/p?a=1&amp;b=2|our policy>.",
+        ),
+        ("`**not bold**` and **bold**", "`**not bold**` and *bold*"),
+        ("```\n# not a heading\n**x**\n```", "```\n# not a heading\n**x**\n```"),
+        ("a < b and 2 ** 3", "a &lt; b and 2 ** 3"),
+        ("[bad](javascript:alert(1))", "[bad](javascript:alert(1))"),
+    ],
+)
+def test_markdown_becomes_slack_mrkdwn(markdown: str, mrkdwn: str) -> None:
+    converted = to_mrkdwn(escape(markdown))
+    assert converted == mrkdwn
+    assert len(converted) <= len(escape(markdown))
