@@ -415,3 +415,31 @@ async def test_socket_mode_with_a_bad_app_token_fails_start_clearly(
             await adapter.start(manager)
     finally:
         await adapter.stop()
+
+
+async def test_rejected_blocks_fall_back_to_plain_text(bot: Bot) -> None:
+    bot.fake.fail_next("chat.postMessage", "invalid_blocks")
+    bot.fake.fail_next("chat.update", "invalid_blocks")
+    event = mention_event("format me")
+    await bot.deliver(event)
+    assert await bot.answer(event["event"]["ts"]) == ["echo: format me"]
+    posts = bot.fake.calls_of("chat.postMessage")
+    assert [bool(c.args.get("blocks")) for c in posts] == [True, False]
+    updates = bot.fake.calls_of("chat.update")
+    assert updates[0].args["blocks"] and updates[1].args["blocks"] == []
+
+
+async def test_an_answer_slack_refused_is_sent_when_the_event_comes_again(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot.fake.fail_next("chat.postMessage", "not_in_channel")
+    event = mention_event("are you there?")
+    thread = event["event"]["ts"]
+    assert (await bot.deliver(event)).status == 200
+    await bot.fake.wait_for(lambda: bool(bot.fake.calls_of("chat.postMessage")))
+    await bot.adapter.wait_idle()
+    assert bot.fake.bot_messages("C1", thread) == []
+    assert "not_in_channel" in caplog.text
+    # The inbound was marked failed, so Slack's redelivery is answered.
+    assert (await bot.deliver(event, retry=1)).status == 200
+    assert await bot.answer(thread) == ["echo: are you there?"]
