@@ -312,7 +312,13 @@ class SlackAdapter:
         if route is Route.IGNORE:
             await ack()
             return
-        inbound = event_to_inbound(body, bot_user_id=self.bot_user_id)
+        try:
+            inbound = event_to_inbound(body, bot_user_id=self.bot_user_id)
+        except ValueError as exc:
+            # Redelivering it would not help; say why and move on.
+            log.warning("Slack: ignored a malformed event %s: %s", body.get("event_id"), exc)
+            await ack()
+            return
         accepted = await manager.accept(inbound)  # StorageError -> 500 -> Slack retries
         await ack()
         if route is Route.MENTION:

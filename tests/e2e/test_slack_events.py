@@ -443,3 +443,17 @@ async def test_an_answer_slack_refused_is_sent_when_the_event_comes_again(
     # The inbound was marked failed, so Slack's redelivery is answered.
     assert (await bot.deliver(event, retry=1)).status == 200
     assert await bot.answer(thread) == ["echo: are you there?"]
+
+
+async def test_a_signed_but_malformed_event_is_acknowledged_and_logged(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = mention_event("no id")
+    del payload["event_id"]
+    assert (await bot.deliver(payload)).status == 200
+    assert "malformed event" in caplog.text
+    garbage = "this is not json"
+    headers = {"Content-Type": "application/json", **sign(SECRET, garbage)}
+    async with bot.session.post(bot.url, data=garbage, headers=headers) as response:
+        assert response.status == 400
+    assert bot.fake.bot_messages() == []
