@@ -42,7 +42,9 @@ SECRET = "bench-secret"
 # -- the bot process ---------------------------------------------------------------------
 
 
-async def serve_bot(api_url: str, database_url: str, edit_interval: float) -> None:
+async def serve_bot(
+    api_url: str, database_url: str, edit_interval: float, max_answers: int
+) -> None:
     from adapters.slack.adapter import SlackAdapter
     from bot.manager import ConversationManager
     from llm.base import SamplingParams
@@ -63,7 +65,11 @@ async def serve_bot(api_url: str, database_url: str, edit_interval: float) -> No
         history_messages=20,
     )
     adapter = SlackAdapter(
-        bot_token="xoxb-test", signing_secret=SECRET, api_url=api_url, edit_interval=edit_interval
+        bot_token="xoxb-test",
+        signing_secret=SECRET,
+        api_url=api_url,
+        edit_interval=edit_interval,
+        max_concurrent_answers=max_answers,
     )
     app = web.Application()
     app.router.add_post("/slack/events", adapter.handle_http)
@@ -168,6 +174,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, float]]:
         database_url,
         "--edit-interval",
         str(args.edit_interval),
+        "--max-answers",
+        str(args.max_answers),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,
@@ -211,13 +219,16 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=200, help="distinct channels used")
     parser.add_argument("--words", type=int, default=12, help="words per message (and answer)")
     parser.add_argument("--edit-interval", type=float, default=1.2)
+    parser.add_argument("--max-answers", type=int, default=16, help="answers in progress")
     parser.add_argument("--database-url", default="", help="default: a temporary SQLite file")
     parser.add_argument("--serve-bot", metavar="API_URL", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.serve_bot:
-        asyncio.run(serve_bot(args.serve_bot, args.database_url, args.edit_interval))
+        asyncio.run(
+            serve_bot(args.serve_bot, args.database_url, args.edit_interval, args.max_answers)
+        )
         return
     results = asyncio.run(main_async(args))
     if args.json:

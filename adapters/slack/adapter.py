@@ -130,7 +130,7 @@ class SlackAdapter:
         edit_interval: float = 1.2,
         max_retries: int = 3,
         shutdown_timeout: float = 30.0,
-        max_concurrent_answers: int = 32,
+        max_concurrent_answers: int = 16,
     ) -> None:
         if not bot_token:
             raise ConfigError("SLACK_BOT_TOKEN is required for the Slack adapter")
