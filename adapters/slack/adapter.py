@@ -47,7 +47,7 @@ from adapters.slack.convert import (
     team_of,
     thread_of,
 )
-from adapters.slack.render import ChannelPacer, StreamRenderer
+from adapters.slack.render import EditPacer, StreamRenderer
 from bot.errors import ConfigError
 from bot.types import ConversationRef, Inbound, Reply, ReplyKind
 
@@ -174,7 +174,7 @@ class SlackAdapter:
         self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self._socket: AsyncSocketModeHandler | None = None
         self._manager: ConversationManager | None = None
-        self._pacer = ChannelPacer(edit_interval)
+        self._pacer = EditPacer(edit_interval)
         self.threads = ThreadMembers()
         self.bot_user_id = ""
         self.bot_id = ""
@@ -374,6 +374,7 @@ class SlackAdapter:
     def _thread_renderer(self, inbound: Inbound) -> Callable[[Reply], Awaitable[None]]:
         channel = str(inbound.meta.get("channel") or inbound.ref.chat)
         thread = str(inbound.meta.get("thread_ts") or inbound.ref.thread)
+        team = inbound.ref.tenant
 
         async def render(reply: Reply) -> None:
             if not reply.should_render:
@@ -381,7 +382,10 @@ class SlackAdapter:
             sink = _ThreadSink(self, channel, thread)
             placeholder = "_thinking…_" if reply.kind is ReplyKind.ANSWER else ""
             renderer = StreamRenderer(
-                sink=sink, pacer=self._pacer, channel=channel, placeholder=placeholder
+                sink=sink,
+                pacer=self._pacer,
+                keys=(f"{team}/{channel}", team),
+                placeholder=placeholder,
             )
             await renderer.render(reply)
 

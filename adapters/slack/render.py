@@ -1,5 +1,5 @@
 """Streaming a reply into Slack messages: progressive ``chat.update`` edits,
-paced per channel, split across messages when the answer outgrows one.
+paced per channel and workspace, split across messages when the answer outgrows one.
 
 The renderer talks to Slack through the narrow ``MessageSink`` protocol, so
 its pacing and splitting are tested without any HTTP.
@@ -32,15 +32,16 @@ class MessageSink(Protocol):
         ...
 
 
-class ChannelPacer:
-    """Spaces intermediate edits per channel.
+class EditPacer:
+    """Spaces intermediate edits, one slot per ``interval`` for each key.
 
-    Slack allows roughly one message write per second per channel; every
-    conversation in a channel shares that budget, so slots are handed out per
-    channel, not per thread, and each caller reserves the next free one (two
-    threads never both take the same slot). Final edits are never held back
-    (429s are retried by the Web API client's rate-limit handler); they only
-    push the next intermediate slot out.
+    A renderer reserves with two keys, its channel and its workspace: Slack
+    allows about one message write per second per channel, and ``chat.update``
+    is a Tier 3 method (about 50 calls a minute per workspace), so every
+    conversation of a workspace shares that budget. Each caller takes the next
+    slot free on all its keys, so two threads never share one. Final edits are
+    never held back (a 429 is retried after its Retry-After by the Web API
+    client); they only push the next slots out.
     """
 
     def __init__(self, interval: float, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -48,23 +49,22 @@ class ChannelPacer:
         self._clock = clock
         self._next: dict[str, float] = {}
 
-    def reserve(self, channel: str) -> float:
-        """Take the next free slot in ``channel``; returns seconds to wait for it."""
+    def reserve(self, *keys: str) -> float:
+        """Take the next slot free on every key; returns seconds to wait for it."""
         now = self._clock()
-        slot = max(now, self._next.get(channel, now))
-        self._next[channel] = slot + self.interval
-        self._forget_idle(now)
+        slot = max([now, *(self._next.get(k, now) for k in keys)])
+        for key in keys:
+            self._next[key] = slot + self.interval
+        if len(self._next) > 10_000:
+            # Keys whose next slot has passed are free anyway.
+            self._next = {k: t for k, t in self._next.items() if t > now}
         return slot - now
 
-    def mark(self, channel: str) -> None:
+    def mark(self, *keys: str) -> None:
         """Record a write made outside the slots (a final edit)."""
         now = self._clock()
-        self._next[channel] = max(self._next.get(channel, now), now + self.interval)
-
-    def _forget_idle(self, now: float) -> None:
-        if len(self._next) > 10_000:
-            # Channels whose next slot has passed are free anyway.
-            self._next = {c: t for c, t in self._next.items() if t > now}
+        for key in keys:
+            self._next[key] = max(self._next.get(key, now), now + self.interval)
 
 
 @dataclass(slots=True)
@@ -85,8 +85,9 @@ class StreamRenderer:
     """
 
     sink: MessageSink
-    pacer: ChannelPacer
-    channel: str
+    pacer: EditPacer
+    # Pacing keys, e.g. ("T1/C1", "T1"): the channel and its workspace.
+    keys: tuple[str, ...]
     placeholder: str = PLACEHOLDER
     messages: list[str] = field(default_factory=list)
     _posted: list[_Posted] = field(default_factory=list)
@@ -111,7 +112,7 @@ class StreamRenderer:
                 await flusher
         final = self._text if self._text.strip() else EMPTY_ANSWER
         await self._write(message_chunks(final))
-        self.pacer.mark(self.channel)
+        self.pacer.mark(*self.keys)
         return final
 
     async def _flush_loop(self) -> None:
@@ -120,7 +121,7 @@ class StreamRenderer:
             self._changed.clear()
             if self._done:
                 return
-            wait = self.pacer.reserve(self.channel)
+            wait = self.pacer.reserve(*self.keys)
             if wait > 0:
                 await asyncio.sleep(wait)
                 if self._done:

@@ -7,7 +7,7 @@ import itertools
 from collections.abc import AsyncIterator
 
 from adapters.slack.convert import MESSAGE_LIMIT
-from adapters.slack.render import PLACEHOLDER, ChannelPacer, StreamRenderer
+from adapters.slack.render import PLACEHOLDER, EditPacer, StreamRenderer
 
 
 class Sink:
@@ -37,7 +37,7 @@ async def stream(parts: list[str], delay: float) -> AsyncIterator[str]:
 
 async def test_placeholder_then_paced_edits_then_exact_final_text() -> None:
     sink = Sink()
-    renderer = StreamRenderer(sink=sink, pacer=ChannelPacer(0.1), channel="C1")
+    renderer = StreamRenderer(sink=sink, pacer=EditPacer(0.1), keys=("T1/C1", "T1"))
     parts = [f"w{i} " for i in range(40)]
     final = await renderer.render(stream(parts, 0.01))
     assert final == "".join(parts)
@@ -50,11 +50,13 @@ async def test_placeholder_then_paced_edits_then_exact_final_text() -> None:
     assert all(b - a >= 0.09 for a, b in itertools.pairwise(times))
 
 
-async def test_pacing_is_shared_by_every_thread_of_a_channel() -> None:
+async def test_pacing_is_shared_by_every_thread_of_a_workspace() -> None:
     sink = Sink()
-    pacer = ChannelPacer(0.2)
+    pacer = EditPacer(0.2)
+    # Three threads: two in one channel, one in another channel of the same workspace.
     renderers = [
-        StreamRenderer(sink=sink, pacer=pacer, channel="C1", placeholder="") for _ in range(3)
+        StreamRenderer(sink=sink, pacer=pacer, keys=(f"T1/{c}", "T1"), placeholder="")
+        for c in ("C1", "C1", "C2")
     ]
     parts = [f"w{i} " for i in range(20)]
     await asyncio.gather(*(r.render(stream(parts, 0.02)) for r in renderers))
@@ -67,7 +69,7 @@ async def test_pacing_is_shared_by_every_thread_of_a_channel() -> None:
 
 async def test_long_answer_is_split_across_messages_without_loss() -> None:
     sink = Sink()
-    renderer = StreamRenderer(sink=sink, pacer=ChannelPacer(0.0), channel="C1")
+    renderer = StreamRenderer(sink=sink, pacer=EditPacer(0.0), keys=("T1/C1", "T1"))
     words = [f"token{i:05d} " for i in range(4_100)]  # 45,100 characters
     final = await renderer.render(stream(words, 0))
     assert len(final) > MESSAGE_LIMIT
@@ -77,19 +79,19 @@ async def test_long_answer_is_split_across_messages_without_loss() -> None:
 
 async def test_blank_answer_still_replaces_the_placeholder() -> None:
     sink = Sink()
-    renderer = StreamRenderer(sink=sink, pacer=ChannelPacer(0.0), channel="C1")
+    renderer = StreamRenderer(sink=sink, pacer=EditPacer(0.0), keys=("T1/C1", "T1"))
     final = await renderer.render(stream(["  "], 0))
     assert sink.messages["1.0"] == final != PLACEHOLDER
 
 
-def test_pacer_hands_out_one_slot_per_interval_per_channel() -> None:
+def test_pacer_hands_out_one_slot_per_interval_per_key() -> None:
     now = [100.0]
-    pacer = ChannelPacer(1.2, clock=lambda: now[0])
-    assert pacer.reserve("C1") == 0
-    assert abs(pacer.reserve("C1") - 1.2) < 1e-9  # a second thread waits its turn
-    assert abs(pacer.reserve("C1") - 2.4) < 1e-9
-    assert pacer.reserve("C2") == 0
+    pacer = EditPacer(1.2, clock=lambda: now[0])
+    assert pacer.reserve("T1/C1", "T1") == 0
+    assert abs(pacer.reserve("T1/C1", "T1") - 1.2) < 1e-9  # a second thread waits its turn
+    assert abs(pacer.reserve("T1/C2", "T1") - 2.4) < 1e-9  # same workspace, other channel
+    assert pacer.reserve("T2/C1", "T2") == 0  # another workspace has its own budget
     now[0] += 10
-    assert pacer.reserve("C1") == 0
-    pacer.mark("C1")  # a final edit just went out
-    assert abs(pacer.reserve("C1") - 1.2) < 1e-9
+    assert pacer.reserve("T1/C1", "T1") == 0
+    pacer.mark("T1/C1", "T1")  # a final edit just went out
+    assert abs(pacer.reserve("T1/C1", "T1") - 1.2) < 1e-9
