@@ -254,7 +254,9 @@ class SlackAdapter:
 
     async def send(self, ref: ConversationRef, text: str) -> None:
         """Post ``text`` (split to Slack's limits) into the conversation's thread."""
-        for chunk in split_text(text, MESSAGE_LIMIT) or [text]:
+        if not text.strip():
+            raise ValueError("Slack refuses empty messages; nothing to send")
+        for chunk in split_text(text, MESSAGE_LIMIT):
             await self._post(ref.chat, ref.thread, chunk)
 
     # -- HTTP Events API -----------------------------------------------------------
