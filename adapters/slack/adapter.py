@@ -64,6 +64,16 @@ SEEN_REACTION = "eyes"
 THREAD_LOOKUP_TIMEOUT = 0.7
 _DIGITS = re.compile(r"^[0-9]{1,12}$")
 _BLOCK_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format"})
+# What the operator can do about the Web API errors a reply commonly meets.
+_HINTS = {
+    "not_in_channel": " (invite the bot: /invite @Deskmate in that channel)",
+    "channel_not_found": " (the channel is gone, or private and the bot is not in it)",
+    "is_archived": " (the channel is archived)",
+    "missing_scope": " (add the scopes in adapters/slack/manifest.yaml and reinstall the app)",
+    "invalid_auth": " (SLACK_BOT_TOKEN is no longer valid)",
+    "token_revoked": " (the app was uninstalled or its token revoked)",
+    "account_inactive": " (the app was uninstalled or its token revoked)",
+}
 
 
 class _DropTokenWarning(logging.Filter):
@@ -361,8 +371,17 @@ class SlackAdapter:
                 await self._answer_now(manager, accepted)
         except asyncio.CancelledError:
             raise
+        except SlackApiError as exc:
+            # The manager has marked the inbound failed; a redelivery retries it.
+            error = str(exc.response.get("error") or exc)
+            log.error(
+                "Slack: could not answer %s in %s: %s%s",
+                inbound.event_id,
+                inbound.meta.get("channel"),
+                error,
+                _HINTS.get(error, ""),
+            )
         except Exception:
-            # The manager has marked the inbound failed; the operator needs the cause.
             log.exception("Slack: answering %s failed", inbound.event_id)
 
     async def _answer_now(self, manager: ConversationManager, accepted: Accepted) -> None:

@@ -439,7 +439,7 @@ async def test_an_answer_slack_refused_is_sent_when_the_event_comes_again(
     await bot.fake.wait_for(lambda: bool(bot.fake.calls_of("chat.postMessage")))
     await bot.adapter.wait_idle()
     assert bot.fake.bot_messages("C1", thread) == []
-    assert "not_in_channel" in caplog.text
+    assert "not_in_channel (invite the bot" in caplog.text
     # The inbound was marked failed, so Slack's redelivery is answered.
     assert (await bot.deliver(event, retry=1)).status == 200
     assert await bot.answer(thread) == ["echo: are you there?"]
