@@ -113,6 +113,7 @@ async def load(
 ) -> dict[str, float]:
     bodies, answer = make_bodies(args.events, args.channels, args.words)
     before = sum(1 for m in fake.bot_messages() if m.text == answer)
+    calls_before = len(fake.calls)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
 
@@ -158,6 +159,7 @@ async def load(
         "non_200": sum(n for s, n in statuses.items() if s != 200),
         "acked_per_s": args.events / acked,
         "end_to_end_per_s": args.events / done,
+        "api_calls_per_event": (len(fake.calls) - calls_before) / args.events,
     }
 
 
@@ -242,7 +244,7 @@ def main() -> None:
         )
         print(f"-- {args.events} events, {mode}")
         for key, value in result.items():
-            print(f"{key:>18}: {value:.1f}")
+            print(f"{key:>20}: {value:.1f}")
 
 
 if __name__ == "__main__":
