@@ -457,3 +457,29 @@ async def test_a_signed_but_malformed_event_is_acknowledged_and_logged(
     async with bot.session.post(bot.url, data=garbage, headers=headers) as response:
         assert response.status == 400
     assert bot.fake.bot_messages() == []
+
+
+async def test_the_answer_streams_through_paced_edits(bot: Bot) -> None:
+    words = [f"part{i}" for i in range(40)]
+    bot.backend.enqueue(" ".join(words), chunk_delay=0.01)
+    event = mention_event("stream please")
+    await bot.deliver(event)
+    assert await bot.answer(event["event"]["ts"]) == [" ".join(words)]
+    updates = bot.fake.calls_of("chat.update")
+    texts = [unescape(c.args["text"]) for c in updates]
+    assert len(updates) >= 3  # intermediate edits, then the final one
+    assert all(" ".join(words).startswith(t) for t in texts)
+    # Intermediate edits come no faster than one per edit_interval (0.05 s) on
+    # average; single gaps jitter with request latency.
+    paced = updates[:-1]
+    assert paced[-1].at - paced[0].at >= 0.05 * (len(paced) - 1) * 0.8
+
+
+async def test_slash_command_over_socket_mode(socket_bot: SlackAdapter, fake: FakeSlack) -> None:
+    from urllib.parse import parse_qsl
+
+    form = dict(parse_qsl(slash_command("reset", response_url=fake.response_url())))
+    ack = await fake.wait_for_ack(await fake.send_envelope(form, kind="slash_commands"))
+    assert ack["envelope_id"]
+    await fake.wait_for(lambda: bool(fake.webhook_posts))
+    assert "forgotten this conversation" in fake.webhook_posts[0]["text"]
