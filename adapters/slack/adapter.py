@@ -1,0 +1,536 @@
+"""The Slack adapter: slack-bolt's AsyncApp over Socket Mode or the HTTP Events API.
+
+Flow for every delivery: Bolt verifies and routes it, the listener stores it
+with ``manager.accept`` (a storage failure fails the delivery so Slack sends it
+again), acknowledges, and answers in a background task that streams the reply
+into the thread. A redelivered event (HTTP ``X-Slack-Retry-Num`` or a Socket
+Mode retry) has the same ``event_id``, so ``accept`` reports it as a duplicate
+and nothing is posted twice.
+
+Bolt and slack-sdk objects stay inside this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from adapters.slack.convert import (
+    MESSAGE_LIMIT,
+    Route,
+    as_slash_commands,
+    command_to_inbound,
+    escape,
+    event_to_inbound,
+    message_blocks,
+    route_event,
+    split_text,
+    team_of,
+    thread_of,
+)
+from adapters.slack.render import EditPacer, StreamRenderer
+from bot.errors import ConfigError
+from bot.types import ConversationRef, Inbound, Reply, ReplyKind
+
+if TYPE_CHECKING:
+    from bot.manager import Accepted, ConversationManager
+
+log = logging.getLogger(__name__)
+
+PUBLIC_API_URL = "https://slack.com/api/"
+SLASH_COMMAND = "/deskmate"
+SEEN_REACTION = "eyes"
+# How long the ack path may spend asking Slack whether Deskmate is in a thread
+# (Slack wants an ack within 3 s; we aim for 1 s).
+THREAD_LOOKUP_TIMEOUT = 0.7
+_DIGITS = re.compile(r"^[0-9]{1,12}$")
+_BLOCK_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format"})
+# What the operator can do about the Web API errors a reply commonly meets.
+_HINTS = {
+    "not_in_channel": " (invite the bot: /invite @Deskmate in that channel)",
+    "channel_not_found": " (the channel is gone, or private and the bot is not in it)",
+    "is_archived": " (the channel is archived)",
+    "missing_scope": " (add the scopes in adapters/slack/manifest.yaml and reinstall the app)",
+    "invalid_auth": " (SLACK_BOT_TOKEN is no longer valid)",
+    "token_revoked": " (the app was uninstalled or its token revoked)",
+    "account_inactive": " (the app was uninstalled or its token revoked)",
+}
+
+
+class _DropTokenWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment by itself and then warns
+    that the client we pass wins; that is intended, so the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+_bolt_log = logging.getLogger("adapters.slack.bolt")
+_bolt_log.addFilter(_DropTokenWarning())
+
+
+class ThreadMembers:
+    """Which channel threads Deskmate is part of, and with whom.
+
+    A thread joins when someone mentions Deskmate in it; later replies from
+    people who mentioned it continue the conversation without a new mention.
+    Kept in memory (bounded LRU); after a restart ``conversations.replies``
+    rebuilds an unknown thread's entry on first use.
+    """
+
+    def __init__(self, *, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._threads: OrderedDict[tuple[str, str, str], set[str]] = OrderedDict()
+
+    def join(self, team: str, channel: str, thread: str, user: str) -> None:
+        key = (team, channel, thread)
+        users = self._threads.setdefault(key, set())
+        users.add(user)
+        self._threads.move_to_end(key)
+        while len(self._threads) > self.capacity:
+            self._threads.popitem(last=False)
+
+    def known(self, team: str, channel: str, thread: str) -> bool:
+        return (team, channel, thread) in self._threads
+
+    def remember(self, team: str, channel: str, thread: str, users: set[str]) -> None:
+        """Record a thread's members as found in its history (empty: not ours)."""
+        key = (team, channel, thread)
+        self._threads[key] = set(users)
+        self._threads.move_to_end(key)
+        while len(self._threads) > self.capacity:
+            self._threads.popitem(last=False)
+
+    def includes(self, team: str, channel: str, thread: str, user: str) -> bool:
+        users = self._threads.get((team, channel, thread))
+        return users is not None and user in users
+
+
+class SlackAdapter:
+    """Deskmate on Slack. See the module docstring for the delivery flow."""
+
+    name = "slack"
+
+    def __init__(
+        self,
+        *,
+        bot_token: str,
+        app_token: str = "",
+        signing_secret: str = "",
+        api_url: str = "",
+        edit_interval: float = 1.2,
+        max_retries: int = 3,
+        shutdown_timeout: float = 30.0,
+        max_concurrent_answers: int = 16,
+    ) -> None:
+        if not bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN is required for the Slack adapter")
+        if not app_token and not signing_secret:
+            raise ConfigError(
+                "Slack needs SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET "
+                "(HTTP Events API at /slack/events)"
+            )
+        base_url = api_url or PUBLIC_API_URL
+        if not base_url.endswith("/"):
+            base_url += "/"  # slack-sdk appends the method name directly
+        self.socket_mode = bool(app_token)
+        self._app_token = app_token
+        self._signing_secret = signing_secret
+        self._shutdown_timeout = shutdown_timeout
+        self.client = AsyncWebClient(
+            token=bot_token,
+            base_url=base_url,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(max_retry_count=max_retries),
+                # Honours Retry-After on HTTP 429.
+                AsyncRateLimitErrorRetryHandler(max_retry_count=max_retries),
+            ],
+        )
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=signing_secret,
+            request_verification_enabled=not self.socket_mode,
+            # Run the listener before answering Slack: the event is stored by the
+            # time we say 200, and a storage failure answers 500 so Slack retries.
+            process_before_response=True,
+            name="deskmate",
+            logger=_bolt_log,
+        )
+        self.app.event("app_mention")(self._on_event)
+        self.app.event("message")(self._on_event)
+        self.app.command(SLASH_COMMAND)(self._on_command)
+        # Anything else subscribed to is acknowledged, never answered 404.
+        self.app.event(re.compile(".*"))(self._on_other_event)
+        self.app.error(self._on_error)
+        self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._manager: ConversationManager | None = None
+        self._pacer = EditPacer(edit_interval)
+        self.threads = ThreadMembers()
+        self.bot_user_id = ""
+        self.bot_id = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Answers beyond this wait their turn, so a burst cannot starve the
+        # ack path (which must store and answer Slack within a second).
+        self._answer_slots = asyncio.Semaphore(max_concurrent_answers)
+        self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self, manager: ConversationManager) -> None:
+        """Check the token, connect (Socket Mode) and answer events stored but never
+        answered before the last stop."""
+        try:
+            auth = await self.client.auth_test()
+        except SlackApiError as exc:
+            raise ConfigError(
+                f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}); "
+                "copy the Bot User OAuth Token (xoxb-...) from the app's settings"
+            ) from exc
+        # One pooled session for every Web API call; slack-sdk opens a new
+        # connection per call otherwise.
+        self.client.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.client.timeout)
+        )
+        self.bot_user_id = str(auth.get("user_id") or "")
+        self.bot_id = str(auth.get("bot_id") or "")
+        self._manager = manager
+        log.info(
+            "Slack: connected as %s (%s) in team %s via %s",
+            auth.get("user"),
+            self.bot_user_id,
+            auth.get("team_id"),
+            "Socket Mode" if self.socket_mode else "HTTP Events API at /slack/events",
+        )
+        for accepted in await manager.pending("slack"):
+            self._spawn(self._answer(accepted))
+        if self.socket_mode:
+            self._socket = AsyncSocketModeHandler(
+                self.app, app_token=self._app_token, web_client=self.client
+            )
+            try:
+                # The SDK's connect() retries a refused token forever; ask once
+                # ourselves so a wrong token stops start-up with a clear error.
+                opened = await self.client.apps_connections_open(app_token=self._app_token)
+            except SlackApiError as exc:
+                raise ConfigError(
+                    f"Slack refused SLACK_APP_TOKEN ({exc.response.get('error')}); use an "
+                    "app-level token (xapp-...) with the connections:write scope and turn "
+                    "Socket Mode on in the app's settings"
+                ) from exc
+            self._socket.client.wss_uri = str(opened["url"])
+            await self._socket.connect_async()
+
+    async def stop(self) -> None:
+        """Stop taking events, then let answers in progress finish (bounded)."""
+        self._stopping = True
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=self._shutdown_timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("Slack: %d answers cut off at shutdown", len(late))
+                await asyncio.wait(late, timeout=5)
+        if self.client.session is not None:
+            await self.client.session.close()
+            self.client.session = None
+
+    async def wait_idle(self) -> None:
+        """Return once no answer is in progress (answers started meanwhile included)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def send(self, ref: ConversationRef, text: str) -> None:
+        """Post ``text`` (split to Slack's limits) into the conversation's thread."""
+        if not text.strip():
+            raise ValueError("Slack refuses empty messages; nothing to send")
+        for chunk in split_text(text, MESSAGE_LIMIT):
+            await self._post(ref.chat, ref.thread, chunk)
+
+    # -- HTTP Events API -----------------------------------------------------------
+
+    async def handle_http(self, request: web.Request) -> web.StreamResponse:
+        """``POST /slack/events``: verify, hand to Bolt, answer with Bolt's response."""
+        body = await request.text()
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        # Checked here so that a malformed timestamp is a 401, not an exception
+        # inside Bolt's verifier (which would be a 500).
+        if (
+            self._verifier is None
+            or not _DIGITS.match(timestamp)
+            or not self._verifier.is_valid(body, timestamp, signature)
+        ):
+            log.warning(
+                "Slack: refused an unsigned or badly signed request from %s", request.remote
+            )
+            return web.json_response({"error": "invalid request"}, status=401)
+        if self._manager is None or self._stopping:
+            # Slack retries non-2xx deliveries; we will be ready by then.
+            return web.json_response({"error": "starting up"}, status=503)
+        retry = request.headers.get("X-Slack-Retry-Num")
+        if retry:
+            log.info(
+                "Slack: redelivery #%s (%s)", retry, request.headers.get("X-Slack-Retry-Reason")
+            )
+        try:
+            # Bolt's to_bolt_request, reusing the body already read for verification.
+            bolt_request = AsyncBoltRequest(
+                body=body,
+                query=request.query_string,
+                headers=request.headers,  # type: ignore[arg-type]
+            )
+        except ValueError:
+            log.warning("Slack: a signed request had a body that is not JSON or a form")
+            return web.json_response({"error": "malformed body"}, status=400)
+        bolt_response = await self.app.async_dispatch(bolt_request)
+        return await to_aiohttp_response(bolt_response)
+
+    # -- listeners (run by Bolt before it answers Slack) ---------------------------
+
+    async def _on_event(self, body: dict[str, Any], ack: Callable[[], Awaitable[Any]]) -> None:
+        manager = self._require_manager()
+        route = route_event(body, bot_user_id=self.bot_user_id, bot_id=self.bot_id)
+        event = body.get("event") or {}
+        team = team_of(body)
+        channel = str(event.get("channel") or "")
+        user = str(event.get("user") or "")
+        if route is Route.THREAD and not await self._in_thread(
+            team, channel, thread_of(event), user
+        ):
+            route = Route.IGNORE
+        if route is Route.IGNORE:
+            await ack()
+            return
+        try:
+            inbound = event_to_inbound(body, bot_user_id=self.bot_user_id)
+        except ValueError as exc:
+            # Redelivering it would not help; say why and move on.
+            log.warning("Slack: ignored a malformed event %s: %s", body.get("event_id"), exc)
+            await ack()
+            return
+        accepted = await manager.accept(inbound)  # StorageError -> 500 -> Slack retries
+        await ack()
+        if route is Route.MENTION:
+            self.threads.join(team, channel, inbound.ref.thread, user)
+        if not accepted.duplicate:
+            self._spawn(self._answer(accepted))
+
+    async def _on_command(self, body: dict[str, Any], ack: Callable[..., Awaitable[Any]]) -> None:
+        manager = self._require_manager()
+        try:
+            inbound = command_to_inbound(body)
+        except ValueError as exc:
+            log.warning("Slack: malformed slash command: %s", exc)
+            await ack(text="Sorry, Slack sent an incomplete command. Please try again.")
+            return
+        accepted = await manager.accept(inbound)
+        await ack()
+        if not accepted.duplicate:
+            self._spawn(self._answer(accepted))
+
+    async def _on_other_event(self, ack: Callable[[], Awaitable[Any]]) -> None:
+        await ack()
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        log.error(
+            "Slack: delivery %s failed before it was stored; Slack will send it again",
+            body.get("event_id") or body.get("trigger_id") or "?",
+            exc_info=error,
+        )
+
+    # -- answering -------------------------------------------------------------------
+
+    async def _answer(self, accepted: Accepted) -> None:
+        manager = self._require_manager()
+        inbound = accepted.inbound
+        try:
+            async with self._answer_slots:
+                await self._answer_now(manager, accepted)
+        except asyncio.CancelledError:
+            raise
+        except SlackApiError as exc:
+            # The manager has marked the inbound failed; a redelivery retries it.
+            error = str(exc.response.get("error") or exc)
+            log.error(
+                "Slack: could not answer %s in %s: %s%s",
+                inbound.event_id,
+                inbound.meta.get("channel"),
+                error,
+                _HINTS.get(error, ""),
+            )
+        except Exception:
+            log.exception("Slack: answering %s failed", inbound.event_id)
+
+    async def _answer_now(self, manager: ConversationManager, accepted: Accepted) -> None:
+        inbound = accepted.inbound
+        if inbound.meta.get("kind") == "command":
+            await manager.process(accepted, self._command_renderer(inbound))
+        else:
+            await self._react(inbound)
+            await manager.process(accepted, self._thread_renderer(inbound))
+
+    def _thread_renderer(self, inbound: Inbound) -> Callable[[Reply], Awaitable[None]]:
+        channel = str(inbound.meta.get("channel") or inbound.ref.chat)
+        thread = str(inbound.meta.get("thread_ts") or inbound.ref.thread)
+        team = inbound.ref.tenant
+
+        async def render(reply: Reply) -> None:
+            if not reply.should_render:
+                return
+            sink = _ThreadSink(self, channel, thread)
+            placeholder = "_thinking…_" if reply.kind is ReplyKind.ANSWER else ""
+            renderer = StreamRenderer(
+                sink=sink,
+                pacer=self._pacer,
+                keys=(f"{team}/{channel}", team),
+                placeholder=placeholder,
+            )
+            await renderer.render(reply)
+
+        return render
+
+    def _command_renderer(self, inbound: Inbound) -> Callable[[Reply], Awaitable[None]]:
+        response_url = str(inbound.meta.get("response_url") or "")
+
+        async def render(reply: Reply) -> None:
+            if not reply.should_render:
+                return
+            text = as_slash_commands(await reply.collect(), SLASH_COMMAND)
+            if not response_url:
+                await self.send(inbound.ref, text)
+                return
+            hook = AsyncWebhookClient(response_url)
+            # A response_url takes five posts; commands answer in far fewer.
+            for chunk in split_text(text, MESSAGE_LIMIT)[:5]:
+                result = await hook.send(
+                    text=escape(chunk), response_type="ephemeral", replace_original=False
+                )
+                if result.status_code != 200:
+                    raise RuntimeError(
+                        f"response_url refused the command reply: {result.status_code} "
+                        f"{result.body[:200]!r}"
+                    )
+
+        return render
+
+    async def _react(self, inbound: Inbound) -> None:
+        """Mark the person's message as seen; best effort (missing scope, deleted message)."""
+        ts = str(inbound.meta.get("ts") or "")
+        if not ts:
+            return
+        try:
+            await self.client.reactions_add(
+                channel=str(inbound.meta.get("channel")), timestamp=ts, name=SEEN_REACTION
+            )
+        except SlackApiError as exc:
+            if exc.response.get("error") != "already_reacted":
+                log.info("Slack: could not add a reaction: %s", exc.response.get("error"))
+
+    async def _post(self, channel: str, thread: str, text: str) -> str:
+        kwargs: dict[str, Any] = {"channel": channel, "text": escape(text)}
+        if thread:
+            kwargs["thread_ts"] = thread
+        blocks = message_blocks(text)
+        try:
+            response = await self.client.chat_postMessage(**kwargs, blocks=blocks or None)
+        except SlackApiError as exc:
+            if exc.response.get("error") not in _BLOCK_ERRORS:
+                raise
+            # Fall back to plain text when Slack rejects the blocks.
+            response = await self.client.chat_postMessage(**kwargs)
+        return str(response["ts"])
+
+    async def _update(self, channel: str, ts: str, text: str) -> None:
+        kwargs: dict[str, Any] = {"channel": channel, "ts": ts, "text": escape(text)}
+        blocks = message_blocks(text)
+        try:
+            await self.client.chat_update(**kwargs, blocks=blocks)
+        except SlackApiError as exc:
+            if exc.response.get("error") not in _BLOCK_ERRORS:
+                raise
+            await self.client.chat_update(**kwargs, blocks=[])
+
+    # -- helpers ---------------------------------------------------------------------
+
+    async def _in_thread(self, team: str, channel: str, thread: str, user: str) -> bool:
+        """Is ``user`` talking with Deskmate in this thread?"""
+        if not self.threads.known(team, channel, thread):
+            await self._load_thread(team, channel, thread)
+        return self.threads.includes(team, channel, thread, user)
+
+    async def _load_thread(self, team: str, channel: str, thread: str) -> None:
+        """Rebuild a thread's members from its history (after a restart)."""
+        try:
+            async with asyncio.timeout(THREAD_LOOKUP_TIMEOUT):
+                response = await self.client.conversations_replies(
+                    channel=channel, ts=thread, limit=200
+                )
+        except SlackApiError as exc:
+            # Permanent (missing scope, thread gone): treat as a thread we are not in.
+            log.info("Slack: conversations.replies failed: %s", exc.response.get("error"))
+            self.threads.remember(team, channel, thread, set())
+            return
+        # A timeout propagates: the delivery fails and Slack sends it again.
+        messages = response.get("messages") or []
+        mention = f"<@{self.bot_user_id}"
+        bot_spoke = any(
+            m.get("user") == self.bot_user_id or (self.bot_id and m.get("bot_id") == self.bot_id)
+            for m in messages
+        )
+        users = (
+            {str(m.get("user")) for m in messages if mention in (m.get("text") or "")}
+            if bot_spoke and self.bot_user_id
+            else set()
+        )
+        self.threads.remember(team, channel, thread, users)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _require_manager(self) -> ConversationManager:
+        if self._manager is None:
+            raise RuntimeError("the Slack adapter received an event before start()")
+        return self._manager
+
+
+class _ThreadSink:
+    """``MessageSink`` for one thread (or DM when ``thread`` is empty)."""
+
+    def __init__(self, adapter: SlackAdapter, channel: str, thread: str) -> None:
+        self._adapter = adapter
+        self._channel = channel
+        self._thread = thread
+
+    async def post(self, text: str) -> str:
+        return await self._adapter._post(self._channel, self._thread, text)
+
+    async def update(self, ts: str, text: str) -> None:
+        await self._adapter._update(self._channel, ts, text)
+
+
+__all__ = ["SlackAdapter", "ThreadMembers"]

@@ -1,0 +1,304 @@
+"""Pure conversions between Slack payloads (plain dicts) and Deskmate's types.
+
+Nothing here imports slack-bolt or slack-sdk, so every rule about which
+events Deskmate answers, and how text is cut into Slack-sized pieces, is
+tested with plain dictionaries.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from bot.types import ConversationRef, Inbound
+
+PLATFORM = "slack"
+GREETING_COMMAND = "/start"
+
+# Slack's documented limits: a section block's text holds 3,000 characters and
+# a message's text 40,000 (beyond that Slack truncates it silently).
+SECTION_LIMIT = 3_000
+MESSAGE_LIMIT = 40_000
+# A message may carry at most 50 blocks; sections cut at a boundary can be as
+# short as half the limit, so 40,000 characters need at most 27.
+MAX_BLOCKS = 50
+
+# Message subtypes that carry a person's words. Everything else (edits,
+# deletions, joins, bot posts, ...) is ignored.
+_HUMAN_SUBTYPES = frozenset({"", "file_share", "thread_broadcast", "me_message"})
+_DIRECT_CHANNEL_TYPES = frozenset({"im"})
+_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+class Route(StrEnum):
+    """What the adapter should do with an Events API delivery."""
+
+    MENTION = "mention"  # app_mention: open or continue a thread conversation
+    DIRECT = "direct"  # a direct message: always answered
+    THREAD = "thread"  # a reply in a channel thread: answered if Deskmate is in it
+    IGNORE = "ignore"
+
+
+def route_event(body: Mapping[str, Any], *, bot_user_id: str = "", bot_id: str = "") -> Route:
+    """Decide how to treat one ``event_callback`` body.
+
+    A channel message that mentions the bot is ignored here because Slack also
+    delivers it as ``app_mention`` (with a different event id); answering both
+    would reply twice.
+    """
+    if body.get("type") != "event_callback":
+        return Route.IGNORE
+    event = body.get("event")
+    if not isinstance(event, Mapping):
+        return Route.IGNORE
+    kind = event.get("type")
+    if event.get("bot_id") or event.get("subtype") == "bot_message":
+        return Route.IGNORE  # never talk to bots, ourselves included
+    user = event.get("user")
+    if not user or (bot_user_id and user == bot_user_id):
+        return Route.IGNORE
+    if bot_id and event.get("bot_id") == bot_id:
+        return Route.IGNORE
+    if not event.get("channel") or not event.get("ts"):
+        return Route.IGNORE
+    if kind == "app_mention":
+        return Route.MENTION
+    if kind != "message":
+        return Route.IGNORE
+    if (event.get("subtype") or "") not in _HUMAN_SUBTYPES:
+        return Route.IGNORE
+    if event.get("channel_type") in _DIRECT_CHANNEL_TYPES:
+        return Route.DIRECT
+    thread_ts = event.get("thread_ts")
+    if not thread_ts or thread_ts == event.get("ts"):
+        return Route.IGNORE  # a top-level channel message that does not mention us
+    if bot_user_id and f"<@{bot_user_id}" in (event.get("text") or ""):
+        return Route.IGNORE  # delivered again as app_mention
+    return Route.THREAD
+
+
+def team_of(body: Mapping[str, Any]) -> str:
+    """The workspace the delivery belongs to (the app's installation team)."""
+    team = body.get("team_id")
+    if not team:
+        event = body.get("event") or {}
+        team = event.get("team") or ""
+    return str(team)
+
+
+def thread_of(event: Mapping[str, Any]) -> str:
+    """The thread a channel event belongs to: its ``thread_ts``, or its own ts
+    for a top-level message (the reply starts a thread under it)."""
+    return str(event.get("thread_ts") or event.get("ts") or "")
+
+
+def clean_text(text: str, *, bot_user_id: str = "") -> str:
+    """Drop mentions of the bot and undo Slack's ``&amp; &lt; &gt;`` escaping."""
+    if bot_user_id:
+        text = _MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text)
+    else:
+        # Without the bot's id only a leading mention can safely be assumed to be us.
+        text = re.sub(r"^\s*<@[A-Z0-9]+(?:\|[^>]*)?>", "", text)
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    return unescape(text).strip()
+
+
+def event_to_inbound(body: Mapping[str, Any], *, bot_user_id: str = "") -> Inbound:
+    """Convert an ``event_callback`` body carrying a message or app_mention.
+
+    Raises ``ValueError`` when a field Deskmate needs is missing. The caller
+    decides with ``route_event`` whether the event is for Deskmate at all.
+    """
+    event = body.get("event")
+    if not isinstance(event, Mapping):
+        raise ValueError("Slack event body has no 'event' object")
+    team = team_of(body)
+    channel = event.get("channel")
+    user = event.get("user")
+    ts = event.get("ts")
+    event_id = body.get("event_id")
+    missing = [
+        name
+        for name, value in (
+            ("team_id", team),
+            ("event.channel", channel),
+            ("event.user", user),
+            ("event.ts", ts),
+            ("event_id", event_id),
+        )
+        if not value
+    ]
+    if missing:
+        raise ValueError(f"Slack event lacks {', '.join(missing)}")
+    text = clean_text(str(event.get("text") or ""), bot_user_id=bot_user_id)
+    if not text and event.get("type") == "app_mention":
+        text = GREETING_COMMAND  # a bare "@Deskmate" asks who it is
+    direct = event.get("channel_type") in _DIRECT_CHANNEL_TYPES
+    # A DM is one conversation per channel; in channels each thread is one.
+    thread = "" if direct else thread_of(event)
+    ref = ConversationRef(PLATFORM, team, str(channel), thread)
+    return Inbound(
+        ref=ref,
+        user=f"{team}/{user}",
+        text=text,
+        event_id=str(event_id),
+        meta={
+            "channel": str(channel),
+            "thread_ts": thread,
+            "ts": str(ts),
+            "kind": "event",
+        },
+    )
+
+
+def command_to_inbound(payload: Mapping[str, Any]) -> Inbound:
+    """Convert a ``/deskmate WORDS`` slash command into the command text ``/WORDS``.
+
+    ``/deskmate`` alone means ``/help``. Slash commands carry no event id and are
+    never redelivered, so the one-time ``trigger_id`` stands in for it.
+    """
+    team = str(payload.get("team_id") or "")
+    channel = str(payload.get("channel_id") or "")
+    user = str(payload.get("user_id") or "")
+    trigger = str(payload.get("trigger_id") or "")
+    missing = [
+        n for n, v in (("team_id", team), ("channel_id", channel), ("user_id", user)) if not v
+    ]
+    if missing or not trigger:
+        raise ValueError(f"Slack slash command lacks {', '.join(missing or ['trigger_id'])}")
+    words = unescape(str(payload.get("text") or "")).strip().lstrip("/")
+    text = f"/{words}" if words else "/help"
+    return Inbound(
+        ref=ConversationRef(PLATFORM, team, channel, ""),
+        user=f"{team}/{user}",
+        text=text,
+        event_id=f"command:{trigger}",
+        user_name=str(payload.get("user_name") or ""),
+        meta={
+            "channel": channel,
+            "thread_ts": "",
+            "kind": "command",
+            "response_url": str(payload.get("response_url") or ""),
+        },
+    )
+
+
+def as_slash_commands(text: str, command: str = "/deskmate") -> str:
+    """Rewrite command names at line starts (``/reset — ...``) as ``/deskmate reset``.
+
+    Slack intercepts ``/reset`` typed in a message box as a slash command of its
+    own, so the help shown in Slack names the form that works there.
+    """
+    return re.sub(r"(?m)^/(\w+)", lambda m: f"{command} {m.group(1)}", text)
+
+
+def escape(text: str) -> str:
+    """Slack's required escaping for message text (only these three characters)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _escaped_len(text: str) -> int:
+    return len(text) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
+
+
+def _fit(text: str, start: int, limit: int) -> int:
+    """The largest end such that ``text[start:end]`` escapes to ``limit`` or less."""
+    end = min(len(text), start + limit)
+    if _escaped_len(text[start:end]) <= limit:
+        return end  # the usual case: no escaping inside the window
+    used = 0
+    end = start
+    while end < len(text):
+        ch = text[end]
+        used += 5 if ch == "&" else 4 if ch in "<>" else 1
+        if used > limit:
+            break
+        end += 1
+    return end
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Cut ``text`` into pieces whose escaped length is at most ``limit``.
+
+    ``"".join(pieces) == text`` always holds: nothing is dropped, separators
+    stay at the end of the piece they close. Cuts prefer a paragraph break,
+    then a line break, then a space, searched in the second half of the window;
+    a hard cut only when a window has none. Greedy and prefix-stable: once text
+    follows a piece, later growth of the text never moves that piece's end,
+    which lets a streaming renderer freeze full messages.
+    """
+    if limit < 8:
+        raise ValueError("limit must be at least 8 characters")
+    pieces: list[str] = []
+    start = 0
+    n = len(text)
+    while start < n:
+        end = _fit(text, start, limit)
+        if end >= n:
+            pieces.append(text[start:])
+            break
+        floor = start + (end - start) // 2
+        cut = -1
+        for sep in ("\n\n", "\n", " "):
+            at = text.rfind(sep, floor, end)
+            if at != -1:
+                cut = at + len(sep)
+                break
+        if cut <= start:
+            cut = end
+        pieces.append(text[start:cut])
+        start = cut
+    return pieces
+
+
+def message_chunks(text: str) -> list[str]:
+    """The messages a reply needs: each fits one Slack message."""
+    return split_text(text, MESSAGE_LIMIT) if text else [""]
+
+
+def message_blocks(chunk: str) -> list[dict[str, Any]]:
+    """Section blocks for one message chunk (escaped, each under the section limit).
+
+    Whitespace-only pieces are left out (Slack rejects empty sections); an
+    empty list means "send the text alone", which is also the answer when the
+    chunk would need more blocks than a message may carry.
+    """
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": to_mrkdwn(escape(part))}}
+        for part in split_text(chunk, SECTION_LIMIT)
+        if part.strip()
+    ]
+    return blocks if len(blocks) <= MAX_BLOCKS else []
+
+
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
+_LINK = re.compile(r"\[([^\]\n|]+)\]\((https?://[^\s)]+)\)")
+_HEADING = re.compile(r"(?m)^#{1,6}[ \t]+(.+?)[ \t#]*$")
+_BOLD = re.compile(r"(\*\*|__)(?=\S)([^*_\n]+?)(?<=\S)\1")
+_STRIKE = re.compile(r"~~(?=\S)([^~\n]+?)(?<=\S)~~")
+
+
+def to_mrkdwn(escaped: str) -> str:
+    """Turn the Markdown models write into Slack mrkdwn, outside code spans.
+
+    ``**bold**`` / ``__bold__`` -> ``*bold*``, ``~~x~~`` -> ``~x~``, ``# Title``
+    -> ``*Title*``, ``[text](https://url)`` -> ``<https://url|text>``. Works on
+    already escaped text (so the ``<...>`` it adds are real links) and never
+    makes text longer, so Slack's size limits still hold. Anything it does not
+    recognise stays as written.
+    """
+    parts = _CODE.split(escaped)
+    for i in range(0, len(parts), 2):  # even: outside code
+        text = parts[i]
+        text = _HEADING.sub(lambda m: "*" + m.group(1).replace("**", "") + "*", text)
+        text = _LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", text)
+        text = _BOLD.sub(lambda m: f"*{m.group(2)}*", text)
+        text = _STRIKE.sub(lambda m: f"~{m.group(1)}~", text)
+        parts[i] = text
+    return "".join(parts)

@@ -1,0 +1,525 @@
+"""A local fake of the Slack Web API and Socket Mode, on 127.0.0.1.
+
+Speaks the real wire protocol the slack-sdk clients use: form, query or JSON
+arguments; ``{"ok": true, ...}`` / ``{"ok": false, "error": ...}`` bodies;
+HTTP 429 with ``Retry-After``; ``apps.connections.open`` returning a ``ws://``
+URL to a Socket Mode websocket served here (``hello``, envelopes, acks and
+``disconnect``). It enforces the limits Deskmate must respect (40,000
+characters of text, 3,000 per section block, 50 blocks) so a test fails if the
+adapter breaks them.
+
+Also holds helpers to build and sign Events API payloads the way Slack does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import WSMsgType, web
+
+TEXT_LIMIT = 40_000
+SECTION_LIMIT = 3_000
+BLOCK_LIMIT = 50
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]] | None = None
+    thread_ts: str = ""
+    user: str = ""
+    bot_id: str = ""
+    team: str = ""
+    edits: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    token: str
+    at: float
+
+
+@dataclass
+class Workspace:
+    team_id: str
+    bot_token: str
+    bot_user_id: str = "UBOT"
+    bot_id: str = "BBOT"
+
+
+class FakeSlack:
+    """Start with ``await FakeSlack().start()``; ``api_url`` is the Web API base."""
+
+    def __init__(
+        self,
+        *,
+        workspaces: list[Workspace] | None = None,
+        app_token: str = "xapp-1-test",
+    ) -> None:
+        self.workspaces = workspaces or [Workspace("T1", "xoxb-test")]
+        self.app_token = app_token
+        self.calls: list[Call] = []
+        self.messages: dict[tuple[str, str], Message] = {}
+        self.reactions: list[tuple[str, str, str]] = []
+        self.webhook_posts: list[dict[str, Any]] = []
+        self.acks: dict[str, dict[str, Any]] = {}
+        self.socket_connections = 0
+        self._failures: dict[str, list[tuple[int, dict[str, Any], dict[str, str]]]] = {}
+        self._ts = itertools.count(1)
+        self._sockets: list[web.WebSocketResponse] = []
+        self._ack_events: dict[str, asyncio.Event] = {}
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.handler_delay = 0.0
+        self._tickets: set[str] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> FakeSlack:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/link/", self._socket)
+        app.router.add_post("/hooks/{id}", self._hook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def response_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/{uuid.uuid4().hex}"
+
+    # -- scripting -------------------------------------------------------------------
+
+    def fail_next(self, method: str, error: str, *, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` answer ``{"ok": false, "error": error}``."""
+        for _ in range(times):
+            self._failures.setdefault(method, []).append((200, {"ok": False, "error": error}, {}))
+
+    def rate_limit_next(self, method: str, *, retry_after: int = 1, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` answer HTTP 429 with ``Retry-After``."""
+        for _ in range(times):
+            self._failures.setdefault(method, []).append(
+                (429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)})
+            )
+
+    def add_user_message(
+        self, channel: str, user: str, text: str, *, thread_ts: str = "", team: str = "T1"
+    ) -> str:
+        """Record a person's message (what ``conversations.replies`` will return)."""
+        ts = self._next_ts()
+        self.messages[(channel, ts)] = Message(channel, ts, text, None, thread_ts, user, "", team)
+        return ts
+
+    def calls_of(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def bot_messages(
+        self, channel: str | None = None, thread_ts: str | None = None
+    ) -> list[Message]:
+        """Messages the bot posted, oldest first, optionally in one channel / thread."""
+        found = [
+            m
+            for m in self.messages.values()
+            if m.bot_id
+            and (channel is None or m.channel == channel)
+            and (thread_ts is None or m.thread_ts == thread_ts)
+        ]
+        return sorted(found, key=lambda m: float(m.ts))
+
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds, re-checked on each API call."""
+        async with asyncio.timeout(within):
+            while not predicate():
+                self._changed.clear()
+                try:
+                    async with asyncio.timeout(0.2):
+                        await self._changed.wait()
+                except TimeoutError:
+                    pass
+
+    # -- Socket Mode -----------------------------------------------------------------
+
+    async def send_envelope(
+        self, payload: dict[str, Any], *, kind: str = "events_api", retry_attempt: int = 0
+    ) -> str:
+        """Push one envelope to the connected client; returns its envelope id."""
+        envelope_id = uuid.uuid4().hex
+        self._ack_events[envelope_id] = asyncio.Event()
+        message = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "accepts_response_payload": kind != "events_api",
+            "retry_attempt": retry_attempt,
+            "retry_reason": "timeout" if retry_attempt else "",
+            "payload": payload,
+        }
+        ws = await self._live_socket()
+        await ws.send_str(json.dumps(message))
+        return envelope_id
+
+    async def wait_for_ack(self, envelope_id: str, within: float = 5.0) -> dict[str, Any]:
+        async with asyncio.timeout(within):
+            await self._ack_events[envelope_id].wait()
+        return self.acks[envelope_id]
+
+    async def send_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Ask the client to reconnect, as Slack does every few hours, then hang up."""
+        ws = await self._live_socket()
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "disconnect",
+                    "reason": reason,
+                    "debug_info": {"host": "fake-slack"},
+                }
+            )
+        )
+        # Slack closes the old socket a little after the client has a new one.
+        connections = self.socket_connections
+        try:
+            await self.wait_for(lambda: self.socket_connections > connections, within=5)
+        finally:
+            await ws.close()
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+
+    async def wait_connected(self, count: int = 1, within: float = 10.0) -> None:
+        await self.wait_for(
+            lambda: self.socket_connections >= count and bool(self._sockets), within
+        )
+
+    async def _live_socket(self) -> web.WebSocketResponse:
+        await self.wait_for(lambda: any(not ws.closed for ws in self._sockets), within=10)
+        return next(ws for ws in reversed(self._sockets) if not ws.closed)
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        if request.query.get("ticket") not in self._tickets:
+            raise web.HTTPUnauthorized(text="invalid ticket")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        self.socket_connections += 1
+        self._touch()
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "num_connections": len(self._sockets),
+                    "debug_info": {"host": "fake-slack", "approximate_connection_time": 18060},
+                    "connection_info": {"app_id": "A1"},
+                }
+            )
+        )
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            envelope_id = data.get("envelope_id")
+            if envelope_id:
+                self.acks[envelope_id] = data
+                event = self._ack_events.get(envelope_id)
+                if event is not None:
+                    event.set()
+                self._touch()
+        if ws in self._sockets:
+            self._sockets.remove(ws)
+        return ws
+
+    # -- Web API ---------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        self._changed.set()
+
+    def _next_ts(self) -> str:
+        return f"{int(time.time())}.{next(self._ts):06d}"
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.webhook_posts.append({"url_id": request.match_info["id"], **body})
+        self._touch()
+        return web.Response(text="ok")
+
+    async def _args(self, request: web.Request) -> dict[str, Any]:
+        args: dict[str, Any] = dict(request.query)
+        if request.method == "POST" and request.can_read_body:
+            if request.content_type == "application/json":
+                args.update(await request.json())
+            else:
+                args.update(await request.post())
+        if isinstance(args.get("blocks"), str):
+            args["blocks"] = json.loads(args["blocks"])
+        return args
+
+    def _workspace(self, token: str) -> Workspace | None:
+        return next((w for w in self.workspaces if w.bot_token == token), None)
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args = await self._args(request)
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip() or str(args.pop("token", ""))
+        self.calls.append(Call(method, args, token, time.monotonic()))
+        self._touch()
+        if self.handler_delay:
+            await asyncio.sleep(self.handler_delay)
+        queued = self._failures.get(method)
+        if queued:
+            status, body, headers = queued.pop(0)
+            return web.json_response(body, status=status, headers=headers)
+        if method == "apps.connections.open":
+            if token != self.app_token:
+                return _error("invalid_auth")
+            ticket = uuid.uuid4().hex
+            self._tickets.add(ticket)
+            return _ok(url=f"ws://127.0.0.1:{self.port}/link/?ticket={ticket}")
+        workspace = self._workspace(token)
+        if workspace is None:
+            return _error("not_authed" if not token else "invalid_auth")
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return _error("unknown_method")
+        return await handler(workspace, args)
+
+    async def _m_auth_test(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
+        return _ok(
+            url="https://fake.slack.test/",
+            team="Fake Team",
+            user="deskmate",
+            team_id=ws.team_id,
+            user_id=ws.bot_user_id,
+            bot_id=ws.bot_id,
+            is_enterprise_install=False,
+        )
+
+    def _check_content(self, args: dict[str, Any]) -> str | None:
+        text = args.get("text")
+        blocks = args.get("blocks")
+        if not text and not blocks:
+            return "no_text"
+        if text and len(str(text)) > TEXT_LIMIT:
+            return "msg_too_long"
+        if blocks:
+            if not isinstance(blocks, list) or len(blocks) > BLOCK_LIMIT:
+                return "invalid_blocks"
+            for block in blocks:
+                if block.get("type") == "section":
+                    body = (block.get("text") or {}).get("text", "")
+                    if not body or len(body) > SECTION_LIMIT:
+                        return "invalid_blocks"
+        return None
+
+    async def _m_chat_postMessage(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
+        channel = str(args.get("channel") or "")
+        if not channel:
+            return _error("channel_not_found")
+        problem = self._check_content(args)
+        if problem:
+            return _error(problem)
+        ts = self._next_ts()
+        message = Message(
+            channel=channel,
+            ts=ts,
+            text=str(args.get("text") or ""),
+            blocks=args.get("blocks"),
+            thread_ts=str(args.get("thread_ts") or ""),
+            user=ws.bot_user_id,
+            bot_id=ws.bot_id,
+            team=ws.team_id,
+        )
+        self.messages[(channel, ts)] = message
+        return _ok(channel=channel, ts=ts, message=_shape(message))
+
+    async def _m_chat_update(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
+        key = (str(args.get("channel") or ""), str(args.get("ts") or ""))
+        message = self.messages.get(key)
+        if message is None:
+            return _error("message_not_found")
+        if message.bot_id != ws.bot_id:
+            return _error("cant_update_message")
+        problem = self._check_content(args)
+        if problem:
+            return _error(problem)
+        message.edits.append(message.text)
+        message.text = str(args.get("text") or "")
+        message.blocks = args.get("blocks")
+        return _ok(channel=key[0], ts=key[1], text=message.text, message=_shape(message))
+
+    async def _m_reactions_add(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
+        entry = (str(args.get("channel")), str(args.get("timestamp")), str(args.get("name")))
+        if not all(entry):
+            return _error("invalid_arguments")
+        if entry in self.reactions:
+            return _error("already_reacted")
+        self.reactions.append(entry)
+        return _ok()
+
+    async def _m_conversations_replies(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
+        channel = str(args.get("channel") or "")
+        ts = str(args.get("ts") or "")
+        found = [
+            m
+            for m in self.messages.values()
+            if m.channel == channel and (m.ts == ts or m.thread_ts == ts)
+        ]
+        if not found:
+            return _error("thread_not_found")
+        found.sort(key=lambda m: float(m.ts))
+        return _ok(messages=[_shape(m) for m in found], has_more=False)
+
+
+def _shape(message: Message) -> dict[str, Any]:
+    shaped: dict[str, Any] = {"type": "message", "ts": message.ts, "text": message.text}
+    if message.user:
+        shaped["user"] = message.user
+    if message.bot_id:
+        shaped["bot_id"] = message.bot_id
+    if message.thread_ts:
+        shaped["thread_ts"] = message.thread_ts
+    if message.blocks:
+        shaped["blocks"] = message.blocks
+    return shaped
+
+
+def _ok(**fields: Any) -> web.Response:
+    return web.json_response({"ok": True, **fields})
+
+
+def _error(error: str) -> web.Response:
+    return web.json_response({"ok": False, "error": error})
+
+
+# -- Events API payloads -------------------------------------------------------------
+
+_event_ids = itertools.count(1)
+_ts = itertools.count(1)
+
+
+def new_ts() -> str:
+    return f"{int(time.time())}.{500_000 + next(_ts):06d}"
+
+
+def event_body(event: dict[str, Any], *, team: str = "T1", event_id: str = "") -> dict[str, Any]:
+    """An ``event_callback`` envelope as Slack posts it."""
+    return {
+        "token": "legacy-verification-token",
+        "team_id": team,
+        "api_app_id": "A1",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{next(_event_ids):08d}",
+        "event_time": int(time.time()),
+        "authorizations": [
+            {"team_id": team, "user_id": "UBOT", "is_bot": True, "is_enterprise_install": False}
+        ],
+        "is_ext_shared_channel": False,
+    }
+
+
+def mention_event(
+    text: str,
+    *,
+    channel: str = "C1",
+    user: str = "U2",
+    team: str = "T1",
+    thread_ts: str = "",
+    bot_user_id: str = "UBOT",
+    event_id: str = "",
+) -> dict[str, Any]:
+    ts = new_ts()
+    event: dict[str, Any] = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{bot_user_id}> {text}",
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+        "team": team,
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event_body(event, team=team, event_id=event_id)
+
+
+def message_event(
+    text: str,
+    *,
+    channel: str = "D1",
+    user: str = "U2",
+    team: str = "T1",
+    channel_type: str = "im",
+    thread_ts: str = "",
+    event_id: str = "",
+    **extra: Any,
+) -> dict[str, Any]:
+    ts = new_ts()
+    event: dict[str, Any] = {
+        "type": "message",
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "channel": channel,
+        "channel_type": channel_type,
+        "event_ts": ts,
+        "team": team,
+        **extra,
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event_body(event, team=team, event_id=event_id)
+
+
+def slash_command(
+    text: str, *, response_url: str, channel: str = "C1", user: str = "U2", team: str = "T1"
+) -> str:
+    """A form-encoded ``/deskmate`` slash command body."""
+    return urlencode(
+        {
+            "token": "legacy-verification-token",
+            "team_id": team,
+            "team_domain": "fake",
+            "channel_id": channel,
+            "channel_name": "support",
+            "user_id": user,
+            "user_name": "ann",
+            "command": "/deskmate",
+            "text": text,
+            "api_app_id": "A1",
+            "response_url": response_url,
+            "trigger_id": f"{next(_event_ids)}.{int(time.time())}.{uuid.uuid4().hex[:8]}",
+        }
+    )
+
+
+def sign(secret: str, body: str, timestamp: str | None = None) -> dict[str, str]:
+    """Headers Slack sends with a signed request (v0 HMAC-SHA256 of ``v0:ts:body``)."""
+    ts = timestamp if timestamp is not None else str(int(time.time()))
+    base = f"v0:{ts}:{body}".encode()
+    digest = hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
