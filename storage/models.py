@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 # Named constraints so migrations can refer to them on every backend.
@@ -41,7 +42,7 @@ conversations = Table(
     Column("chat", String(128), nullable=False),
     Column("thread", String(128), nullable=False, server_default=""),
     # False once the platform told us the chat is gone (bot blocked, kicked).
-    Column("active", Boolean, nullable=False, server_default="1"),
+    Column("active", Boolean, nullable=False, server_default=true()),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("platform", "tenant", "chat", "thread", name="uq_conversations_ref"),
 )
@@ -90,13 +91,15 @@ inbound_events = Table(
     Column("user_name", String(160), nullable=False, server_default=""),
     Column("text", Text, nullable=False),
     Column("meta", JSON, nullable=False),
-    # received -> processing -> answered | failed; failed/stale processing rows
-    # may be claimed again.
+    # processing -> answered | failed. Failed rows and stale claims are claimed
+    # again by a redelivery or by start-up recovery.
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("error", Text),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("claimed_at", DateTime(timezone=True)),
+    # Which process holds the claim; a claim by a process that is gone is stale.
+    Column("claimed_by", String(64)),
     Column("answered_at", DateTime(timezone=True)),
     UniqueConstraint("platform", "event_id", name="uq_inbound_events_platform_event"),
     Index("ix_inbound_events_status", "platform", "status"),
@@ -106,8 +109,9 @@ users = Table(
     "users",
     metadata,
     Column("id", IdType, primary_key=True),
-    Column("platform_user", String(160), nullable=False, unique=True),
+    Column("platform_user", String(160), nullable=False),
     Column("name", String(160), nullable=False, server_default=""),
     Column("role", String(16), nullable=False, server_default="user"),  # user | agent | admin
     Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("platform_user", name="uq_users_platform_user"),
 )

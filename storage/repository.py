@@ -1,0 +1,539 @@
+"""The repository the conversation manager calls; the only code that writes
+conversations, messages and inbound events.
+
+Written against SQLAlchemy Core rather than the ORM: a message costs two short
+transactions, and at hundreds of messages a second the ORM's unit of work is
+most of the cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bot.errors import StorageError
+from bot.types import ConversationRef, Inbound
+from storage.models import conversations, inbound_events, messages, users
+
+log = logging.getLogger(__name__)
+
+AcceptStatus = Literal["new", "retry", "duplicate"]
+MessageKind = Literal["chat", "command"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInbound:
+    """Where an accepted inbound event lives, and whether it should be answered."""
+
+    inbound_id: int
+    conversation_id: int
+    message_id: int | None
+    status: AcceptStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PendingInbound:
+    inbound: Inbound
+    stored: StoredInbound
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    role: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    conversations: int
+    messages: int
+    prompt_tokens: int
+    completion_tokens: int
+    answers: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetResult:
+    messages: int
+    events: int
+
+
+class Repository:
+    """Async storage operations. Every public method is one transaction.
+
+    ``single_process`` (SQLite) means no other process can hold a claim, so
+    start-up recovery may take over any claim that is not this process's own.
+    On PostgreSQL, several workers share the tables and a claim only goes
+    stale after ``claim_lease`` seconds.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        claim_lease: float = 300.0,
+        max_attempts: int = 3,
+    ) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.single_process = self.dialect == "sqlite"
+        self.claim_lease = timedelta(seconds=claim_lease)
+        self.max_attempts = max_attempts
+        # Identifies this process's claims on inbound events.
+        self.worker = uuid.uuid4().hex
+        # Conversations are never deleted, so their ids can be cached for good.
+        self._conversation_ids: dict[tuple[str, str, str, str], int] = {}
+        self._known_users: set[str] = set()
+
+    def _insert(self, table: Any) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+    # -- inbound ---------------------------------------------------------------
+
+    async def accept(self, inbound: Inbound, *, text: str, kind: MessageKind) -> StoredInbound:
+        """Store an inbound event and its message, or recognise a redelivery.
+
+        ``new``: first delivery, stored and claimed by this process.
+        ``retry``: stored before but never answered; claimed now.
+        ``duplicate``: answered already, or being answered right now.
+        """
+        try:
+            async with self.engine.begin() as conn:
+                return await self._accept(conn, inbound, text, kind)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"could not store inbound event {inbound.event_id}: {exc}") from exc
+
+    async def _accept(
+        self, conn: AsyncConnection, inbound: Inbound, text: str, kind: MessageKind
+    ) -> StoredInbound:
+        now = _now()
+        conversation_id = await self._conversation_id(conn, inbound.ref, now)
+        inserted = await conn.execute(
+            self._insert(inbound_events)
+            .values(
+                platform=inbound.ref.platform,
+                event_id=inbound.event_id,
+                conversation_id=conversation_id,
+                user_id=inbound.platform_user,
+                user_name=inbound.user_name,
+                text=text,
+                meta=dict(inbound.meta),
+                status="processing",
+                attempts=1,
+                received_at=now,
+                claimed_at=now,
+                claimed_by=self.worker,
+            )
+            .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+            .returning(inbound_events.c.id)
+        )
+        inbound_id = inserted.scalar()
+        if inbound_id is None:
+            return await self._redelivered(conn, inbound, now)
+        message_id = (
+            await conn.execute(
+                messages.insert()
+                .values(
+                    conversation_id=conversation_id,
+                    role="user",
+                    kind=kind,
+                    user_id=inbound.platform_user,
+                    text=text,
+                    created_at=now,
+                )
+                .returning(messages.c.id)
+            )
+        ).scalar_one()
+        await conn.execute(
+            update(inbound_events)
+            .where(inbound_events.c.id == inbound_id)
+            .values(message_id=message_id)
+        )
+        if inbound.platform_user not in self._known_users:
+            await conn.execute(
+                self._insert(users)
+                .values(platform_user=inbound.platform_user, name=inbound.user_name, created_at=now)
+                .on_conflict_do_nothing(index_elements=["platform_user"])
+            )
+            self._known_users.add(inbound.platform_user)
+        return StoredInbound(inbound_id, conversation_id, message_id, "new")
+
+    async def _redelivered(
+        self, conn: AsyncConnection, inbound: Inbound, now: datetime
+    ) -> StoredInbound:
+        row = (
+            await conn.execute(
+                select(
+                    inbound_events.c.id,
+                    inbound_events.c.conversation_id,
+                    inbound_events.c.message_id,
+                ).where(
+                    inbound_events.c.platform == inbound.ref.platform,
+                    inbound_events.c.event_id == inbound.event_id,
+                )
+            )
+        ).one()
+        claimed = await self._claim(conn, [row.id], now, include_own_stale=False)
+        status: AcceptStatus = "retry" if claimed else "duplicate"
+        return StoredInbound(row.id, row.conversation_id, row.message_id, status)
+
+    def _claimable(self, now: datetime, *, recovering: bool) -> Any:
+        stale = inbound_events.c.claimed_at < now - self.claim_lease
+        if recovering and self.single_process:
+            # Only this process writes an SQLite file: any other claim is from
+            # a process that is gone.
+            stale = or_(stale, inbound_events.c.claimed_by != self.worker)
+        return or_(
+            and_(
+                inbound_events.c.status == "failed",
+                inbound_events.c.attempts < self.max_attempts,
+            ),
+            and_(inbound_events.c.status == "processing", stale),
+        )
+
+    async def _claim(
+        self, conn: AsyncConnection, ids: list[int], now: datetime, *, include_own_stale: bool
+    ) -> list[int]:
+        result = await conn.execute(
+            update(inbound_events)
+            .where(inbound_events.c.id.in_(ids), self._claimable(now, recovering=include_own_stale))
+            .values(
+                status="processing",
+                claimed_at=now,
+                claimed_by=self.worker,
+                attempts=inbound_events.c.attempts + 1,
+            )
+            .returning(inbound_events.c.id)
+        )
+        return list(result.scalars())
+
+    async def pending(self, platform: str, *, limit: int = 500) -> list[PendingInbound]:
+        """Claim and return stored events of ``platform`` that were never answered."""
+        now = _now()
+        async with self.engine.begin() as conn:
+            candidates = (
+                await conn.execute(
+                    select(inbound_events.c.id)
+                    .where(
+                        inbound_events.c.platform == platform,
+                        self._claimable(now, recovering=True),
+                    )
+                    .order_by(inbound_events.c.id)
+                    .limit(limit)
+                )
+            ).scalars()
+            ids = await self._claim(conn, list(candidates), now, include_own_stale=True)
+            if not ids:
+                return []
+            rows = (
+                await conn.execute(
+                    select(inbound_events, conversations)
+                    .join(conversations, conversations.c.id == inbound_events.c.conversation_id)
+                    .where(inbound_events.c.id.in_(ids))
+                    .order_by(inbound_events.c.id)
+                )
+            ).mappings()
+            out = []
+            for row in rows:
+                ref = ConversationRef(row["platform"], row["tenant"], row["chat"], row["thread"])
+                user = row["user_id"].split(":", 1)[1] if ":" in row["user_id"] else row["user_id"]
+                inbound = Inbound(
+                    ref=ref,
+                    user=user,
+                    text=row["text"],
+                    event_id=row["event_id"],
+                    user_name=row["user_name"],
+                    meta=row["meta"] or {},
+                )
+                stored = StoredInbound(
+                    row["id"], row["conversation_id"], row["message_id"], "retry"
+                )
+                out.append(PendingInbound(inbound, stored))
+            return out
+
+    async def _conversation_id(
+        self, conn: AsyncConnection, ref: ConversationRef, now: datetime
+    ) -> int:
+        key = (ref.platform, ref.tenant, ref.chat, ref.thread)
+        cached = self._conversation_ids.get(key)
+        if cached is not None:
+            return cached
+        await conn.execute(
+            self._insert(conversations)
+            .values(
+                platform=ref.platform,
+                tenant=ref.tenant,
+                chat=ref.chat,
+                thread=ref.thread,
+                active=True,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["platform", "tenant", "chat", "thread"])
+        )
+        conversation_id = await self._find_conversation(conn, ref)
+        assert conversation_id is not None
+        self._conversation_ids[key] = conversation_id
+        return conversation_id
+
+    async def _find_conversation(self, conn: AsyncConnection, ref: ConversationRef) -> int | None:
+        return (
+            await conn.execute(
+                select(conversations.c.id).where(
+                    conversations.c.platform == ref.platform,
+                    conversations.c.tenant == ref.tenant,
+                    conversations.c.chat == ref.chat,
+                    conversations.c.thread == ref.thread,
+                )
+            )
+        ).scalar()
+
+    # -- answers -----------------------------------------------------------------
+
+    async def record_answer(
+        self,
+        stored: StoredInbound,
+        *,
+        text: str,
+        kind: MessageKind,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        latency_ms: int | None = None,
+    ) -> int:
+        """Store the reply and mark its inbound event answered, together."""
+        now = _now()
+        try:
+            async with self.engine.begin() as conn:
+                message_id = (
+                    await conn.execute(
+                        messages.insert()
+                        .values(
+                            conversation_id=stored.conversation_id,
+                            role="assistant",
+                            kind=kind,
+                            reply_to=stored.message_id,
+                            text=text,
+                            prompt_tokens=prompt_tokens,
+                            completion_tokens=completion_tokens,
+                            latency_ms=latency_ms,
+                            created_at=now,
+                        )
+                        .returning(messages.c.id)
+                    )
+                ).scalar_one()
+                await conn.execute(
+                    update(inbound_events)
+                    .where(inbound_events.c.id == stored.inbound_id)
+                    .values(status="answered", answered_at=now, error=None)
+                )
+                return int(message_id)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"could not store answer to inbound {stored.inbound_id}") from exc
+
+    async def mark_failed(self, inbound_id: int, error: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(inbound_events)
+                .where(inbound_events.c.id == inbound_id)
+                .values(status="failed", error=error[:2000], claimed_by=None)
+            )
+
+    async def history(
+        self, conversation_id: int, *, upto_message_id: int | None, limit: int
+    ) -> list[HistoryItem]:
+        """The newest ``limit`` chat messages up to and including the given one,
+        oldest first, each answer right after its question."""
+        position = func.coalesce(messages.c.reply_to, messages.c.id)
+        query = (
+            select(messages.c.role, messages.c.text)
+            .where(messages.c.conversation_id == conversation_id, messages.c.kind == "chat")
+            .order_by(position.desc(), messages.c.id.desc())
+            .limit(limit)
+        )
+        if upto_message_id is not None:
+            # Everything before the question, and the question itself, but not
+            # an earlier answer to it (a retried event).
+            query = query.where(or_(position < upto_message_id, messages.c.id == upto_message_id))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [HistoryItem(r.role, r.text) for r in reversed(rows)]
+
+    # -- conversations -------------------------------------------------------------
+
+    async def reset_conversation(self, conversation_id: int) -> int:
+        """Forget a conversation's history; returns how many messages went."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(messages).where(messages.c.conversation_id == conversation_id)
+            )
+            return result.rowcount or 0
+
+    async def set_active(self, ref: ConversationRef, active: bool) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(conversations)
+                .where(
+                    conversations.c.platform == ref.platform,
+                    conversations.c.tenant == ref.tenant,
+                    conversations.c.chat == ref.chat,
+                    conversations.c.thread == ref.thread,
+                )
+                .values(active=active)
+            )
+
+    async def is_active(self, ref: ConversationRef) -> bool:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(conversations.c.active).where(
+                        conversations.c.platform == ref.platform,
+                        conversations.c.tenant == ref.tenant,
+                        conversations.c.chat == ref.chat,
+                        conversations.c.thread == ref.thread,
+                    )
+                )
+            ).scalar()
+        return True if row is None else bool(row)
+
+    async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None:
+        """Re-home a conversation (e.g. a Telegram group upgraded to a supergroup).
+
+        If the new place already has a conversation, the old one's messages and
+        events are merged into it.
+        """
+        async with self.engine.begin() as conn:
+            old_id = await self._find_conversation(conn, old)
+            if old_id is None:
+                return
+            new_id = await self._find_conversation(conn, new)
+            if new_id is None:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            update(conversations)
+                            .where(conversations.c.id == old_id)
+                            .values(chat=new.chat, thread=new.thread)
+                        )
+                except IntegrityError:
+                    new_id = await self._find_conversation(conn, new)
+            if new_id is not None:
+                for table in (messages, inbound_events):
+                    await conn.execute(
+                        update(table)
+                        .where(table.c.conversation_id == old_id)
+                        .values(conversation_id=new_id)
+                    )
+        self._conversation_ids.pop((old.platform, old.tenant, old.chat, old.thread), None)
+        self._conversation_ids.pop((new.platform, new.tenant, new.chat, new.thread), None)
+
+    # -- users ---------------------------------------------------------------------
+
+    async def forget_user(self, platform_user: str) -> ForgetResult:
+        """Delete what a person said, the answers to it, and their profile.
+
+        Inbound event rows stay (emptied) so a late redelivery of one of their
+        events is still recognised and not answered again.
+        """
+        async with self.engine.begin() as conn:
+            own = select(messages.c.id).where(messages.c.user_id == platform_user)
+            answers = await conn.execute(
+                delete(messages).where(messages.c.reply_to.in_(own.scalar_subquery()))
+            )
+            said = await conn.execute(delete(messages).where(messages.c.user_id == platform_user))
+            events = await conn.execute(
+                update(inbound_events)
+                .where(inbound_events.c.user_id == platform_user)
+                .values(text="", meta={}, user_name="")
+            )
+            await conn.execute(delete(users).where(users.c.platform_user == platform_user))
+        self._known_users.discard(platform_user)
+        return ForgetResult(
+            messages=(answers.rowcount or 0) + (said.rowcount or 0), events=events.rowcount or 0
+        )
+
+    async def set_role(self, platform_user: str, role: str) -> None:
+        now = _now()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                self._insert(users)
+                .values(platform_user=platform_user, role=role, created_at=now)
+                .on_conflict_do_update(index_elements=["platform_user"], set_={"role": role})
+            )
+
+    async def role_of(self, platform_user: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return (
+                await conn.execute(
+                    select(users.c.role).where(users.c.platform_user == platform_user)
+                )
+            ).scalar()
+
+    # -- reporting -------------------------------------------------------------------
+
+    async def stats(self) -> Stats:
+        async with self.engine.connect() as conn:
+            n_conv = (await conn.execute(select(func.count()).select_from(conversations))).scalar()
+            totals = (
+                await conn.execute(
+                    select(
+                        func.count(),
+                        func.coalesce(func.sum(messages.c.prompt_tokens), 0),
+                        func.coalesce(func.sum(messages.c.completion_tokens), 0),
+                    )
+                )
+            ).one()
+            latencies = (
+                await conn.execute(
+                    select(messages.c.latency_ms)
+                    .where(messages.c.role == "assistant", messages.c.latency_ms.is_not(None))
+                    .order_by(messages.c.id.desc())
+                    .limit(10_000)
+                )
+            ).scalars()
+            answers = sorted(latencies)
+            failed = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(inbound_events)
+                    .where(inbound_events.c.status == "failed")
+                )
+            ).scalar()
+        return Stats(
+            conversations=int(n_conv or 0),
+            messages=int(totals[0]),
+            prompt_tokens=int(totals[1]),
+            completion_tokens=int(totals[2]),
+            answers=len(answers),
+            latency_p50_ms=_percentile(answers, 50),
+            latency_p95_ms=_percentile(answers, 95),
+            failed=int(failed or 0),
+        )
+
+
+def _percentile(sorted_values: Iterable[int], pct: float) -> float | None:
+    values = list(sorted_values)
+    if not values:
+        return None
+    # Nearest-rank percentile: always one of the observed values.
+    rank = max(1, -(-len(values) * pct // 100))
+    return float(values[int(rank) - 1])

@@ -1,0 +1,175 @@
+"""Repository behaviour on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.errors import ConfigError
+from bot.types import ConversationRef
+from storage.db import current_revision, normalize_url, upgrade
+from storage.models import inbound_events, messages
+from storage.repository import Repository
+from tests.support import make_inbound
+
+
+async def test_accept_stores_event_and_message(repository: Repository) -> None:
+    stored = await repository.accept(
+        make_inbound("hello", event_id="e1"), text="hello", kind="chat"
+    )
+    assert stored.status == "new"
+    assert stored.message_id is not None
+    history = await repository.history(stored.conversation_id, upto_message_id=None, limit=10)
+    assert [(h.role, h.text) for h in history] == [("user", "hello")]
+
+
+async def test_redelivery_while_processing_is_duplicate(repository: Repository) -> None:
+    first = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    again = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    assert again.status == "duplicate"
+    assert again.inbound_id == first.inbound_id
+    async with repository.engine.connect() as conn:
+        count = (await conn.execute(select(func.count()).select_from(messages))).scalar()
+    assert count == 1
+
+
+async def test_redelivery_after_answer_is_duplicate(repository: Repository) -> None:
+    first = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    await repository.record_answer(first, text="hello!", kind="chat", completion_tokens=2)
+    again = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    assert again.status == "duplicate"
+
+
+async def test_redelivery_after_failure_is_retried(repository: Repository) -> None:
+    first = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    await repository.mark_failed(first.inbound_id, "LLM failed")
+    again = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    assert again.status == "retry"
+    assert again.message_id == first.message_id
+
+
+async def test_same_event_id_on_other_platform_is_new(repository: Repository) -> None:
+    await repository.accept(make_inbound("a", event_id="e1", platform="p1"), text="a", kind="chat")
+    other = await repository.accept(
+        make_inbound("b", event_id="e1", platform="p2"), text="b", kind="chat"
+    )
+    assert other.status == "new"
+
+
+async def test_history_is_scoped_and_ordered(repository: Repository) -> None:
+    a = await repository.accept(make_inbound("q1", chat="A"), text="q1", kind="chat")
+    b = await repository.accept(make_inbound("other", chat="B"), text="other", kind="chat")
+    a2 = await repository.accept(make_inbound("q2", chat="A"), text="q2", kind="chat")
+    # The first answer is stored after the second question arrived.
+    await repository.record_answer(a, text="a1", kind="chat")
+    await repository.record_answer(b, text="b1", kind="chat")
+    full = await repository.history(a.conversation_id, upto_message_id=None, limit=10)
+    assert [h.text for h in full] == ["q1", "a1", "q2"]
+    upto_first = await repository.history(a.conversation_id, upto_message_id=a.message_id, limit=10)
+    assert [h.text for h in upto_first] == ["q1"]
+    newest = await repository.history(a2.conversation_id, upto_message_id=None, limit=2)
+    assert [h.text for h in newest] == ["a1", "q2"]
+
+
+async def test_commands_stay_out_of_history(repository: Repository) -> None:
+    s = await repository.accept(make_inbound("/help"), text="/help", kind="command")
+    await repository.record_answer(s, text="commands...", kind="command")
+    assert await repository.history(s.conversation_id, upto_message_id=None, limit=10) == []
+
+
+async def test_pending_returns_unanswered_from_a_dead_process(repository: Repository) -> None:
+    stored = await repository.accept(
+        make_inbound("lost?", event_id="e9", chat="c9"), text="lost?", kind="chat"
+    )
+    answered = await repository.accept(make_inbound("ok", event_id="e10"), text="ok", kind="chat")
+    await repository.record_answer(answered, text="fine", kind="chat")
+    # A new process (new worker id) over the same tables.
+    restarted = Repository(
+        repository.engine, claim_lease=0 if repository.dialect != "sqlite" else 300
+    )
+    pending = await restarted.pending("test")
+    assert [p.inbound.event_id for p in pending] == ["e9"]
+    assert pending[0].inbound.text == "lost?"
+    assert pending[0].inbound.ref == ConversationRef("test", "t1", "c9", "")
+    assert pending[0].stored.message_id == stored.message_id
+    # Claimed now: neither another recovery nor a redelivery answers it again.
+    assert await restarted.pending("test") == [] or repository.dialect != "sqlite"
+    other = Repository(repository.engine)
+    other.single_process = False
+    assert await other.pending("test") == []
+    again = await other.accept(make_inbound("lost?", event_id="e9"), text="lost?", kind="chat")
+    assert again.status == "duplicate"
+
+
+async def test_reset_and_forget(repository: Repository) -> None:
+    mine = await repository.accept(
+        make_inbound("my secret", user="u1"), text="my secret", kind="chat"
+    )
+    await repository.record_answer(mine, text="noted", kind="chat")
+    theirs = await repository.accept(make_inbound("hello", user="u2"), text="hello", kind="chat")
+    await repository.record_answer(theirs, text="hi", kind="chat")
+    result = await repository.forget_user("test:u1")
+    assert result.messages == 2
+    history = await repository.history(mine.conversation_id, upto_message_id=None, limit=10)
+    assert [h.text for h in history] == ["hello", "hi"]
+    async with repository.engine.connect() as conn:
+        texts = (await conn.execute(select(inbound_events.c.text))).scalars().all()
+    assert "my secret" not in texts
+    assert await repository.reset_conversation(mine.conversation_id) == 2
+    assert await repository.history(mine.conversation_id, upto_message_id=None, limit=10) == []
+
+
+async def test_stats(repository: Repository) -> None:
+    for i in range(4):
+        s = await repository.accept(make_inbound(f"q{i}", chat=f"c{i % 2}"), text="q", kind="chat")
+        await repository.record_answer(
+            s,
+            text="a",
+            kind="chat",
+            prompt_tokens=10,
+            completion_tokens=5,
+            latency_ms=100 * (i + 1),
+        )
+    stats = await repository.stats()
+    assert stats.conversations == 2
+    assert stats.messages == 8
+    assert (stats.prompt_tokens, stats.completion_tokens) == (40, 20)
+    assert stats.latency_p50_ms == 200
+    assert stats.latency_p95_ms == 400
+
+
+async def test_move_conversation_merges(repository: Repository) -> None:
+    old = ConversationRef("test", "t1", "-100", "")
+    new = ConversationRef("test", "t1", "-200", "")
+    s = await repository.accept(make_inbound("before", chat="-100"), text="before", kind="chat")
+    await repository.move_conversation(old, new)
+    s2 = await repository.accept(make_inbound("after", chat="-200"), text="after", kind="chat")
+    assert s2.conversation_id == s.conversation_id
+    await repository.set_active(new, False)
+    assert await repository.is_active(new) is False
+
+
+async def test_upgrade_is_idempotent(repository: Repository) -> None:
+    await upgrade(repository.engine)
+    assert await current_revision(repository.engine) is not None
+
+
+@pytest.mark.parametrize(
+    ("raw", "driver"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite"),
+        ("postgresql://u@h/db", "postgresql+asyncpg"),
+        ("postgres://u@h/db", "postgresql+asyncpg"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+asyncpg"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg"),
+    ],
+)
+def test_database_urls_map_to_async_drivers(raw: str, driver: str) -> None:
+    assert normalize_url(raw).drivername == driver
+
+
+@pytest.mark.parametrize("raw", ["mysql://u@h/db", "not a url"])
+def test_unsupported_database_urls_explain(raw: str) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        normalize_url(raw)
