@@ -24,13 +24,16 @@ CSV = (
     "id,question,answer,source,alternatives\n"
     "ship-1,How long does shipping take?,Orders arrive in 2-3 working days.,Shipping policy,"
     "When will my order arrive?|Delivery time?\n"
-    "ret-1,Can I return an item?,\"Yes, within 30 days of delivery.\",Returns policy,\n"
+    'ret-1,Can I return an item?,"Yes, within 30 days of delivery.",Returns policy,\n'
     "pay-1,Which payment methods do you accept?,Card and invoice.,Payments page,\n"
     "bad,,missing question,,\n"
 )
 POLICY = Policy(
     # HashingEmbedder scores: a stored phrasing ~0.6, half the words ~0.4, unrelated < 0.1.
-    verbatim_score=0.55, verbatim_margin=0.05, grounded_score=0.25, fallback_verbatim_score=0.35
+    verbatim_score=0.55,
+    verbatim_margin=0.05,
+    grounded_score=0.25,
+    fallback_verbatim_score=0.35,
 )
 
 
@@ -83,9 +86,7 @@ async def test_failed_import_stores_nothing(kb: KnowledgeBase, tmp_path: Path) -
     good = EntryInput(question="Brand new?", answer="Yes.", external_id="new-1")
     broken = EntryInput(question="Broken?", answer=None, external_id="broken")  # type: ignore[arg-type]
     with pytest.raises(StorageError):
-        await kb.repository.upsert_many(
-            "", [(good, b""), (broken, b"")], embedding_model="m"
-        )
+        await kb.repository.upsert_many("", [(good, b""), (broken, b"")], embedding_model="m")
     assert await _count(kb) == 3
     with pytest.raises(KnowledgeImportError):
         await kb.import_file(_write(tmp_path, "broken.json", '[{"question": "x"'))
@@ -95,14 +96,16 @@ async def test_failed_import_stores_nothing(kb: KnowledgeBase, tmp_path: Path) -
 async def test_tenant_entries_are_private(kb: KnowledgeBase, tmp_path: Path) -> None:
     await kb.import_file(_write(tmp_path, "faq.csv", CSV))
     await kb.add(
-        EntryInput(question="What is the Acme VIP hotline?", answer="Call 555-0100.", source="Acme"),
+        EntryInput(
+            question="What is the Acme VIP hotline?", answer="Call 555-0100.", source="Acme"
+        ),
         tenant="acme",
     )
     acme = await kb.search("Acme VIP hotline number", tenant="acme")
     assert acme[0].entry.tenant == "acme"
     other = await kb.search("Acme VIP hotline number", tenant="globex")
     assert all(h.entry.tenant == "" for h in other)
-    assert [h.entry.tenant for h in await kb.search("shipping", tenant="acme")][0] == ""
+    assert (await kb.search("shipping", tenant="acme"))[0].entry.tenant == ""
     # keyword search in the database honours the same scoping
     assert await kb.repository.keyword_search("hotline", tenant="globex") == []
     assert len(await kb.repository.keyword_search("hotline", tenant="acme")) == 1
@@ -180,8 +183,16 @@ def test_guard_rejects_uncited_unrelated_and_foreign_citations() -> None:
     from storage.knowledge_repo import FaqEntry
 
     entry = FaqEntry(
-        1, "", "id:r", "r", "Can I return an item?", "Yes, within 30 days of delivery.",
-        (), (), "Returns", None,  # type: ignore[arg-type]
+        1,
+        "",
+        "id:r",
+        "r",
+        "Can I return an item?",
+        "Yes, within 30 days of delivery.",
+        (),
+        (),
+        "Returns",
+        None,  # type: ignore[arg-type]
     )
     hits = [Hit(entry, 0.7, 0.7, 0.0)]
     assert check_grounded("Yes, within 30 days of delivery [1].", "returns?", hits) == ""

@@ -1,0 +1,5 @@
+import sys
+
+from bot.knowledge.cli import main
+
+sys.exit(main())
