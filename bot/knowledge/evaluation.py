@@ -120,9 +120,9 @@ async def evaluate(kb: KnowledgeBase, eval_set: EvalSet, *, tenant: str = "") ->
     await kb.refresh()
     for expected, question in eval_set.reworded:
         start = time.perf_counter()
-        decision = await kb.decide(question, tenant)
         hits = await kb.search(question, tenant=tenant, limit=3)
-        result.latencies_ms.append((time.perf_counter() - start) * 1000 / 2)
+        result.latencies_ms.append((time.perf_counter() - start) * 1000)
+        decision = kb.decide_hits(hits)
         ok = eval_set.accepted(expected)
         refs = [h.entry.ref for h in hits]
         result.questions += 1
