@@ -308,6 +308,33 @@ class KnowledgeBase:
             "escalated", tuple(hits[:1]), confidence, margin, "no entry is close enough"
         )
 
+    # -- per-scope settings (mode, persona, open draft) ------------------------------
+
+    async def mode_for(self, conversation_key: str, tenant: str) -> str:
+        """The conversation's mode, else its tenant's, else ``support``."""
+        for scope in (f"conversation:{conversation_key}", f"tenant:{tenant}"):
+            value = await self.repository.get_setting(scope, "mode")
+            if value in MODES:
+                return value
+        return "support"
+
+    async def set_mode(self, scope: str, mode: str | None) -> None:
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        await self.repository.set_setting(scope, "mode", mode)
+
+    async def persona(self, tenant: str) -> str:
+        return await self.repository.get_setting(f"tenant:{tenant}", "persona") or ""
+
+    async def set_persona(self, tenant: str, text: str | None) -> None:
+        await self.repository.set_setting(f"tenant:{tenant}", "persona", text)
+
+    async def open_draft(self, conversation_key: str) -> str | None:
+        return await self.repository.get_setting(f"conversation:{conversation_key}", "draft")
+
+    async def set_draft(self, conversation_key: str, raw: str | None) -> None:
+        await self.repository.set_setting(f"conversation:{conversation_key}", "draft", raw)
+
     # -- answering ---------------------------------------------------------------------
 
     async def answer(
