@@ -115,3 +115,19 @@ class HashingEmbedder:
             if norm:
                 out[row] /= norm
         return out
+
+
+_shared: dict[tuple[str, str], SentenceEmbedder] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_embedder(
+    *, model_dir: str | Path | None = None, device: str = "cpu"
+) -> SentenceEmbedder:
+    """One ``SentenceEmbedder`` per model and device in this process, so several
+    knowledge bases (or CLI runs in one process) load the model once."""
+    key = (str(model_dir or ""), device)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = SentenceEmbedder(model_dir=model_dir, device=device)
+        return _shared[key]

@@ -54,12 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def build_knowledge_base(
     settings: Settings, *, backend: Backend | None = None, engine: object = None
 ) -> KnowledgeBase:
-    from llm.embeddings import SentenceEmbedder
+    from llm.embeddings import shared_embedder
 
     engine = engine or create_engine(settings.effective_database_url)
     return KnowledgeBase(
         repository=KnowledgeRepository(engine),  # type: ignore[arg-type]
-        embedder=SentenceEmbedder(),
+        embedder=shared_embedder(),
         backend=backend,
         policy=Policy(),
         llm_timeout=settings.llm_timeout,
