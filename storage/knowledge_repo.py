@@ -177,6 +177,7 @@ class KnowledgeRepository:
             "embedding": vectors,
             "embedding_model": model if vectors is not None else "",
             "updated_at": item.updated_at or now,
+            "changed_at": now,
         }
         row = (
             await conn.execute(
@@ -227,6 +228,7 @@ class KnowledgeRepository:
         try:
             async with self.engine.begin() as conn:
                 for entry_id, blob in vectors.items():
+                    # changed_at stays: every process computes the same vectors.
                     await conn.execute(
                         update(faq_entries)
                         .where(faq_entries.c.id == entry_id)
@@ -250,6 +252,18 @@ class KnowledgeRepository:
                 return entry
         except SQLAlchemyError as exc:
             raise StorageError(f"could not remove FAQ entry {ref}: {exc}") from exc
+
+    async def get(self, tenant: str, key: str) -> FaqEntry | None:
+        """The tenant's entry with this re-import key (see ``entry_key``)."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(faq_entries).where(
+                        faq_entries.c.tenant == tenant, faq_entries.c.key == key
+                    )
+                )
+            ).first()
+        return _entry(row) if row is not None else None
 
     async def _find(self, conn: AsyncConnection, tenant: str, ref: str) -> FaqEntry | None:
         cond = faq_entries.c.external_id == ref
@@ -299,7 +313,7 @@ class KnowledgeRepository:
                         select(
                             func.count(),
                             func.coalesce(func.max(faq_entries.c.id), 0),
-                            func.max(faq_entries.c.updated_at),
+                            func.max(faq_entries.c.changed_at),
                         )
                     )
                 ).one()

@@ -145,8 +145,11 @@ faq_entries = Table(
     # question+answer vector, then the answer vector; see bot.knowledge.index.
     Column("embedding", LargeBinary),
     Column("embedding_model", String(200), nullable=False, server_default=""),
+    # When the content was last edited (from the import file when it says).
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # When this row last changed here; other processes poll it to refresh.
+    Column("changed_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("tenant", "key", name="uq_faq_entries_tenant_key"),
 )
 

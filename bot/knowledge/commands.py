@@ -51,8 +51,8 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
             )
             result = await kb.add(entry, tenant=tenant)
             verb = "Added" if result.created else "Updated" if result.updated else "Unchanged:"
-            stored = await kb.search(entry.question, tenant=tenant, limit=1)
-            ref = stored[0].entry.ref if stored else "?"
+            stored = await kb.repository.get(tenant, entry.key)
+            ref = stored.ref if stored is not None else "?"
             return f"{verb} FAQ entry {ref}: {entry.question}"
         if sub == "list":
             page = int(rest) if rest.isdigit() and int(rest) > 0 else 1

@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("embedding_model", sa.String(200), nullable=False, server_default=""),
         sa.Column("updated_at", Stamp, nullable=False),
         sa.Column("created_at", Stamp, nullable=False),
+        sa.Column("changed_at", Stamp, nullable=False),
         sa.UniqueConstraint("tenant", "key", name="uq_faq_entries_tenant_key"),
     )
     op.create_table(

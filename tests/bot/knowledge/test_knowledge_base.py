@@ -207,3 +207,31 @@ def test_guard_rejects_uncited_unrelated_and_foreign_citations() -> None:
     messages = grounded_prompt("returns?", hits, "You are Acme's assistant.")
     assert messages[0].content.startswith("You are Acme's assistant.")
     assert "[1] Q: Can I return an item?" in messages[1].content
+
+
+async def test_another_process_sees_changes(kb: KnowledgeBase, tmp_path: Path) -> None:
+    other = KnowledgeBase(
+        repository=KnowledgeRepository(kb.repository.engine),
+        embedder=HashingEmbedder(),
+        policy=POLICY,
+        refresh_interval=0.0,
+    )
+    await kb.import_file(_write(tmp_path, "faq.csv", CSV))
+    assert (await other.search("Which payment methods do you accept?"))[0].entry.answer == (
+        "Card and invoice."
+    )
+    # An edit that carries an old updated_at (from the file) is still noticed.
+    edited = CSV.replace(
+        "id,question,answer,source,alternatives",
+        "id,question,answer,source,alternatives,updated_at",
+    ).replace("\n", ",2020-01-01\n")
+    edited = edited.replace("Card and invoice.", "Card only.")
+    edited = edited.replace(
+        "id,question,answer,source,alternatives,updated_at,2020-01-01",
+        "id,question,answer,source,alternatives,updated_at",
+    )
+    report = await kb.import_file(_write(tmp_path, "edited.csv", edited))
+    assert report.updated >= 1
+    hit = (await other.search("Which payment methods do you accept?"))[0].entry
+    assert hit.answer == "Card only."
+    assert hit.updated_at.year == 2020
