@@ -35,7 +35,7 @@ from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import evaluate, faq_jsonl, load_eval_set
 from bot.knowledge.index import unpack
 from llm.embeddings import SentenceEmbedder
-from storage.db import create_engine, upgrade
+from storage.db import Database
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
 
 
@@ -78,10 +78,10 @@ async def main() -> None:
     parser.add_argument("--db", type=Path, default=None)
     args = parser.parse_args()
     db = args.db or Path(tempfile.mkdtemp()) / "faq-bench.db"
-    engine = create_engine(f"sqlite:///{db}")
-    await upgrade(engine)
+    database = Database(f"sqlite:///{db}")
+    await database.upgrade()
     embedder = SentenceEmbedder()
-    kb = KnowledgeBase(repository=KnowledgeRepository(engine), embedder=embedder)
+    kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=embedder)
     t0 = time.perf_counter()
     await asyncio.to_thread(embedder.load)
     load_s = time.perf_counter() - t0
@@ -95,7 +95,7 @@ async def main() -> None:
     await kb.refresh(force=True)
     index_s = time.perf_counter() - t0
     padded = (await evaluate(kb, eval_set)).summary()
-    await engine.dispose()
+    await database.dispose()
     total = report.created + padded_count
     print(json.dumps({"real": real, "padded": padded}, indent=1), file=sys.stderr)
     print(

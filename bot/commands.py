@@ -102,12 +102,12 @@ def builtin_commands() -> CommandRegistry:
 
     @registry.command("reset", "forget this conversation's history")
     async def reset(ctx: CommandContext) -> str:
-        removed = await ctx.manager.reset(ctx.stored.conversation_id, ctx.inbound.ref)
+        removed = await ctx.manager.reset(ctx.stored.conversation_id)
         return f"Done — I've forgotten this conversation ({removed} messages). Let's start fresh."
 
     @registry.command("forget", "delete everything I stored about you")
     async def forget(ctx: CommandContext) -> str:
-        result = await ctx.manager.repository.forget_user(ctx.inbound.platform_user)
+        result = await ctx.manager.forget_user(ctx.inbound.platform_user)
         return (
             f"Done — I deleted {result.messages} stored messages from and to you, "
             "and your profile. New messages you send will be stored again."

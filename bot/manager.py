@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bot.commands import CommandContext, CommandRegistry, builtin_commands, parse_command
-from bot.errors import DeskmateError, StorageError
+from bot.errors import DeskmateError
 from bot.prompting import build_messages
 from bot.text import clean
 from bot.types import ConversationRef, Inbound, Reply, ReplyKind
 from llm.base import Backend, GenerationRequest, LLMBusy, LLMError, LLMTimeout, SamplingParams
-from storage.repository import MessageKind, Repository, StoredInbound
+from storage.repository import ForgetResult, HistoryItem, MessageKind, Repository, StoredInbound
 
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
@@ -56,6 +56,8 @@ class Accepted:
     text: str
     truncated: bool
     command: tuple[str, str] | None
+    # Which state of the conversation ``stored.history`` was read at.
+    history_version: tuple[int, int] | None = None
     received: float = field(default_factory=time.monotonic)
 
 
@@ -98,6 +100,10 @@ class ConversationManager:
 
             register_knowledge_commands(self.commands, knowledge)
         self._slots: dict[str, _Slot] = {}
+        # Bumped whenever a conversation's stored history may have changed, so
+        # history read when a message was accepted is used only while current.
+        self._versions: dict[str, int] = {}
+        self._epoch = 0
 
     # -- entry points ------------------------------------------------------------
 
@@ -106,7 +112,13 @@ class ConversationManager:
         cleaned = clean(inbound.text, max_chars=self.max_input_chars)
         command = parse_command(cleaned.text)
         kind: MessageKind = "command" if command or not cleaned.text else "chat"
-        stored = await self.repository.accept(inbound, text=cleaned.text, kind=kind)
+        version = self._history_version(inbound.ref.key)
+        stored = await self.repository.accept(
+            inbound,
+            text=cleaned.text,
+            kind=kind,
+            history_limit=self.history_messages if kind == "chat" else 0,
+        )
         if stored.status == "duplicate":
             log.info("redelivered %s event %s ignored", inbound.ref.platform, inbound.event_id)
         elif cleaned.truncated:
@@ -123,6 +135,7 @@ class ConversationManager:
             text=cleaned.text,
             truncated=cleaned.truncated,
             command=command,
+            history_version=version,
         )
 
     async def handle(self, inbound: Inbound, render: Render) -> Reply:
@@ -147,7 +160,10 @@ class ConversationManager:
         try:
             async with slot.lock:
                 slot.stop.clear()
-                return await self._process(accepted, render, slot)
+                try:
+                    return await self._process(accepted, render, slot)
+                finally:
+                    self._versions[key] = self._versions.get(key, 0) + 1
         finally:
             slot.users -= 1
             if slot.users == 0:
@@ -174,8 +190,19 @@ class ConversationManager:
 
     async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None:
         await self.repository.move_conversation(old, new)
+        self._epoch += 1
 
-    async def reset(self, conversation_id: int, ref: ConversationRef) -> int:
+    async def forget_user(self, platform_user: str) -> ForgetResult:
+        """Delete a person's messages (in every conversation) and the answers to them."""
+        result = await self.repository.forget_user(platform_user)
+        self._epoch += 1
+        return result
+
+    def _history_version(self, key: str) -> tuple[int, int]:
+        return (self._epoch, self._versions.get(key, 0))
+
+    async def reset(self, conversation_id: int) -> int:
+        """Forget a conversation's history; returns how many messages went."""
         return await self.repository.reset_conversation(conversation_id)
 
     def is_admin(self, inbound: Inbound) -> bool:
@@ -227,11 +254,15 @@ class ConversationManager:
             if text is not None:
                 reply = Reply(ReplyKind.ANSWER, text=text, inbound_id=accepted.inbound_id)
                 return await self._deliver(accepted, reply, render, kind="chat")
-        history = await self.repository.history(
-            accepted.stored.conversation_id,
-            upto_message_id=accepted.stored.message_id,
-            limit=self.history_messages,
-        )
+        history: Sequence[HistoryItem] | None = accepted.stored.history
+        if history is None or accepted.history_version != self._history_version(
+            accepted.inbound.ref.key
+        ):
+            history = await self.repository.history(
+                accepted.stored.conversation_id,
+                upto_message_id=accepted.stored.message_id,
+                limit=self.history_messages,
+            )
         budget = self.backend.context_window - self.sampling.max_new_tokens
         messages = build_messages(
             system_prompt=self.system_prompt,
@@ -345,9 +376,8 @@ class ConversationManager:
     async def _fail(self, accepted: Accepted, error: str) -> None:
         try:
             await self.repository.mark_failed(accepted.inbound_id, error)
-        except StorageError:
-            log.exception("could not mark inbound %s failed", accepted.inbound_id)
         except Exception:
+            # The user has their answer; a bookkeeping failure only costs a retry.
             log.exception("could not mark inbound %s failed", accepted.inbound_id)
 
     @staticmethod

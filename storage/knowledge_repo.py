@@ -3,24 +3,27 @@ answer log, escalations and per-scope settings (mode, persona).
 
 Keyword search runs in the database: SQLite FTS5 (``faq_fts``) or PostgreSQL
 full-text search (``websearch_to_tsquery`` over the expression migration
-0002_knowledge indexes). Every public method is one transaction.
+0002_knowledge indexes). Every public method is one transaction
+(``Database.run``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.errors import StorageError
+from storage.db import Database
 from storage.models import escalations, faq_answers, faq_entries, knowledge_settings
+
+T = TypeVar("T")
 
 GLOBAL = ""  # the tenant of deployment-wide entries
 
@@ -125,9 +128,15 @@ class Escalation:
 
 
 class KnowledgeRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect.name
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.dialect = db.dialect
+
+    async def _run(self, what: str, fn: Callable[[Connection], T]) -> T:
+        try:
+            return await self.db.run(fn)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"could not {what}: {exc}") from exc
 
     # -- entries -----------------------------------------------------------------
 
@@ -142,24 +151,18 @@ class KnowledgeRepository:
 
         An entry whose text is unchanged keeps its row (and its embedding).
         """
-        created = updated = unchanged = 0
-        try:
-            async with self.engine.begin() as conn:
-                for item, vectors in items:
-                    outcome = await self._upsert(conn, tenant, item, vectors, embedding_model)
-                    if outcome == "created":
-                        created += 1
-                    elif outcome == "updated":
-                        updated += 1
-                    else:
-                        unchanged += 1
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not store FAQ entries: {exc}") from exc
-        return UpsertResult(created, updated, unchanged)
 
-    async def _upsert(
+        def op(conn: Connection) -> UpsertResult:
+            counts = {"created": 0, "updated": 0, "unchanged": 0}
+            for item, vectors in items:
+                counts[self._upsert(conn, tenant, item, vectors, embedding_model)] += 1
+            return UpsertResult(counts["created"], counts["updated"], counts["unchanged"])
+
+        return await self._run("store FAQ entries", op)
+
+    def _upsert(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         tenant: str,
         item: EntryInput,
         vectors: bytes | None,
@@ -179,27 +182,23 @@ class KnowledgeRepository:
             "updated_at": item.updated_at or now,
             "changed_at": now,
         }
-        row = (
-            await conn.execute(
-                select(
-                    faq_entries.c.id,
-                    faq_entries.c.question,
-                    faq_entries.c.answer,
-                    faq_entries.c.alternatives,
-                    faq_entries.c.tags,
-                    faq_entries.c.source,
-                ).where(faq_entries.c.tenant == tenant, faq_entries.c.key == item.key)
-            )
+        row = conn.execute(
+            select(
+                faq_entries.c.id,
+                faq_entries.c.question,
+                faq_entries.c.answer,
+                faq_entries.c.alternatives,
+                faq_entries.c.tags,
+                faq_entries.c.source,
+            ).where(faq_entries.c.tenant == tenant, faq_entries.c.key == item.key)
         ).first()
         if row is None:
-            entry_id = (
-                await conn.execute(
-                    faq_entries.insert()
-                    .values(tenant=tenant, key=item.key, created_at=now, **values)
-                    .returning(faq_entries.c.id)
-                )
+            entry_id = conn.execute(
+                faq_entries.insert()
+                .values(tenant=tenant, key=item.key, created_at=now, **values)
+                .returning(faq_entries.c.id)
             ).scalar_one()
-            await self._index(conn, entry_id, item)
+            self._index(conn, entry_id, item)
             return "created"
         same = (
             row.question == item.question
@@ -210,69 +209,64 @@ class KnowledgeRepository:
         )
         if same:
             return "unchanged"
-        await conn.execute(update(faq_entries).where(faq_entries.c.id == row.id).values(**values))
-        await self._index(conn, row.id, item)
+        conn.execute(update(faq_entries).where(faq_entries.c.id == row.id).values(**values))
+        self._index(conn, row.id, item)
         return "updated"
 
-    async def _index(self, conn: AsyncConnection, entry_id: int, item: EntryInput) -> None:
+    def _index(self, conn: Connection, entry_id: int, item: EntryInput) -> None:
         if self.dialect != "sqlite":
             return  # PostgreSQL indexes the row itself (expression index)
-        await conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry_id})
-        await conn.execute(
+        conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry_id})
+        conn.execute(
             text("INSERT INTO faq_fts(rowid, question, answer) VALUES (:id, :q, :a)"),
             {"id": entry_id, "q": item.search_text, "a": item.answer},
         )
 
     async def set_embeddings(self, vectors: dict[int, bytes], *, embedding_model: str) -> None:
         """Store vectors computed later (backfill after a model change)."""
-        try:
-            async with self.engine.begin() as conn:
-                for entry_id, blob in vectors.items():
-                    # changed_at stays: every process computes the same vectors.
-                    await conn.execute(
-                        update(faq_entries)
-                        .where(faq_entries.c.id == entry_id)
-                        .values(embedding=blob, embedding_model=embedding_model)
-                    )
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not store FAQ embeddings: {exc}") from exc
+
+        def op(conn: Connection) -> None:
+            for entry_id, blob in vectors.items():
+                # changed_at stays: every process computes the same vectors.
+                conn.execute(
+                    update(faq_entries)
+                    .where(faq_entries.c.id == entry_id)
+                    .values(embedding=blob, embedding_model=embedding_model)
+                )
+
+        await self._run("store FAQ embeddings", op)
 
     async def remove(self, tenant: str, ref: str) -> FaqEntry | None:
         """Delete the tenant's entry named by external id or row id; return it."""
-        try:
-            async with self.engine.begin() as conn:
-                entry = await self._find(conn, tenant, ref)
-                if entry is None:
-                    return None
-                await conn.execute(delete(faq_entries).where(faq_entries.c.id == entry.id))
-                if self.dialect == "sqlite":
-                    await conn.execute(
-                        text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry.id}
-                    )
-                return entry
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not remove FAQ entry {ref}: {exc}") from exc
+
+        def op(conn: Connection) -> FaqEntry | None:
+            entry = self._find(conn, tenant, ref)
+            if entry is None:
+                return None
+            conn.execute(delete(faq_entries).where(faq_entries.c.id == entry.id))
+            if self.dialect == "sqlite":
+                conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry.id})
+            return entry
+
+        return await self._run(f"remove FAQ entry {ref}", op)
 
     async def get(self, tenant: str, key: str) -> FaqEntry | None:
         """The tenant's entry with this re-import key (see ``entry_key``)."""
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(faq_entries).where(
-                        faq_entries.c.tenant == tenant, faq_entries.c.key == key
-                    )
-                )
-            ).first()
-        return _entry(row) if row is not None else None
 
-    async def _find(self, conn: AsyncConnection, tenant: str, ref: str) -> FaqEntry | None:
+        def op(conn: Connection) -> FaqEntry | None:
+            row = conn.execute(
+                select(faq_entries).where(faq_entries.c.tenant == tenant, faq_entries.c.key == key)
+            ).first()
+            return _entry(row) if row is not None else None
+
+        return await self._run("read an FAQ entry", op)
+
+    def _find(self, conn: Connection, tenant: str, ref: str) -> FaqEntry | None:
         cond = faq_entries.c.external_id == ref
         if ref.isdigit():
             cond = or_(cond, faq_entries.c.id == int(ref))
-        row = (
-            await conn.execute(
-                select(faq_entries).where(faq_entries.c.tenant == tenant, cond).limit(1)
-            )
+        row = conn.execute(
+            select(faq_entries).where(faq_entries.c.tenant == tenant, cond).limit(1)
         ).first()
         return _entry(row) if row is not None else None
 
@@ -297,28 +291,18 @@ class KnowledgeRepository:
             query = query.where(faq_entries.c.tenant.in_([GLOBAL, visible_to]))
         if limit is not None:
             query = query.limit(limit)
-        try:
-            async with self.engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not read FAQ entries: {exc}") from exc
-        return [_entry(r) for r in rows]
+        return await self._run(
+            "read FAQ entries", lambda conn: [_entry(r) for r in conn.execute(query).all()]
+        )
 
     async def signature(self) -> tuple[int, int, datetime | None]:
         """Changes whenever an entry is added, removed or edited (cheap to poll)."""
-        try:
-            async with self.engine.connect() as conn:
-                row = (
-                    await conn.execute(
-                        select(
-                            func.count(),
-                            func.coalesce(func.max(faq_entries.c.id), 0),
-                            func.max(faq_entries.c.changed_at),
-                        )
-                    )
-                ).one()
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not read the FAQ: {exc}") from exc
+        query = select(
+            func.count(),
+            func.coalesce(func.max(faq_entries.c.id), 0),
+            func.max(faq_entries.c.changed_at),
+        )
+        row = await self._run("read the FAQ", lambda conn: conn.execute(query).one())
         return int(row[0]), int(row[1]), row[2]
 
     async def keyword_search(
@@ -332,32 +316,31 @@ class KnowledgeRepository:
         terms = keyword_terms(question)
         if not terms:
             return []
-        try:
-            async with self.engine.connect() as conn:
-                if self.dialect == "sqlite":
-                    match = " OR ".join(f'"{t}"' for t in terms)
-                    rows = await conn.execute(
-                        text(
-                            "SELECT f.rowid, -bm25(faq_fts, 2.0, 1.0) AS score "
-                            "FROM faq_fts f JOIN faq_entries e ON e.id = f.rowid "
-                            "WHERE faq_fts MATCH :match AND e.tenant IN ('', :tenant) "
-                            "ORDER BY bm25(faq_fts, 2.0, 1.0) LIMIT :limit"
-                        ),
-                        {"match": match, "tenant": tenant, "limit": limit},
-                    )
-                else:
-                    rows = await conn.execute(
-                        text(
-                            f"SELECT id, ts_rank_cd({_PG_TSVECTOR}, q, 1) AS score "
-                            "FROM faq_entries, websearch_to_tsquery('english', :query) q "
-                            f"WHERE tenant IN ('', :tenant) AND {_PG_TSVECTOR} @@ q "
-                            "ORDER BY score DESC LIMIT :limit"
-                        ),
-                        {"query": " or ".join(terms), "tenant": tenant, "limit": limit},
-                    )
-                return [(int(r[0]), float(r[1])) for r in rows]
-        except SQLAlchemyError as exc:
-            raise StorageError(f"FAQ keyword search failed: {exc}") from exc
+        if self.dialect == "sqlite":
+            sql = text(
+                "SELECT f.rowid, -bm25(faq_fts, 2.0, 1.0) AS score "
+                "FROM faq_fts f JOIN faq_entries e ON e.id = f.rowid "
+                "WHERE faq_fts MATCH :match AND e.tenant IN ('', :tenant) "
+                "ORDER BY bm25(faq_fts, 2.0, 1.0) LIMIT :limit"
+            )
+            params: dict[str, Any] = {
+                "match": " OR ".join(f'"{t}"' for t in terms),
+                "tenant": tenant,
+                "limit": limit,
+            }
+        else:
+            sql = text(
+                f"SELECT id, ts_rank_cd({_PG_TSVECTOR}, q, 1) AS score "
+                "FROM faq_entries, websearch_to_tsquery('english', :query) q "
+                f"WHERE tenant IN ('', :tenant) AND {_PG_TSVECTOR} @@ q "
+                "ORDER BY score DESC LIMIT :limit"
+            )
+            params = {"query": " or ".join(terms), "tenant": tenant, "limit": limit}
+
+        def op(conn: Connection) -> list[tuple[int, float]]:
+            return [(int(r[0]), float(r[1])) for r in conn.execute(sql, params)]
+
+        return await self._run("search the FAQ", op)
 
     # -- answers and escalations --------------------------------------------------
 
@@ -375,58 +358,58 @@ class KnowledgeRepository:
     ) -> tuple[int, int | None]:
         """Log an answer (and, if ``escalate_reason``, open an escalation) atomically."""
         now = _now()
-        try:
-            async with self.engine.begin() as conn:
-                answer_id = (
-                    await conn.execute(
-                        faq_answers.insert()
-                        .values(
-                            tenant=tenant,
-                            conversation_key=conversation_key,
-                            question=question,
-                            path=path,
-                            entries=entries,
-                            answer=answer,
-                            created_at=now,
-                        )
-                        .returning(faq_answers.c.id)
-                    )
-                ).scalar_one()
-                escalation_id = None
-                if escalate_reason is not None:
-                    escalation_id = (
-                        await conn.execute(
-                            escalations.insert()
-                            .values(
-                                tenant=tenant,
-                                conversation_key=conversation_key,
-                                user_id=user_id,
-                                question=question,
-                                reason=escalate_reason[:200],
-                                answer_id=answer_id,
-                                status="open",
-                                created_at=now,
-                            )
-                            .returning(escalations.c.id)
-                        )
-                    ).scalar_one()
-                return int(answer_id), escalation_id
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not log the FAQ answer: {exc}") from exc
 
-    async def answers(self, *, limit: int = 100) -> list[dict[str, Any]]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(faq_answers).order_by(faq_answers.c.id.desc()).limit(limit)
-            )
-            return [dict(r._mapping) for r in rows]
+        def op(conn: Connection) -> tuple[int, int | None]:
+            answer_id = conn.execute(
+                faq_answers.insert()
+                .values(
+                    tenant=tenant,
+                    conversation_key=conversation_key,
+                    question=question,
+                    path=path,
+                    entries=entries,
+                    answer=answer,
+                    created_at=now,
+                )
+                .returning(faq_answers.c.id)
+            ).scalar_one()
+            escalation_id = None
+            if escalate_reason is not None:
+                escalation_id = conn.execute(
+                    escalations.insert()
+                    .values(
+                        tenant=tenant,
+                        conversation_key=conversation_key,
+                        user_id=user_id,
+                        question=question,
+                        reason=escalate_reason[:200],
+                        answer_id=answer_id,
+                        status="open",
+                        created_at=now,
+                    )
+                    .returning(escalations.c.id)
+                ).scalar_one()
+            return int(answer_id), escalation_id
+
+        return await self._run("log the FAQ answer", op)
+
+    async def answers(
+        self, *, conversation_key: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Logged answers, newest first."""
+        query = select(faq_answers).order_by(faq_answers.c.id.desc()).limit(limit)
+        if conversation_key is not None:
+            query = query.where(faq_answers.c.conversation_key == conversation_key)
+        return await self._run(
+            "read FAQ answers",
+            lambda conn: [dict(r._mapping) for r in conn.execute(query)],
+        )
 
     async def escalations(self, *, status: str | None = "open") -> list[Escalation]:
         query = select(escalations).order_by(escalations.c.id)
         if status is not None:
             query = query.where(escalations.c.status == status)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._run("read escalations", lambda conn: conn.execute(query).all())
         return [
             Escalation(
                 id=r.id,
@@ -442,41 +425,40 @@ class KnowledgeRepository:
         ]
 
     async def set_escalation_status(self, escalation_id: int, status: str) -> bool:
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(escalations).where(escalations.c.id == escalation_id).values(status=status)
-            )
-            return bool(result.rowcount)
+        statement = (
+            update(escalations).where(escalations.c.id == escalation_id).values(status=status)
+        )
+        return await self._run(
+            "update an escalation", lambda conn: bool(conn.execute(statement).rowcount)
+        )
 
     # -- settings -------------------------------------------------------------------
 
     async def get_setting(self, scope: str, name: str) -> str | None:
-        async with self.engine.connect() as conn:
-            return (
-                await conn.execute(
-                    select(knowledge_settings.c.value).where(
-                        and_(knowledge_settings.c.scope == scope, knowledge_settings.c.name == name)
-                    )
-                )
-            ).scalar_one_or_none()
+        query = select(knowledge_settings.c.value).where(
+            and_(knowledge_settings.c.scope == scope, knowledge_settings.c.name == name)
+        )
+        return await self._run(
+            f"read setting {name}", lambda conn: conn.execute(query).scalar_one_or_none()
+        )
 
     async def set_setting(self, scope: str, name: str, value: str | None) -> None:
         """Set (or with ``None`` clear) one setting."""
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(
-                    delete(knowledge_settings).where(
-                        knowledge_settings.c.scope == scope, knowledge_settings.c.name == name
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                delete(knowledge_settings).where(
+                    knowledge_settings.c.scope == scope, knowledge_settings.c.name == name
+                )
+            )
+            if value is not None:
+                conn.execute(
+                    knowledge_settings.insert().values(
+                        scope=scope, name=name, value=value, updated_at=_now()
                     )
                 )
-                if value is not None:
-                    await conn.execute(
-                        knowledge_settings.insert().values(
-                            scope=scope, name=name, value=value, updated_at=_now()
-                        )
-                    )
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not store setting {name}: {exc}") from exc
+
+        await self._run(f"store setting {name}", op)
 
 
 def _entry(row: Any) -> FaqEntry:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
     true,
 )
 
@@ -71,7 +72,13 @@ messages = Table(
     Column("completion_tokens", Integer),
     Column("latency_ms", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    Index("ix_messages_conversation", "conversation_id", "id"),
+    # History reads walk this backwards: newest first, answers by their question.
+    Index(
+        "ix_messages_position",
+        "conversation_id",
+        text("coalesce(reply_to, id)"),
+        "id",
+    ),
     Index("ix_messages_user", "user_id"),
 )
 

@@ -13,7 +13,7 @@ import pytest
 from bot.manager import ConversationManager
 from llm.base import SamplingParams
 from llm.fake import FakeBackend
-from storage.db import create_engine, upgrade
+from storage.db import Database
 from storage.repository import Repository
 
 # The server every machine of this project runs; `make test` starts one if absent.
@@ -71,23 +71,25 @@ def postgres_url() -> Iterator[str]:
 
 
 async def _fresh_pg_repository(url: str) -> Repository:
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        from sqlalchemy import text
+    from sqlalchemy import Connection, text
 
-        await conn.execute(text("DROP SCHEMA public CASCADE"))
-        await conn.execute(text("CREATE SCHEMA public"))
-    await upgrade(engine)
-    return Repository(engine)
+    def wipe(conn: Connection) -> None:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+
+    db = Database(url)
+    await db.run(wipe)
+    await db.upgrade()
+    return Repository(db)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Repository]:
     """A migrated, empty repository on SQLite (file, WAL) and on PostgreSQL."""
     if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'deskmate.db'}")
-        await upgrade(engine)
-        repo = Repository(engine)
+        db = Database(f"sqlite:///{tmp_path / 'deskmate.db'}")
+        await db.upgrade()
+        repo = Repository(db)
     else:
         repo = await _fresh_pg_repository(request.getfixturevalue("postgres_url"))
     yield repo
@@ -96,9 +98,9 @@ async def repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 
 @pytest.fixture
 async def sqlite_repository(tmp_path: Path) -> AsyncIterator[Repository]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'deskmate.db'}")
-    await upgrade(engine)
-    repo = Repository(engine)
+    db = Database(f"sqlite:///{tmp_path / 'deskmate.db'}")
+    await db.upgrade()
+    repo = Repository(db)
     yield repo
     await repo.aclose()
 

@@ -266,6 +266,11 @@ class KnowledgeBase:
             self._signature = signature
             return self._index
 
+    async def has_entries(self, tenant: str = GLOBAL) -> bool:
+        """Whether any entry is visible to ``tenant`` (no model is loaded to tell)."""
+        index = await self.refresh()
+        return any(t in ("", tenant) for t in index.tenants)
+
     async def search(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> list[Hit]:
         """Hybrid retrieval: dense scores fused with the database's keyword search."""
         index = await self.refresh()

@@ -1,35 +1,38 @@
-"""``deskmate faq import|export`` and ``deskmate ask`` for the knowledge base.
+"""``deskmate faq import|export``: the knowledge base from the shell.
 
-``register(subparsers)`` adds the sub-commands to the main CLI's parser;
-``run(args, settings, backend=None)`` executes one. ``python -m bot.knowledge``
-runs them on their own.
+``register(subparsers)`` adds the ``faq`` command to the main CLI's parser;
+``run(args, settings)`` executes it. ``deskmate ask`` goes through the
+conversation manager (``bot.cli``) and reads the path and sources of each
+answer back with ``answer_record``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from bot.errors import DeskmateError
-from bot.knowledge.base import KnowledgeBase, Policy
+from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
-from bot.knowledge.importer import FORMATS, parse_mapping
+from bot.knowledge.importer import FIELDS, FORMATS, parse_mapping
 from bot.settings import Settings
-from llm.base import Backend
-from storage.db import create_engine, upgrade
+from storage.db import Database
 from storage.knowledge_repo import KnowledgeRepository
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     faq = subparsers.add_parser("faq", help="manage the FAQ knowledge base")
-    faq_sub = faq.add_subparsers(dest="faq_command", required=True)
-    imp = faq_sub.add_parser("import", help="import FAQ entries from CSV, JSON/JSONL or Markdown")
-    imp.add_argument("file", type=Path)
+    faq_sub = faq.add_subparsers(dest="faq_command", required=True, metavar="FAQ_COMMAND")
+    imp = faq_sub.add_parser(
+        "import",
+        help="import FAQ entries from CSV/TSV, JSON/JSONL or Markdown",
+        description="Rows with the same id (or, without ids, the same question) update the "
+        "stored entry. Malformed rows are skipped and listed with their line numbers; a "
+        "problem with the whole file stores nothing.",
+    )
+    imp.add_argument("file", type=str)
     imp.add_argument("--tenant", default="", help="only this tenant sees the entries")
     imp.add_argument("--format", choices=FORMATS, help="override the format the extension implies")
     imp.add_argument(
@@ -37,37 +40,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="append",
         default=[],
         metavar="FIELD=COLUMN",
-        help="read FIELD (question, answer, id, source, alternatives, tags, updated_at) "
-        "from COLUMN",
+        help=f"read FIELD ({', '.join(FIELDS)}) from COLUMN, e.g. --map question=Title",
     )
-    exp = faq_sub.add_parser("export", help="write the FAQ to stdout or a file")
+    exp = faq_sub.add_parser("export", help="write the FAQ as CSV or JSONL")
     exp.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
-    exp.add_argument("--tenant", default=None, help="only this tenant's entries ('' = global)")
-    exp.add_argument("-o", "--output", type=Path, help="file to write (default stdout)")
-
-    ask = subparsers.add_parser("ask", help="answer a question from the shell")
-    ask.add_argument("question", help='the question, or "-" to read one question per stdin line')
-    ask.add_argument("--tenant", default="")
-    ask.add_argument("--json", action="store_true", help="print one JSON object per question")
+    exp.add_argument("--tenant", default=None, help="only this tenant's entries ('' = shared)")
+    exp.add_argument("-o", "--output", help="file to write (default: stdout)")
 
 
-def build_knowledge_base(
-    settings: Settings, *, backend: Backend | None = None, engine: object = None
-) -> KnowledgeBase:
+def knowledge_base(db: Database, settings: Settings, backend: Any = None) -> KnowledgeBase:
+    """The knowledge base the composition root and the CLI share."""
     from llm.embeddings import shared_embedder
 
-    engine = engine or create_engine(settings.effective_database_url)
     return KnowledgeBase(
-        repository=KnowledgeRepository(engine),  # type: ignore[arg-type]
+        repository=KnowledgeRepository(db),
         embedder=shared_embedder(),
         backend=backend,
-        policy=Policy(),
         llm_timeout=settings.llm_timeout,
     )
 
 
 class _Progress:
-    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+    """A progress bar on stderr; plain lines when stderr is not a terminal."""
 
     def __init__(self, stream: TextIO, label: str) -> None:
         self.stream = stream
@@ -78,8 +72,7 @@ class _Progress:
     def __call__(self, done: int, total: int) -> None:
         pct = 100 if not total else done * 100 // total
         if self.tty:
-            bar = "#" * (pct // 4)
-            self.stream.write(f"\r{self.label} [{bar:<25}] {done}/{total}")
+            self.stream.write(f"\r{self.label} [{'#' * (pct // 4):<25}] {done}/{total}")
             if done >= total:
                 self.stream.write("\n")
         elif pct // 25 != self.last // 25 or done >= total:
@@ -92,62 +85,49 @@ async def run(
     args: argparse.Namespace,
     settings: Settings,
     *,
-    backend: Backend | None = None,
-    stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    engine = create_engine(settings.effective_database_url)
+    """Run ``faq import|export``; 0 on success, 1 with the reason on stderr."""
+    from pathlib import Path
+
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    db = Database(settings.effective_database_url)
     try:
-        await upgrade(engine)
-        kb = build_knowledge_base(settings, backend=backend, engine=engine)
-        if args.command == "faq" and args.faq_command == "import":
+        await db.upgrade()
+        kb = knowledge_base(db, settings)
+        if args.faq_command == "import":
             report = await kb.import_file(
-                args.file,
+                Path(args.file),
                 tenant=args.tenant,
                 fmt=args.format,
                 mapping=parse_mapping(args.map),
                 progress=_Progress(stderr, "embedding"),
             )
-            for line in report.lines():
+            for line in report.lines()[1:]:
                 print(line, file=stderr)
             print(report.lines()[0], file=stdout)
             return 0
-        if args.command == "faq" and args.faq_command == "export":
-            entries = await kb.repository.entries(tenant=args.tenant)
-            text = export_entries(entries, args.format)
-            if args.output:
-                args.output.write_text(text, encoding="utf-8")
-                print(f"wrote {len(entries)} entries to {args.output}", file=stderr)
-            else:
-                stdout.write(text)
-            return 0
-        if args.command == "ask":
-            questions = (
-                (line.strip() for line in stdin) if args.question == "-" else [args.question]
-            )
-            for question in questions:
-                if not question:
-                    continue
-                answer = await kb.answer(question, tenant=args.tenant, conversation_key="cli")
-                assert answer is not None  # support mode always answers
-                if args.json:
-                    print(json.dumps(answer.as_json(question), ensure_ascii=False), file=stdout)
-                else:
-                    print(answer.text, file=stdout)
-                stdout.flush()
-            return 0
-        raise AssertionError(f"unhandled command {args}")
+        entries = await kb.repository.entries(tenant=args.tenant)
+        text = export_entries(entries, args.format)
+        if args.output:
+            try:
+                await asyncio.to_thread(Path(args.output).write_text, text, encoding="utf-8")
+            except OSError as exc:
+                print(f"deskmate: cannot write {args.output}: {exc.strerror}", file=stderr)
+                return 1
+            print(f"wrote {len(entries)} entries to {args.output}", file=stderr)
+        else:
+            stdout.write(text)
+        return 0
     except DeskmateError as exc:
-        print(f"error: {exc.user_message if exc.user_message else exc}", file=stderr)
+        print(f"deskmate: {exc.user_message or exc}", file=stderr)
         return 1
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="deskmate")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return asyncio.run(run(args, Settings.from_env()))
+async def answer_record(kb: KnowledgeBase, conversation_key: str) -> dict[str, Any] | None:
+    """The knowledge base's log of the latest answer in a conversation, if any."""
+    rows = await kb.repository.answers(conversation_key=conversation_key, limit=1)
+    return rows[0] if rows else None

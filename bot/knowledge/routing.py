@@ -24,7 +24,8 @@ async def knowledge_reply(
 
     An open draft takes the message as a revision; otherwise the mode decides:
     ``support`` and ``faq`` always answer from the knowledge base (``faq`` never
-    calls the model), ``assistant`` only when an entry is relevant.
+    calls the model), ``assistant`` only when an entry is relevant. Where the
+    knowledge base has no entries for the tenant, every message is plain chat.
     """
     ref = inbound.ref
     raw = await kb.open_draft(ref.key)
@@ -41,6 +42,8 @@ async def knowledge_reply(
         revised = drafting.Draft(draft.kind, draft.brief, draft.tone, draft.length, new_text)
         await kb.set_draft(ref.key, revised.dumps())
         return drafting.present(revised)
+    if not await kb.has_entries(ref.tenant):
+        return None  # no knowledge base here: plain chat, as without one
     mode = await kb.mode_for(ref.key, ref.tenant)
     answer = await kb.answer(
         text,

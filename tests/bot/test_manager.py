@@ -226,7 +226,7 @@ async def test_pending_are_answered_after_restart(
 ) -> None:
     crashed = make_manager(sqlite_repository, backend)
     await crashed.accept(make_inbound("stored then crashed", event_id="e1"))
-    fresh = make_manager(Repository(sqlite_repository.engine), backend)
+    fresh = make_manager(Repository(sqlite_repository.db), backend)
     pending = await fresh.pending("test")
     assert [p.inbound.text for p in pending] == ["stored then crashed"]
     seen = Rendered()

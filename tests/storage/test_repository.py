@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from bot.errors import ConfigError
 from bot.types import ConversationRef
-from storage.db import current_revision, normalize_url, upgrade
+from storage.db import normalize_url
 from storage.models import inbound_events, messages
 from storage.repository import Repository
 from tests.support import make_inbound
@@ -28,8 +28,9 @@ async def test_redelivery_while_processing_is_duplicate(repository: Repository) 
     again = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
     assert again.status == "duplicate"
     assert again.inbound_id == first.inbound_id
-    async with repository.engine.connect() as conn:
-        count = (await conn.execute(select(func.count()).select_from(messages))).scalar()
+    count = await repository.db.run(
+        lambda conn: conn.execute(select(func.count()).select_from(messages)).scalar()
+    )
     assert count == 1
 
 
@@ -84,9 +85,7 @@ async def test_pending_returns_unanswered_from_a_dead_process(repository: Reposi
     answered = await repository.accept(make_inbound("ok", event_id="e10"), text="ok", kind="chat")
     await repository.record_answer(answered, text="fine", kind="chat")
     # A new process (new worker id) over the same tables.
-    restarted = Repository(
-        repository.engine, claim_lease=0 if repository.dialect != "sqlite" else 300
-    )
+    restarted = Repository(repository.db, claim_lease=0 if repository.dialect != "sqlite" else 300)
     pending = await restarted.pending("test")
     assert [p.inbound.event_id for p in pending] == ["e9"]
     assert pending[0].inbound.text == "lost?"
@@ -94,7 +93,7 @@ async def test_pending_returns_unanswered_from_a_dead_process(repository: Reposi
     assert pending[0].stored.message_id == stored.message_id
     # Claimed now: neither another recovery nor a redelivery answers it again.
     assert await restarted.pending("test") == [] or repository.dialect != "sqlite"
-    other = Repository(repository.engine)
+    other = Repository(repository.db)
     other.single_process = False
     assert await other.pending("test") == []
     again = await other.accept(make_inbound("lost?", event_id="e9"), text="lost?", kind="chat")
@@ -112,8 +111,9 @@ async def test_reset_and_forget(repository: Repository) -> None:
     assert result.messages == 2
     history = await repository.history(mine.conversation_id, upto_message_id=None, limit=10)
     assert [h.text for h in history] == ["hello", "hi"]
-    async with repository.engine.connect() as conn:
-        texts = (await conn.execute(select(inbound_events.c.text))).scalars().all()
+    texts = await repository.db.run(
+        lambda conn: conn.execute(select(inbound_events.c.text)).scalars().all()
+    )
     assert "my secret" not in texts
     assert await repository.reset_conversation(mine.conversation_id) == 2
     assert await repository.history(mine.conversation_id, upto_message_id=None, limit=10) == []
@@ -150,15 +150,15 @@ async def test_move_conversation_merges(repository: Repository) -> None:
 
 
 async def test_upgrade_is_idempotent(repository: Repository) -> None:
-    await upgrade(repository.engine)
-    assert await current_revision(repository.engine) is not None
+    await repository.db.upgrade()
+    assert await repository.db.current_revision() == "0002_knowledge"
 
 
 @pytest.mark.parametrize(
     ("raw", "driver"),
     [
-        ("sqlite:///x.db", "sqlite+aiosqlite"),
-        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite"),
+        ("sqlite:///x.db", "sqlite+pysqlite"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+pysqlite"),
         ("postgresql://u@h/db", "postgresql+asyncpg"),
         ("postgres://u@h/db", "postgresql+asyncpg"),
         ("postgresql+psycopg2://u@h/db", "postgresql+asyncpg"),

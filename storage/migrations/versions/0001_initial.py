@@ -49,7 +49,11 @@ def upgrade() -> None:
         sa.Column("latency_ms", sa.Integer),
         sa.Column("created_at", Stamp, nullable=False),
     )
-    op.create_index("ix_messages_conversation", "messages", ["conversation_id", "id"])
+    op.create_index(
+        "ix_messages_position",
+        "messages",
+        ["conversation_id", sa.text("coalesce(reply_to, id)"), "id"],
+    )
     op.create_index("ix_messages_user", "messages", ["user_id"])
     op.create_table(
         "inbound_events",
@@ -93,6 +97,6 @@ def downgrade() -> None:
     op.drop_index("ix_inbound_events_status", table_name="inbound_events")
     op.drop_table("inbound_events")
     op.drop_index("ix_messages_user", table_name="messages")
-    op.drop_index("ix_messages_conversation", table_name="messages")
+    op.drop_index("ix_messages_position", table_name="messages")
     op.drop_table("messages")
     op.drop_table("conversations")

@@ -1,16 +1,17 @@
-"""``deskmate faq import|export`` and ``deskmate ask`` with the real embedding model."""
+"""``deskmate faq import|export``, ``deskmate ask --json`` and the local web chat,
+as subprocesses with the real embedding model and the fake LLM."""
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bot.knowledge.cli import register, run
-from bot.settings import Settings
+from tests.e2e.test_local_chat import ROOT, start_deskmate, stop
 
 pytestmark = pytest.mark.model
 
@@ -24,69 +25,73 @@ CSV = (
 )
 
 
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="deskmate")
-    register(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+def deskmate(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SLACK_"))},
+        "DESKMATE_DATA_DIR": str(tmp_path / "data"),
+        "DESKMATE_MODEL": "fake",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-async def call(settings: Settings, *argv: str, stdin: str = "") -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = await run(parse(*argv), settings, stdin=io.StringIO(stdin), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
-async def test_import_ask_export(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+def test_import_then_ask_and_chat_get_the_curated_answer(tmp_path: Path) -> None:
     faq = tmp_path / "faq.csv"
     faq.write_text(CSV, encoding="utf-8")
+    result = deskmate(tmp_path, "faq", "import", str(faq))
+    assert result.returncode == 0, result.stderr
+    assert "3 added, 0 updated, 0 unchanged, 1 skipped" in result.stdout
+    assert "skipped line 5: the question is empty" in result.stderr
+    assert "embedding: 3/3" in result.stderr
 
-    code, out, err = await call(settings, "faq", "import", str(faq))
-    assert code == 0
-    assert "3 added, 0 updated, 0 unchanged, 1 skipped" in out
-    assert "skipped line 5: the question is empty" in err
-    assert "embedding: 3/3" in err
+    questions = "when are you open during the week?\nwhat is the boiling point of lead?\n"
+    result = deskmate(tmp_path, "ask", "-", "--json", stdin=questions)
+    assert result.returncode == 0, result.stderr
+    hours, lead = (json.loads(line) for line in result.stdout.splitlines())
+    assert hours["path"] == "verbatim"
+    assert hours["answer"] == "We are open 9-17 on weekdays.\n\nSource: Contact page (FAQ hours)"
+    assert hours["sources"][0]["id"] == "hours" and hours["sources"][0]["score"] > 0.6
+    assert lead["path"] == "escalated" and "human colleague" in lead["answer"]
 
-    code, out, _ = await call(settings, "ask", "when are you open during the week?", "--json")
-    assert code == 0
-    answer = json.loads(out)
-    assert answer["path"] == "verbatim"
-    assert answer["answer"].startswith("We are open 9-17 on weekdays.")
-    assert "Contact page" in answer["answer"]
-    assert answer["sources"][0]["id"] == "hours"
+    server = start_deskmate(tmp_path, {"DESKMATE_MODEL": "fake"})
+    try:
+        status, text = server.post_chat(
+            {"session": "session-faq001", "text": "which hours are you open on weekdays?"}
+        )
+        assert status == 200
+        assert text.startswith("We are open 9-17 on weekdays.")
+        assert "Source: Contact page (FAQ hours)" in text
+    finally:
+        assert stop(server)[0] == 0
 
-    questions = "can I have my money back?\nwhat is the boiling point of lead?\n\n"
-    code, out, _ = await call(settings, "ask", "-", "--json", stdin=questions)
-    rows = [json.loads(line) for line in out.splitlines()]
-    assert [r["question"] for r in rows] == [
-        "can I have my money back?",
-        "what is the boiling point of lead?",
+    result = deskmate(tmp_path, "faq", "export", "--format", "jsonl")
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [
+        "hours",
+        "refund",
+        "ship",
     ]
-    # No language model is configured here, so a partial match cannot be
-    # answered grounded: it is shown verbatim or escalated, never invented.
-    assert rows[0]["sources"][0]["id"] == "refund" and rows[0]["path"] != "grounded"
-    assert rows[1]["path"] == "escalated"
-
-    code, out, _ = await call(settings, "faq", "export", "--format", "jsonl")
-    exported = [json.loads(line) for line in out.splitlines()]
-    assert [e["id"] for e in exported] == ["hours", "refund", "ship"]
-    # the export imports back as the same entries (unchanged, not duplicated)
-    again = tmp_path / "again.csv"
-    code, _, _ = await call(settings, "faq", "export", "-o", str(again))
-    code, out, _ = await call(settings, "faq", "import", str(again))
-    assert "0 added, 0 updated, 3 unchanged, 0 skipped" in out
+    exported = tmp_path / "again.csv"
+    assert deskmate(tmp_path, "faq", "export", "-o", str(exported)).returncode == 0
+    result = deskmate(tmp_path, "faq", "import", str(exported))
+    assert "0 added, 0 updated, 3 unchanged, 0 skipped" in result.stdout
 
 
-async def test_fatal_import_errors_exit_1_and_store_nothing(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+def test_fatal_import_errors_exit_1_and_store_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "faq.csv"
     bad.write_text("heading,text\nq,a\n", encoding="utf-8")
-    code, out, err = await call(settings, "faq", "import", str(bad))
-    assert code == 1 and out == ""
-    assert "no question or answer column" in err
-    code, out, err = await call(
-        settings, "faq", "import", str(bad), "--map", "question=heading", "--map", "answer=text"
+    result = deskmate(tmp_path, "faq", "import", str(bad))
+    assert result.returncode == 1 and result.stdout == ""
+    assert "no question or answer column" in result.stderr
+    result = deskmate(
+        tmp_path, "faq", "import", str(bad), "--map", "question=heading", "--map", "answer=text"
     )
-    assert code == 0 and "1 added" in out
-    code, out, err = await call(settings, "faq", "import", str(tmp_path / "nope.jsonl"))
-    assert code == 1 and "cannot read" in err
+    assert result.returncode == 0 and "1 added" in result.stdout
+    result = deskmate(tmp_path, "faq", "import", str(tmp_path / "nope.jsonl"))
+    assert result.returncode == 1 and "cannot read" in result.stderr

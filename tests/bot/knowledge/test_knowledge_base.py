@@ -40,7 +40,7 @@ POLICY = Policy(
 @pytest.fixture
 async def kb(repository: Repository) -> KnowledgeBase:
     return KnowledgeBase(
-        repository=KnowledgeRepository(repository.engine),
+        repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
         backend=FakeBackend(),
         policy=POLICY,
@@ -49,8 +49,8 @@ async def kb(repository: Repository) -> KnowledgeBase:
 
 
 async def _count(kb: KnowledgeBase, table: object = faq_entries) -> int:
-    async with kb.repository.engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+    query = select(func.count()).select_from(table)  # type: ignore[arg-type]
+    return int(await kb.repository.db.run(lambda conn: conn.execute(query).scalar_one()))
 
 
 def _write(tmp_path: Path, name: str, content: str) -> Path:
@@ -211,7 +211,7 @@ def test_guard_rejects_uncited_unrelated_and_foreign_citations() -> None:
 
 async def test_another_process_sees_changes(kb: KnowledgeBase, tmp_path: Path) -> None:
     other = KnowledgeBase(
-        repository=KnowledgeRepository(kb.repository.engine),
+        repository=KnowledgeRepository(kb.repository.db),
         embedder=HashingEmbedder(),
         policy=POLICY,
         refresh_interval=0.0,

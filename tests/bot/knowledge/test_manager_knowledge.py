@@ -29,7 +29,7 @@ async def setup(
     repository: Repository, backend: FakeBackend, tmp_path: Path
 ) -> tuple[ConversationManager, KnowledgeBase]:
     kb = KnowledgeBase(
-        repository=KnowledgeRepository(repository.engine),
+        repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
         backend=backend,
         policy=Policy(verbatim_score=0.5, grounded_score=0.25, fallback_verbatim_score=0.35),

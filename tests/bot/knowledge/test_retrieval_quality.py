@@ -25,7 +25,7 @@ import pytest_asyncio
 
 from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import evaluate, faq_jsonl, load_eval_set
-from storage.db import create_engine, upgrade
+from storage.db import Database
 from storage.knowledge_repo import KnowledgeRepository
 
 pytestmark = pytest.mark.model
@@ -41,13 +41,13 @@ async def kb(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Knowledg
     from llm.embeddings import SentenceEmbedder
 
     path: Path = tmp_path_factory.mktemp("kb") / "kb.db"
-    engine = create_engine(f"sqlite:///{path}")
-    await upgrade(engine)
-    kb = KnowledgeBase(repository=KnowledgeRepository(engine), embedder=SentenceEmbedder())
+    database = Database(f"sqlite:///{path}")
+    await database.upgrade()
+    kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=SentenceEmbedder())
     report = await kb.import_file(faq_jsonl())
     assert (report.created, len(report.skipped)) == (503, 0)
     yield kb
-    await engine.dispose()
+    await database.dispose()
 
 
 @pytest.mark.asyncio(loop_scope="module")

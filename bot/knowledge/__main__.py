@@ -1,5 +1,0 @@
-import sys
-
-from bot.knowledge.cli import main
-
-sys.exit(main())

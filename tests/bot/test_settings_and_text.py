@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConfigError
+from bot.prompting import build_messages
+from bot.settings import ENV_VARS, Settings
+from bot.text import clean
+from storage.repository import HistoryItem
+
+
+def test_defaults_are_the_embedded_local_setup() -> None:
+    s = Settings.from_env({})
+    assert s.model == "embedded"
+    assert s.effective_database_url == f"sqlite:///{Path('data') / 'deskmate.db'}"
+    assert (s.host, s.port) == ("127.0.0.1", 8080)
+    assert not s.telegram_enabled and not s.slack_enabled
+
+
+def test_env_parsing() -> None:
+    s = Settings.from_env(
+        {
+            "PORT": "9000",
+            "DESKMATE_ADMINS": "telegram:1, slack:T1/U2 ,",
+            "DESKMATE_TEMPERATURE": "0",
+            "DESKMATE_ALLOW_QUANTIZATION_FALLBACK": "yes",
+            "DESKMATE_DATA_DIR": "/tmp/x",
+        }
+    )
+    assert s.port == 9000
+    assert s.admins == frozenset({"telegram:1", "slack:T1/U2"})
+    assert s.temperature == 0.0
+    assert s.allow_quantization_fallback is True
+    assert s.data_dir == Path("/tmp/x")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "eighty"}, "PORT must be a number"),
+        ({"PORT": "70000"}, "PORT must be between"),
+        ({"DESKMATE_QUANTIZATION": "2bit"}, "DESKMATE_QUANTIZATION must be one of"),
+        ({"DESKMATE_ALLOW_QUANTIZATION_FALLBACK": "maybe"}, "must be true or false"),
+        ({"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_WEBHOOK_URL": "https://x"}, "WEBHOOK_SECRET"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_APP_TOKEN"),
+    ],
+)
+def test_bad_settings_explain_the_fix(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_every_setting_has_an_env_var_documented() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [var for var in ENV_VARS.values() if f"`{var}`" not in readme]
+    assert missing == []
+
+
+def test_clean_text() -> None:
+    assert clean("  hi\x00 there\r\n ", max_chars=100).text == "hi there"
+    assert clean("\u202egnp.exe", max_chars=100).text == "gnp.exe"
+    assert clean("\ud83d alone", max_chars=100).text == "? alone"
+    long = clean("x" * 5000, max_chars=4000)
+    assert (len(long.text), long.truncated, long.original_length) == (4000, True, 5000)
+
+
+def test_prompt_keeps_system_and_newest_question() -> None:
+    history = [HistoryItem("user" if i % 2 == 0 else "assistant", f"m{i} " * 20) for i in range(9)]
+    msgs = build_messages(
+        system_prompt="sys", history=history, budget=100, count_tokens=lambda t: len(t) // 4
+    )
+    assert msgs[0].content == "sys"
+    assert msgs[-1].content == history[-1].text
+    assert msgs[1].role == "user", "a trimmed prompt never starts with an orphan answer"
+    # A single question larger than the budget is cut, not dropped.
+    huge = [HistoryItem("user", "word " * 1000)]
+    msgs = build_messages(
+        system_prompt="sys", history=huge, budget=50, count_tokens=lambda t: len(t) // 4
+    )
+    assert len(msgs) == 2 and 0 < len(msgs[1].content) < 200
