@@ -1,6 +1,9 @@
 """Knowledge-base retrieval benchmark.
 
-    python bench/faq_eval.py [--entries 5000] [--db PATH]
+    python bench/faq_eval.py [--entries 5000] [--database-url URL]
+
+``--database-url`` runs against that database instead of a fresh SQLite file
+(e.g. an empty PostgreSQL database: its FAQ tables are emptied first).
 
 1. Imports the real 503-entry FAQ (tests/data/faq) with the real embedding
    model and scores the 162 reworded and 50 out-of-scope questions: top-1 /
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import Connection, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -62,6 +66,14 @@ async def pad(kb: KnowledgeBase, target: int, seed: int = 7) -> int:
     return len(items)
 
 
+def _empty_faq(conn: Connection) -> None:
+    conn.execute(text("DELETE FROM escalations"))
+    conn.execute(text("DELETE FROM faq_answers"))
+    conn.execute(text("DELETE FROM faq_entries"))
+    if conn.dialect.name == "sqlite":
+        conn.execute(text("DELETE FROM faq_fts"))
+
+
 def row(name: str, s: dict[str, float | int]) -> str:
     pct = lambda v: f"{100 * float(v):.1f} %"  # noqa: E731
     return (
@@ -75,11 +87,12 @@ def row(name: str, s: dict[str, float | int]) -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=5000)
-    parser.add_argument("--db", type=Path, default=None)
+    parser.add_argument("--database-url", default="")
     args = parser.parse_args()
-    db = args.db or Path(tempfile.mkdtemp()) / "faq-bench.db"
-    database = Database(f"sqlite:///{db}")
+    url = args.database_url or f"sqlite:///{Path(tempfile.mkdtemp()) / 'faq-bench.db'}"
+    database = Database(url)
     await database.upgrade()
+    await database.run(_empty_faq)
     embedder = SentenceEmbedder()
     kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=embedder)
     t0 = time.perf_counter()
@@ -109,6 +122,7 @@ async def main() -> None:
         "| verbatim right | out-of-scope escalated | retrieval p50 / p95 |"
     )
     print("|---|---|---|---|---|---|---|")
+    print(f"database: {database.dialect}")
     print(row(f"{report.created} real entries", real))
     print(row(f"{total} entries (real + synthetic)", padded))
 
