@@ -122,7 +122,6 @@ async def main() -> None:
         "| verbatim right | out-of-scope escalated | retrieval p50 / p95 |"
     )
     print("|---|---|---|---|---|---|---|")
-    print(f"database: {database.dialect}")
     print(row(f"{report.created} real entries", real))
     print(row(f"{total} entries (real + synthetic)", padded))
 

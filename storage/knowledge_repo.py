@@ -27,10 +27,6 @@ T = TypeVar("T")
 
 GLOBAL = ""  # the tenant of deployment-wide entries
 
-_PG_TSVECTOR = (
-    "(setweight(to_tsvector('english', search_text), 'A') || "
-    "setweight(to_tsvector('english', answer), 'B'))"
-)
 # Words that carry no topic; dropping them keeps the OR query from matching everything.
 _STOPWORD_TEXT = (
     "a an the is are was were be been being do does did doing i my me mine we our us you your "
@@ -330,9 +326,11 @@ class KnowledgeRepository:
             }
         else:
             sql = text(
-                f"SELECT id, ts_rank_cd({_PG_TSVECTOR}, q, 1) AS score "
+                # search_vector: generated column of migration 0002 (weights
+                # A = question and phrasings, B = answer).
+                "SELECT id, ts_rank_cd(search_vector, q, 1) AS score "
                 "FROM faq_entries, websearch_to_tsquery('english', :query) q "
-                f"WHERE tenant IN ('', :tenant) AND {_PG_TSVECTOR} @@ q "
+                "WHERE tenant IN ('', :tenant) AND search_vector @@ q "
                 "ORDER BY score DESC LIMIT :limit"
             )
             params = {"query": " or ".join(terms), "tenant": tenant, "limit": limit}

@@ -129,8 +129,8 @@ users = Table(
 # tenant "" is the deployment-wide knowledge base every platform sees; a
 # non-empty tenant scopes an entry to that tenant only. Keyword search runs on
 # a SQLite FTS5 table ``faq_fts`` (rowid = faq_entries.id) or, on PostgreSQL, on
-# a GIN expression index over ``search_text`` and ``answer``; both are created
-# by migration 0002_knowledge, not by this metadata.
+# a generated ``search_vector`` tsvector column with a GIN index; both are
+# created by migration 0002_knowledge, not by this metadata.
 
 faq_entries = Table(
     "faq_entries",

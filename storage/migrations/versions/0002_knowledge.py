@@ -17,8 +17,8 @@ depends_on = None
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Stamp = sa.DateTime(timezone=True)
 
-# Kept in step with storage.knowledge_repo, which queries the same expression
-# so PostgreSQL can use the index.
+# PostgreSQL keeps the weighted tsvector in a stored generated column: ranking
+# (ts_rank_cd) reads it instead of re-parsing every matching row's text.
 PG_TSVECTOR = (
     "(setweight(to_tsvector('english', search_text), 'A') || "
     "setweight(to_tsvector('english', answer), 'B'))"
@@ -93,7 +93,11 @@ def upgrade() -> None:
             "question, answer, tokenize='porter unicode61 remove_diacritics 2')"
         )
     else:
-        op.execute(f"CREATE INDEX ix_faq_entries_fts ON faq_entries USING gin ({PG_TSVECTOR})")
+        op.execute(
+            "ALTER TABLE faq_entries ADD COLUMN search_vector tsvector "
+            f"GENERATED ALWAYS AS ({PG_TSVECTOR}) STORED"
+        )
+        op.execute("CREATE INDEX ix_faq_entries_fts ON faq_entries USING gin (search_vector)")
 
 
 def downgrade() -> None:
