@@ -14,7 +14,7 @@ import sys
 from typing import Any, TextIO
 
 from bot.errors import DeskmateError
-from bot.knowledge.base import KnowledgeBase
+from bot.knowledge.base import KnowledgeBase, Policy
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import FIELDS, FORMATS, parse_mapping
 from bot.settings import Settings
@@ -56,6 +56,14 @@ def knowledge_base(db: Database, settings: Settings, backend: Any = None) -> Kno
         repository=KnowledgeRepository(db),
         embedder=shared_embedder(),
         backend=backend,
+        policy=Policy(
+            verbatim_score=settings.faq_verbatim_score,
+            verbatim_margin=settings.faq_verbatim_margin,
+            grounded_score=settings.faq_grounded_score,
+            # Between the two: still likely enough to show verbatim when a
+            # model answer fails the citation check.
+            fallback_verbatim_score=(settings.faq_grounded_score + settings.faq_verbatim_score) / 2,
+        ),
         llm_timeout=settings.llm_timeout,
     )
 

@@ -235,3 +235,21 @@ async def test_another_process_sees_changes(kb: KnowledgeBase, tmp_path: Path) -
     hit = (await other.search("Which payment methods do you accept?"))[0].entry
     assert hit.answer == "Card only."
     assert hit.updated_at.year == 2020
+
+
+async def test_thresholds_come_from_settings(tmp_path: Path) -> None:
+    from bot.errors import ConfigError
+    from bot.knowledge.cli import knowledge_base
+    from bot.settings import Settings
+    from storage.db import Database
+
+    settings = Settings.from_env(
+        {"DESKMATE_FAQ_VERBATIM_SCORE": "0.7", "DESKMATE_FAQ_GROUNDED_SCORE": "0.5"}
+    )
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    kb = knowledge_base(db, settings)
+    await db.dispose()
+    assert (kb.policy.verbatim_score, kb.policy.grounded_score) == (0.7, 0.5)
+    assert kb.policy.fallback_verbatim_score == pytest.approx(0.6)
+    with pytest.raises(ConfigError, match="GROUNDED_SCORE"):
+        Settings.from_env({"DESKMATE_FAQ_GROUNDED_SCORE": "0.9"})
