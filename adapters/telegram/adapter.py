@@ -1,0 +1,405 @@
+"""The Telegram adapter: polling with a durable inbox, or a webhook.
+
+An update is confirmed to Telegram only after the manager stored it. In
+polling mode the confirmation is the next ``getUpdates`` offset, which this
+adapter advances past an update only once ``manager.accept`` returned; in
+webhook mode it is the 200 answer, sent only after ``accept``. Stored but
+unanswered updates (a crash, a kill, a SIGTERM past the stop bound) are
+answered at the next start from ``manager.pending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from telegram import Bot, BotCommand, Update
+from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError, TimedOut
+from telegram.request import HTTPXRequest
+
+from adapters.telegram.convert import (
+    ALLOWED_UPDATES,
+    BotIdentity,
+    ChatMoved,
+    Ignored,
+    MembershipChanged,
+    classify_update,
+)
+from adapters.telegram.pacing import ChatLimiter
+from adapters.telegram.render import (
+    ChatGone,
+    DeliveryError,
+    ReplyView,
+    Sender,
+    Target,
+    seconds,
+)
+from adapters.telegram.text import split_message
+from bot.errors import ConfigError, DeskmateError, StorageError
+from bot.types import ConversationRef, Inbound
+
+if TYPE_CHECKING:
+    from bot.manager import Accepted, ConversationManager
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.telegram.org"
+WEBHOOK_PATH = "/telegram/webhook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+_COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
+_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+class TelegramUnavailable(DeskmateError):
+    """The Bot API could not be reached or refused to set up updates."""
+
+
+class TelegramAdapter:
+    """Serves one Telegram bot. Holds a PTB ``Bot`` for the wire protocol."""
+
+    name = "telegram"
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        api_url: str = "",
+        webhook_url: str = "",
+        webhook_secret: str = "",
+        edit_interval: float = 1.5,
+        typing_interval: float = 4.0,
+        poll_timeout: int = 25,
+        per_chat_interval: float = 1.0,
+        group_interval: float | None = 3.0,
+        global_rate: float = 30.0,
+        stop_timeout: float = 20.0,
+        request_timeout: float = 10.0,
+        retry_delay: float = 1.0,
+    ) -> None:
+        if not token:
+            raise ConfigError("TELEGRAM_BOT_TOKEN is empty")
+        if webhook_url and not webhook_secret:
+            raise ConfigError("TELEGRAM_WEBHOOK_URL needs TELEGRAM_WEBHOOK_SECRET")
+        if webhook_secret and not _SECRET.fullmatch(webhook_secret):
+            raise ConfigError(
+                "TELEGRAM_WEBHOOK_SECRET may only use A-Z, a-z, 0-9, _ and - "
+                "(1 to 256 characters); Telegram refuses anything else"
+            )
+        base = (api_url or DEFAULT_API_URL).rstrip("/")
+        self.api_url = base
+        self.bot = Bot(
+            token,
+            base_url=f"{base}/bot",
+            request=HTTPXRequest(
+                connection_pool_size=64,
+                read_timeout=request_timeout,
+                write_timeout=request_timeout,
+                connect_timeout=request_timeout,
+                pool_timeout=request_timeout,
+            ),
+            # getUpdates adds the long-poll timeout to this read timeout itself.
+            get_updates_request=HTTPXRequest(
+                connection_pool_size=1,
+                read_timeout=request_timeout,
+                connect_timeout=request_timeout,
+            ),
+        )
+        self.webhook_url = webhook_url
+        self._secret = webhook_secret.encode()
+        self.edit_interval = edit_interval
+        self.typing_interval = typing_interval
+        # The Bot API wants whole seconds here.
+        self.poll_timeout = int(poll_timeout)
+        self.stop_timeout = stop_timeout
+        self.retry_delay = retry_delay
+        self.limiter = ChatLimiter(
+            per_chat_interval=per_chat_interval,
+            group_interval=group_interval,
+            global_rate=global_rate,
+        )
+        self.sender = Sender(
+            bot=self.bot, limiter=self.limiter, on_migrated=self._moved, retry_delay=retry_delay
+        )
+        self.me: BotIdentity | None = None
+        self._manager: ConversationManager | None = None
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._poller: asyncio.Task[None] | None = None
+        self._fetching = False
+        self._offset: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._migrated: dict[int, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self, manager: ConversationManager) -> None:
+        """Connect, publish the command menu, answer what a previous run left
+        unanswered, then poll (or wait for webhook calls)."""
+        self._manager = manager
+        await self._connect()
+        self.me = BotIdentity(self.bot.id, self.bot.username)
+        log.info("telegram bot @%s (%s) connected", self.me.username, self.me.id)
+        await self._publish_commands(manager)
+        try:
+            if self.webhook_url:
+                await self.bot.set_webhook(
+                    self.webhook_url,
+                    secret_token=self._secret.decode(),
+                    allowed_updates=list(ALLOWED_UPDATES),
+                )
+                log.info("telegram webhook set to %s", self.webhook_url)
+            else:
+                # getUpdates is refused while a webhook is registered.
+                await self.bot.delete_webhook(drop_pending_updates=False)
+        except BadRequest as exc:
+            raise ConfigError(f"Telegram refused TELEGRAM_WEBHOOK_URL: {exc.message}") from exc
+        except TelegramError as exc:
+            raise TelegramUnavailable(f"could not set up Telegram updates: {exc.message}") from exc
+        # Claim the leftovers before webhook calls are let in, so a row is never
+        # answered by the replay and a redelivery at once.
+        pending = [
+            p for p in await manager.pending(self.name) if p.inbound.ref.tenant == str(self.me.id)
+        ]
+        if pending:
+            log.info("telegram: answering %d stored but unanswered updates", len(pending))
+        self._ready.set()
+        for accepted in pending:
+            self._spawn(accepted)
+        if not self.webhook_url:
+            self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
+
+    async def _connect(self, attempts: int = 3) -> None:
+        """getMe, retried a little: a blip at boot should not stop the bot."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.bot.initialize()
+                return
+            except InvalidToken as exc:
+                raise ConfigError(f"Telegram refused TELEGRAM_BOT_TOKEN: {exc.message}") from exc
+            except TelegramError as exc:
+                if attempt == attempts:
+                    raise TelegramUnavailable(
+                        f"could not reach the Telegram Bot API at {self.api_url}: {exc.message}"
+                        " (check TELEGRAM_API_URL and the network)"
+                    ) from exc
+                log.warning("telegram getMe failed (%s); retrying", exc.message)
+                await asyncio.sleep(self.retry_delay * attempt)
+
+    async def stop(self) -> None:
+        """Stop taking updates, finish replies in hand (bounded), disconnect.
+
+        Replies still running after ``stop_timeout`` are cancelled; they stay
+        stored as unanswered and are answered at the next start.
+        """
+        self._stopping = True
+        if self._poller is not None:
+            if self._fetching:
+                self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._poller, self.stop_timeout)
+        if self._tasks:
+            log.info("telegram: finishing %d replies in hand", len(self._tasks))
+            _, late = await asyncio.wait(set(self._tasks), timeout=self.stop_timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning(
+                    "telegram: %d replies cut off; they will be answered at next start", len(late)
+                )
+                await asyncio.wait(late, timeout=5)
+        if self._offset is not None and not self.webhook_url:
+            # Confirm what was stored so the next start does not fetch it again.
+            with contextlib.suppress(TelegramError):
+                await self.bot.get_updates(offset=self._offset, timeout=0, limit=1)
+        with contextlib.suppress(TelegramError):
+            await self.bot.shutdown()
+
+    # -- inbound -----------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._fetching = True
+            try:
+                updates = await self.bot.get_updates(
+                    offset=self._offset,
+                    timeout=self.poll_timeout,
+                    allowed_updates=list(ALLOWED_UPDATES),
+                )
+            except TimedOut:
+                continue  # a long poll that outlived the connection; ask again
+            except RetryAfter as exc:
+                await asyncio.sleep(seconds(exc.retry_after))
+                continue
+            except Exception as exc:  # network down, 409 Conflict, 5xx, bad token
+                failures += 1
+                log.error("telegram getUpdates failed (%s); retrying", exc)
+                await asyncio.sleep(min(30.0, self.retry_delay * 2 ** min(failures, 5)))
+                continue
+            finally:
+                self._fetching = False
+            failures = 0
+            for update in updates:
+                if self._stopping:
+                    return
+                try:
+                    await self._ingest(update)
+                except StorageError:
+                    # Not stored, so not confirmed: Telegram sends it again.
+                    log.exception(
+                        "telegram update %s not stored; will fetch it again", update.update_id
+                    )
+                    await asyncio.sleep(self.retry_delay)
+                    break
+                except Exception:
+                    # An update this code cannot handle must not block the ones after it.
+                    log.exception(
+                        "telegram update %s could not be handled; skipped", update.update_id
+                    )
+                self._offset = update.update_id + 1
+
+    async def _ingest(self, update: Update | dict[str, Any]) -> None:
+        """Store one update (raises ``StorageError``) and start answering it."""
+        assert self._manager is not None and self.me is not None
+        result = classify_update(update, me=self.me)
+        if isinstance(result, Inbound):
+            accepted = await self._manager.accept(result)
+            if not accepted.duplicate:
+                self._spawn(accepted)
+        elif isinstance(result, Ignored):
+            log.debug("telegram update %s ignored: %s", result.update_id, result.reason)
+        elif isinstance(result, ChatMoved):
+            await self._moved(result.old, result.new)
+        elif isinstance(result, MembershipChanged):
+            log.info(
+                "telegram: bot %s in %s",
+                "allowed" if result.active else "removed/blocked",
+                result.ref.key,
+            )
+            try:
+                await self._manager.set_active(result.ref, result.active)
+            except Exception:
+                log.exception("could not record membership change of %s", result.ref.key)
+
+    async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
+        """``POST /telegram/webhook``: 403 without the right secret, 200 only
+        once the update is stored, 500 if storing failed (Telegram retries)."""
+        given = request.headers.get(SECRET_HEADER, "").encode()
+        if not self._secret or not hmac.compare_digest(given, self._secret):
+            log.warning(
+                "telegram webhook call with a wrong or missing secret from %s", request.remote
+            )
+            return web.json_response({"error": "forbidden"}, status=403)
+        if not self._ready.is_set() or self._stopping:
+            return web.json_response({"error": "starting or stopping"}, status=503)
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"error": "body is not JSON"}, status=400)
+        if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+            return web.json_response({"error": "not a Telegram update"}, status=400)
+        try:
+            update = Update.de_json(data, self.bot)
+        except Exception:
+            log.warning("telegram webhook: unreadable update %r", data.get("update_id"))
+            return web.json_response({"error": "not a Telegram update"}, status=400)
+        try:
+            await self._ingest(update)
+        except StorageError:
+            log.exception(
+                "telegram update %s not stored; asking Telegram to resend", update.update_id
+            )
+            return web.json_response({"error": "storage unavailable"}, status=500)
+        except Exception:
+            # Resending an update this code cannot handle would not help.
+            log.exception("telegram update %s could not be handled; dropped", update.update_id)
+        return web.json_response({})
+
+    # -- outbound ----------------------------------------------------------------
+
+    def _spawn(self, accepted: Accepted) -> None:
+        task = asyncio.create_task(self._answer(accepted))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, accepted: Accepted) -> None:
+        assert self._manager is not None
+        inbound = accepted.inbound
+        meta = dict(inbound.meta)
+        target = self._target(inbound.ref)
+        in_group = meta.get("chat_type") in ("group", "supergroup")
+        view = ReplyView(
+            sender=self.sender,
+            target=target,
+            reply_to=meta.get("message_id") if in_group else None,
+            edit_interval=self.edit_interval,
+            typing_interval=self.typing_interval,
+            on_gone=self._gone,
+        )
+        try:
+            await self._manager.process(accepted, view.render)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("telegram: answering update %s failed", inbound.event_id)
+
+    def _target(self, ref: ConversationRef) -> Target:
+        target = Target.from_ref(ref)
+        moved = self._migrated.get(target.chat_id)
+        if moved is not None:
+            target.chat_id, target.thread_id = moved, None
+            target.ref = ConversationRef(ref.platform, ref.tenant, str(moved), "")
+        return target
+
+    async def send(self, ref: ConversationRef, text: str) -> None:
+        """Send a message that is not a reply (a relayed agent answer, a broadcast).
+
+        Raises ``ChatGone`` if the user blocked the bot (the conversation is
+        marked inactive) and ``DeliveryError`` for other failures.
+        """
+        target = self._target(ref)
+        try:
+            for piece in split_message(text):
+                await self.sender.send_text(target, piece)
+        except ChatGone:
+            await self._gone(target.ref)
+            raise
+        except TelegramError as exc:
+            raise DeliveryError(f"sending to {ref.key}: {exc.message}") from exc
+
+    async def _gone(self, ref: ConversationRef) -> None:
+        if self._manager is None:
+            return
+        try:
+            await self._manager.set_active(ref, False)
+        except Exception:
+            log.exception("could not mark %s inactive", ref.key)
+
+    async def _moved(self, old: ConversationRef, new: ConversationRef) -> None:
+        self._migrated[int(old.chat)] = int(new.chat)
+        if self._manager is None:
+            return
+        try:
+            await self._manager.move_conversation(old, new)
+        except Exception:
+            log.exception("could not move conversation %s to %s", old.key, new.key)
+
+    async def _publish_commands(self, manager: ConversationManager) -> None:
+        commands = []
+        for command in manager.commands.visible():
+            if command.admin_only:
+                continue
+            if not _COMMAND_NAME.fullmatch(command.name) or not command.description:
+                log.warning("command /%s cannot appear in Telegram's menu", command.name)
+                continue
+            commands.append(BotCommand(command.name, command.description[:256]))
+        try:
+            await self.bot.set_my_commands(commands)
+        except TelegramError as exc:
+            log.warning("telegram setMyCommands failed: %s", exc.message)

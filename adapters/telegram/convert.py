@@ -1,0 +1,195 @@
+"""Pure conversion from Telegram updates to platform-neutral events.
+
+Nothing here does I/O. ``classify_update`` accepts a PTB ``Update`` or the
+plain JSON dict Telegram sends (webhook body, ``getUpdates`` item), so tests
+and the webhook path share one code path with polling.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import Message, MessageEntity, Update
+
+from bot.types import ConversationRef, Inbound
+
+PLATFORM = "telegram"
+
+# Update kinds the adapter asks Telegram for; everything else is never sent.
+ALLOWED_UPDATES: tuple[str, ...] = ("message", "my_chat_member")
+
+GROUP_TYPES = frozenset({"group", "supergroup"})
+
+
+@dataclass(frozen=True, slots=True)
+class BotIdentity:
+    """Who the bot is (from getMe): the tenant id and the name people mention."""
+
+    id: int
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """An update the bot does not answer, with the reason for the log."""
+
+    update_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMoved:
+    """A group became a supergroup: its conversation continues under ``new``."""
+
+    update_id: int
+    old: ConversationRef
+    new: ConversationRef
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    """The bot was blocked / removed (``active=False``) or let back in."""
+
+    update_id: int
+    ref: ConversationRef
+    active: bool
+
+
+Classified = Inbound | Ignored | ChatMoved | MembershipChanged
+
+
+def chat_ref(
+    me: BotIdentity, chat_id: int | str, thread_id: int | str | None = None
+) -> ConversationRef:
+    return ConversationRef(
+        platform=PLATFORM,
+        tenant=str(me.id),
+        chat=str(chat_id),
+        thread=str(thread_id) if thread_id else "",
+    )
+
+
+def as_update(data: Update | Mapping[str, Any]) -> Update:
+    """A PTB ``Update`` from either an ``Update`` or its JSON dict."""
+    if isinstance(data, Update):
+        return data
+    return Update.de_json(dict(data), None)
+
+
+def update_to_inbound(data: Update | Mapping[str, Any], *, me: BotIdentity) -> Inbound | None:
+    """The ``Inbound`` this update asks the bot to answer, or None."""
+    result = classify_update(data, me=me)
+    return result if isinstance(result, Inbound) else None
+
+
+def classify_update(data: Update | Mapping[str, Any], *, me: BotIdentity) -> Classified:
+    """Decide what one update means for the bot.
+
+    Private chats: every message from a person is answered (a message without
+    text too: the manager tells the person it reads text only). Groups: only
+    messages addressed to the bot - a command, an ``@username`` mention, a
+    text mention of the bot, or a reply to one of the bot's messages. In
+    forum supergroups each topic is its own conversation.
+    """
+    update = as_update(data)
+    uid = update.update_id
+    if update.my_chat_member is not None:
+        member = update.my_chat_member
+        status = member.new_chat_member.status
+        ref = chat_ref(me, member.chat.id)
+        if status in ("kicked", "left"):
+            return MembershipChanged(uid, ref, active=False)
+        if status in ("member", "administrator", "creator", "restricted"):
+            return MembershipChanged(uid, ref, active=True)
+        return Ignored(uid, f"chat member status {status}")
+    message = update.message
+    if message is None:
+        return Ignored(uid, "not a new message")
+    if message.migrate_to_chat_id:
+        new = chat_ref(me, message.migrate_to_chat_id)
+        return ChatMoved(uid, chat_ref(me, message.chat.id), new)
+    sender = message.from_user
+    if sender is None:
+        return Ignored(uid, "message without a sender")
+    if sender.is_bot:
+        return Ignored(uid, "message from a bot")
+    chat = message.chat
+    text, entities = _text_and_entities(message)
+    in_group = chat.type in GROUP_TYPES
+    if chat.type not in GROUP_TYPES and chat.type != "private":
+        return Ignored(uid, f"{chat.type} chats are not served")
+    command = _command(text, entities)
+    if command is not None and command[1] and command[1].lower() != me.username.lower():
+        return Ignored(uid, f"command for another bot @{command[1]}")
+    if in_group and command is None and not _addressed(message, entities, me):
+        return Ignored(uid, "group message not addressed to the bot")
+    if command is not None:
+        text = _strip_command_suffix(text)
+    elif in_group:
+        text = _strip_leading_mention(text, me)
+    thread_id = message.message_thread_id if message.is_topic_message else None
+    return Inbound(
+        ref=chat_ref(me, chat.id, thread_id),
+        user=str(sender.id),
+        text=text,
+        event_id=str(uid),
+        user_name=sender.full_name or (sender.username or ""),
+        meta={
+            "message_id": message.message_id,
+            "chat_type": chat.type,
+            "thread_id": thread_id,
+        },
+    )
+
+
+def _text_and_entities(message: Message) -> tuple[str, dict[MessageEntity, str]]:
+    if message.text is not None:
+        return message.text, message.parse_entities()
+    if message.caption is not None:
+        return message.caption, message.parse_caption_entities()
+    return "", {}
+
+
+def _command(text: str, entities: Mapping[MessageEntity, str]) -> tuple[str, str] | None:
+    """``(name, addressee)`` of a leading bot command, addressee "" when none."""
+    for entity, value in entities.items():
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            name, _, addressee = value[1:].partition("@")
+            return name, addressee
+    return None
+
+
+def _addressed(message: Message, entities: Mapping[MessageEntity, str], me: BotIdentity) -> bool:
+    handle = "@" + me.username.lower()
+    for entity, value in entities.items():
+        if entity.type == MessageEntity.MENTION and value.lower() == handle:
+            return True
+        if (
+            entity.type == MessageEntity.TEXT_MENTION
+            and entity.user is not None
+            and entity.user.id == me.id
+        ):
+            return True
+    replied = message.reply_to_message
+    if replied is None or replied.from_user is None or replied.from_user.id != me.id:
+        return False
+    # Every message in a forum topic "replies" to the topic's first message;
+    # that is not the person replying to the bot.
+    return not (message.is_topic_message and replied.message_id == message.message_thread_id)
+
+
+_SUFFIX = re.compile(r"^(/[A-Za-z0-9_]+)@\S+")
+
+
+def _strip_command_suffix(text: str) -> str:
+    return _SUFFIX.sub(r"\1", text, count=1)
+
+
+def _strip_leading_mention(text: str, me: BotIdentity) -> str:
+    pattern = re.compile(rf"^\s*@{re.escape(me.username)}\b[\s,:;]*", re.IGNORECASE)
+    stripped = pattern.sub("", text, count=1)
+    # "@bot" alone still deserves an answer; keep it rather than send nothing.
+    return stripped if stripped.strip() else text

@@ -1,0 +1,390 @@
+"""Outgoing calls and streamed rendering of replies.
+
+``Sender`` wraps the PTB ``Bot`` calls with the platform rules: pacing, 429
+pauses per chat, group migration, blocked users, and no blind resend of a
+message whose fate is unknown. ``ReplyView`` turns one ``Reply`` stream into
+Telegram messages: typing while the model works, one message edited at a
+steady pace, split at 4096 UTF-16 units, HTML with a plain-text fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dtm
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+import httpx
+from telegram import Bot, ReplyParameters
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+)
+
+from adapters.telegram.pacing import ChatLimiter
+from adapters.telegram.text import MESSAGE_LIMIT, split_first, to_html, utf16_len
+from bot.errors import DeskmateError
+from bot.types import ConversationRef, Reply
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Errors of httpx that prove the request never reached Telegram, so a resend
+# cannot duplicate a message.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class DeliveryError(DeskmateError):
+    """A message could not be delivered to Telegram."""
+
+
+class ChatGone(DeliveryError):
+    """The user blocked the bot or the bot was removed from the chat (403)."""
+
+
+class DeliveryUncertain(DeliveryError):
+    """A send failed in a way that may or may not have delivered it; not retried."""
+
+
+@dataclass(slots=True)
+class Target:
+    """Where messages go; ``chat_id`` changes if the group migrates."""
+
+    ref: ConversationRef
+    chat_id: int
+    thread_id: int | None = None
+
+    @classmethod
+    def from_ref(cls, ref: ConversationRef) -> Target:
+        thread = int(ref.thread) if ref.thread else None
+        return cls(ref=ref, chat_id=int(ref.chat), thread_id=thread)
+
+
+OnMigrated = Callable[[ConversationRef, ConversationRef], Awaitable[None]]
+
+
+def seconds(value: int | float | dtm.timedelta) -> float:
+    """``RetryAfter.retry_after`` in seconds (PTB gives an int or a timedelta)."""
+    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+def _is_not_modified(exc: BadRequest) -> bool:
+    return "message is not modified" in exc.message.lower()
+
+
+def _is_parse_error(exc: BadRequest) -> bool:
+    return "can't parse entities" in exc.message.lower()
+
+
+class Sender:
+    """The bot's outgoing calls with Telegram's rules applied."""
+
+    def __init__(
+        self,
+        *,
+        bot: Bot,
+        limiter: ChatLimiter,
+        on_migrated: OnMigrated,
+        max_flood_waits: int = 5,
+        max_network_retries: int = 3,
+        retry_delay: float = 0.5,
+    ) -> None:
+        self.bot = bot
+        self.limiter = limiter
+        self._on_migrated = on_migrated
+        self._max_flood_waits = max_flood_waits
+        self._max_network_retries = max_network_retries
+        self._retry_delay = retry_delay
+
+    async def _call(
+        self,
+        target: Target,
+        op: Callable[[int], Awaitable[T]],
+        *,
+        what: str,
+        idempotent: bool,
+        paced: bool = True,
+    ) -> T:
+        floods = network = migrations = 0
+        while True:
+            await self.limiter.acquire(target.chat_id, paced=paced)
+            try:
+                return await op(target.chat_id)
+            except RetryAfter as exc:
+                # 429: nothing was done, so a retry is safe; only this chat waits.
+                wait = seconds(exc.retry_after)
+                self.limiter.penalize(target.chat_id, wait)
+                floods += 1
+                log.warning(
+                    "telegram %s to chat %s: flood control, waiting %.1fs",
+                    what,
+                    target.chat_id,
+                    wait,
+                )
+                if floods > self._max_flood_waits:
+                    raise DeliveryError(f"{what}: still rate limited after {floods} waits") from exc
+            except ChatMigrated as exc:
+                migrations += 1
+                if migrations > 2:
+                    raise DeliveryError(f"{what}: chat keeps migrating") from exc
+                await self._migrate(target, int(exc.new_chat_id))
+            except Forbidden as exc:
+                raise ChatGone(f"{what} to chat {target.chat_id}: {exc.message}") from exc
+            except BadRequest:
+                raise
+            except NetworkError as exc:  # TimedOut included
+                cause = exc.__cause__
+                if not (idempotent or isinstance(cause, _NOT_SENT)):
+                    # The request may have reached Telegram; a resend could
+                    # show the customer the same message twice.
+                    raise DeliveryUncertain(
+                        f"{what} to chat {target.chat_id}: {exc.message}; not resent"
+                    ) from exc
+                network += 1
+                if network > self._max_network_retries:
+                    raise DeliveryError(f"{what} to chat {target.chat_id}: {exc.message}") from exc
+                log.warning(
+                    "telegram %s to chat %s failed (%s), retrying",
+                    what,
+                    target.chat_id,
+                    exc.message,
+                )
+                await asyncio.sleep(self._retry_delay * network)
+
+    async def _migrate(self, target: Target, new_chat_id: int) -> None:
+        old = target.ref
+        new = replace(old, chat=str(new_chat_id), thread="")
+        log.info("telegram chat %s migrated to %s", target.chat_id, new_chat_id)
+        target.ref, target.chat_id, target.thread_id = new, new_chat_id, None
+        await self._on_migrated(old, new)
+
+    async def send_text(
+        self, target: Target, text: str, *, reply_to: int | None = None
+    ) -> tuple[int, bool]:
+        """Send one message (at most 4096 UTF-16 units of visible text).
+
+        Tries HTML first; if Telegram cannot parse the entities, sends the
+        plain text. Returns ``(message_id, plain)``.
+        """
+
+        async def send(chat_id: int, *, plain: bool) -> int:
+            # After a migration the old message id means nothing in the new chat.
+            quote = reply_to if chat_id == first_chat else None
+            message = await self.bot.send_message(
+                chat_id=chat_id,
+                text=text if plain else to_html(text),
+                parse_mode=None if plain else ParseMode.HTML,
+                message_thread_id=target.thread_id,
+                reply_parameters=(
+                    ReplyParameters(message_id=quote, allow_sending_without_reply=True)
+                    if quote
+                    else None
+                ),
+            )
+            return message.message_id
+
+        first_chat = target.chat_id
+        try:
+            mid = await self._call(
+                target, lambda c: send(c, plain=False), what="sendMessage", idempotent=False
+            )
+            return mid, False
+        except BadRequest as exc:
+            if not _is_parse_error(exc):
+                raise
+            log.info("telegram rejected HTML (%s); sending plain text", exc.message)
+        mid = await self._call(
+            target, lambda c: send(c, plain=True), what="sendMessage", idempotent=False
+        )
+        return mid, True
+
+    async def edit_text(self, target: Target, message_id: int, text: str, *, plain: bool) -> bool:
+        """Replace a message's text; returns whether it ended up plain."""
+
+        async def edit(chat_id: int, *, as_plain: bool) -> None:
+            await self.bot.edit_message_text(
+                chat_id=chat_id,
+                message_id=message_id,
+                text=text if as_plain else to_html(text),
+                parse_mode=None if as_plain else ParseMode.HTML,
+            )
+
+        try:
+            await self._call(
+                target, lambda c: edit(c, as_plain=plain), what="editMessageText", idempotent=True
+            )
+            return plain
+        except BadRequest as exc:
+            if _is_not_modified(exc):
+                return plain
+            if plain or not _is_parse_error(exc):
+                raise
+            log.info("telegram rejected HTML (%s); editing as plain text", exc.message)
+        try:
+            await self._call(
+                target, lambda c: edit(c, as_plain=True), what="editMessageText", idempotent=True
+            )
+        except BadRequest as exc:
+            if not _is_not_modified(exc):
+                raise
+        return True
+
+    async def typing(self, target: Target) -> None:
+        await self._call(
+            target,
+            lambda c: self.bot.send_chat_action(
+                chat_id=c, action=ChatAction.TYPING, message_thread_id=target.thread_id
+            ),
+            what="sendChatAction",
+            idempotent=True,
+            paced=False,
+        )
+
+
+@dataclass(slots=True)
+class _Live:
+    message_id: int
+    text: str
+    plain: bool
+
+
+class ReplyView:
+    """Renders one reply into one chat. Use ``render`` as the manager's Render."""
+
+    def __init__(
+        self,
+        *,
+        sender: Sender,
+        target: Target,
+        reply_to: int | None,
+        edit_interval: float,
+        typing_interval: float = 4.0,
+        limit: int = MESSAGE_LIMIT,
+        on_gone: Callable[[ConversationRef], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sender = sender
+        self.target = target
+        self.reply_to = reply_to
+        self.edit_interval = edit_interval
+        self.typing_interval = typing_interval
+        self.limit = limit
+        self._on_gone = on_gone
+        self._clock = clock
+        self._offset = 0  # characters of the text already in finished messages
+        self._live: _Live | None = None
+        self._plain = False
+        self._first_shown = asyncio.Event()
+        self.message_ids: list[int] = []
+
+    async def render(self, reply: Reply) -> None:
+        """Show ``reply`` as it streams; returns once the whole text is shown.
+
+        A blocked bot (403) marks the conversation inactive and ends rendering
+        quietly; a send whose outcome is unknown is logged and not repeated.
+        The stream is always read to its end so the manager stores the answer.
+        """
+        parts: list[str] = []
+        changed = asyncio.Event()
+        done = asyncio.Event()
+
+        async def read() -> None:
+            try:
+                async for chunk in reply:
+                    parts.append(chunk)
+                    changed.set()
+            finally:
+                done.set()
+                changed.set()
+
+        reader = asyncio.create_task(read())
+        typing = asyncio.create_task(self._keep_typing(done))
+        try:
+            await self._show_loop(parts, changed, done)
+        except ChatGone as exc:
+            log.warning("%s; marking %s inactive", exc, self.target.ref.key)
+            if self._on_gone is not None:
+                await self._on_gone(self.target.ref)
+        except DeliveryUncertain as exc:
+            log.error("reply for %s may be incomplete: %s", self.target.ref.key, exc)
+        except BaseException:
+            reader.cancel()
+            raise
+        finally:
+            self._first_shown.set()
+            typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await typing
+        await reader
+
+    async def _show_loop(
+        self, parts: list[str], changed: asyncio.Event, done: asyncio.Event
+    ) -> None:
+        last_show = float("-inf")
+        while True:
+            await changed.wait()
+            changed.clear()
+            final = done.is_set()
+            await self._show("".join(parts))
+            if final:
+                return
+            last_show = self._clock()
+            # Pace the edits; whatever streams in meanwhile goes in the next one.
+            pause = last_show + self.edit_interval - self._clock()
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    async def _keep_typing(self, done: asyncio.Event) -> None:
+        await asyncio.sleep(0)  # an answer already complete needs no typing
+        while not self._first_shown.is_set() and not done.is_set():
+            try:
+                await self.sender.typing(self.target)
+            except (ChatGone, DeliveryError, BadRequest) as exc:
+                log.debug("typing action for %s failed: %s", self.target.ref.key, exc)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_shown.wait(), self.typing_interval)
+
+    async def _show(self, text: str) -> None:
+        tail = text[self._offset :]
+        while utf16_len(tail) > self.limit:
+            head, rest = split_first(tail, self.limit)
+            await self._put(head)
+            self._offset += len(head)
+            self._live = None
+            tail = rest
+        if tail.strip():
+            await self._put(tail)
+
+    async def _put(self, piece: str) -> None:
+        if self._live is None:
+            reply_to = self.reply_to if not self.message_ids else None
+            mid, plain = await self.sender.send_text(self.target, piece, reply_to=reply_to)
+            self._plain = self._plain or plain
+            self._live = _Live(mid, piece, plain)
+            self.message_ids.append(mid)
+            self._first_shown.set()
+        elif self._live.text != piece:
+            try:
+                plain = await self.sender.edit_text(
+                    self.target, self._live.message_id, piece, plain=self._plain or self._live.plain
+                )
+            except BadRequest as exc:
+                if "message to edit not found" not in exc.message.lower():
+                    raise
+                # Someone deleted the half-shown answer; show it again in full.
+                log.info("message %s was deleted; resending", self._live.message_id)
+                self._live = None
+                await self._put(piece)
+                return
+            self._plain = self._plain or plain
+            self._live.text, self._live.plain = piece, plain

@@ -1,0 +1,367 @@
+"""The Telegram adapter in process: real PTB, real manager and SQLite, fake Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from sqlalchemy import func, select
+
+from adapters.telegram import TelegramAdapter
+from bot.errors import StorageError
+from bot.manager import ConversationManager
+from bot.types import ConversationRef
+from llm.fake import FakeBackend
+from storage.db import Database
+from storage.models import conversations, inbound_events
+from storage.repository import Repository
+from tests.conftest import make_manager
+from tests.fakes.telegram_api import FakeTelegram
+
+SECRET = "s3cret-Token_1"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    server = FakeTelegram()
+    await server.start()
+    yield server
+    await server.close()
+
+
+def make_adapter(fake: FakeTelegram, **overrides: object) -> TelegramAdapter:
+    options: dict[str, object] = {
+        "token": fake.token,
+        "api_url": fake.api_url,
+        "edit_interval": 0.2,
+        "typing_interval": 0.5,
+        "poll_timeout": 1,
+        "per_chat_interval": 0.05,
+        "group_interval": 0.05,
+        "stop_timeout": 5,
+        "request_timeout": 2,
+        "retry_delay": 0.1,
+    }
+    options.update(overrides)
+    return TelegramAdapter(**options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def polling(
+    fake: FakeTelegram, manager: ConversationManager
+) -> AsyncIterator[TelegramAdapter]:
+    adapter = make_adapter(fake)
+    await adapter.start(manager)
+    yield adapter
+    await adapter.stop()
+
+
+async def stored_events(manager: ConversationManager) -> int:
+    query = select(func.count()).select_from(inbound_events)
+    return await manager.repository.db.run(lambda conn: conn.execute(query).scalar_one())
+
+
+async def test_private_chat_is_answered_and_commands_published(
+    fake: FakeTelegram, polling: TelegramAdapter
+) -> None:
+    fake.send_user_message(42, "Where is my parcel?")
+    await fake.wait_for(lambda: fake.texts(42) == ["echo: Where is my parcel?"], what="reply")
+    assert fake.calls_to("deleteWebhook")
+    menu = {c["command"] for c in fake.commands}
+    assert {"help", "reset"} <= menu
+    assert "stats" not in menu  # admin commands stay out of the menu
+
+
+async def test_redelivered_update_gets_one_reply(
+    fake: FakeTelegram, polling: TelegramAdapter, manager: ConversationManager
+) -> None:
+    update = fake.send_user_message(42, "hello")
+    await fake.wait_for(lambda: len(fake.texts(42)) == 1, what="first reply")
+    fake.repush(update)  # Telegram sends it again (e.g. our ack was lost)
+    await fake.wait_for(lambda: fake.confirmed_offset > update["update_id"] and not fake.queued)
+    fake.send_user_message(42, "second")
+    await fake.wait_for(lambda: len(fake.texts(42)) == 2, what="second reply")
+    await asyncio.sleep(0.3)
+    assert fake.texts(42) == ["echo: hello", "echo: second"]
+    assert await stored_events(manager) == 2
+
+
+async def test_group_answers_only_when_addressed(
+    fake: FakeTelegram, polling: TelegramAdapter, manager: ConversationManager
+) -> None:
+    group = -1001234
+    fake.send_user_message(group, "does anyone know the opening hours?")
+    asked = fake.send_user_message(group, "@deskmate_bot what are the opening hours?")
+    await fake.wait_for(lambda: len(fake.texts(group)) == 1, what="group reply")
+    [answer] = fake.messages[group]
+    assert answer.text == "echo: what are the opening hours?"
+    assert answer.reply_to == asked["message"]["message_id"]
+    bot_message = fake._message_json(answer)
+    fake.send_user_message(group, "and on sundays?", reply_to=bot_message)
+    fake.send_user_message(group, "/help@deskmate_bot")
+    fake.send_user_message(group, "/help@other_bot")
+    await fake.wait_for(lambda: len(fake.texts(group)) == 3, what="reply and command")
+    await asyncio.sleep(0.3)
+    texts = fake.texts(group)
+    assert texts[1] == "echo: and on sundays?"
+    assert texts[2].startswith("Here is what I can do")
+    # Messages not addressed to the bot are not even stored.
+    assert await stored_events(manager) == 3
+
+
+async def test_forum_topics_are_answered_in_their_topic(
+    fake: FakeTelegram, polling: TelegramAdapter
+) -> None:
+    forum = -1005
+    fake.send_user_message(forum, "@deskmate_bot refund please", thread_id=11)
+    fake.send_user_message(forum, "@deskmate_bot invoice please", thread_id=12)
+    await fake.wait_for(lambda: len(fake.texts(forum)) == 2, what="topic replies")
+    by_thread = {m.thread_id: m.text for m in fake.messages[forum]}
+    assert by_thread == {11: "echo: refund please", 12: "echo: invoice please"}
+
+
+async def test_blocked_user_makes_conversation_inactive(
+    fake: FakeTelegram, polling: TelegramAdapter, manager: ConversationManager
+) -> None:
+    ref = ConversationRef("telegram", str(fake.bot_id), "42")
+    fake.send_user_message(42, "hi")
+    await fake.wait_for(lambda: len(fake.texts(42)) == 1)
+    fake.block(42)
+    fake.send_user_message(42, "hi again")
+    await fake.wait_for(lambda: bool(fake.calls_to("sendMessage", 42)[1:]), what="second send")
+    for _ in range(50):
+        if not await manager.repository.is_active(ref):
+            break
+        await asyncio.sleep(0.05)
+    assert not await manager.repository.is_active(ref)
+    assert len(fake.calls_to("sendMessage", 42)) == 2  # no retry loop
+
+
+async def test_group_migration_moves_the_conversation(
+    fake: FakeTelegram, polling: TelegramAdapter, manager: ConversationManager
+) -> None:
+    fake.send_user_message(-77, "@deskmate_bot first question", chat_type="group")
+    await fake.wait_for(lambda: len(fake.texts(-77)) == 1)
+    fake.migrate(-77, -1000077)
+    fake.send_user_message(-77, "@deskmate_bot second question", chat_type="group")
+    await fake.wait_for(lambda: len(fake.texts(-1000077)) == 1, what="reply in new chat")
+    assert fake.texts(-1000077) == ["echo: second question"]
+    new = ConversationRef("telegram", str(fake.bot_id), "-1000077")
+    query = select(conversations.c.chat)
+    chats = await manager.repository.db.run(lambda conn: conn.execute(query).scalars().all())
+    assert list(chats) == [new.chat]
+
+
+async def test_stored_but_unanswered_updates_are_answered_at_start(
+    fake: FakeTelegram, manager: ConversationManager, backend: FakeBackend
+) -> None:
+    from adapters.telegram.convert import BotIdentity, update_to_inbound
+
+    me = BotIdentity(fake.bot_id, fake.username)
+    for text in ("left over one", "left over two"):
+        inbound = update_to_inbound(fake.message_update(42, text), me=me)
+        assert inbound is not None
+        await manager.accept(inbound)  # stored, then the process "died"
+    # The next process: its own repository over the same database.
+    url = manager.repository.db.url.render_as_string(hide_password=False)
+    restarted = make_manager(Repository(Database(url)), backend)
+    adapter = make_adapter(fake)
+    await adapter.start(restarted)
+    try:
+        await fake.wait_for(lambda: len(fake.texts(42)) == 2, what="replayed replies")
+    finally:
+        await adapter.stop()
+        await restarted.repository.aclose()
+    assert fake.texts(42) == ["echo: left over one", "echo: left over two"]
+
+
+async def test_storage_failure_leaves_update_unconfirmed(
+    fake: FakeTelegram,
+    manager: ConversationManager,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_accept = manager.accept
+    failures = 0
+
+    async def flaky_accept(inbound):  # type: ignore[no-untyped-def]
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise StorageError("database is locked")
+        return await real_accept(inbound)
+
+    monkeypatch.setattr(manager, "accept", flaky_accept)
+    adapter = make_adapter(fake)
+    await adapter.start(manager)
+    try:
+        update = fake.send_user_message(42, "are you there?")
+        await fake.wait_for(lambda: len(fake.texts(42)) == 1, what="reply after retries")
+        offsets = [c.params.get("offset") for c in fake.calls_to("getUpdates")]
+    finally:
+        await adapter.stop()
+    assert failures == 2
+    # The update stayed unconfirmed until it was stored.
+    assert offsets.count(update["update_id"] + 1) >= 1
+    assert fake.texts(42) == ["echo: are you there?"]
+
+
+async def test_stop_finishes_the_reply_in_hand(
+    fake: FakeTelegram, manager: ConversationManager, backend: FakeBackend
+) -> None:
+    backend.enqueue("slow answer arriving in pieces", chunk_delay=0.15)
+    adapter = make_adapter(fake)
+    await adapter.start(manager)
+    fake.send_user_message(42, "question")
+    await fake.wait_for(lambda: bool(fake.calls_to("sendChatAction", 42)), what="typing")
+    await adapter.stop()
+    assert fake.texts(42) == ["slow answer arriving in pieces"]
+
+
+# -- webhook ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def webhook(
+    fake: FakeTelegram, manager: ConversationManager, unused_tcp_port: int
+) -> AsyncIterator[TelegramAdapter]:
+    url = f"http://127.0.0.1:{unused_tcp_port}/telegram/webhook"
+    adapter = make_adapter(fake, webhook_url=url, webhook_secret=SECRET)
+    app = web.Application()
+    app.router.add_route("POST", "/telegram/webhook", adapter.handle_webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    await adapter.start(manager)
+    yield adapter
+    await adapter.stop()
+    await runner.cleanup()
+
+
+async def test_webhook_is_registered_with_the_secret(
+    fake: FakeTelegram, webhook: TelegramAdapter
+) -> None:
+    assert fake.webhook is not None
+    assert fake.webhook["secret_token"] == SECRET
+    assert fake.webhook["url"].endswith("/telegram/webhook")
+
+
+async def test_webhook_refuses_a_wrong_or_missing_secret(
+    fake: FakeTelegram, webhook: TelegramAdapter, manager: ConversationManager
+) -> None:
+    update = fake.message_update(42, "forged")
+    assert (await fake.deliver_webhook(update, secret="wrong"))[0] == 403
+    assert (await fake.deliver_webhook(update, secret=None))[0] == 403
+    assert await stored_events(manager) == 0
+    await asyncio.sleep(0.2)
+    assert fake.calls_to("sendMessage") == []
+
+
+async def test_webhook_stores_then_answers_once(
+    fake: FakeTelegram, webhook: TelegramAdapter, manager: ConversationManager
+) -> None:
+    update = fake.message_update(42, "via webhook")
+    status, _ = await fake.deliver_webhook(update, secret=SECRET)
+    assert status == 200
+    assert await stored_events(manager) == 1
+    await fake.wait_for(lambda: fake.texts(42) == ["echo: via webhook"])
+    # Telegram redelivers (it did not see our 200): no second answer.
+    assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 200
+    await asyncio.sleep(0.3)
+    assert fake.texts(42) == ["echo: via webhook"]
+
+
+async def test_webhook_answers_500_when_storage_fails(
+    fake: FakeTelegram,
+    webhook: TelegramAdapter,
+    manager: ConversationManager,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_accept = manager.accept
+
+    async def broken(inbound):  # type: ignore[no-untyped-def]
+        raise StorageError("disk full")
+
+    monkeypatch.setattr(manager, "accept", broken)
+    update = fake.message_update(42, "lost?")
+    assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 500
+    monkeypatch.setattr(manager, "accept", real_accept)
+    assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 200
+    await fake.wait_for(lambda: fake.texts(42) == ["echo: lost?"])
+
+
+async def test_webhook_rejects_garbage(fake: FakeTelegram, webhook: TelegramAdapter) -> None:
+    from aiohttp import ClientSession
+
+    assert fake.webhook is not None
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    async with ClientSession() as session:
+        async with session.post(fake.webhook["url"], data="{not json", headers=headers) as resp:
+            assert resp.status == 400
+        async with session.post(fake.webhook["url"], json={"hello": 1}, headers=headers) as resp:
+            assert resp.status == 400
+
+
+async def test_long_answer_through_the_manager_arrives_in_order(
+    fake: FakeTelegram, polling: TelegramAdapter, backend: FakeBackend
+) -> None:
+    paragraphs = [f"Step {i}: " + "check the settings page and save. " * 12 for i in range(25)]
+    answer = "\n\n".join(paragraphs)[:10_000].rstrip()
+    backend.enqueue(answer)
+    fake.send_user_message(42, "explain everything")
+    await fake.wait_for(lambda: "".join(fake.texts(42)) == answer, what="the whole answer")
+    texts = fake.texts(42)
+    assert len(texts) == 3
+    assert all(len(t) <= 4096 for t in texts)
+    assert all(t.endswith("\n\n") for t in texts[:-1])  # cut between paragraphs
+
+
+async def test_flood_wait_in_one_chat_does_not_hold_up_another(
+    fake: FakeTelegram, polling: TelegramAdapter
+) -> None:
+    fake.rate_limit(42, retry_after=2)
+    fake.send_user_message(42, "first chat")
+    fake.send_user_message(43, "second chat")
+    await fake.wait_for(lambda: bool(fake.texts(43)), what="the other chat")
+    assert fake.texts(42) == []
+    await fake.wait_for(lambda: bool(fake.texts(42)), what="the limited chat")
+    sends = fake.calls_to("sendMessage", 42)
+    assert sends[1].at - sends[0].at >= 2.0
+    assert fake.messages[43][0].sent_at < fake.messages[42][0].sent_at - 1.5
+
+
+async def test_operator_mistakes_get_clear_errors(
+    fake: FakeTelegram, manager: ConversationManager
+) -> None:
+    from adapters.telegram.adapter import TelegramUnavailable
+    from bot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_SECRET may only use"):
+        make_adapter(
+            fake,
+            webhook_url="https://bot.example.com/telegram/webhook",
+            webhook_secret="has spaces!",
+        )
+    with pytest.raises(ConfigError, match="refused TELEGRAM_BOT_TOKEN"):
+        await make_adapter(fake, token="999:wrong").start(manager)
+    with pytest.raises(TelegramUnavailable, match=r"127\.0\.0\.1:1"):
+        await make_adapter(fake, api_url="http://127.0.0.1:1").start(manager)
+
+
+async def test_outbox_send_splits_and_reports_a_blocked_user(
+    fake: FakeTelegram, polling: TelegramAdapter, manager: ConversationManager
+) -> None:
+    from adapters.telegram.render import ChatGone
+
+    ref = ConversationRef("telegram", str(fake.bot_id), "42")
+    fake.send_user_message(42, "hi")
+    await fake.wait_for(lambda: len(fake.texts(42)) == 1)
+    relayed = "An agent says: " + "your refund is on its way. " * 300
+    await polling.send(ref, relayed)
+    assert "".join(fake.texts(42)[1:]) == relayed
+    assert len(fake.texts(42)) == 3
+    fake.block(42)
+    with pytest.raises(ChatGone):
+        await polling.send(ref, "are you still there?")
+    assert not await manager.repository.is_active(ref)

@@ -1,0 +1,253 @@
+"""Rendering replies through the real PTB ``Bot`` against the fake Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from telegram import Bot
+from telegram.request import HTTPXRequest
+
+from adapters.telegram.pacing import ChatLimiter
+from adapters.telegram.render import ReplyView, Sender, Target
+from adapters.telegram.text import MESSAGE_LIMIT, utf16_len
+from bot.types import ConversationRef, Reply, ReplyKind
+from tests.fakes.telegram_api import FakeTelegram
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.gone: list[ConversationRef] = []
+        self.moved: list[tuple[ConversationRef, ConversationRef]] = []
+
+    async def on_gone(self, ref: ConversationRef) -> None:
+        self.gone.append(ref)
+
+    async def on_migrated(self, old: ConversationRef, new: ConversationRef) -> None:
+        self.moved.append((old, new))
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    server = FakeTelegram()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def bot(fake: FakeTelegram) -> AsyncIterator[Bot]:
+    request = HTTPXRequest(read_timeout=0.5, write_timeout=1, connect_timeout=1, pool_timeout=1)
+    telegram_bot = Bot(fake.token, base_url=f"{fake.api_url}/bot", request=request)
+    await telegram_bot.initialize()
+    yield telegram_bot
+    await telegram_bot.shutdown()
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def sender(bot: Bot, recorder: Recorder) -> Sender:
+    limiter = ChatLimiter(per_chat_interval=0.05, group_interval=0.05, global_rate=1000)
+    return Sender(bot=bot, limiter=limiter, on_migrated=recorder.on_migrated, retry_delay=0.05)
+
+
+def view(sender: Sender, recorder: Recorder, chat: int, **kwargs: object) -> ReplyView:
+    options: dict[str, object] = {"reply_to": None, "edit_interval": 0.2, "typing_interval": 0.3}
+    options.update(kwargs)
+    return ReplyView(
+        sender=sender,
+        target=Target.from_ref(ConversationRef("telegram", "123456", str(chat))),
+        on_gone=recorder.on_gone,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def streamed(chunks: list[str], *, delay: float = 0.0, first_delay: float = 0.0) -> Reply:
+    async def gen() -> AsyncIterator[str]:
+        await asyncio.sleep(first_delay)
+        for chunk in chunks:
+            yield chunk
+            await asyncio.sleep(delay)
+
+    return Reply(ReplyKind.ANSWER, gen())
+
+
+async def test_stream_edits_one_message_at_a_steady_pace(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    words = [f"word{i} " for i in range(40)]
+    reply = streamed(words, delay=0.025, first_delay=0.7)
+    started = time.monotonic()
+    await view(sender, recorder, 42).render(reply)
+    elapsed = time.monotonic() - started
+
+    assert fake.texts(42) == ["".join(words)]
+    # Typing went out while the model was "thinking", repeated ~every 0.3 s.
+    typing = fake.calls_to("sendChatAction", 42)
+    assert 2 <= len(typing) <= 4
+    first_send = fake.calls_to("sendMessage", 42)[0].at
+    assert all(c.at < first_send for c in typing)
+    edits = fake.calls_to("editMessageText", 42)
+    assert edits, "a streamed answer is shown progressively"
+    # At most one edit per interval (0.2 s) over the streaming time.
+    assert len(edits) <= (elapsed - 0.7) / 0.2 + 2
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+    assert all(gap >= 0.18 for gap in gaps)
+
+
+async def test_instant_answer_is_one_message_without_typing(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    await view(sender, recorder, 42).render(Reply(ReplyKind.COMMAND, text="Commands: /help"))
+    assert fake.texts(42) == ["Commands: /help"]
+    assert fake.calls_to("sendChatAction") == []
+    assert fake.calls_to("editMessageText") == []
+
+
+async def test_long_answer_arrives_as_ordered_chunks(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    sentences = [
+        f"Sentence {i} explains one more detail of the refund policy. " for i in range(170)
+    ]
+    text = "".join(sentences)[:10_000].rstrip() + "."
+    assert len(text) >= 9_990
+    chunks = [text[i : i + 300] for i in range(0, len(text), 300)]
+    await view(sender, recorder, 42, edit_interval=0.05).render(streamed(chunks, delay=0.005))
+
+    texts = fake.texts(42)
+    assert len(texts) == 3
+    assert "".join(texts) == text
+    assert all(utf16_len(t) <= MESSAGE_LIMIT for t in texts)
+    # Cuts fall on sentence boundaries.
+    assert all(t.rstrip().endswith(".") for t in texts)
+
+
+async def test_markup_is_sent_as_html_with_escaping(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    reply = Reply(ReplyKind.ANSWER, text="Use **Settings** > `a<b` & save")
+    await view(sender, recorder, 42).render(reply)
+    [message] = fake.messages[42]
+    assert message.parse_mode == "HTML"
+    assert message.text == "Use Settings > a<b & save"
+    assert fake.calls_to("sendMessage")[0].params["text"] == (
+        "Use <b>Settings</b> &gt; <code>a&lt;b</code> &amp; save"
+    )
+
+
+async def test_rejected_entities_fall_back_to_plain_text(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    fake.reject_entities(42)
+    reply = streamed(["**Refunds** take ", "5 days."], delay=0.3)
+    await view(sender, recorder, 42).render(reply)
+    [message] = fake.messages[42]
+    assert message.parse_mode is None
+    assert message.text == "**Refunds** take 5 days."
+    sends = fake.calls_to("sendMessage", 42)
+    assert [c.params.get("parse_mode") for c in sends] == ["HTML", None]
+    assert sends[0].error.startswith("Bad Request: can't parse entities")
+    # Later edits of that message stay plain instead of failing again.
+    assert all("parse_mode" not in c.params for c in fake.calls_to("editMessageText", 42))
+
+
+async def test_unchanged_edit_is_not_an_error(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    # Telegram trims trailing whitespace, so this edit "changes nothing".
+    reply = streamed(["All done.", "\n\n"], delay=0.3)
+    await view(sender, recorder, 42).render(reply)
+    assert fake.texts(42) == ["All done."]
+    edits = fake.calls_to("editMessageText", 42)
+    assert [c.error.split(":")[0] for c in edits] == ["Bad Request"]
+
+
+async def test_flood_wait_delays_only_that_chat(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    fake.rate_limit(42, retry_after=1)
+    started = time.monotonic()
+
+    async def answer(chat: int) -> float:
+        await view(sender, recorder, chat).render(Reply(ReplyKind.ANSWER, text=f"hi {chat}"))
+        return time.monotonic() - started
+
+    slow, fast = await asyncio.gather(answer(42), answer(43))
+    assert fake.texts(42) == ["hi 42"] and fake.texts(43) == ["hi 43"]
+    assert fast < 0.9
+    assert slow >= 1.0
+    assert [c.error.split(":")[0] for c in fake.calls_to("sendMessage", 42)] == [
+        "Too Many Requests",
+        "",
+    ]
+
+
+async def test_blocked_user_marks_conversation_inactive_without_retrying(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    fake.block(42)
+    reply = streamed(["one ", "two ", "three"], delay=0.1, first_delay=0.5)
+    await view(sender, recorder, 42).render(reply)
+    assert reply.text == "one two three"  # the stream was still read to the end
+    assert recorder.gone == [ConversationRef("telegram", "123456", "42")]
+    assert len(fake.calls_to("sendMessage", 42)) == 1
+    assert fake.texts(42) == []
+
+
+async def test_migrated_group_gets_the_message_in_the_new_chat(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    fake.migrate(-55, -1009)
+    await view(sender, recorder, -55, reply_to=7).render(Reply(ReplyKind.ANSWER, text="Hello"))
+    assert fake.texts(-1009) == ["Hello"]
+    assert recorder.moved == [
+        (
+            ConversationRef("telegram", "123456", "-55"),
+            ConversationRef("telegram", "123456", "-1009"),
+        )
+    ]
+    # The old chat's message id means nothing in the new chat.
+    assert fake.messages[-1009][0].reply_to is None
+
+
+async def test_timed_out_send_is_not_repeated(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    fake.stall("sendMessage", 1.5)  # takes effect, but the answer comes after the timeout
+    reply = streamed(["Your ticket ", "is open."], delay=0.2)
+    await view(sender, recorder, 42).render(reply)
+    assert len(fake.calls_to("sendMessage", 42)) == 1
+    assert fake.texts(42) == ["Your ticket "]
+    assert reply.text == "Your ticket is open."
+
+
+async def test_timed_out_edit_is_retried(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    fake.stall("editMessageText", 1.0)
+    reply = streamed(["Your ticket ", "is open."], delay=0.3)
+    await view(sender, recorder, 42).render(reply)
+    assert fake.texts(42) == ["Your ticket is open."]
+    assert len(fake.calls_to("sendMessage", 42)) == 1
+
+
+async def test_deleted_message_mid_stream_is_shown_again(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    async def gen() -> AsyncIterator[str]:
+        yield "Part one. "
+        await asyncio.sleep(0.3)
+        fake.delete_messages(42)
+        yield "Part two."
+
+    await view(sender, recorder, 42).render(Reply(ReplyKind.ANSWER, gen()))
+    assert fake.texts(42) == ["Part one. Part two."]
+    assert fake.calls_to("editMessageText", 42)[0].error == "Bad Request: message to edit not found"
