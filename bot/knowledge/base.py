@@ -276,9 +276,12 @@ class KnowledgeBase:
         index = await self.refresh()
         if not len(index) or not question.strip():
             return []
-        vector_task = asyncio.to_thread(self.embedder.embed, [question])
-        keyword = await self.repository.keyword_search(question, tenant=tenant, limit=50)
-        vector = (await vector_task)[0]
+        # The embedding (a worker thread) and the keyword query overlap.
+        vectors, keyword = await asyncio.gather(
+            asyncio.to_thread(self.embedder.embed, [question]),
+            self.repository.keyword_search(question, tenant=tenant, limit=50),
+        )
+        vector = vectors[0]
         return index.rank(
             np.asarray(vector, dtype=np.float32),
             tenant,
