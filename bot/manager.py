@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bot.commands import CommandContext, CommandRegistry, builtin_commands, parse_command
 from bot.errors import DeskmateError
@@ -20,6 +21,9 @@ from bot.text import clean
 from bot.types import ConversationRef, Inbound, Reply, ReplyKind
 from llm.base import Backend, GenerationRequest, LLMBusy, LLMError, LLMTimeout, SamplingParams
 from storage.repository import ForgetResult, HistoryItem, MessageKind, Repository, StoredInbound
+
+if TYPE_CHECKING:
+    from bot.knowledge.base import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,7 @@ class ConversationManager:
         history_messages: int,
         admins: Collection[str] = (),
         commands: CommandRegistry | None = None,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.repository = repository
         self.backend = backend
@@ -88,6 +93,12 @@ class ConversationManager:
         self.history_messages = history_messages
         self.admins = frozenset(admins)
         self.commands = commands or builtin_commands()
+        # FAQ retrieval, modes and drafts; None: every message goes to the model.
+        self.knowledge = knowledge
+        if knowledge is not None and self.commands.get("faq") is None:
+            from bot.knowledge.commands import register_knowledge_commands
+
+            register_knowledge_commands(self.commands, knowledge)
         self._slots: dict[str, _Slot] = {}
         # Bumped whenever a conversation's stored history may have changed, so
         # history read when a message was accepted is used only while current.
@@ -238,6 +249,11 @@ class ConversationManager:
         return reply
 
     async def _answer(self, accepted: Accepted, render: Render, slot: _Slot) -> Reply:
+        if self.knowledge is not None:
+            text = await self._knowledge_reply(accepted)
+            if text is not None:
+                reply = Reply(ReplyKind.ANSWER, text=text, inbound_id=accepted.inbound_id)
+                return await self._deliver(accepted, reply, render, kind="chat")
         history: Sequence[HistoryItem] | None = accepted.stored.history
         if history is None or accepted.history_version != self._history_version(
             accepted.inbound.ref.key
@@ -286,6 +302,23 @@ class ConversationManager:
             latency_ms=self._elapsed_ms(accepted),
         )
         return reply
+
+    async def _knowledge_reply(self, accepted: Accepted) -> str | None:
+        from bot.knowledge.routing import knowledge_reply
+
+        assert self.knowledge is not None
+        try:
+            return await knowledge_reply(
+                self.knowledge,
+                accepted.inbound,
+                accepted.text,
+                backend=self.backend,
+                llm_timeout=self.llm_timeout,
+            )
+        except Exception:
+            # The knowledge base failing must not silence the bot: chat instead.
+            log.exception("inbound %s: knowledge base failed", accepted.inbound_id)
+            return None
 
     async def _generate(
         self,

@@ -49,6 +49,10 @@ class Settings:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_input_chars: int = 4000
     history_messages: int = 40
+    # Knowledge-base answering thresholds (bot.knowledge.base.Policy; cosine scale).
+    faq_verbatim_score: float = 0.65
+    faq_verbatim_margin: float = 0.02
+    faq_grounded_score: float = 0.45
 
     # Platforms
     telegram_bot_token: str = ""
@@ -100,6 +104,11 @@ class Settings:
             )
         if not 0 < self.port < 65536:
             raise ConfigError(f"PORT must be between 1 and 65535, not {self.port}")
+        if not 0.0 <= self.faq_grounded_score <= self.faq_verbatim_score <= 1.0:
+            raise ConfigError(
+                "need 0 <= DESKMATE_FAQ_GROUNDED_SCORE <= DESKMATE_FAQ_VERBATIM_SCORE <= 1, "
+                f"not {self.faq_grounded_score} and {self.faq_verbatim_score}"
+            )
         if self.max_new_tokens < 1:
             raise ConfigError("DESKMATE_MAX_NEW_TOKENS must be at least 1")
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
@@ -138,6 +147,9 @@ ENV_VARS: dict[str, str] = {
     "system_prompt": "DESKMATE_SYSTEM_PROMPT",
     "max_input_chars": "DESKMATE_MAX_INPUT_CHARS",
     "history_messages": "DESKMATE_HISTORY_MESSAGES",
+    "faq_verbatim_score": "DESKMATE_FAQ_VERBATIM_SCORE",
+    "faq_verbatim_margin": "DESKMATE_FAQ_VERBATIM_MARGIN",
+    "faq_grounded_score": "DESKMATE_FAQ_GROUNDED_SCORE",
     "telegram_bot_token": "TELEGRAM_BOT_TOKEN",
     "telegram_api_url": "TELEGRAM_API_URL",
     "telegram_webhook_url": "TELEGRAM_WEBHOOK_URL",

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -121,4 +122,82 @@ users = Table(
     Column("role", String(16), nullable=False, server_default="user"),  # user | agent | admin
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("platform_user", name="uq_users_platform_user"),
+)
+
+
+# -- knowledge base (FAQ) ------------------------------------------------------
+# tenant "" is the deployment-wide knowledge base every platform sees; a
+# non-empty tenant scopes an entry to that tenant only. Keyword search runs on
+# a SQLite FTS5 table ``faq_fts`` (rowid = faq_entries.id) or, on PostgreSQL, on
+# a generated ``search_vector`` tsvector column with a GIN index; both are
+# created by migration 0002_knowledge, not by this metadata.
+
+faq_entries = Table(
+    "faq_entries",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("tenant", String(128), nullable=False, server_default=""),
+    # The external id when imported with one, else "q:" + the normalised
+    # question; re-importing the same key updates the row.
+    Column("key", String(300), nullable=False),
+    Column("external_id", String(200)),
+    Column("question", Text, nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("alternatives", JSON, nullable=False),  # list[str]
+    Column("tags", JSON, nullable=False),  # list[str]
+    Column("source", Text, nullable=False, server_default=""),
+    # Question + alternative phrasings, the text keyword search sees as "question".
+    Column("search_text", Text, nullable=False),
+    # float32 little-endian: one row per phrasing (question first), then the
+    # question+answer vector, then the answer vector; see bot.knowledge.index.
+    Column("embedding", LargeBinary),
+    Column("embedding_model", String(200), nullable=False, server_default=""),
+    # When the content was last edited (from the import file when it says).
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # When this row last changed here; other processes poll it to refresh.
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant", "key", name="uq_faq_entries_tenant_key"),
+)
+
+# Every knowledge-base answer: which entries it used and their scores.
+faq_answers = Table(
+    "faq_answers",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("tenant", String(128), nullable=False, server_default=""),
+    Column("conversation_key", String(600), nullable=False, server_default=""),
+    Column("question", Text, nullable=False),
+    Column("path", String(16), nullable=False),  # verbatim | grounded | escalated | model
+    Column("entries", JSON, nullable=False),  # [{"id", "key", "score"}]
+    Column("answer", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_faq_answers_created", "created_at"),
+)
+
+# Questions the knowledge base could not answer; a handoff picks them up.
+escalations = Table(
+    "escalations",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("tenant", String(128), nullable=False, server_default=""),
+    Column("conversation_key", String(600), nullable=False, server_default=""),
+    Column("user_id", String(160), nullable=False, server_default=""),
+    Column("question", Text, nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("answer_id", IdType, ForeignKey("faq_answers.id", ondelete="SET NULL")),
+    Column("status", String(16), nullable=False, server_default="open"),  # open | taken | closed
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_escalations_status", "status", "created_at"),
+)
+
+# Per-tenant / per-conversation knobs set by admins: mode, persona.
+# scope is "tenant:<tenant>" or "conversation:<ConversationRef.key>".
+knowledge_settings = Table(
+    "knowledge_settings",
+    metadata,
+    Column("scope", String(700), primary_key=True),
+    Column("name", String(32), primary_key=True),  # mode | persona
+    Column("value", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )

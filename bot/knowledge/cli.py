@@ -1,0 +1,141 @@
+"""``deskmate faq import|export``: the knowledge base from the shell.
+
+``register(subparsers)`` adds the ``faq`` command to the main CLI's parser;
+``run(args, settings)`` executes it. ``deskmate ask`` goes through the
+conversation manager (``bot.cli``) and reads the path and sources of each
+answer back with ``answer_record``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any, TextIO
+
+from bot.errors import DeskmateError
+from bot.knowledge.base import KnowledgeBase, Policy
+from bot.knowledge.export import EXPORT_FORMATS, export_entries
+from bot.knowledge.importer import FIELDS, FORMATS, parse_mapping
+from bot.settings import Settings
+from storage.db import Database
+from storage.knowledge_repo import KnowledgeRepository
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    faq = subparsers.add_parser("faq", help="manage the FAQ knowledge base")
+    faq_sub = faq.add_subparsers(dest="faq_command", required=True, metavar="FAQ_COMMAND")
+    imp = faq_sub.add_parser(
+        "import",
+        help="import FAQ entries from CSV/TSV, JSON/JSONL or Markdown",
+        description="Rows with the same id (or, without ids, the same question) update the "
+        "stored entry. Malformed rows are skipped and listed with their line numbers; a "
+        "problem with the whole file stores nothing.",
+    )
+    imp.add_argument("file", type=str)
+    imp.add_argument("--tenant", default="", help="only this tenant sees the entries")
+    imp.add_argument("--format", choices=FORMATS, help="override the format the extension implies")
+    imp.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help=f"read FIELD ({', '.join(FIELDS)}) from COLUMN, e.g. --map question=Title",
+    )
+    exp = faq_sub.add_parser("export", help="write the FAQ as CSV or JSONL")
+    exp.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
+    exp.add_argument("--tenant", default=None, help="only this tenant's entries ('' = shared)")
+    exp.add_argument("-o", "--output", help="file to write (default: stdout)")
+
+
+def knowledge_base(db: Database, settings: Settings, backend: Any = None) -> KnowledgeBase:
+    """The knowledge base the composition root and the CLI share."""
+    from llm.embeddings import shared_embedder
+
+    return KnowledgeBase(
+        repository=KnowledgeRepository(db),
+        embedder=shared_embedder(),
+        backend=backend,
+        policy=Policy(
+            verbatim_score=settings.faq_verbatim_score,
+            verbatim_margin=settings.faq_verbatim_margin,
+            grounded_score=settings.faq_grounded_score,
+            # Between the two: still likely enough to show verbatim when a
+            # model answer fails the citation check.
+            fallback_verbatim_score=(settings.faq_grounded_score + settings.faq_verbatim_score) / 2,
+        ),
+        llm_timeout=settings.llm_timeout,
+    )
+
+
+class _Progress:
+    """A progress bar on stderr; plain lines when stderr is not a terminal."""
+
+    def __init__(self, stream: TextIO, label: str) -> None:
+        self.stream = stream
+        self.label = label
+        self.tty = stream.isatty()
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        pct = 100 if not total else done * 100 // total
+        if self.tty:
+            self.stream.write(f"\r{self.label} [{'#' * (pct // 4):<25}] {done}/{total}")
+            if done >= total:
+                self.stream.write("\n")
+        elif pct // 25 != self.last // 25 or done >= total:
+            self.stream.write(f"{self.label}: {done}/{total}\n")
+        self.last = pct
+        self.stream.flush()
+
+
+async def run(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run ``faq import|export``; 0 on success, 1 with the reason on stderr."""
+    from pathlib import Path
+
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+        kb = knowledge_base(db, settings)
+        if args.faq_command == "import":
+            report = await kb.import_file(
+                Path(args.file),
+                tenant=args.tenant,
+                fmt=args.format,
+                mapping=parse_mapping(args.map),
+                progress=_Progress(stderr, "embedding"),
+            )
+            for line in report.lines()[1:]:
+                print(line, file=stderr)
+            print(report.lines()[0], file=stdout)
+            return 0
+        entries = await kb.repository.entries(tenant=args.tenant)
+        text = export_entries(entries, args.format)
+        if args.output:
+            try:
+                await asyncio.to_thread(Path(args.output).write_text, text, encoding="utf-8")
+            except OSError as exc:
+                print(f"deskmate: cannot write {args.output}: {exc.strerror}", file=stderr)
+                return 1
+            print(f"wrote {len(entries)} entries to {args.output}", file=stderr)
+        else:
+            stdout.write(text)
+        return 0
+    except DeskmateError as exc:
+        print(f"deskmate: {exc.user_message or exc}", file=stderr)
+        return 1
+    finally:
+        await db.dispose()
+
+
+async def answer_record(kb: KnowledgeBase, conversation_key: str) -> dict[str, Any] | None:
+    """The knowledge base's log of the latest answer in a conversation, if any."""
+    rows = await kb.repository.answers(conversation_key=conversation_key, limit=1)
+    return rows[0] if rows else None

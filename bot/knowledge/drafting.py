@@ -1,0 +1,142 @@
+"""Content drafting: replies, announcements, posts, emails and release notes.
+
+A draft is text for a person to review and send; nothing here sends it
+anywhere. ``/draft`` starts one; while it is open, every plain message in the
+conversation is an instruction that revises it ("shorter", "more formal");
+``/draft done`` closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import asdict, dataclass
+
+from llm.base import Backend, ChatMessage, GenerationRequest, LLMTimeout, SamplingParams
+
+KINDS: dict[str, str] = {
+    "reply": "a reply to a customer",
+    "announcement": "an announcement to customers",
+    "social": "a short social media post",
+    "email": "an email (with a subject line first, as 'Subject: ...')",
+    "release-note": "release notes",
+}
+ALIASES = {
+    "reply-to-customer": "reply",
+    "customer-reply": "reply",
+    "social-post": "social",
+    "post": "social",
+    "release-notes": "release-note",
+    "releasenote": "release-note",
+    "mail": "email",
+}
+TONES = ("friendly", "formal", "neutral", "enthusiastic", "apologetic")
+LENGTHS = {"short": "at most 60 words", "medium": "about 120 words", "long": "about 250 words"}
+DRAFT_LABEL = "DRAFT — review before sending; nothing has been sent."
+
+_OPTION = re.compile(r"(?:^|\s)--(tone|length)[= ](\S+)")
+
+
+class DraftError(ValueError):
+    """The /draft request is malformed; the message says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    kind: str
+    brief: str
+    tone: str = "friendly"
+    length: str = "medium"
+    text: str = ""
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def loads(cls, raw: str) -> Draft:
+        return cls(**json.loads(raw))
+
+
+USAGE = (
+    "Usage: /draft <kind> <what it should say> [--tone T] [--length short|medium|long]\n"
+    f"kinds: {', '.join(KINDS)}; tones: {', '.join(TONES)}.\n"
+    "Then reply with changes (e.g. 'shorter', 'more formal'); /draft done when finished."
+)
+
+
+def parse_request(args: str) -> Draft:
+    options = dict(_OPTION.findall(args))
+    rest = _OPTION.sub(" ", args).strip()
+    kind, _, brief = rest.partition(" ")
+    kind = ALIASES.get(kind.lower(), kind.lower())
+    if kind not in KINDS:
+        raise DraftError(f"unknown kind {kind!r}.\n{USAGE}" if kind else USAGE)
+    if not brief.strip():
+        raise DraftError(f"say what the {kind} should be about.\n{USAGE}")
+    tone = options.get("tone", "friendly").lower()
+    length = options.get("length", "medium").lower()
+    if tone not in TONES:
+        raise DraftError(f"unknown tone {tone!r}; use one of {', '.join(TONES)}")
+    if length not in LENGTHS:
+        raise DraftError(f"unknown length {length!r}; use short, medium or long")
+    return Draft(kind, brief.strip(), tone, length)
+
+
+def draft_messages(draft: Draft, persona: str, instruction: str = "") -> list[ChatMessage]:
+    system = (
+        (persona.strip() + "\n\n" if persona.strip() else "")
+        + "You write drafts for a support team to review. Write only the draft text itself, "
+        "no preamble or commentary. Do not invent facts, prices or dates that the brief "
+        "does not give; leave a [placeholder] instead."
+    )
+    spec = (
+        f"Write {KINDS[draft.kind]}. Tone: {draft.tone}. Length: {LENGTHS[draft.length]}.\n"
+        f"Brief: {draft.brief}"
+    )
+    messages = [ChatMessage("system", system), ChatMessage("user", spec)]
+    if draft.text and instruction:
+        messages.append(ChatMessage("assistant", draft.text))
+        messages.append(
+            ChatMessage("user", f"Revise the draft: {instruction}. Write the whole new draft.")
+        )
+    return messages
+
+
+def revise_options(draft: Draft, instruction: str) -> Draft:
+    """Apply tone/length words in an instruction so later revisions keep them."""
+    words = instruction.lower()
+    length = draft.length
+    if "shorter" in words:
+        length = {"long": "medium", "medium": "short"}.get(draft.length, "short")
+    elif "longer" in words:
+        length = {"short": "medium", "medium": "long"}.get(draft.length, "long")
+    tone = next((t for t in TONES if t in words), draft.tone)
+    return Draft(draft.kind, draft.brief, tone, length, draft.text)
+
+
+async def write(
+    backend: Backend,
+    draft: Draft,
+    *,
+    persona: str = "",
+    instruction: str = "",
+    llm_timeout: float | None = 120.0,
+) -> str:
+    """Generate (or revise) the draft's text; raises ``LLMError`` on failure."""
+    request = GenerationRequest(
+        messages=draft_messages(draft, persona, instruction),
+        sampling=SamplingParams(max_new_tokens=400, temperature=0.7),
+        timeout=llm_timeout,
+        tag="draft",
+    )
+    try:
+        async with asyncio.timeout(llm_timeout):
+            parts = [delta.text async for delta in backend.stream(request)]
+    except TimeoutError:
+        raise LLMTimeout(f"draft took longer than {llm_timeout}s") from None
+    return "".join(parts).strip()
+
+
+def present(draft: Draft) -> str:
+    return f"{DRAFT_LABEL}\n({draft.kind}, {draft.tone}, {draft.length})\n\n{draft.text}"

@@ -1,0 +1,477 @@
+"""Storage for the knowledge base: FAQ entries and their keyword index, the
+answer log, escalations and per-scope settings (mode, persona).
+
+Keyword search runs in the database: SQLite FTS5 (``faq_fts``) or PostgreSQL
+full-text search (``websearch_to_tsquery`` over the expression migration
+0002_knowledge indexes). Every public method is one transaction
+(``Database.run``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.errors import StorageError
+from storage.db import Database
+from storage.models import escalations, faq_answers, faq_entries, knowledge_settings
+
+T = TypeVar("T")
+
+GLOBAL = ""  # the tenant of deployment-wide entries
+
+# Words that carry no topic; dropping them keeps the OR query from matching everything.
+_STOPWORD_TEXT = (
+    "a an the is are was were be been being do does did doing i my me mine we our us you your "
+    "it its of to in on for at by with from and or nor what how can could should must will would "
+    "shall may might which who whom whose when where why this that these those there here their "
+    "they them have has had having about as if so than then not no yes any all some get got "
+    "need needs want please tell know just also into out up down over under"
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split(" "))
+_WORD = re.compile(r"\w+")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def entry_key(external_id: str | None, question: str) -> str:
+    """The re-import key: the external id, else the normalised question."""
+    if external_id:
+        return f"id:{external_id}"
+    norm = " ".join(_WORD.findall(question.lower()))
+    if len(norm) > 280:
+        norm = norm[:200] + "#" + hashlib.sha1(norm.encode()).hexdigest()
+    return f"q:{norm}"
+
+
+def keyword_terms(question: str, *, limit: int = 24) -> list[str]:
+    """Content words of a question, de-duplicated, in order."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(question.lower()):
+        if word not in _STOPWORDS and len(word) > 1:
+            seen.setdefault(word, None)
+    return list(seen)[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryInput:
+    """One FAQ entry as written by an admin or an import file."""
+
+    question: str
+    answer: str
+    alternatives: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    source: str = ""
+    external_id: str | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return entry_key(self.external_id, self.question)
+
+    @property
+    def search_text(self) -> str:
+        return "\n".join([self.question, *self.alternatives])
+
+
+@dataclass(frozen=True, slots=True)
+class FaqEntry:
+    id: int
+    tenant: str
+    key: str
+    external_id: str | None
+    question: str
+    answer: str
+    alternatives: tuple[str, ...]
+    tags: tuple[str, ...]
+    source: str
+    updated_at: datetime
+    embedding: bytes | None = field(default=None, repr=False)
+    embedding_model: str = ""
+
+    @property
+    def ref(self) -> str:
+        """How users and exports name the entry: its external id, else its row id."""
+        return self.external_id or str(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    created: int
+    updated: int
+    unchanged: int
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    id: int
+    tenant: str
+    conversation_key: str
+    user_id: str
+    question: str
+    reason: str
+    status: str
+    created_at: datetime
+
+
+class KnowledgeRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.dialect = db.dialect
+
+    async def _run(self, what: str, fn: Callable[[Connection], T]) -> T:
+        try:
+            return await self.db.run(fn)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"could not {what}: {exc}") from exc
+
+    # -- entries -----------------------------------------------------------------
+
+    async def upsert_many(
+        self,
+        tenant: str,
+        items: Sequence[tuple[EntryInput, bytes | None]],
+        *,
+        embedding_model: str,
+    ) -> UpsertResult:
+        """Insert or update entries by (tenant, key), all in one transaction.
+
+        An entry whose text is unchanged keeps its row (and its embedding).
+        """
+
+        def op(conn: Connection) -> UpsertResult:
+            counts = {"created": 0, "updated": 0, "unchanged": 0}
+            for item, vectors in items:
+                counts[self._upsert(conn, tenant, item, vectors, embedding_model)] += 1
+            return UpsertResult(counts["created"], counts["updated"], counts["unchanged"])
+
+        return await self._run("store FAQ entries", op)
+
+    def _upsert(
+        self,
+        conn: Connection,
+        tenant: str,
+        item: EntryInput,
+        vectors: bytes | None,
+        model: str,
+    ) -> str:
+        now = _now()
+        values: dict[str, Any] = {
+            "external_id": item.external_id,
+            "question": item.question,
+            "answer": item.answer,
+            "alternatives": list(item.alternatives),
+            "tags": list(item.tags),
+            "source": item.source,
+            "search_text": item.search_text,
+            "embedding": vectors,
+            "embedding_model": model if vectors is not None else "",
+            "updated_at": item.updated_at or now,
+            "changed_at": now,
+        }
+        row = conn.execute(
+            select(
+                faq_entries.c.id,
+                faq_entries.c.question,
+                faq_entries.c.answer,
+                faq_entries.c.alternatives,
+                faq_entries.c.tags,
+                faq_entries.c.source,
+            ).where(faq_entries.c.tenant == tenant, faq_entries.c.key == item.key)
+        ).first()
+        if row is None:
+            entry_id = conn.execute(
+                faq_entries.insert()
+                .values(tenant=tenant, key=item.key, created_at=now, **values)
+                .returning(faq_entries.c.id)
+            ).scalar_one()
+            self._index(conn, entry_id, item)
+            return "created"
+        same = (
+            row.question == item.question
+            and row.answer == item.answer
+            and list(row.alternatives) == list(item.alternatives)
+            and list(row.tags) == list(item.tags)
+            and row.source == item.source
+        )
+        if same:
+            return "unchanged"
+        conn.execute(update(faq_entries).where(faq_entries.c.id == row.id).values(**values))
+        self._index(conn, row.id, item)
+        return "updated"
+
+    def _index(self, conn: Connection, entry_id: int, item: EntryInput) -> None:
+        if self.dialect != "sqlite":
+            return  # PostgreSQL indexes the row itself (expression index)
+        conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry_id})
+        conn.execute(
+            text("INSERT INTO faq_fts(rowid, question, answer) VALUES (:id, :q, :a)"),
+            {"id": entry_id, "q": item.search_text, "a": item.answer},
+        )
+
+    async def set_embeddings(self, vectors: dict[int, bytes], *, embedding_model: str) -> None:
+        """Store vectors computed later (backfill after a model change)."""
+
+        def op(conn: Connection) -> None:
+            for entry_id, blob in vectors.items():
+                # changed_at stays: every process computes the same vectors.
+                conn.execute(
+                    update(faq_entries)
+                    .where(faq_entries.c.id == entry_id)
+                    .values(embedding=blob, embedding_model=embedding_model)
+                )
+
+        await self._run("store FAQ embeddings", op)
+
+    async def remove(self, tenant: str, ref: str) -> FaqEntry | None:
+        """Delete the tenant's entry named by external id or row id; return it."""
+
+        def op(conn: Connection) -> FaqEntry | None:
+            entry = self._find(conn, tenant, ref)
+            if entry is None:
+                return None
+            conn.execute(delete(faq_entries).where(faq_entries.c.id == entry.id))
+            if self.dialect == "sqlite":
+                conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry.id})
+            return entry
+
+        return await self._run(f"remove FAQ entry {ref}", op)
+
+    async def get(self, tenant: str, key: str) -> FaqEntry | None:
+        """The tenant's entry with this re-import key (see ``entry_key``)."""
+
+        def op(conn: Connection) -> FaqEntry | None:
+            row = conn.execute(
+                select(faq_entries).where(faq_entries.c.tenant == tenant, faq_entries.c.key == key)
+            ).first()
+            return _entry(row) if row is not None else None
+
+        return await self._run("read an FAQ entry", op)
+
+    def _find(self, conn: Connection, tenant: str, ref: str) -> FaqEntry | None:
+        cond = faq_entries.c.external_id == ref
+        if ref.isdigit():
+            cond = or_(cond, faq_entries.c.id == int(ref))
+        row = conn.execute(
+            select(faq_entries).where(faq_entries.c.tenant == tenant, cond).limit(1)
+        ).first()
+        return _entry(row) if row is not None else None
+
+    async def entries(
+        self,
+        *,
+        tenant: str | None = None,
+        visible_to: str | None = None,
+        with_embeddings: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[FaqEntry]:
+        """Entries ordered by id. ``tenant``: exactly that scope; ``visible_to``:
+        the global entries plus that tenant's; neither: everything."""
+        cols = list(faq_entries.c)
+        if not with_embeddings:
+            cols = [c for c in cols if c.name != "embedding"]
+        query = select(*cols).order_by(faq_entries.c.id).offset(offset)
+        if tenant is not None:
+            query = query.where(faq_entries.c.tenant == tenant)
+        if visible_to is not None:
+            query = query.where(faq_entries.c.tenant.in_([GLOBAL, visible_to]))
+        if limit is not None:
+            query = query.limit(limit)
+        return await self._run(
+            "read FAQ entries", lambda conn: [_entry(r) for r in conn.execute(query).all()]
+        )
+
+    async def signature(self) -> tuple[int, int, datetime | None]:
+        """Changes whenever an entry is added, removed or edited (cheap to poll)."""
+        query = select(
+            func.count(),
+            func.coalesce(func.max(faq_entries.c.id), 0),
+            func.max(faq_entries.c.changed_at),
+        )
+        row = await self._run("read the FAQ", lambda conn: conn.execute(query).one())
+        return int(row[0]), int(row[1]), row[2]
+
+    async def keyword_search(
+        self, question: str, *, tenant: str, limit: int = 50
+    ) -> list[tuple[int, float]]:
+        """Full-text matches visible to ``tenant``: (entry id, score), best first.
+
+        Scores are positive, larger is better, comparable within one call only.
+        A question match weighs more than an answer match.
+        """
+        terms = keyword_terms(question)
+        if not terms:
+            return []
+        if self.dialect == "sqlite":
+            sql = text(
+                "SELECT f.rowid, -bm25(faq_fts, 2.0, 1.0) AS score "
+                "FROM faq_fts f JOIN faq_entries e ON e.id = f.rowid "
+                "WHERE faq_fts MATCH :match AND e.tenant IN ('', :tenant) "
+                "ORDER BY bm25(faq_fts, 2.0, 1.0) LIMIT :limit"
+            )
+            params: dict[str, Any] = {
+                "match": " OR ".join(f'"{t}"' for t in terms),
+                "tenant": tenant,
+                "limit": limit,
+            }
+        else:
+            sql = text(
+                # search_vector: generated column of migration 0002 (weights
+                # A = question and phrasings, B = answer).
+                "SELECT id, ts_rank_cd(search_vector, q, 1) AS score "
+                "FROM faq_entries, websearch_to_tsquery('english', :query) q "
+                "WHERE tenant IN ('', :tenant) AND search_vector @@ q "
+                "ORDER BY score DESC LIMIT :limit"
+            )
+            params = {"query": " or ".join(terms), "tenant": tenant, "limit": limit}
+
+        def op(conn: Connection) -> list[tuple[int, float]]:
+            return [(int(r[0]), float(r[1])) for r in conn.execute(sql, params)]
+
+        return await self._run("search the FAQ", op)
+
+    # -- answers and escalations --------------------------------------------------
+
+    async def record_answer(
+        self,
+        *,
+        tenant: str,
+        conversation_key: str,
+        question: str,
+        path: str,
+        entries: list[dict[str, Any]],
+        answer: str,
+        escalate_reason: str | None = None,
+        user_id: str = "",
+    ) -> tuple[int, int | None]:
+        """Log an answer (and, if ``escalate_reason``, open an escalation) atomically."""
+        now = _now()
+
+        def op(conn: Connection) -> tuple[int, int | None]:
+            answer_id = conn.execute(
+                faq_answers.insert()
+                .values(
+                    tenant=tenant,
+                    conversation_key=conversation_key,
+                    question=question,
+                    path=path,
+                    entries=entries,
+                    answer=answer,
+                    created_at=now,
+                )
+                .returning(faq_answers.c.id)
+            ).scalar_one()
+            escalation_id = None
+            if escalate_reason is not None:
+                escalation_id = conn.execute(
+                    escalations.insert()
+                    .values(
+                        tenant=tenant,
+                        conversation_key=conversation_key,
+                        user_id=user_id,
+                        question=question,
+                        reason=escalate_reason[:200],
+                        answer_id=answer_id,
+                        status="open",
+                        created_at=now,
+                    )
+                    .returning(escalations.c.id)
+                ).scalar_one()
+            return int(answer_id), escalation_id
+
+        return await self._run("log the FAQ answer", op)
+
+    async def answers(
+        self, *, conversation_key: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Logged answers, newest first."""
+        query = select(faq_answers).order_by(faq_answers.c.id.desc()).limit(limit)
+        if conversation_key is not None:
+            query = query.where(faq_answers.c.conversation_key == conversation_key)
+        return await self._run(
+            "read FAQ answers",
+            lambda conn: [dict(r._mapping) for r in conn.execute(query)],
+        )
+
+    async def escalations(self, *, status: str | None = "open") -> list[Escalation]:
+        query = select(escalations).order_by(escalations.c.id)
+        if status is not None:
+            query = query.where(escalations.c.status == status)
+        rows = await self._run("read escalations", lambda conn: conn.execute(query).all())
+        return [
+            Escalation(
+                id=r.id,
+                tenant=r.tenant,
+                conversation_key=r.conversation_key,
+                user_id=r.user_id,
+                question=r.question,
+                reason=r.reason,
+                status=r.status,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+
+    async def set_escalation_status(self, escalation_id: int, status: str) -> bool:
+        statement = (
+            update(escalations).where(escalations.c.id == escalation_id).values(status=status)
+        )
+        return await self._run(
+            "update an escalation", lambda conn: bool(conn.execute(statement).rowcount)
+        )
+
+    # -- settings -------------------------------------------------------------------
+
+    async def get_setting(self, scope: str, name: str) -> str | None:
+        query = select(knowledge_settings.c.value).where(
+            and_(knowledge_settings.c.scope == scope, knowledge_settings.c.name == name)
+        )
+        return await self._run(
+            f"read setting {name}", lambda conn: conn.execute(query).scalar_one_or_none()
+        )
+
+    async def set_setting(self, scope: str, name: str, value: str | None) -> None:
+        """Set (or with ``None`` clear) one setting."""
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                delete(knowledge_settings).where(
+                    knowledge_settings.c.scope == scope, knowledge_settings.c.name == name
+                )
+            )
+            if value is not None:
+                conn.execute(
+                    knowledge_settings.insert().values(
+                        scope=scope, name=name, value=value, updated_at=_now()
+                    )
+                )
+
+        await self._run(f"store setting {name}", op)
+
+
+def _entry(row: Any) -> FaqEntry:
+    m = row._mapping
+    return FaqEntry(
+        id=int(m["id"]),
+        tenant=m["tenant"],
+        key=m["key"],
+        external_id=m["external_id"],
+        question=m["question"],
+        answer=m["answer"],
+        alternatives=tuple(m["alternatives"] or ()),
+        tags=tuple(m["tags"] or ()),
+        source=m["source"],
+        updated_at=m["updated_at"],
+        embedding=m.get("embedding"),
+        embedding_model=m["embedding_model"],
+    )

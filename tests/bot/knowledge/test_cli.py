@@ -1,0 +1,97 @@
+"""``deskmate faq import|export``, ``deskmate ask --json`` and the local web chat,
+as subprocesses with the real embedding model and the fake LLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_local_chat import ROOT, start_deskmate, stop
+
+pytestmark = pytest.mark.model
+
+CSV = (
+    "id,question,answer,source\n"
+    "hours,What are your opening hours?,We are open 9-17 on weekdays.,Contact page\n"
+    'refund,How do I get a refund?,"Reply with your order number; refunds take 5 days.",'
+    "Refund policy\n"
+    'ship,Do you ship to other countries?,"Yes, to every EU country.",Shipping page\n'
+    "broken,,no question,\n"
+)
+
+
+def deskmate(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SLACK_"))},
+        "DESKMATE_DATA_DIR": str(tmp_path / "data"),
+        "DESKMATE_MODEL": "fake",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_import_then_ask_and_chat_get_the_curated_answer(tmp_path: Path) -> None:
+    faq = tmp_path / "faq.csv"
+    faq.write_text(CSV, encoding="utf-8")
+    result = deskmate(tmp_path, "faq", "import", str(faq))
+    assert result.returncode == 0, result.stderr
+    assert "3 added, 0 updated, 0 unchanged, 1 skipped" in result.stdout
+    assert "skipped line 5: the question is empty" in result.stderr
+    assert "embedding: 3/3" in result.stderr
+
+    questions = "when are you open during the week?\nwhat is the boiling point of lead?\n"
+    result = deskmate(tmp_path, "ask", "-", "--json", stdin=questions)
+    assert result.returncode == 0, result.stderr
+    hours, lead = (json.loads(line) for line in result.stdout.splitlines())
+    assert hours["path"] == "verbatim"
+    assert hours["answer"] == "We are open 9-17 on weekdays.\n\nSource: Contact page (FAQ hours)"
+    assert hours["sources"][0]["id"] == "hours" and hours["sources"][0]["score"] > 0.6
+    assert lead["path"] == "escalated" and "human colleague" in lead["answer"]
+
+    server = start_deskmate(tmp_path, {"DESKMATE_MODEL": "fake"})
+    try:
+        status, text = server.post_chat(
+            {"session": "session-faq001", "text": "which hours are you open on weekdays?"}
+        )
+        assert status == 200
+        assert text.startswith("We are open 9-17 on weekdays.")
+        assert "Source: Contact page (FAQ hours)" in text
+    finally:
+        assert stop(server)[0] == 0
+
+    result = deskmate(tmp_path, "faq", "export", "--format", "jsonl")
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [
+        "hours",
+        "refund",
+        "ship",
+    ]
+    exported = tmp_path / "again.csv"
+    assert deskmate(tmp_path, "faq", "export", "-o", str(exported)).returncode == 0
+    result = deskmate(tmp_path, "faq", "import", str(exported))
+    assert "0 added, 0 updated, 3 unchanged, 0 skipped" in result.stdout
+
+
+def test_fatal_import_errors_exit_1_and_store_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "faq.csv"
+    bad.write_text("heading,text\nq,a\n", encoding="utf-8")
+    result = deskmate(tmp_path, "faq", "import", str(bad))
+    assert result.returncode == 1 and result.stdout == ""
+    assert "no question or answer column" in result.stderr
+    result = deskmate(
+        tmp_path, "faq", "import", str(bad), "--map", "question=heading", "--map", "answer=text"
+    )
+    assert result.returncode == 0 and "1 added" in result.stdout
+    result = deskmate(tmp_path, "faq", "import", str(tmp_path / "nope.jsonl"))
+    assert result.returncode == 1 and "cannot read" in result.stderr
