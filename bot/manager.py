@@ -8,6 +8,7 @@ different conversations run concurrently.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -93,6 +94,9 @@ class ConversationManager:
         self.history_messages = history_messages
         self.admins = frozenset(admins)
         self.commands = commands or builtin_commands()
+        # History is re-counted for every message of a conversation; a real
+        # tokenizer costs far more than a dictionary look-up.
+        self._count_tokens = functools.lru_cache(maxsize=16384)(backend.count_tokens)
         # FAQ retrieval, modes and drafts; None: every message goes to the model.
         self.knowledge = knowledge
         if knowledge is not None and self.commands.get("faq") is None:
@@ -268,7 +272,7 @@ class ConversationManager:
             system_prompt=self.system_prompt,
             history=history,
             budget=budget,
-            count_tokens=self.backend.count_tokens,
+            count_tokens=self._count_tokens,
         )
         request = GenerationRequest(
             messages=messages,

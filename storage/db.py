@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,7 +103,7 @@ class Database:
         if self._async is not None:
             await self._async.dispose()
         if self._sqlite is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._sqlite.close)
+            await asyncio.to_thread(self._sqlite.close)
             self._sqlite = None
 
     async def upgrade(self, revision: str = "head") -> None:
@@ -115,39 +116,83 @@ class Database:
         return await self.run(lambda conn: MigrationContext.configure(conn).get_current_revision())
 
 
+# A transaction to run, and where to send its outcome.
+_Job = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
 class _SqliteWorker:
     """One thread owns the SQLite connection and runs every transaction.
 
     A whole transaction is one hand-off between the event loop and this
     thread; SQLite serialises writers anyway, so more threads would only
-    contend for its lock.
+    contend for its lock. Transactions that queue up while one runs are each
+    committed on their own, but their results go back to the event loop in
+    one wake-up.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         # Held for the worker's life: checking a connection out of the pool
         # for every transaction costs as much as a short transaction.
         self._conn: Connection | None = None
+        self._thread = threading.Thread(target=self._serve, name="sqlite", daemon=True)
+        self._thread.start()
 
     def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
-        return asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, fn)
-
-    def _transaction(self, fn: Callable[[Connection], T]) -> T:
-        if self._conn is None:
-            self._conn = self.engine.connect()
-        with self._conn.begin():
-            return fn(self._conn)
-
-    def _close_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, loop, future))
+        return future
 
     def close(self) -> None:
-        self._pool.submit(self._close_connection).result()
-        self._pool.shutdown(wait=True)
+        self._jobs.put(None)
+        self._thread.join()
         self.engine.dispose()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            done: list[tuple[_Job, bool, Any]] = []
+            while job is not None:
+                done.append((job, *self._transaction(job[0])))
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+            _settle(done)
+            if job is None:
+                if self._conn is not None:
+                    self._conn.close()
+                return
+
+    def _transaction(self, fn: Callable[[Connection], Any]) -> tuple[bool, Any]:
+        try:
+            if self._conn is None:
+                self._conn = self.engine.connect()
+            with self._conn.begin():
+                return True, fn(self._conn)
+        except Exception as exc:
+            return False, exc
+
+
+def _settle(done: list[tuple[_Job, bool, Any]]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for (_fn, loop, future), ok, value in done:
+        by_loop.setdefault(loop, []).append((future, ok, value))
+    for loop, results in by_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_deliver, results)
+
+
+def _deliver(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in results:
+        if future.done():  # the caller was cancelled
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
