@@ -253,8 +253,12 @@ class BatchScheduler:
                         return
                     admitted = self._take_waiting()
                 self._retire_abandoned()
-                for seq in admitted:
-                    self._admit(seq)
+                prefilled = 0
+                for index, seq in enumerate(admitted):
+                    if prefilled >= self._prefill_budget:
+                        self._requeue(admitted[index:])
+                        break
+                    prefilled += self._admit(seq)
                 if self._running:
                     self._decode_step()
         finally:
@@ -280,10 +284,17 @@ class BatchScheduler:
             taken.append(seq)
         return taken
 
-    def _admit(self, seq: _Sequence) -> None:
-        """Prefill one request; it joins the batch and gets its first token."""
+    def _requeue(self, seqs: Sequence[_Sequence]) -> None:
+        with self._cond:
+            self._waiting.extendleft(reversed(seqs))
+
+    def _admit(self, seq: _Sequence) -> int:
+        """Prefill one request; it joins the batch and gets its first token.
+
+        Returns the number of prompt tokens prefilled (0 if it did not join).
+        """
         if seq.cancelled:
-            return
+            return 0
         try:
             seq.prompt = self._engine.encode_chat(seq.request.messages)
             room = self._context_window - len(seq.prompt)
@@ -296,11 +307,11 @@ class BatchScheduler:
             first = self._engine.add(seq.id, seq.prompt, seq.request.sampling)
         except LLMError as exc:
             self._post(seq, exc)
-            return
+            return 0
         except Exception as exc:
             log.exception("prefill failed for request %s", seq.request.tag or seq.id)
             self._post(seq, LLMError(f"prefill failed: {exc!r}"))
-            return
+            return 0
         with self._cond:
             self._running[seq.id] = seq
         log.debug(
@@ -312,6 +323,7 @@ class BatchScheduler:
         )
         if self._accept(seq, first):
             self._finish([seq])
+        return len(seq.prompt)
 
     def _decode_step(self) -> None:
         try:
