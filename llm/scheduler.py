@@ -63,10 +63,11 @@ class StepEngine(Protocol):
         """Text of ``token_ids``, special tokens left out."""
         ...
 
-    def add(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
-        """Prefill ``prompt`` and put the sequence in the batch; return its first token.
+    def add(self, entries: Sequence[NewSequence]) -> dict[int, int]:
+        """Prefill the prompts and put the sequences in the batch: ``{seq_id: first token}``.
 
-        On failure the batch must be left as it was.
+        The engine may prefill them together. On failure the batch must be
+        left as it was (the scheduler then retries them one by one).
         """
         ...
 
@@ -77,6 +78,15 @@ class StepEngine(Protocol):
     def remove(self, seq_ids: Collection[int]) -> None:
         """Drop sequences from the batch and free what they held. Unknown ids are ignored."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewSequence:
+    """A request about to join the batch: its id, prompt token ids and sampling."""
+
+    seq_id: int
+    prompt: Sequence[int]
+    sampling: SamplingParams
 
 
 @dataclass(eq=False, slots=True)
@@ -143,6 +153,8 @@ class BatchScheduler:
         self._thread: threading.Thread | None = None
         self._steps = 0
         self._completed = 0
+        # Items for consumers, posted by the thread and flushed at step boundaries.
+        self._outbox: list[tuple[_Sequence, TextDelta | BaseException]] = []
 
     # -- event-loop side -------------------------------------------------------------------
 
@@ -168,6 +180,7 @@ class BatchScheduler:
             self._running.clear()
         for seq in leftovers:
             self._post(seq, LLMError("the model backend was shut down"))
+        self._flush()
 
     def stats(self) -> SchedulerStats:
         with self._cond:
@@ -253,14 +266,13 @@ class BatchScheduler:
                         return
                     admitted = self._take_waiting()
                 self._retire_abandoned()
-                prefilled = 0
-                for index, seq in enumerate(admitted):
-                    if prefilled >= self._prefill_budget:
-                        self._requeue(admitted[index:])
-                        break
-                    prefilled += self._admit(seq)
+                if admitted:
+                    self._admit(admitted)
+                    # Right away, not after the next step: these are first tokens.
+                    self._flush()
                 if self._running:
                     self._decode_step()
+                self._flush()
         finally:
             with self._cond:
                 ids = list(self._running)
@@ -288,42 +300,91 @@ class BatchScheduler:
         with self._cond:
             self._waiting.extendleft(reversed(seqs))
 
-    def _admit(self, seq: _Sequence) -> int:
-        """Prefill one request; it joins the batch and gets its first token.
+    def _admit(self, seqs: Sequence[_Sequence]) -> None:
+        """Prefill newcomers; they join the batch and get their first token.
 
-        Returns the number of prompt tokens prefilled (0 if it did not join).
+        Prompts are encoded first; once ``prefill_budget`` prompt tokens are
+        taken, the rest go back to the head of the queue for the next boundary.
         """
-        if seq.cancelled:
-            return 0
-        try:
-            seq.prompt = self._engine.encode_chat(seq.request.messages)
+        ready: list[_Sequence] = []
+        budget = self._prefill_budget
+        for index, seq in enumerate(seqs):
+            if seq.cancelled:
+                continue
+            if ready and budget <= 0:
+                self._requeue(seqs[index:])
+                break
+            try:
+                seq.prompt = self._engine.encode_chat(seq.request.messages)
+            except Exception as exc:
+                log.exception("encoding the prompt failed for request %s", _label(seq))
+                self._post(seq, LLMError(f"could not encode the prompt: {exc!r}"))
+                continue
             room = self._context_window - len(seq.prompt)
             if room < 1:
-                raise LLMError(
-                    f"prompt of {len(seq.prompt)} tokens does not fit the context window of "
-                    f"{self._context_window} tokens"
+                self._post(
+                    seq,
+                    LLMError(
+                        f"prompt of {len(seq.prompt)} tokens does not fit the context window "
+                        f"of {self._context_window} tokens"
+                    ),
                 )
+                continue
             seq.max_new_tokens = min(seq.request.sampling.max_new_tokens, room)
-            first = self._engine.add(seq.id, seq.prompt, seq.request.sampling)
-        except LLMError as exc:
-            self._post(seq, exc)
-            return 0
+            budget -= len(seq.prompt)
+            ready.append(seq)
+        if not ready:
+            return
+        try:
+            firsts = self._engine.add(
+                [NewSequence(s.id, s.prompt, s.request.sampling) for s in ready]
+            )
         except Exception as exc:
-            log.exception("prefill failed for request %s", seq.request.tag or seq.id)
-            self._post(seq, LLMError(f"prefill failed: {exc!r}"))
-            return 0
+            if len(ready) > 1:
+                # Find the one that fails (a prompt too big for memory, say) and
+                # let the others through.
+                log.warning("batched prefill failed (%r); prefilling one by one", exc)
+                for seq in ready:
+                    self._admit_one(seq)
+                return
+            self._fail_prefill(ready[0], exc)
+            return
+        self._joined(ready, firsts)
+
+    def _admit_one(self, seq: _Sequence) -> None:
+        try:
+            firsts = self._engine.add([NewSequence(seq.id, seq.prompt, seq.request.sampling)])
+        except Exception as exc:
+            self._fail_prefill(seq, exc)
+            return
+        self._joined([seq], firsts)
+
+    def _fail_prefill(self, seq: _Sequence, exc: Exception) -> None:
+        if isinstance(exc, LLMError):
+            self._post(seq, exc)
+            return
+        log.error("prefill failed for request %s: %r", _label(seq), exc, exc_info=exc)
+        self._post(seq, LLMError(f"prefill failed: {exc!r}"))
+
+    def _joined(self, seqs: Sequence[_Sequence], firsts: dict[int, int]) -> None:
         with self._cond:
-            self._running[seq.id] = seq
-        log.debug(
-            "request %s joined the batch (%d prompt tokens, %d running, waited %.3f s)",
-            seq.request.tag or seq.id,
-            len(seq.prompt),
-            len(self._running),
-            time.monotonic() - seq.submitted,
-        )
-        if self._accept(seq, first):
-            self._finish([seq])
-        return len(seq.prompt)
+            for seq in seqs:
+                self._running[seq.id] = seq
+            running = len(self._running)
+        now = time.monotonic()
+        done: list[_Sequence] = []
+        for seq in seqs:
+            log.debug(
+                "request %s joined the batch (%d prompt tokens, %d running, waited %.3f s)",
+                _label(seq),
+                len(seq.prompt),
+                running,
+                now - seq.submitted,
+            )
+            if self._accept(seq, firsts[seq.id]):
+                done.append(seq)
+        if done:
+            self._finish(done)
 
     def _decode_step(self) -> None:
         try:
@@ -405,11 +466,38 @@ class BatchScheduler:
             log.exception("freeing %d sequences failed", len(ids))
 
     def _post(self, seq: _Sequence, item: TextDelta | BaseException) -> None:
-        try:
-            seq.loop.call_soon_threadsafe(seq.queue.put_nowait, item)
-        except RuntimeError:
-            # The consumer's event loop is closed: nobody will read this stream.
-            seq.cancelled = True
+        self._outbox.append((seq, item))
+
+    def _flush(self) -> None:
+        """Hand the items posted since the last flush to their event loops.
+
+        One wake-up per loop and step rather than one per sequence: on a
+        machine with as many cores as torch threads, every extra wake-up of the
+        loop's thread steals a core from the model's matrix products.
+        """
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, TextDelta | BaseException]]]
+        by_loop = {}
+        for seq, item in self._outbox:
+            by_loop.setdefault(seq.loop, []).append((seq, item))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:
+                # That event loop is closed: nobody will read these streams.
+                for seq, _ in items:
+                    seq.cancelled = True
+
+
+def _deliver(items: list[tuple[_Sequence, TextDelta | BaseException]]) -> None:
+    for seq, item in items:
+        seq.queue.put_nowait(item)
+
+
+def _label(seq: _Sequence) -> str:
+    return seq.request.tag or str(seq.id)
 
 
 def _timeout(seq: _Sequence) -> LLMTimeout:

@@ -25,14 +25,16 @@ import contextlib
 import gc
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigError, ModelNotFound
-from llm.base import ChatMessage, GenerationRequest, LLMError, SamplingParams, TextDelta
+from llm.base import ChatMessage, GenerationRequest, LLMError, TextDelta
 from llm.embedded import converted_dir, embedded_gguf_path, ensure_converted
-from llm.scheduler import BatchScheduler, SchedulerStats
+from llm.scheduler import BatchScheduler, NewSequence, SchedulerStats
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +47,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # worst case tolerable. A GPU gets whatever the model supports, up to this.
 _CPU_CONTEXT_CAP = 2048
 _GPU_CONTEXT_CAP = 8192
+# Shorter system prompts are not worth a cache entry and a separate prefill chunk.
+_MIN_SHARED_PREFIX = 16
+_PREFIX_CACHE_ENTRIES = 8
 
 
 class TransformersBackend:
@@ -247,11 +252,15 @@ class TransformersBackend:
 class _TorchEngine:
     """The ``StepEngine`` for a transformers causal LM: one KV cache for the batch.
 
-    Sequences in the batch are left-padded to a common cache length; the
-    attention mask hides the padding and explicit position ids keep every
-    sequence's positions what they would be alone. A newcomer is prefilled on
-    its own (no padding, so its prompt is processed exactly as if alone) and
-    its cache is then appended to the batch's.
+    Rows of the batch are padded to a common cache length; the attention mask
+    hides the padding and explicit position ids give every sequence the
+    positions it would have alone. Newcomers are prefilled together and their
+    cache rows appended to the batch's.
+
+    Every conversation starts with the same system prompt, so the keys and
+    values of that prefix are computed once and kept (``_prefix_kv``); a
+    newcomer only prefills the rest of its prompt. The prefix is a chunk of
+    its own whether or not it is cached, so a hit computes what a miss would.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str) -> None:
@@ -268,16 +277,12 @@ class _TorchEngine:
             else model.config.get_text_config().vocab_size
         )
         self.eos_token_ids = _eos_ids(model, tokenizer)
-        self._order: list[int] = []  # seq id of each batch row
-        self._cache: Any = None  # DynamicCache
-        self._mask: torch.Tensor | None = None  # [B, T] 1 = real token, 0 = padding
+        self._filler = min(self.eos_token_ids)  # any valid id will do under a zero mask
+        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]]
+        self._prefixes = OrderedDict()
+        self._rows: _Rows | None = None  # the batch; its ``kv`` is the cache's layers
+        self._cache: Any = None  # DynamicCache over ``self._rows.kv``
         self._padded = False
-        self._pos: torch.Tensor | None = None  # [B] position id of the next token
-        self._last: torch.Tensor | None = None  # [B] sampled token not yet in the cache
-        self._seen: torch.Tensor | None = None  # [B, vocab] tokens the repetition penalty hits
-        self._penalty: torch.Tensor | None = None  # [B]
-        self._temperature: torch.Tensor | None = None  # [B]
-        self._top_p: torch.Tensor | None = None  # [B]
 
     def clone_rust_tokenizer(self) -> Any:
         from tokenizers import Tokenizer
@@ -288,12 +293,22 @@ class _TorchEngine:
 
     @property
     def batch_size(self) -> int:
-        return len(self._order)
+        return 0 if self._rows is None else len(self._rows.seq_ids)
 
     def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        prompt = _Prompt(self._render(messages, add_generation_prompt=True))
+        if len(messages) > 1 and messages[0].role == "system":
+            head = self._render(messages[:1], add_generation_prompt=False)
+            # Only a clean token boundary can be shared: the template must render the
+            # system message the same way alone as in front of the conversation.
+            if 0 < len(head) < len(prompt) and prompt[: len(head)] == head:
+                prompt.shared_prefix = len(head)
+        return prompt
+
+    def _render(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool) -> list[int]:
         encoded = self._tokenizer.apply_chat_template(
             [{"role": m.role, "content": m.content} for m in messages],
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
             tokenize=True,
             return_dict=False,
         )
@@ -304,168 +319,195 @@ class _TorchEngine:
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
-    def add(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
+    def add(self, entries: Sequence[NewSequence]) -> dict[int, int]:
         torch = self._torch
-        from transformers import DynamicCache
-
         with torch.inference_mode():
-            ids = torch.tensor([list(prompt)], dtype=torch.long, device=self._device)
-            cache = DynamicCache()
-            out = self._model(
-                input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1
-            )
-            seen = torch.zeros(1, self._vocab, dtype=torch.bool, device=self._device)
-            seen[0, ids[0]] = True
-            penalty = torch.tensor([sampling.repetition_penalty], device=self._device)
-            temperature = torch.tensor([sampling.temperature], device=self._device)
-            top_p = torch.tensor([sampling.top_p], device=self._device)
-            token = self._sample(out.logits[:, -1, :], seen, penalty, temperature, top_p)
-            seen[0, token] = True
-            self._append(
-                seq_id,
-                cache,
-                length=len(prompt),
-                token=token,
-                seen=seen,
-                penalty=penalty,
-                temperature=temperature,
-                top_p=top_p,
-            )
-        return int(token[0])
+            groups: dict[tuple[int, ...] | None, list[NewSequence]] = {}
+            for entry in entries:
+                shared = getattr(entry.prompt, "shared_prefix", 0)
+                key = tuple(entry.prompt[:shared]) if shared >= _MIN_SHARED_PREFIX else None
+                groups.setdefault(key, []).append(entry)
+            # Compute every newcomer's rows before touching the batch, so that a
+            # failure (out of memory, say) leaves the batch as it was.
+            parts: list[_Rows] = []
+            for key, group in groups.items():
+                if key is None:
+                    # Without a shared prefix a padded query row would see no key
+                    # at all (NaN in attention); these are prefilled one by one.
+                    parts.extend(self._prefill([entry], ()) for entry in group)
+                else:
+                    parts.append(self._prefill(group, key))
+            current = []
+            if self._rows is not None:
+                self._rows.kv = [(layer.keys, layer.values) for layer in self._cache.layers]
+                current.append(self._rows)
+            merged = _merge([*current, *parts], torch)
+            self._install(merged)
+            return {
+                seq_id: int(token)
+                for part in parts
+                for seq_id, token in zip(part.seq_ids, part.last.tolist(), strict=True)
+            }
 
     def step(self) -> dict[int, int]:
-        if not self._order:
+        rows = self._rows
+        if rows is None:
             return {}
         torch = self._torch
-        assert self._mask is not None and self._pos is not None and self._last is not None
-        assert self._seen is not None
         with torch.inference_mode():
-            rows = len(self._order)
-            self._mask = torch.cat(
-                [self._mask, torch.ones(rows, 1, dtype=self._mask.dtype, device=self._device)], 1
+            count = len(rows.seq_ids)
+            rows.mask = torch.cat(
+                [rows.mask, torch.ones(count, 1, dtype=rows.mask.dtype, device=self._device)], 1
             )
             out = self._model(
-                input_ids=self._last[:, None],
+                input_ids=rows.last[:, None],
                 # Without padding the plain causal path is exact and cheaper.
-                attention_mask=self._mask if self._padded else None,
-                position_ids=self._pos[:, None],
+                attention_mask=rows.mask if self._padded else None,
+                position_ids=rows.pos[:, None],
                 past_key_values=self._cache,
                 use_cache=True,
             )
-            assert self._penalty is not None and self._temperature is not None
-            assert self._top_p is not None
-            tokens = self._sample(
-                out.logits[:, -1, :], self._seen, self._penalty, self._temperature, self._top_p
-            )
-            self._seen[torch.arange(rows, device=self._device), tokens] = True
-            self._pos += 1
-            self._last = tokens
-            return dict(zip(self._order, tokens.tolist(), strict=True))
+            tokens = self._sample(out.logits[:, -1, :], rows)
+            rows.seen[torch.arange(count, device=self._device), tokens] = True
+            rows.pos += 1
+            rows.last = tokens
+            return dict(zip(rows.seq_ids, tokens.tolist(), strict=True))
 
     def remove(self, seq_ids: Collection[int]) -> None:
+        rows = self._rows
+        if rows is None:
+            return
         gone = set(seq_ids)
-        keep = [row for row, seq_id in enumerate(self._order) if seq_id not in gone]
-        if len(keep) == len(self._order):
+        keep = [i for i, seq_id in enumerate(rows.seq_ids) if seq_id not in gone]
+        if len(keep) == len(rows.seq_ids):
             return
         if not keep:
-            self._reset()
+            self._rows = self._cache = None
+            self._padded = False
             return
         torch = self._torch
-        assert self._mask is not None
         with torch.inference_mode():
             index = torch.tensor(keep, dtype=torch.long, device=self._device)
-            self._order = [self._order[row] for row in keep]
-            self._cache.batch_select_indices(index)
-            self._mask = self._mask[index]
-            self._pos = self._pos[index]  # type: ignore[index]
-            self._last = self._last[index]  # type: ignore[index]
-            self._seen = self._seen[index]  # type: ignore[index]
-            self._penalty = self._penalty[index]  # type: ignore[index]
-            self._temperature = self._temperature[index]  # type: ignore[index]
-            self._top_p = self._top_p[index]  # type: ignore[index]
+            kept = _Rows(
+                seq_ids=[rows.seq_ids[i] for i in keep],
+                kv=[(layer.keys[index], layer.values[index]) for layer in self._cache.layers],
+                mask=rows.mask[index],
+                pos=rows.pos[index],
+                last=rows.last[index],
+                seen=rows.seen[index],
+                penalty=rows.penalty[index],
+                temperature=rows.temperature[index],
+                top_p=rows.top_p[index],
+            )
             # Columns that are padding in every remaining row are dead weight in
             # every later step; drop them.
-            lead = int(self._mask.argmax(dim=1).min())
+            lead = int(kept.mask.argmax(dim=1).min())
             if lead:
-                self._mask = self._mask[:, lead:]
-                for layer in self._cache.layers:
-                    layer.keys = layer.keys[:, :, lead:, :]
-                    layer.values = layer.values[:, :, lead:, :]
-            self._padded = bool((self._mask == 0).any())
+                kept.mask = kept.mask[:, lead:]
+                kept.kv = [(k[:, :, lead:, :], v[:, :, lead:, :]) for k, v in kept.kv]
+            self._install(kept)
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _reset(self) -> None:
-        self._order = []
-        self._cache = self._mask = self._pos = self._last = self._seen = None
-        self._penalty = self._temperature = self._top_p = None
-        self._padded = False
+    def _install(self, rows: _Rows) -> None:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
-    def _append(
-        self,
-        seq_id: int,
-        cache: Any,
-        *,
-        length: int,
-        token: torch.Tensor,
-        seen: torch.Tensor,
-        penalty: torch.Tensor,
-        temperature: torch.Tensor,
-        top_p: torch.Tensor,
-    ) -> None:
+        # Hand the tensors to cache layers as they are: DynamicCache(ddp_cache_data=...)
+        # would copy the whole batch's cache once more.
+        cache = DynamicCache()
+        for keys, values in rows.kv:
+            layer = DynamicLayer()
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+            cache.layers.append(layer)
+        self._rows, self._cache = rows, cache
+        self._padded = bool((rows.mask == 0).any())
+        rows.kv = []  # the cache layers own them now (steps replace them)
+
+    def _prefill(self, group: Sequence[NewSequence], prefix: tuple[int, ...]) -> _Rows:
+        """Rows for newcomers sharing ``prefix`` (cached), with their suffixes prefilled.
+
+        Suffixes are left-padded to a common length; with a non-empty prefix
+        every padded query still sees the prefix, so attention stays finite.
+        """
+        from transformers import DynamicCache
+
         torch = self._torch
-        mask = torch.ones(1, length, dtype=torch.long, device=self._device)
-        pos = torch.tensor([length], dtype=torch.long, device=self._device)
-        if not self._order:
-            self._order = [seq_id]
-            self._cache, self._mask, self._pos, self._last = cache, mask, pos, token
-            self._seen, self._penalty = seen, penalty
-            self._temperature, self._top_p = temperature, top_p
-            self._padded = False
-            return
-        assert self._mask is not None
-        current = self._mask.shape[1]
-        width = max(current, length)
-        # Build everything first, then swap it in, so a failure (out of memory)
-        # leaves the running batch untouched.
-        keys, values = [], []
-        for old, new in zip(self._cache.layers, cache.layers, strict=True):
-            keys.append(
-                torch.cat(
-                    [_pad_left(old.keys, width - current), _pad_left(new.keys, width - length)]
-                )
+        device = self._device
+        count = len(group)
+        start = len(prefix)
+        lengths = [len(entry.prompt) - start for entry in group]
+        width = max(lengths)
+        ids = torch.full((count, width), self._filler, dtype=torch.long, device=device)
+        positions = torch.full((count, width), start, dtype=torch.long, device=device)
+        mask = torch.ones(count, start + width, dtype=torch.long, device=device)
+        for row, (entry, length) in enumerate(zip(group, lengths, strict=True)):
+            pad = width - length
+            ids[row, pad:] = torch.tensor(list(entry.prompt[start:]), device=device)
+            positions[row, pad:] = torch.arange(start, start + length, device=device)
+            mask[row, start : start + pad] = 0
+        padded = any(length != width for length in lengths)
+        if prefix:
+            cache = DynamicCache(
+                ddp_cache_data=[
+                    (k.expand(count, -1, -1, -1), v.expand(count, -1, -1, -1))
+                    for k, v in self._prefix_kv(prefix)
+                ]
             )
-            values.append(
-                torch.cat(
-                    [_pad_left(old.values, width - current), _pad_left(new.values, width - length)]
-                )
-            )
-        new_mask = torch.cat(
-            [
-                torch.nn.functional.pad(self._mask, (width - current, 0)),
-                torch.nn.functional.pad(mask, (width - length, 0)),
-            ]
+        else:
+            cache = DynamicCache()
+        out = self._model(
+            input_ids=ids,
+            attention_mask=mask if padded else None,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
-        for layer, k, v in zip(self._cache.layers, keys, values, strict=True):
-            layer.keys, layer.values = k, v
-        self._mask = new_mask
-        self._order.append(seq_id)
-        self._pos = torch.cat([self._pos, pos])  # type: ignore[list-item]
-        self._last = torch.cat([self._last, token])  # type: ignore[list-item]
-        self._seen = torch.cat([self._seen, seen])  # type: ignore[list-item]
-        self._penalty = torch.cat([self._penalty, penalty])  # type: ignore[list-item]
-        self._temperature = torch.cat([self._temperature, temperature])  # type: ignore[list-item]
-        self._top_p = torch.cat([self._top_p, top_p])  # type: ignore[list-item]
-        self._padded = bool((new_mask == 0).any())
+        seen = torch.zeros(count, self._vocab, dtype=torch.bool, device=device)
+        for row, entry in enumerate(group):
+            seen[row, torch.tensor(list(entry.prompt), device=device)] = True
+        rows = _Rows(
+            seq_ids=[entry.seq_id for entry in group],
+            kv=[(layer.keys, layer.values) for layer in cache.layers],
+            mask=mask,
+            pos=torch.tensor(
+                [len(entry.prompt) for entry in group], dtype=torch.long, device=device
+            ),
+            last=torch.empty(0),
+            seen=seen,
+            penalty=torch.tensor([e.sampling.repetition_penalty for e in group], device=device),
+            temperature=torch.tensor([e.sampling.temperature for e in group], device=device),
+            top_p=torch.tensor([e.sampling.top_p for e in group], device=device),
+        )
+        rows.last = self._sample(out.logits[:, -1, :], rows)
+        rows.seen[torch.arange(count, device=device), rows.last] = True
+        return rows
 
-    def _sample(
-        self,
-        logits: torch.Tensor,
-        seen: torch.Tensor,
-        penalty: torch.Tensor,
-        temperature: torch.Tensor,
-        top_p: torch.Tensor,
-    ) -> torch.Tensor:
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer keys and values of ``prefix`` alone, from a small LRU cache.
+
+        The cached tensors are never written to: cache layers concatenate
+        onto new tensors.
+        """
+        entry = self._prefixes.get(prefix)
+        if entry is not None:
+            self._prefixes.move_to_end(prefix)
+            return entry
+        from transformers import DynamicCache
+
+        torch = self._torch
+        cache = DynamicCache()
+        ids = torch.tensor([list(prefix)], dtype=torch.long, device=self._device)
+        self._model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        entry = [(layer.keys, layer.values) for layer in cache.layers]
+        self._prefixes[prefix] = entry
+        while len(self._prefixes) > _PREFIX_CACHE_ENTRIES:
+            self._prefixes.popitem(last=False)
+        return entry
+
+    def _sample(self, logits: torch.Tensor, rows: _Rows) -> torch.Tensor:
         """Next token per row: repetition penalty, then greedy or temperature/top-p sampling.
 
         The penalty follows transformers' ``RepetitionPenaltyLogitsProcessor``
@@ -474,23 +516,77 @@ class _TorchEngine:
         """
         torch = self._torch
         logits = logits.float()
-        if bool((penalty != 1.0).any()):
-            scale = penalty[:, None]
+        if bool((rows.penalty != 1.0).any()):
+            scale = rows.penalty[:, None]
             penalized = torch.where(logits < 0, logits * scale, logits / scale)
-            logits = torch.where(seen, penalized, logits)
+            logits = torch.where(rows.seen, penalized, logits)
         greedy = logits.argmax(dim=-1)
-        sampling = temperature > 0
+        sampling = rows.temperature > 0
         if not bool(sampling.any()):
             return greedy
-        scaled = logits / temperature.clamp_min(1e-5)[:, None]
+        scaled = logits / rows.temperature.clamp_min(1e-5)[:, None]
         probs = torch.softmax(scaled, dim=-1)
         sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
         # Keep the smallest set of tokens whose probability reaches top_p (at least one).
         before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(before >= top_p[:, None], 0.0)
+        sorted_probs = sorted_probs.masked_fill(before >= rows.top_p[:, None], 0.0)
         choice = torch.multinomial(sorted_probs, 1)
         sampled = sorted_ids.gather(-1, choice).squeeze(-1)
         return torch.where(sampling, sampled, greedy)
+
+
+@dataclass(slots=True)
+class _Rows:
+    """Per-row state of (part of) the batch; tensors share their first dimension."""
+
+    seq_ids: list[int]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: [rows, heads, width, head_dim]
+    mask: torch.Tensor  # [rows, width]: 1 real token, 0 padding
+    pos: torch.Tensor  # position id of the next token
+    last: torch.Tensor  # the sampled token not yet in the cache
+    seen: torch.Tensor  # [rows, vocab]: tokens the repetition penalty applies to
+    penalty: torch.Tensor
+    temperature: torch.Tensor
+    top_p: torch.Tensor
+
+
+def _merge(parts: Sequence[_Rows], torch: Any) -> _Rows:
+    """One batch from several, left-padding each to the widest cache."""
+    if len(parts) == 1:
+        return parts[0]
+    width = max(part.mask.shape[1] for part in parts)
+    pad = torch.nn.functional.pad
+
+    def left(tensor: torch.Tensor, count: int) -> torch.Tensor:
+        # KV tensors are [rows, heads, width, head_dim]: pad the width axis at the front.
+        return pad(tensor, (0, 0, count, 0)) if count else tensor
+
+    layers = len(parts[0].kv)
+    kv = []
+    for layer in range(layers):
+        kv.append(
+            (
+                torch.cat([left(p.kv[layer][0], width - p.mask.shape[1]) for p in parts]),
+                torch.cat([left(p.kv[layer][1], width - p.mask.shape[1]) for p in parts]),
+            )
+        )
+    return _Rows(
+        seq_ids=[seq_id for p in parts for seq_id in p.seq_ids],
+        kv=kv,
+        mask=torch.cat([pad(p.mask, (width - p.mask.shape[1], 0)) for p in parts]),
+        pos=torch.cat([p.pos for p in parts]),
+        last=torch.cat([p.last for p in parts]),
+        seen=torch.cat([p.seen for p in parts]),
+        penalty=torch.cat([p.penalty for p in parts]),
+        temperature=torch.cat([p.temperature for p in parts]),
+        top_p=torch.cat([p.top_p for p in parts]),
+    )
+
+
+class _Prompt(list[int]):
+    """Prompt token ids; the first ``shared_prefix`` of them are the system message."""
+
+    shared_prefix: int = 0
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -649,12 +745,3 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     if not ids:
         raise ConfigError("the model defines no end-of-sequence token; cannot tell when to stop")
     return frozenset(ids)
-
-
-def _pad_left(tensor: torch.Tensor, count: int) -> torch.Tensor:
-    if count <= 0:
-        return tensor
-    import torch.nn.functional as F
-
-    # KV tensors are [batch, heads, sequence, head_dim]: pad the sequence axis at the front.
-    return F.pad(tensor, (0, 0, count, 0))

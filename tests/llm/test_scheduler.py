@@ -18,7 +18,7 @@ from llm.base import (
     SamplingParams,
     TextDelta,
 )
-from llm.scheduler import BatchScheduler
+from llm.scheduler import BatchScheduler, NewSequence
 
 EOS = 256
 
@@ -40,6 +40,7 @@ class ByteEngine:
         self.pending: dict[int, list[int]] = {}
         self.batches: list[frozenset[int]] = []
         self.added: list[int] = []
+        self.prefill_calls: list[list[int]] = []
         self.removed: list[int] = []
         self.steps = 0
 
@@ -49,13 +50,20 @@ class ByteEngine:
     def decode(self, token_ids: Sequence[int]) -> str:
         return bytes(t for t in token_ids if t < 256).decode("utf-8", errors="replace")
 
-    def add(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
-        last_line = bytes(prompt).decode().split("\n")[-1]
-        if last_line == "explode on prefill":
-            raise RuntimeError("prefill blew up")
-        self.pending[seq_id] = [*f"reply:{last_line}".encode(), EOS]
-        self.added.append(seq_id)
-        return self.pending[seq_id].pop(0)
+    def add(self, entries: Sequence[NewSequence]) -> dict[int, int]:
+        firsts: dict[int, int] = {}
+        for entry in entries:
+            last_line = bytes(entry.prompt).decode().split("\n")[-1]
+            if last_line == "explode on prefill":
+                raise RuntimeError("prefill blew up")
+            firsts[entry.seq_id] = -1
+        self.prefill_calls.append([e.seq_id for e in entries])
+        for entry in entries:
+            last_line = bytes(entry.prompt).decode().split("\n")[-1]
+            self.pending[entry.seq_id] = [*f"reply:{last_line}".encode(), EOS]
+            self.added.append(entry.seq_id)
+            firsts[entry.seq_id] = self.pending[entry.seq_id].pop(0)
+        return firsts
 
     def step(self) -> dict[int, int]:
         self.gate.wait(5)
@@ -304,3 +312,52 @@ async def test_stream_before_start_is_an_error() -> None:
     scheduler = BatchScheduler(ByteEngine(), context_window=64)
     with pytest.raises(LLMError, match="not loaded"):
         await _collect(scheduler, _request("x"))
+
+
+async def test_newcomers_are_prefilled_together_within_the_budget() -> None:
+    engine = ByteEngine()
+    engine.gate.clear()
+    scheduler = _make(engine, max_batch_size=8)
+    blocker = asyncio.create_task(_collect(scheduler, _request("first")))
+    await _until(lambda: bool(engine.added))
+    others = [asyncio.create_task(_collect(scheduler, _request(f"q{i}"))) for i in range(3)]
+    await _until(lambda: scheduler.stats().waiting == 3)
+    engine.gate.set()
+    await asyncio.gather(blocker, *others)
+    await scheduler.aclose()
+    assert engine.prefill_calls[1] == engine.added[1:4]  # the three joined in one prefill
+
+
+async def test_prefill_budget_spreads_a_burst_over_boundaries() -> None:
+    engine = ByteEngine()
+    engine.gate.clear()
+    scheduler = BatchScheduler(engine, context_window=4096, max_batch_size=8, prefill_budget=10)
+    scheduler.start()
+    blocker = asyncio.create_task(_collect(scheduler, _request("first")))
+    await _until(lambda: bool(engine.added))
+    others = [asyncio.create_task(_collect(scheduler, _request(f"question {i}"))) for i in range(3)]
+    await _until(lambda: scheduler.stats().waiting == 3)
+    engine.gate.set()
+    results = await asyncio.gather(blocker, *others)
+    await scheduler.aclose()
+    # Each prompt (14 tokens) exceeds the budget alone: one newcomer per boundary.
+    assert [len(call) for call in engine.prefill_calls] == [1, 1, 1, 1]
+    for i, deltas in enumerate(results[1:]):
+        assert "".join(d.text for d in deltas) == f"reply:question {i}"
+
+
+async def test_one_bad_prompt_in_a_joint_prefill_fails_alone() -> None:
+    engine = ByteEngine()
+    engine.gate.clear()
+    scheduler = _make(engine, max_batch_size=8)
+    blocker = asyncio.create_task(_collect(scheduler, _request("first")))
+    await _until(lambda: bool(engine.added))
+    good = asyncio.create_task(_collect(scheduler, _request("good")))
+    bad = asyncio.create_task(_collect(scheduler, _request("explode on prefill")))
+    await _until(lambda: scheduler.stats().waiting == 2)
+    engine.gate.set()
+    assert "".join(d.text for d in await good) == "reply:good"
+    with pytest.raises(LLMError, match="prefill blew up"):
+        await bad
+    await blocker
+    await scheduler.aclose()
