@@ -104,15 +104,25 @@ async def _round_batched(
 class NaiveServer:
     """One ``generate`` call at a time in a worker thread, streamed token by token."""
 
-    def __init__(self, model_dir: str, dtype: str, sampling: SamplingParams) -> None:
+    def __init__(
+        self, model_dir: str, dtype: str, quantization: str, sampling: SamplingParams
+    ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=getattr(torch, dtype), attn_implementation="sdpa"
-        ).eval()
+        kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "attn_implementation": "sdpa"}
+        if quantization == "4bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=getattr(torch, dtype),
+            )
+        elif quantization == "8bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs).eval()
         self.sampling = sampling
         self._lock = threading.Lock()
 
@@ -201,6 +211,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--quantization", default="none", choices=["none", "8bit", "4bit"])
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -213,6 +224,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         model=args.model,
         data_dir=args.data_dir,
         dtype=args.dtype,
+        quantization=args.quantization,
         max_batch_size=max(args.concurrency),
         max_queue=max(args.concurrency),
     )
@@ -222,7 +234,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
     print(f"loaded {backend.name} in {time.perf_counter() - started:.1f} s: {info}", flush=True)
     naive = None
     if not args.skip_naive:
-        naive = NaiveServer(str(info["model_dir"]), str(info["dtype"]), sampling)
+        naive = NaiveServer(
+            str(info["model_dir"]), str(info["dtype"]), str(info["quantization"]), sampling
+        )
 
     # Warm up both paths (first calls allocate and pick kernels).
     await _round_batched(backend, 2, SamplingParams(max_new_tokens=4, temperature=0))
@@ -259,7 +273,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
     }
     print()
     print(
-        "| conc. | batched tok/s | naive tok/s | ratio | batched TTFT p50 / p95 | naive TTFT p50 / p95 |"
+        "| conc. | batched tok/s | naive tok/s | ratio "
+        "| batched TTFT p50 / p95 | naive TTFT p50 / p95 |"
     )
     print("|---:|---:|---:|---:|---:|---:|")
     for concurrency in args.concurrency:

@@ -157,7 +157,7 @@ class TransformersBackend:
         device = _resolve_device(self._device_spec, torch)
         model_dir = self._model_dir()
         quantization = self._checked_quantization(device, torch)
-        dtype = _resolve_dtype(self._dtype_spec, device, quantization, torch)
+        dtype = _resolve_dtype(self._dtype_spec, device, torch)
         log.info(
             "Loading %s on %s (%s, quantization %s)",
             model_dir,
@@ -650,15 +650,14 @@ def _resolve_device(spec: str, torch: Any) -> str:
     raise ConfigError(f"DESKMATE_DEVICE must be auto, cpu, cuda, cuda:N or mps, not {spec!r}")
 
 
-def _resolve_dtype(spec: str, device: str, quantization: str, torch: Any) -> Any:
+def _resolve_dtype(spec: str, device: str, torch: Any) -> Any:
     if spec != "auto":
         return getattr(torch, spec)
     if device == "cpu":
+        # Also the compute dtype of 4-bit layers: on an AVX2 CPU, bitsandbytes' 4-bit
+        # matmuls ran 1.2x (one stream) to 1.7x (eight) faster computing in float32.
         native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        if quantization == "4bit" or native_bf16:
-            # The 4-bit kernels compute in bf16 either way.
-            return torch.bfloat16
-        return torch.float32
+        return torch.bfloat16 if native_bf16 else torch.float32
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float16
