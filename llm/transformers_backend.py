@@ -155,8 +155,9 @@ class TransformersBackend:
         if self._threads:
             torch.set_num_threads(self._threads)
         device = _resolve_device(self._device_spec, torch)
-        model_dir = self._model_dir()
+        # Settings are checked before the model is touched: a conversion takes a while.
         quantization = self._checked_quantization(device, torch)
+        model_dir = self._model_dir()
         dtype = _resolve_dtype(self._dtype_spec, device, torch)
         log.info(
             "Loading %s on %s (%s, quantization %s)",
