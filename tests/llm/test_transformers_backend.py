@@ -1,0 +1,273 @@
+"""The local transformers backend: configuration errors, and the real embedded model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConfigError, ModelNotFound
+from llm import transformers_backend
+from llm.base import (
+    Backend,
+    ChatMessage,
+    GenerationRequest,
+    LLMTimeout,
+    SamplingParams,
+    TextDelta,
+)
+from llm.transformers_backend import TransformersBackend
+from tests.llm.conftest import run_sync
+
+SYSTEM = "You are a helpful assistant. Answer in one short sentence."
+
+
+def _request(
+    question: str,
+    *,
+    system: str | None = SYSTEM,
+    max_new_tokens: int = 24,
+    timeout: float | None = None,
+) -> GenerationRequest:
+    messages = [ChatMessage("user", question)]
+    if system is not None:
+        messages.insert(0, ChatMessage("system", system))
+    return GenerationRequest(
+        messages=messages,
+        sampling=SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=0.0, repetition_penalty=1.15
+        ),
+        timeout=timeout,
+    )
+
+
+async def _text(backend: Backend, request: GenerationRequest) -> str:
+    return "".join([d.text async for d in backend.stream(request)])
+
+
+# -- configuration (no model is loaded) ---------------------------------------------------------
+
+
+async def test_cuda_without_a_gpu_is_a_config_error(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    backend = TransformersBackend(device="cuda", data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="DESKMATE_DEVICE=cuda") as err:
+        await backend.load()
+    assert "DESKMATE_DEVICE=cpu" in str(err.value)  # the fix is in the message
+
+
+async def test_missing_model_path(tmp_path: Path) -> None:
+    backend = TransformersBackend(model=str(tmp_path / "nope.gguf"), data_dir=tmp_path)
+    with pytest.raises(ModelNotFound, match="no such file"):
+        await backend.load()
+
+
+async def test_file_that_is_not_gguf(tmp_path: Path) -> None:
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(b"\0" * 16)
+    backend = TransformersBackend(model=str(weights), data_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"not a \.gguf file"):
+        await backend.load()
+
+
+async def test_directory_without_config(tmp_path: Path) -> None:
+    backend = TransformersBackend(model=str(tmp_path), data_dir=tmp_path)
+    with pytest.raises(ModelNotFound, match=r"without config\.json"):
+        await backend.load()
+
+
+def test_unknown_quantization_is_refused_at_construction() -> None:
+    with pytest.raises(ConfigError, match="DESKMATE_QUANTIZATION"):
+        TransformersBackend(quantization="3bit")
+
+
+async def test_unsupported_quantization_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        transformers_backend,
+        "_bitsandbytes_problem",
+        lambda *_: "the installed bitsandbytes has no 4bit support for cpu",
+    )
+    backend = TransformersBackend(quantization="4bit", device="cpu", data_dir=tmp_path)
+    with pytest.raises(ConfigError) as err:
+        await backend.load()
+    message = str(err.value)
+    assert "DESKMATE_QUANTIZATION=4bit cannot be used on cpu" in message
+    assert "DESKMATE_ALLOW_QUANTIZATION_FALLBACK=true" in message
+    assert not (tmp_path / "models").exists()  # refused before any conversion
+
+
+def test_bitsandbytes_probe_on_this_machine() -> None:
+    import torch
+
+    pytest.importorskip("bitsandbytes")
+    # bitsandbytes >= 0.45 runs both kinds on CPU; a device it cannot use is reported.
+    assert transformers_backend._bitsandbytes_problem("4bit", "cpu", torch) is None
+    assert transformers_backend._bitsandbytes_problem("8bit", "cpu", torch) is None
+    if not torch.cuda.is_available():
+        problem = transformers_backend._bitsandbytes_problem("4bit", "cuda", torch)
+        assert problem is not None
+        assert "4bit" in problem
+        assert "cuda" in problem
+
+
+# -- the real embedded model ---------------------------------------------------------------------
+
+PROMPTS = [
+    _request("What is the capital of France?"),
+    _request("hi", system=None),  # no system message: the template adds its own
+    _request("How do I reset my password? I tried the link in the email but it had expired."),
+    _request("Name three colours of the rainbow.", max_new_tokens=12),
+    _request(
+        "My order 12345 has not arrived after two weeks and the tracking page says it is "
+        "still in the warehouse. Can you check what happened and tell me when it will ship?",
+        system=SYSTEM + " Be polite and mention that a human agent can follow up.",
+    ),
+    _request("Write a haiku about the sea.", max_new_tokens=32),
+]
+
+
+@pytest.mark.model
+async def test_embedded_model_answers(embedded_backend: TransformersBackend) -> None:
+    assert isinstance(embedded_backend, Backend)
+    assert embedded_backend.loaded_info["device"] == "cpu"
+    assert embedded_backend.context_window == 2048  # 8192 in the config, capped on CPU
+    deltas: list[TextDelta] = [d async for d in embedded_backend.stream(PROMPTS[0])]
+    text = "".join(d.text for d in deltas)
+    assert "Paris" in text
+    assert len([d for d in deltas if d.text]) > 3  # streamed, not delivered at once
+    usage = deltas[-1].usage
+    assert usage is not None
+    assert 20 < usage.prompt_tokens < 60
+    assert 0 < usage.completion_tokens <= 24
+
+
+@pytest.mark.model
+async def test_batching_gives_each_request_its_solo_answer(
+    embedded_backend: TransformersBackend,
+) -> None:
+    alone = [await _text(embedded_backend, request) for request in PROMPTS]
+    assert all(alone)
+    assert len(set(alone)) == len(alone)
+
+    # Half start together; the rest join the running batch once it is producing text.
+    first_wave = [asyncio.create_task(_text(embedded_backend, r)) for r in PROMPTS[:3]]
+    async with asyncio.timeout(60):
+        while (stats := embedded_backend.stats()) is None or stats.running == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+    second_wave = [asyncio.create_task(_text(embedded_backend, r)) for r in PROMPTS[3:]]
+    together = await asyncio.gather(*first_wave, *second_wave)
+
+    assert together == alone
+
+
+@pytest.mark.model
+async def test_greedy_output_matches_transformers_generate(
+    embedded_backend: TransformersBackend,
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = str(embedded_backend.loaded_info["model_dir"])
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    request = PROMPTS[2]
+    ids = tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in request.messages],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    with torch.inference_mode():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=request.sampling.max_new_tokens,
+            do_sample=False,
+            repetition_penalty=request.sampling.repetition_penalty,
+        )
+    expected = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    assert await _text(embedded_backend, request) == expected
+
+
+@pytest.mark.model
+async def test_timeout_and_cancellation_free_the_model(
+    embedded_backend: TransformersBackend,
+) -> None:
+    long = _request("Write a long story about a dragon.", max_new_tokens=400, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(LLMTimeout):
+        await _text(embedded_backend, long)
+    assert time.monotonic() - started < 3
+
+    task = asyncio.create_task(
+        _text(embedded_backend, _request("Tell me a long story.", max_new_tokens=400))
+    )
+    async with asyncio.timeout(30):
+        while (stats := embedded_backend.stats()) is None or stats.running == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(5):
+        while embedded_backend.stats().running:  # type: ignore[union-attr]  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert "Paris" in await _text(embedded_backend, PROMPTS[0])
+
+
+@pytest.mark.model
+def test_count_tokens_uses_the_model_vocabulary(embedded_backend: TransformersBackend) -> None:
+    assert embedded_backend.count_tokens("Hello") == 1
+    assert embedded_backend.count_tokens("Hello world, how are you?") == 7
+    assert embedded_backend.count_tokens("") == 0
+
+
+@pytest.mark.model
+def test_quantized_4bit_on_cpu(model_data_dir: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    backend = TransformersBackend(quantization="4bit", data_dir=model_data_dir, max_batch_size=2)
+
+    async def scenario() -> str:
+        await backend.load()
+        try:
+            return await _text(backend, PROMPTS[0])
+        finally:
+            await backend.aclose()
+
+    started = time.monotonic()
+    text = run_sync(scenario())
+    assert backend.loaded_info["quantization"] == "4bit"
+    assert "Paris" in text
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.model
+def test_quantization_fallback_loads_unquantized(
+    model_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        transformers_backend, "_bitsandbytes_problem", lambda *_: "no 8bit support for cpu"
+    )
+    backend = TransformersBackend(
+        quantization="8bit",
+        allow_quantization_fallback=True,
+        data_dir=model_data_dir,
+        max_batch_size=2,
+    )
+
+    async def scenario() -> str:
+        await backend.load()
+        try:
+            return await _text(backend, PROMPTS[0])
+        finally:
+            await backend.aclose()
+
+    assert "Paris" in run_sync(scenario())
+    assert backend.loaded_info["quantization"] == "none"
