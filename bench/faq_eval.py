@@ -16,7 +16,7 @@
    dense scoring), p50 / p95 over all questions, and the accuracy again with
    those distractors present.
 
-Prints a markdown table for bench/README.faq.md.
+Prints a markdown table for bench/README.md.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ NO_ANSWER = "NO_ANSWER"
 class Policy:
     """Score thresholds on the dense (cosine-scale) confidence of the best entry."""
 
-    # Tuned on tests/data/faq (bench/README.faq.md): verbatim answers are the
+    # Tuned on tests/data/faq (bench/README.md): verbatim answers are the
     # right entry 98.8 % of the time; 98 % of out-of-scope questions fall
     # under grounded_score while 3.7 % of in-scope ones do.
     verbatim_score: float = 0.65

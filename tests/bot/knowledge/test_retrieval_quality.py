@@ -3,7 +3,7 @@
 503-entry Swedish construction FAQ (CC BY 4.0, tests/data/faq/SOURCE.md),
 162 reworded questions written without looking at retrieval output, and 50
 out-of-scope questions. Measured with the default ``Policy`` (see
-bench/README.faq.md for the full table):
+bench/README.md for the full table):
 
     top-1 (duplicate groups accepted)  83.3 %   (strict id: 77.8 %)
     top-3                              93.8 %
