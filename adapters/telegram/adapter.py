@@ -146,6 +146,13 @@ class TelegramAdapter:
         self.me = BotIdentity(self.bot.id, self.bot.username)
         log.info("telegram bot @%s (%s) connected", self.me.username, self.me.id)
         await self._publish_commands(manager)
+        # Claim the leftovers before webhook calls are let in, so a row is never
+        # answered by the replay and a redelivery at once; let them in before
+        # registering the webhook, so its first calls are not refused.
+        pending = [
+            p for p in await manager.pending(self.name) if p.inbound.ref.tenant == str(self.me.id)
+        ]
+        self._ready.set()
         try:
             if self.webhook_url:
                 await self.bot.set_webhook(
@@ -161,14 +168,8 @@ class TelegramAdapter:
             raise ConfigError(f"Telegram refused TELEGRAM_WEBHOOK_URL: {exc.message}") from exc
         except TelegramError as exc:
             raise TelegramUnavailable(f"could not set up Telegram updates: {exc.message}") from exc
-        # Claim the leftovers before webhook calls are let in, so a row is never
-        # answered by the replay and a redelivery at once.
-        pending = [
-            p for p in await manager.pending(self.name) if p.inbound.ref.tenant == str(self.me.id)
-        ]
         if pending:
             log.info("telegram: answering %d stored but unanswered updates", len(pending))
-        self._ready.set()
         for accepted in pending:
             self._spawn(accepted)
         if not self.webhook_url:
