@@ -212,6 +212,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--quantization", default="none", choices=["none", "8bit", "4bit"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the backend's)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -225,6 +226,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         data_dir=args.data_dir,
         dtype=args.dtype,
         quantization=args.quantization,
+        threads=args.threads,
         max_batch_size=max(args.concurrency),
         max_queue=max(args.concurrency),
     )

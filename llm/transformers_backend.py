@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -50,6 +52,8 @@ _GPU_CONTEXT_CAP = 8192
 # Shorter system prompts are not worth a cache entry and a separate prefill chunk.
 _MIN_SHARED_PREFIX = 16
 _PREFIX_CACHE_ENTRIES = 8
+# Room kept at the end of the batch's KV buffers: one reallocation every this many steps.
+_KV_SPARE = 64
 
 
 class TransformersBackend:
@@ -59,6 +63,12 @@ class TransformersBackend:
     thread; ``stream()`` queues a request there. Options that cannot work
     together (a GPU that is not there, bitsandbytes without support for the
     device) raise ``ConfigError`` from ``load()`` with the fix in the message.
+
+    Tuning knobs beyond the settings: ``dtype`` (``auto`` picks per device),
+    ``max_context`` (default: the model's window capped at 2048 tokens on CPU,
+    8192 on GPU), ``prefill_budget`` (prompt tokens prefilled per step
+    boundary) and ``threads`` (torch CPU threads; default one core fewer than
+    the machine has, see ``_set_threads``).
     """
 
     def __init__(
@@ -152,9 +162,8 @@ class TransformersBackend:
     def _load_blocking(self) -> tuple[_TorchEngine, int, dict[str, object]]:
         started = time.monotonic()
         torch, transformers = _import_torch_stack()
-        if self._threads:
-            torch.set_num_threads(self._threads)
         device = _resolve_device(self._device_spec, torch)
+        threads = _set_threads(self._threads, device, torch)
         # Settings are checked before the model is touched: a conversion takes a while.
         quantization = self._checked_quantization(device, torch)
         model_dir = self._model_dir()
@@ -174,16 +183,17 @@ class TransformersBackend:
                 "(chat) model whose tokenizer defines one"
             )
         kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa"}
+        if device != "cpu" or quantization != "none":
+            # Straight onto the device (bitsandbytes quantizes while placing), rather
+            # than the whole model through host memory first.
+            kwargs["device_map"] = {"": device}
         if quantization != "none":
             kwargs["quantization_config"] = _bnb_config(quantization, dtype, transformers)
-            kwargs["device_map"] = {"": device}
             _quiet_bitsandbytes()
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"could not load the model from {model_dir}: {exc}") from exc
-        if quantization == "none":
-            model = model.to(device)
         model.eval()
 
         config_window = _config_context(model.config)
@@ -197,6 +207,7 @@ class TransformersBackend:
             "dtype": str(dtype).removeprefix("torch."),
             "quantization": quantization,
             "context_window": window,
+            "threads": threads,
             "load_seconds": round(time.monotonic() - started, 2),
         }
         log.info("Model ready in %.1f s: %s", time.monotonic() - started, info)
@@ -412,16 +423,11 @@ class _TorchEngine:
 
     def _install(self, rows: _Rows) -> None:
         from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
 
-        # Hand the tensors to cache layers as they are: DynamicCache(ddp_cache_data=...)
-        # would copy the whole batch's cache once more.
+        layer_class = _growing_layer_class()
         cache = DynamicCache()
         for keys, values in rows.kv:
-            layer = DynamicLayer()
-            layer.lazy_initialization(keys, values)
-            layer.keys, layer.values = keys, values
-            cache.layers.append(layer)
+            cache.layers.append(layer_class.holding(keys, values))
         self._rows, self._cache = rows, cache
         self._padded = bool((rows.mask == 0).any())
         rows.kv = []  # the cache layers own them now (steps replace them)
@@ -584,6 +590,59 @@ def _merge(parts: Sequence[_Rows], torch: Any) -> _Rows:
     )
 
 
+@functools.cache
+def _growing_layer_class() -> Any:
+    """A KV cache layer that appends in place instead of concatenating.
+
+    transformers' ``DynamicLayer`` concatenates every step, copying the whole
+    batch's keys and values (11% of a 16-sequence decode step on a CPU). This
+    one keeps spare room along the sequence axis and hands attention a view;
+    it reallocates once every ``_KV_SPARE`` steps.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):  # type: ignore[misc,valid-type]
+        _key_buffer: torch.Tensor
+        _value_buffer: torch.Tensor
+        _length: int
+
+        @classmethod
+        def holding(cls, keys: torch.Tensor, values: torch.Tensor) -> GrowingLayer:
+            layer = cls()
+            layer.lazy_initialization(keys, values)
+            layer._allocate(keys, values, keys.shape[-2])
+            return layer
+
+        def _allocate(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+            rows, heads, _, dim = keys.shape
+            shape = (rows, heads, length + _KV_SPARE, dim)
+            self._key_buffer = keys.new_empty(shape)
+            self._value_buffer = values.new_empty(shape)
+            self._key_buffer[:, :, :length] = keys[:, :, :length]
+            self._value_buffer[:, :, :length] = values[:, :, :length]
+            self._length = length
+            self.keys = self._key_buffer[:, :, :length]
+            self.values = self._value_buffer[:, :, :length]
+
+        def update(
+            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._allocate(key_states, value_states, 0)
+            end = self._length + key_states.shape[-2]
+            if end > self._key_buffer.shape[-2]:
+                self._allocate(self.keys, self.values, self._length)
+            self._key_buffer[:, :, self._length : end] = key_states
+            self._value_buffer[:, :, self._length : end] = value_states
+            self._length = end
+            self.keys = self._key_buffer[:, :, :end]
+            self.values = self._value_buffer[:, :, :end]
+            return self.keys, self.values
+
+    return GrowingLayer
+
+
 class _Prompt(list[int]):
     """Prompt token ids; the first ``shared_prefix`` of them are the system message."""
 
@@ -649,6 +708,28 @@ def _resolve_device(spec: str, torch: Any) -> str:
     if spec == "cpu":
         return spec
     raise ConfigError(f"DESKMATE_DEVICE must be auto, cpu, cuda, cuda:N or mps, not {spec!r}")
+
+
+def _set_threads(requested: int | None, device: str, torch: Any) -> int:
+    """Set torch's CPU thread count: ``requested``, else one core fewer than available.
+
+    Leaving a core free is deliberate. On a 2-core machine a decode step with
+    2 torch threads ran 2-4x slower than with 1 whenever anything else wanted
+    the CPU (the event loop, the database, another process): each parallel
+    region waits for its slowest thread, and a thread that lost its core holds
+    up the whole step. Torch's setting is process-wide; it is only lowered.
+    """
+    if requested:
+        torch.set_num_threads(requested)
+    elif device == "cpu":
+        try:
+            available = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            available = os.cpu_count() or 1
+        wanted = max(1, available - 1)
+        if torch.get_num_threads() > wanted:
+            torch.set_num_threads(wanted)
+    return int(torch.get_num_threads())
 
 
 def _resolve_dtype(spec: str, device: str, torch: Any) -> Any:

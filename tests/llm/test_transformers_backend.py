@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -271,3 +272,14 @@ def test_quantization_fallback_loads_unquantized(
 
     assert "Paris" in run_sync(scenario())
     assert backend.loaded_info["quantization"] == "none"
+
+
+def test_the_int8_cast_warning_flood_is_filtered(caplog: pytest.LogCaptureFixture) -> None:
+    transformers_backend._quiet_bitsandbytes()
+    transformers_backend._quiet_bitsandbytes()  # idempotent
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("MatMul8bitLt: inputs will be cast from %s to float16", "torch.float32")
+        logger.warning("something else worth seeing")
+    assert [r.getMessage() for r in caplog.records] == ["something else worth seeing"]
+    assert len(logger.filters) == 1
