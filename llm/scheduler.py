@@ -220,6 +220,8 @@ class BatchScheduler:
             self._abandon(seq)
 
     def _submit(self, request: GenerationRequest) -> _Sequence:
+        if self._closed:
+            raise LLMError("the model backend is shut down")
         if self._thread is None:
             raise LLMError("the model backend is not loaded (call load() first)")
         now = time.monotonic()
@@ -265,13 +267,12 @@ class BatchScheduler:
                     if self._closed:
                         return
                     admitted = self._take_waiting()
-                self._retire_abandoned()
-                if admitted:
-                    self._admit(admitted)
-                    # Right away, not after the next step: these are first tokens.
-                    self._flush()
-                if self._running:
-                    self._decode_step()
+                try:
+                    self._iteration(admitted)
+                except Exception as exc:
+                    # A bug here must not kill the thread: every later request would hang.
+                    log.exception("scheduler iteration failed; failing the running requests")
+                    self._fail_all_running(admitted, exc)
                 self._flush()
         finally:
             with self._cond:
@@ -280,6 +281,22 @@ class BatchScheduler:
                 with contextlib.suppress(Exception):
                     self._engine.remove(ids)
             log.debug("%s scheduler thread stopped", self._name)
+
+    def _iteration(self, admitted: Sequence[_Sequence]) -> None:
+        self._retire_abandoned()
+        if admitted:
+            self._admit(admitted)
+            # Right away, not after the next step: these are first tokens.
+            self._flush()
+        if self._running:
+            self._decode_step()
+
+    def _fail_all_running(self, admitted: Sequence[_Sequence], exc: Exception) -> None:
+        with self._cond:
+            failed = {seq.id: seq for seq in (*admitted, *self._running.values())}
+        self._drop(list(failed))
+        for seq in failed.values():
+            self._post(seq, LLMError(f"the scheduler failed: {exc!r}"))
 
     def _take_waiting(self) -> list[_Sequence]:
         """Pop the requests that may join the batch at this boundary (lock held)."""

@@ -361,3 +361,19 @@ async def test_one_bad_prompt_in_a_joint_prefill_fails_alone() -> None:
         await bad
     await blocker
     await scheduler.aclose()
+
+
+async def test_an_unexpected_error_fails_the_batch_but_not_the_thread() -> None:
+    class BrokenDecode(ByteEngine):
+        def decode(self, token_ids: Sequence[int]) -> str:
+            if b"!" in bytes(t for t in token_ids if t < 256):
+                raise RuntimeError("detokenizer bug")
+            return super().decode(token_ids)
+
+    scheduler = _make(BrokenDecode())
+    with pytest.raises(LLMError, match="detokenizer bug"):
+        await _collect(scheduler, _request("bang!"))
+    deltas = await _collect(scheduler, _request("fine"))
+    assert "".join(d.text for d in deltas) == "reply:fine"
+    assert scheduler.stats().running == 0
+    await scheduler.aclose()

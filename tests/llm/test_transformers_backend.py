@@ -20,7 +20,7 @@ from llm.base import (
     TextDelta,
 )
 from llm.transformers_backend import TransformersBackend
-from tests.llm.conftest import run_sync
+from tests.llm.support import run_sync
 
 SYSTEM = "You are a helpful assistant. Answer in one short sentence."
 
