@@ -17,16 +17,13 @@ from tests.e2e.test_local_chat import ROOT, start_deskmate, stop
 pytestmark = pytest.mark.model
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data directory per module so the GGUF is converted once."""
-    return tmp_path_factory.mktemp("embedded-model")
-
-
-def test_ask_answers_from_the_embedded_model(model_cache: Path) -> None:
+def test_ask_answers_from_the_embedded_model(model_data_dir: Path, tmp_path: Path) -> None:
     env = {
         **os.environ,
-        "DESKMATE_DATA_DIR": str(model_cache),
+        # The converted model is shared with the other model tests; the
+        # database is this test's own.
+        "DESKMATE_DATA_DIR": str(model_data_dir),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'ask.db'}",
         "DESKMATE_MAX_NEW_TOKENS": "40",
         "DESKMATE_TEMPERATURE": "0",
     }
@@ -46,11 +43,11 @@ def test_ask_answers_from_the_embedded_model(model_cache: Path) -> None:
     assert "Loading model" in result.stderr
 
 
-def test_local_chat_streams_a_model_answer(model_cache: Path, tmp_path: Path) -> None:
+def test_local_chat_streams_a_model_answer(model_data_dir: Path, tmp_path: Path) -> None:
     server = start_deskmate(
         tmp_path,
         {
-            "DESKMATE_DATA_DIR": str(model_cache),
+            "DESKMATE_DATA_DIR": str(model_data_dir),
             "DESKMATE_MAX_NEW_TOKENS": "60",
             "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
         },
