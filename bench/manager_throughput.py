@@ -20,12 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.manager import ConversationManager
+from bench.support import echo_manager
 from bot.types import ConversationRef, Inbound, Reply
-from llm.base import SamplingParams
-from llm.fake import FakeBackend
-from storage.db import Database
-from storage.repository import Repository
 
 
 async def _drain(reply: Reply) -> None:
@@ -34,17 +30,7 @@ async def _drain(reply: Reply) -> None:
 
 
 async def one_run(url: str, messages: int, conversations: int, run: int) -> float:
-    db = Database(url)
-    await db.upgrade()
-    manager = ConversationManager(
-        repository=Repository(db),
-        backend=FakeBackend(),
-        system_prompt="You are a benchmark.",
-        sampling=SamplingParams(max_new_tokens=32),
-        llm_timeout=30,
-        max_input_chars=4000,
-        history_messages=20,
-    )
+    manager, db = await echo_manager(url)
     per_conv = messages // conversations
 
     async def conversation(c: int) -> None:

@@ -46,24 +46,9 @@ async def serve_bot(
     api_url: str, database_url: str, edit_interval: float, max_answers: int
 ) -> None:
     from adapters.slack.adapter import SlackAdapter
-    from bot.manager import ConversationManager
-    from llm.base import SamplingParams
-    from llm.fake import FakeBackend
-    from storage.db import Database
-    from storage.repository import Repository
+    from bench.support import echo_manager
 
-    db = Database(database_url)
-    await db.upgrade()
-    repository = Repository(db)
-    manager = ConversationManager(
-        repository=repository,
-        backend=FakeBackend(),
-        system_prompt="bench",
-        sampling=SamplingParams(max_new_tokens=64),
-        llm_timeout=30.0,
-        max_input_chars=4000,
-        history_messages=20,
-    )
+    manager, db = await echo_manager(database_url)
     adapter = SlackAdapter(
         bot_token="xoxb-test",
         signing_secret=SECRET,
@@ -84,7 +69,7 @@ async def serve_bot(
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await adapter.stop()
     await runner.cleanup()
-    await repository.aclose()
+    await db.dispose()
 
 
 # -- the load generator (this process) ---------------------------------------------------

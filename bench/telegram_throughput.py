@@ -31,11 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.telegram import TelegramAdapter
-from bot.manager import ConversationManager
-from llm.base import SamplingParams
-from llm.fake import FakeBackend
-from storage.db import Database
-from storage.repository import Repository
+from bench.support import echo_manager
 from tests.fakes.telegram_api import FakeTelegram
 
 
@@ -57,17 +53,7 @@ async def one_run(
 ) -> Result:
     fake = FakeTelegram()
     await fake.start()
-    db = Database(f"sqlite:///{tmp}/bench-{run}-{telegram_pace}-{rate}.db")
-    await db.upgrade()
-    manager = ConversationManager(
-        repository=Repository(db),
-        backend=FakeBackend(),
-        system_prompt="You are a benchmark.",
-        sampling=SamplingParams(max_new_tokens=32),
-        llm_timeout=30,
-        max_input_chars=4000,
-        history_messages=20,
-    )
+    manager, db = await echo_manager(f"sqlite:///{tmp}/bench-{run}-{telegram_pace}-{rate}.db")
     adapter = TelegramAdapter(
         token=fake.token,
         api_url=fake.api_url,

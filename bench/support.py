@@ -1,0 +1,28 @@
+"""What the benchmarks share: the bot's core on the instant echo backend."""
+
+from __future__ import annotations
+
+from bot.manager import ConversationManager
+from llm.base import SamplingParams
+from llm.fake import FakeBackend
+from storage.db import Database
+from storage.repository import Repository
+
+
+async def echo_manager(database_url: str) -> tuple[ConversationManager, Database]:
+    """A migrated database and a manager whose model answers instantly.
+
+    The caller disposes of the database.
+    """
+    db = Database(database_url)
+    await db.upgrade()
+    manager = ConversationManager(
+        repository=Repository(db),
+        backend=FakeBackend(),
+        system_prompt="You are a benchmark.",
+        sampling=SamplingParams(max_new_tokens=64),
+        llm_timeout=30,
+        max_input_chars=4000,
+        history_messages=20,
+    )
+    return manager, db
