@@ -253,11 +253,13 @@ class ConversationManager:
         return reply
 
     async def _answer(self, accepted: Accepted, render: Render, slot: _Slot) -> Reply:
+        system_prompt = self.system_prompt
         if self.knowledge is not None:
             text = await self._knowledge_reply(accepted)
             if text is not None:
                 reply = Reply(ReplyKind.ANSWER, text=text, inbound_id=accepted.inbound_id)
                 return await self._deliver(accepted, reply, render, kind="chat")
+            system_prompt = await self._persona(accepted) or system_prompt
         history: Sequence[HistoryItem] | None = accepted.stored.history
         if history is None or accepted.history_version != self._history_version(
             accepted.inbound.ref.key
@@ -269,7 +271,7 @@ class ConversationManager:
             )
         budget = self.backend.context_window - self.sampling.max_new_tokens
         messages = build_messages(
-            system_prompt=self.system_prompt,
+            system_prompt=system_prompt,
             history=history,
             budget=budget,
             count_tokens=self._count_tokens,
@@ -323,6 +325,15 @@ class ConversationManager:
             # The knowledge base failing must not silence the bot: chat instead.
             log.exception("inbound %s: knowledge base failed", accepted.inbound_id)
             return None
+
+    async def _persona(self, accepted: Accepted) -> str:
+        """The tenant's persona set with /persona: its system prompt for plain chat."""
+        assert self.knowledge is not None
+        try:
+            return (await self.knowledge.persona(accepted.inbound.ref.tenant)).strip()
+        except Exception:
+            log.exception("inbound %s: could not read the persona", accepted.inbound_id)
+            return ""
 
     async def _generate(
         self,

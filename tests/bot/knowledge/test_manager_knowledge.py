@@ -126,3 +126,25 @@ async def test_draft_and_revisions(
     assert (await ask(manager, "What are your opening hours?")).startswith("We are open")
     await ask(manager, "/persona You are Acme's cheerful helper.", **admin)
     assert await kb.persona("t1") == "You are Acme's cheerful helper."
+
+
+async def test_persona_is_the_system_prompt_of_plain_chat(
+    setup: tuple[ConversationManager, KnowledgeBase], backend: FakeBackend
+) -> None:
+    manager, _ = setup
+    admin = {"user": "admin"}
+    await ask(manager, "/mode assistant --tenant", **admin)
+    backend.enqueue("Volcanoes are mountains.")
+    await ask(manager, "Where is the nearest volcano?")
+    assert backend.requests[-1].messages[0].content == manager.system_prompt
+
+    await ask(manager, "/persona You are Ava, Acme's cheerful helper.", **admin)
+    backend.enqueue("Hi, Ava here!")
+    assert await ask(manager, "Who are you?") == "Hi, Ava here!"
+    system = backend.requests[-1].messages[0]
+    assert (system.role, system.content) == ("system", "You are Ava, Acme's cheerful helper.")
+    # Another tenant keeps the configured prompt.
+    await ask(manager, "/mode assistant --tenant", tenant="t2", chat="c2", **admin)
+    backend.enqueue("Volcanoes again.")
+    await ask(manager, "Where is the nearest volcano?", tenant="t2", chat="c2")
+    assert backend.requests[-1].messages[0].content == manager.system_prompt
