@@ -1,6 +1,6 @@
 """Knowledge-base retrieval benchmark.
 
-    python bench/faq_eval.py [--entries 5000] [--database-url URL]
+    python bench/faq_eval.py [--entries 5000] [--database-url URL] [--tune-seeds 0 1 2]
 
 ``--database-url`` runs against that database instead of a fresh SQLite file
 (e.g. an empty PostgreSQL database: its FAQ tables are emptied first).
@@ -9,7 +9,10 @@
    model and scores the 162 reworded and 50 out-of-scope questions: top-1 /
    top-3 accuracy, share answered verbatim / grounded / escalated, how often a
    verbatim answer is the right entry, out-of-scope refusal rate.
-2. Pads the knowledge base to ``--entries`` with synthetic entries (each the
+2. Adapts the embedding model to the FAQ (``deskmate faq tune``, once per
+   ``--tune-seeds`` seed: training is randomised, so the spread matters) and
+   scores the same questions again.
+3. Pads the knowledge base to ``--entries`` with synthetic entries (each the
    question of one real entry with the answer of another, vectors mixed from
    theirs, so keyword and dense search do real work on every row), then
    measures retrieval latency (query embedding + database keyword search +
@@ -35,6 +38,7 @@ from sqlalchemy import Connection, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.knowledge import tuning
 from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import evaluate, faq_jsonl, load_eval_set
 from bot.knowledge.index import unpack
@@ -88,6 +92,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=5000)
     parser.add_argument("--database-url", default="")
+    parser.add_argument("--tune-seeds", type=int, nargs="*", default=[0])
     args = parser.parse_args()
     url = args.database_url or f"sqlite:///{Path(tempfile.mkdtemp()) / 'faq-bench.db'}"
     database = Database(url)
@@ -103,6 +108,11 @@ async def main() -> None:
     import_s = time.perf_counter() - t0
     eval_set = load_eval_set()
     real = (await evaluate(kb, eval_set)).summary()
+    tuned: list[tuple[int, float, dict[str, float | int]]] = []
+    for seed in args.tune_seeds:
+        kb.model_store = Path(tempfile.mkdtemp())
+        outcome = await tuning.tune(kb, seed=seed)
+        tuned.append((seed, outcome.seconds, (await evaluate(kb, eval_set)).summary()))
     padded_count = await pad(kb, args.entries)
     t0 = time.perf_counter()
     await kb.refresh(force=True)
@@ -110,7 +120,8 @@ async def main() -> None:
     padded = (await evaluate(kb, eval_set)).summary()
     await database.dispose()
     total = report.created + padded_count
-    print(json.dumps({"real": real, "padded": padded}, indent=1), file=sys.stderr)
+    dump = {"real": real, "tuned": [t[2] for t in tuned], "padded": padded}
+    print(json.dumps(dump, indent=1), file=sys.stderr)
     print(
         f"model load {load_s:.1f} s; import of {report.created} entries {import_s:.1f} s "
         f"({report.created / import_s:.1f} entries/s); index rebuild at {total} entries "
@@ -123,6 +134,10 @@ async def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     print(row(f"{report.created} real entries", real))
+    for seed, seconds, summary in tuned:
+        print(
+            row(f"{report.created} real entries, `faq tune` seed {seed} ({seconds:.0f} s)", summary)
+        )
     print(row(f"{total} entries (real + synthetic)", padded))
 
 

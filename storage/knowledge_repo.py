@@ -26,6 +26,10 @@ from storage.models import escalations, faq_answers, faq_entries, knowledge_sett
 T = TypeVar("T")
 
 GLOBAL = ""  # the tenant of deployment-wide entries
+# Settings of the whole deployment (not of a tenant or a conversation).
+DEPLOYMENT = "deployment"
+# Name of the embedding model the stored vectors should come from; unset: the base model.
+EMBEDDING_MODEL_SETTING = "embedding_model"
 
 # Words that carry no topic; dropping them keeps the OR query from matching everything.
 _STOPWORD_TEXT = (
@@ -231,6 +235,21 @@ class KnowledgeRepository:
                 )
 
         await self._run("store FAQ embeddings", op)
+
+    async def use_embedding_model(self, vectors: dict[int, bytes], embedding_model: str) -> None:
+        """Store every entry's vectors from a new model and make it the deployment's
+        model, in one transaction: readers see either the old model or the new one."""
+
+        def op(conn: Connection) -> None:
+            for entry_id, blob in vectors.items():
+                conn.execute(
+                    update(faq_entries)
+                    .where(faq_entries.c.id == entry_id)
+                    .values(embedding=blob, embedding_model=embedding_model)
+                )
+            _put_setting(conn, DEPLOYMENT, EMBEDDING_MODEL_SETTING, embedding_model)
+
+        await self._run("switch the embedding model", op)
 
     async def remove(self, tenant: str, ref: str) -> FaqEntry | None:
         """Delete the tenant's entry named by external id or row id; return it."""
@@ -443,20 +462,23 @@ class KnowledgeRepository:
     async def set_setting(self, scope: str, name: str, value: str | None) -> None:
         """Set (or with ``None`` clear) one setting."""
 
-        def op(conn: Connection) -> None:
-            conn.execute(
-                delete(knowledge_settings).where(
-                    knowledge_settings.c.scope == scope, knowledge_settings.c.name == name
-                )
-            )
-            if value is not None:
-                conn.execute(
-                    knowledge_settings.insert().values(
-                        scope=scope, name=name, value=value, updated_at=_now()
-                    )
-                )
+        await self._run(
+            f"store setting {name}", lambda conn: _put_setting(conn, scope, name, value)
+        )
 
-        await self._run(f"store setting {name}", op)
+
+def _put_setting(conn: Connection, scope: str, name: str, value: str | None) -> None:
+    conn.execute(
+        delete(knowledge_settings).where(
+            knowledge_settings.c.scope == scope, knowledge_settings.c.name == name
+        )
+    )
+    if value is not None:
+        conn.execute(
+            knowledge_settings.insert().values(
+                scope=scope, name=name, value=value, updated_at=_now()
+            )
+        )
 
 
 def _entry(row: Any) -> FaqEntry:

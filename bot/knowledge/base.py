@@ -29,8 +29,10 @@ import numpy as np
 from bot.knowledge.importer import ParseResult, RowIssue, parse_file
 from bot.knowledge.index import Hit, VectorIndex, embed_entries
 from llm.base import Backend, ChatMessage, GenerationRequest, LLMError, SamplingParams
-from llm.embeddings import Embedder
+from llm.embeddings import Embedder, shared_embedder
 from storage.knowledge_repo import (
+    DEPLOYMENT,
+    EMBEDDING_MODEL_SETTING,
     GLOBAL,
     EntryInput,
     FaqEntry,
@@ -155,9 +157,15 @@ class KnowledgeBase:
         policy: Policy | None = None,
         refresh_interval: float = 2.0,
         llm_timeout: float | None = 60.0,
+        model_store: Path | None = None,
     ) -> None:
         self.repository = repository
+        # ``embedder`` is the base model; after ``deskmate faq tune`` the model
+        # adapted to this knowledge base (a folder under ``model_store``) replaces
+        # it in ``self.embedder`` on the next refresh, in every process.
+        self.base_embedder = embedder
         self.embedder = embedder
+        self.model_store = model_store
         self.backend = backend
         self.policy = policy or Policy()
         self.refresh_interval = refresh_interval
@@ -166,6 +174,7 @@ class KnowledgeBase:
         self._signature: object = None
         self._checked_at = 0.0
         self._lock = asyncio.Lock()
+        self._reported_missing: set[str] = set()
 
     # -- content -------------------------------------------------------------------
 
@@ -197,19 +206,24 @@ class KnowledgeBase:
         self, parsed: ParseResult, *, tenant: str = GLOBAL, progress: Progress | None = None
     ) -> UpsertResult:
         entries = [row.entry for row in parsed.rows]
-        blobs = await asyncio.to_thread(self._embed_with_progress, entries, progress)
+        embedder = await self._current_embedder()
+        blobs = await asyncio.to_thread(self._embed_with_progress, embedder, entries, progress)
         result = await self.repository.upsert_many(
-            tenant, list(zip(entries, blobs, strict=True)), embedding_model=self.embedder.name
+            tenant, list(zip(entries, blobs, strict=True)), embedding_model=embedder.name
         )
         self._invalidate()
         return result
 
+    @staticmethod
     def _embed_with_progress(
-        self, entries: Sequence[EntryInput], progress: Progress | None, step: int = 64
+        embedder: Embedder,
+        entries: Sequence[EntryInput],
+        progress: Progress | None,
+        step: int = 64,
     ) -> list[bytes]:
         out: list[bytes] = []
         for start in range(0, len(entries), step):
-            out.extend(embed_entries(self.embedder, entries[start : start + step]))
+            out.extend(embed_entries(embedder, entries[start : start + step]))
             if progress is not None:
                 progress(min(start + step, len(entries)), len(entries))
         if progress is not None and not entries:
@@ -217,9 +231,10 @@ class KnowledgeBase:
         return out
 
     async def add(self, entry: EntryInput, *, tenant: str = GLOBAL) -> UpsertResult:
-        blob = await asyncio.to_thread(embed_entries, self.embedder, [entry])
+        embedder = await self._current_embedder()
+        blob = await asyncio.to_thread(embed_entries, embedder, [entry])
         result = await self.repository.upsert_many(
-            tenant, [(entry, blob[0])], embedding_model=self.embedder.name
+            tenant, [(entry, blob[0])], embedding_model=embedder.name
         )
         self._invalidate()
         return result
@@ -246,25 +261,67 @@ class KnowledgeBase:
         ):
             return self._index
         async with self._lock:
-            signature = await self.repository.signature()
+            wanted = await self.repository.get_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING)
+            signature = (await self.repository.signature(), wanted)
             self._checked_at = time.monotonic()
             if not force and self._index is not None and signature == self._signature:
                 return self._index
+            embedder, authoritative = await self._embedder_for(wanted)
+            self.embedder = embedder
             entries = await self.repository.entries(with_embeddings=True)
             stale = [
-                e for e in entries if e.embedding is None or e.embedding_model != self.embedder.name
+                e for e in entries if e.embedding is None or e.embedding_model != embedder.name
             ]
             if stale:
                 # Imported with another model (or none): embed again, once.
                 log.info("computing embeddings for %d FAQ entries", len(stale))
-                blobs = await asyncio.to_thread(embed_entries, self.embedder, stale)
+                blobs = await asyncio.to_thread(embed_entries, embedder, stale)
                 fresh = dict(zip((e.id for e in stale), blobs, strict=True))
-                await self.repository.set_embeddings(fresh, embedding_model=self.embedder.name)
+                if authoritative:
+                    # A process standing in with another model keeps its vectors to
+                    # itself, or it would fight the processes that have the right one.
+                    await self.repository.set_embeddings(fresh, embedding_model=embedder.name)
                 entries = [_with_embedding(e, fresh[e.id]) if e.id in fresh else e for e in entries]
             blobs = [e.embedding or b"" for e in entries]
             self._index = await asyncio.to_thread(VectorIndex, entries, blobs, self.embedder.dim)
             self._signature = signature
             return self._index
+
+    async def _current_embedder(self) -> Embedder:
+        """The model new entries are embedded with: the deployment's, as stored now."""
+        wanted = await self.repository.get_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING)
+        return (await self._embedder_for(wanted))[0]
+
+    async def _embedder_for(self, wanted: str | None) -> tuple[Embedder, bool]:
+        """The embedder for the deployment's model setting, and whether it is that
+        model (False: the base model standing in for a missing adapted one)."""
+        base = self.base_embedder
+        if not wanted or wanted == base.name:
+            return base, True
+        if self.embedder.name == wanted:
+            return self.embedder, True
+        folder = self.model_store / wanted if self.model_store is not None else None
+        problem = "no model folder is configured"
+        if folder is not None:
+            problem = f"{folder} does not exist"
+            if folder.is_dir():
+                embedder = shared_embedder(model_dir=folder)
+                try:
+                    await asyncio.to_thread(embedder.load)
+                    return embedder, True
+                except Exception as exc:  # a damaged folder must not take retrieval down
+                    problem = f"{folder} could not be loaded ({exc})"
+        if wanted not in self._reported_missing:
+            self._reported_missing.add(wanted)
+            log.error(
+                "the knowledge base uses the adapted embedding model %s, but %s; searching "
+                "with %s meanwhile (copy that folder here, run `deskmate faq tune` again, or "
+                "`deskmate faq tune --reset` to go back to the base model)",
+                wanted,
+                problem,
+                base.name,
+            )
+        return base, False
 
     async def has_entries(self, tenant: str = GLOBAL) -> bool:
         """Whether any entry is visible to ``tenant`` (no model is loaded to tell)."""

@@ -1,4 +1,4 @@
-"""``deskmate faq import|export``: the knowledge base from the shell.
+"""``deskmate faq import|export|tune``: the knowledge base from the shell.
 
 ``register(subparsers)`` adds the ``faq`` command to the main CLI's parser;
 ``run(args, settings)`` executes it. ``deskmate ask`` goes through the
@@ -18,6 +18,7 @@ from bot.knowledge.base import KnowledgeBase, Policy
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import FIELDS, FORMATS, parse_mapping
 from bot.settings import Settings
+from llm.embeddings import ADAPT_EPOCHS
 from storage.db import Database
 from storage.knowledge_repo import KnowledgeRepository
 
@@ -42,6 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="FIELD=COLUMN",
         help=f"read FIELD ({', '.join(FIELDS)}) from COLUMN, e.g. --map question=Title",
     )
+    tune = faq_sub.add_parser(
+        "tune",
+        help="adapt the embedding model to the knowledge base (minutes on a CPU)",
+        description="Fine-tunes the sentence model on the deployment-wide entries' own "
+        "questions and answers, so that retrieval learns the knowledge base's vocabulary, "
+        "then re-embeds every entry with it. Run it again after large imports. Running "
+        "bots switch over by themselves; each needs the model folder under its data dir.",
+    )
+    tune.add_argument("--epochs", type=int, default=ADAPT_EPOCHS, help="passes over the entries")
+    tune.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    tune.add_argument("--reset", action="store_true", help="go back to the base model")
     exp = faq_sub.add_parser("export", help="write the FAQ as CSV or JSONL")
     exp.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
     exp.add_argument("--tenant", default=None, help="only this tenant's entries ('' = shared)")
@@ -65,6 +77,7 @@ def knowledge_base(db: Database, settings: Settings, backend: Any = None) -> Kno
             fallback_verbatim_score=(settings.faq_grounded_score + settings.faq_verbatim_score) / 2,
         ),
         llm_timeout=settings.llm_timeout,
+        model_store=settings.data_dir / "embeddings",
     )
 
 
@@ -96,7 +109,7 @@ async def run(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """Run ``faq import|export``; 0 on success, 1 with the reason on stderr."""
+    """Run ``faq import|export|tune``; 0 on success, 1 with the reason on stderr."""
     from pathlib import Path
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
@@ -115,6 +128,17 @@ async def run(
             for line in report.lines()[1:]:
                 print(line, file=stderr)
             print(report.lines()[0], file=stdout)
+            return 0
+        if args.faq_command == "tune":
+            from bot.knowledge import tuning
+
+            if args.reset:
+                outcome = await tuning.reset(kb)
+            else:
+                outcome = await tuning.tune(
+                    kb, epochs=args.epochs, seed=args.seed, progress=_Progress(stderr, "adapting")
+                )
+            print(outcome.line(), file=stdout)
             return 0
         entries = await kb.repository.entries(tenant=args.tenant)
         text = export_entries(entries, args.format)

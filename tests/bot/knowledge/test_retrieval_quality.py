@@ -11,8 +11,17 @@ bench/README.md for the full table):
                                                  45 % grounded, 3.7 % escalated)
     out-of-scope escalated             98.0 %
 
+After ``deskmate faq tune`` (the model adapted to these 503 entries, seed 0):
+
+    top-1                              89.5 %   (seeds 1 and 2: 85.8 %, 86.4 %)
+    top-3                              97.5 %
+    verbatim answers that are right    97.2 %
+    out-of-scope escalated             90.0 %
+
 The floors below sit a little under those figures; a change that loses
-retrieval quality fails here.
+retrieval quality fails here. The adapted model's floors allow for the
+spread between seeds: a CPU with other matrix kernels trains a slightly
+different model from the same seed.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from bot.knowledge import tuning
 from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import evaluate, faq_jsonl, load_eval_set
 from storage.db import Database
@@ -34,18 +44,30 @@ TOP1_FLOOR = 0.82
 TOP3_FLOOR = 0.92
 VERBATIM_PRECISION_FLOOR = 0.97
 REFUSAL_FLOOR = 0.96
+TUNED_TOP1_FLOOR = 0.85
+TUNED_TOP3_FLOOR = 0.95
+TUNED_VERBATIM_PRECISION_FLOOR = 0.95
+TUNED_REFUSAL_FLOOR = 0.86
+
+
+async def _imported(folder: Path) -> tuple[KnowledgeBase, Database]:
+    from llm.embeddings import SentenceEmbedder
+
+    database = Database(f"sqlite:///{folder / 'kb.db'}")
+    await database.upgrade()
+    kb = KnowledgeBase(
+        repository=KnowledgeRepository(database),
+        embedder=SentenceEmbedder(),
+        model_store=folder / "embeddings",
+    )
+    report = await kb.import_file(faq_jsonl())
+    assert (report.created, len(report.skipped)) == (503, 0)
+    return kb, database
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def kb(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KnowledgeBase]:
-    from llm.embeddings import SentenceEmbedder
-
-    path: Path = tmp_path_factory.mktemp("kb") / "kb.db"
-    database = Database(f"sqlite:///{path}")
-    await database.upgrade()
-    kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=SentenceEmbedder())
-    report = await kb.import_file(faq_jsonl())
-    assert (report.created, len(report.skipped)) == (503, 0)
+    kb, database = await _imported(tmp_path_factory.mktemp("kb"))
     yield kb
     await database.dispose()
 
@@ -60,3 +82,20 @@ async def test_reworded_questions_find_their_entry(kb: KnowledgeBase) -> None:
     assert result.top3_rate >= TOP3_FLOOR
     assert result.verbatim_precision >= VERBATIM_PRECISION_FLOOR
     assert result.refusal_rate >= REFUSAL_FLOOR
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_adapting_the_model_to_the_faq_finds_more(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    kb, database = await _imported(tmp_path_factory.mktemp("tuned"))
+    try:
+        await tuning.tune(kb)
+        result = await evaluate(kb, load_eval_set())
+    finally:
+        await database.dispose()
+    print(result.summary())
+    assert result.top1_rate >= TUNED_TOP1_FLOOR, result.misses
+    assert result.top3_rate >= TUNED_TOP3_FLOOR
+    assert result.verbatim_precision >= TUNED_VERBATIM_PRECISION_FLOOR
+    assert result.refusal_rate >= TUNED_REFUSAL_FLOOR

@@ -1,0 +1,122 @@
+"""``deskmate faq tune``: adapting the embedding model to the knowledge base.
+
+Real model, real training (one short epoch on a slice of the evaluation FAQ),
+on SQLite and PostgreSQL; the retrieval gain itself is measured on the whole
+FAQ in ``test_retrieval_quality``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConfigError
+from bot.knowledge import tuning
+from bot.knowledge.base import KnowledgeBase
+from bot.knowledge.evaluation import faq_jsonl
+from bot.knowledge.importer import ParsedRow, ParseResult
+from llm.embeddings import BASE_MODEL_NAME, HashingEmbedder, SentenceEmbedder
+from storage.knowledge_repo import (
+    DEPLOYMENT,
+    EMBEDDING_MODEL_SETTING,
+    EntryInput,
+    KnowledgeRepository,
+)
+from storage.repository import Repository
+
+pytestmark = pytest.mark.model
+
+
+def _faq(count: int) -> ParseResult:
+    lines = faq_jsonl().read_text(encoding="utf-8").splitlines()[:count]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        item = json.loads(line)
+        entry = EntryInput(
+            question=item["q"],
+            answer=item["a"],
+            source="; ".join(item["sources"]),
+            external_id=item["id"],
+        )
+        rows.append(ParsedRow(number, entry))
+    return ParseResult(rows=rows, issues=[])
+
+
+def _kb(repository: Repository, store: Path) -> KnowledgeBase:
+    return KnowledgeBase(
+        repository=KnowledgeRepository(repository.db),
+        embedder=SentenceEmbedder(),
+        model_store=store,
+        refresh_interval=0.0,
+    )
+
+
+async def _models(kb: KnowledgeBase) -> set[str | None]:
+    return {e.embedding_model for e in await kb.repository.entries(with_embeddings=True)}
+
+
+async def test_tune_switches_every_process_to_the_adapted_model(
+    repository: Repository, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "embeddings"
+    kb = _kb(repository, store)
+    await kb.store(_faq(24))
+    await kb.add(
+        EntryInput(question="Where is the Oslo office?", answer="Storgata 1."), tenant="t1"
+    )
+    other = _kb(repository, store)  # a second bot process on the same database
+    assert {h.entry.ref for h in await other.search("building permit")}
+    assert other.embedder.name == BASE_MODEL_NAME
+
+    steps: list[tuple[int, int]] = []
+    report = await tuning.tune(kb, epochs=1, progress=lambda d, t: steps.append((d, t)))
+    assert report.entries == 24 and report.embedded == 25 and report.seconds > 0
+    assert report.folder == store / report.model and (store / report.model).is_dir()
+    assert report.model.startswith(f"{BASE_MODEL_NAME}-kb-")
+    assert steps and steps[-1] == (1, 1)  # 24 pairs: one batch
+    stored = await kb.repository.get_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING)
+    assert stored == report.model
+    assert await _models(kb) == {report.model}
+
+    hits = await other.search("how long until the council decides on my permit?")
+    assert other.embedder.name == report.model
+    assert hits[0].entry.ref == "bygglov-002"
+
+    # The same entries and settings give the same model: nothing is trained again.
+    again = await tuning.tune(kb, epochs=1)
+    assert again.model == report.model and again.seconds == 0.0
+
+    # A process whose data dir lacks the folder searches with the base model
+    # and leaves the stored vectors alone.
+    elsewhere = _kb(repository, tmp_path / "empty")
+    with caplog.at_level(logging.ERROR, logger="bot.knowledge.base"):
+        assert await elsewhere.search("building permit")
+    assert elsewhere.embedder.name == BASE_MODEL_NAME
+    assert "does not exist" in caplog.text and report.model in caplog.text
+    assert await _models(kb) == {report.model}
+
+    back = await tuning.reset(kb)
+    assert back.model == BASE_MODEL_NAME and back.embedded == 25
+    assert await kb.repository.get_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING) is None
+    assert await _models(kb) == {BASE_MODEL_NAME}
+    await other.search("building permit")
+    assert other.embedder.name == BASE_MODEL_NAME
+
+
+async def test_tune_refuses_what_it_cannot_do(repository: Repository, tmp_path: Path) -> None:
+    kb = _kb(repository, tmp_path / "embeddings")
+    await kb.store(_faq(5))
+    with pytest.raises(ConfigError, match=r"has 5 deployment-wide entries.*at least 20"):
+        await tuning.tune(kb)
+    with pytest.raises(ConfigError, match="at least 1"):
+        await tuning.tune(kb, epochs=0)
+    hashing = KnowledgeBase(
+        repository=KnowledgeRepository(repository.db),
+        embedder=HashingEmbedder(),
+        model_store=tmp_path,
+    )
+    with pytest.raises(ConfigError, match="cannot be adapted"):
+        await tuning.tune(hashing)
