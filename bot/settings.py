@@ -21,6 +21,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 QUANTIZATIONS = ("none", "8bit", "4bit")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class Settings:
     model: str = "embedded"  # "embedded", a model directory, or a .gguf file
     quantization: str = "none"
     allow_quantization_fallback: bool = False
+    dtype: str = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     llm_url: str = ""  # OpenAI-compatible server; overrides ``model``
     llm_api_key: str = ""
@@ -102,6 +104,10 @@ class Settings:
                 f"DESKMATE_QUANTIZATION must be one of {', '.join(QUANTIZATIONS)}, "
                 f"not {self.quantization!r}"
             )
+        if self.dtype not in DTYPES:
+            raise ConfigError(
+                f"DESKMATE_DTYPE must be one of {', '.join(DTYPES)}, not {self.dtype!r}"
+            )
         if not 0 < self.port < 65536:
             raise ConfigError(f"PORT must be between 1 and 65535, not {self.port}")
         if not 0.0 <= self.faq_grounded_score <= self.faq_verbatim_score <= 1.0:
@@ -133,6 +139,7 @@ ENV_VARS: dict[str, str] = {
     "model": "DESKMATE_MODEL",
     "quantization": "DESKMATE_QUANTIZATION",
     "allow_quantization_fallback": "DESKMATE_ALLOW_QUANTIZATION_FALLBACK",
+    "dtype": "DESKMATE_DTYPE",
     "device": "DESKMATE_DEVICE",
     "llm_url": "DESKMATE_LLM_URL",
     "llm_api_key": "DESKMATE_LLM_API_KEY",

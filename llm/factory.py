@@ -29,6 +29,7 @@ def create_backend(settings: Settings) -> Backend:
         quantization=settings.quantization,
         device=settings.device,
         allow_quantization_fallback=settings.allow_quantization_fallback,
+        dtype=settings.dtype,
         data_dir=settings.data_dir,
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,

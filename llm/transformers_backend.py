@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigError, ModelNotFound
+from bot.settings import DTYPES, QUANTIZATIONS
 from llm.base import ChatMessage, GenerationRequest, LLMError, TextDelta
 from llm.embedded import converted_dir, embedded_gguf_path, ensure_converted
 from llm.scheduler import BatchScheduler, NewSequence, SchedulerStats
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("none", "8bit", "4bit")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Prefill of a long prompt on a CPU takes seconds; a smaller window keeps the
 # worst case tolerable. A GPU gets whatever the model supports, up to this.
 _CPU_CONTEXT_CAP = 2048
@@ -92,7 +91,7 @@ class TransformersBackend:
                 f"not {quantization!r}"
             )
         if dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+            raise ConfigError(f"DESKMATE_DTYPE must be one of {', '.join(DTYPES)}, not {dtype!r}")
         self._model_spec = model
         self._quantization = quantization
         self._device_spec = device

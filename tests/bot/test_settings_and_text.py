@@ -42,6 +42,7 @@ def test_env_parsing() -> None:
         ({"PORT": "eighty"}, "PORT must be a number"),
         ({"PORT": "70000"}, "PORT must be between"),
         ({"DESKMATE_QUANTIZATION": "2bit"}, "DESKMATE_QUANTIZATION must be one of"),
+        ({"DESKMATE_DTYPE": "float8"}, "DESKMATE_DTYPE must be one of auto, float32"),
         ({"DESKMATE_ALLOW_QUANTIZATION_FALLBACK": "maybe"}, "must be true or false"),
         ({"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_WEBHOOK_URL": "https://x"}, "WEBHOOK_SECRET"),
         ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_APP_TOKEN"),

@@ -32,6 +32,7 @@ def test_default_is_the_embedded_local_model(tmp_path: Path) -> None:
             "DESKMATE_DATA_DIR": str(tmp_path),
             "DESKMATE_QUANTIZATION": "4bit",
             "DESKMATE_MAX_BATCH": "12",
+            "DESKMATE_DTYPE": "float32",
         }
     )
     backend = create_backend(settings)
@@ -40,6 +41,7 @@ def test_default_is_the_embedded_local_model(tmp_path: Path) -> None:
     assert backend.name == "transformers:embedded"
     assert backend._quantization == "4bit"
     assert backend._max_batch == 12
+    assert backend._dtype_spec == "float32"
     assert backend._data_dir == tmp_path
 
 
