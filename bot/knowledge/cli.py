@@ -13,7 +13,7 @@ import asyncio
 import sys
 from typing import Any, TextIO
 
-from bot.errors import DeskmateError
+from bot.errors import ConfigError, DeskmateError
 from bot.knowledge.base import KnowledgeBase, Policy
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import FIELDS, FORMATS, parse_mapping
@@ -128,6 +128,8 @@ async def run(
             for line in report.lines()[1:]:
                 print(line, file=stderr)
             print(report.lines()[0], file=stdout)
+            if report.created or report.updated:
+                print(await _tune_hint(kb), file=stderr)
             return 0
         if args.faq_command == "tune":
             from bot.knowledge import tuning
@@ -152,11 +154,26 @@ async def run(
         else:
             stdout.write(text)
         return 0
+    except ConfigError as exc:
+        # The operator is the one reading: the message says what to fix.
+        print(f"deskmate: {exc}", file=stderr)
+        return 1
     except DeskmateError as exc:
         print(f"deskmate: {exc.user_message or exc}", file=stderr)
         return 1
     finally:
         await db.dispose()
+
+
+async def _tune_hint(kb: KnowledgeBase) -> str:
+    from storage.knowledge_repo import DEPLOYMENT, EMBEDDING_MODEL_SETTING
+
+    if await kb.repository.get_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING):
+        return (
+            "the embedding model was adapted to the entries as they were before this import; "
+            "run `deskmate faq tune` again to include the new ones"
+        )
+    return "tip: `deskmate faq tune` adapts the embedding model to these entries (better matches)"
 
 
 async def answer_record(kb: KnowledgeBase, conversation_key: str) -> dict[str, Any] | None:

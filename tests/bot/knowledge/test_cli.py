@@ -50,6 +50,12 @@ def test_import_then_ask_and_chat_get_the_curated_answer(tmp_path: Path) -> None
     assert "3 added, 0 updated, 0 unchanged, 1 skipped" in result.stdout
     assert "skipped line 5: the question is empty" in result.stderr
     assert "embedding: 3/3" in result.stderr
+    assert "tip: `deskmate faq tune`" in result.stderr
+    result = deskmate(tmp_path, "faq", "tune")
+    assert result.returncode == 1
+    assert "has 3 deployment-wide entries; adapting the embedding model needs at least 20" in (
+        result.stderr
+    )
 
     questions = "when are you open during the week?\nwhat is the boiling point of lead?\n"
     result = deskmate(tmp_path, "ask", "-", "--json", stdin=questions)
