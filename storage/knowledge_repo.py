@@ -224,29 +224,17 @@ class KnowledgeRepository:
 
     async def set_embeddings(self, vectors: dict[int, bytes], *, embedding_model: str) -> None:
         """Store vectors computed later (backfill after a model change)."""
-
-        def op(conn: Connection) -> None:
-            for entry_id, blob in vectors.items():
-                # changed_at stays: every process computes the same vectors.
-                conn.execute(
-                    update(faq_entries)
-                    .where(faq_entries.c.id == entry_id)
-                    .values(embedding=blob, embedding_model=embedding_model)
-                )
-
-        await self._run("store FAQ embeddings", op)
+        # changed_at stays: every process computes the same vectors.
+        await self._run(
+            "store FAQ embeddings", lambda conn: _put_embeddings(conn, vectors, embedding_model)
+        )
 
     async def use_embedding_model(self, vectors: dict[int, bytes], embedding_model: str) -> None:
         """Store every entry's vectors from a new model and make it the deployment's
         model, in one transaction: readers see either the old model or the new one."""
 
         def op(conn: Connection) -> None:
-            for entry_id, blob in vectors.items():
-                conn.execute(
-                    update(faq_entries)
-                    .where(faq_entries.c.id == entry_id)
-                    .values(embedding=blob, embedding_model=embedding_model)
-                )
+            _put_embeddings(conn, vectors, embedding_model)
             _put_setting(conn, DEPLOYMENT, EMBEDDING_MODEL_SETTING, embedding_model)
 
         await self._run("switch the embedding model", op)
@@ -464,6 +452,15 @@ class KnowledgeRepository:
 
         await self._run(
             f"store setting {name}", lambda conn: _put_setting(conn, scope, name, value)
+        )
+
+
+def _put_embeddings(conn: Connection, vectors: dict[int, bytes], embedding_model: str) -> None:
+    for entry_id, blob in vectors.items():
+        conn.execute(
+            update(faq_entries)
+            .where(faq_entries.c.id == entry_id)
+            .values(embedding=blob, embedding_model=embedding_model)
         )
 
 
