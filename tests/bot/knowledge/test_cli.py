@@ -101,3 +101,29 @@ def test_fatal_import_errors_exit_1_and_store_nothing(tmp_path: Path) -> None:
     assert result.returncode == 0 and "1 added" in result.stdout
     result = deskmate(tmp_path, "faq", "import", str(tmp_path / "nope.jsonl"))
     assert result.returncode == 1 and "cannot read" in result.stderr
+
+
+def test_tune_then_ask_with_the_adapted_model(tmp_path: Path) -> None:
+    from bot.knowledge.evaluation import faq_jsonl
+
+    faq = tmp_path / "faq.jsonl"
+    lines = faq_jsonl().read_text(encoding="utf-8").splitlines()[:24]
+    faq.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert deskmate(tmp_path, "faq", "import", str(faq)).returncode == 0
+
+    result = deskmate(tmp_path, "faq", "tune", "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    assert "adapting: 1/1" in result.stderr
+    assert "trained on 24 entries" in result.stdout and "24 entries re-embedded" in result.stdout
+    (folder,) = (tmp_path / "data" / "embeddings").iterdir()
+    assert folder.name.startswith("all-MiniLM-L6-v2-kb-") and folder.name in result.stdout
+
+    result = deskmate(tmp_path, "ask", "--json", "how long until the council decides on my permit?")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["path"] == "verbatim" and answer["sources"][0]["id"] == "bygglov-002"
+
+    result = deskmate(tmp_path, "faq", "import", str(faq))
+    assert "run `deskmate faq tune` again" not in result.stderr  # nothing changed
+    result = deskmate(tmp_path, "faq", "tune", "--reset")
+    assert result.returncode == 0 and "back to the base model all-MiniLM-L6-v2" in result.stdout
