@@ -267,7 +267,6 @@ class KnowledgeBase:
             if not force and self._index is not None and signature == self._signature:
                 return self._index
             embedder, authoritative = await self._embedder_for(wanted)
-            self.embedder = embedder
             entries = await self.repository.entries(with_embeddings=True)
             stale = [
                 e for e in entries if e.embedding is None or e.embedding_model != embedder.name
@@ -283,9 +282,12 @@ class KnowledgeBase:
                     await self.repository.set_embeddings(fresh, embedding_model=embedder.name)
                 entries = [_with_embedding(e, fresh[e.id]) if e.id in fresh else e for e in entries]
             blobs = [e.embedding or b"" for e in entries]
-            self._index = await asyncio.to_thread(VectorIndex, entries, blobs, self.embedder.dim)
+            index = await asyncio.to_thread(VectorIndex, entries, blobs, embedder.dim)
+            # Swapped together, with no await between: a query is always embedded by
+            # the model whose vectors fill the index it is ranked against.
+            self._index, self.embedder = index, embedder
             self._signature = signature
-            return self._index
+            return index
 
     async def _current_embedder(self) -> Embedder:
         """The model new entries are embedded with: the deployment's, as stored now."""
@@ -331,11 +333,12 @@ class KnowledgeBase:
     async def search(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> list[Hit]:
         """Hybrid retrieval: dense scores fused with the database's keyword search."""
         index = await self.refresh()
+        embedder = self.embedder  # the model of ``index`` (read before any other await)
         if not len(index) or not question.strip():
             return []
         # The embedding (a worker thread) and the keyword query overlap.
         vectors, keyword = await asyncio.gather(
-            asyncio.to_thread(self.embedder.embed, [question]),
+            asyncio.to_thread(embedder.embed, [question]),
             self.repository.keyword_search(question, tenant=tenant, limit=50),
         )
         vector = vectors[0]
