@@ -159,38 +159,44 @@ _ADAPT_SCALE = 20.0
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-def adapted_name(base: str, pairs: Sequence[tuple[str, str]], *, epochs: int, seed: int) -> str:
-    """Folder and model name of ``base`` adapted to ``pairs``: same input, same name."""
+# One knowledge-base entry for training: its phrasings (the question first) and its answer.
+TrainingEntry = tuple[Sequence[str], str]
+
+
+def adapted_name(base: str, entries: Sequence[TrainingEntry], *, epochs: int, seed: int) -> str:
+    """Folder and model name of ``base`` adapted to ``entries``: same input, same name."""
+    content = sorted([list(phrasings), answer] for phrasings, answer in entries)
     digest = hashlib.sha256(
-        json.dumps([base, epochs, seed, ADAPT_LEARNING_RATE, sorted(pairs)]).encode()
+        json.dumps([base, epochs, seed, ADAPT_LEARNING_RATE, content]).encode()
     ).hexdigest()
     return f"{base}-kb-{digest[:12]}"
 
 
 def adapt(
     base_dir: Path,
-    pairs: Sequence[tuple[str, str]],
+    entries: Sequence[TrainingEntry],
     out_dir: Path,
     *,
     epochs: int = ADAPT_EPOCHS,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> float:
-    """Fine-tune the sentence model in ``base_dir`` on (question, answer) pairs.
+    """Fine-tune the sentence model in ``base_dir`` on the entries' questions and answers.
 
     Each question is pulled towards its own answer and away from the other
     answers of its batch (in-batch negatives), half the time towards one
-    sentence of the answer instead of all of it. The model so learns the
-    knowledge base's vocabulary: which plain words its terms of art, product
-    names and abbreviations stand for, which a general model cannot know.
-    Blocks for minutes on a CPU; returns the seconds it took. The result is
-    written to a temporary folder and renamed into ``out_dir``, so a crash
-    never leaves half a model behind.
+    sentence of the answer instead of all of it. An entry appears once per
+    epoch, under one of its phrasings, so that no answer is its own negative.
+    The model so learns the knowledge base's vocabulary: which plain words its
+    terms of art, product names and abbreviations stand for, which a general
+    model cannot know. Blocks for minutes on a CPU; returns the seconds it
+    took. The result is written to a temporary folder and renamed into
+    ``out_dir``, so a crash never leaves half a model behind.
     """
     import torch
     from sentence_transformers import SentenceTransformer
 
-    if len(pairs) < 2:
+    if len(entries) < 2:
         raise ValueError("adapting the embedding model needs at least two entries")
     started = time.monotonic()
     torch.manual_seed(seed)
@@ -198,9 +204,10 @@ def adapt(
     model = SentenceTransformer(str(base_dir), device="cpu", local_files_only=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=ADAPT_LEARNING_RATE)
     sentences = [
-        [s for s in _SENTENCE.split(answer) if s.strip()] or [answer] for _, answer in pairs
+        [s for s in _SENTENCE.split(answer) if s.strip()] or [answer] for _, answer in entries
     ]
-    per_epoch = -(-len(pairs) // ADAPT_BATCH)
+    # A last batch of one is skipped (no negatives), so it is not counted either.
+    per_epoch = len(entries) // ADAPT_BATCH + (len(entries) % ADAPT_BATCH >= 2)
     total = epochs * per_epoch
 
     def encode(texts: list[str]) -> torch.Tensor:
@@ -210,18 +217,22 @@ def adapt(
         vectors = model(features)["sentence_embedding"]
         return torch.nn.functional.normalize(vectors, dim=-1)
 
+    def phrasing(i: int) -> str:
+        options = entries[i][0]
+        return options[0] if len(options) == 1 else rng.choice(list(options))
+
     model.train()
     done = 0
     for _ in range(epochs):
-        order = list(range(len(pairs)))
+        order = list(range(len(entries)))
         rng.shuffle(order)
         for start in range(0, len(order), ADAPT_BATCH):
             batch = order[start : start + ADAPT_BATCH]
             if len(batch) < 2:
-                continue  # a lone pair has no negatives to learn from
-            questions = encode([pairs[i][0] for i in batch])
+                continue  # a lone entry has no negatives to learn from
+            questions = encode([phrasing(i) for i in batch])
             targets = encode(
-                [pairs[i][1] if rng.random() < 0.5 else rng.choice(sentences[i]) for i in batch]
+                [entries[i][1] if rng.random() < 0.5 else rng.choice(sentences[i]) for i in batch]
             )
             logits = questions @ targets.T * _ADAPT_SCALE
             labels = torch.arange(len(batch))

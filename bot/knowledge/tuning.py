@@ -79,21 +79,20 @@ async def tune(
     if epochs < 1:
         raise ConfigError("--epochs must be at least 1")
     entries = await kb.repository.entries(tenant=GLOBAL)
-    pairs = sorted(
-        {(phrasing, e.answer) for e in entries for phrasing in (e.question, *e.alternatives)}
-    )
+    # Sorted, so that the same entries give the same model whatever order the database returns.
+    training = sorted(((e.question, *e.alternatives), e.answer) for e in entries)
     if len(entries) < MIN_ENTRIES:
         raise ConfigError(
             f"the knowledge base has {len(entries)} deployment-wide entries; adapting the "
             f"embedding model needs at least {MIN_ENTRIES}"
         )
-    name = adapted_name(base.name, pairs, epochs=epochs, seed=seed)
+    name = adapted_name(base.name, training, epochs=epochs, seed=seed)
     folder = kb.model_store / name
     seconds = 0.0
     if not folder.is_dir():
         log.info("adapting %s to %d entries (%d epochs)", base.name, len(entries), epochs)
         seconds = await asyncio.to_thread(
-            adapt, base.model_dir, pairs, folder, epochs=epochs, seed=seed, progress=progress
+            adapt, base.model_dir, training, folder, epochs=epochs, seed=seed, progress=progress
         )
     embedder = shared_embedder(model_dir=folder)
     embedded = await _switch(kb, embedder, name)

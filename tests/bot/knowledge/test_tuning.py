@@ -120,3 +120,20 @@ async def test_tune_refuses_what_it_cannot_do(repository: Repository, tmp_path: 
     )
     with pytest.raises(ConfigError, match="cannot be adapted"):
         await tuning.tune(hashing)
+
+
+def test_adapt_counts_only_the_batches_it_trains(tmp_path: Path) -> None:
+    from llm.embeddings import adapt, default_model_dir
+
+    lines = faq_jsonl().read_text(encoding="utf-8").splitlines()[:33]
+    items = [json.loads(line) for line in lines]
+    # 33 entries: one batch of 32, and a lone entry that has no negatives to learn from.
+    entries = [((i["q"], f"{i['q']} (asked differently)"), i["a"]) for i in items]
+    steps: list[tuple[int, int]] = []
+    seconds = adapt(
+        default_model_dir(), entries, tmp_path / "m", epochs=2, progress=lambda *s: steps.append(s)
+    )
+    assert steps == [(1, 2), (2, 2)] and seconds > 0
+    assert (tmp_path / "m").is_dir() and not list(tmp_path.glob(".m.*"))
+    with pytest.raises(ValueError, match="at least two"):
+        adapt(default_model_dir(), entries[:1], tmp_path / "n")
