@@ -133,6 +133,15 @@ _shared: dict[tuple[str, str], SentenceEmbedder] = {}
 _shared_lock = threading.Lock()
 
 
+def release_embedder(embedder: Embedder) -> None:
+    """Forget a shared embedder no longer in use (an adapted model replaced by another),
+    so that a long-running process does not keep every model it ever loaded."""
+    with _shared_lock:
+        for key, shared in list(_shared.items()):
+            if shared is embedder:
+                del _shared[key]
+
+
 def shared_embedder(
     *, model_dir: str | Path | None = None, device: str = "cpu"
 ) -> SentenceEmbedder:

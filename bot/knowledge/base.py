@@ -29,7 +29,7 @@ import numpy as np
 from bot.knowledge.importer import ParseResult, RowIssue, parse_file
 from bot.knowledge.index import Hit, VectorIndex, embed_entries
 from llm.base import Backend, ChatMessage, GenerationRequest, LLMError, SamplingParams
-from llm.embeddings import Embedder, shared_embedder
+from llm.embeddings import Embedder, release_embedder, shared_embedder
 from storage.knowledge_repo import (
     DEPLOYMENT,
     EMBEDDING_MODEL_SETTING,
@@ -285,7 +285,9 @@ class KnowledgeBase:
             index = await asyncio.to_thread(VectorIndex, entries, blobs, embedder.dim)
             # Swapped together, with no await between: a query is always embedded by
             # the model whose vectors fill the index it is ranked against.
-            self._index, self.embedder = index, embedder
+            previous, (self._index, self.embedder) = self.embedder, (index, embedder)
+            if previous is not embedder and previous is not self.base_embedder:
+                release_embedder(previous)
             self._signature = signature
             return index
 

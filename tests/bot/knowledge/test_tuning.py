@@ -18,6 +18,7 @@ from bot.knowledge import tuning
 from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import faq_jsonl
 from bot.knowledge.importer import ParsedRow, ParseResult
+from llm import embeddings
 from llm.embeddings import BASE_MODEL_NAME, HashingEmbedder, SentenceEmbedder
 from storage.knowledge_repo import (
     DEPLOYMENT,
@@ -104,6 +105,8 @@ async def test_tune_switches_every_process_to_the_adapted_model(
     assert await _models(kb) == {BASE_MODEL_NAME}
     await other.search("building permit")
     assert other.embedder.name == BASE_MODEL_NAME
+    # The process no longer keeps the adapted model it switched away from.
+    assert report.model not in {e.name for e in embeddings._shared.values()}
 
 
 async def test_tune_refuses_what_it_cannot_do(repository: Repository, tmp_path: Path) -> None:
