@@ -157,7 +157,7 @@ def shared_embedder(
 # -- adapting the model to one knowledge base -------------------------------------------------
 
 # Measured on tests/data/faq (bench/README.md): with these settings top-1 on
-# reworded questions rose from 84 % to 86-89 % depending on the seed; more
+# reworded questions rose from 83 % to 86-90 % depending on the seed; more
 # epochs over-fit the entries' own wording, a lower rate changed too little.
 ADAPT_EPOCHS = 4
 ADAPT_LEARNING_RATE = 5e-5
