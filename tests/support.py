@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import socket
+
+from aiohttp import web
 
 from bot.types import ConversationRef, Inbound, Reply
 
@@ -39,3 +42,21 @@ class Rendered:
         chunks = [chunk async for chunk in reply]
         self.chunks.append(chunks)
         self.replies.append("".join(chunks))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def serve_local(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1 at a port the OS picks; returns the runner and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]

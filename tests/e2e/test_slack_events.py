@@ -28,6 +28,7 @@ from tests.fakes.slack_api import (
     sign,
     slash_command,
 )
+from tests.support import serve_local
 
 SECRET = "test-signing-secret"
 
@@ -76,11 +77,7 @@ async def _serve(adapter: SlackAdapter) -> tuple[web.AppRunner, str]:
     # The route table the bot's one HTTP server would hold for this adapter.
     app = web.Application()
     app.router.add_post("/slack/events", adapter.handle_http)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_local(app)
     return runner, f"http://127.0.0.1:{port}/slack/events"
 
 

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,15 +19,10 @@ import pytest
 
 from adapters.slack.convert import unescape
 from tests.fakes.slack_api import FakeSlack, mention_event, message_event, sign
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "run-signing-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Deskmate:

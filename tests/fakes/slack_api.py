@@ -27,6 +27,8 @@ from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
+from tests.support import serve_local
+
 TEXT_LIMIT = 40_000
 SECTION_LIMIT = 3_000
 BLOCK_LIMIT = 50
@@ -95,11 +97,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self._socket)
         app.router.add_post("/hooks/{id}", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_local(app)
         return self
 
     async def stop(self) -> None:

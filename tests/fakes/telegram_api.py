@@ -26,6 +26,8 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 
+from tests.support import serve_local
+
 MESSAGE_LIMIT = 4096
 _JSON_FIELDS = {
     "reply_parameters",
@@ -172,13 +174,7 @@ class FakeTelegram:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve_local(app)
 
     async def close(self) -> None:
         self._closing = True

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support import serve_local
+
 
 @dataclass(slots=True)
 class Script:
@@ -55,13 +57,7 @@ class FakeOpenAI:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/tokenize", self._tokenize)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_local(app)
 
     async def stop(self) -> None:
         if self._runner is not None:
