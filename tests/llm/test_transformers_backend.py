@@ -48,6 +48,15 @@ async def _text(backend: Backend, request: GenerationRequest) -> str:
     return "".join([d.text async for d in backend.stream(request)])
 
 
+async def _answer_once(backend: TransformersBackend) -> str:
+    """Load, answer the first prompt, unload."""
+    await backend.load()
+    try:
+        return await _text(backend, PROMPTS[0])
+    finally:
+        await backend.aclose()
+
+
 # -- configuration (no model is loaded) ---------------------------------------------------------
 
 
@@ -235,15 +244,8 @@ def test_quantized_4bit_on_cpu(model_data_dir: Path) -> None:
     pytest.importorskip("bitsandbytes")
     backend = TransformersBackend(quantization="4bit", data_dir=model_data_dir, max_batch_size=2)
 
-    async def scenario() -> str:
-        await backend.load()
-        try:
-            return await _text(backend, PROMPTS[0])
-        finally:
-            await backend.aclose()
-
     started = time.monotonic()
-    text = run_sync(scenario())
+    text = run_sync(_answer_once(backend))
     assert backend.loaded_info["quantization"] == "4bit"
     assert "Paris" in text
     assert time.monotonic() - started < 60
@@ -263,14 +265,7 @@ def test_quantization_fallback_loads_unquantized(
         max_batch_size=2,
     )
 
-    async def scenario() -> str:
-        await backend.load()
-        try:
-            return await _text(backend, PROMPTS[0])
-        finally:
-            await backend.aclose()
-
-    assert "Paris" in run_sync(scenario())
+    assert "Paris" in run_sync(_answer_once(backend))
     assert backend.loaded_info["quantization"] == "none"
 
 
