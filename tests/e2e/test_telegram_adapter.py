@@ -23,14 +23,6 @@ from tests.fakes.telegram_api import FakeTelegram
 SECRET = "s3cret-Token_1"
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.close()
-
-
 def make_adapter(fake: FakeTelegram, **overrides: object) -> TelegramAdapter:
     options: dict[str, object] = {
         "token": fake.token,

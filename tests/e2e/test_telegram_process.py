@@ -59,14 +59,6 @@ class Deskmate:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
 async def deskmate(fake: FakeTelegram, tmp_path: Path) -> AsyncIterator[Deskmate]:
     process = Deskmate(fake, tmp_path)
     yield process

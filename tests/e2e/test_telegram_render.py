@@ -31,14 +31,6 @@ class Recorder:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
 async def bot(fake: FakeTelegram) -> AsyncIterator[Bot]:
     request = HTTPXRequest(read_timeout=0.5, write_timeout=1, connect_timeout=1, pool_timeout=1)
     telegram_bot = Bot(fake.token, base_url=f"{fake.api_url}/bot", request=request)

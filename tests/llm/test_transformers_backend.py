@@ -243,12 +243,9 @@ def test_count_tokens_uses_the_model_vocabulary(embedded_backend: TransformersBa
 def test_quantized_4bit_on_cpu(model_data_dir: Path) -> None:
     pytest.importorskip("bitsandbytes")
     backend = TransformersBackend(quantization="4bit", data_dir=model_data_dir, max_batch_size=2)
-
-    started = time.monotonic()
     text = run_sync(_answer_once(backend))
     assert backend.loaded_info["quantization"] == "4bit"
     assert "Paris" in text
-    assert time.monotonic() - started < 60
 
 
 @pytest.mark.model
