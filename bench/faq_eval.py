@@ -1,9 +1,12 @@
 """Knowledge-base retrieval benchmark.
 
     python bench/faq_eval.py [--entries 5000] [--database-url URL] [--tune-seeds 0 1 2]
+                             [--embedding-model DIR]
 
 ``--database-url`` runs against that database instead of a fresh SQLite file
 (e.g. an empty PostgreSQL database: its FAQ tables are emptied first).
+``--embedding-model`` measures another sentence-transformers folder instead of
+the shipped all-MiniLM-L6-v2 (what ``DESKMATE_EMBEDDING_MODEL`` selects).
 
 1. Imports the real 503-entry FAQ (tests/data/faq) with the real embedding
    model and scores the 162 reworded and 50 out-of-scope questions: top-1 /
@@ -42,7 +45,7 @@ from bot.knowledge import tuning
 from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import evaluate, faq_jsonl, load_eval_set
 from bot.knowledge.index import unpack
-from llm.embeddings import SentenceEmbedder
+from llm.embeddings import SentenceEmbedder, configured_model_name
 from storage.db import Database
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
 
@@ -93,12 +96,18 @@ async def main() -> None:
     parser.add_argument("--entries", type=int, default=5000)
     parser.add_argument("--database-url", default="")
     parser.add_argument("--tune-seeds", type=int, nargs="*", default=[0])
+    parser.add_argument("--embedding-model", type=Path, default=None)
     args = parser.parse_args()
     url = args.database_url or f"sqlite:///{Path(tempfile.mkdtemp()) / 'faq-bench.db'}"
     database = Database(url)
     await database.upgrade()
     await database.run(_empty_faq)
-    embedder = SentenceEmbedder()
+    folder = args.embedding_model
+    embedder = (
+        SentenceEmbedder(model_dir=folder, name=configured_model_name(folder))
+        if folder
+        else SentenceEmbedder()
+    )
     kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=embedder)
     t0 = time.perf_counter()
     await asyncio.to_thread(embedder.load)

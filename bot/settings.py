@@ -55,6 +55,9 @@ class Settings:
     faq_verbatim_score: float = 0.65
     faq_verbatim_margin: float = 0.02
     faq_grounded_score: float = 0.45
+    # A sentence-transformers model folder for knowledge-base retrieval; None: the
+    # shipped all-MiniLM-L6-v2.
+    embedding_model: Path | None = None
 
     # Platforms
     telegram_bot_token: str = ""
@@ -115,6 +118,14 @@ class Settings:
                 "need 0 <= DESKMATE_FAQ_GROUNDED_SCORE <= DESKMATE_FAQ_VERBATIM_SCORE <= 1, "
                 f"not {self.faq_grounded_score} and {self.faq_verbatim_score}"
             )
+        if (
+            self.embedding_model is not None
+            and not (self.embedding_model / "modules.json").is_file()
+        ):
+            raise ConfigError(
+                f"DESKMATE_EMBEDDING_MODEL: {self.embedding_model} is not a sentence-transformers "
+                "model folder (it has no modules.json)"
+            )
         if self.max_new_tokens < 1:
             raise ConfigError("DESKMATE_MAX_NEW_TOKENS must be at least 1")
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
@@ -157,6 +168,7 @@ ENV_VARS: dict[str, str] = {
     "faq_verbatim_score": "DESKMATE_FAQ_VERBATIM_SCORE",
     "faq_verbatim_margin": "DESKMATE_FAQ_VERBATIM_MARGIN",
     "faq_grounded_score": "DESKMATE_FAQ_GROUNDED_SCORE",
+    "embedding_model": "DESKMATE_EMBEDDING_MODEL",
     "telegram_bot_token": "TELEGRAM_BOT_TOKEN",
     "telegram_api_url": "TELEGRAM_API_URL",
     "telegram_webhook_url": "TELEGRAM_WEBHOOK_URL",
@@ -189,7 +201,7 @@ def _parse(var: str, kind: object, raw: str) -> object:
         if raw.lower() in _FALSE:
             return False
         raise ConfigError(f"{var} must be true or false, not {raw!r}")
-    if kind == "Path":
+    if kind in ("Path", "Path | None"):
         return Path(raw).expanduser()
     if kind == "frozenset[str]":
         return frozenset(part.strip() for part in raw.split(",") if part.strip())

@@ -58,19 +58,33 @@ class SentenceEmbedder:
     """A sentence-transformers model loaded from a local folder, never the hub."""
 
     def __init__(
-        self, *, model_dir: str | Path | None = None, device: str = "cpu", batch_size: int = 32
+        self,
+        *,
+        model_dir: str | Path | None = None,
+        device: str = "cpu",
+        batch_size: int = 32,
+        name: str | None = None,
     ) -> None:
         self._model_dir = Path(model_dir) if model_dir else None
         self.device = device
         self.batch_size = batch_size
         self._model: Any = None
         self._lock = threading.Lock()
-        self.name = BASE_MODEL_NAME if model_dir is None else Path(model_dir).name
-        self.dim = 384
+        self.name = name or (BASE_MODEL_NAME if model_dir is None else Path(model_dir).name)
+        # The shipped model's width is known; another folder's is read when it loads.
+        self._dim: int | None = 384 if model_dir is None else None
 
     @property
     def model_dir(self) -> Path:
         return self._model_dir or default_model_dir()
+
+    @property
+    def dim(self) -> int:
+        """Vector width; loads the model (blocking) when it is not known yet."""
+        if self._dim is None:
+            self.load()
+        assert self._dim is not None
+        return self._dim
 
     def load(self) -> None:
         """Load the model (idempotent, thread-safe). Blocks for a few seconds."""
@@ -82,8 +96,11 @@ class SentenceEmbedder:
                 raise ConfigError(f"embedding model folder {path} does not exist")
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
-            self.dim = int(self._model.get_embedding_dimension() or self.dim)
+            model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+            width = model.get_embedding_dimension()
+            if not width:
+                raise ConfigError(f"the embedding model in {path} does not state its vector width")
+            self._model, self._dim = model, int(width)
             log.info("embedding model %s loaded on %s", path, self.device)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -143,15 +160,29 @@ def release_embedder(embedder: Embedder) -> None:
 
 
 def shared_embedder(
-    *, model_dir: str | Path | None = None, device: str = "cpu"
+    *, model_dir: str | Path | None = None, device: str = "cpu", name: str | None = None
 ) -> SentenceEmbedder:
     """One ``SentenceEmbedder`` per model and device in this process, so several
     knowledge bases (or CLI runs in one process) load the model once."""
     key = (str(model_dir or ""), device)
     with _shared_lock:
         if key not in _shared:
-            _shared[key] = SentenceEmbedder(model_dir=model_dir, device=device)
+            _shared[key] = SentenceEmbedder(model_dir=model_dir, device=device, name=name)
         return _shared[key]
+
+
+def configured_model_name(model_dir: Path) -> str:
+    """Name of an operator-chosen model folder: its folder name and a digest of its
+    configuration and weight sizes. Stored vectors carry it, so pointing at another
+    model (even in a folder of the same name) re-embeds the knowledge base."""
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.rglob("*")):
+        if path.is_file():
+            relative = path.relative_to(model_dir).as_posix()
+            digest.update(relative.encode())
+            content = path.read_bytes() if path.suffix == ".json" else b""
+            digest.update(content or str(path.stat().st_size).encode())
+    return f"{model_dir.name}-{digest.hexdigest()[:8]}"
 
 
 # -- adapting the model to one knowledge base -------------------------------------------------

@@ -282,7 +282,8 @@ class KnowledgeBase:
                     await self.repository.set_embeddings(fresh, embedding_model=embedder.name)
                 entries = [_with_embedding(e, fresh[e.id]) if e.id in fresh else e for e in entries]
             blobs = [e.embedding or b"" for e in entries]
-            index = await asyncio.to_thread(VectorIndex, entries, blobs, embedder.dim)
+            # ``dim`` may load the model to learn its width: off the event loop too.
+            index = await asyncio.to_thread(lambda: VectorIndex(entries, blobs, embedder.dim))
             # Swapped together, with no await between: a query is always embedded by
             # the model whose vectors fill the index it is ranked against.
             previous, (self._index, self.embedder) = self.embedder, (index, embedder)

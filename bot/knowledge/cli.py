@@ -62,11 +62,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def knowledge_base(db: Database, settings: Settings, backend: Any = None) -> KnowledgeBase:
     """The knowledge base the composition root and the CLI share."""
-    from llm.embeddings import shared_embedder
+    from llm.embeddings import configured_model_name, shared_embedder
 
+    folder = settings.embedding_model
+    embedder = (
+        shared_embedder(model_dir=folder, name=configured_model_name(folder))
+        if folder is not None
+        else shared_embedder()
+    )
     return KnowledgeBase(
         repository=KnowledgeRepository(db),
-        embedder=shared_embedder(),
+        embedder=embedder,
         backend=backend,
         policy=Policy(
             verbatim_score=settings.faq_verbatim_score,

@@ -46,11 +46,26 @@ def test_env_parsing() -> None:
         ({"DESKMATE_ALLOW_QUANTIZATION_FALLBACK": "maybe"}, "must be true or false"),
         ({"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_WEBHOOK_URL": "https://x"}, "WEBHOOK_SECRET"),
         ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_APP_TOKEN"),
+        (
+            {"DESKMATE_EMBEDDING_MODEL": "/nonexistent/model"},
+            "DESKMATE_EMBEDDING_MODEL: /nonexistent/model is not a sentence-transformers",
+        ),
     ],
 )
 def test_bad_settings_explain_the_fix(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_embedding_model_is_a_sentence_transformers_folder(tmp_path: Path) -> None:
+    assert Settings.from_env({}).embedding_model is None
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"it has no modules\.json"):
+        Settings.from_env({"DESKMATE_EMBEDDING_MODEL": str(tmp_path)})
+    (tmp_path / "modules.json").write_text("[]")
+    assert Settings.from_env({"DESKMATE_EMBEDDING_MODEL": str(tmp_path)}).embedding_model == (
+        tmp_path
+    )
 
 
 def test_every_setting_has_an_env_var_documented() -> None:

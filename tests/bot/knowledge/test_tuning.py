@@ -140,3 +140,49 @@ def test_adapt_counts_only_the_batches_it_trains(tmp_path: Path) -> None:
     assert (tmp_path / "m").is_dir() and not list(tmp_path.glob(".m.*"))
     with pytest.raises(ValueError, match="at least two"):
         adapt(default_model_dir(), entries[:1], tmp_path / "n")
+
+
+def _narrow_model(folder: Path) -> Path:
+    """The shipped model with a projection to 128 dimensions: another vector width,
+    so a wrong width assumed anywhere shows."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+
+    base = SentenceTransformer(
+        str(embeddings.default_model_dir()), device="cpu", local_files_only=True
+    )
+    projection = Dense(384, 128, bias=False)
+    model = SentenceTransformer(modules=[*base, projection, Normalize()], device="cpu")
+    model.save(str(folder))
+    return folder
+
+
+async def test_an_operator_chosen_model_replaces_the_shipped_one(
+    repository: Repository, tmp_path: Path
+) -> None:
+    from bot.knowledge.cli import knowledge_base
+    from bot.settings import Settings
+
+    folder = _narrow_model(tmp_path / "narrow-model")
+    settings = Settings.from_env(
+        {"DESKMATE_EMBEDDING_MODEL": str(folder), "DESKMATE_DATA_DIR": str(tmp_path)}
+    )
+    kb = knowledge_base(repository.db, settings)
+    name = embeddings.configured_model_name(folder)
+    assert kb.embedder.name == name and name.startswith("narrow-model-")
+    await kb.store(_faq(24))
+    assert await _models(kb) == {name}
+    blob = (await kb.repository.entries(with_embeddings=True))[0].embedding
+    assert blob is not None and len(blob) % (128 * 4) == 0 and len(blob) % (384 * 4) != 0
+
+    # A new process: nothing to re-embed, the width comes from the model itself.
+    embeddings.release_embedder(kb.embedder)
+    restarted = knowledge_base(repository.db, settings)
+    hits = await restarted.search("Do I need a permit to build a house?")
+    assert hits and restarted.embedder.dim == 128
+    assert await _models(restarted) == {name}
+
+    # Back to the shipped model: every entry is embedded again with it.
+    shipped = knowledge_base(repository.db, Settings.from_env({}))
+    assert await shipped.search("Do I need a permit to build a house?")
+    assert await _models(shipped) == {BASE_MODEL_NAME}
