@@ -69,7 +69,7 @@ async def pad(kb: KnowledgeBase, target: int, seed: int = 7) -> int:
         )
         items.append((entry, rows.astype("<f4").tobytes()))
     await kb.repository.upsert_many("", items, embedding_model=kb.embedder.name)
-    kb._invalidate()
+    kb.invalidate()
     return len(items)
 
 
@@ -103,11 +103,8 @@ async def main() -> None:
     await database.upgrade()
     await database.run(_empty_faq)
     folder = args.embedding_model
-    embedder = (
-        SentenceEmbedder(model_dir=folder, name=configured_model_name(folder))
-        if folder
-        else SentenceEmbedder()
-    )
+    name = configured_model_name(folder) if folder is not None else None
+    embedder = SentenceEmbedder(model_dir=folder, name=name)
     kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=embedder)
     t0 = time.perf_counter()
     await asyncio.to_thread(embedder.load)

@@ -211,7 +211,7 @@ class KnowledgeBase:
         result = await self.repository.upsert_many(
             tenant, list(zip(entries, blobs, strict=True)), embedding_model=embedder.name
         )
-        self._invalidate()
+        self.invalidate()
         return result
 
     @staticmethod
@@ -236,15 +236,16 @@ class KnowledgeBase:
         result = await self.repository.upsert_many(
             tenant, [(entry, blob[0])], embedding_model=embedder.name
         )
-        self._invalidate()
+        self.invalidate()
         return result
 
     async def remove(self, ref: str, *, tenant: str = GLOBAL) -> FaqEntry | None:
         removed = await self.repository.remove(tenant, ref)
-        self._invalidate()
+        self.invalidate()
         return removed
 
-    def _invalidate(self) -> None:
+    def invalidate(self) -> None:
+        """Rebuild the index on the next search (after writing to the database directly)."""
         self._checked_at = 0.0
         self._signature = None
 

@@ -65,14 +65,10 @@ def knowledge_base(db: Database, settings: Settings, backend: Any = None) -> Kno
     from llm.embeddings import configured_model_name, shared_embedder
 
     folder = settings.embedding_model
-    embedder = (
-        shared_embedder(model_dir=folder, name=configured_model_name(folder))
-        if folder is not None
-        else shared_embedder()
-    )
+    name = configured_model_name(folder) if folder is not None else None
     return KnowledgeBase(
         repository=KnowledgeRepository(db),
-        embedder=embedder,
+        embedder=shared_embedder(model_dir=folder, name=name),
         backend=backend,
         policy=Policy(
             verbatim_score=settings.faq_verbatim_score,

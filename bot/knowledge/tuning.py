@@ -111,5 +111,5 @@ async def _switch(kb: KnowledgeBase, embedder: Embedder, name: str) -> int:
     blobs = await asyncio.to_thread(embed_entries, embedder, entries)
     vectors = dict(zip((e.id for e in entries), blobs, strict=True))
     await kb.repository.use_embedding_model(vectors, name)
-    kb._invalidate()
+    kb.invalidate()
     return len(entries)
