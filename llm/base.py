@@ -95,3 +95,17 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A backend that can also say how likely a text is after another.
+
+    Used to re-rank knowledge-base candidates with the local model; a backend
+    behind an HTTP chat API cannot score, and retrieval then works without it.
+    """
+
+    async def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """For each ``(context, continuation)``: the summed log-probability of the
+        continuation's tokens after the context's, one forward pass for all pairs."""
+        ...

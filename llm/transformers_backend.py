@@ -26,6 +26,7 @@ import functools
 import gc
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -139,6 +140,14 @@ class TransformersBackend:
         async with contextlib.aclosing(scheduler.stream(request)) as deltas:
             async for delta in deltas:
                 yield delta
+
+    async def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        engine = self._engine
+        if engine is None:
+            raise LLMError("the transformers backend is not loaded (call load() first)")
+        if not pairs:
+            return []
+        return await asyncio.to_thread(engine.loglikelihoods, pairs)
 
     def count_tokens(self, text: str) -> int:
         if self._counter is None:
@@ -294,6 +303,8 @@ class _TorchEngine:
         self._rows: _Rows | None = None  # the batch; its ``kv`` is the cache's layers
         self._cache: Any = None  # DynamicCache over ``self._rows.kv``
         self._padded = False
+        self._scoring_lock = threading.Lock()
+        self._scoring_tokenizer: Any = None
 
     def clone_rust_tokenizer(self) -> Any:
         from tokenizers import Tokenizer
@@ -301,6 +312,52 @@ class _TorchEngine:
         # An independent copy, so the event loop's count_tokens never shares the
         # Rust tokenizer the scheduler thread is using.
         return Tokenizer.from_str(self._tokenizer.backend_tokenizer.to_str())
+
+    def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Summed log-probability of each continuation after its context.
+
+        Runs on a worker thread beside the scheduler's: it reads the weights
+        and nothing else (no KV cache of the batch, no sampling state) and
+        encodes with a tokenizer of its own, so it cannot disturb generation.
+        One scoring batch runs at a time.
+        """
+        torch = self._torch
+        with self._scoring_lock:
+            if self._scoring_tokenizer is None:
+                self._scoring_tokenizer = self.clone_rust_tokenizer()
+            encode = self._scoring_tokenizer.encode
+            rows: list[list[int]] = []
+            spans: list[tuple[int, int]] = []
+            for context, continuation in pairs:
+                head = encode(context, add_special_tokens=False).ids
+                tail = encode(continuation, add_special_tokens=False).ids
+                if not head:
+                    raise ValueError("a scored continuation needs a non-empty context")
+                rows.append(head + tail)
+                spans.append((len(head), len(tail)))
+            width = max(len(row) for row in rows)
+            ids = torch.full((len(rows), width), self._filler, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+            ids, mask = ids.to(self._device), mask.to(self._device)
+            with torch.inference_mode():
+                # The output layer only at the positions that predict a continuation
+                # token: full logits for every position would be (rows x width x vocab).
+                hidden = self._model.base_model(input_ids=ids, attention_mask=mask)
+                states = hidden.last_hidden_state
+                head_layer = self._model.get_output_embeddings()
+                scores: list[float] = []
+                for i, (start, length) in enumerate(spans):
+                    if not length:
+                        scores.append(0.0)
+                        continue
+                    logits = head_layer(states[i, start - 1 : start + length - 1]).float()
+                    logprobs = torch.log_softmax(logits, dim=-1)
+                    targets = ids[i, start : start + length]
+                    scores.append(float(logprobs.gather(1, targets[:, None]).sum()))
+        return scores
 
     @property
     def batch_size(self) -> int:

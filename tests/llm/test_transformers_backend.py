@@ -15,8 +15,10 @@ from llm.base import (
     Backend,
     ChatMessage,
     GenerationRequest,
+    LLMError,
     LLMTimeout,
     SamplingParams,
+    Scorer,
     TextDelta,
 )
 from llm.transformers_backend import TransformersBackend
@@ -275,3 +277,56 @@ def test_the_int8_cast_warning_flood_is_filtered(caplog: pytest.LogCaptureFixtur
         logger.warning("something else worth seeing")
     assert [r.getMessage() for r in caplog.records] == ["something else worth seeing"]
     assert len(logger.filters) == 1
+
+
+@pytest.mark.model
+async def test_loglikelihoods_match_a_plain_forward_pass(
+    embedded_backend: TransformersBackend,
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert isinstance(embedded_backend, Scorer)
+    pairs = [
+        ("The capital of France is", " Paris"),
+        ("The capital of France is", " a banana split with extra cream"),
+        ("Question: How long does shipping take?\nAnswer:", " Two to three working days."),
+    ]
+    scores = await embedded_backend.loglikelihoods(pairs)
+
+    model_dir = str(embedded_backend.loaded_info["model_dir"])
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    for (context, continuation), score in zip(pairs, scores, strict=True):
+        head = tokenizer(context, add_special_tokens=False)["input_ids"]
+        tail = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = model(torch.tensor([head + tail])).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        expected = sum(float(logprobs[len(head) + i - 1, t]) for i, t in enumerate(tail))
+        # Alone, unpadded, against padded in a batch of three.
+        assert score == pytest.approx(expected, abs=1e-3)
+    assert scores[0] > scores[1]
+    assert await embedded_backend.loglikelihoods([]) == []
+
+
+@pytest.mark.model
+async def test_scoring_beside_generation_changes_neither(
+    embedded_backend: TransformersBackend,
+) -> None:
+    alone = await _text(embedded_backend, PROMPTS[2])
+    pair = [("The capital of France is", " Paris")]
+    (score,) = await embedded_backend.loglikelihoods(pair)
+    generation = asyncio.create_task(_text(embedded_backend, PROMPTS[2]))
+    async with asyncio.timeout(60):
+        while (stats := embedded_backend.stats()) is None or stats.running == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    during = [await embedded_backend.loglikelihoods(pair) for _ in range(3)]
+    assert await generation == alone
+    assert all(s == pytest.approx(score, abs=1e-4) for (s,) in during)
+
+
+async def test_scoring_before_load_is_an_error(tmp_path: Path) -> None:
+    backend = TransformersBackend(data_dir=tmp_path)
+    with pytest.raises(LLMError, match="not loaded"):
+        await backend.loglikelihoods([("a", "b")])
