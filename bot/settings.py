@@ -55,6 +55,9 @@ class Settings:
     faq_verbatim_score: float = 0.65
     faq_verbatim_margin: float = 0.02
     faq_grounded_score: float = 0.45
+    # Close calls between knowledge-base entries re-ranked by the local model
+    # (bot.knowledge.rerank); only a backend that can score does it.
+    faq_rerank: bool = True
     # A sentence-transformers model folder for knowledge-base retrieval; None: the
     # shipped all-MiniLM-L6-v2.
     embedding_model: Path | None = None
@@ -168,6 +171,7 @@ ENV_VARS: dict[str, str] = {
     "faq_verbatim_score": "DESKMATE_FAQ_VERBATIM_SCORE",
     "faq_verbatim_margin": "DESKMATE_FAQ_VERBATIM_MARGIN",
     "faq_grounded_score": "DESKMATE_FAQ_GROUNDED_SCORE",
+    "faq_rerank": "DESKMATE_FAQ_RERANK",
     "embedding_model": "DESKMATE_EMBEDDING_MODEL",
     "telegram_bot_token": "TELEGRAM_BOT_TOKEN",
     "telegram_api_url": "TELEGRAM_API_URL",

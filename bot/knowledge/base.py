@@ -28,6 +28,7 @@ import numpy as np
 
 from bot.knowledge.importer import ParseResult, RowIssue, parse_file
 from bot.knowledge.index import Hit, VectorIndex, embed_entries
+from bot.knowledge.rerank import LikelihoodReranker
 from llm.base import Backend, ChatMessage, GenerationRequest, LLMError, SamplingParams
 from llm.embeddings import Embedder, release_embedder, shared_embedder
 from storage.knowledge_repo import (
@@ -158,6 +159,7 @@ class KnowledgeBase:
         refresh_interval: float = 2.0,
         llm_timeout: float | None = 60.0,
         model_store: Path | None = None,
+        reranker: LikelihoodReranker | None = None,
     ) -> None:
         self.repository = repository
         # ``embedder`` is the base model; after ``deskmate faq tune`` the model
@@ -167,6 +169,7 @@ class KnowledgeBase:
         self.embedder = embedder
         self.model_store = model_store
         self.backend = backend
+        self.reranker = reranker
         self.policy = policy or Policy()
         self.refresh_interval = refresh_interval
         self.llm_timeout = llm_timeout
@@ -345,14 +348,17 @@ class KnowledgeBase:
             asyncio.to_thread(embedder.embed, [question]),
             self.repository.keyword_search(question, tenant=tenant, limit=50),
         )
-        vector = vectors[0]
-        return index.rank(
-            np.asarray(vector, dtype=np.float32),
+        reranker = self.reranker
+        hits = index.rank(
+            np.asarray(vectors[0], dtype=np.float32),
             tenant,
             keyword,
             keyword_weight=self.policy.keyword_weight,
-            limit=limit,
+            limit=max(limit, reranker.candidates) if reranker is not None else limit,
         )
+        if reranker is not None:
+            hits = await reranker.rerank(question, hits)
+        return hits[:limit]
 
     async def decide(self, question: str, tenant: str = GLOBAL) -> Decision:
         """Choose verbatim / grounded / escalated for a question (no model call)."""

@@ -17,7 +17,9 @@ from bot.errors import ConfigError, DeskmateError
 from bot.knowledge.base import KnowledgeBase, Policy
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import FIELDS, FORMATS, parse_mapping
+from bot.knowledge.rerank import LikelihoodReranker
 from bot.settings import Settings
+from llm.base import Scorer
 from llm.embeddings import ADAPT_EPOCHS
 from storage.db import Database
 from storage.knowledge_repo import KnowledgeRepository
@@ -66,6 +68,9 @@ def knowledge_base(db: Database, settings: Settings, backend: Any = None) -> Kno
 
     folder = settings.embedding_model
     name = configured_model_name(folder) if folder is not None else None
+    reranker = None
+    if settings.faq_rerank and isinstance(backend, Scorer):
+        reranker = LikelihoodReranker(backend, backend.count_tokens)
     return KnowledgeBase(
         repository=KnowledgeRepository(db),
         embedder=shared_embedder(model_dir=folder, name=name),
@@ -80,6 +85,7 @@ def knowledge_base(db: Database, settings: Settings, backend: Any = None) -> Kno
         ),
         llm_timeout=settings.llm_timeout,
         model_store=settings.data_dir / "embeddings",
+        reranker=reranker,
     )
 
 
