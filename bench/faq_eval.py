@@ -1,10 +1,12 @@
 """Knowledge-base retrieval benchmark.
 
     python bench/faq_eval.py [--entries 5000] [--database-url URL] [--tune-seeds 0 1 2]
-                             [--embedding-model DIR]
+                             [--embedding-model DIR] [--rerank]
 
 ``--database-url`` runs against that database instead of a fresh SQLite file
 (e.g. an empty PostgreSQL database: its FAQ tables are emptied first).
+``--rerank`` re-ranks close calls with the embedded SmolLM2 model, as a bot
+running the embedded model does (``DESKMATE_FAQ_RERANK``).
 ``--embedding-model`` measures another sentence-transformers folder instead of
 the shipped all-MiniLM-L6-v2 (what ``DESKMATE_EMBEDDING_MODEL`` selects).
 
@@ -43,8 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.knowledge import tuning
 from bot.knowledge.base import KnowledgeBase
-from bot.knowledge.evaluation import evaluate, faq_jsonl, load_eval_set
+from bot.knowledge.evaluation import EvalSet, evaluate, faq_jsonl, load_eval_set
 from bot.knowledge.index import unpack
+from bot.knowledge.rerank import LikelihoodReranker
 from llm.embeddings import SentenceEmbedder, configured_model_name
 from storage.db import Database
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
@@ -83,6 +86,8 @@ def _empty_faq(conn: Connection) -> None:
 
 def row(name: str, s: dict[str, float | int]) -> str:
     pct = lambda v: f"{100 * float(v):.1f} %"  # noqa: E731
+    if "reranked" in s:
+        name += f", {s['reranked']} of {int(s['questions']) + int(s['out_of_scope'])} re-ranked"
     return (
         f"| {name} | {pct(s['top1'])} ({pct(s['top1_strict'])}) | {pct(s['top3'])} | "
         f"{pct(s['verbatim'])} / {pct(s['grounded'])} / {pct(s['escalated'])} | "
@@ -91,12 +96,24 @@ def row(name: str, s: dict[str, float | int]) -> str:
     )
 
 
+async def scored(kb: KnowledgeBase, eval_set: EvalSet) -> dict[str, float | int]:
+    """``evaluate``'s summary, plus how many questions the model re-ranked."""
+    before = kb.reranker.reranked if kb.reranker is not None else 0
+    summary = (await evaluate(kb, eval_set)).summary()
+    if kb.reranker is not None:
+        summary["reranked"] = kb.reranker.reranked - before
+    return summary
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=5000)
     parser.add_argument("--database-url", default="")
     parser.add_argument("--tune-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--embedding-model", type=Path, default=None)
+    parser.add_argument(
+        "--rerank", action="store_true", help="re-rank close calls with the embedded model"
+    )
     args = parser.parse_args()
     url = args.database_url or f"sqlite:///{Path(tempfile.mkdtemp()) / 'faq-bench.db'}"
     database = Database(url)
@@ -106,6 +123,13 @@ async def main() -> None:
     name = configured_model_name(folder) if folder is not None else None
     embedder = SentenceEmbedder(model_dir=folder, name=name)
     kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=embedder)
+    backend = None
+    if args.rerank:
+        from llm.transformers_backend import TransformersBackend
+
+        backend = TransformersBackend()
+        await backend.load()
+        kb.reranker = LikelihoodReranker(backend, backend.count_tokens)
     t0 = time.perf_counter()
     await asyncio.to_thread(embedder.load)
     load_s = time.perf_counter() - t0
@@ -113,18 +137,20 @@ async def main() -> None:
     report = await kb.import_file(faq_jsonl())
     import_s = time.perf_counter() - t0
     eval_set = load_eval_set()
-    real = (await evaluate(kb, eval_set)).summary()
+    real = await scored(kb, eval_set)
     tuned: list[tuple[int, float, dict[str, float | int]]] = []
     for seed in args.tune_seeds:
         kb.model_store = Path(tempfile.mkdtemp())
         outcome = await tuning.tune(kb, seed=seed)
-        tuned.append((seed, outcome.seconds, (await evaluate(kb, eval_set)).summary()))
+        tuned.append((seed, outcome.seconds, await scored(kb, eval_set)))
     padded_count = await pad(kb, args.entries)
     t0 = time.perf_counter()
     await kb.refresh(force=True)
     index_s = time.perf_counter() - t0
-    padded = (await evaluate(kb, eval_set)).summary()
+    padded = await scored(kb, eval_set)
     await database.dispose()
+    if backend is not None:
+        await backend.aclose()
     total = report.created + padded_count
     dump = {"real": real, "tuned": [t[2] for t in tuned], "padded": padded}
     print(json.dumps(dump, indent=1), file=sys.stderr)
