@@ -361,7 +361,7 @@ class KnowledgeBase:
         return hits[:limit]
 
     async def decide(self, question: str, tenant: str = GLOBAL) -> Decision:
-        """Choose verbatim / grounded / escalated for a question (no model call)."""
+        """Choose verbatim / grounded / escalated for a question (no text is generated)."""
         limit = max(self.policy.grounded_entries, 2)
         return self.decide_hits(await self.search(question, tenant=tenant, limit=limit))
 
