@@ -345,7 +345,7 @@ class _TorchEngine:
             with torch.inference_mode():
                 # The output layer only at the positions that predict a continuation
                 # token: full logits for every position would be (rows x width x vocab).
-                hidden = self._model.base_model(input_ids=ids, attention_mask=mask)
+                hidden = self._model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
                 states = hidden.last_hidden_state
                 head_layer = self._model.get_output_embeddings()
                 scores: list[float] = []
