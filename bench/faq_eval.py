@@ -129,7 +129,7 @@ async def main() -> None:
 
         backend = TransformersBackend()
         await backend.load()
-        kb.reranker = LikelihoodReranker(backend, backend.count_tokens)
+        kb.reranker = LikelihoodReranker(backend)
     t0 = time.perf_counter()
     await asyncio.to_thread(embedder.load)
     load_s = time.perf_counter() - t0

@@ -109,3 +109,7 @@ class Scorer(Protocol):
         """For each ``(context, continuation)``: the summed log-probability of the
         continuation's tokens after the context's, one forward pass for all pairs."""
         ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in the scoring model's vocabulary."""
+        ...

@@ -70,7 +70,7 @@ def knowledge_base(db: Database, settings: Settings, backend: Any = None) -> Kno
     name = configured_model_name(folder) if folder is not None else None
     reranker = None
     if settings.faq_rerank and isinstance(backend, Scorer):
-        reranker = LikelihoodReranker(backend, backend.count_tokens)
+        reranker = LikelihoodReranker(backend)
     return KnowledgeBase(
         repository=KnowledgeRepository(db),
         embedder=shared_embedder(model_dir=folder, name=name),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from bot.knowledge.index import Hit
 from llm.base import Scorer
@@ -58,14 +58,12 @@ class LikelihoodReranker:
     def __init__(
         self,
         scorer: Scorer,
-        count_tokens: Callable[[str], int],
         *,
         weight: float = WEIGHT,
         margin: float = MARGIN,
         candidates: int = CANDIDATES,
     ) -> None:
         self.scorer = scorer
-        self._count_tokens = count_tokens
         self.weight = weight
         self.margin = margin
         self.candidates = candidates
@@ -105,7 +103,7 @@ class LikelihoodReranker:
         self._failed = False
         self.reranked += 1
         self._priors.update(zip(missing, scores[3 * len(head) :], strict=True))
-        tokens = max(1, self._count_tokens(question))
+        tokens = max(1, self.scorer.count_tokens(question))
         evidence = [
             (
                 (scores[3 * i] + scores[3 * i + 1]) / 2

@@ -53,13 +53,12 @@ class Scripted:
             raise RuntimeError("model gone")
         return [float(len(_words_of(c) & _words_of(t))) for c, t in pairs]
 
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
 
 def _words_of(text: str) -> set[str]:
     return set(re.findall(r"\w+", text.lower()))
-
-
-def _words(text: str) -> int:
-    return len(text.split())
 
 
 HITS = [
@@ -72,7 +71,7 @@ HITS = [
 
 async def test_a_close_call_is_reordered_by_the_scores() -> None:
     scorer = Scripted()
-    reranker = LikelihoodReranker(scorer, _words)
+    reranker = LikelihoodReranker(scorer)
     ranked = await reranker.rerank("permit for my new fence", HITS)
     assert [h.entry.id for h in ranked] == [2, 1, 3, 4]
     # Three pairs for each of the three candidates, then one prior per entry question.
@@ -88,7 +87,7 @@ async def test_a_close_call_is_reordered_by_the_scores() -> None:
 
 async def test_a_clear_winner_costs_no_model_call() -> None:
     scorer = Scripted()
-    reranker = LikelihoodReranker(scorer, _words)
+    reranker = LikelihoodReranker(scorer)
     clear = [_hit(1, 0.80, "a"), _hit(2, 0.70, "b")]
     assert await reranker.rerank("question", clear) == clear
     assert await reranker.rerank("question", clear[:1]) == clear[:1]
@@ -97,7 +96,7 @@ async def test_a_clear_winner_costs_no_model_call() -> None:
 
 async def test_priors_are_computed_once_per_entry_question() -> None:
     scorer = Scripted()
-    reranker = LikelihoodReranker(scorer, _words)
+    reranker = LikelihoodReranker(scorer)
     await reranker.rerank("permit for my new fence", HITS)
     await reranker.rerank("deck permit", HITS)
     assert len(scorer.calls[1]) == 3 * 3  # no priors the second time
@@ -106,7 +105,7 @@ async def test_priors_are_computed_once_per_entry_question() -> None:
 async def test_a_failing_model_leaves_the_ranking_alone(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    reranker = LikelihoodReranker(Scripted(fail=True), _words)
+    reranker = LikelihoodReranker(Scripted(fail=True))
     with caplog.at_level(logging.WARNING):
         assert await reranker.rerank("permit for my new fence", HITS) == HITS
         assert await reranker.rerank("permit for my new fence", HITS) == HITS

@@ -107,7 +107,7 @@ async def test_adapting_the_model_to_the_faq_finds_more(
         result = await evaluate(kb, load_eval_set())
         # What a bot on the embedded model does: close calls re-ranked by it.
         await backend.load()
-        kb.reranker = LikelihoodReranker(backend, backend.count_tokens)
+        kb.reranker = LikelihoodReranker(backend)
         reranked = await evaluate(kb, load_eval_set())
     finally:
         await backend.aclose()
