@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from bot.errors import ConfigError, DeskmateError
+from bot.errors import CONFIG_ERRORS, FAILURES, ConfigError
 from bot.settings import Settings
 from bot.types import ConversationRef, Inbound, Reply
 
@@ -69,11 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_faq(args, settings))
         elif args.command == "db":
             asyncio.run(_db_upgrade(settings))
-    except ConfigError as exc:
+    except CONFIG_ERRORS as exc:
         # Operator mistakes get the one-line fix, not a traceback.
         print(f"deskmate: {exc}", file=sys.stderr)
         return 2
-    except DeskmateError as exc:
+    except FAILURES as exc:
         log.debug("fatal error", exc_info=exc)
         print(f"deskmate: {exc}", file=sys.stderr)
         return 1

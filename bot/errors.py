@@ -1,7 +1,25 @@
 """Deskmate's error tree. One place catches (the manager, the CLI); users see
-short messages, operators see the cause in the log."""
+short messages, operators see the cause in the log.
+
+``llm`` and ``storage`` own their errors; they are named here so that the bot
+catches them in one place and maps them to what a user is told.
+"""
 
 from __future__ import annotations
+
+from llm.errors import ModelConfigError, ModelNotFound
+from storage.errors import DatabaseConfigError, StorageError
+
+__all__ = [
+    "CONFIG_ERRORS",
+    "FAILURES",
+    "ConfigError",
+    "DatabaseConfigError",
+    "DeskmateError",
+    "ModelConfigError",
+    "ModelNotFound",
+    "StorageError",
+]
 
 
 class DeskmateError(Exception):
@@ -14,9 +32,9 @@ class ConfigError(DeskmateError):
     """Settings are missing or contradictory; the message tells the operator the fix."""
 
 
-class ModelNotFound(ConfigError):
-    """The configured model file or directory does not exist."""
+# Operator mistakes, from any layer: one line that says what to fix.
+CONFIG_ERRORS: tuple[type[Exception], ...] = (ConfigError, ModelConfigError, DatabaseConfigError)
+# Failures a command or the CLI reports in one line (the cause is logged).
+FAILURES: tuple[type[Exception], ...] = (DeskmateError, StorageError)
 
-
-class StorageError(DeskmateError):
-    """The database refused or failed an operation."""
+STORAGE_MESSAGE = "Sorry, I can't reach my records just now. Please try again in a moment."

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,16 +19,14 @@ from bot.commands import CommandContext, CommandRegistry, builtin_commands, pars
 from bot.errors import DeskmateError
 from bot.prompting import build_messages
 from bot.text import clean
-from bot.types import ConversationRef, Inbound, Reply, ReplyKind
+from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind
 from llm.base import Backend, GenerationRequest, LLMBusy, LLMError, LLMTimeout, SamplingParams
-from storage.repository import ForgetResult, HistoryItem, MessageKind, Repository, StoredInbound
+from storage.repository import ForgetResult, HistoryItem, MessageKind, Repository
 
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
 
 log = logging.getLogger(__name__)
-
-Render = Callable[[Reply], Awaitable[None]]
 
 EMPTY_MESSAGE = "I can only read text. Please type your question and I'll help."
 FAILED_MESSAGE = "Sorry, I couldn't answer that just now. Please try again in a moment."
@@ -41,25 +39,6 @@ def busy_message(position: int | None) -> str:
     return (
         f"I'm helping a lot of people right now.{where} Please send your message again in a minute."
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """An inbound event that is safely stored.
-
-    ``duplicate``: it was answered already (or is being answered): render nothing.
-    """
-
-    inbound: Inbound
-    inbound_id: int
-    duplicate: bool
-    stored: StoredInbound
-    text: str
-    truncated: bool
-    command: tuple[str, str] | None
-    # Which state of the conversation ``stored.history`` was read at.
-    history_version: tuple[int, int] | None = None
-    received: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -208,6 +187,11 @@ class ConversationManager:
     async def reset(self, conversation_id: int) -> int:
         """Forget a conversation's history; returns how many messages went."""
         return await self.repository.reset_conversation(conversation_id)
+
+    def menu(self) -> list[MenuEntry]:
+        return [
+            MenuEntry(c.name, c.description) for c in self.commands.visible() if not c.admin_only
+        ]
 
     def is_admin(self, inbound: Inbound) -> bool:
         return inbound.platform_user in self.admins

@@ -6,13 +6,14 @@ no platform SDK type crosses this boundary.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from bot.manager import ConversationManager
+    from storage.repository import StoredInbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,58 @@ class Reply:
         return self.text
 
 
+Render = Callable[[Reply], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An inbound event that is safely stored.
+
+    ``duplicate``: it was answered already (or is being answered): render nothing.
+    """
+
+    inbound: Inbound
+    inbound_id: int
+    duplicate: bool
+    stored: StoredInbound
+    text: str
+    truncated: bool
+    command: tuple[str, str] | None
+    # Which state of the conversation ``stored.history`` was read at.
+    history_version: tuple[int, int] | None = None
+    received: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class MenuEntry:
+    """A command everyone may use, for a platform's command menu."""
+
+    name: str
+    description: str
+
+
+class Conversations(Protocol):
+    """What an adapter may ask of the conversation manager, and nothing more.
+
+    ``accept`` stores an event (raises ``StorageError``; acknowledge the
+    platform only after it returned), ``process`` answers it through
+    ``render``, ``pending`` hands back what a previous run stored but never
+    answered.
+    """
+
+    async def accept(self, inbound: Inbound) -> Accepted: ...
+
+    async def process(self, accepted: Accepted, render: Render) -> Reply: ...
+
+    async def pending(self, platform: str) -> list[Accepted]: ...
+
+    async def set_active(self, ref: ConversationRef, active: bool) -> None: ...
+
+    async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None: ...
+
+    def menu(self) -> Sequence[MenuEntry]: ...
+
+
 class Outbox(Protocol):
     """Sends a message that is not a reply (relayed agent answer, broadcast)."""
 
@@ -125,6 +178,6 @@ class ChatAdapter(Outbox, Protocol):
 
     name: str
 
-    async def start(self, manager: ConversationManager) -> None: ...
+    async def start(self, conversations: Conversations) -> None: ...
 
     async def stop(self) -> None: ...

@@ -10,6 +10,21 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from llm.errors import LLMBusy, LLMError, LLMTimeout
+
+__all__ = [
+    "Backend",
+    "ChatMessage",
+    "GenerationRequest",
+    "LLMBusy",
+    "LLMError",
+    "LLMTimeout",
+    "SamplingParams",
+    "Scorer",
+    "TextDelta",
+    "Usage",
+]
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -55,22 +70,6 @@ class TextDelta:
 
     text: str
     usage: Usage | None = None
-
-
-class LLMError(Exception):
-    """A generation failed. ``str(err)`` is for the operator's log, never the user."""
-
-
-class LLMTimeout(LLMError):
-    """A generation did not finish within its request's timeout."""
-
-
-class LLMBusy(LLMError):
-    """The backend's queue is full; ``position`` is where the request would have stood."""
-
-    def __init__(self, message: str, *, position: int | None = None) -> None:
-        super().__init__(message)
-        self.position = position
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ import asyncio
 import sys
 from typing import Any, TextIO
 
-from bot.errors import ConfigError, DeskmateError
+from bot.errors import CONFIG_ERRORS, FAILURES
 from bot.knowledge.base import KnowledgeBase, Policy
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import FIELDS, FORMATS, parse_mapping
@@ -162,12 +162,12 @@ async def run(
         else:
             stdout.write(text)
         return 0
-    except ConfigError as exc:
+    except CONFIG_ERRORS as exc:
         # The operator is the one reading: the message says what to fix.
         print(f"deskmate: {exc}", file=stderr)
         return 1
-    except DeskmateError as exc:
-        print(f"deskmate: {exc.user_message or exc}", file=stderr)
+    except FAILURES as exc:
+        print(f"deskmate: {getattr(exc, 'user_message', '') or exc}", file=stderr)
         return 1
     finally:
         await db.dispose()
