@@ -45,19 +45,21 @@ from sqlalchemy import Connection, text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.knowledge import tuning
-from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import EvalSet, evaluate, faq_jsonl, load_eval_set
 from bot.knowledge.index import unpack
+from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.rerank import LikelihoodReranker
 from llm.embeddings import SentenceEmbedder, configured_model_name
 from storage.db import Database
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
 
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "faq"
+
 
 async def pad(kb: KnowledgeBase, target: int, seed: int = 7) -> int:
     entries = await kb.repository.entries(with_embeddings=True)
     rng = random.Random(seed)
-    dim = kb.embedder.dim
+    dim = kb.retriever.embedder.dim
     items = []
     for n in range(max(0, target - len(entries))):
         a, b = rng.sample(entries, 2)
@@ -72,8 +74,8 @@ async def pad(kb: KnowledgeBase, target: int, seed: int = 7) -> int:
             external_id=f"pad-{n}",
         )
         items.append((entry, rows.astype("<f4").tobytes()))
-    await kb.repository.upsert_many("", items, embedding_model=kb.embedder.name)
-    kb.invalidate()
+    await kb.repository.upsert_many("", items, embedding_model=kb.retriever.embedder.name)
+    kb.retriever.invalidate()
     return len(items)
 
 
@@ -100,10 +102,10 @@ def row(name: str, s: dict[str, float | int]) -> str:
 async def scored(kb: KnowledgeBase, eval_set: EvalSet) -> list[dict[str, float | int]]:
     """``evaluate``'s summary; with a re-ranker, first without it (the same run's
     baseline), then with it, counting the questions it re-ranked."""
-    reranker, kb.reranker = kb.reranker, None
+    reranker, kb.retriever.reranker = kb.retriever.reranker, None
     summaries = [(await evaluate(kb, eval_set)).summary()]
     if reranker is not None:
-        kb.reranker = reranker
+        kb.retriever.reranker = reranker
         before = reranker.reranked
         summary = (await evaluate(kb, eval_set)).summary()
         summary["reranked"] = reranker.reranked - before
@@ -135,23 +137,23 @@ async def main() -> None:
 
         backend = TransformersBackend()
         await backend.load()
-        kb.reranker = LikelihoodReranker(backend)
+        kb.retriever.reranker = LikelihoodReranker(backend)
     t0 = time.perf_counter()
     await asyncio.to_thread(embedder.load)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    report = await kb.import_file(faq_jsonl())
+    report = await kb.import_file(faq_jsonl(DATA))
     import_s = time.perf_counter() - t0
-    eval_set = load_eval_set()
+    eval_set = load_eval_set(DATA)
     real = await scored(kb, eval_set)
     tuned: list[tuple[int, float, list[dict[str, float | int]]]] = []
     for seed in args.tune_seeds:
-        kb.model_store = Path(tempfile.mkdtemp())
+        kb.retriever.model_store = Path(tempfile.mkdtemp())
         outcome = await tuning.tune(kb, seed=seed)
         tuned.append((seed, outcome.seconds, await scored(kb, eval_set)))
     padded_count = await pad(kb, args.entries)
     t0 = time.perf_counter()
-    await kb.refresh(force=True)
+    await kb.retriever.refresh(force=True)
     index_s = time.perf_counter() - t0
     padded = await scored(kb, eval_set)
     await database.dispose()

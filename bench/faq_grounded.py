@@ -4,7 +4,7 @@
 
 Imports the evaluation FAQ (tests/data/faq) into a fresh SQLite file, then
 sends every reworded question that the policy routes to the grounded path
-through ``KnowledgeBase.answer`` with the local model. For each it records
+through the conversation manager with the local model. For each it records
 what the customer would have been shown:
 
 * ``grounded``: the model's answer passed the citation check (cites only the
@@ -30,12 +30,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import faq_jsonl, load_eval_set
+from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.manager import ConversationManager
+from bot.settings import DEFAULT_SYSTEM_PROMPT
+from bot.types import ConversationRef, Inbound, Reply
+from llm.base import SamplingParams
 from llm.embeddings import SentenceEmbedder
 from llm.transformers_backend import TransformersBackend
 from storage.db import Database
 from storage.knowledge_repo import KnowledgeRepository
+from storage.repository import Repository
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "faq"
 
 _CITED = re.compile(r"\[(\d{1,2})\]")
 
@@ -57,11 +64,19 @@ async def main() -> None:
         max_queue=1000,
     )
     await backend.load()
-    kb = KnowledgeBase(
-        repository=KnowledgeRepository(database), embedder=SentenceEmbedder(), backend=backend
+    kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=SentenceEmbedder())
+    manager = ConversationManager(
+        repository=Repository(database),
+        backend=backend,
+        system_prompt=DEFAULT_SYSTEM_PROMPT,
+        sampling=SamplingParams(max_new_tokens=200, temperature=0.0),
+        llm_timeout=None,
+        max_input_chars=4000,
+        history_messages=10,
+        knowledge=kb,
     )
-    await kb.import_file(faq_jsonl())
-    eval_set = load_eval_set()
+    await kb.import_file(faq_jsonl(DATA))
+    eval_set = load_eval_set(DATA)
     routed = []
     for expected, question in eval_set.reworded:
         if (await kb.decide(question)).path == "grounded":
@@ -71,11 +86,11 @@ async def main() -> None:
 
     class _Reasons(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if record.msg == "grounded answer discarded: %s":
+            if record.msg == "inbound %s: grounded answer discarded: %s":
                 # "only 3/9 content words come from ..." -> "only N/M content words ..."
-                reasons[re.sub(r"\d+", "N", str(record.args[0]))] += 1  # type: ignore[index]
+                reasons[re.sub(r"\d+", "N", str(record.args[1]))] += 1  # type: ignore[index]
 
-    knowledge_log = logging.getLogger("bot.knowledge.base")
+    knowledge_log = logging.getLogger("bot.manager")
     knowledge_log.setLevel(logging.INFO)
     knowledge_log.addHandler(_Reasons())
     gate = asyncio.Semaphore(args.concurrency)
@@ -83,24 +98,28 @@ async def main() -> None:
     right_citation = 0
     samples: dict[str, list[str]] = {}
 
-    async def one(expected: str, question: str) -> None:
+    async def collect(reply: Reply) -> None:
+        await reply.collect()
+
+    async def one(number: int, expected: str, question: str) -> None:
         nonlocal right_citation
+        ref = ConversationRef("bench", "", f"q{number}")
+        inbound = Inbound(ref=ref, user="bench", text=question, event_id=f"q{number}")
         async with gate:
-            answer = await kb.answer(question, conversation_key=f"bench-{question}")
-        assert answer is not None and answer.decision is not None
-        outcomes[answer.path] += 1
-        if answer.path == "grounded":
-            hits = answer.decision.hits
-            body = answer.text.split("\n\nSources:")[0]
-            cited = {int(n) for n in _CITED.findall(body) if 0 < int(n) <= len(hits)}
-            refs = {hits[n - 1].entry.ref for n in cited}
+            reply = await manager.handle(inbound, collect)
+        logged = (await kb.repository.answers(conversation_key=ref.key, limit=1))[0]
+        path = logged["path"]
+        outcomes[path] += 1
+        if path == "grounded":
+            refs_given = [e["ref"] for e in logged["entries"]]
+            body = reply.text.split("\n\nSources:")[0]
+            cited = {int(n) for n in _CITED.findall(body) if 0 < int(n) <= len(refs_given)}
+            refs = {refs_given[n - 1] for n in cited}
             right_citation += bool(refs & eval_set.accepted(expected))
-        samples.setdefault(answer.path, []).append(
-            f"Q: {question}\n(expected {expected})\n{answer.text}"
-        )
+        samples.setdefault(path, []).append(f"Q: {question}\n(expected {expected})\n{reply.text}")
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(e, q) for e, q in routed))
+    await asyncio.gather(*(one(i, e, q) for i, (e, q) in enumerate(routed)))
     seconds = time.perf_counter() - started
     await backend.aclose()
     await database.dispose()

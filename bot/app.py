@@ -11,11 +11,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.knowledge.policy import Policy
+from bot.knowledge.rerank import LikelihoodReranker
 from bot.manager import ConversationManager
 from bot.settings import Settings
 from bot.types import ChatAdapter
-from llm.base import Backend, SamplingParams
+from llm.base import Backend, SamplingParams, Scorer
 from storage.db import Database
+from storage.knowledge_repo import KnowledgeRepository
 from storage.repository import Repository
 
 if TYPE_CHECKING:
@@ -45,6 +49,37 @@ def create_backend(settings: Settings) -> Backend:
     return create_llm_backend(settings)
 
 
+def create_knowledge_base(
+    db: Database, settings: Settings, backend: Backend | None = None
+) -> KnowledgeBase:
+    """The knowledge base ``deskmate run`` and the ``faq`` commands share.
+
+    ``backend`` re-ranks close calls when it can score (the local model) and
+    ``DESKMATE_FAQ_RERANK`` allows it.
+    """
+    from llm.embeddings import configured_model_name, shared_embedder
+
+    folder = settings.embedding_model
+    name = configured_model_name(folder) if folder is not None else None
+    reranker = None
+    if settings.faq_rerank and isinstance(backend, Scorer):
+        reranker = LikelihoodReranker(backend)
+    return KnowledgeBase(
+        repository=KnowledgeRepository(db),
+        embedder=shared_embedder(model_dir=folder, name=name),
+        policy=Policy(
+            verbatim_score=settings.faq_verbatim_score,
+            verbatim_margin=settings.faq_verbatim_margin,
+            grounded_score=settings.faq_grounded_score,
+            # Between the two: still likely enough to show verbatim when a
+            # model answer fails the citation check.
+            fallback_verbatim_score=(settings.faq_grounded_score + settings.faq_verbatim_score) / 2,
+        ),
+        model_store=settings.data_dir / "embeddings",
+        reranker=reranker,
+    )
+
+
 @asynccontextmanager
 async def open_core(settings: Settings, *, backend: Backend | None = None) -> AsyncIterator[Core]:
     """Migrated storage, a loaded model and a manager; closed on exit."""
@@ -56,8 +91,6 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
         log.info("loading model (%s)…", backend.name)
         await backend.load()
         try:
-            from bot.knowledge.cli import knowledge_base
-
             manager = ConversationManager(
                 repository=repository,
                 backend=backend,
@@ -72,7 +105,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 max_input_chars=settings.max_input_chars,
                 history_messages=settings.history_messages,
                 admins=settings.admins,
-                knowledge=knowledge_base(db, settings, backend),
+                knowledge=create_knowledge_base(db, settings, backend),
             )
             yield Core(settings, repository, backend, manager)
         finally:

@@ -10,27 +10,45 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from bot.knowledge.plans import Plan
 from bot.types import Inbound
-
-if TYPE_CHECKING:
-    from bot.manager import ConversationManager
-    from storage.repository import StoredInbound
+from storage.repository import ForgetResult, Stats
 
 _COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_]{0,31})(?:@\S+)?(?:\s+(.*))?$", re.DOTALL)
 
 
+class Housekeeping(Protocol):
+    """What the built-in commands may ask of the conversation manager."""
+
+    async def reset(self, conversation_id: int) -> int:
+        """Forget a conversation's history; returns how many messages went."""
+        ...
+
+    async def forget_user(self, platform_user: str) -> ForgetResult: ...
+
+    async def stats(self) -> Stats: ...
+
+    async def role_of(self, platform_user: str) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CommandContext:
+    """What a command handler gets: the message, its arguments, and the few
+    services commands use."""
+
     inbound: Inbound
-    stored: StoredInbound
+    conversation_id: int
     args: str
     is_admin: bool
-    manager: ConversationManager
+    registry: CommandRegistry
+    house: Housekeeping
 
 
-Handler = Callable[[CommandContext], Awaitable[str]]
+# A handler answers with text, or with a plan for the manager to execute
+# (``/draft`` asks the model to write through the one generation path).
+Handler = Callable[[CommandContext], Awaitable[str | Plan]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,16 +116,16 @@ def builtin_commands() -> CommandRegistry:
 
     @registry.command("help", "list commands")
     async def help_(ctx: CommandContext) -> str:
-        return ctx.manager.commands.help_text(is_admin=ctx.is_admin)
+        return ctx.registry.help_text(is_admin=ctx.is_admin)
 
     @registry.command("reset", "forget this conversation's history")
     async def reset(ctx: CommandContext) -> str:
-        removed = await ctx.manager.reset(ctx.stored.conversation_id)
+        removed = await ctx.house.reset(ctx.conversation_id)
         return f"Done — I've forgotten this conversation ({removed} messages). Let's start fresh."
 
     @registry.command("forget", "delete everything I stored about you")
     async def forget(ctx: CommandContext) -> str:
-        result = await ctx.manager.forget_user(ctx.inbound.platform_user)
+        result = await ctx.house.forget_user(ctx.inbound.platform_user)
         return (
             f"Done — I deleted {result.messages} stored messages from and to you, "
             "and your profile. New messages you send will be stored again."
@@ -115,7 +133,7 @@ def builtin_commands() -> CommandRegistry:
 
     @registry.command("stats", "usage figures", admin_only=True)
     async def stats(ctx: CommandContext) -> str:
-        s = await ctx.manager.repository.stats()
+        s = await ctx.house.stats()
 
         def ms(value: float | None) -> str:
             return "—" if value is None else f"{value / 1000:.2f} s"

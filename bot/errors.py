@@ -19,6 +19,7 @@ __all__ = [
     "ModelConfigError",
     "ModelNotFound",
     "StorageError",
+    "user_message",
 ]
 
 
@@ -38,3 +39,10 @@ CONFIG_ERRORS: tuple[type[Exception], ...] = (ConfigError, ModelConfigError, Dat
 FAILURES: tuple[type[Exception], ...] = (DeskmateError, StorageError)
 
 STORAGE_MESSAGE = "Sorry, I can't reach my records just now. Please try again in a moment."
+
+
+def user_message(exc: BaseException) -> str:
+    """What a user is told about ``exc`` (the cause goes to the log)."""
+    if isinstance(exc, StorageError):
+        return STORAGE_MESSAGE
+    return getattr(exc, "user_message", DeskmateError.user_message)

@@ -1,8 +1,14 @@
-"""The conversation manager: the one caller of storage and of the LLM.
+"""The conversation manager: where every message is stored, routed and answered.
 
 Every inbound message is stored (``accept``) before it is answered
 (``process``). Messages of one conversation are answered in arrival order;
 different conversations run concurrently.
+
+Routing: a command runs its handler; any other message gets a plan from the
+knowledge base (``bot.knowledge.plans``) — or plain chat without one — and
+``_execute`` carries it out. Every model answer, whatever the plan, goes
+through ``_model_text``: it streams, stops on ``/reset``, records its tokens,
+and turns LLM failures into the same messages for the user.
 """
 
 from __future__ import annotations
@@ -13,18 +19,27 @@ import logging
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from bot.commands import CommandContext, CommandRegistry, builtin_commands, parse_command
-from bot.errors import DeskmateError
+from bot.errors import CONFIG_ERRORS, FAILURES, StorageError, user_message
+from bot.knowledge import drafting
+from bot.knowledge.commands import register_knowledge_commands
+from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.knowledge.plans import (
+    Chat,
+    Escalate,
+    Grounded,
+    KnowledgePlan,
+    Plan,
+    ReviseDraft,
+    Verbatim,
+)
+from bot.knowledge.policy import GroundedGate
 from bot.prompting import build_messages
 from bot.text import clean
 from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind
 from llm.base import Backend, GenerationRequest, LLMBusy, LLMError, LLMTimeout, SamplingParams
-from storage.repository import ForgetResult, HistoryItem, MessageKind, Repository
-
-if TYPE_CHECKING:
-    from bot.knowledge.base import KnowledgeBase
+from storage.repository import ForgetResult, HistoryItem, MessageKind, Repository, Stats
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +94,6 @@ class ConversationManager:
         # FAQ retrieval, modes and drafts; None: every message goes to the model.
         self.knowledge = knowledge
         if knowledge is not None and self.commands.get("faq") is None:
-            from bot.knowledge.commands import register_knowledge_commands
-
             register_knowledge_commands(self.commands, knowledge)
         self._slots: dict[str, _Slot] = {}
         # Bumped whenever a conversation's stored history may have changed, so
@@ -188,6 +201,12 @@ class ConversationManager:
         """Forget a conversation's history; returns how many messages went."""
         return await self.repository.reset_conversation(conversation_id)
 
+    async def stats(self) -> Stats:
+        return await self.repository.stats()
+
+    async def role_of(self, platform_user: str) -> str | None:
+        return await self.repository.role_of(platform_user)
+
     def menu(self) -> list[MenuEntry]:
         return [
             MenuEntry(c.name, c.description) for c in self.commands.visible() if not c.admin_only
@@ -200,15 +219,18 @@ class ConversationManager:
 
     async def _process(self, accepted: Accepted, render: Render, slot: _Slot) -> Reply:
         if accepted.command is not None:
-            text = await self._run_command(accepted, *accepted.command)
-            reply = Reply(ReplyKind.COMMAND, text=text, inbound_id=accepted.inbound_id)
-            return await self._deliver(accepted, reply, render, kind="command")
+            result = await self._run_command(accepted, *accepted.command)
+            if isinstance(result, str):
+                reply = Reply(ReplyKind.COMMAND, text=result, inbound_id=accepted.inbound_id)
+                return await self._deliver(accepted, reply, render, kind="command")
+            return await self._execute(accepted, result, render, slot, kind="command")
         if not accepted.text:
             reply = Reply(ReplyKind.NOTICE, text=EMPTY_MESSAGE, inbound_id=accepted.inbound_id)
             return await self._deliver(accepted, reply, render, kind="command")
-        return await self._answer(accepted, render, slot)
+        plan = await self._plan(accepted)
+        return await self._execute(accepted, plan, render, slot, kind="chat")
 
-    async def _run_command(self, accepted: Accepted, name: str, args: str) -> str:
+    async def _run_command(self, accepted: Accepted, name: str, args: str) -> str | Plan:
         command = self.commands.get(name)
         if command is None:
             return f"I don't know the command /{name}. Send /help to see what I can do."
@@ -216,12 +238,214 @@ class ConversationManager:
         if command.admin_only and not is_admin:
             log.warning("refused /%s to non-admin %s", name, accepted.inbound.platform_user)
             return f"Sorry, /{name} is only for this bot's admins."
-        ctx = CommandContext(accepted.inbound, accepted.stored, args, is_admin, self)
+        ctx = CommandContext(
+            inbound=accepted.inbound,
+            conversation_id=accepted.stored.conversation_id,
+            args=args,
+            is_admin=is_admin,
+            registry=self.commands,
+            house=self,
+        )
         try:
             return await command.handler(ctx)
-        except DeskmateError as exc:
+        except (*FAILURES, *CONFIG_ERRORS) as exc:
             log.exception("command /%s failed", name)
-            return exc.user_message
+            return user_message(exc)
+
+    async def _plan(self, accepted: Accepted) -> Plan:
+        """The knowledge base's plan for a plain message; plain chat without one.
+
+        A knowledge base that fails escalates (the model must not stand in for
+        the FAQ), except in ``assistant`` mode, which chats anyway.
+        """
+        knowledge = self.knowledge
+        if knowledge is None:
+            return Chat()
+        ref = accepted.inbound.ref
+        try:
+            return await knowledge.plan(accepted.text, tenant=ref.tenant, conversation_key=ref.key)
+        except Exception as exc:
+            log.exception("inbound %s: the knowledge base failed", accepted.inbound_id)
+            failure = f"the knowledge base failed: {exc!r}"
+        try:
+            if await knowledge.mode_for(ref.key, ref.tenant) == "assistant":
+                return Chat()
+        except Exception:
+            log.warning("inbound %s: mode unknown, escalating", accepted.inbound_id)
+        return Escalate(failure, (), None)
+
+    # -- execution -----------------------------------------------------------------
+
+    async def _execute(
+        self, accepted: Accepted, plan: Plan, render: Render, slot: _Slot, *, kind: MessageKind
+    ) -> Reply:
+        if isinstance(plan, Verbatim | Escalate):
+            await self._record_knowledge(accepted, plan, plan.text)
+            reply = Reply(ReplyKind.ANSWER, text=plan.text, inbound_id=accepted.inbound_id)
+            return await self._deliver(accepted, reply, render, kind=kind)
+        generation = Generation(await self._request(accepted, plan))
+        if isinstance(plan, Grounded):
+            chunks = self._grounded_chunks(accepted, plan, generation, slot.stop)
+        elif isinstance(plan, ReviseDraft):
+            chunks = self._draft_chunks(accepted, plan, generation, slot.stop)
+        else:
+            chunks = self._chat_chunks(accepted, generation, slot.stop)
+        reply = Reply(ReplyKind.ANSWER, chunks, inbound_id=accepted.inbound_id)
+        try:
+            await render(reply)
+            await reply.collect()
+        except BaseException as exc:
+            await self._fail(accepted, f"delivery failed: {exc!r}")
+            raise
+        if generation.error is not None:
+            reply.failed = True
+            await self._fail(accepted, generation.error)
+            return reply
+        stored = reply.text
+        if isinstance(plan, Chat):
+            # The model's words, without notices meant for this one delivery.
+            stored = generation.text.strip()
+            if generation.stopped:
+                stored += " " + STOPPED_MESSAGE
+        elif isinstance(plan, ReviseDraft):
+            await self._keep_draft(accepted, plan, generation)
+        elif generation.settled is not None:
+            await self._record_knowledge(accepted, generation.settled, reply.text)
+        await self.repository.record_answer(
+            accepted.stored,
+            text=stored,
+            kind=kind,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            latency_ms=self._elapsed_ms(accepted),
+        )
+        return reply
+
+    async def _request(
+        self, accepted: Accepted, plan: Chat | Grounded | ReviseDraft
+    ) -> GenerationRequest:
+        tag = f"inbound:{accepted.inbound_id}"
+        if isinstance(plan, Grounded):
+            sampling = SamplingParams(max_new_tokens=plan.max_new_tokens, temperature=0.0)
+            return GenerationRequest(plan.messages, sampling, self.llm_timeout, tag)
+        if isinstance(plan, ReviseDraft):
+            return GenerationRequest(plan.messages, drafting.SAMPLING, self.llm_timeout, tag)
+        history: Sequence[HistoryItem] | None = accepted.stored.history
+        if history is None or accepted.history_version != self._history_version(
+            accepted.inbound.ref.key
+        ):
+            history = await self.repository.history(
+                accepted.stored.conversation_id,
+                upto_message_id=accepted.stored.message_id,
+                limit=self.history_messages,
+            )
+        messages = build_messages(
+            system_prompt=plan.system_prompt or self.system_prompt,
+            history=history,
+            budget=self.backend.context_window - self.sampling.max_new_tokens,
+            count_tokens=self._count_tokens,
+        )
+        return GenerationRequest(messages, self.sampling, self.llm_timeout, tag)
+
+    async def _chat_chunks(
+        self, accepted: Accepted, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        if accepted.truncated:
+            yield (
+                f"(Your message was very long, so I read only its first "
+                f"{self.max_input_chars:,} characters.)\n\n"
+            )
+        async for text in self._model_text(accepted, generation, stop):
+            yield text
+        if generation.stopped:
+            yield " " + STOPPED_MESSAGE
+        elif generation.error is not None:
+            yield generation.notice(after_text=bool(generation.text))
+
+    async def _grounded_chunks(
+        self, accepted: Accepted, plan: Grounded, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        gate = GroundedGate(plan.question, plan.decision.hits)
+        async for text in self._model_text(accepted, generation, stop):
+            if shown := gate.feed(text):
+                yield shown
+        if generation.error is not None:
+            yield generation.notice(after_text=bool(gate.shown))
+            return
+        if generation.stopped:
+            yield (" " if gate.shown else "") + STOPPED_MESSAGE
+            return
+        if rest := gate.finish():
+            yield rest
+        if gate.shown:
+            yield "\n\n" + plan.sources
+            generation.settled = plan
+            return
+        log.info("inbound %s: grounded answer discarded: %s", accepted.inbound_id, gate.verdict)
+        generation.settled = plan.fallback
+        yield plan.fallback.text
+
+    async def _draft_chunks(
+        self, accepted: Accepted, plan: ReviseDraft, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        shown = False
+        async for text in self._model_text(accepted, generation, stop):
+            if not shown:
+                shown = True
+                yield drafting.heading(plan.draft)
+            yield text
+        if generation.stopped:
+            yield " " + STOPPED_MESSAGE
+        elif generation.error is not None:
+            yield generation.notice(after_text=shown)
+        elif not generation.text.strip():
+            yield drafting.EMPTY_DRAFT
+
+    async def _model_text(
+        self, accepted: Accepted, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        """The one generation path: the model's text as it streams.
+
+        Usage, a failure (with what the user is told) and a ``/reset`` that
+        stopped it are noted on ``generation``; nothing is raised.
+        """
+        request = generation.request
+        parts = generation.parts
+        stream = self.backend.stream(request)
+        try:
+            async with asyncio.timeout(request.timeout):
+                async for delta in stream:
+                    if delta.usage is not None:
+                        generation.prompt_tokens = delta.usage.prompt_tokens
+                        generation.completion_tokens = delta.usage.completion_tokens
+                    if delta.text:
+                        parts.append(delta.text)
+                        # Leading whitespace is the model's, not the customer's concern.
+                        text = delta.text.lstrip() if len(parts) == 1 else delta.text
+                        if text:
+                            yield text
+                    if stop.is_set():
+                        generation.stopped = True
+                        break
+        except (TimeoutError, LLMTimeout) as exc:
+            generation.fail(f"LLM timeout after {request.timeout}s: {exc}", TIMEOUT_MESSAGE)
+            log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
+        except LLMBusy as exc:
+            generation.fail(f"LLM busy: {exc}", busy_message(exc.position), separate=False)
+            log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
+        except LLMError as exc:
+            generation.fail(f"LLM failed: {exc}", FAILED_MESSAGE)
+            log.error("inbound %s: %s", accepted.inbound_id, generation.error, exc_info=exc)
+        except Exception as exc:
+            # A bug in a backend must not take the adapter down with it.
+            generation.fail(f"LLM crashed: {exc!r}", FAILED_MESSAGE)
+            log.exception("inbound %s: backend raised", accepted.inbound_id)
+        finally:
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    # -- bookkeeping -----------------------------------------------------------------
 
     async def _deliver(
         self, accepted: Accepted, reply: Reply, render: Render, *, kind: MessageKind
@@ -236,141 +460,36 @@ class ConversationManager:
         )
         return reply
 
-    async def _answer(self, accepted: Accepted, render: Render, slot: _Slot) -> Reply:
-        system_prompt = self.system_prompt
-        if self.knowledge is not None:
-            text = await self._knowledge_reply(accepted)
-            if text is not None:
-                reply = Reply(ReplyKind.ANSWER, text=text, inbound_id=accepted.inbound_id)
-                return await self._deliver(accepted, reply, render, kind="chat")
-            system_prompt = await self._persona(accepted) or system_prompt
-        history: Sequence[HistoryItem] | None = accepted.stored.history
-        if history is None or accepted.history_version != self._history_version(
-            accepted.inbound.ref.key
-        ):
-            history = await self.repository.history(
-                accepted.stored.conversation_id,
-                upto_message_id=accepted.stored.message_id,
-                limit=self.history_messages,
-            )
-        budget = self.backend.context_window - self.sampling.max_new_tokens
-        messages = build_messages(
-            system_prompt=system_prompt,
-            history=history,
-            budget=budget,
-            count_tokens=self._count_tokens,
-        )
-        request = GenerationRequest(
-            messages=messages,
-            sampling=self.sampling,
-            timeout=self.llm_timeout,
-            tag=f"inbound:{accepted.inbound_id}",
-        )
-        outcome = _Outcome()
-        reply = Reply(
-            ReplyKind.ANSWER,
-            self._generate(accepted, request, outcome, slot.stop),
-            inbound_id=accepted.inbound_id,
-        )
+    async def _record_knowledge(self, accepted: Accepted, plan: KnowledgePlan, text: str) -> None:
+        """Log the knowledge base's answer (an escalation opens one)."""
+        if self.knowledge is None:
+            return
+        inbound = accepted.inbound
         try:
-            await render(reply)
-            await reply.collect()
-        except BaseException as exc:
-            await self._fail(accepted, f"delivery failed: {exc!r}")
-            raise
-        if outcome.error is not None:
-            reply.failed = True
-            await self._fail(accepted, outcome.error)
-            return reply
-        answer = outcome.text.strip()
-        await self.repository.record_answer(
-            accepted.stored,
-            text=answer if not outcome.stopped else answer + " " + STOPPED_MESSAGE,
-            kind="chat",
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            latency_ms=self._elapsed_ms(accepted),
-        )
-        return reply
-
-    async def _knowledge_reply(self, accepted: Accepted) -> str | None:
-        from bot.knowledge.routing import knowledge_reply
-
-        assert self.knowledge is not None
-        try:
-            return await knowledge_reply(
-                self.knowledge,
-                accepted.inbound,
-                accepted.text,
-                backend=self.backend,
-                llm_timeout=self.llm_timeout,
+            await self.knowledge.record(
+                plan,
+                question=accepted.text,
+                answer=text,
+                tenant=inbound.ref.tenant,
+                conversation_key=inbound.ref.key,
+                user_id=inbound.platform_user,
             )
         except Exception:
-            # The knowledge base failing must not silence the bot: chat instead.
-            log.exception("inbound %s: knowledge base failed", accepted.inbound_id)
-            return None
+            # The customer still gets the answer; the operator sees what is missing.
+            log.exception("inbound %s: could not log the %s answer", accepted.inbound_id, plan.path)
 
-    async def _persona(self, accepted: Accepted) -> str:
-        """The tenant's persona set with /persona: its system prompt for plain chat."""
-        assert self.knowledge is not None
+    async def _keep_draft(
+        self, accepted: Accepted, plan: ReviseDraft, generation: Generation
+    ) -> None:
+        text = generation.text.strip()
+        if self.knowledge is None or generation.stopped or not text:
+            return
+        d = plan.draft
+        written = drafting.Draft(d.kind, d.brief, d.tone, d.length, text)
         try:
-            return (await self.knowledge.persona(accepted.inbound.ref.tenant)).strip()
-        except Exception:
-            log.exception("inbound %s: could not read the persona", accepted.inbound_id)
-            return ""
-
-    async def _generate(
-        self,
-        accepted: Accepted,
-        request: GenerationRequest,
-        outcome: _Outcome,
-        stop: asyncio.Event,
-    ) -> AsyncIterator[str]:
-        if accepted.truncated:
-            yield (
-                f"(Your message was very long, so I read only its first "
-                f"{self.max_input_chars:,} characters.)\n\n"
-            )
-        parts: list[str] = []
-        stream = self.backend.stream(request)
-        try:
-            async with asyncio.timeout(request.timeout):
-                async for delta in stream:
-                    if delta.usage is not None:
-                        outcome.prompt_tokens = delta.usage.prompt_tokens
-                        outcome.completion_tokens = delta.usage.completion_tokens
-                    if delta.text:
-                        parts.append(delta.text)
-                        # Leading whitespace is the model's, not the customer's concern.
-                        text = delta.text.lstrip() if len(parts) == 1 else delta.text
-                        if text:
-                            yield text
-                    if stop.is_set():
-                        outcome.stopped = True
-                        yield " " + STOPPED_MESSAGE
-                        break
-        except (TimeoutError, LLMTimeout) as exc:
-            outcome.error = f"LLM timeout after {request.timeout}s: {exc}"
-            log.warning("inbound %s: %s", accepted.inbound_id, outcome.error)
-            yield ("\n\n" if parts else "") + TIMEOUT_MESSAGE
-        except LLMBusy as exc:
-            outcome.error = f"LLM busy: {exc}"
-            log.warning("inbound %s: %s", accepted.inbound_id, outcome.error)
-            yield busy_message(exc.position)
-        except LLMError as exc:
-            outcome.error = f"LLM failed: {exc}"
-            log.error("inbound %s: %s", accepted.inbound_id, outcome.error, exc_info=exc)
-            yield ("\n\n" if parts else "") + FAILED_MESSAGE
-        except Exception as exc:
-            # A bug in a backend must not take the adapter down with it.
-            outcome.error = f"LLM crashed: {exc!r}"
-            log.exception("inbound %s: backend raised", accepted.inbound_id)
-            yield ("\n\n" if parts else "") + FAILED_MESSAGE
-        finally:
-            closer = getattr(stream, "aclose", None)
-            if closer is not None:
-                await closer()
-        outcome.text = "".join(parts)
+            await self.knowledge.set_draft(accepted.inbound.ref.key, written.dumps())
+        except StorageError:
+            log.exception("inbound %s: could not keep the draft", accepted.inbound_id)
 
     async def _fail(self, accepted: Accepted, error: str) -> None:
         try:
@@ -385,9 +504,28 @@ class ConversationManager:
 
 
 @dataclass(slots=True)
-class _Outcome:
-    text: str = ""
+class Generation:
+    """One model answer in progress: what the model wrote, its usage, and how it
+    ended (an error with the user's notice, or stopped by ``/reset``)."""
+
+    request: GenerationRequest
+    parts: list[str] = field(default_factory=list)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
     stopped: bool = False
+    # How a grounded answer ended up being answered (itself, or its fallback).
+    settled: KnowledgePlan | None = None
+    _notice: str = ""
+    _separate: bool = True
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def fail(self, error: str, notice: str, *, separate: bool = True) -> None:
+        self.error, self._notice, self._separate = error, notice, separate
+
+    def notice(self, *, after_text: bool) -> str:
+        """What the user is told about the failure, set apart from text already shown."""
+        return ("\n\n" if after_text and self._separate else "") + self._notice

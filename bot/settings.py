@@ -51,7 +51,7 @@ class Settings:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_input_chars: int = 4000
     history_messages: int = 40
-    # Knowledge-base answering thresholds (bot.knowledge.base.Policy; cosine scale).
+    # Knowledge-base answering thresholds (bot.knowledge.policy.Policy; cosine scale).
     faq_verbatim_score: float = 0.65
     faq_verbatim_margin: float = 0.02
     faq_grounded_score: float = 0.45

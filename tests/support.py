@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+from pathlib import Path
 
 from aiohttp import web
 
@@ -60,3 +61,7 @@ async def serve_local(app: web.Application) -> tuple[web.AppRunner, int]:
     server = site._server
     assert server is not None
     return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+
+# The labelled FAQ evaluation set (see tests/data/faq/README or bench/README.md).
+FAQ_DATA = Path(__file__).resolve().parent / "data" / "faq"

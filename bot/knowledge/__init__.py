@@ -1,19 +1,9 @@
-"""Knowledge base: FAQ import/export, hybrid retrieval and the answering policy."""
+"""Knowledge base: FAQ import/export, hybrid retrieval, the answering policy
+and the plans the conversation manager executes.
 
-from bot.knowledge.base import (
-    Decision,
-    KnowledgeAnswer,
-    KnowledgeBase,
-    Policy,
-    grounded_prompt,
-)
-from bot.knowledge.importer import KnowledgeImportError
-
-__all__ = [
-    "Decision",
-    "KnowledgeAnswer",
-    "KnowledgeBase",
-    "KnowledgeImportError",
-    "Policy",
-    "grounded_prompt",
-]
+Modules: ``importer`` (parsing files), ``retrieval`` (index and search),
+``policy`` (thresholds, prompt and guard), ``plans``, ``drafting``,
+``knowledge_base`` (the facade the manager holds), ``commands`` (chat
+commands), ``tuning`` and ``evaluation``. This package imports none of them
+itself, so importing one module never drags in the rest.
+"""

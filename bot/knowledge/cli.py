@@ -13,16 +13,14 @@ import asyncio
 import sys
 from typing import Any, TextIO
 
+from bot.app import create_knowledge_base
 from bot.errors import CONFIG_ERRORS, FAILURES
-from bot.knowledge.base import KnowledgeBase, Policy
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import FIELDS, FORMATS, parse_mapping
-from bot.knowledge.rerank import LikelihoodReranker
+from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.settings import Settings
-from llm.base import Scorer
 from llm.embeddings import ADAPT_EPOCHS
 from storage.db import Database
-from storage.knowledge_repo import KnowledgeRepository
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -62,33 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     exp.add_argument("-o", "--output", help="file to write (default: stdout)")
 
 
-def knowledge_base(db: Database, settings: Settings, backend: Any = None) -> KnowledgeBase:
-    """The knowledge base the composition root and the CLI share."""
-    from llm.embeddings import configured_model_name, shared_embedder
-
-    folder = settings.embedding_model
-    name = configured_model_name(folder) if folder is not None else None
-    reranker = None
-    if settings.faq_rerank and isinstance(backend, Scorer):
-        reranker = LikelihoodReranker(backend)
-    return KnowledgeBase(
-        repository=KnowledgeRepository(db),
-        embedder=shared_embedder(model_dir=folder, name=name),
-        backend=backend,
-        policy=Policy(
-            verbatim_score=settings.faq_verbatim_score,
-            verbatim_margin=settings.faq_verbatim_margin,
-            grounded_score=settings.faq_grounded_score,
-            # Between the two: still likely enough to show verbatim when a
-            # model answer fails the citation check.
-            fallback_verbatim_score=(settings.faq_grounded_score + settings.faq_verbatim_score) / 2,
-        ),
-        llm_timeout=settings.llm_timeout,
-        model_store=settings.data_dir / "embeddings",
-        reranker=reranker,
-    )
-
-
 class _Progress:
     """A progress bar on stderr; plain lines when stderr is not a terminal."""
 
@@ -124,7 +95,7 @@ async def run(
     db = Database(settings.effective_database_url)
     try:
         await db.upgrade()
-        kb = knowledge_base(db, settings)
+        kb = create_knowledge_base(db, settings)
         if args.faq_command == "import":
             report = await kb.import_file(
                 Path(args.file),

@@ -11,8 +11,8 @@ import logging
 
 from bot.commands import CommandContext, CommandRegistry
 from bot.knowledge import drafting
-from bot.knowledge.base import MODES, KnowledgeBase
-from llm.base import LLMError
+from bot.knowledge.knowledge_base import MODES, KnowledgeBase
+from bot.knowledge.plans import Plan, ReviseDraft
 from storage.knowledge_repo import GLOBAL, EntryInput
 
 log = logging.getLogger(__name__)
@@ -128,9 +128,9 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
         return "Persona saved. Drafts and grounded answers in this workspace will use it."
 
     @registry.command("draft", "draft a reply, announcement, social post, email or release note")
-    async def draft(ctx: CommandContext) -> str:
+    async def draft(ctx: CommandContext) -> str | Plan:
         if not ctx.is_admin:
-            role = await ctx.manager.repository.role_of(ctx.inbound.platform_user)
+            role = await ctx.house.role_of(ctx.inbound.platform_user)
             if role not in ("agent", "admin"):
                 return "Sorry, drafting is for the support team (agents and admins)."
         key = ctx.inbound.ref.key
@@ -141,26 +141,5 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
             request = drafting.parse_request(ctx.args)
         except drafting.DraftError as exc:
             return str(exc)
-        return await write_draft(ctx, kb, request)
-
-
-async def write_draft(
-    ctx: CommandContext, kb: KnowledgeBase, request: drafting.Draft, instruction: str = ""
-) -> str:
-    persona = await kb.persona(ctx.inbound.ref.tenant)
-    try:
-        text = await drafting.write(
-            ctx.manager.backend,
-            request,
-            persona=persona,
-            instruction=instruction,
-            llm_timeout=ctx.manager.llm_timeout,
-        )
-    except LLMError as exc:
-        log.warning("draft failed: %s", exc)
-        return "Sorry, I couldn't write the draft just now. Please try again."
-    if not text:
-        return "The model returned an empty draft; please try again with more detail."
-    done = drafting.Draft(request.kind, request.brief, request.tone, request.length, text)
-    await kb.set_draft(ctx.inbound.ref.key, done.dumps())
-    return drafting.present(done)
+        persona = await kb.persona(ctx.inbound.ref.tenant)
+        return ReviseDraft(request, drafting.draft_messages(request, persona))

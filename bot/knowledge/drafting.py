@@ -3,17 +3,17 @@
 A draft is text for a person to review and send; nothing here sends it
 anywhere. ``/draft`` starts one; while it is open, every plain message in the
 conversation is an instruction that revises it ("shorter", "more formal");
-``/draft done`` closes it.
+``/draft done`` closes it. Nothing here calls the model: ``/draft`` and each
+revision return a ``ReviseDraft`` plan that the conversation manager executes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from dataclasses import asdict, dataclass
 
-from llm.base import Backend, ChatMessage, GenerationRequest, LLMTimeout, SamplingParams
+from llm.base import ChatMessage, SamplingParams
 
 KINDS: dict[str, str] = {
     "reply": "a reply to a customer",
@@ -115,28 +115,14 @@ def revise_options(draft: Draft, instruction: str) -> Draft:
     return Draft(draft.kind, draft.brief, tone, length, draft.text)
 
 
-async def write(
-    backend: Backend,
-    draft: Draft,
-    *,
-    persona: str = "",
-    instruction: str = "",
-    llm_timeout: float | None = 120.0,
-) -> str:
-    """Generate (or revise) the draft's text; raises ``LLMError`` on failure."""
-    request = GenerationRequest(
-        messages=draft_messages(draft, persona, instruction),
-        sampling=SamplingParams(max_new_tokens=400, temperature=0.7),
-        timeout=llm_timeout,
-        tag="draft",
-    )
-    try:
-        async with asyncio.timeout(llm_timeout):
-            parts = [delta.text async for delta in backend.stream(request)]
-    except TimeoutError:
-        raise LLMTimeout(f"draft took longer than {llm_timeout}s") from None
-    return "".join(parts).strip()
+# Drafts want some variety, unlike answers.
+SAMPLING = SamplingParams(max_new_tokens=400, temperature=0.7)
+EMPTY_DRAFT = "The model returned an empty draft; please try again with more detail."
+
+
+def heading(draft: Draft) -> str:
+    return f"{DRAFT_LABEL}\n({draft.kind}, {draft.tone}, {draft.length})\n\n"
 
 
 def present(draft: Draft) -> str:
-    return f"{DRAFT_LABEL}\n({draft.kind}, {draft.tone}, {draft.length})\n\n{draft.text}"
+    return heading(draft) + draft.text

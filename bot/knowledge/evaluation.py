@@ -1,4 +1,4 @@
-"""Retrieval evaluation against a labelled question set (tests/data/faq).
+"""Retrieval evaluation against a labelled question set (a folder like tests/data/faq).
 
 Shared by the regression test and ``bench/faq_eval.py`` so both measure the
 same thing: top-1 / top-3 accuracy on reworded questions (strict: the exact
@@ -16,9 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.knowledge.base import KnowledgeBase
-
-DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "faq"
+from bot.knowledge.knowledge_base import KnowledgeBase
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +29,7 @@ class EvalSet:
         return self.groups.get(expected, frozenset({expected}))
 
 
-def load_eval_set(data: Path = DATA) -> EvalSet:
+def load_eval_set(data: Path) -> EvalSet:
     reworded = []
     for line in (data / "reworded.tsv").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
@@ -51,11 +49,11 @@ def load_eval_set(data: Path = DATA) -> EvalSet:
     return EvalSet(reworded, groups, oos)
 
 
-def faq_jsonl(data: Path = DATA) -> Path:
+def faq_jsonl(data: Path) -> Path:
     return data / "construction_faq_en.jsonl"
 
 
-def dataset_ids(data: Path = DATA) -> list[str]:
+def dataset_ids(data: Path) -> list[str]:
     path = faq_jsonl(data)
     return [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -117,7 +115,7 @@ class EvalResult:
 async def evaluate(kb: KnowledgeBase, eval_set: EvalSet, *, tenant: str = "") -> EvalResult:
     """Run every question through ``decide`` (retrieval + policy, no model)."""
     result = EvalResult()
-    await kb.refresh()
+    await kb.retriever.refresh()
     for expected, question in eval_set.reworded:
         start = time.perf_counter()
         hits = await kb.search(question, tenant=tenant, limit=3)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import ConfigError
-from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.index import embed_entries
+from bot.knowledge.knowledge_base import KnowledgeBase
 from llm.embeddings import (
     ADAPT_EPOCHS,
     Embedder,
@@ -71,10 +71,10 @@ async def tune(
     progress: Callable[[int, int], None] | None = None,
 ) -> TuneReport:
     """Adapt the base model to the deployment-wide entries and switch to it."""
-    base = kb.base_embedder
+    base = kb.retriever.base_embedder
     if not isinstance(base, SentenceEmbedder):
         raise ConfigError(f"the embedding model {base.name} cannot be adapted")
-    if kb.model_store is None:
+    if kb.retriever.model_store is None:
         raise ConfigError("no folder for adapted models is configured (DESKMATE_DATA_DIR)")
     if epochs < 1:
         raise ConfigError("--epochs must be at least 1")
@@ -87,7 +87,7 @@ async def tune(
             f"embedding model needs at least {MIN_ENTRIES}"
         )
     name = adapted_name(base.name, training, epochs=epochs, seed=seed)
-    folder = kb.model_store / name
+    folder = kb.retriever.model_store / name
     seconds = 0.0
     if not folder.is_dir():
         log.info("adapting %s to %d entries (%d epochs)", base.name, len(entries), epochs)
@@ -101,9 +101,10 @@ async def tune(
 
 async def reset(kb: KnowledgeBase) -> TuneReport:
     """Go back to the base model (adapted folders are left where they are)."""
-    embedded = await _switch(kb, kb.base_embedder, kb.base_embedder.name)
+    base = kb.retriever.base_embedder
+    embedded = await _switch(kb, base, base.name)
     await kb.repository.set_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING, None)
-    return TuneReport(kb.base_embedder.name, 0, embedded, 0.0, None)
+    return TuneReport(base.name, 0, embedded, 0.0, None)
 
 
 async def _switch(kb: KnowledgeBase, embedder: Embedder, name: str) -> int:
@@ -111,5 +112,5 @@ async def _switch(kb: KnowledgeBase, embedder: Embedder, name: str) -> int:
     blobs = await asyncio.to_thread(embed_entries, embedder, entries)
     vectors = dict(zip((e.id for e in entries), blobs, strict=True))
     await kb.repository.use_embedding_model(vectors, name)
-    kb.invalidate()
+    kb.retriever.invalidate()
     return len(entries)

@@ -105,9 +105,10 @@ def test_fatal_import_errors_exit_1_and_store_nothing(tmp_path: Path) -> None:
 
 def test_tune_then_ask_with_the_adapted_model(tmp_path: Path) -> None:
     from bot.knowledge.evaluation import faq_jsonl
+    from tests.support import FAQ_DATA
 
     faq = tmp_path / "faq.jsonl"
-    lines = faq_jsonl().read_text(encoding="utf-8").splitlines()[:24]
+    lines = faq_jsonl(FAQ_DATA).read_text(encoding="utf-8").splitlines()[:24]
     faq.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert deskmate(tmp_path, "faq", "import", str(faq)).returncode == 0
 

@@ -12,13 +12,18 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.errors import StorageError
-from bot.knowledge.base import KnowledgeBase, Policy, check_grounded, grounded_prompt
 from bot.knowledge.importer import KnowledgeImportError
+from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.knowledge.plans import Chat, Escalate
+from bot.knowledge.policy import Policy, check_grounded, grounded_prompt
+from bot.manager import ConversationManager
 from llm.embeddings import HashingEmbedder
 from llm.fake import FakeBackend
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
 from storage.models import escalations, faq_answers, faq_entries
 from storage.repository import Repository
+from tests.conftest import make_manager
+from tests.support import Rendered, make_inbound
 
 CSV = (
     "id,question,answer,source,alternatives\n"
@@ -42,7 +47,6 @@ async def kb(repository: Repository) -> KnowledgeBase:
     return KnowledgeBase(
         repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
-        backend=FakeBackend(),
         policy=POLICY,
         refresh_interval=0.0,
     )
@@ -130,52 +134,69 @@ async def test_remove_and_index_refresh(kb: KnowledgeBase, tmp_path: Path) -> No
     assert await kb.repository.keyword_search("return", tenant="") == []
 
 
-async def test_policy_paths_and_logging(kb: KnowledgeBase, tmp_path: Path) -> None:
+async def ask(manager: ConversationManager, text: str, chat: str) -> str:
+    seen = Rendered()
+    reply = await manager.handle(make_inbound(text, platform="web", chat=chat), seen)
+    assert seen.replies == [reply.text]
+    return reply.text
+
+
+async def test_policy_paths_and_logging(
+    kb: KnowledgeBase, repository: Repository, tmp_path: Path
+) -> None:
     await kb.import_file(_write(tmp_path, "faq.csv", CSV))
+    backend = FakeBackend()
+    manager = make_manager(repository, backend, knowledge=kb)
 
-    verbatim = await kb.answer("When will my order arrive?", conversation_key="web:c1")
-    assert verbatim.path == "verbatim"
-    assert verbatim.text.startswith("Orders arrive in 2-3 working days.")
-    assert "Shipping policy" in verbatim.text and "ship-1" in verbatim.text
-    assert verbatim.as_json("q")["sources"][0]["id"] == "ship-1"
+    verbatim = await ask(manager, "When will my order arrive?", "c1")
+    assert verbatim.startswith("Orders arrive in 2-3 working days.")
+    assert "Shipping policy" in verbatim and "ship-1" in verbatim
+    logged = await kb.repository.answers(conversation_key="web:t1:c1:", limit=1)
+    assert logged[0]["path"] == "verbatim" and logged[0]["entries"][0]["ref"] == "ship-1"
 
-    escalated = await kb.answer("What is the capital of Australia?", user_id="web:u1")
-    assert escalated.path == "escalated" and escalated.escalation_id is not None
+    escalated = await ask(manager, "What is the capital of Australia?", "c2")
+    assert "human colleague" in escalated
     open_ = await kb.repository.escalations()
     assert [(e.question, e.user_id) for e in open_] == [
         ("What is the capital of Australia?", "web:u1")
     ]
 
-    backend = kb.backend
-    assert isinstance(backend, FakeBackend)
     backend.enqueue("Items can be returned within 30 days of delivery [1].")
-    grounded = await kb.answer("return an item I bought last week")
-    assert grounded.path == "grounded", grounded.decision
-    assert "within 30 days of delivery [1]" in grounded.text and "Sources:" in grounded.text
+    grounded = await ask(manager, "return an item I bought last week", "c3")
+    assert (await kb.repository.answers(limit=1))[0]["path"] == "grounded"
+    assert "within 30 days of delivery [1]" in grounded and "Sources:" in grounded
 
     # An answer that cites nothing is never shown as the FAQ's.
     backend.enqueue("Sure, we refund everything within 90 days, no questions asked.")
-    guarded = await kb.answer("return an item I bought last week")
-    assert guarded.path in ("verbatim", "escalated")
-    assert "90 days" not in guarded.text
+    guarded = await ask(manager, "return an item I bought last week", "c4")
+    guarded_path = (await kb.repository.answers(limit=1))[0]["path"]
+    assert guarded_path in ("verbatim", "escalated")
+    assert "90 days" not in guarded
 
     rows = await kb.repository.answers()
     assert [r["path"] for r in reversed(rows)][:3] == ["verbatim", "escalated", "grounded"]
     assert rows[-1]["entries"][0]["ref"] == "ship-1"
     assert await _count(kb, faq_answers) == 4
-    assert await _count(kb, escalations) == (2 if guarded.path == "escalated" else 1)
+    assert await _count(kb, escalations) == (2 if guarded_path == "escalated" else 1)
 
 
-async def test_faq_mode_never_calls_the_model(kb: KnowledgeBase, tmp_path: Path) -> None:
+async def test_faq_mode_never_calls_the_model(
+    kb: KnowledgeBase, repository: Repository, tmp_path: Path
+) -> None:
     await kb.import_file(_write(tmp_path, "faq.csv", CSV))
-    backend = kb.backend
-    assert isinstance(backend, FakeBackend)
+    backend = FakeBackend()
+    manager = make_manager(repository, backend, knowledge=kb)
+    await kb.set_mode("conversation:web:t1:c1:", "faq")
     backend.enqueue("Invented answer [1].")
-    answer = await kb.answer("return an item I bought last week", mode="faq")
-    assert answer.path == "escalated"
-    assert "Can I return an item?" in answer.text  # offered as the closest entry
-    assert "Invented" not in answer.text
-    assert await kb.answer("capital of Australia?", mode="assistant") is None
+    answer = await ask(manager, "return an item I bought last week", "c1")
+    assert (await kb.repository.answers(limit=1))[0]["path"] == "escalated"
+    assert "Can I return an item?" in answer  # offered as the closest entry
+    assert "Invented" not in answer and backend.requests == []
+    plan = await kb.plan("capital of Australia?", tenant="t1", conversation_key="web:t1:c2:")
+    assert isinstance(plan, Escalate)
+    await kb.set_mode("tenant:t1", "assistant")
+    plan = await kb.plan("capital of Australia?", tenant="t1", conversation_key="web:t1:c2:")
+    assert isinstance(plan, Chat)
 
 
 def test_guard_rejects_uncited_unrelated_and_foreign_citations() -> None:
@@ -238,8 +259,8 @@ async def test_another_process_sees_changes(kb: KnowledgeBase, tmp_path: Path) -
 
 
 async def test_thresholds_come_from_settings(tmp_path: Path) -> None:
+    from bot.app import create_knowledge_base as knowledge_base
     from bot.errors import ConfigError
-    from bot.knowledge.cli import knowledge_base
     from bot.settings import Settings
     from storage.db import Database
 

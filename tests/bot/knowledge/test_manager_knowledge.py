@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.knowledge.base import KnowledgeBase, Policy
+from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.knowledge.policy import Policy
 from bot.manager import ConversationManager
 from llm.embeddings import HashingEmbedder
 from llm.fake import FakeBackend
@@ -31,7 +32,6 @@ async def setup(
     kb = KnowledgeBase(
         repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
-        backend=backend,
         policy=Policy(verbatim_score=0.5, grounded_score=0.25, fallback_verbatim_score=0.35),
         refresh_interval=0.0,
     )

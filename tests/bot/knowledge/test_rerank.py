@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.knowledge.cli import knowledge_base
+from bot.app import create_knowledge_base as knowledge_base
 from bot.knowledge.index import Hit
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.settings import Settings
@@ -122,8 +122,8 @@ class ScoringFake(FakeBackend):
 def test_only_a_backend_that_can_score_gets_a_reranker(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'kb.db'}")
     settings = Settings(data_dir=tmp_path)
-    assert knowledge_base(db, settings, ScoringFake()).reranker is not None
-    assert knowledge_base(db, settings, FakeBackend()).reranker is None
-    assert knowledge_base(db, settings, None).reranker is None
+    assert knowledge_base(db, settings, ScoringFake()).retriever.reranker is not None
+    assert knowledge_base(db, settings, FakeBackend()).retriever.reranker is None
+    assert knowledge_base(db, settings, None).retriever.reranker is None
     off = Settings(data_dir=tmp_path, faq_rerank=False)
-    assert knowledge_base(db, off, ScoringFake()).reranker is None
+    assert knowledge_base(db, off, ScoringFake()).retriever.reranker is None

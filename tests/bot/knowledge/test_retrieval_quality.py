@@ -41,11 +41,12 @@ import pytest
 import pytest_asyncio
 
 from bot.knowledge import tuning
-from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import evaluate, faq_jsonl, load_eval_set
+from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.rerank import LikelihoodReranker
 from storage.db import Database
 from storage.knowledge_repo import KnowledgeRepository
+from tests.support import FAQ_DATA
 
 pytestmark = pytest.mark.model
 
@@ -70,7 +71,7 @@ async def _imported(folder: Path) -> tuple[KnowledgeBase, Database]:
         embedder=SentenceEmbedder(),
         model_store=folder / "embeddings",
     )
-    report = await kb.import_file(faq_jsonl())
+    report = await kb.import_file(faq_jsonl(FAQ_DATA))
     assert (report.created, len(report.skipped)) == (503, 0)
     return kb, database
 
@@ -84,7 +85,7 @@ async def kb(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Knowledg
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_reworded_questions_find_their_entry(kb: KnowledgeBase) -> None:
-    result = await evaluate(kb, load_eval_set())
+    result = await evaluate(kb, load_eval_set(FAQ_DATA))
     summary = result.summary()
     print(summary)
     assert result.questions == 162 and result.out_of_scope == 50
@@ -104,15 +105,15 @@ async def test_adapting_the_model_to_the_faq_finds_more(
     backend = TransformersBackend(data_dir=model_data_dir)
     try:
         await tuning.tune(kb)
-        result = await evaluate(kb, load_eval_set())
+        result = await evaluate(kb, load_eval_set(FAQ_DATA))
         # What a bot on the embedded model does: close calls re-ranked by it.
         await backend.load()
-        kb.reranker = LikelihoodReranker(backend)
-        reranked = await evaluate(kb, load_eval_set())
+        kb.retriever.reranker = LikelihoodReranker(backend)
+        reranked = await evaluate(kb, load_eval_set(FAQ_DATA))
     finally:
         await backend.aclose()
         await database.dispose()
-    print(result.summary(), reranked.summary(), kb.reranker.reranked)
+    print(result.summary(), reranked.summary(), kb.retriever.reranker.reranked)
     assert result.top1_rate >= TUNED_TOP1_FLOOR, result.misses
     assert result.top3_rate >= TUNED_TOP3_FLOOR
     assert result.verbatim_precision >= TUNED_VERBATIM_PRECISION_FLOOR

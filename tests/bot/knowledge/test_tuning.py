@@ -15,9 +15,9 @@ import pytest
 
 from bot.errors import ConfigError
 from bot.knowledge import tuning
-from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import faq_jsonl
 from bot.knowledge.importer import ParsedRow, ParseResult
+from bot.knowledge.knowledge_base import KnowledgeBase
 from llm import embeddings
 from llm.embeddings import BASE_MODEL_NAME, HashingEmbedder, SentenceEmbedder
 from storage.knowledge_repo import (
@@ -27,12 +27,13 @@ from storage.knowledge_repo import (
     KnowledgeRepository,
 )
 from storage.repository import Repository
+from tests.support import FAQ_DATA
 
 pytestmark = pytest.mark.model
 
 
 def _faq(count: int) -> ParseResult:
-    lines = faq_jsonl().read_text(encoding="utf-8").splitlines()[:count]
+    lines = faq_jsonl(FAQ_DATA).read_text(encoding="utf-8").splitlines()[:count]
     rows = []
     for number, line in enumerate(lines, start=1):
         item = json.loads(line)
@@ -93,7 +94,7 @@ async def test_tune_switches_every_process_to_the_adapted_model(
     # A process whose data dir lacks the folder searches with the base model
     # and leaves the stored vectors alone.
     elsewhere = _kb(repository, tmp_path / "empty")
-    with caplog.at_level(logging.ERROR, logger="bot.knowledge.base"):
+    with caplog.at_level(logging.ERROR, logger="bot.knowledge.retrieval"):
         assert await elsewhere.search("building permit")
     assert elsewhere.embedder.name == BASE_MODEL_NAME
     assert "does not exist" in caplog.text and report.model in caplog.text
@@ -128,7 +129,7 @@ async def test_tune_refuses_what_it_cannot_do(repository: Repository, tmp_path: 
 def test_adapt_counts_only_the_batches_it_trains(tmp_path: Path) -> None:
     from llm.embeddings import adapt, default_model_dir
 
-    lines = faq_jsonl().read_text(encoding="utf-8").splitlines()[:33]
+    lines = faq_jsonl(FAQ_DATA).read_text(encoding="utf-8").splitlines()[:33]
     items = [json.loads(line) for line in lines]
     # 33 entries: one batch of 32, and a lone entry that has no negatives to learn from.
     entries = [((i["q"], f"{i['q']} (asked differently)"), i["a"]) for i in items]
@@ -160,7 +161,7 @@ def _narrow_model(folder: Path) -> Path:
 async def test_an_operator_chosen_model_replaces_the_shipped_one(
     repository: Repository, tmp_path: Path
 ) -> None:
-    from bot.knowledge.cli import knowledge_base
+    from bot.app import create_knowledge_base as knowledge_base
     from bot.settings import Settings
 
     folder = _narrow_model(tmp_path / "narrow-model")
@@ -169,14 +170,14 @@ async def test_an_operator_chosen_model_replaces_the_shipped_one(
     )
     kb = knowledge_base(repository.db, settings)
     name = embeddings.configured_model_name(folder)
-    assert kb.embedder.name == name and name.startswith("narrow-model-")
+    assert kb.retriever.embedder.name == name and name.startswith("narrow-model-")
     await kb.store(_faq(24))
     assert await _models(kb) == {name}
     blob = (await kb.repository.entries(with_embeddings=True))[0].embedding
     assert blob is not None and len(blob) % (128 * 4) == 0 and len(blob) % (384 * 4) != 0
 
     # A new process: nothing to re-embed, the width comes from the model itself.
-    embeddings.release_embedder(kb.embedder)
+    embeddings.release_embedder(kb.retriever.embedder)
     restarted = knowledge_base(repository.db, settings)
     hits = await restarted.search("Do I need a permit to build a house?")
     assert hits and restarted.embedder.dim == 128

@@ -1,0 +1,271 @@
+"""The knowledge base: its content, its per-scope settings, and the plan for a
+message. It never calls the model to write an answer; the conversation
+manager executes the plans it returns (``bot.knowledge.plans``).
+
+Every decision is logged with the entries it used and their scores
+(``record``), which is where ``deskmate ask --json`` reads its path and
+sources from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bot.knowledge import drafting
+from bot.knowledge.importer import ParseResult, RowIssue, parse_file
+from bot.knowledge.index import Hit, embed_entries
+from bot.knowledge.plans import Chat, Escalate, Grounded, Plan, ReviseDraft, Verbatim
+from bot.knowledge.policy import Decision, Policy, decide, grounded_prompt
+from bot.knowledge.rerank import LikelihoodReranker
+from bot.knowledge.retrieval import Retriever
+from llm.embeddings import Embedder
+from storage.knowledge_repo import (
+    GLOBAL,
+    EntryInput,
+    FaqEntry,
+    KnowledgeRepository,
+    UpsertResult,
+)
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["support", "faq", "assistant"]
+MODES: tuple[str, ...] = ("support", "faq", "assistant")
+Progress = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class ImportReport:
+    path: str
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: list[RowIssue] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{self.path}: {self.created} added, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {len(self.skipped)} skipped"
+        ]
+        out += [f"  skipped {issue}" for issue in self.skipped]
+        return out
+
+
+class KnowledgeBase:
+    """Content, settings and planning over the FAQ tables; one per process."""
+
+    def __init__(
+        self,
+        *,
+        repository: KnowledgeRepository,
+        embedder: Embedder,
+        policy: Policy | None = None,
+        refresh_interval: float = 2.0,
+        model_store: Path | None = None,
+        reranker: LikelihoodReranker | None = None,
+    ) -> None:
+        self.repository = repository
+        self.policy = policy or Policy()
+        self.retriever = Retriever(
+            repository=repository,
+            embedder=embedder,
+            refresh_interval=refresh_interval,
+            model_store=model_store,
+            reranker=reranker,
+            keyword_weight=self.policy.keyword_weight,
+        )
+
+    # -- content -------------------------------------------------------------------
+
+    async def import_file(
+        self,
+        path: Path,
+        *,
+        tenant: str = GLOBAL,
+        fmt: str | None = None,
+        mapping: dict[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Parse, embed and store a file in one transaction (all rows or none).
+
+        Malformed rows are skipped and listed in the report; a fatal problem
+        raises ``KnowledgeImportError`` before anything is stored.
+        """
+        parsed = await asyncio.to_thread(parse_file, path, fmt=fmt, mapping=mapping)
+        report = ImportReport(path=str(path), skipped=list(parsed.issues))
+        result = await self.store(parsed, tenant=tenant, progress=progress)
+        report.created, report.updated, report.unchanged = (
+            result.created,
+            result.updated,
+            result.unchanged,
+        )
+        return report
+
+    async def store(
+        self, parsed: ParseResult, *, tenant: str = GLOBAL, progress: Progress | None = None
+    ) -> UpsertResult:
+        entries = [row.entry for row in parsed.rows]
+        embedder = await self.retriever.current_embedder()
+        blobs = await asyncio.to_thread(_embed_with_progress, embedder, entries, progress)
+        result = await self.repository.upsert_many(
+            tenant, list(zip(entries, blobs, strict=True)), embedding_model=embedder.name
+        )
+        self.retriever.invalidate()
+        return result
+
+    async def add(self, entry: EntryInput, *, tenant: str = GLOBAL) -> UpsertResult:
+        embedder = await self.retriever.current_embedder()
+        blob = await asyncio.to_thread(embed_entries, embedder, [entry])
+        result = await self.repository.upsert_many(
+            tenant, [(entry, blob[0])], embedding_model=embedder.name
+        )
+        self.retriever.invalidate()
+        return result
+
+    async def remove(self, ref: str, *, tenant: str = GLOBAL) -> FaqEntry | None:
+        removed = await self.repository.remove(tenant, ref)
+        self.retriever.invalidate()
+        return removed
+
+    # -- retrieval -----------------------------------------------------------------
+
+    async def search(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> list[Hit]:
+        return await self.retriever.search(question, tenant=tenant, limit=limit)
+
+    async def decide(self, question: str, tenant: str = GLOBAL) -> Decision:
+        """Choose verbatim / grounded / escalated for a question (no text is generated)."""
+        limit = max(self.policy.grounded_entries, 2)
+        return self.decide_hits(await self.search(question, tenant=tenant, limit=limit))
+
+    def decide_hits(self, hits: Sequence[Hit]) -> Decision:
+        return decide(hits, self.policy)
+
+    # -- per-scope settings (mode, persona, open draft) ------------------------------
+
+    async def mode_for(self, conversation_key: str, tenant: str) -> str:
+        """The conversation's mode, else its tenant's, else ``support``."""
+        for scope in (f"conversation:{conversation_key}", f"tenant:{tenant}"):
+            value = await self.repository.get_setting(scope, "mode")
+            if value in MODES:
+                return value
+        return "support"
+
+    async def set_mode(self, scope: str, mode: str | None) -> None:
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        await self.repository.set_setting(scope, "mode", mode)
+
+    async def persona(self, tenant: str) -> str:
+        return await self.repository.get_setting(f"tenant:{tenant}", "persona") or ""
+
+    async def set_persona(self, tenant: str, text: str | None) -> None:
+        await self.repository.set_setting(f"tenant:{tenant}", "persona", text)
+
+    async def open_draft(self, conversation_key: str) -> str | None:
+        return await self.repository.get_setting(f"conversation:{conversation_key}", "draft")
+
+    async def set_draft(self, conversation_key: str, raw: str | None) -> None:
+        await self.repository.set_setting(f"conversation:{conversation_key}", "draft", raw)
+
+    # -- planning ------------------------------------------------------------------
+
+    async def plan(self, question: str, *, tenant: str, conversation_key: str) -> Plan:
+        """What to do with a plain message.
+
+        An open draft takes the message as a revision; otherwise the mode
+        decides: ``support`` and ``faq`` always answer from the knowledge base
+        (``faq`` never lets the model write), ``assistant`` only when an entry
+        is relevant. Where the tenant sees no entries, messages are plain chat
+        (in ``faq`` mode: escalated, since the model may not write there).
+        """
+        raw = await self.open_draft(conversation_key)
+        persona = (await self.persona(tenant)).strip()
+        if raw:
+            draft = drafting.revise_options(drafting.Draft.loads(raw), question)
+            return ReviseDraft(draft, drafting.draft_messages(draft, persona, question))
+        mode = await self.mode_for(conversation_key, tenant)
+        if not await self.retriever.has_entries(tenant):
+            if mode == "faq":
+                return Escalate("faq mode, the knowledge base is empty", (), None)
+            return Chat(persona)
+        return self.plan_for(question, await self.decide(question, tenant), mode, persona)
+
+    def plan_for(self, question: str, decision: Decision, mode: str, persona: str = "") -> Plan:
+        """The plan for a decision under ``mode`` (pure: no I/O)."""
+        if decision.path == "verbatim":
+            return Verbatim(decision.hits[0], decision, decision.reason)
+        if decision.path == "escalated":
+            if mode == "assistant":
+                return Chat(persona)
+            return Escalate(decision.reason, decision.hits, decision)
+        if mode == "faq":
+            return Escalate.with_suggestions(f"faq mode, {decision.reason}", decision)
+        best = decision.hits[0]
+        fallback: Verbatim | Escalate
+        if best.dense >= self.policy.fallback_verbatim_score:
+            fallback = Verbatim(best, decision, "model answer failed the guard")
+        else:
+            fallback = Escalate("model answer failed the guard", decision.hits, decision)
+        return Grounded(
+            question=question,
+            messages=grounded_prompt(question, decision.hits, persona),
+            decision=decision,
+            fallback=fallback,
+            max_new_tokens=self.policy.max_grounded_tokens,
+        )
+
+    async def record(
+        self,
+        plan: Verbatim | Escalate | Grounded,
+        *,
+        question: str,
+        answer: str,
+        tenant: str,
+        conversation_key: str,
+        user_id: str,
+    ) -> tuple[int, int | None]:
+        """Log how a question was answered (an escalation also opens one)."""
+        decision = plan.decision
+        considered = decision.hits if decision is not None else ()
+        if isinstance(plan, Escalate):
+            considered = plan.candidates or considered
+        logged = [
+            {
+                "id": h.entry.id,
+                "ref": h.entry.ref,
+                "score": round(h.dense, 4),
+                "keyword": round(h.keyword, 4),
+            }
+            for h in considered
+        ]
+        return await self.repository.record_answer(
+            tenant=tenant,
+            conversation_key=conversation_key,
+            question=question,
+            path=plan.path,
+            entries=logged,
+            answer=answer,
+            escalate_reason=plan.reason if isinstance(plan, Escalate) else None,
+            user_id=user_id,
+        )
+
+
+def _embed_with_progress(
+    embedder: Embedder,
+    entries: Sequence[EntryInput],
+    progress: Progress | None,
+    step: int = 64,
+) -> list[bytes]:
+    out: list[bytes] = []
+    for start in range(0, len(entries), step):
+        out.extend(embed_entries(embedder, entries[start : start + step]))
+        if progress is not None:
+            progress(min(start + step, len(entries)), len(entries))
+    if progress is not None and not entries:
+        progress(0, 0)
+    return out

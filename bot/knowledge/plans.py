@@ -1,0 +1,106 @@
+"""Plans: what to do with a message, decided without calling the model.
+
+The knowledge base (and a command such as ``/draft``) returns a plan; the
+conversation manager executes it. Only ``Grounded``, ``Chat`` and
+``ReviseDraft`` need the model, and the manager runs all three through its one
+generation path (streaming, ``/reset``, token accounting, error messages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.knowledge.drafting import Draft
+from bot.knowledge.index import Hit
+from bot.knowledge.policy import (
+    ESCALATION_TEXT,
+    Decision,
+    cite_list,
+    suggestions_text,
+    verbatim_text,
+)
+from llm.base import ChatMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Verbatim:
+    """Quote a curated answer word for word, with its source."""
+
+    hit: Hit
+    decision: Decision
+    reason: str
+
+    @property
+    def text(self) -> str:
+        return verbatim_text(self.hit.entry)
+
+    path = "verbatim"
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    """Say the FAQ has no reliable answer and record the question for a person.
+
+    ``candidates`` are the entries that were considered, best first.
+    """
+
+    reason: str
+    candidates: tuple[Hit, ...]
+    decision: Decision | None
+    # Shown before the escalation notice (the closest entries, in faq mode).
+    preface: str = ""
+
+    @property
+    def text(self) -> str:
+        return f"{self.preface}\n\n{ESCALATION_TEXT}" if self.preface else ESCALATION_TEXT
+
+    path = "escalated"
+
+    @classmethod
+    def with_suggestions(cls, reason: str, decision: Decision) -> Escalate:
+        return cls(reason, decision.hits, decision, suggestions_text(decision.hits))
+
+
+@dataclass(frozen=True, slots=True)
+class Grounded:
+    """The model answers from ``decision.hits`` only, citing them; ``fallback``
+    is shown instead when no part of its answer passes the guard."""
+
+    question: str
+    messages: Sequence[ChatMessage]
+    decision: Decision
+    fallback: Verbatim | Escalate
+    max_new_tokens: int
+
+    @property
+    def sources(self) -> str:
+        return cite_list(self.decision.hits)
+
+    path = "grounded"
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """Plain conversation with the model over the stored history.
+
+    ``system_prompt``: the tenant's persona, or "" for the configured prompt.
+    """
+
+    system_prompt: str = ""
+
+    path = "model"
+
+
+@dataclass(frozen=True, slots=True)
+class ReviseDraft:
+    """Write ``draft`` (its text empty) or revise it by ``messages``' instruction."""
+
+    draft: Draft
+    messages: Sequence[ChatMessage]
+
+    path = "draft"
+
+
+Plan = Verbatim | Escalate | Grounded | Chat | ReviseDraft
+KnowledgePlan = Verbatim | Escalate | Grounded

@@ -1,0 +1,180 @@
+"""Retrieval: the in-memory index over the FAQ tables, the embedding model it
+was built with, and hybrid search (dense + keyword, then optional re-ranking).
+
+The index is rebuilt when this process changes the knowledge base, and when
+another process did (checked at most every ``refresh_interval`` seconds with
+one cheap query). After ``deskmate faq tune`` the model adapted to the FAQ (a
+folder under ``model_store``) replaces the base model on the next refresh, in
+every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from bot.knowledge.index import Hit, VectorIndex, embed_entries
+from bot.knowledge.rerank import LikelihoodReranker
+from llm.embeddings import Embedder, release_embedder, shared_embedder
+from storage.knowledge_repo import (
+    DEPLOYMENT,
+    EMBEDDING_MODEL_SETTING,
+    GLOBAL,
+    FaqEntry,
+    KnowledgeRepository,
+)
+
+log = logging.getLogger(__name__)
+
+# Small on purpose: on the evaluation set's reworded questions keyword matches
+# cost accuracy above ~0.05; it breaks ties between close entries and catches
+# identifiers (law references, product names) dense vectors blur.
+KEYWORD_WEIGHT = 0.02
+
+
+class Retriever:
+    """Hybrid search over one knowledge base; one per process."""
+
+    def __init__(
+        self,
+        *,
+        repository: KnowledgeRepository,
+        embedder: Embedder,
+        refresh_interval: float = 2.0,
+        model_store: Path | None = None,
+        reranker: LikelihoodReranker | None = None,
+        keyword_weight: float = KEYWORD_WEIGHT,
+    ) -> None:
+        self.repository = repository
+        self.base_embedder = embedder
+        # The model whose vectors fill ``_index``: the base model or the adapted one.
+        self.embedder = embedder
+        self.model_store = model_store
+        self.reranker = reranker
+        self.keyword_weight = keyword_weight
+        self.refresh_interval = refresh_interval
+        self._index: VectorIndex | None = None
+        self._signature: object = None
+        self._checked_at = 0.0
+        self._lock = asyncio.Lock()
+        self._reported_missing: set[str] = set()
+
+    def invalidate(self) -> None:
+        """Rebuild the index on the next search (after writing to the database directly)."""
+        self._checked_at = 0.0
+        self._signature = None
+
+    async def refresh(self, *, force: bool = False) -> VectorIndex:
+        """Return an index that reflects the database (rebuilding when it changed)."""
+        now = time.monotonic()
+        if (
+            not force
+            and self._index is not None
+            and self._signature is not None
+            and now - self._checked_at < self.refresh_interval
+        ):
+            return self._index
+        async with self._lock:
+            wanted = await self.repository.get_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING)
+            signature = (await self.repository.signature(), wanted)
+            self._checked_at = time.monotonic()
+            if not force and self._index is not None and signature == self._signature:
+                return self._index
+            embedder, authoritative = await self._embedder_for(wanted)
+            entries = await self.repository.entries(with_embeddings=True)
+            stale = [
+                e for e in entries if e.embedding is None or e.embedding_model != embedder.name
+            ]
+            if stale:
+                # Imported with another model (or none): embed again, once.
+                log.info("computing embeddings for %d FAQ entries", len(stale))
+                blobs = await asyncio.to_thread(embed_entries, embedder, stale)
+                fresh = dict(zip((e.id for e in stale), blobs, strict=True))
+                if authoritative:
+                    # A process standing in with another model keeps its vectors to
+                    # itself, or it would fight the processes that have the right one.
+                    await self.repository.set_embeddings(fresh, embedding_model=embedder.name)
+                entries = [_with_embedding(e, fresh[e.id]) if e.id in fresh else e for e in entries]
+            blobs = [e.embedding or b"" for e in entries]
+            # ``dim`` may load the model to learn its width: off the event loop too.
+            index = await asyncio.to_thread(lambda: VectorIndex(entries, blobs, embedder.dim))
+            # Swapped together, with no await between: a query is always embedded by
+            # the model whose vectors fill the index it is ranked against.
+            previous, (self._index, self.embedder) = self.embedder, (index, embedder)
+            if previous is not embedder and previous is not self.base_embedder:
+                release_embedder(previous)
+            self._signature = signature
+            return index
+
+    async def current_embedder(self) -> Embedder:
+        """The model new entries are embedded with: the deployment's, as stored now."""
+        wanted = await self.repository.get_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING)
+        return (await self._embedder_for(wanted))[0]
+
+    async def _embedder_for(self, wanted: str | None) -> tuple[Embedder, bool]:
+        """The embedder for the deployment's model setting, and whether it is that
+        model (False: the base model standing in for a missing adapted one)."""
+        base = self.base_embedder
+        if not wanted or wanted == base.name:
+            return base, True
+        if self.embedder.name == wanted:
+            return self.embedder, True
+        folder = self.model_store / wanted if self.model_store is not None else None
+        problem = "no model folder is configured"
+        if folder is not None:
+            problem = f"{folder} does not exist"
+            if folder.is_dir():
+                embedder = shared_embedder(model_dir=folder)
+                try:
+                    await asyncio.to_thread(embedder.load)
+                    return embedder, True
+                except Exception as exc:  # a damaged folder must not take retrieval down
+                    problem = f"{folder} could not be loaded ({exc})"
+        if wanted not in self._reported_missing:
+            self._reported_missing.add(wanted)
+            log.error(
+                "the knowledge base uses the adapted embedding model %s, but %s; searching "
+                "with %s meanwhile (copy that folder here, run `deskmate faq tune` again, or "
+                "`deskmate faq tune --reset` to go back to the base model)",
+                wanted,
+                problem,
+                base.name,
+            )
+        return base, False
+
+    async def has_entries(self, tenant: str = GLOBAL) -> bool:
+        """Whether any entry is visible to ``tenant`` (no model is loaded to tell)."""
+        index = await self.refresh()
+        return any(t in ("", tenant) for t in index.tenants)
+
+    async def search(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> list[Hit]:
+        """Hybrid retrieval: dense scores fused with the database's keyword search."""
+        index = await self.refresh()
+        embedder = self.embedder  # the model of ``index`` (read before any other await)
+        if not len(index) or not question.strip():
+            return []
+        # The embedding (a worker thread) and the keyword query overlap.
+        vectors, keyword = await asyncio.gather(
+            asyncio.to_thread(embedder.embed, [question]),
+            self.repository.keyword_search(question, tenant=tenant, limit=50),
+        )
+        reranker = self.reranker
+        hits = index.rank(
+            np.asarray(vectors[0], dtype=np.float32),
+            tenant,
+            keyword,
+            keyword_weight=self.keyword_weight,
+            limit=max(limit, reranker.candidates) if reranker is not None else limit,
+        )
+        if reranker is not None:
+            hits = await reranker.rerank(question, hits)
+        return hits[:limit]
+
+
+def _with_embedding(entry: FaqEntry, blob: bytes) -> FaqEntry:
+    return replace(entry, embedding=blob)
