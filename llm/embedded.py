@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.errors import ModelNotFound
+from llm.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.errors import ConfigError, ModelNotFound
-from bot.settings import DTYPES, QUANTIZATIONS
-from llm.base import ChatMessage, GenerationRequest, LLMError, TextDelta
+from llm.base import DTYPES, QUANTIZATIONS, ChatMessage, GenerationRequest, LLMError, TextDelta
 from llm.embedded import converted_dir, embedded_gguf_path, ensure_converted
+from llm.errors import ModelConfigError, ModelNotFound
 from llm.scheduler import BatchScheduler, NewSequence, SchedulerStats
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ class TransformersBackend:
     ``load()`` reads the model in a worker thread and starts the scheduler's
     thread; ``stream()`` queues a request there. Options that cannot work
     together (a GPU that is not there, bitsandbytes without support for the
-    device) raise ``ConfigError`` from ``load()`` with the fix in the message.
+    device) raise ``ModelConfigError`` from ``load()`` with the fix in the message.
 
     Tuning knobs beyond the settings: ``dtype`` (``auto`` picks per device),
     ``max_context`` (default: the model's window capped at 2048 tokens on CPU,
@@ -87,12 +86,14 @@ class TransformersBackend:
         threads: int | None = None,
     ) -> None:
         if quantization not in QUANTIZATIONS:
-            raise ConfigError(
+            raise ModelConfigError(
                 f"DESKMATE_QUANTIZATION must be one of {', '.join(QUANTIZATIONS)}, "
                 f"not {quantization!r}"
             )
         if dtype not in DTYPES:
-            raise ConfigError(f"DESKMATE_DTYPE must be one of {', '.join(DTYPES)}, not {dtype!r}")
+            raise ModelConfigError(
+                f"DESKMATE_DTYPE must be one of {', '.join(DTYPES)}, not {dtype!r}"
+            )
         self._model_spec = model
         self._quantization = quantization
         self._device_spec = device
@@ -186,7 +187,7 @@ class TransformersBackend:
 
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
         if not getattr(tokenizer, "chat_template", None):
-            raise ConfigError(
+            raise ModelConfigError(
                 f"{model_dir} has no chat template; Deskmate needs an instruction-tuned "
                 "(chat) model whose tokenizer defines one"
             )
@@ -201,7 +202,7 @@ class TransformersBackend:
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"could not load the model from {model_dir}: {exc}") from exc
+            raise ModelConfigError(f"could not load the model from {model_dir}: {exc}") from exc
         model.eval()
 
         config_window = _config_context(model.config)
@@ -240,7 +241,7 @@ class TransformersBackend:
                 )
             return source
         if source.suffix.lower() != ".gguf":
-            raise ConfigError(
+            raise ModelConfigError(
                 f"DESKMATE_MODEL={spec!r} is a file but not a .gguf file; give a model "
                 "directory, a .gguf file, or 'embedded'"
             )
@@ -261,7 +262,7 @@ class TransformersBackend:
         )
         message = f"DESKMATE_QUANTIZATION={wanted} cannot be used on {device}: {problem}"
         if not self._allow_fallback:
-            raise ConfigError(f"{message}; fix: {fix}")
+            raise ModelConfigError(f"{message}; fix: {fix}")
         log.warning("%s; loading the model unquantized (fallback allowed)", message)
         return "none"
 
@@ -731,7 +732,7 @@ def _import_torch_stack() -> tuple[Any, Any]:
         import torch
         import transformers
     except ImportError as exc:
-        raise ConfigError(
+        raise ModelConfigError(
             f"the local model backend needs torch and transformers ({exc}); install Deskmate "
             "with its dependencies, or set DESKMATE_LLM_URL to use a model server instead"
         ) from exc
@@ -746,24 +747,24 @@ def _resolve_device(spec: str, torch: Any) -> str:
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
             build = torch.__version__
-            raise ConfigError(
+            raise ModelConfigError(
                 f"DESKMATE_DEVICE={spec} but no CUDA GPU is usable (torch {build}"
                 f"{', a CPU-only build' if torch.version.cuda is None else ''}); install a CUDA "
                 "build of torch, or set DESKMATE_DEVICE=cpu"
             )
         index = spec.partition(":")[2]
         if index and int(index) >= torch.cuda.device_count():
-            raise ConfigError(
+            raise ModelConfigError(
                 f"DESKMATE_DEVICE={spec} but only {torch.cuda.device_count()} GPU(s) are visible"
             )
         return spec
     if spec == "mps":
         if not torch.backends.mps.is_available():
-            raise ConfigError("DESKMATE_DEVICE=mps but MPS is not available on this machine")
+            raise ModelConfigError("DESKMATE_DEVICE=mps but MPS is not available on this machine")
         return spec
     if spec == "cpu":
         return spec
-    raise ConfigError(f"DESKMATE_DEVICE must be auto, cpu, cuda, cuda:N or mps, not {spec!r}")
+    raise ModelConfigError(f"DESKMATE_DEVICE must be auto, cpu, cuda, cuda:N or mps, not {spec!r}")
 
 
 def _set_threads(requested: int | None, device: str, torch: Any) -> int:
@@ -880,5 +881,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
         elif isinstance(value, (list, tuple)):
             ids.update(int(v) for v in value)
     if not ids:
-        raise ConfigError("the model defines no end-of-sequence token; cannot tell when to stop")
+        raise ModelConfigError(
+            "the model defines no end-of-sequence token; cannot tell when to stop"
+        )
     return frozenset(ids)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ModelNotFound
 from llm import embedded
 from llm.embedded import MARKER, converted_dir, embedded_gguf_path, ensure_converted
+from llm.errors import ModelNotFound
 
 
 def test_embedded_file_is_found_without_importing_the_package() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ConfigError, ModelNotFound
 from llm import transformers_backend
 from llm.base import (
     Backend,
@@ -21,6 +20,7 @@ from llm.base import (
     Scorer,
     TextDelta,
 )
+from llm.errors import ModelConfigError, ModelNotFound
 from llm.transformers_backend import TransformersBackend
 from tests.llm.support import run_sync
 
@@ -68,7 +68,7 @@ async def test_cuda_without_a_gpu_is_a_config_error(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     backend = TransformersBackend(device="cuda", data_dir=tmp_path)
-    with pytest.raises(ConfigError, match="DESKMATE_DEVICE=cuda") as err:
+    with pytest.raises(ModelConfigError, match="DESKMATE_DEVICE=cuda") as err:
         await backend.load()
     assert "DESKMATE_DEVICE=cpu" in str(err.value)  # the fix is in the message
 
@@ -83,7 +83,7 @@ async def test_file_that_is_not_gguf(tmp_path: Path) -> None:
     weights = tmp_path / "model.bin"
     weights.write_bytes(b"\0" * 16)
     backend = TransformersBackend(model=str(weights), data_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"not a \.gguf file"):
+    with pytest.raises(ModelConfigError, match=r"not a \.gguf file"):
         await backend.load()
 
 
@@ -94,7 +94,7 @@ async def test_directory_without_config(tmp_path: Path) -> None:
 
 
 def test_unknown_quantization_is_refused_at_construction() -> None:
-    with pytest.raises(ConfigError, match="DESKMATE_QUANTIZATION"):
+    with pytest.raises(ModelConfigError, match="DESKMATE_QUANTIZATION"):
         TransformersBackend(quantization="3bit")
 
 
@@ -107,7 +107,7 @@ async def test_unsupported_quantization_names_the_fix(
         lambda *_: "the installed bitsandbytes has no 4bit support for cpu",
     )
     backend = TransformersBackend(quantization="4bit", device="cpu", data_dir=tmp_path)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ModelConfigError) as err:
         await backend.load()
     message = str(err.value)
     assert "DESKMATE_QUANTIZATION=4bit cannot be used on cpu" in message
