@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.evaluation import faq_jsonl, load_eval_set
 from llm.embeddings import SentenceEmbedder
-from llm.transformers_backend import TransformersBackend
+from llm.transformers import TransformersBackend
 from storage.db import Database
 from storage.knowledge_repo import KnowledgeRepository
 

@@ -55,7 +55,7 @@ def create_backend(settings: Settings) -> Backend:
         from llm.fake import FakeBackend
 
         return FakeBackend()
-    from llm.transformers_backend import TransformersBackend
+    from llm.transformers import TransformersBackend
 
     return TransformersBackend(
         model=settings.model,

@@ -9,7 +9,7 @@ from bot.app import create_backend
 from bot.settings import Settings
 from llm.base import Backend
 from llm.openai_http import OpenAIBackend
-from llm.transformers_backend import TransformersBackend
+from llm.transformers import TransformersBackend
 
 
 def test_llm_url_selects_the_http_backend() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from llm import transformers_backend
 from llm.base import (
     Backend,
     ChatMessage,
@@ -21,7 +20,7 @@ from llm.base import (
     TextDelta,
 )
 from llm.errors import ModelConfigError, ModelNotFound
-from llm.transformers_backend import TransformersBackend
+from llm.transformers import TransformersBackend, loading
 from tests.llm.support import run_sync
 
 SYSTEM = "You are a helpful assistant. Answer in one short sentence."
@@ -102,7 +101,7 @@ async def test_unsupported_quantization_names_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        transformers_backend,
+        loading,
         "_bitsandbytes_problem",
         lambda *_: "the installed bitsandbytes has no 4bit support for cpu",
     )
@@ -120,10 +119,10 @@ def test_bitsandbytes_probe_on_this_machine() -> None:
 
     pytest.importorskip("bitsandbytes")
     # bitsandbytes >= 0.45 runs both kinds on CPU; a device it cannot use is reported.
-    assert transformers_backend._bitsandbytes_problem("4bit", "cpu", torch) is None
-    assert transformers_backend._bitsandbytes_problem("8bit", "cpu", torch) is None
+    assert loading._bitsandbytes_problem("4bit", "cpu", torch) is None
+    assert loading._bitsandbytes_problem("8bit", "cpu", torch) is None
     if not torch.cuda.is_available():
-        problem = transformers_backend._bitsandbytes_problem("4bit", "cuda", torch)
+        problem = loading._bitsandbytes_problem("4bit", "cuda", torch)
         assert problem is not None
         assert "4bit" in problem
         assert "cuda" in problem
@@ -254,9 +253,7 @@ def test_quantized_4bit_on_cpu(model_data_dir: Path) -> None:
 def test_quantization_fallback_loads_unquantized(
     model_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        transformers_backend, "_bitsandbytes_problem", lambda *_: "no 8bit support for cpu"
-    )
+    monkeypatch.setattr(loading, "_bitsandbytes_problem", lambda *_: "no 8bit support for cpu")
     backend = TransformersBackend(
         quantization="8bit",
         allow_quantization_fallback=True,
@@ -269,8 +266,8 @@ def test_quantization_fallback_loads_unquantized(
 
 
 def test_the_int8_cast_warning_flood_is_filtered(caplog: pytest.LogCaptureFixture) -> None:
-    transformers_backend._quiet_bitsandbytes()
-    transformers_backend._quiet_bitsandbytes()  # idempotent
+    loading._quiet_bitsandbytes()
+    loading._quiet_bitsandbytes()  # idempotent
     logger = logging.getLogger("bitsandbytes.autograd._functions")
     with caplog.at_level(logging.WARNING, logger=logger.name):
         logger.warning("MatMul8bitLt: inputs will be cast from %s to float16", "torch.float32")
