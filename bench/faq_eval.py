@@ -133,7 +133,7 @@ async def main() -> None:
     kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=embedder)
     backend = None
     if args.rerank:
-        from llm.transformers_backend import TransformersBackend
+        from llm.transformers import TransformersBackend
 
         backend = TransformersBackend()
         await backend.load()

@@ -37,7 +37,7 @@ from bot.settings import DEFAULT_SYSTEM_PROMPT
 from bot.types import ConversationRef, Inbound, Reply
 from llm.base import SamplingParams
 from llm.embeddings import SentenceEmbedder
-from llm.transformers_backend import TransformersBackend
+from llm.transformers import TransformersBackend
 from storage.db import Database
 from storage.knowledge_repo import KnowledgeRepository
 from storage.repository import Repository

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.llm_throughput import QUESTIONS
 from bot.settings import DEFAULT_SYSTEM_PROMPT
 from llm.base import ChatMessage, GenerationRequest, SamplingParams
-from llm.transformers_backend import TransformersBackend
+from llm.transformers import TransformersBackend
 
 
 async def _text(backend: TransformersBackend, request: GenerationRequest) -> str:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.llm_throughput import _messages, _round_batched
 from llm.base import SamplingParams
-from llm.transformers_backend import TransformersBackend
+from llm.transformers import TransformersBackend
 
 
 def _paged_round(model: object, tokenizer: object, config: object, count: int) -> tuple[int, float]:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.settings import DEFAULT_SYSTEM_PROMPT
 from llm.base import ChatMessage, GenerationRequest, SamplingParams
-from llm.transformers_backend import TransformersBackend
+from llm.transformers import TransformersBackend
 
 QUESTIONS = [
     "How do I reset my password?",

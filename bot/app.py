@@ -37,16 +37,40 @@ class Core:
 
 
 def create_backend(settings: Settings) -> Backend:
-    """The configured LLM backend, not yet loaded."""
-    if settings.model == "fake" and not settings.llm_url:
+    """The configured LLM backend, not yet loaded.
+
+    An OpenAI-compatible HTTP backend when ``DESKMATE_LLM_URL`` is set, else a
+    local model. Nothing heavy happens here: the local backend imports torch
+    and reads the model only in ``load()``.
+    """
+    if settings.llm_url:
+        from llm.openai_http import OpenAIBackend
+
+        return OpenAIBackend(
+            base_url=settings.llm_url,
+            api_key=settings.llm_api_key,
+            model_name=settings.llm_model_name,
+            timeout=settings.llm_timeout,
+            retries=2,
+        )
+    if settings.model == "fake":
         # Echoes the question; for exercising adapters and deployments
         # without a model.
         from llm.fake import FakeBackend
 
         return FakeBackend()
-    from llm.factory import create_backend as create_llm_backend
+    from llm.transformers import TransformersBackend
 
-    return create_llm_backend(settings)
+    return TransformersBackend(
+        model=settings.model,
+        quantization=settings.quantization,
+        device=settings.device,
+        allow_quantization_fallback=settings.allow_quantization_fallback,
+        dtype=settings.dtype,
+        data_dir=settings.data_dir,
+        max_batch_size=settings.max_batch_size,
+        max_queue=settings.max_queue,
+    )
 
 
 def create_knowledge_base(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from bot.errors import ConfigError
+from llm.base import DTYPES, QUANTIZATIONS
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are Deskmate, a friendly and concise customer-support assistant. "
@@ -19,9 +20,6 @@ DEFAULT_SYSTEM_PROMPT = (
     "know something, say so and offer to bring in a human agent; never invent "
     "policies, prices or promises."
 )
-
-QUANTIZATIONS = ("none", "8bit", "4bit")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True, slots=True)

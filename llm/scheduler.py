@@ -9,7 +9,7 @@ at most one step, not until the whole batch is done, and each request still
 gets its own stream of text.
 
 The scheduler knows nothing about tensors: the model work is behind the
-``StepEngine`` protocol (``llm.transformers_backend`` implements it with
+``StepEngine`` protocol (``llm.transformers.engine`` implements it with
 torch). The event loop never runs model code; it only waits on per-request
 queues that the thread fills through ``loop.call_soon_threadsafe``.
 """
@@ -55,8 +55,8 @@ class StepEngine(Protocol):
 
     eos_token_ids: frozenset[int]
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Token ids of the prompt for ``messages``, chat template applied."""
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> Prompt:
+        """The prompt for ``messages`` as token ids, chat template applied."""
         ...
 
     def decode(self, token_ids: Sequence[int]) -> str:
@@ -81,12 +81,30 @@ class StepEngine(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Prompt:
+    """A prompt's token ids, and how many of the first ones other prompts share.
+
+    Conversations of one deployment start with the same system message; an
+    engine can compute that prefix once and reuse it. ``shared_prefix`` is 0
+    when no clean token boundary separates it from the rest.
+    """
+
+    ids: list[int]
+    shared_prefix: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class NewSequence:
-    """A request about to join the batch: its id, prompt token ids and sampling."""
+    """A request about to join the batch: its id, prompt token ids and sampling.
+
+    The first ``shared_prefix`` ids of ``prompt`` are shared with other
+    prompts (see ``Prompt``).
+    """
 
     seq_id: int
     prompt: Sequence[int]
     sampling: SamplingParams
+    shared_prefix: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -99,6 +117,7 @@ class _Sequence:
     submitted: float
     cancelled: bool = False  # set by the consumer's side, read by the thread
     prompt: list[int] = field(default_factory=list)
+    shared_prefix: int = 0
     generated: list[int] = field(default_factory=list)
     max_new_tokens: int = 0
     # Incremental detokenization: text is emitted once the tokens decode to
@@ -332,7 +351,8 @@ class BatchScheduler:
                 self._requeue(seqs[index:])
                 break
             try:
-                seq.prompt = self._engine.encode_chat(seq.request.messages)
+                encoded = self._engine.encode_chat(seq.request.messages)
+                seq.prompt, seq.shared_prefix = encoded.ids, encoded.shared_prefix
             except Exception as exc:
                 log.exception("encoding the prompt failed for request %s", _label(seq))
                 self._post(seq, LLMError(f"could not encode the prompt: {exc!r}"))
@@ -354,7 +374,7 @@ class BatchScheduler:
             return
         try:
             firsts = self._engine.add(
-                [NewSequence(s.id, s.prompt, s.request.sampling) for s in ready]
+                [NewSequence(s.id, s.prompt, s.request.sampling, s.shared_prefix) for s in ready]
             )
         except Exception as exc:
             if len(ready) > 1:
@@ -370,7 +390,9 @@ class BatchScheduler:
 
     def _admit_one(self, seq: _Sequence) -> None:
         try:
-            firsts = self._engine.add([NewSequence(seq.id, seq.prompt, seq.request.sampling)])
+            firsts = self._engine.add(
+                [NewSequence(seq.id, seq.prompt, seq.request.sampling, seq.shared_prefix)]
+            )
         except Exception as exc:
             self._fail_prefill(seq, exc)
             return

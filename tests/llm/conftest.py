@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llm.transformers_backend import TransformersBackend
+from llm.transformers import TransformersBackend
 from tests.llm.support import run_sync
 
 

@@ -1,15 +1,15 @@
-"""Choosing the backend from settings (nothing is loaded)."""
+"""Choosing the backend from settings in the composition root (nothing is loaded)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from bot.app import create_backend
 from bot.settings import Settings
 from llm.base import Backend
-from llm.factory import create_backend
 from llm.openai_http import OpenAIBackend
-from llm.transformers_backend import TransformersBackend
+from llm.transformers import TransformersBackend
 
 
 def test_llm_url_selects_the_http_backend() -> None:
@@ -51,7 +51,7 @@ def test_creating_the_local_backend_does_not_import_torch() -> None:
         import subprocess
 
         code = (
-            "import sys; from bot.settings import Settings; from llm.factory import create_backend;"
+            "import sys; from bot.settings import Settings; from bot.app import create_backend;"
             "create_backend(Settings()); assert 'torch' not in sys.modules, 'torch imported'"
         )
         subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

@@ -18,7 +18,7 @@ from llm.base import (
     SamplingParams,
     TextDelta,
 )
-from llm.scheduler import BatchScheduler, NewSequence
+from llm.scheduler import BatchScheduler, NewSequence, Prompt
 
 EOS = 256
 
@@ -44,8 +44,8 @@ class ByteEngine:
         self.removed: list[int] = []
         self.steps = 0
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        return list("\n".join(m.content for m in messages).encode())
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> Prompt:
+        return Prompt(list("\n".join(m.content for m in messages).encode()))
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return bytes(t for t in token_ids if t < 256).decode("utf-8", errors="replace")

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ConfigError, ModelNotFound
-from llm import transformers_backend
 from llm.base import (
     Backend,
     ChatMessage,
@@ -21,7 +19,8 @@ from llm.base import (
     Scorer,
     TextDelta,
 )
-from llm.transformers_backend import TransformersBackend
+from llm.errors import ModelConfigError, ModelNotFound
+from llm.transformers import TransformersBackend, loading
 from tests.llm.support import run_sync
 
 SYSTEM = "You are a helpful assistant. Answer in one short sentence."
@@ -68,7 +67,7 @@ async def test_cuda_without_a_gpu_is_a_config_error(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     backend = TransformersBackend(device="cuda", data_dir=tmp_path)
-    with pytest.raises(ConfigError, match="DESKMATE_DEVICE=cuda") as err:
+    with pytest.raises(ModelConfigError, match="DESKMATE_DEVICE=cuda") as err:
         await backend.load()
     assert "DESKMATE_DEVICE=cpu" in str(err.value)  # the fix is in the message
 
@@ -83,7 +82,7 @@ async def test_file_that_is_not_gguf(tmp_path: Path) -> None:
     weights = tmp_path / "model.bin"
     weights.write_bytes(b"\0" * 16)
     backend = TransformersBackend(model=str(weights), data_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"not a \.gguf file"):
+    with pytest.raises(ModelConfigError, match=r"not a \.gguf file"):
         await backend.load()
 
 
@@ -94,7 +93,7 @@ async def test_directory_without_config(tmp_path: Path) -> None:
 
 
 def test_unknown_quantization_is_refused_at_construction() -> None:
-    with pytest.raises(ConfigError, match="DESKMATE_QUANTIZATION"):
+    with pytest.raises(ModelConfigError, match="DESKMATE_QUANTIZATION"):
         TransformersBackend(quantization="3bit")
 
 
@@ -102,12 +101,12 @@ async def test_unsupported_quantization_names_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        transformers_backend,
+        loading,
         "_bitsandbytes_problem",
         lambda *_: "the installed bitsandbytes has no 4bit support for cpu",
     )
     backend = TransformersBackend(quantization="4bit", device="cpu", data_dir=tmp_path)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ModelConfigError) as err:
         await backend.load()
     message = str(err.value)
     assert "DESKMATE_QUANTIZATION=4bit cannot be used on cpu" in message
@@ -120,10 +119,10 @@ def test_bitsandbytes_probe_on_this_machine() -> None:
 
     pytest.importorskip("bitsandbytes")
     # bitsandbytes >= 0.45 runs both kinds on CPU; a device it cannot use is reported.
-    assert transformers_backend._bitsandbytes_problem("4bit", "cpu", torch) is None
-    assert transformers_backend._bitsandbytes_problem("8bit", "cpu", torch) is None
+    assert loading._bitsandbytes_problem("4bit", "cpu", torch) is None
+    assert loading._bitsandbytes_problem("8bit", "cpu", torch) is None
     if not torch.cuda.is_available():
-        problem = transformers_backend._bitsandbytes_problem("4bit", "cuda", torch)
+        problem = loading._bitsandbytes_problem("4bit", "cuda", torch)
         assert problem is not None
         assert "4bit" in problem
         assert "cuda" in problem
@@ -254,9 +253,7 @@ def test_quantized_4bit_on_cpu(model_data_dir: Path) -> None:
 def test_quantization_fallback_loads_unquantized(
     model_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        transformers_backend, "_bitsandbytes_problem", lambda *_: "no 8bit support for cpu"
-    )
+    monkeypatch.setattr(loading, "_bitsandbytes_problem", lambda *_: "no 8bit support for cpu")
     backend = TransformersBackend(
         quantization="8bit",
         allow_quantization_fallback=True,
@@ -269,8 +266,8 @@ def test_quantization_fallback_loads_unquantized(
 
 
 def test_the_int8_cast_warning_flood_is_filtered(caplog: pytest.LogCaptureFixture) -> None:
-    transformers_backend._quiet_bitsandbytes()
-    transformers_backend._quiet_bitsandbytes()  # idempotent
+    loading._quiet_bitsandbytes()
+    loading._quiet_bitsandbytes()  # idempotent
     logger = logging.getLogger("bitsandbytes.autograd._functions")
     with caplog.at_level(logging.WARNING, logger=logger.name):
         logger.warning("MatMul8bitLt: inputs will be cast from %s to float16", "torch.float32")

@@ -99,7 +99,7 @@ async def test_reworded_questions_find_their_entry(kb: KnowledgeBase) -> None:
 async def test_adapting_the_model_to_the_faq_finds_more(
     tmp_path_factory: pytest.TempPathFactory, model_data_dir: Path
 ) -> None:
-    from llm.transformers_backend import TransformersBackend
+    from llm.transformers import TransformersBackend
 
     kb, database = await _imported(tmp_path_factory.mktemp("tuned"))
     backend = TransformersBackend(data_dir=model_data_dir)

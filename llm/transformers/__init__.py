@@ -1,0 +1,16 @@
+"""Local models through transformers, batched by ``llm.scheduler``.
+
+- ``loading``: finds the model, converts a GGUF file, sets up device, dtype
+  and quantization, and loads it.
+- ``engine``: the step engine that prefills and decodes the batch.
+- ``kv_cache``: the batch's KV cache layer.
+- ``backend``: ``TransformersBackend``, the ``Backend`` and ``Scorer``.
+
+torch, transformers and bitsandbytes are imported only inside the functions
+that load or run a model, so importing this package stays fast and works
+without them.
+"""
+
+from llm.transformers.backend import TransformersBackend
+
+__all__ = ["TransformersBackend"]

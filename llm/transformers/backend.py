@@ -1,0 +1,146 @@
+"""``TransformersBackend``: the local model behind the ``Backend`` and ``Scorer`` protocols.
+
+Generation goes through a ``BatchScheduler`` driving a ``TorchEngine``;
+scoring calls the engine directly from a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from llm.base import DTYPES, QUANTIZATIONS, GenerationRequest, LLMError, TextDelta
+from llm.errors import ModelConfigError
+from llm.scheduler import BatchScheduler, SchedulerStats
+from llm.transformers.engine import TorchEngine
+from llm.transformers.loading import CPU_CONTEXT_CAP, LoadedModel, load_model
+
+
+class TransformersBackend:
+    """A ``Backend`` running a causal LM in this process.
+
+    ``load()`` reads the model in a worker thread and starts the scheduler's
+    thread; ``stream()`` queues a request there. Options that cannot work
+    together (a GPU that is not there, bitsandbytes without support for the
+    device) raise ``ModelConfigError`` from ``load()`` with the fix in the message.
+
+    Tuning knobs beyond the settings: ``dtype`` (``auto`` picks per device),
+    ``max_context`` (default: the model's window capped at 2048 tokens on CPU,
+    8192 on GPU), ``prefill_budget`` (prompt tokens prefilled per step
+    boundary) and ``threads`` (torch CPU threads; default one core fewer than
+    the machine has, see ``loading._set_threads``).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "embedded",
+        quantization: str = "none",
+        device: str = "auto",
+        allow_quantization_fallback: bool = False,
+        data_dir: Path = Path("data"),
+        max_batch_size: int = 8,
+        max_queue: int = 64,
+        dtype: str = "auto",
+        max_context: int | None = None,
+        prefill_budget: int = 2048,
+        threads: int | None = None,
+    ) -> None:
+        if quantization not in QUANTIZATIONS:
+            raise ModelConfigError(
+                f"DESKMATE_QUANTIZATION must be one of {', '.join(QUANTIZATIONS)}, "
+                f"not {quantization!r}"
+            )
+        if dtype not in DTYPES:
+            raise ModelConfigError(
+                f"DESKMATE_DTYPE must be one of {', '.join(DTYPES)}, not {dtype!r}"
+            )
+        self._model_spec = model
+        self._quantization = quantization
+        self._device_spec = device
+        self._allow_fallback = allow_quantization_fallback
+        self._data_dir = Path(data_dir)
+        self._max_batch = max_batch_size
+        self._max_queue = max_queue
+        self._dtype_spec = dtype
+        self._max_context = max_context
+        self._prefill_budget = prefill_budget
+        self._threads = threads
+        self._scheduler: BatchScheduler | None = None
+        self._engine: TorchEngine | None = None
+        self._counter: Any = None  # a separate Rust tokenizer for count_tokens on the event loop
+        self._load_lock = asyncio.Lock()
+        self.name = f"transformers:{model}"
+        self.context_window = max_context or CPU_CONTEXT_CAP
+        # What load() actually chose (``LoadedModel.info``), for logs and benchmarks.
+        self.loaded_info: dict[str, object] = {}
+
+    async def load(self) -> None:
+        async with self._load_lock:
+            if self._scheduler is not None:
+                return
+            engine, loaded = await asyncio.to_thread(self._load_blocking)
+            self._engine = engine
+            self.name = f"transformers:{loaded.model_dir.name}"
+            self.context_window = loaded.context_window
+            self.loaded_info = loaded.info
+            self._counter = engine.clone_rust_tokenizer()
+            scheduler = BatchScheduler(
+                engine,
+                context_window=loaded.context_window,
+                max_batch_size=self._max_batch,
+                max_queue=self._max_queue,
+                prefill_budget=self._prefill_budget,
+                name="transformers",
+            )
+            scheduler.start()
+            self._scheduler = scheduler
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
+        scheduler = self._scheduler
+        if scheduler is None:
+            raise LLMError("the transformers backend is not loaded (call load() first)")
+        async with contextlib.aclosing(scheduler.stream(request)) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    async def loglikelihoods(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        engine = self._engine
+        if engine is None:
+            raise LLMError("the transformers backend is not loaded (call load() first)")
+        if not pairs:
+            return []
+        return await asyncio.to_thread(engine.loglikelihoods, pairs)
+
+    def count_tokens(self, text: str) -> int:
+        if self._counter is None:
+            return max(1, (len(text) + 3) // 4)  # before load: the usual ~4 characters a token
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
+
+    def stats(self) -> SchedulerStats | None:
+        return None if self._scheduler is None else self._scheduler.stats()
+
+    async def aclose(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await scheduler.aclose()
+        self._engine = None
+        self._counter = None
+        gc.collect()
+
+    def _load_blocking(self) -> tuple[TorchEngine, LoadedModel]:
+        loaded = load_model(
+            self._model_spec,
+            data_dir=self._data_dir,
+            device=self._device_spec,
+            dtype=self._dtype_spec,
+            quantization=self._quantization,
+            allow_quantization_fallback=self._allow_fallback,
+            max_context=self._max_context,
+            threads=self._threads,
+        )
+        return TorchEngine(loaded.model, loaded.tokenizer, device=loaded.device), loaded
