@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.knowledge.plans import Plan
+from bot.plans import Plan
 from bot.types import Inbound
 from storage.repository import ForgetResult, Stats
 

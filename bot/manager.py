@@ -5,7 +5,7 @@ Every inbound message is stored (``accept``) before it is answered
 different conversations run concurrently.
 
 Routing: a command runs its handler; any other message gets a plan from the
-knowledge base (``bot.knowledge.plans``) — or plain chat without one — and
+knowledge base (``bot.plans``) — or plain chat without one — and
 ``_execute`` carries it out. Every model answer, whatever the plan, goes
 through ``_model_text``: it streams, stops on ``/reset``, records its tokens,
 and turns LLM failures into the same messages for the user.
@@ -25,7 +25,8 @@ from bot.errors import CONFIG_ERRORS, FAILURES, StorageError, user_message
 from bot.knowledge import drafting
 from bot.knowledge.commands import register_knowledge_commands
 from bot.knowledge.knowledge_base import KnowledgeBase
-from bot.knowledge.plans import (
+from bot.knowledge.policy import GroundedGate
+from bot.plans import (
     Chat,
     Escalate,
     Grounded,
@@ -34,7 +35,6 @@ from bot.knowledge.plans import (
     ReviseDraft,
     Verbatim,
 )
-from bot.knowledge.policy import GroundedGate
 from bot.prompting import build_messages
 from bot.text import clean
 from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind

@@ -201,3 +201,95 @@ knowledge_settings = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+
+# -- human handoff -----------------------------------------------------------------
+# A ticket hands one conversation to people. At most one ticket of a
+# conversation is open (waiting or human) at a time: the open ticket is the
+# conversation's handoff state, no open ticket means the bot answers.
+tickets = Table(
+    "tickets",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column(
+        "conversation_id",
+        IdType,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("state", String(16), nullable=False),  # waiting | human | closed
+    # request | escalation | model_failure | takeover
+    Column("trigger", String(32), nullable=False),
+    Column("customer", String(160), nullable=False, server_default=""),
+    Column("customer_name", String(160), nullable=False, server_default=""),
+    Column("summary", Text, nullable=False, server_default=""),
+    # What the ticket message shows: last turns, knowledge-base candidates.
+    Column("details", JSON, nullable=False),
+    Column("agent", String(160), nullable=False, server_default=""),
+    Column("agent_name", String(160), nullable=False, server_default=""),
+    # Where agents work it: the support space ("slack:T1/C1"), the chat, and
+    # the topic / thread ts / ticket message once it was posted there.
+    Column("space", String(200), nullable=False),
+    Column("space_chat", String(128), nullable=False),
+    Column("space_thread", String(128), nullable=False, server_default=""),
+    Column("space_message", String(128), nullable=False, server_default=""),
+    Column("close_reason", String(32), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_at", DateTime(timezone=True)),
+    Column("first_reply_at", DateTime(timezone=True)),
+    Column("last_activity_at", DateTime(timezone=True), nullable=False),
+    Column("reminded_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+    Index(
+        "uq_tickets_open_conversation",
+        "conversation_id",
+        unique=True,
+        sqlite_where=text("state <> 'closed'"),
+        postgresql_where=text("state <> 'closed'"),
+    ),
+    Index("ix_tickets_space", "space_chat", "space_thread"),
+    Index("ix_tickets_state", "state", "last_activity_at"),
+)
+
+# What happened on a ticket: relayed messages both ways, notes, state changes.
+ticket_events = Table(
+    "ticket_events",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("ticket_id", IdType, ForeignKey("tickets.id", ondelete="CASCADE"), nullable=False),
+    # opened | claimed | released | resolved | note | from_customer | to_customer
+    Column("kind", String(24), nullable=False),
+    Column("author", String(160), nullable=False, server_default=""),
+    Column("text", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ticket_events_ticket", "ticket_id", "id"),
+)
+
+# Messages that are not replies (relays, notices, ticket posts, reminders),
+# sent exactly once by the outbox worker. ``key`` makes writing one
+# idempotent: a replayed event enqueues nothing new.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("key", String(200), nullable=False),
+    # relay | notice | ticket | reminder
+    Column("kind", String(16), nullable=False),
+    Column("ticket_id", IdType, ForeignKey("tickets.id", ondelete="CASCADE")),
+    Column("platform", String(32), nullable=False),
+    Column("tenant", String(128), nullable=False),
+    Column("chat", String(128), nullable=False),
+    Column("thread", String(128), nullable=False, server_default=""),
+    Column("text", Text, nullable=False),
+    # pending -> sent | failed
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_by", String(64)),
+    Column("claimed_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    UniqueConstraint("key", name="uq_outbox_key"),
+    Index("ix_outbox_due", "status", "next_attempt_at"),
+)

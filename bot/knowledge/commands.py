@@ -12,7 +12,7 @@ import logging
 from bot.commands import CommandContext, CommandRegistry
 from bot.knowledge import drafting
 from bot.knowledge.knowledge_base import MODES, KnowledgeBase
-from bot.knowledge.plans import Plan, ReviseDraft
+from bot.plans import Plan, ReviseDraft
 from storage.knowledge_repo import GLOBAL, EntryInput
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The knowledge base: its content, its per-scope settings, and the plan for a
 message. It never calls the model to write an answer; the conversation
-manager executes the plans it returns (``bot.knowledge.plans``).
+manager executes the plans it returns (``bot.plans``).
 
 Every decision is logged with the entries it used and their scores
 (``record``), which is where ``deskmate ask --json`` reads its path and
@@ -19,10 +19,10 @@ from typing import Literal
 from bot.knowledge import drafting
 from bot.knowledge.importer import ParseResult, RowIssue, parse_file
 from bot.knowledge.index import Hit, embed_entries
-from bot.knowledge.plans import Chat, Escalate, Grounded, Plan, ReviseDraft, Verbatim
 from bot.knowledge.policy import Decision, Policy, decide, grounded_prompt
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.knowledge.retrieval import Retriever
+from bot.plans import Chat, Escalate, Grounded, Plan, ReviseDraft, Verbatim
 from llm.embeddings import Embedder
 from storage.knowledge_repo import (
     GLOBAL,

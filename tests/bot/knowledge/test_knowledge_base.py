@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from bot.errors import StorageError
 from bot.knowledge.importer import KnowledgeImportError
 from bot.knowledge.knowledge_base import KnowledgeBase
-from bot.knowledge.plans import Chat, Escalate
 from bot.knowledge.policy import Policy, check_grounded, grounded_prompt
 from bot.manager import ConversationManager
+from bot.plans import Chat, Escalate
 from llm.embeddings import HashingEmbedder
 from llm.fake import FakeBackend
 from storage.knowledge_repo import EntryInput, KnowledgeRepository

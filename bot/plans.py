@@ -1,9 +1,10 @@
 """Plans: what to do with a message, decided without calling the model.
 
-The knowledge base (and a command such as ``/draft``) returns a plan; the
-conversation manager executes it. Only ``Grounded``, ``Chat`` and
+The knowledge base (and a command such as ``/draft`` or ``/human``) returns
+a plan; the conversation manager executes it. Only ``Grounded``, ``Chat`` and
 ``ReviseDraft`` need the model, and the manager runs all three through its one
 generation path (streaming, ``/reset``, token accounting, error messages).
+``HandOff`` opens a ticket for the support team.
 """
 
 from __future__ import annotations
@@ -102,5 +103,15 @@ class ReviseDraft:
     path = "draft"
 
 
-Plan = Verbatim | Escalate | Grounded | Chat | ReviseDraft
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """Hand the conversation to the support team (``trigger``: request, ...)."""
+
+    trigger: str
+    reason: str = ""
+
+    path = "handoff"
+
+
+Plan = Verbatim | Escalate | Grounded | Chat | ReviseDraft | HandOff
 KnowledgePlan = Verbatim | Escalate | Grounded

@@ -1,0 +1,533 @@
+"""Tickets and the outbox: the human handoff's storage.
+
+A conversation's handoff state is its open ticket (``waiting``: nobody has
+it yet, ``human``: an agent claimed it); with none open, the bot answers. A
+partial unique index keeps one open ticket per conversation, so two workers
+opening one at once get the same ticket.
+
+The outbox holds every message that is not a reply — relays both ways,
+notices, ticket posts, reminders — until the worker has sent it. Each row has
+a unique ``key`` derived from what caused it (the inbound event it relays,
+the ticket and transition it announces), so replaying the cause never
+enqueues it twice, and a row is claimed with a lease before it is sent, so
+two workers never send the same one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from storage.db import Database
+from storage.models import conversations, outbox, ticket_events, tickets
+
+TicketState = Literal["waiting", "human", "closed"]
+OPEN_STATES = ("waiting", "human")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands timestamps back without their zone; they were written in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a message goes: a platform's conversation (thread "" when none)."""
+
+    platform: str
+    tenant: str
+    chat: str
+    thread: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    id: int
+    conversation_id: int
+    state: str
+    trigger: str
+    customer: str
+    customer_name: str
+    summary: str
+    details: dict[str, Any]
+    agent: str
+    agent_name: str
+    space: str
+    space_chat: str
+    space_thread: str
+    space_message: str
+    close_reason: str
+    created_at: datetime
+    claimed_at: datetime | None
+    first_reply_at: datetime | None
+    last_activity_at: datetime
+    reminded_at: datetime | None
+    closed_at: datetime | None
+    # The customer's conversation.
+    customer_address: Address = field(default_factory=lambda: Address("", "", ""))
+
+    @property
+    def open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    @property
+    def posted(self) -> bool:
+        """Whether the ticket is in its support space yet (agents can answer it)."""
+        return bool(self.space_thread or self.space_message)
+
+
+@dataclass(frozen=True, slots=True)
+class TicketEvent:
+    kind: str
+    author: str
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    key: str
+    kind: str
+    ticket_id: int | None
+    address: Address
+    text: str
+    attempts: int
+
+
+class HandoffRepository:
+    """Async storage of tickets and the outbox; every method is one transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.worker = uuid.uuid4().hex
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql if self.db.dialect == "postgresql" else sqlite).insert(table)
+
+    # -- tickets -------------------------------------------------------------------
+
+    async def open_ticket(
+        self,
+        conversation_id: int,
+        *,
+        trigger: str,
+        customer: str,
+        customer_name: str,
+        space: str,
+        space_chat: str,
+        details: dict[str, Any],
+        agent: str = "",
+        agent_name: str = "",
+    ) -> tuple[Ticket, bool]:
+        """The conversation's open ticket, opened now unless one is; and whether it is new.
+
+        With ``agent`` the ticket opens claimed (a takeover).
+        """
+        now = _now()
+
+        def op(conn: Connection) -> tuple[Ticket, bool]:
+            found = _open_ticket(conn, conversation_id)
+            if found is not None:
+                return found, False
+            try:
+                with conn.begin_nested():
+                    ticket_id = conn.execute(
+                        tickets.insert()
+                        .values(
+                            conversation_id=conversation_id,
+                            state="human" if agent else "waiting",
+                            trigger=trigger,
+                            customer=customer,
+                            customer_name=customer_name,
+                            details=details,
+                            agent=agent,
+                            agent_name=agent_name,
+                            space=space,
+                            space_chat=space_chat,
+                            created_at=now,
+                            claimed_at=now if agent else None,
+                            last_activity_at=now,
+                        )
+                        .returning(tickets.c.id)
+                    ).scalar_one()
+                    _event(conn, ticket_id, "opened", agent or customer, trigger, now)
+            except IntegrityError:
+                # Another worker opened it between our read and our insert.
+                found = _open_ticket(conn, conversation_id)
+                assert found is not None
+                return found, False
+            ticket = _ticket(conn, ticket_id)
+            assert ticket is not None
+            return ticket, True
+
+        return await self.db.run(op, what="open a ticket")
+
+    async def open_for(self, conversation_id: int) -> Ticket | None:
+        return await self.db.run(
+            lambda conn: _open_ticket(conn, conversation_id), what="read the handoff state"
+        )
+
+    async def get(self, ticket_id: int) -> Ticket | None:
+        return await self.db.run(lambda conn: _ticket(conn, ticket_id), what="read a ticket")
+
+    async def in_space(
+        self, space_chat: str, *, thread: str = "", reply_to: str = ""
+    ) -> Ticket | None:
+        """The ticket a support-space message belongs to: by its topic or thread,
+        or (a group without topics) by the ticket message it replies to. The
+        newest ticket wins, open or not, so a late reply still finds its ticket."""
+
+        def op(conn: Connection) -> Ticket | None:
+            wanted = []
+            if thread:
+                wanted.append(tickets.c.space_thread == thread)
+            if reply_to:
+                wanted.append(tickets.c.space_message == reply_to)
+            if not wanted:
+                return None
+            row_id = conn.execute(
+                select(tickets.c.id)
+                .where(tickets.c.space_chat == space_chat, or_(*wanted))
+                .order_by(tickets.c.id.desc())
+                .limit(1)
+            ).scalar()
+            return _ticket(conn, row_id) if row_id is not None else None
+
+        return await self.db.run(op, what="find a ticket")
+
+    async def set_posted(self, ticket_id: int, *, thread: str, message: str) -> None:
+        def op(conn: Connection) -> None:
+            conn.execute(
+                update(tickets)
+                .where(tickets.c.id == ticket_id)
+                .values(space_thread=thread, space_message=message)
+            )
+
+        await self.db.run(op, what="record where a ticket was posted")
+
+    async def set_summary(self, ticket_id: int, summary: str) -> None:
+        await self.db.run(
+            lambda conn: conn.execute(
+                update(tickets).where(tickets.c.id == ticket_id).values(summary=summary)
+            ),
+            what="store a ticket's summary",
+        )
+
+    async def transition(
+        self,
+        ticket_id: int,
+        to: TicketState,
+        *,
+        by: str,
+        by_name: str = "",
+        reason: str = "",
+        expect: Sequence[str] = OPEN_STATES,
+    ) -> tuple[Ticket | None, bool]:
+        """Move a ticket from one of ``expect`` to ``to``; returns it and whether it moved."""
+        now = _now()
+
+        def op(conn: Connection) -> tuple[Ticket | None, bool]:
+            values: dict[str, Any] = {"state": to, "last_activity_at": now}
+            if to == "human":
+                values.update(agent=by, agent_name=by_name, claimed_at=now)
+            elif to == "waiting":
+                values.update(agent="", agent_name="", claimed_at=None, reminded_at=None)
+            else:
+                values.update(closed_at=now, close_reason=reason)
+            moved = conn.execute(
+                update(tickets)
+                .where(tickets.c.id == ticket_id, tickets.c.state.in_(list(expect)))
+                .values(**values)
+            ).rowcount
+            if moved:
+                kind = {"human": "claimed", "waiting": "released", "closed": "resolved"}[to]
+                _event(conn, ticket_id, kind, by, reason, now)
+            return _ticket(conn, ticket_id), bool(moved)
+
+        return await self.db.run(op, what="change a ticket's state")
+
+    async def note(self, ticket_id: int, kind: str, author: str, text: str) -> None:
+        """Record what happened on a ticket; relays in either direction count as activity."""
+        now = _now()
+
+        def op(conn: Connection) -> None:
+            _event(conn, ticket_id, kind, author, text, now)
+            values: dict[str, Any] = {"last_activity_at": now}
+            if kind == "to_customer":
+                conn.execute(
+                    update(tickets)
+                    .where(tickets.c.id == ticket_id, tickets.c.first_reply_at.is_(None))
+                    .values(first_reply_at=now)
+                )
+            if kind != "note":
+                conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(**values))
+
+        await self.db.run(op, what="record a ticket event")
+
+    async def events(self, ticket_id: int) -> list[TicketEvent]:
+        def op(conn: Connection) -> list[TicketEvent]:
+            rows = conn.execute(
+                select(ticket_events)
+                .where(ticket_events.c.ticket_id == ticket_id)
+                .order_by(ticket_events.c.id)
+            ).all()
+            return [
+                TicketEvent(r.kind, r.author, r.text, _aware(r.created_at) or r.created_at)
+                for r in rows
+            ]
+
+        return await self.db.run(op, what="read a ticket's events")
+
+    async def open_tickets(self, *, space_chat: str | None = None) -> list[Ticket]:
+        def op(conn: Connection) -> list[Ticket]:
+            query = select(tickets.c.id).where(tickets.c.state.in_(OPEN_STATES))
+            if space_chat is not None:
+                query = query.where(tickets.c.space_chat == space_chat)
+            ids = conn.execute(query.order_by(tickets.c.id)).scalars().all()
+            return [t for t in (_ticket(conn, i) for i in ids) if t is not None]
+
+        return await self.db.run(op, what="list open tickets")
+
+    async def due_reminders(self, unclaimed_for: timedelta) -> list[Ticket]:
+        """Waiting tickets unclaimed for ``unclaimed_for`` since opening or the last reminder."""
+        cutoff = _now() - unclaimed_for
+
+        def op(conn: Connection) -> list[Ticket]:
+            ids = conn.execute(
+                select(tickets.c.id).where(
+                    tickets.c.state == "waiting",
+                    tickets.c.created_at <= cutoff,
+                    or_(tickets.c.reminded_at.is_(None), tickets.c.reminded_at <= cutoff),
+                )
+            ).scalars()
+            return [t for t in (_ticket(conn, i) for i in ids) if t is not None]
+
+        return await self.db.run(op, what="find unclaimed tickets")
+
+    async def mark_reminded(self, ticket_id: int, at: datetime) -> bool:
+        """Take the reminder of one interval; False if another worker took it."""
+
+        def op(conn: Connection) -> bool:
+            return bool(
+                conn.execute(
+                    update(tickets)
+                    .where(
+                        tickets.c.id == ticket_id,
+                        or_(tickets.c.reminded_at.is_(None), tickets.c.reminded_at < at),
+                    )
+                    .values(reminded_at=_now())
+                ).rowcount
+            )
+
+        return await self.db.run(op, what="record a reminder")
+
+    async def idle(self, idle_for: timedelta) -> list[Ticket]:
+        cutoff = _now() - idle_for
+
+        def op(conn: Connection) -> list[Ticket]:
+            ids = conn.execute(
+                select(tickets.c.id).where(
+                    tickets.c.state.in_(OPEN_STATES), tickets.c.last_activity_at <= cutoff
+                )
+            ).scalars()
+            return [t for t in (_ticket(conn, i) for i in ids) if t is not None]
+
+        return await self.db.run(op, what="find idle tickets")
+
+    # -- outbox --------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        key: str,
+        address: Address,
+        text: str,
+        *,
+        kind: str,
+        ticket_id: int | None = None,
+    ) -> bool:
+        """Queue a message to send; False when ``key`` was queued before (nothing new)."""
+        now = _now()
+
+        def op(conn: Connection) -> bool:
+            stmt = (
+                self._insert(outbox)
+                .values(
+                    key=key[:200],
+                    kind=kind,
+                    ticket_id=ticket_id,
+                    platform=address.platform,
+                    tenant=address.tenant,
+                    chat=address.chat,
+                    thread=address.thread,
+                    text=text,
+                    status="pending",
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+            return bool(conn.execute(stmt).rowcount)
+
+        return await self.db.run(op, what="queue an outgoing message")
+
+    async def claim_due(self, *, limit: int = 20, lease: float = 60.0) -> list[OutboxItem]:
+        """Due rows, oldest first, claimed by this process for ``lease`` seconds."""
+        now = _now()
+        until = now + timedelta(seconds=lease)
+
+        def op(conn: Connection) -> list[OutboxItem]:
+            query = (
+                select(outbox)
+                .where(
+                    outbox.c.status == "pending",
+                    outbox.c.next_attempt_at <= now,
+                    or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+                )
+                .order_by(outbox.c.id)
+                .limit(limit)
+            )
+            if self.db.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).all()
+            if not rows:
+                return []
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_([r.id for r in rows]))
+                .values(claimed_by=self.worker, claimed_until=until)
+            )
+            return [
+                OutboxItem(
+                    r.id,
+                    r.key,
+                    r.kind,
+                    r.ticket_id,
+                    Address(r.platform, r.tenant, r.chat, r.thread),
+                    r.text,
+                    r.attempts,
+                )
+                for r in rows
+            ]
+
+        return await self.db.run(op, what="claim outgoing messages")
+
+    async def sent(self, item_id: int) -> None:
+        await self.db.run(
+            lambda conn: conn.execute(
+                update(outbox)
+                .where(outbox.c.id == item_id)
+                .values(status="sent", sent_at=_now(), claimed_until=None, error=None)
+            ),
+            what="record a sent message",
+        )
+
+    async def retry(self, item_id: int, error: str, *, delay: float, give_up: bool = False) -> None:
+        """Back off ``delay`` seconds before the next attempt, or stop trying."""
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == item_id)
+                .values(
+                    status="failed" if give_up else "pending",
+                    attempts=outbox.c.attempts + 1,
+                    error=error[:2000],
+                    next_attempt_at=_now() + timedelta(seconds=delay),
+                    claimed_until=None,
+                )
+            )
+
+        await self.db.run(op, what="reschedule an outgoing message")
+
+    async def defer(self, item_id: int, *, delay: float) -> None:
+        """Put a row back unsent without counting an attempt (its ticket is not posted yet)."""
+        await self.db.run(
+            lambda conn: conn.execute(
+                update(outbox)
+                .where(outbox.c.id == item_id)
+                .values(next_attempt_at=_now() + timedelta(seconds=delay), claimed_until=None)
+            ),
+            what="defer an outgoing message",
+        )
+
+    async def outbox_rows(self, *, status: str | None = None) -> list[dict[str, Any]]:
+        def op(conn: Connection) -> list[dict[str, Any]]:
+            query = select(outbox).order_by(outbox.c.id)
+            if status is not None:
+                query = query.where(outbox.c.status == status)
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+        return await self.db.run(op, what="read the outbox")
+
+
+def _open_ticket(conn: Connection, conversation_id: int) -> Ticket | None:
+    row_id = conn.execute(
+        select(tickets.c.id).where(
+            and_(tickets.c.conversation_id == conversation_id, tickets.c.state.in_(OPEN_STATES))
+        )
+    ).scalar()
+    return _ticket(conn, row_id) if row_id is not None else None
+
+
+def _ticket(conn: Connection, ticket_id: int) -> Ticket | None:
+    row = conn.execute(
+        select(
+            tickets,
+            conversations.c.platform,
+            conversations.c.tenant,
+            conversations.c.chat,
+            conversations.c.thread,
+        )
+        .join(conversations, conversations.c.id == tickets.c.conversation_id)
+        .where(tickets.c.id == ticket_id)
+    ).first()
+    if row is None:
+        return None
+    return Ticket(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        state=row.state,
+        trigger=row.trigger,
+        customer=row.customer,
+        customer_name=row.customer_name,
+        summary=row.summary,
+        details=dict(row.details or {}),
+        agent=row.agent,
+        agent_name=row.agent_name,
+        space=row.space,
+        space_chat=row.space_chat,
+        space_thread=row.space_thread,
+        space_message=row.space_message,
+        close_reason=row.close_reason,
+        created_at=_aware(row.created_at) or row.created_at,
+        claimed_at=_aware(row.claimed_at),
+        first_reply_at=_aware(row.first_reply_at),
+        last_activity_at=_aware(row.last_activity_at) or row.last_activity_at,
+        reminded_at=_aware(row.reminded_at),
+        closed_at=_aware(row.closed_at),
+        customer_address=Address(row.platform, row.tenant, row.chat, row.thread),
+    )
+
+
+def _event(
+    conn: Connection, ticket_id: int, kind: str, author: str, text: str, now: datetime
+) -> None:
+    conn.execute(
+        ticket_events.insert().values(
+            ticket_id=ticket_id, kind=kind, author=author, text=text, created_at=now
+        )
+    )
