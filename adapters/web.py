@@ -111,7 +111,8 @@ class WebChat:
             return web.json_response({"error": "Deskmate is starting, try again"}, status=503)
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        # LookupError: the request declared a charset Python does not know.
+        except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
             return web.json_response({"error": "body must be JSON"}, status=400)
         if not isinstance(body, dict):
             return web.json_response({"error": "body must be a JSON object"}, status=400)

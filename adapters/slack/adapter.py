@@ -74,6 +74,14 @@ _HINTS = {
 }
 
 
+def _utf8(raw: bytes) -> str | None:
+    """``raw`` decoded as UTF-8, or ``None`` when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 class _DropTokenWarning(logging.Filter):
     """Bolt reads SLACK_BOT_TOKEN from the environment by itself and then warns
     that the client we pass wins; that is intended, so the warning is noise."""
@@ -266,14 +274,20 @@ class SlackAdapter:
 
     async def handle_http(self, request: web.Request) -> web.StreamResponse:
         """``POST /slack/events``: verify, hand to Bolt, answer with Bolt's response."""
-        body = await request.text()
+        # Slack signs the raw bytes of a UTF-8 body. They are decoded as UTF-8
+        # here, whatever charset the request declares: decoding by that charset
+        # before the check turned an unsigned request with an unknown charset
+        # or bytes that are not UTF-8 into a 500 instead of a 401.
+        body = _utf8(await request.read())
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
-        # Checked here so that a malformed timestamp is a 401, not an exception
-        # inside Bolt's verifier (which would be a 500).
+        # Checked here so that a malformed timestamp or signature is a 401, not
+        # an exception inside Bolt's verifier (which would be a 500).
         if (
             self._verifier is None
+            or body is None
             or not _DIGITS.match(timestamp)
+            or not signature.isascii()
             or not self._verifier.is_valid(body, timestamp, signature)
         ):
             log.warning(

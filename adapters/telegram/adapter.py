@@ -286,7 +286,8 @@ class TelegramAdapter:
             return web.json_response({"error": "starting or stopping"}, status=503)
         try:
             data = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        # LookupError: the request declared a charset Python does not know.
+        except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
             return web.json_response({"error": "body is not JSON"}, status=400)
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             return web.json_response({"error": "not a Telegram update"}, status=400)
