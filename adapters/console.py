@@ -6,12 +6,9 @@ import asyncio
 import getpass
 import sys
 import uuid
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-from bot.types import ConversationRef, Inbound, Reply
-
-if TYPE_CHECKING:
-    from bot.manager import ConversationManager
+from bot.types import ConversationRef, Conversations, Inbound, Reply
 
 PROMPT = "you> "
 
@@ -32,7 +29,7 @@ class ConsoleChat:
         self.stdout.write(f"\n{text}\n")
         self.stdout.flush()
 
-    async def run(self, manager: ConversationManager) -> None:
+    async def run(self, conversations: Conversations) -> None:
         """Chat until end of input or ``/quit``."""
         self.stdout.write("Deskmate terminal chat. /help for commands, /quit or Ctrl-D to leave.\n")
         loop = asyncio.get_running_loop()
@@ -49,7 +46,8 @@ class ConsoleChat:
             if not text.strip():
                 continue
             inbound = Inbound(ref=self.ref, user=self.user, text=text, event_id=uuid.uuid4().hex)
-            await manager.handle(inbound, self._render)
+            accepted = await conversations.accept(inbound)
+            await conversations.process(accepted, self._render)
 
     async def _render(self, reply: Reply) -> None:
         self.stdout.write("deskmate> ")

@@ -14,15 +14,11 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from bot.errors import StorageError
-from bot.types import ConversationRef, Inbound, Reply
-
-if TYPE_CHECKING:
-    from bot.manager import ConversationManager
+from bot.types import ConversationRef, Conversations, Inbound, Reply
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +76,17 @@ class WebChat:
 
     def __init__(self, *, http: HttpServer, tenant: str = "local") -> None:
         self.tenant = tenant
-        self._manager: ConversationManager | None = None
+        self._conversations: Conversations | None = None
         self._outbox: defaultdict[str, deque[str]] = defaultdict(lambda: deque(maxlen=100))
-        self._tasks: set[asyncio.Task[None]] = set()
         http.add_route("GET", "/", self._page)
         http.add_route("POST", "/api/chat", self._chat)
         http.add_route("GET", "/api/outbox", self._poll_outbox)
 
-    async def start(self, manager: ConversationManager) -> None:
-        self._manager = manager
+    async def start(self, conversations: Conversations) -> None:
+        self._conversations = conversations
 
     async def stop(self) -> None:
-        self._manager = None
+        self._conversations = None
 
     async def send(self, ref: ConversationRef, text: str) -> None:
         self._outbox[ref.chat].append(text)
@@ -111,12 +106,13 @@ class WebChat:
         return web.json_response({"messages": messages})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        manager = self._manager
-        if manager is None:
+        conversations = self._conversations
+        if conversations is None:
             return web.json_response({"error": "Deskmate is starting, try again"}, status=503)
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        # LookupError: the request declared a charset Python does not know.
+        except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
             return web.json_response({"error": "body must be JSON"}, status=400)
         if not isinstance(body, dict):
             return web.json_response({"error": "body must be a JSON object"}, status=400)
@@ -138,7 +134,7 @@ class WebChat:
             user_name="web user",
         )
         try:
-            accepted = await manager.accept(inbound)
+            accepted = await conversations.accept(inbound)
         except StorageError:
             log.exception("web chat: could not store message")
             return web.json_response({"error": "could not store your message"}, status=503)
@@ -155,7 +151,7 @@ class WebChat:
                 await response.write(chunk.encode("utf-8"))
 
         try:
-            await manager.process(accepted, render)
+            await conversations.process(accepted, render)
         except (ConnectionResetError, asyncio.CancelledError):
             # The tab closed mid-answer; the manager already recorded it as failed.
             log.info("web chat: client went away during answer %s", accepted.inbound_id)

@@ -1,11 +1,11 @@
 """The Slack adapter: slack-bolt's AsyncApp over Socket Mode or the HTTP Events API.
 
 Flow for every delivery: Bolt verifies and routes it, the listener stores it
-with ``manager.accept`` (a storage failure fails the delivery so Slack sends it
-again), acknowledges, and answers in a background task that streams the reply
-into the thread. A redelivered event (HTTP ``X-Slack-Retry-Num`` or a Socket
-Mode retry) has the same ``event_id``, so ``accept`` reports it as a duplicate
-and nothing is posted twice.
+with ``conversations.accept`` (a storage failure fails the delivery so Slack
+sends it again), acknowledges, and answers in a background task that streams
+the reply into the thread. A redelivered event (HTTP ``X-Slack-Retry-Num`` or
+a Socket Mode retry) has the same ``event_id``, so ``accept`` reports it as a
+duplicate and nothing is posted twice.
 
 Bolt and slack-sdk objects stay inside this module.
 """
@@ -17,7 +17,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +34,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from adapters.common import AnswerTasks, EditPacer
 from adapters.slack.convert import (
     MESSAGE_LIMIT,
     Route,
@@ -47,12 +48,9 @@ from adapters.slack.convert import (
     team_of,
     thread_of,
 )
-from adapters.slack.render import EditPacer, StreamRenderer
+from adapters.slack.render import PLACEHOLDER, pacing_keys, thread_renderer
 from bot.errors import ConfigError
-from bot.types import ConversationRef, Inbound, Reply, ReplyKind
-
-if TYPE_CHECKING:
-    from bot.manager import Accepted, ConversationManager
+from bot.types import Accepted, ConversationRef, Conversations, Inbound, Render, Reply, ReplyKind
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +72,14 @@ _HINTS = {
     "token_revoked": " (the app was uninstalled or its token revoked)",
     "account_inactive": " (the app was uninstalled or its token revoked)",
 }
+
+
+def _utf8(raw: bytes) -> str | None:
+    """``raw`` decoded as UTF-8, or ``None`` when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 class _DropTokenWarning(logging.Filter):
@@ -155,7 +161,6 @@ class SlackAdapter:
         self.socket_mode = bool(app_token)
         self._app_token = app_token
         self._signing_secret = signing_secret
-        self._shutdown_timeout = shutdown_timeout
         self.client = AsyncWebClient(
             token=bot_token,
             base_url=base_url,
@@ -183,20 +188,24 @@ class SlackAdapter:
         self.app.error(self._on_error)
         self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self._socket: AsyncSocketModeHandler | None = None
-        self._manager: ConversationManager | None = None
+        self._conversations: Conversations | None = None
         self._pacer = EditPacer(edit_interval)
         self.threads = ThreadMembers()
         self.bot_user_id = ""
         self.bot_id = ""
-        self._tasks: set[asyncio.Task[None]] = set()
-        # Answers beyond this wait their turn, so a burst cannot starve the
-        # ack path (which must store and answer Slack within a second).
-        self._answer_slots = asyncio.Semaphore(max_concurrent_answers)
+        # Bounded, so a burst of answers cannot starve the ack path (which
+        # must store and answer Slack within a second).
+        self.answers = AnswerTasks(
+            platform="slack",
+            answer=self._answer,
+            limit=max_concurrent_answers,
+            drain_timeout=shutdown_timeout,
+        )
         self._stopping = False
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def start(self, manager: ConversationManager) -> None:
+    async def start(self, conversations: Conversations) -> None:
         """Check the token, connect (Socket Mode) and answer events stored but never
         answered before the last stop."""
         try:
@@ -213,7 +222,7 @@ class SlackAdapter:
         )
         self.bot_user_id = str(auth.get("user_id") or "")
         self.bot_id = str(auth.get("bot_id") or "")
-        self._manager = manager
+        self._conversations = conversations
         log.info(
             "Slack: connected as %s (%s) in team %s via %s",
             auth.get("user"),
@@ -221,8 +230,7 @@ class SlackAdapter:
             auth.get("team_id"),
             "Socket Mode" if self.socket_mode else "HTTP Events API at /slack/events",
         )
-        for accepted in await manager.pending("slack"):
-            self._spawn(self._answer(accepted))
+        self.answers.replay(await self.answers.claim_pending(conversations))
         if self.socket_mode:
             self._socket = AsyncSocketModeHandler(
                 self.app, app_token=self._app_token, web_client=self.client
@@ -246,21 +254,14 @@ class SlackAdapter:
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
-        if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=self._shutdown_timeout)
-            for task in late:
-                task.cancel()
-            if late:
-                log.warning("Slack: %d answers cut off at shutdown", len(late))
-                await asyncio.wait(late, timeout=5)
+        await self.answers.drain()
         if self.client.session is not None:
             await self.client.session.close()
             self.client.session = None
 
     async def wait_idle(self) -> None:
         """Return once no answer is in progress (answers started meanwhile included)."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
+        await self.answers.wait_idle()
 
     async def send(self, ref: ConversationRef, text: str) -> None:
         """Post ``text`` (split to Slack's limits) into the conversation's thread."""
@@ -273,21 +274,27 @@ class SlackAdapter:
 
     async def handle_http(self, request: web.Request) -> web.StreamResponse:
         """``POST /slack/events``: verify, hand to Bolt, answer with Bolt's response."""
-        body = await request.text()
+        # Slack signs the raw bytes of a UTF-8 body. They are decoded as UTF-8
+        # here, whatever charset the request declares: decoding by that charset
+        # before the check turned an unsigned request with an unknown charset
+        # or bytes that are not UTF-8 into a 500 instead of a 401.
+        body = _utf8(await request.read())
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
-        # Checked here so that a malformed timestamp is a 401, not an exception
-        # inside Bolt's verifier (which would be a 500).
+        # Checked here so that a malformed timestamp or signature is a 401, not
+        # an exception inside Bolt's verifier (which would be a 500).
         if (
             self._verifier is None
+            or body is None
             or not _DIGITS.match(timestamp)
+            or not signature.isascii()
             or not self._verifier.is_valid(body, timestamp, signature)
         ):
             log.warning(
                 "Slack: refused an unsigned or badly signed request from %s", request.remote
             )
             return web.json_response({"error": "invalid request"}, status=401)
-        if self._manager is None or self._stopping:
+        if self._conversations is None or self._stopping:
             # Slack retries non-2xx deliveries; we will be ready by then.
             return web.json_response({"error": "starting up"}, status=503)
         retry = request.headers.get("X-Slack-Retry-Num")
@@ -311,7 +318,7 @@ class SlackAdapter:
     # -- listeners (run by Bolt before it answers Slack) ---------------------------
 
     async def _on_event(self, body: dict[str, Any], ack: Callable[[], Awaitable[Any]]) -> None:
-        manager = self._require_manager()
+        conversations = self._require_conversations()
         route = route_event(body, bot_user_id=self.bot_user_id, bot_id=self.bot_id)
         event = body.get("event") or {}
         team = team_of(body)
@@ -331,25 +338,25 @@ class SlackAdapter:
             log.warning("Slack: ignored a malformed event %s: %s", body.get("event_id"), exc)
             await ack()
             return
-        accepted = await manager.accept(inbound)  # StorageError -> 500 -> Slack retries
+        accepted = await conversations.accept(inbound)  # StorageError -> 500 -> Slack retries
         await ack()
         if route is Route.MENTION:
             self.threads.join(team, channel, inbound.ref.thread, user)
         if not accepted.duplicate:
-            self._spawn(self._answer(accepted))
+            self.answers.spawn(accepted)
 
     async def _on_command(self, body: dict[str, Any], ack: Callable[..., Awaitable[Any]]) -> None:
-        manager = self._require_manager()
+        conversations = self._require_conversations()
         try:
             inbound = command_to_inbound(body)
         except ValueError as exc:
             log.warning("Slack: malformed slash command: %s", exc)
             await ack(text="Sorry, Slack sent an incomplete command. Please try again.")
             return
-        accepted = await manager.accept(inbound)
+        accepted = await conversations.accept(inbound)
         await ack()
         if not accepted.duplicate:
-            self._spawn(self._answer(accepted))
+            self.answers.spawn(accepted)
 
     async def _on_other_event(self, ack: Callable[[], Awaitable[Any]]) -> None:
         await ack()
@@ -364,13 +371,15 @@ class SlackAdapter:
     # -- answering -------------------------------------------------------------------
 
     async def _answer(self, accepted: Accepted) -> None:
-        manager = self._require_manager()
+        """Answer one stored event (run by ``self.answers``, which logs other failures)."""
+        conversations = self._require_conversations()
         inbound = accepted.inbound
         try:
-            async with self._answer_slots:
-                await self._answer_now(manager, accepted)
-        except asyncio.CancelledError:
-            raise
+            if inbound.meta.get("kind") == "command":
+                await conversations.process(accepted, self._command_renderer(inbound))
+            else:
+                await self._react(inbound)
+                await conversations.process(accepted, self._thread_renderer(inbound))
         except SlackApiError as exc:
             # The manager has marked the inbound failed; a redelivery retries it.
             error = str(exc.response.get("error") or exc)
@@ -381,18 +390,8 @@ class SlackAdapter:
                 error,
                 _HINTS.get(error, ""),
             )
-        except Exception:
-            log.exception("Slack: answering %s failed", inbound.event_id)
 
-    async def _answer_now(self, manager: ConversationManager, accepted: Accepted) -> None:
-        inbound = accepted.inbound
-        if inbound.meta.get("kind") == "command":
-            await manager.process(accepted, self._command_renderer(inbound))
-        else:
-            await self._react(inbound)
-            await manager.process(accepted, self._thread_renderer(inbound))
-
-    def _thread_renderer(self, inbound: Inbound) -> Callable[[Reply], Awaitable[None]]:
+    def _thread_renderer(self, inbound: Inbound) -> Render:
         channel = str(inbound.meta.get("channel") or inbound.ref.chat)
         thread = str(inbound.meta.get("thread_ts") or inbound.ref.thread)
         team = inbound.ref.tenant
@@ -400,19 +399,17 @@ class SlackAdapter:
         async def render(reply: Reply) -> None:
             if not reply.should_render:
                 return
-            sink = _ThreadSink(self, channel, thread)
-            placeholder = "_thinking…_" if reply.kind is ReplyKind.ANSWER else ""
-            renderer = StreamRenderer(
-                sink=sink,
+            renderer = thread_renderer(
+                sink=_ThreadSink(self, channel, thread),
                 pacer=self._pacer,
-                keys=(f"{team}/{channel}", team),
-                placeholder=placeholder,
+                keys=pacing_keys(team, channel),
+                placeholder=PLACEHOLDER if reply.kind is ReplyKind.ANSWER else "",
             )
             await renderer.render(reply)
 
         return render
 
-    def _command_renderer(self, inbound: Inbound) -> Callable[[Reply], Awaitable[None]]:
+    def _command_renderer(self, inbound: Inbound) -> Render:
         response_url = str(inbound.meta.get("response_url") or "")
 
         async def render(reply: Reply) -> None:
@@ -507,19 +504,14 @@ class SlackAdapter:
         )
         self.threads.remember(team, channel, thread, users)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _require_manager(self) -> ConversationManager:
-        if self._manager is None:
+    def _require_conversations(self) -> Conversations:
+        if self._conversations is None:
             raise RuntimeError("the Slack adapter received an event before start()")
-        return self._manager
+        return self._conversations
 
 
 class _ThreadSink:
-    """``MessageSink`` for one thread (or DM when ``thread`` is empty)."""
+    """``MessageSink`` for one thread (or DM when ``thread`` is empty); messages are ts."""
 
     def __init__(self, adapter: SlackAdapter, channel: str, thread: str) -> None:
         self._adapter = adapter
@@ -529,8 +521,8 @@ class _ThreadSink:
     async def post(self, text: str) -> str:
         return await self._adapter._post(self._channel, self._thread, text)
 
-    async def update(self, ts: str, text: str) -> None:
-        await self._adapter._update(self._channel, ts, text)
+    async def update(self, message: str, text: str) -> None:
+        await self._adapter._update(self._channel, message, text)
 
 
 __all__ = ["SlackAdapter", "ThreadMembers"]

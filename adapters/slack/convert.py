@@ -223,6 +223,28 @@ def _fit(text: str, start: int, limit: int) -> int:
     return end
 
 
+def split_first(text: str, limit: int = MESSAGE_LIMIT) -> tuple[str, str]:
+    """Cut the first piece of ``split_text(text, limit)`` off ``text``.
+
+    Returns ``(piece, rest)``; ``rest`` is ``""`` when the whole text fits.
+    """
+    if limit < 8:
+        raise ValueError("limit must be at least 8 characters")
+    end = _fit(text, 0, limit)
+    if end >= len(text):
+        return text, ""
+    floor = end // 2
+    cut = -1
+    for sep in ("\n\n", "\n", " "):
+        at = text.rfind(sep, floor, end)
+        if at != -1:
+            cut = at + len(sep)
+            break
+    if cut <= 0:
+        cut = end
+    return text[:cut], text[cut:]
+
+
 def split_text(text: str, limit: int) -> list[str]:
     """Cut ``text`` into pieces whose escaped length is at most ``limit``.
 
@@ -236,24 +258,10 @@ def split_text(text: str, limit: int) -> list[str]:
     if limit < 8:
         raise ValueError("limit must be at least 8 characters")
     pieces: list[str] = []
-    start = 0
-    n = len(text)
-    while start < n:
-        end = _fit(text, start, limit)
-        if end >= n:
-            pieces.append(text[start:])
-            break
-        floor = start + (end - start) // 2
-        cut = -1
-        for sep in ("\n\n", "\n", " "):
-            at = text.rfind(sep, floor, end)
-            if at != -1:
-                cut = at + len(sep)
-                break
-        if cut <= start:
-            cut = end
-        pieces.append(text[start:cut])
-        start = cut
+    rest = text
+    while rest:
+        piece, rest = split_first(rest, limit)
+        pieces.append(piece)
     return pieces
 
 

@@ -1,11 +1,11 @@
 """The Telegram adapter: polling with a durable inbox, or a webhook.
 
-An update is confirmed to Telegram only after the manager stored it. In
-polling mode the confirmation is the next ``getUpdates`` offset, which this
-adapter advances past an update only once ``manager.accept`` returned; in
+An update is confirmed to Telegram only after it is stored. In polling mode
+the confirmation is the next ``getUpdates`` offset, which this adapter
+advances past an update only once ``conversations.accept`` returned; in
 webhook mode it is the 200 answer, sent only after ``accept``. Stored but
 unanswered updates (a crash, a kill, a SIGTERM past the stop bound) are
-answered at the next start from ``manager.pending``.
+answered at the next start from ``conversations.pending``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import hmac
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from telegram import Bot, BotCommand, Update
 from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
+from adapters.common import AnswerTasks
 from adapters.telegram.convert import (
     ALLOWED_UPDATES,
     BotIdentity,
@@ -42,10 +43,7 @@ from adapters.telegram.render import (
 )
 from adapters.telegram.text import split_message
 from bot.errors import ConfigError, DeskmateError, StorageError
-from bot.types import ConversationRef, Inbound
-
-if TYPE_CHECKING:
-    from bot.manager import Accepted, ConversationManager
+from bot.types import Accepted, ConversationRef, Conversations, Inbound
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +114,6 @@ class TelegramAdapter:
         self.typing_interval = typing_interval
         # The Bot API wants whole seconds here.
         self.poll_timeout = int(poll_timeout)
-        self.stop_timeout = stop_timeout
         self.retry_delay = retry_delay
         self.limiter = ChatLimiter(
             per_chat_interval=per_chat_interval,
@@ -127,31 +124,31 @@ class TelegramAdapter:
             bot=self.bot, limiter=self.limiter, on_migrated=self._moved, retry_delay=retry_delay
         )
         self.me: BotIdentity | None = None
-        self._manager: ConversationManager | None = None
+        self._conversations: Conversations | None = None
         self._ready = asyncio.Event()
         self._stopping = False
         self._poller: asyncio.Task[None] | None = None
         self._fetching = False
         self._offset: int | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.answers = AnswerTasks(
+            platform=self.name, answer=self._answer, drain_timeout=stop_timeout
+        )
         self._migrated: dict[int, int] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def start(self, manager: ConversationManager) -> None:
+    async def start(self, conversations: Conversations) -> None:
         """Connect, publish the command menu, answer what a previous run left
         unanswered, then poll (or wait for webhook calls)."""
-        self._manager = manager
+        self._conversations = conversations
         await self._connect()
         self.me = BotIdentity(self.bot.id, self.bot.username)
         log.info("telegram bot @%s (%s) connected", self.me.username, self.me.id)
-        await self._publish_commands(manager)
+        await self._publish_commands(conversations)
         # Claim the leftovers before webhook calls are let in, so a row is never
         # answered by the replay and a redelivery at once; let them in before
         # registering the webhook, so its first calls are not refused.
-        pending = [
-            p for p in await manager.pending(self.name) if p.inbound.ref.tenant == str(self.me.id)
-        ]
+        pending = await self.answers.claim_pending(conversations, tenant=str(self.me.id))
         self._ready.set()
         try:
             if self.webhook_url:
@@ -168,10 +165,7 @@ class TelegramAdapter:
             raise ConfigError(f"Telegram refused TELEGRAM_WEBHOOK_URL: {exc.message}") from exc
         except TelegramError as exc:
             raise TelegramUnavailable(f"could not set up Telegram updates: {exc.message}") from exc
-        if pending:
-            log.info("telegram: answering %d stored but unanswered updates", len(pending))
-        for accepted in pending:
-            self._spawn(accepted)
+        self.answers.replay(pending)
         if not self.webhook_url:
             self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
 
@@ -203,17 +197,8 @@ class TelegramAdapter:
             if self._fetching:
                 self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._poller, self.stop_timeout)
-        if self._tasks:
-            log.info("telegram: finishing %d replies in hand", len(self._tasks))
-            _, late = await asyncio.wait(set(self._tasks), timeout=self.stop_timeout)
-            for task in late:
-                task.cancel()
-            if late:
-                log.warning(
-                    "telegram: %d replies cut off; they will be answered at next start", len(late)
-                )
-                await asyncio.wait(late, timeout=5)
+                await asyncio.wait_for(self._poller, self.answers.drain_timeout)
+        await self.answers.drain()
         if self._offset is not None and not self.webhook_url:
             # Confirm what was stored so the next start does not fetch it again.
             with contextlib.suppress(TelegramError):
@@ -267,12 +252,12 @@ class TelegramAdapter:
 
     async def _ingest(self, update: Update | dict[str, Any]) -> None:
         """Store one update (raises ``StorageError``) and start answering it."""
-        assert self._manager is not None and self.me is not None
+        assert self._conversations is not None and self.me is not None
         result = classify_update(update, me=self.me)
         if isinstance(result, Inbound):
-            accepted = await self._manager.accept(result)
+            accepted = await self._conversations.accept(result)
             if not accepted.duplicate:
-                self._spawn(accepted)
+                self.answers.spawn(accepted)
         elif isinstance(result, Ignored):
             log.debug("telegram update %s ignored: %s", result.update_id, result.reason)
         elif isinstance(result, ChatMoved):
@@ -284,7 +269,7 @@ class TelegramAdapter:
                 result.ref.key,
             )
             try:
-                await self._manager.set_active(result.ref, result.active)
+                await self._conversations.set_active(result.ref, result.active)
             except Exception:
                 log.exception("could not record membership change of %s", result.ref.key)
 
@@ -301,7 +286,8 @@ class TelegramAdapter:
             return web.json_response({"error": "starting or stopping"}, status=503)
         try:
             data = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        # LookupError: the request declared a charset Python does not know.
+        except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
             return web.json_response({"error": "body is not JSON"}, status=400)
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             return web.json_response({"error": "not a Telegram update"}, status=400)
@@ -324,13 +310,9 @@ class TelegramAdapter:
 
     # -- outbound ----------------------------------------------------------------
 
-    def _spawn(self, accepted: Accepted) -> None:
-        task = asyncio.create_task(self._answer(accepted))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _answer(self, accepted: Accepted) -> None:
-        assert self._manager is not None
+        """Answer one stored update (run by ``self.answers``, which logs failures)."""
+        assert self._conversations is not None
         inbound = accepted.inbound
         meta = dict(inbound.meta)
         target = self._target(inbound.ref)
@@ -343,12 +325,7 @@ class TelegramAdapter:
             typing_interval=self.typing_interval,
             on_gone=self._gone,
         )
-        try:
-            await self._manager.process(accepted, view.render)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("telegram: answering update %s failed", inbound.event_id)
+        await self._conversations.process(accepted, view.render)
 
     def _target(self, ref: ConversationRef) -> Target:
         target = Target.from_ref(ref)
@@ -375,31 +352,29 @@ class TelegramAdapter:
             raise DeliveryError(f"sending to {ref.key}: {exc.message}") from exc
 
     async def _gone(self, ref: ConversationRef) -> None:
-        if self._manager is None:
+        if self._conversations is None:
             return
         try:
-            await self._manager.set_active(ref, False)
+            await self._conversations.set_active(ref, False)
         except Exception:
             log.exception("could not mark %s inactive", ref.key)
 
     async def _moved(self, old: ConversationRef, new: ConversationRef) -> None:
         self._migrated[int(old.chat)] = int(new.chat)
-        if self._manager is None:
+        if self._conversations is None:
             return
         try:
-            await self._manager.move_conversation(old, new)
+            await self._conversations.move_conversation(old, new)
         except Exception:
             log.exception("could not move conversation %s to %s", old.key, new.key)
 
-    async def _publish_commands(self, manager: ConversationManager) -> None:
+    async def _publish_commands(self, conversations: Conversations) -> None:
         commands = []
-        for command in manager.commands.visible():
-            if command.admin_only:
+        for entry in conversations.menu():
+            if not _COMMAND_NAME.fullmatch(entry.name) or not entry.description:
+                log.warning("command /%s cannot appear in Telegram's menu", entry.name)
                 continue
-            if not _COMMAND_NAME.fullmatch(command.name) or not command.description:
-                log.warning("command /%s cannot appear in Telegram's menu", command.name)
-                continue
-            commands.append(BotCommand(command.name, command.description[:256]))
+            commands.append(BotCommand(entry.name, entry.description[:256]))
         try:
             await self.bot.set_my_commands(commands)
         except TelegramError as exc:

@@ -3,8 +3,9 @@
 ``Sender`` wraps the PTB ``Bot`` calls with the platform rules: pacing, 429
 pauses per chat, group migration, blocked users, and no blind resend of a
 message whose fate is unknown. ``ReplyView`` turns one ``Reply`` stream into
-Telegram messages: typing while the model works, one message edited at a
-steady pace, split at 4096 UTF-16 units, HTML with a plain-text fallback.
+Telegram messages with the shared ``StreamRenderer``, adding what is
+Telegram's own: typing while the model works, splitting at 4096 UTF-16 units,
+HTML with a plain-text fallback, and quoting the question in groups.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import datetime as dtm
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -29,8 +30,9 @@ from telegram.error import (
     RetryAfter,
 )
 
+from adapters.common import EditPacer, MessageLost, StreamRenderer
 from adapters.telegram.pacing import ChatLimiter
-from adapters.telegram.text import MESSAGE_LIMIT, split_first, to_html, utf16_len
+from adapters.telegram.text import MESSAGE_LIMIT, split_first, to_html
 from bot.errors import DeskmateError
 from bot.types import ConversationRef, Reply
 
@@ -250,15 +252,47 @@ class Sender:
         )
 
 
-@dataclass(slots=True)
-class _Live:
-    message_id: int
-    text: str
-    plain: bool
+class _ChatSink:
+    """``MessageSink`` for one reply in one chat; messages are Telegram message ids.
+
+    The first message quotes ``reply_to``; once Telegram refused the HTML of
+    one message, the rest of the reply is sent as plain text too.
+    """
+
+    def __init__(self, *, sender: Sender, target: Target, reply_to: int | None) -> None:
+        self.sender = sender
+        self.target = target
+        self.reply_to = reply_to
+        self.plain = False
+        self.posted = 0
+        self.first_shown = asyncio.Event()
+
+    async def post(self, text: str) -> int:
+        reply_to = self.reply_to if not self.posted else None
+        mid, plain = await self.sender.send_text(self.target, text, reply_to=reply_to)
+        self.posted += 1
+        self.plain = self.plain or plain
+        self.first_shown.set()
+        return mid
+
+    async def update(self, message: int, text: str) -> None:
+        try:
+            plain = await self.sender.edit_text(self.target, message, text, plain=self.plain)
+        except BadRequest as exc:
+            if "message to edit not found" not in exc.message.lower():
+                raise
+            # Someone deleted the half-shown answer; the renderer shows it again in full.
+            log.info("message %s was deleted; resending", message)
+            raise MessageLost(str(message)) from exc
+        self.plain = self.plain or plain
 
 
 class ReplyView:
-    """Renders one reply into one chat. Use ``render`` as the manager's Render."""
+    """Renders one reply into one chat. Use ``render`` as the manager's Render.
+
+    Edits are paced ``edit_interval`` apart within the reply, its last one
+    included (Telegram counts every call against the chat's flood limit).
+    """
 
     def __init__(
         self,
@@ -274,17 +308,18 @@ class ReplyView:
     ) -> None:
         self.sender = sender
         self.target = target
-        self.reply_to = reply_to
-        self.edit_interval = edit_interval
         self.typing_interval = typing_interval
         self.limit = limit
         self._on_gone = on_gone
-        self._clock = clock
-        self._offset = 0  # characters of the text already in finished messages
-        self._live: _Live | None = None
-        self._plain = False
-        self._first_shown = asyncio.Event()
-        self.message_ids: list[int] = []
+        self._sink = _ChatSink(sender=sender, target=target, reply_to=reply_to)
+        self._renderer: StreamRenderer[int] = StreamRenderer(
+            sink=self._sink,
+            pacer=EditPacer(edit_interval, clock=clock),
+            keys=(target.ref.key,),
+            split=lambda text: split_first(text, self.limit),
+            pace_final=True,
+        )
+        self.message_ids: list[int] = self._renderer.messages
 
     async def render(self, reply: Reply) -> None:
         """Show ``reply`` as it streams; returns once the whole text is shown.
@@ -293,98 +328,38 @@ class ReplyView:
         quietly; a send whose outcome is unknown is logged and not repeated.
         The stream is always read to its end so the manager stores the answer.
         """
-        parts: list[str] = []
-        changed = asyncio.Event()
         done = asyncio.Event()
 
-        async def read() -> None:
+        async def chunks() -> AsyncIterator[str]:
             try:
                 async for chunk in reply:
-                    parts.append(chunk)
-                    changed.set()
+                    yield chunk
             finally:
                 done.set()
-                changed.set()
 
-        reader = asyncio.create_task(read())
         typing = asyncio.create_task(self._keep_typing(done))
         try:
-            await self._show_loop(parts, changed, done)
+            await self._renderer.render(chunks())
         except ChatGone as exc:
             log.warning("%s; marking %s inactive", exc, self.target.ref.key)
             if self._on_gone is not None:
                 await self._on_gone(self.target.ref)
         except DeliveryUncertain as exc:
             log.error("reply for %s may be incomplete: %s", self.target.ref.key, exc)
-        except BaseException:
-            reader.cancel()
-            raise
         finally:
-            self._first_shown.set()
+            self._sink.first_shown.set()
             typing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await typing
-        await reader
-
-    async def _show_loop(
-        self, parts: list[str], changed: asyncio.Event, done: asyncio.Event
-    ) -> None:
-        last_show = float("-inf")
-        while True:
-            await changed.wait()
-            changed.clear()
-            final = done.is_set()
-            await self._show("".join(parts))
-            if final:
-                return
-            last_show = self._clock()
-            # Pace the edits; whatever streams in meanwhile goes in the next one.
-            pause = last_show + self.edit_interval - self._clock()
-            if pause > 0:
-                await asyncio.sleep(pause)
 
     async def _keep_typing(self, done: asyncio.Event) -> None:
         await asyncio.sleep(0)  # an answer already complete needs no typing
-        while not self._first_shown.is_set() and not done.is_set():
+        shown = self._sink.first_shown
+        while not shown.is_set() and not done.is_set():
             try:
                 await self.sender.typing(self.target)
             except (ChatGone, DeliveryError, BadRequest) as exc:
                 log.debug("typing action for %s failed: %s", self.target.ref.key, exc)
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._first_shown.wait(), self.typing_interval)
-
-    async def _show(self, text: str) -> None:
-        tail = text[self._offset :]
-        while utf16_len(tail) > self.limit:
-            head, rest = split_first(tail, self.limit)
-            await self._put(head)
-            self._offset += len(head)
-            self._live = None
-            tail = rest
-        if tail.strip():
-            await self._put(tail)
-
-    async def _put(self, piece: str) -> None:
-        if self._live is None:
-            reply_to = self.reply_to if not self.message_ids else None
-            mid, plain = await self.sender.send_text(self.target, piece, reply_to=reply_to)
-            self._plain = self._plain or plain
-            self._live = _Live(mid, piece, plain)
-            self.message_ids.append(mid)
-            self._first_shown.set()
-        elif self._live.text != piece:
-            try:
-                plain = await self.sender.edit_text(
-                    self.target, self._live.message_id, piece, plain=self._plain or self._live.plain
-                )
-            except BadRequest as exc:
-                if "message to edit not found" not in exc.message.lower():
-                    raise
-                # Someone deleted the half-shown answer; show it again in full.
-                log.info("message %s was deleted; resending", self._live.message_id)
-                self._live = None
-                await self._put(piece)
-                return
-            self._plain = self._plain or plain
-            self._live.text, self._live.plain = piece, plain
+                await asyncio.wait_for(shown.wait(), self.typing_interval)

@@ -173,6 +173,38 @@ async def test_stale_timestamp_with_a_matching_signature_is_refused(bot: Bot) ->
         assert response.status == 401
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"type": "event_callback", "text": "\xff\xfe"}', "application/json"),
+        (b'{"type": "event_callback"}', "application/json; charset=foo"),
+        (b"token=x&text=%FF", "application/x-www-form-urlencoded; charset=no-such-charset"),
+    ],
+    ids=["invalid-utf8", "unknown-charset", "unknown-form-charset"],
+)
+async def test_an_unreadable_unsigned_body_gets_401(
+    bot: Bot, body: bytes, content_type: str
+) -> None:
+    headers = {
+        "Content-Type": content_type,
+        "X-Slack-Request-Timestamp": str(int(time.time())),
+        "X-Slack-Signature": "v0=" + "0" * 64,
+    }
+    async with bot.session.post(bot.url, data=body, headers=headers) as response:
+        assert response.status == 401
+
+
+async def test_a_non_ascii_signature_gets_401(bot: Bot) -> None:
+    body = json.dumps(mention_event("forged"))
+    headers = {
+        "Content-Type": "application/json",
+        "X-Slack-Request-Timestamp": str(int(time.time())),
+        "X-Slack-Signature": "v0=\u00e9",
+    }
+    async with bot.session.post(bot.url, data=body.encode(), headers=headers) as response:
+        assert response.status == 401
+
+
 async def test_a_retried_event_is_answered_once(bot: Bot) -> None:
     bot.backend.enqueue("one answer", chunk_delay=0.05)
     event = mention_event("retry me")

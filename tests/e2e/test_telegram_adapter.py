@@ -295,6 +295,28 @@ async def test_webhook_rejects_garbage(fake: FakeTelegram, webhook: TelegramAdap
             assert resp.status == 400
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"update_id": 1, "text": "\xff"}', "application/json"),
+        (b'{"update_id": 1}', "application/json; charset=foo"),
+    ],
+    ids=["invalid-utf8", "unknown-charset"],
+)
+async def test_webhook_rejects_an_unreadable_body(
+    fake: FakeTelegram, webhook: TelegramAdapter, body: bytes, content_type: str
+) -> None:
+    from aiohttp import ClientSession
+
+    assert fake.webhook is not None
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": content_type}
+    async with (
+        ClientSession() as session,
+        session.post(fake.webhook["url"], data=body, headers=headers) as resp,
+    ):
+        assert resp.status == 400
+
+
 async def test_long_answer_through_the_manager_arrives_in_order(
     fake: FakeTelegram, polling: TelegramAdapter, backend: FakeBackend
 ) -> None:

@@ -1,4 +1,4 @@
-"""The streaming renderer against an in-memory sink: pacing and splitting."""
+"""Slack's streaming renderer against an in-memory sink: pacing and splitting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 from collections.abc import AsyncIterator
 
 from adapters.slack.convert import MESSAGE_LIMIT
-from adapters.slack.render import PLACEHOLDER, EditPacer, StreamRenderer
+from adapters.slack.render import PLACEHOLDER, EditPacer, thread_renderer
 
 
 class Sink:
@@ -37,7 +37,7 @@ async def stream(parts: list[str], delay: float) -> AsyncIterator[str]:
 
 async def test_placeholder_then_paced_edits_then_exact_final_text() -> None:
     sink = Sink()
-    renderer = StreamRenderer(sink=sink, pacer=EditPacer(0.1), keys=("T1/C1", "T1"))
+    renderer = thread_renderer(sink=sink, pacer=EditPacer(0.1), keys=("T1/C1", "T1"))
     parts = [f"w{i} " for i in range(40)]
     final = await renderer.render(stream(parts, 0.01))
     assert final == "".join(parts)
@@ -55,7 +55,7 @@ async def test_pacing_is_shared_by_every_thread_of_a_workspace() -> None:
     pacer = EditPacer(0.2)
     # Three threads: two in one channel, one in another channel of the same workspace.
     renderers = [
-        StreamRenderer(sink=sink, pacer=pacer, keys=(f"T1/{c}", "T1"), placeholder="")
+        thread_renderer(sink=sink, pacer=pacer, keys=(f"T1/{c}", "T1"), placeholder="")
         for c in ("C1", "C1", "C2")
     ]
     parts = [f"w{i} " for i in range(20)]
@@ -69,7 +69,7 @@ async def test_pacing_is_shared_by_every_thread_of_a_workspace() -> None:
 
 async def test_long_answer_is_split_across_messages_without_loss() -> None:
     sink = Sink()
-    renderer = StreamRenderer(sink=sink, pacer=EditPacer(0.0), keys=("T1/C1", "T1"))
+    renderer = thread_renderer(sink=sink, pacer=EditPacer(0.0), keys=("T1/C1", "T1"))
     words = [f"token{i:05d} " for i in range(4_100)]  # 45,100 characters
     final = await renderer.render(stream(words, 0))
     assert len(final) > MESSAGE_LIMIT
@@ -79,7 +79,7 @@ async def test_long_answer_is_split_across_messages_without_loss() -> None:
 
 async def test_blank_answer_still_replaces_the_placeholder() -> None:
     sink = Sink()
-    renderer = StreamRenderer(sink=sink, pacer=EditPacer(0.0), keys=("T1/C1", "T1"))
+    renderer = thread_renderer(sink=sink, pacer=EditPacer(0.0), keys=("T1/C1", "T1"))
     final = await renderer.render(stream(["  "], 0))
     assert sink.messages["1.0"] == final != PLACEHOLDER
 

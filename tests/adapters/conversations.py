@@ -1,0 +1,43 @@
+"""An in-memory ``bot.types.Conversations`` for adapter tests: no manager, no model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind
+from storage.repository import StoredInbound
+
+
+class Echo:
+    """Stores nothing and answers ``echo: <text>`` at once."""
+
+    def __init__(self) -> None:
+        self.accepted: list[Inbound] = []
+
+    async def accept(self, inbound: Inbound) -> Accepted:
+        self.accepted.append(inbound)
+        n = len(self.accepted)
+        return Accepted(
+            inbound=inbound,
+            inbound_id=n,
+            duplicate=False,
+            stored=StoredInbound(inbound_id=n, conversation_id=1, message_id=None, status="new"),
+            text=inbound.text,
+            truncated=False,
+            command=None,
+        )
+
+    async def process(self, accepted: Accepted, render: Render) -> Reply:
+        reply = Reply(ReplyKind.ANSWER, text=f"echo: {accepted.text}")
+        await render(reply)
+        return reply
+
+    async def pending(self, platform: str) -> list[Accepted]:
+        return []
+
+    async def set_active(self, ref: ConversationRef, active: bool) -> None: ...
+
+    async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None: ...
+
+    def menu(self) -> Sequence[MenuEntry]:
+        return []
