@@ -17,9 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
 
-from bot.errors import StorageError
 from storage.db import Database
 from storage.models import escalations, faq_answers, faq_entries, knowledge_settings
 
@@ -133,10 +131,7 @@ class KnowledgeRepository:
         self.dialect = db.dialect
 
     async def _run(self, what: str, fn: Callable[[Connection], T]) -> T:
-        try:
-            return await self.db.run(fn)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not {what}: {exc}") from exc
+        return await self.db.run(fn, what=what)
 
     # -- entries -----------------------------------------------------------------
 
@@ -251,7 +246,7 @@ class KnowledgeRepository:
                 conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry.id})
             return entry
 
-        return await self._run(f"remove FAQ entry {ref}", op)
+        return await self._run("remove an FAQ entry", op)
 
     async def get(self, tenant: str, key: str) -> FaqEntry | None:
         """The tenant's entry with this re-import key (see ``entry_key``)."""
@@ -444,14 +439,14 @@ class KnowledgeRepository:
             and_(knowledge_settings.c.scope == scope, knowledge_settings.c.name == name)
         )
         return await self._run(
-            f"read setting {name}", lambda conn: conn.execute(query).scalar_one_or_none()
+            f"read the {name} setting", lambda conn: conn.execute(query).scalar_one_or_none()
         )
 
     async def set_setting(self, scope: str, name: str, value: str | None) -> None:
         """Set (or with ``None`` clear) one setting."""
 
         await self._run(
-            f"store setting {name}", lambda conn: _put_setting(conn, scope, name, value)
+            f"store the {name} setting", lambda conn: _put_setting(conn, scope, name, value)
         )
 
 
