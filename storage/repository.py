@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
+from storage.knowledge_repo import KnowledgeForgotten, forget_knowledge
 from storage.models import conversations, inbound_events, messages, users
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,13 @@ class Stats:
 
 @dataclass(frozen=True, slots=True)
 class ForgetResult:
+    """What ``forget_user`` removed: rows deleted, or (events) emptied."""
+
     messages: int
     events: int
+    faq_answers: int = 0
+    escalations: int = 0
+    drafts: int = 0
 
 
 class Repository:
@@ -493,28 +499,78 @@ class Repository:
     # -- users ---------------------------------------------------------------------
 
     async def forget_user(self, platform_user: str) -> ForgetResult:
-        """Delete what a person said, the answers to it, and their profile.
+        """Delete everything stored about a person, in one transaction.
 
-        Inbound event rows stay (emptied) so a late redelivery of one of their
-        events is still recognised and not answered again.
+        Goes: what they said and the answers to it, the knowledge base's
+        answer log and escalations for their questions, open drafts in
+        conversations only they wrote in, and their profile. Their inbound
+        event rows stay, emptied of text, names, ids and adapter data, so a
+        late redelivery of one of their events is still recognised and not
+        answered again.
         """
 
         def op(conn: Connection) -> ForgetResult:
-            own = select(messages.c.id).where(messages.c.user_id == platform_user)
-            answers = conn.execute(
-                delete(messages).where(messages.c.reply_to.in_(own.scalar_subquery()))
+            # Read before the events are emptied: afterwards nothing ties them
+            # to this person.
+            asked = conn.execute(
+                select(
+                    conversations.c.id,
+                    conversations.c.platform,
+                    conversations.c.tenant,
+                    conversations.c.chat,
+                    conversations.c.thread,
+                    inbound_events.c.text,
+                )
+                .join(conversations, conversations.c.id == inbound_events.c.conversation_id)
+                .where(inbound_events.c.user_id == platform_user)
+            ).all()
+            keys: dict[int, str] = {}
+            questions: dict[str, set[str]] = {}
+            for row in asked:
+                key = ConversationAddress(row.platform, row.tenant, row.chat, row.thread).key
+                keys[row.id] = key
+                if row.text:
+                    questions.setdefault(key, set()).add(row.text)
+            # A conversation someone else wrote in (a group) is not theirs to
+            # erase; rows emptied by an earlier /forget name nobody.
+            shared = set(
+                conn.execute(
+                    select(inbound_events.c.conversation_id)
+                    .where(
+                        inbound_events.c.conversation_id.in_(list(keys)),
+                        inbound_events.c.user_id.not_in([platform_user, ""]),
+                    )
+                    .distinct()
+                ).scalars()
             )
-            said = conn.execute(delete(messages).where(messages.c.user_id == platform_user))
+            own = [key for conversation_id, key in keys.items() if conversation_id not in shared]
+            knowledge = forget_knowledge(
+                conn, platform_user, questions=questions, own_conversations=own
+            )
+            said = select(messages.c.id).where(messages.c.user_id == platform_user)
+            answers = conn.execute(
+                delete(messages).where(messages.c.reply_to.in_(said.scalar_subquery()))
+            )
+            messages_said = conn.execute(
+                delete(messages).where(messages.c.user_id == platform_user)
+            )
+            # An emptied event has nothing left to answer: recovery and
+            # redeliveries must leave the unanswered ones alone.
+            conn.execute(
+                update(inbound_events)
+                .where(
+                    inbound_events.c.user_id == platform_user,
+                    inbound_events.c.status != "answered",
+                )
+                .values(status="failed", attempts=self.max_attempts, error="forgotten")
+            )
             events = conn.execute(
                 update(inbound_events)
                 .where(inbound_events.c.user_id == platform_user)
-                .values(text="", meta={}, user_name="")
+                .values(user_id="", user_name="", text="", meta={})
             )
             conn.execute(delete(users).where(users.c.platform_user == platform_user))
-            return ForgetResult(
-                messages=(answers.rowcount or 0) + (said.rowcount or 0),
-                events=events.rowcount or 0,
-            )
+            return _forgotten(answers.rowcount, messages_said.rowcount, events.rowcount, knowledge)
 
         result = await self.db.run(op, what="forget a user")
         self._known_users.discard(platform_user)
@@ -640,6 +696,18 @@ class _Statements:
             return cursor.fetchall()
         finally:
             cursor.close()
+
+
+def _forgotten(
+    answers: int | None, said: int | None, events: int | None, knowledge: KnowledgeForgotten
+) -> ForgetResult:
+    return ForgetResult(
+        messages=(answers or 0) + (said or 0),
+        events=events or 0,
+        faq_answers=knowledge.answers,
+        escalations=knowledge.escalations,
+        drafts=knowledge.drafts,
+    )
 
 
 def _cache_key(ref: ConversationAddress) -> tuple[str, str, str, str]:

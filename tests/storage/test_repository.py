@@ -144,7 +144,7 @@ async def test_move_conversation_merges(repository: Repository) -> None:
 
 async def test_upgrade_is_idempotent(repository: Repository) -> None:
     await repository.db.upgrade()
-    assert await repository.db.current_revision() == "0002_knowledge"
+    assert await repository.db.current_revision() == "0003_forget"
 
 
 @pytest.mark.parametrize(
