@@ -173,3 +173,12 @@ async def test_upgrade_names_the_askers_of_escalated_answers(database_at_0002: D
         ).all()
     )
     assert [tuple(row) for row in askers] == [(1, "test:u1"), (2, "")]
+
+
+def test_conversation_keys_match_the_bots() -> None:
+    # Drafts and the answer log are filed under the bot's ConversationRef.key;
+    # /forget finds them by the storage-side key.
+    from bot.types import ConversationRef
+
+    for parts in (("telegram", "1", "42", ""), ("slack", "T1", "C9", "1700000000.1")):
+        assert ConversationAddress(*parts).key == ConversationRef(*parts).key
