@@ -39,7 +39,15 @@ from bot.prompting import build_messages
 from bot.text import clean
 from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind
 from llm.base import Backend, GenerationRequest, LLMBusy, LLMError, LLMTimeout, SamplingParams
-from storage.repository import ForgetResult, HistoryItem, MessageKind, Repository, Stats
+from storage.repository import (
+    ConversationAddress,
+    ForgetResult,
+    HistoryItem,
+    InboundEvent,
+    MessageKind,
+    Repository,
+    Stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +118,7 @@ class ConversationManager:
         kind: MessageKind = "command" if command or not cleaned.text else "chat"
         version = self._history_version(inbound.ref.key)
         stored = await self.repository.accept(
-            inbound,
-            text=cleaned.text,
+            _event(inbound, cleaned.text),
             kind=kind,
             history_limit=self.history_messages if kind == "chat" else 0,
         )
@@ -170,22 +177,22 @@ class ConversationManager:
         found = await self.repository.pending(platform)
         return [
             Accepted(
-                inbound=p.inbound,
+                inbound=_inbound(p.event),
                 inbound_id=p.stored.inbound_id,
                 duplicate=False,
                 stored=p.stored,
-                text=p.inbound.text,
+                text=p.event.text,
                 truncated=False,
-                command=parse_command(p.inbound.text),
+                command=parse_command(p.event.text),
             )
             for p in found
         ]
 
     async def set_active(self, ref: ConversationRef, active: bool) -> None:
-        await self.repository.set_active(ref, active)
+        await self.repository.set_active(_address(ref), active)
 
     async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None:
-        await self.repository.move_conversation(old, new)
+        await self.repository.move_conversation(_address(old), _address(new))
         self._epoch += 1
 
     async def forget_user(self, platform_user: str) -> ForgetResult:
@@ -529,3 +536,33 @@ class Generation:
     def notice(self, *, after_text: bool) -> str:
         """What the user is told about the failure, set apart from text already shown."""
         return ("\n\n" if after_text and self._separate else "") + self._notice
+
+
+def _address(ref: ConversationRef) -> ConversationAddress:
+    return ConversationAddress(ref.platform, ref.tenant, ref.chat, ref.thread)
+
+
+def _event(inbound: Inbound, text: str) -> InboundEvent:
+    return InboundEvent(
+        conversation=_address(inbound.ref),
+        event_id=inbound.event_id,
+        user_id=inbound.platform_user,
+        text=text,
+        user_name=inbound.user_name,
+        meta=inbound.meta,
+    )
+
+
+def _inbound(event: InboundEvent) -> Inbound:
+    where = event.conversation
+    ref = ConversationRef(where.platform, where.tenant, where.chat, where.thread)
+    # Stored ids are Inbound.platform_user: "<platform>:<user>".
+    user = event.user_id.removeprefix(f"{where.platform}:")
+    return Inbound(
+        ref=ref,
+        user=user,
+        text=event.text,
+        event_id=event.event_id,
+        user_name=event.user_name,
+        meta=event.meta,
+    )

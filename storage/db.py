@@ -19,18 +19,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import re
+import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bot.errors import ConfigError
+from storage.errors import DatabaseConfigError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +56,13 @@ def normalize_url(raw: str) -> URL:
     try:
         url = make_url(raw)
     except ArgumentError:
-        raise ConfigError(
+        raise DatabaseConfigError(
             f"DATABASE_URL {raw!r} is not a database URL; "
             "use e.g. sqlite:///data/deskmate.db or postgresql://user@host/db"
         ) from None
     driver = _DRIVERS.get(url.drivername)
     if driver is None:
-        raise ConfigError(
+        raise DatabaseConfigError(
             f"DATABASE_URL uses {url.drivername!r}; Deskmate supports SQLite and PostgreSQL "
             "(sqlite:///path.db, postgresql://user@host/db)"
         )
@@ -85,19 +88,29 @@ class Database:
                 connect_args={"timeout": 30, "check_same_thread": False},
                 pool_size=1,
                 max_overflow=0,
+                hide_parameters=True,
             )
             event.listen(engine, "connect", _sqlite_pragmas)
             self._sqlite = _SqliteWorker(engine)
         else:
-            self._async = create_async_engine(url, pool_pre_ping=True, pool_size=10)
+            self._async = create_async_engine(
+                url, pool_pre_ping=True, pool_size=10, hide_parameters=True
+            )
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn(connection)`` in one transaction, committed when it returns."""
-        if self._async is not None:
-            async with self._async.begin() as conn:
-                return await conn.run_sync(fn)
-        assert self._sqlite is not None
-        return await self._sqlite.submit(fn)
+    async def run(self, fn: Callable[[Connection], T], *, what: str = "use the database") -> T:
+        """Run ``fn(connection)`` in one transaction, committed when it returns.
+
+        Any database failure comes out as ``StorageError`` ("could not
+        ``what``: cause"), whichever driver or layer raised it.
+        """
+        try:
+            if self._async is not None:
+                async with self._async.begin() as conn:
+                    return await conn.run_sync(fn)
+            assert self._sqlite is not None
+            return await self._sqlite.submit(fn)
+        except DATABASE_ERRORS as exc:
+            raise storage_error(what, exc, self.url) from exc
 
     async def dispose(self) -> None:
         if self._async is not None:
@@ -108,12 +121,85 @@ class Database:
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply migrations up to ``revision`` (idempotent)."""
-        await self.run(lambda conn: _upgrade(conn, revision))
+        await self.run(lambda conn: _upgrade(conn, revision), what="migrate the database")
 
     async def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
 
-        return await self.run(lambda conn: MigrationContext.configure(conn).get_current_revision())
+        return await self.run(
+            lambda conn: MigrationContext.configure(conn).get_current_revision(),
+            what="read the schema revision",
+        )
+
+
+# What a database failure can surface as. SQLAlchemy wraps what the drivers
+# raise while running statements, but not everything: asyncpg's connect
+# failures (refused, reset, timed out, rejected by the server) come out raw,
+# and so does anything the raw sqlite3 fast path runs into (locked, full,
+# I/O error).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    SQLAlchemyError,
+    sqlite3.Error,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def storage_error(what: str, exc: BaseException, url: URL) -> StorageError:
+    """The ``StorageError`` for ``exc``: the operation, the cause, the database.
+
+    The message names the failure without quoting driver text that can carry
+    row values; the same values are removed from the chained causes, which
+    end up in logs.
+    """
+    _redact(exc)
+    where = url.render_as_string(hide_password=True)
+    return StorageError(f"could not {what}: {_describe(exc)} (database {where})")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        todo += [current.__cause__, current.__context__]
+        if isinstance(orig, BaseException):
+            todo.append(orig)
+
+
+# asyncpg quotes the offending value when it cannot encode an argument.
+_ARGUMENT = re.compile(r"(query argument \$\d+): .*?( \([^()\n]*\))?$", re.MULTILINE)
+
+
+def _redact(exc: BaseException) -> None:
+    for item in _chain(exc):
+        if isinstance(item, asyncpg.PostgresError):
+            # DETAIL quotes row values ("Key (...)=(...)", "Failing row contains ...").
+            item.detail = None  # type: ignore[attr-defined]
+        if item.args and isinstance(item.args[0], str) and "query argument $" in item.args[0]:
+            hidden = _ARGUMENT.sub(r"\1: (value hidden)\2", item.args[0])
+            item.args = (hidden, *item.args[1:])
+
+
+def _describe(exc: BaseException) -> str:
+    # The driver's own error says most; SQLAlchemy's wrappers add the statement.
+    for item in _chain(exc):
+        name = type(item).__name__
+        if isinstance(item, asyncpg.PostgresError):
+            state = getattr(item, "sqlstate", None) or "?"
+            # Class 22 (data exception) messages can quote the rejected value.
+            message = "" if state.startswith("22") else f": {item.args[0]}"
+            return f"{name} (SQLSTATE {state}){message}"
+        if isinstance(item, (sqlite3.Error, OSError, asyncpg.InterfaceError)):
+            return f"{name}: {item}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # A transaction to run, and where to send its outcome.

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
 
-from bot.errors import StorageError
 from storage.db import Database
 from storage.models import escalations, faq_answers, faq_entries, knowledge_settings
 
@@ -30,6 +28,10 @@ GLOBAL = ""  # the tenant of deployment-wide entries
 DEPLOYMENT = "deployment"
 # Name of the embedding model the stored vectors should come from; unset: the base model.
 EMBEDDING_MODEL_SETTING = "embedding_model"
+# A conversation's open draft, under the scope "conversation:<conversation key>".
+DRAFT_SETTING = "draft"
+# Ids per IN (...) list: well under SQLite's and asyncpg's bound-parameter limits.
+_CHUNK = 500
 
 # Words that carry no topic; dropping them keeps the OR query from matching everything.
 _STOPWORD_TEXT = (
@@ -133,10 +135,7 @@ class KnowledgeRepository:
         self.dialect = db.dialect
 
     async def _run(self, what: str, fn: Callable[[Connection], T]) -> T:
-        try:
-            return await self.db.run(fn)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not {what}: {exc}") from exc
+        return await self.db.run(fn, what=what)
 
     # -- entries -----------------------------------------------------------------
 
@@ -251,7 +250,7 @@ class KnowledgeRepository:
                 conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry.id})
             return entry
 
-        return await self._run(f"remove FAQ entry {ref}", op)
+        return await self._run("remove an FAQ entry", op)
 
     async def get(self, tenant: str, key: str) -> FaqEntry | None:
         """The tenant's entry with this re-import key (see ``entry_key``)."""
@@ -374,6 +373,7 @@ class KnowledgeRepository:
                     path=path,
                     entries=entries,
                     answer=answer,
+                    user_id=user_id,
                     created_at=now,
                 )
                 .returning(faq_answers.c.id)
@@ -444,15 +444,75 @@ class KnowledgeRepository:
             and_(knowledge_settings.c.scope == scope, knowledge_settings.c.name == name)
         )
         return await self._run(
-            f"read setting {name}", lambda conn: conn.execute(query).scalar_one_or_none()
+            f"read the {name} setting", lambda conn: conn.execute(query).scalar_one_or_none()
         )
 
     async def set_setting(self, scope: str, name: str, value: str | None) -> None:
         """Set (or with ``None`` clear) one setting."""
 
         await self._run(
-            f"store setting {name}", lambda conn: _put_setting(conn, scope, name, value)
+            f"store the {name} setting", lambda conn: _put_setting(conn, scope, name, value)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeForgotten:
+    """Rows ``forget_knowledge`` deleted."""
+
+    answers: int
+    escalations: int
+    drafts: int
+
+
+def forget_knowledge(
+    conn: Connection,
+    user_id: str,
+    *,
+    questions: Mapping[str, Collection[str]],
+    own_conversations: Collection[str],
+) -> KnowledgeForgotten:
+    """Delete what the knowledge base kept about one person.
+
+    That is the answer log and escalations for their questions, and open
+    drafts in ``own_conversations`` (conversation keys). ``questions`` (texts
+    they sent, by conversation key) finds answers logged before the log
+    recorded who asked. Runs inside the caller's transaction.
+    """
+    answer_ids = set(
+        conn.execute(select(faq_answers.c.id).where(faq_answers.c.user_id == user_id)).scalars()
+    )
+    for key, texts in questions.items():
+        for chunk in _chunks(sorted(texts)):
+            answer_ids.update(
+                conn.execute(
+                    select(faq_answers.c.id).where(
+                        faq_answers.c.user_id == "",
+                        faq_answers.c.conversation_key == key,
+                        faq_answers.c.question.in_(chunk),
+                    )
+                ).scalars()
+            )
+    escalated = conn.execute(delete(escalations).where(escalations.c.user_id == user_id)).rowcount
+    answers = 0
+    for chunk in _chunks(sorted(answer_ids)):
+        escalated += conn.execute(
+            delete(escalations).where(escalations.c.answer_id.in_(chunk))
+        ).rowcount
+        answers += conn.execute(delete(faq_answers).where(faq_answers.c.id.in_(chunk))).rowcount
+    drafts = 0
+    scopes = sorted(f"conversation:{key}" for key in own_conversations)
+    for chunk in _chunks(scopes):
+        drafts += conn.execute(
+            delete(knowledge_settings).where(
+                knowledge_settings.c.scope.in_(chunk), knowledge_settings.c.name == DRAFT_SETTING
+            )
+        ).rowcount
+    return KnowledgeForgotten(answers=answers, escalations=escalated, drafts=drafts)
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
 
 
 def _put_embeddings(conn: Connection, vectors: dict[int, bytes], embedding_model: str) -> None:

@@ -111,6 +111,7 @@ inbound_events = Table(
     Column("answered_at", DateTime(timezone=True)),
     UniqueConstraint("platform", "event_id", name="uq_inbound_events_platform_event"),
     Index("ix_inbound_events_status", "platform", "status"),
+    Index("ix_inbound_events_user_id", "user_id"),
 )
 
 users = Table(
@@ -171,8 +172,11 @@ faq_answers = Table(
     Column("path", String(16), nullable=False),  # verbatim | grounded | escalated | model
     Column("entries", JSON, nullable=False),  # [{"id", "key", "score"}]
     Column("answer", Text, nullable=False),
+    # Platform user id of who asked ("" for answers logged before 0003_forget).
+    Column("user_id", String(160), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_faq_answers_created", "created_at"),
+    Index("ix_faq_answers_user_id", "user_id"),
 )
 
 # Questions the knowledge base could not answer; a handoff picks them up.
@@ -189,10 +193,12 @@ escalations = Table(
     Column("status", String(16), nullable=False, server_default="open"),  # open | taken | closed
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_escalations_status", "status", "created_at"),
+    Index("ix_escalations_user_id", "user_id"),
 )
 
 # Per-tenant / per-conversation knobs set by admins: mode, persona.
-# scope is "tenant:<tenant>" or "conversation:<ConversationRef.key>".
+# scope is "tenant:<tenant>" or "conversation:<conversation key>" (see
+# ``storage.repository.ConversationAddress.key``).
 knowledge_settings = Table(
     "knowledge_settings",
     metadata,

@@ -11,18 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
-from bot.errors import StorageError
-from bot.types import ConversationRef, Inbound
 from storage.db import Database
+from storage.knowledge_repo import KnowledgeForgotten, forget_knowledge
 from storage.models import conversations, inbound_events, messages, users
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,37 @@ MessageKind = Literal["chat", "command"]
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationAddress:
+    """Where a conversation lives on its platform (a row of ``conversations``)."""
+
+    platform: str
+    tenant: str
+    chat: str
+    thread: str = ""
+
+    @property
+    def key(self) -> str:
+        """The conversation's name in the knowledge base's settings and answer log."""
+        return f"{self.platform}:{self.tenant}:{self.chat}:{self.thread}"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    """One platform event as stored: who sent what, where.
+
+    ``user_id`` is the sender's deployment-wide id (e.g. ``telegram:123``);
+    ``meta`` is the adapter's JSON-serialisable data for rendering the reply.
+    """
+
+    conversation: ConversationAddress
+    event_id: str
+    user_id: str
+    text: str
+    user_name: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +80,7 @@ class StoredInbound:
 
 @dataclass(frozen=True, slots=True)
 class PendingInbound:
-    inbound: Inbound
+    event: InboundEvent
     stored: StoredInbound
 
 
@@ -74,8 +104,13 @@ class Stats:
 
 @dataclass(frozen=True, slots=True)
 class ForgetResult:
+    """What ``forget_user`` removed: rows deleted, or (events) emptied."""
+
     messages: int
     events: int
+    faq_answers: int = 0
+    escalations: int = 0
+    drafts: int = 0
 
 
 class Repository:
@@ -117,7 +152,7 @@ class Repository:
     # -- inbound ---------------------------------------------------------------
 
     async def accept(
-        self, inbound: Inbound, *, text: str, kind: MessageKind, history_limit: int = 0
+        self, event: InboundEvent, *, kind: MessageKind, history_limit: int = 0
     ) -> StoredInbound:
         """Store an inbound event and its message, or recognise a redelivery.
 
@@ -128,7 +163,7 @@ class Repository:
         """
 
         def op(conn: Connection) -> StoredInbound:
-            stored = self._accept(conn, inbound, text, kind)
+            stored = self._accept(conn, event, kind)
             if history_limit and stored.status == "new":
                 history = self._history(
                     conn, stored.conversation_id, stored.message_id, history_limit
@@ -136,23 +171,15 @@ class Repository:
                 stored = replace(stored, history=tuple(history))
             return stored
 
-        try:
-            stored = await self.db.run(op)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not store inbound event {inbound.event_id}: {exc}") from exc
+        stored = await self.db.run(op, what="store an inbound event")
         # Cached only once committed: a rolled-back insert must not be remembered.
-        ref = inbound.ref
-        self._conversation_ids[(ref.platform, ref.tenant, ref.chat, ref.thread)] = (
-            stored.conversation_id
-        )
-        self._known_users.add(inbound.platform_user)
+        self._conversation_ids[_cache_key(event.conversation)] = stored.conversation_id
+        self._known_users.add(event.user_id)
         return stored
 
-    def _accept(
-        self, conn: Connection, inbound: Inbound, text: str, kind: MessageKind
-    ) -> StoredInbound:
+    def _accept(self, conn: Connection, event: InboundEvent, kind: MessageKind) -> StoredInbound:
         now = _now()
-        conversation_id = self._conversation_id(conn, inbound.ref, now)
+        conversation_id = self._conversation_id(conn, event.conversation, now)
         # The message goes in first so the event row can point at it; a
         # redelivery (rare) removes it again below.
         message_id = self._sql.rows(
@@ -162,9 +189,9 @@ class Repository:
                 "conversation_id": conversation_id,
                 "role": "user",
                 "kind": kind,
-                "user_id": inbound.platform_user,
+                "user_id": event.user_id,
                 "reply_to": None,
-                "text": text,
+                "text": event.text,
                 "prompt_tokens": None,
                 "completion_tokens": None,
                 "latency_ms": None,
@@ -175,14 +202,14 @@ class Repository:
             conn,
             self._sql.insert_event,
             {
-                "platform": inbound.ref.platform,
-                "event_id": inbound.event_id,
+                "platform": event.conversation.platform,
+                "event_id": event.event_id,
                 "conversation_id": conversation_id,
                 "message_id": message_id,
-                "user_id": inbound.platform_user,
-                "user_name": inbound.user_name,
-                "text": text,
-                "meta": dict(inbound.meta),
+                "user_id": event.user_id,
+                "user_name": event.user_name,
+                "text": event.text,
+                "meta": dict(event.meta),
                 "status": "processing",
                 "attempts": 1,
                 "received_at": now,
@@ -192,16 +219,16 @@ class Repository:
         )
         if not inserted:
             conn.execute(delete(messages).where(messages.c.id == message_id))
-            return self._redelivered(conn, inbound, now)
-        if inbound.platform_user not in self._known_users:
+            return self._redelivered(conn, event, now)
+        if event.user_id not in self._known_users:
             conn.execute(
                 self._insert(users)
-                .values(platform_user=inbound.platform_user, name=inbound.user_name, created_at=now)
+                .values(platform_user=event.user_id, name=event.user_name, created_at=now)
                 .on_conflict_do_nothing(index_elements=["platform_user"])
             )
         return StoredInbound(inserted[0][0], conversation_id, message_id, "new")
 
-    def _redelivered(self, conn: Connection, inbound: Inbound, now: datetime) -> StoredInbound:
+    def _redelivered(self, conn: Connection, event: InboundEvent, now: datetime) -> StoredInbound:
         row = (
             conn.execute(
                 select(
@@ -209,8 +236,8 @@ class Repository:
                     inbound_events.c.conversation_id,
                     inbound_events.c.message_id,
                 ).where(
-                    inbound_events.c.platform == inbound.ref.platform,
-                    inbound_events.c.event_id == inbound.event_id,
+                    inbound_events.c.platform == event.conversation.platform,
+                    inbound_events.c.event_id == event.event_id,
                 )
             )
         ).one()
@@ -277,27 +304,27 @@ class Repository:
             ).mappings()
             out = []
             for row in rows:
-                ref = ConversationRef(row["platform"], row["tenant"], row["chat"], row["thread"])
-                user = row["user_id"].split(":", 1)[1] if ":" in row["user_id"] else row["user_id"]
-                inbound = Inbound(
-                    ref=ref,
-                    user=user,
-                    text=row["text"],
+                address = ConversationAddress(
+                    row["platform"], row["tenant"], row["chat"], row["thread"]
+                )
+                event = InboundEvent(
+                    conversation=address,
                     event_id=row["event_id"],
+                    user_id=row["user_id"],
+                    text=row["text"],
                     user_name=row["user_name"],
                     meta=row["meta"] or {},
                 )
                 stored = StoredInbound(
                     row["id"], row["conversation_id"], row["message_id"], "retry"
                 )
-                out.append(PendingInbound(inbound, stored))
+                out.append(PendingInbound(event, stored))
             return out
 
-        return await self.db.run(op)
+        return await self.db.run(op, what="claim unanswered inbound events")
 
-    def _conversation_id(self, conn: Connection, ref: ConversationRef, now: datetime) -> int:
-        key = (ref.platform, ref.tenant, ref.chat, ref.thread)
-        cached = self._conversation_ids.get(key)
+    def _conversation_id(self, conn: Connection, ref: ConversationAddress, now: datetime) -> int:
+        cached = self._conversation_ids.get(_cache_key(ref))
         if cached is not None:
             return cached
         conn.execute(
@@ -316,7 +343,7 @@ class Repository:
         assert conversation_id is not None
         return conversation_id
 
-    def _find_conversation(self, conn: Connection, ref: ConversationRef) -> int | None:
+    def _find_conversation(self, conn: Connection, ref: ConversationAddress) -> int | None:
         return (
             conn.execute(
                 select(conversations.c.id).where(
@@ -342,33 +369,30 @@ class Repository:
     ) -> int:
         """Store the reply and mark its inbound event answered, together."""
         now = _now()
-        try:
 
-            def op(conn: Connection) -> int:
-                message_id = self._sql.rows(
-                    conn,
-                    self._sql.insert_message,
-                    {
-                        "conversation_id": stored.conversation_id,
-                        "role": "assistant",
-                        "kind": kind,
-                        "user_id": None,
-                        "reply_to": stored.message_id,
-                        "text": text,
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "latency_ms": latency_ms,
-                        "created_at": now,
-                    },
-                )[0][0]
-                self._sql.rows(
-                    conn, self._sql.mark_answered, {"inbound_id": stored.inbound_id, "now": now}
-                )
-                return int(message_id)
+        def op(conn: Connection) -> int:
+            message_id = self._sql.rows(
+                conn,
+                self._sql.insert_message,
+                {
+                    "conversation_id": stored.conversation_id,
+                    "role": "assistant",
+                    "kind": kind,
+                    "user_id": None,
+                    "reply_to": stored.message_id,
+                    "text": text,
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "latency_ms": latency_ms,
+                    "created_at": now,
+                },
+            )[0][0]
+            self._sql.rows(
+                conn, self._sql.mark_answered, {"inbound_id": stored.inbound_id, "now": now}
+            )
+            return int(message_id)
 
-            return await self.db.run(op)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not store answer to inbound {stored.inbound_id}") from exc
+        return await self.db.run(op, what="store an answer")
 
     async def mark_failed(self, inbound_id: int, error: str) -> None:
         def op(conn: Connection) -> None:
@@ -378,7 +402,7 @@ class Repository:
                 .values(status="failed", error=error[:2000], claimed_by=None)
             )
 
-        await self.db.run(op)
+        await self.db.run(op, what="mark an inbound event failed")
 
     async def history(
         self, conversation_id: int, *, upto_message_id: int | None, limit: int
@@ -386,7 +410,8 @@ class Repository:
         """The newest ``limit`` chat messages up to and including the given one,
         oldest first, each answer right after its question."""
         return await self.db.run(
-            lambda conn: self._history(conn, conversation_id, upto_message_id, limit)
+            lambda conn: self._history(conn, conversation_id, upto_message_id, limit),
+            what="read the conversation history",
         )
 
     def _history(
@@ -408,9 +433,9 @@ class Repository:
             )
             return result.rowcount or 0
 
-        return await self.db.run(op)
+        return await self.db.run(op, what="reset the conversation")
 
-    async def set_active(self, ref: ConversationRef, active: bool) -> None:
+    async def set_active(self, ref: ConversationAddress, active: bool) -> None:
         def op(conn: Connection) -> None:
             conn.execute(
                 update(conversations)
@@ -423,19 +448,21 @@ class Repository:
                 .values(active=active)
             )
 
-        await self.db.run(op)
+        await self.db.run(op, what="update the conversation")
 
-    async def is_active(self, ref: ConversationRef) -> bool:
+    async def is_active(self, ref: ConversationAddress) -> bool:
         query = select(conversations.c.active).where(
             conversations.c.platform == ref.platform,
             conversations.c.tenant == ref.tenant,
             conversations.c.chat == ref.chat,
             conversations.c.thread == ref.thread,
         )
-        row = await self.db.run(lambda conn: conn.execute(query).scalar())
+        row = await self.db.run(
+            lambda conn: conn.execute(query).scalar(), what="read the conversation"
+        )
         return True if row is None else bool(row)
 
-    async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None:
+    async def move_conversation(self, old: ConversationAddress, new: ConversationAddress) -> None:
         """Re-home a conversation (e.g. a Telegram group upgraded to a supergroup).
 
         If the new place already has a conversation, the old one's messages and
@@ -465,37 +492,87 @@ class Repository:
                         .values(conversation_id=new_id)
                     )
 
-        await self.db.run(op)
-        self._conversation_ids.pop((old.platform, old.tenant, old.chat, old.thread), None)
-        self._conversation_ids.pop((new.platform, new.tenant, new.chat, new.thread), None)
+        await self.db.run(op, what="move the conversation")
+        self._conversation_ids.pop(_cache_key(old), None)
+        self._conversation_ids.pop(_cache_key(new), None)
 
     # -- users ---------------------------------------------------------------------
 
     async def forget_user(self, platform_user: str) -> ForgetResult:
-        """Delete what a person said, the answers to it, and their profile.
+        """Delete everything stored about a person, in one transaction.
 
-        Inbound event rows stay (emptied) so a late redelivery of one of their
-        events is still recognised and not answered again.
+        Goes: what they said and the answers to it, the knowledge base's
+        answer log and escalations for their questions, open drafts in
+        conversations only they wrote in, and their profile. Their inbound
+        event rows stay, emptied of text, names, ids and adapter data, so a
+        late redelivery of one of their events is still recognised and not
+        answered again.
         """
 
         def op(conn: Connection) -> ForgetResult:
-            own = select(messages.c.id).where(messages.c.user_id == platform_user)
-            answers = conn.execute(
-                delete(messages).where(messages.c.reply_to.in_(own.scalar_subquery()))
+            # Read before the events are emptied: afterwards nothing ties them
+            # to this person.
+            asked = conn.execute(
+                select(
+                    conversations.c.id,
+                    conversations.c.platform,
+                    conversations.c.tenant,
+                    conversations.c.chat,
+                    conversations.c.thread,
+                    inbound_events.c.text,
+                )
+                .join(conversations, conversations.c.id == inbound_events.c.conversation_id)
+                .where(inbound_events.c.user_id == platform_user)
+            ).all()
+            keys: dict[int, str] = {}
+            questions: dict[str, set[str]] = {}
+            for row in asked:
+                key = ConversationAddress(row.platform, row.tenant, row.chat, row.thread).key
+                keys[row.id] = key
+                if row.text:
+                    questions.setdefault(key, set()).add(row.text)
+            # A conversation someone else wrote in (a group) is not theirs to
+            # erase; rows emptied by an earlier /forget name nobody.
+            shared = set(
+                conn.execute(
+                    select(inbound_events.c.conversation_id)
+                    .where(
+                        inbound_events.c.conversation_id.in_(list(keys)),
+                        inbound_events.c.user_id.not_in([platform_user, ""]),
+                    )
+                    .distinct()
+                ).scalars()
             )
-            said = conn.execute(delete(messages).where(messages.c.user_id == platform_user))
+            own = [key for conversation_id, key in keys.items() if conversation_id not in shared]
+            knowledge = forget_knowledge(
+                conn, platform_user, questions=questions, own_conversations=own
+            )
+            said = select(messages.c.id).where(messages.c.user_id == platform_user)
+            answers = conn.execute(
+                delete(messages).where(messages.c.reply_to.in_(said.scalar_subquery()))
+            )
+            messages_said = conn.execute(
+                delete(messages).where(messages.c.user_id == platform_user)
+            )
+            # An emptied event has nothing left to answer: recovery and
+            # redeliveries must leave the unanswered ones alone.
+            conn.execute(
+                update(inbound_events)
+                .where(
+                    inbound_events.c.user_id == platform_user,
+                    inbound_events.c.status != "answered",
+                )
+                .values(status="failed", attempts=self.max_attempts, error="forgotten")
+            )
             events = conn.execute(
                 update(inbound_events)
                 .where(inbound_events.c.user_id == platform_user)
-                .values(text="", meta={}, user_name="")
+                .values(user_id="", user_name="", text="", meta={})
             )
             conn.execute(delete(users).where(users.c.platform_user == platform_user))
-            return ForgetResult(
-                messages=(answers.rowcount or 0) + (said.rowcount or 0),
-                events=events.rowcount or 0,
-            )
+            return _forgotten(answers.rowcount, messages_said.rowcount, events.rowcount, knowledge)
 
-        result = await self.db.run(op)
+        result = await self.db.run(op, what="forget a user")
         self._known_users.discard(platform_user)
         return result
 
@@ -509,7 +586,7 @@ class Repository:
                 .on_conflict_do_update(index_elements=["platform_user"], set_={"role": role})
             )
 
-        await self.db.run(op)
+        await self.db.run(op, what="store the user's role")
 
     async def role_of(self, platform_user: str) -> str | None:
         def op(conn: Connection) -> str | None:
@@ -517,7 +594,7 @@ class Repository:
                 conn.execute(select(users.c.role).where(users.c.platform_user == platform_user))
             ).scalar()
 
-        return await self.db.run(op)
+        return await self.db.run(op, what="read the user's role")
 
     # -- reporting -------------------------------------------------------------------
 
@@ -560,7 +637,7 @@ class Repository:
                 failed=int(failed or 0),
             )
 
-        return await self.db.run(op)
+        return await self.db.run(op, what="read usage figures")
 
 
 class _Statements:
@@ -619,6 +696,22 @@ class _Statements:
             return cursor.fetchall()
         finally:
             cursor.close()
+
+
+def _forgotten(
+    answers: int | None, said: int | None, events: int | None, knowledge: KnowledgeForgotten
+) -> ForgetResult:
+    return ForgetResult(
+        messages=(answers or 0) + (said or 0),
+        events=events or 0,
+        faq_answers=knowledge.answers,
+        escalations=knowledge.escalations,
+        drafts=knowledge.drafts,
+    )
+
+
+def _cache_key(ref: ConversationAddress) -> tuple[str, str, str, str]:
+    return (ref.platform, ref.tenant, ref.chat, ref.thread)
 
 
 def _sqlite_value(value: Any) -> Any:

@@ -16,7 +16,7 @@ from bot.types import ConversationRef
 from llm.fake import FakeBackend
 from storage.db import Database
 from storage.models import conversations, inbound_events
-from storage.repository import Repository
+from storage.repository import ConversationAddress, Repository
 from tests.conftest import make_manager
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -123,11 +123,12 @@ async def test_blocked_user_makes_conversation_inactive(
     fake.block(42)
     fake.send_user_message(42, "hi again")
     await fake.wait_for(lambda: bool(fake.calls_to("sendMessage", 42)[1:]), what="second send")
+    stored = ConversationAddress(ref.platform, ref.tenant, ref.chat)
     for _ in range(50):
-        if not await manager.repository.is_active(ref):
+        if not await manager.repository.is_active(stored):
             break
         await asyncio.sleep(0.05)
-    assert not await manager.repository.is_active(ref)
+    assert not await manager.repository.is_active(stored)
     assert len(fake.calls_to("sendMessage", 42)) == 2  # no retry loop
 
 
@@ -378,4 +379,5 @@ async def test_outbox_send_splits_and_reports_a_blocked_user(
     fake.block(42)
     with pytest.raises(ChatGone):
         await polling.send(ref, "are you still there?")
-    assert not await manager.repository.is_active(ref)
+    stored = ConversationAddress(ref.platform, ref.tenant, ref.chat)
+    assert not await manager.repository.is_active(stored)

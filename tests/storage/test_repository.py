@@ -5,18 +5,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from bot.errors import ConfigError
-from bot.types import ConversationRef
 from storage.db import normalize_url
+from storage.errors import DatabaseConfigError
 from storage.models import inbound_events, messages
-from storage.repository import Repository
-from tests.support import make_inbound
+from storage.repository import ConversationAddress, Repository
+from tests.storage.support import make_event
 
 
 async def test_accept_stores_event_and_message(repository: Repository) -> None:
-    stored = await repository.accept(
-        make_inbound("hello", event_id="e1"), text="hello", kind="chat"
-    )
+    stored = await repository.accept(make_event("hello", event_id="e1"), kind="chat")
     assert stored.status == "new"
     assert stored.message_id is not None
     history = await repository.history(stored.conversation_id, upto_message_id=None, limit=10)
@@ -24,8 +21,8 @@ async def test_accept_stores_event_and_message(repository: Repository) -> None:
 
 
 async def test_redelivery_while_processing_is_duplicate(repository: Repository) -> None:
-    first = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
-    again = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    first = await repository.accept(make_event("hi", event_id="e1"), kind="chat")
+    again = await repository.accept(make_event("hi", event_id="e1"), kind="chat")
     assert again.status == "duplicate"
     assert again.inbound_id == first.inbound_id
     count = await repository.db.run(
@@ -35,32 +32,30 @@ async def test_redelivery_while_processing_is_duplicate(repository: Repository) 
 
 
 async def test_redelivery_after_answer_is_duplicate(repository: Repository) -> None:
-    first = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    first = await repository.accept(make_event("hi", event_id="e1"), kind="chat")
     await repository.record_answer(first, text="hello!", kind="chat", completion_tokens=2)
-    again = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    again = await repository.accept(make_event("hi", event_id="e1"), kind="chat")
     assert again.status == "duplicate"
 
 
 async def test_redelivery_after_failure_is_retried(repository: Repository) -> None:
-    first = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    first = await repository.accept(make_event("hi", event_id="e1"), kind="chat")
     await repository.mark_failed(first.inbound_id, "LLM failed")
-    again = await repository.accept(make_inbound("hi", event_id="e1"), text="hi", kind="chat")
+    again = await repository.accept(make_event("hi", event_id="e1"), kind="chat")
     assert again.status == "retry"
     assert again.message_id == first.message_id
 
 
 async def test_same_event_id_on_other_platform_is_new(repository: Repository) -> None:
-    await repository.accept(make_inbound("a", event_id="e1", platform="p1"), text="a", kind="chat")
-    other = await repository.accept(
-        make_inbound("b", event_id="e1", platform="p2"), text="b", kind="chat"
-    )
+    await repository.accept(make_event("a", event_id="e1", platform="p1"), kind="chat")
+    other = await repository.accept(make_event("b", event_id="e1", platform="p2"), kind="chat")
     assert other.status == "new"
 
 
 async def test_history_is_scoped_and_ordered(repository: Repository) -> None:
-    a = await repository.accept(make_inbound("q1", chat="A"), text="q1", kind="chat")
-    b = await repository.accept(make_inbound("other", chat="B"), text="other", kind="chat")
-    a2 = await repository.accept(make_inbound("q2", chat="A"), text="q2", kind="chat")
+    a = await repository.accept(make_event("q1", chat="A"), kind="chat")
+    b = await repository.accept(make_event("other", chat="B"), kind="chat")
+    a2 = await repository.accept(make_event("q2", chat="A"), kind="chat")
     # The first answer is stored after the second question arrived.
     await repository.record_answer(a, text="a1", kind="chat")
     await repository.record_answer(b, text="b1", kind="chat")
@@ -73,23 +68,21 @@ async def test_history_is_scoped_and_ordered(repository: Repository) -> None:
 
 
 async def test_commands_stay_out_of_history(repository: Repository) -> None:
-    s = await repository.accept(make_inbound("/help"), text="/help", kind="command")
+    s = await repository.accept(make_event("/help"), kind="command")
     await repository.record_answer(s, text="commands...", kind="command")
     assert await repository.history(s.conversation_id, upto_message_id=None, limit=10) == []
 
 
 async def test_pending_returns_unanswered_from_a_dead_process(repository: Repository) -> None:
-    stored = await repository.accept(
-        make_inbound("lost?", event_id="e9", chat="c9"), text="lost?", kind="chat"
-    )
-    answered = await repository.accept(make_inbound("ok", event_id="e10"), text="ok", kind="chat")
+    stored = await repository.accept(make_event("lost?", event_id="e9", chat="c9"), kind="chat")
+    answered = await repository.accept(make_event("ok", event_id="e10"), kind="chat")
     await repository.record_answer(answered, text="fine", kind="chat")
     # A new process (new worker id) over the same tables.
     restarted = Repository(repository.db, claim_lease=0 if repository.dialect != "sqlite" else 300)
     pending = await restarted.pending("test")
-    assert [p.inbound.event_id for p in pending] == ["e9"]
-    assert pending[0].inbound.text == "lost?"
-    assert pending[0].inbound.ref == ConversationRef("test", "t1", "c9", "")
+    assert [p.event.event_id for p in pending] == ["e9"]
+    assert pending[0].event.text == "lost?"
+    assert pending[0].event.conversation == ConversationAddress("test", "t1", "c9", "")
     assert pending[0].stored.message_id == stored.message_id
     # Claimed now: neither another recovery nor a redelivery answers it again.
     if repository.dialect == "sqlite":
@@ -98,16 +91,14 @@ async def test_pending_returns_unanswered_from_a_dead_process(repository: Reposi
     other = Repository(repository.db)
     other.single_process = False
     assert await other.pending("test") == []
-    again = await other.accept(make_inbound("lost?", event_id="e9"), text="lost?", kind="chat")
+    again = await other.accept(make_event("lost?", event_id="e9"), kind="chat")
     assert again.status == "duplicate"
 
 
 async def test_reset_and_forget(repository: Repository) -> None:
-    mine = await repository.accept(
-        make_inbound("my secret", user="u1"), text="my secret", kind="chat"
-    )
+    mine = await repository.accept(make_event("my secret", user="u1"), kind="chat")
     await repository.record_answer(mine, text="noted", kind="chat")
-    theirs = await repository.accept(make_inbound("hello", user="u2"), text="hello", kind="chat")
+    theirs = await repository.accept(make_event("hello", user="u2"), kind="chat")
     await repository.record_answer(theirs, text="hi", kind="chat")
     result = await repository.forget_user("test:u1")
     assert result.messages == 2
@@ -123,7 +114,7 @@ async def test_reset_and_forget(repository: Repository) -> None:
 
 async def test_stats(repository: Repository) -> None:
     for i in range(4):
-        s = await repository.accept(make_inbound(f"q{i}", chat=f"c{i % 2}"), text="q", kind="chat")
+        s = await repository.accept(make_event("q", chat=f"c{i % 2}"), kind="chat")
         await repository.record_answer(
             s,
             text="a",
@@ -141,11 +132,11 @@ async def test_stats(repository: Repository) -> None:
 
 
 async def test_move_conversation_merges(repository: Repository) -> None:
-    old = ConversationRef("test", "t1", "-100", "")
-    new = ConversationRef("test", "t1", "-200", "")
-    s = await repository.accept(make_inbound("before", chat="-100"), text="before", kind="chat")
+    old = ConversationAddress("test", "t1", "-100", "")
+    new = ConversationAddress("test", "t1", "-200", "")
+    s = await repository.accept(make_event("before", chat="-100"), kind="chat")
     await repository.move_conversation(old, new)
-    s2 = await repository.accept(make_inbound("after", chat="-200"), text="after", kind="chat")
+    s2 = await repository.accept(make_event("after", chat="-200"), kind="chat")
     assert s2.conversation_id == s.conversation_id
     await repository.set_active(new, False)
     assert await repository.is_active(new) is False
@@ -153,7 +144,7 @@ async def test_move_conversation_merges(repository: Repository) -> None:
 
 async def test_upgrade_is_idempotent(repository: Repository) -> None:
     await repository.db.upgrade()
-    assert await repository.db.current_revision() == "0002_knowledge"
+    assert await repository.db.current_revision() == "0003_forget"
 
 
 @pytest.mark.parametrize(
@@ -173,5 +164,5 @@ def test_database_urls_map_to_async_drivers(raw: str, driver: str) -> None:
 
 @pytest.mark.parametrize("raw", ["mysql://u@h/db", "not a url"])
 def test_unsupported_database_urls_explain(raw: str) -> None:
-    with pytest.raises(ConfigError, match="DATABASE_URL"):
+    with pytest.raises(DatabaseConfigError, match="DATABASE_URL"):
         normalize_url(raw)

@@ -1,0 +1,322 @@
+"""Real database faults surface as ``StorageError``, and leak no customer data.
+
+Nothing here is mocked: PostgreSQL goes away (a closed port, or a proxy in
+front of the real server that the test shuts), an SQLite file is locked by
+another connection or runs out of room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+import sqlite3
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
+
+from storage.db import Database
+from storage.errors import StorageError
+from storage.knowledge_repo import EntryInput, KnowledgeRepository
+from storage.models import users
+from storage.repository import ConversationAddress, Repository, StoredInbound
+from tests.conftest import _fresh_pg_repository
+from tests.storage.support import make_event
+from tests.support import free_port
+
+MARKER = "CUSTOMER-SECRET-7f3a"
+HERE = ConversationAddress("test", "t1", "c1")
+THERE = ConversationAddress("test", "t1", "c2")
+STORED = StoredInbound(inbound_id=1, conversation_id=1, message_id=1, status="new")
+
+Call = Callable[[Repository, KnowledgeRepository], Awaitable[object]]
+
+REPOSITORY_CALLS: dict[str, Call] = {
+    "accept": lambda r, k: r.accept(make_event("hi"), kind="chat"),
+    "pending": lambda r, k: r.pending("test"),
+    "record_answer": lambda r, k: r.record_answer(STORED, text="hello", kind="chat"),
+    "mark_failed": lambda r, k: r.mark_failed(1, "LLM failed"),
+    "history": lambda r, k: r.history(1, upto_message_id=None, limit=10),
+    "reset_conversation": lambda r, k: r.reset_conversation(1),
+    "set_active": lambda r, k: r.set_active(HERE, False),
+    "is_active": lambda r, k: r.is_active(HERE),
+    "move_conversation": lambda r, k: r.move_conversation(HERE, THERE),
+    "forget_user": lambda r, k: r.forget_user("test:u1"),
+    "set_role": lambda r, k: r.set_role("test:u1", "agent"),
+    "role_of": lambda r, k: r.role_of("test:u1"),
+    "stats": lambda r, k: r.stats(),
+}
+KNOWLEDGE_CALLS: dict[str, Call] = {
+    "upsert_many": lambda r, k: k.upsert_many(
+        "", [(EntryInput("q?", "a."), None)], embedding_model=""
+    ),
+    "set_embeddings": lambda r, k: k.set_embeddings({1: b"\0" * 4}, embedding_model="m"),
+    "use_embedding_model": lambda r, k: k.use_embedding_model({1: b"\0" * 4}, "m"),
+    "remove": lambda r, k: k.remove("", "1"),
+    "get": lambda r, k: k.get("", "q:q"),
+    "entries": lambda r, k: k.entries(),
+    "signature": lambda r, k: k.signature(),
+    "keyword_search": lambda r, k: k.keyword_search("refund policy", tenant=""),
+    "record_answer": lambda r, k: k.record_answer(
+        tenant="", conversation_key="k", question="q", path="model", entries=[], answer="a"
+    ),
+    "answers": lambda r, k: k.answers(),
+    "escalations": lambda r, k: k.escalations(),
+    "set_escalation_status": lambda r, k: k.set_escalation_status(1, "closed"),
+    "get_setting": lambda r, k: k.get_setting("tenant:t1", "mode"),
+    "set_setting": lambda r, k: k.set_setting("tenant:t1", "mode", "faq"),
+}
+ALL_CALLS = [("Repository", n, c) for n, c in REPOSITORY_CALLS.items()] + [
+    ("KnowledgeRepository", n, c) for n, c in KNOWLEDGE_CALLS.items()
+]
+
+
+def _public_methods(cls: type) -> set[str]:
+    return {
+        name
+        for name, member in vars(cls).items()
+        if not name.startswith("_") and inspect.iscoroutinefunction(member)
+    }
+
+
+def test_every_public_method_is_covered() -> None:
+    # aclose only disposes of the engine; there is nothing to fail.
+    assert _public_methods(Repository) - {"aclose"} == set(REPOSITORY_CALLS)
+    assert _public_methods(KnowledgeRepository) == set(KNOWLEDGE_CALLS)
+
+
+def _assert_clean(error: StorageError, caplog: pytest.LogCaptureFixture) -> None:
+    """Neither the message nor a logged traceback shows customer data."""
+    logging.getLogger("deskmate.test").error("storage failed", exc_info=error)
+    shown = str(error) + "\n" + "".join(traceback.format_exception(error)) + caplog.text
+    assert MARKER not in shown
+    assert error.__cause__ is not None
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    current: BaseException | None = error
+    while current is not None:
+        yield current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+
+
+# -- PostgreSQL ------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("owner", "name", "call"), ALL_CALLS, ids=[f"{o}.{n}" for o, n, _ in ALL_CALLS]
+)
+async def test_postgres_refusing_connections_is_a_storage_error(
+    owner: str, name: str, call: Call
+) -> None:
+    # Nothing listens on the port: asyncpg's connect fails with a bare OSError.
+    db = Database(f"postgresql://postgres@127.0.0.1:{free_port()}/deskmate")
+    try:
+        with pytest.raises(StorageError, match=r"could not .*ConnectionRefusedError") as caught:
+            await call(Repository(db), KnowledgeRepository(db))
+        assert isinstance(caught.value.__cause__, OSError)
+        assert "127.0.0.1" in str(caught.value)
+    finally:
+        await db.dispose()
+
+
+class _Proxy:
+    """A TCP relay on 127.0.0.1 to the PostgreSQL server, which the test can shut."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers += [writer, up_writer]
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def shut(self) -> None:
+        """The server goes away: open connections drop, new ones are refused."""
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def proxied(postgres_url: str) -> AsyncIterator[tuple[Repository, _Proxy]]:
+    url = make_url(postgres_url)
+    proxy = _Proxy(url.host or "127.0.0.1", url.port or 5432)
+    port = await proxy.start()
+    repo = await _fresh_pg_repository(
+        url.set(port=port, host="127.0.0.1").render_as_string(hide_password=False)
+    )
+    yield repo, proxy
+    with contextlib.suppress(Exception):
+        await proxy.shut()
+    await repo.aclose()
+
+
+@pytest.mark.postgres
+async def test_postgres_going_away_mid_run_is_a_storage_error(
+    proxied: tuple[Repository, _Proxy],
+) -> None:
+    repository, proxy = proxied
+    knowledge = KnowledgeRepository(repository.db)
+    stored = await repository.accept(make_event("before"), kind="chat")
+    await knowledge.set_setting("tenant:t1", "mode", "faq")
+    await proxy.shut()
+    with pytest.raises(StorageError, match="could not store an answer"):
+        await repository.record_answer(stored, text="after", kind="chat")
+    with pytest.raises(StorageError, match="could not mark an inbound event failed"):
+        await repository.mark_failed(stored.inbound_id, "delivery failed")
+    with pytest.raises(StorageError, match="could not store an inbound event"):
+        await repository.accept(make_event("after"), kind="chat")
+    with pytest.raises(StorageError, match="could not read the mode setting"):
+        await knowledge.get_setting("tenant:t1", "mode")
+
+
+@pytest.mark.postgres
+async def test_postgres_errors_hide_the_values(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    repository = await _fresh_pg_repository(postgres_url)
+    # user_name is VARCHAR(160): the insert fails inside the server.
+    event = dataclasses.replace(make_event(f"question {MARKER}"), user_name=MARKER * 20)
+    try:
+        with pytest.raises(StorageError, match="could not store an inbound event") as caught:
+            await repository.accept(event, kind="chat")
+    finally:
+        await repository.aclose()
+    _assert_clean(caught.value, caplog)
+
+
+async def test_failing_insert_shows_no_values(
+    repository: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A unique violation: PostgreSQL's DETAIL would quote the duplicate key,
+    # and both drivers' errors used to carry the bound parameters.
+    row = {"platform_user": f"test:{MARKER}", "name": MARKER, "created_at": datetime.now(UTC)}
+
+    def insert_twice(conn: Connection) -> None:
+        conn.execute(users.insert(), [row, row])
+
+    with pytest.raises(StorageError, match="could not store users") as caught:
+        await repository.db.run(insert_twice, what="store users")
+    _assert_clean(caught.value, caplog)
+
+
+# -- SQLite ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def sqlite_file(tmp_path: Path) -> AsyncIterator[tuple[Repository, Path]]:
+    path = tmp_path / "deskmate.db"
+    db = Database(f"sqlite:///{path}")
+    await db.upgrade()
+    repo = Repository(db)
+    yield repo, path
+    await repo.aclose()
+
+
+async def _short_busy_timeout(repository: Repository) -> None:
+    # The worker keeps its connection, so the setting sticks; waiting 30 s
+    # for the lock would only slow the test down.
+    await repository.db.run(lambda conn: conn.exec_driver_sql("PRAGMA busy_timeout = 50"))
+
+
+LOCKED_WRITES: dict[str, Callable[[Repository, StoredInbound], Awaitable[object]]] = {
+    # The conversation is cached, so this goes straight to the sqlite3 fast path.
+    "accept": lambda r, s: r.accept(make_event("while locked"), kind="chat"),
+    "record_answer": lambda r, s: r.record_answer(s, text="hello", kind="chat"),
+    "mark_failed": lambda r, s: r.mark_failed(s.inbound_id, "LLM failed"),
+    "pending": lambda r, s: Repository(r.db).pending("test"),
+    "reset_conversation": lambda r, s: r.reset_conversation(s.conversation_id),
+    "set_active": lambda r, s: r.set_active(HERE, False),
+    "move_conversation": lambda r, s: r.move_conversation(HERE, THERE),
+    "forget_user": lambda r, s: r.forget_user("test:u1"),
+    "set_role": lambda r, s: r.set_role("test:u1", "agent"),
+}
+
+
+@pytest.mark.parametrize("name", list(LOCKED_WRITES))
+async def test_sqlite_held_lock_is_a_storage_error(
+    sqlite_file: tuple[Repository, Path], name: str
+) -> None:
+    repository, path = sqlite_file
+    stored = await repository.accept(make_event("before"), kind="chat")
+    await repository.mark_failed(stored.inbound_id, "LLM failed")  # something to recover
+    await _short_busy_timeout(repository)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StorageError, match="database is locked") as caught:
+            await LOCKED_WRITES[name](repository, stored)
+        assert any(isinstance(c, sqlite3.OperationalError) for c in _causes(caught.value))
+    finally:
+        holder.rollback()
+        holder.close()
+    # Once the lock is gone the same connection works again.
+    await repository.record_answer(stored, text="after the lock", kind="chat")
+
+
+async def test_sqlite_locked_knowledge_write_shows_no_values(
+    sqlite_file: tuple[Repository, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    repository, path = sqlite_file
+    knowledge = KnowledgeRepository(repository.db)
+    await _short_busy_timeout(repository)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StorageError, match="database is locked") as caught:
+            await knowledge.record_answer(
+                tenant="t1",
+                conversation_key="test:t1:c1:",
+                question=f"my card is {MARKER}",
+                path="model",
+                entries=[],
+                answer="noted",
+            )
+    finally:
+        holder.rollback()
+        holder.close()
+    _assert_clean(caught.value, caplog)
+
+
+async def test_sqlite_full_database_is_a_storage_error(
+    sqlite_file: tuple[Repository, Path],
+) -> None:
+    repository, _path = sqlite_file
+    stored = await repository.accept(make_event("before"), kind="chat")
+
+    def cap(conn: Connection) -> None:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+        conn.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
+
+    await repository.db.run(cap)
+    with pytest.raises(StorageError, match="database or disk is full") as caught:
+        await repository.record_answer(stored, text="x" * 200_000, kind="chat")
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
