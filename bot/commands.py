@@ -126,9 +126,19 @@ def builtin_commands() -> CommandRegistry:
     @registry.command("forget", "delete everything I stored about you")
     async def forget(ctx: CommandContext) -> str:
         result = await ctx.house.forget_user(ctx.inbound.platform_user)
+        extra = [
+            f"{count} {what}"
+            for count, what in (
+                (result.faq_answers, "logged FAQ answers"),
+                (result.escalations, "escalations"),
+                (result.drafts, "drafts"),
+            )
+            if count
+        ]
+        also = f" I also removed {', '.join(extra)}." if extra else ""
         return (
             f"Done — I deleted {result.messages} stored messages from and to you, "
-            "and your profile. New messages you send will be stored again."
+            f"and your profile.{also} New messages you send will be stored again."
         )
 
     @registry.command("stats", "usage figures", admin_only=True)
