@@ -63,6 +63,8 @@ class ReplyKind(StrEnum):
     COMMAND = "command"  # output of a command
     NOTICE = "notice"  # a fixed message: error, refusal, busy, ...
     DUPLICATE = "duplicate"  # a redelivered event: render nothing
+    # Handled without a reply: relayed to a ticket, or chatter among agents.
+    SILENT = "silent"
 
 
 class Reply:
@@ -94,7 +96,7 @@ class Reply:
 
     @property
     def should_render(self) -> bool:
-        return self.kind is not ReplyKind.DUPLICATE
+        return self.kind not in (ReplyKind.DUPLICATE, ReplyKind.SILENT)
 
     async def __aiter__(self) -> AsyncIterator[str]:
         if self._consumed:
@@ -171,6 +173,38 @@ class Outbox(Protocol):
     """Sends a message that is not a reply (relayed agent answer, broadcast)."""
 
     async def send(self, ref: ConversationRef, text: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TicketThread:
+    """Where a ticket was posted in a support space: the topic or thread agents
+    write in (``thread``), and the ticket message itself (``message``)."""
+
+    thread: str
+    message: str
+
+
+class Undeliverable(Exception):
+    """A message the platform will never take (chat gone, bot removed): not retried."""
+
+
+class Channel(Protocol):
+    """What the outbox worker sends through: one per platform.
+
+    ``post`` returns the platform's id of the message it sent ("" when the
+    platform has none); ``open_ticket`` posts a ticket into a support space
+    (a forum topic, a thread root, or a message agents reply to). Both raise
+    ``Undeliverable`` for a refusal that retrying cannot fix; any other error
+    is retried.
+    """
+
+    name: str
+
+    async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str: ...
+
+    async def open_ticket(
+        self, space: ConversationRef, *, title: str, text: str, ticket_id: int
+    ) -> TicketThread: ...
 
 
 class ChatAdapter(Outbox, Protocol):

@@ -26,7 +26,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
-from storage.models import conversations, outbox, ticket_events, tickets
+from storage.models import conversations, inbound_events, outbox, ticket_events, tickets
+from storage.repository import ConversationAddress
 
 TicketState = Literal["waiting", "human", "closed"]
 OPEN_STATES = ("waiting", "human")
@@ -41,16 +42,6 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """Where a message goes: a platform's conversation (thread "" when none)."""
-
-    platform: str
-    tenant: str
-    chat: str
-    thread: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +68,9 @@ class Ticket:
     reminded_at: datetime | None
     closed_at: datetime | None
     # The customer's conversation.
-    customer_address: Address = field(default_factory=lambda: Address("", "", ""))
+    customer_address: ConversationAddress = field(
+        default_factory=lambda: ConversationAddress("", "", "")
+    )
 
     @property
     def open(self) -> bool:
@@ -103,7 +96,7 @@ class OutboxItem:
     key: str
     kind: str
     ticket_id: int | None
-    address: Address
+    address: ConversationAddress
     text: str
     attempts: int
 
@@ -205,6 +198,14 @@ class HandoffRepository:
                 .order_by(tickets.c.id.desc())
                 .limit(1)
             ).scalar()
+            if row_id is None and reply_to:
+                # A reply to a customer's message relayed into the group.
+                row_id = conn.execute(
+                    select(outbox.c.ticket_id)
+                    .where(outbox.c.chat == space_chat, outbox.c.sent_message == reply_to)
+                    .order_by(outbox.c.id.desc())
+                    .limit(1)
+                ).scalar()
             return _ticket(conn, row_id) if row_id is not None else None
 
         return await self.db.run(op, what="find a ticket")
@@ -348,12 +349,31 @@ class HandoffRepository:
 
         return await self.db.run(op, what="find idle tickets")
 
+    async def consecutive_failures(self, conversation_id: int) -> int:
+        """How many of the conversation's latest messages in a row failed to be answered."""
+
+        def op(conn: Connection) -> int:
+            statuses = conn.execute(
+                select(inbound_events.c.status)
+                .where(inbound_events.c.conversation_id == conversation_id)
+                .order_by(inbound_events.c.id.desc())
+                .limit(5)
+            ).scalars()
+            count = 0
+            for status in statuses:
+                if status != "failed":
+                    break
+                count += 1
+            return count
+
+        return await self.db.run(op, what="count failed answers")
+
     # -- outbox --------------------------------------------------------------------
 
     async def enqueue(
         self,
         key: str,
-        address: Address,
+        address: ConversationAddress,
         text: str,
         *,
         kind: str,
@@ -416,7 +436,7 @@ class HandoffRepository:
                     r.key,
                     r.kind,
                     r.ticket_id,
-                    Address(r.platform, r.tenant, r.chat, r.thread),
+                    ConversationAddress(r.platform, r.tenant, r.chat, r.thread),
                     r.text,
                     r.attempts,
                 )
@@ -425,12 +445,18 @@ class HandoffRepository:
 
         return await self.db.run(op, what="claim outgoing messages")
 
-    async def sent(self, item_id: int) -> None:
+    async def sent(self, item_id: int, *, message: str = "") -> None:
         await self.db.run(
             lambda conn: conn.execute(
                 update(outbox)
                 .where(outbox.c.id == item_id)
-                .values(status="sent", sent_at=_now(), claimed_until=None, error=None)
+                .values(
+                    status="sent",
+                    sent_at=_now(),
+                    claimed_until=None,
+                    error=None,
+                    sent_message=message[:128],
+                )
             ),
             what="record a sent message",
         )
@@ -519,7 +545,7 @@ def _ticket(conn: Connection, ticket_id: int) -> Ticket | None:
         last_activity_at=_aware(row.last_activity_at) or row.last_activity_at,
         reminded_at=_aware(row.reminded_at),
         closed_at=_aware(row.closed_at),
-        customer_address=Address(row.platform, row.tenant, row.chat, row.thread),
+        customer_address=ConversationAddress(row.platform, row.tenant, row.chat, row.thread),
     )
 
 

@@ -296,6 +296,10 @@ outbox = Table(
     Column("claimed_until", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True)),
+    # The platform's id of the message sent: a reply to a relayed message
+    # finds its ticket through it.
+    Column("sent_message", String(128), nullable=False, server_default=""),
     UniqueConstraint("key", name="uq_outbox_key"),
     Index("ix_outbox_due", "status", "next_attempt_at"),
+    Index("ix_outbox_sent_message", "chat", "sent_message"),
 )

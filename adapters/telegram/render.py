@@ -328,6 +328,9 @@ class ReplyView:
         quietly; a send whose outcome is unknown is logged and not repeated.
         The stream is always read to its end so the manager stores the answer.
         """
+        if not reply.should_render:
+            await reply.collect()
+            return
         done = asyncio.Event()
 
         async def chunks() -> AsyncIterator[str]:

@@ -104,9 +104,11 @@ def upgrade() -> None:
         sa.Column("claimed_until", Stamp),
         sa.Column("created_at", Stamp, nullable=False),
         sa.Column("sent_at", Stamp),
+        sa.Column("sent_message", sa.String(128), nullable=False, server_default=""),
         sa.UniqueConstraint("key", name="uq_outbox_key"),
     )
     op.create_index("ix_outbox_due", "outbox", ["status", "next_attempt_at"])
+    op.create_index("ix_outbox_sent_message", "outbox", ["chat", "sent_message"])
 
 
 def downgrade() -> None:

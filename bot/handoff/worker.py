@@ -1,0 +1,173 @@
+"""The outbox worker: sends what the help desk queued, exactly once, and keeps
+the clocks of open tickets (reminders, closing idle ones).
+
+Each row is claimed with a lease before it is sent and marked sent right
+after, so a row is sent again only if the process dies in between (then at
+most once more). A refusal is retried with a growing pause; a relay that
+finally fails is reported to the agents in the ticket, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from bot.handoff.desk import HelpDesk, space_ref
+from bot.types import Channel, ConversationRef, Undeliverable
+from storage.errors import StorageError
+from storage.handoff_repo import HandoffRepository, OutboxItem
+
+log = logging.getLogger(__name__)
+
+# Seconds before each retry; after the last the message is given up.
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        *,
+        desk: HelpDesk,
+        channels: Mapping[str, Channel],
+        interval: float = 0.3,
+        clock_interval: float = 15.0,
+    ) -> None:
+        self.desk = desk
+        self.tickets: HandoffRepository = desk.tickets
+        self.channels = dict(channels)
+        self.interval = interval
+        self.clock_interval = clock_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox")
+
+    def wake(self) -> None:
+        """Look at the outbox now (something was queued)."""
+        self._wake.set()
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Finish the row in hand (bounded by ``grace`` seconds); the rest stays queued."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, grace)
+            self._task = None
+
+    async def _run(self) -> None:
+        last_clock = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                sent = await self.flush()
+                if loop.time() - last_clock >= self.clock_interval:
+                    last_clock = loop.time()
+                    await self.tick_clocks()
+            except StorageError:
+                log.exception("outbox: the database failed; trying again")
+                sent = 0
+            except Exception:
+                log.exception("outbox: unexpected failure; trying again")
+                sent = 0
+            if sent:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+
+    async def flush(self) -> int:
+        """Send every due row once; returns how many were handled."""
+        items = await self.tickets.claim_due()
+        for item in items:
+            await self._deliver(item)
+        return len(items)
+
+    async def tick_clocks(self) -> None:
+        settings = self.desk.settings
+        now = datetime.now(UTC)
+        for ticket in await self.tickets.due_reminders(settings.remind):
+            if await self.tickets.mark_reminded(ticket.id, now - settings.remind):
+                await self.desk.remind(ticket, now)
+        for ticket in await self.tickets.idle(settings.idle):
+            await self.desk.close_idle(ticket)
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        channel = self.channels.get(item.address.platform)
+        if channel is None:
+            await self._give_up(item, f"no {item.address.platform} connection is configured")
+            return
+        try:
+            message = await self._send(channel, item)
+        except _NotYet:
+            await self.tickets.defer(item.id, delay=1.0)
+            return
+        except Undeliverable as exc:
+            await self._give_up(item, str(exc))
+            return
+        except Exception as exc:
+            if item.attempts + 1 >= len(RETRY_DELAYS):
+                await self._give_up(item, f"{exc!r}")
+            else:
+                delay = RETRY_DELAYS[item.attempts]
+                log.warning("outbox %s: %r; retrying in %.0f s", item.key, exc, delay)
+                await self.tickets.retry(item.id, repr(exc), delay=delay)
+            return
+        await self.tickets.sent(item.id, message=message)
+
+    async def _send(self, channel: Channel, item: OutboxItem) -> str:
+        address = item.address
+        if item.kind == "ticket":
+            assert item.ticket_id is not None
+            ticket = await self.tickets.get(item.ticket_id)
+            if ticket is None:
+                raise Undeliverable("the ticket is gone")
+            if ticket.posted:
+                return ticket.space_message  # posted before a crash; not twice
+            title = f"#{ticket.id} {ticket.customer_name} ({ticket.customer_address.platform})"
+            posted = await channel.open_ticket(
+                space_ref(address), title=title[:120], text=item.text, ticket_id=ticket.id
+            )
+            await self.tickets.set_posted(ticket.id, thread=posted.thread, message=posted.message)
+            return posted.message
+        if item.kind == "to_ticket":
+            assert item.ticket_id is not None
+            ticket = await self.tickets.get(item.ticket_id)
+            if ticket is None:
+                raise Undeliverable("the ticket is gone")
+            if not ticket.posted:
+                raise _NotYet
+            ref = ConversationRef(
+                address.platform, address.tenant, address.chat, ticket.space_thread
+            )
+            # In a group without topics the conversation hangs off the ticket message.
+            reply_to = "" if ticket.space_thread else ticket.space_message
+            return await channel.post(ref, item.text, reply_to=reply_to)
+        return await channel.post(space_ref(address), item.text)
+
+    async def _give_up(self, item: OutboxItem, error: str) -> None:
+        log.error("outbox %s: giving up: %s", item.key, error)
+        await self.tickets.retry(item.id, error, delay=0, give_up=True)
+        if item.kind == "ticket" and item.ticket_id is not None:
+            # Nobody can see this ticket: the customer must not wait for it.
+            await self.desk.abandon(item.ticket_id, error)
+        if item.kind == "to_customer" and item.ticket_id is not None:
+            ticket = await self.tickets.get(item.ticket_id)
+            if ticket is not None:
+                await self.tickets.enqueue(
+                    f"undelivered:{item.id}",
+                    self.desk.space_address(ticket),
+                    f"Your message could not be delivered to the customer ({error[:200]}):\n"
+                    f"{item.text[:500]}",
+                    kind="to_ticket",
+                    ticket_id=ticket.id,
+                )
+
+
+class _NotYet(Exception):
+    """The ticket this row belongs to is not in its support space yet."""
