@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.plans import Plan
+from bot.plans import HandOff, Plan
 from bot.types import Inbound
 from storage.repository import ForgetResult, Stats
 
@@ -140,6 +140,10 @@ def builtin_commands() -> CommandRegistry:
             f"Done — I deleted {result.messages} stored messages from and to you, "
             f"and your profile.{also} New messages you send will be stored again."
         )
+
+    @registry.command("human", "talk to a person from the support team")
+    async def human(ctx: CommandContext) -> str | Plan:
+        return HandOff("request")
 
     @registry.command("stats", "usage figures", admin_only=True)
     async def stats(ctx: CommandContext) -> str:

@@ -22,14 +22,19 @@ from dataclasses import dataclass, field
 
 from bot.commands import CommandContext, CommandRegistry, builtin_commands, parse_command
 from bot.errors import CONFIG_ERRORS, FAILURES, StorageError, user_message
+from bot.handoff.config import SupportSpace
+from bot.handoff.desk import AGENT_COMMANDS, AGENT_HELP, NO_TEAM, HelpDesk
+from bot.handoff.intent import wants_human
 from bot.knowledge import drafting
 from bot.knowledge.commands import register_knowledge_commands
+from bot.knowledge.index import Hit
 from bot.knowledge.knowledge_base import KnowledgeBase
-from bot.knowledge.policy import GroundedGate
+from bot.knowledge.policy import NO_RELIABLE_ANSWER, GroundedGate
 from bot.plans import (
     Chat,
     Escalate,
     Grounded,
+    HandOff,
     KnowledgePlan,
     Plan,
     ReviseDraft,
@@ -38,7 +43,15 @@ from bot.plans import (
 from bot.prompting import build_messages
 from bot.text import clean
 from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind
-from llm.base import Backend, GenerationRequest, LLMBusy, LLMError, LLMTimeout, SamplingParams
+from llm.base import (
+    Backend,
+    ChatMessage,
+    GenerationRequest,
+    LLMBusy,
+    LLMError,
+    LLMTimeout,
+    SamplingParams,
+)
 from storage.repository import (
     ConversationAddress,
     ForgetResult,
@@ -55,6 +68,9 @@ EMPTY_MESSAGE = "I can only read text. Please type your question and I'll help."
 FAILED_MESSAGE = "Sorry, I couldn't answer that just now. Please try again in a moment."
 TIMEOUT_MESSAGE = "Sorry, that took too long and I had to stop. Please try again in a moment."
 STOPPED_MESSAGE = "(stopped)"
+# A ticket's case summary must not keep the customer waiting long.
+SUMMARY_TIMEOUT = 20.0
+SUMMARY_SAMPLING = SamplingParams(max_new_tokens=120, temperature=0.0)
 
 
 def busy_message(position: int | None) -> str:
@@ -86,6 +102,7 @@ class ConversationManager:
         admins: Collection[str] = (),
         commands: CommandRegistry | None = None,
         knowledge: KnowledgeBase | None = None,
+        desk: HelpDesk | None = None,
     ) -> None:
         self.repository = repository
         self.backend = backend
@@ -103,6 +120,8 @@ class ConversationManager:
         self.knowledge = knowledge
         if knowledge is not None and self.commands.get("faq") is None:
             register_knowledge_commands(self.commands, knowledge)
+        # The support team's tickets; None or unconnected: /human says no team is there.
+        self.desk = desk
         self._slots: dict[str, _Slot] = {}
         # Bumped whenever a conversation's stored history may have changed, so
         # history read when a message was accepted is used only while current.
@@ -225,6 +244,16 @@ class ConversationManager:
     # -- routing -----------------------------------------------------------------
 
     async def _process(self, accepted: Accepted, render: Render, slot: _Slot) -> Reply:
+        desk = self.desk
+        if desk is not None and desk.connected:
+            space = desk.space_of(accepted.inbound)
+            if space is not None:
+                return await self._in_support_space(accepted, render, slot, space)
+            ticket = await desk.open_ticket_of(accepted.stored.conversation_id)
+            if ticket is not None and not _own_command(accepted):
+                # A person has this conversation: the model is not asked at all.
+                await desk.from_customer(accepted, ticket)
+                return await self._handled(accepted)
         if accepted.command is not None:
             result = await self._run_command(accepted, *accepted.command)
             if isinstance(result, str):
@@ -265,6 +294,8 @@ class ConversationManager:
         A knowledge base that fails escalates (the model must not stand in for
         the FAQ), except in ``assistant`` mode, which chats anyway.
         """
+        if wants_human(accepted.text):
+            return HandOff("request")
         knowledge = self.knowledge
         if knowledge is None:
             return Chat()
@@ -286,6 +317,10 @@ class ConversationManager:
     async def _execute(
         self, accepted: Accepted, plan: Plan, render: Render, slot: _Slot, *, kind: MessageKind
     ) -> Reply:
+        if isinstance(plan, HandOff):
+            return await self._hand_off(accepted, plan, render, kind=kind)
+        if isinstance(plan, Escalate) and self.desk is not None and self.desk.connected:
+            return await self._escalate_to_team(accepted, plan, render, kind=kind)
         if isinstance(plan, Verbatim | Escalate):
             await self._record_knowledge(accepted, plan, plan.text)
             reply = Reply(ReplyKind.ANSWER, text=plan.text, inbound_id=accepted.inbound_id)
@@ -307,6 +342,8 @@ class ConversationManager:
         if generation.error is not None:
             reply.failed = True
             await self._fail(accepted, generation.error)
+            if not isinstance(plan, ReviseDraft):
+                await self._after_failure(accepted)
             return reply
         stored = reply.text
         if isinstance(plan, Chat):
@@ -452,6 +489,156 @@ class ConversationManager:
             if closer is not None:
                 await closer()
 
+    # -- handoff ----------------------------------------------------------------------
+
+    async def _hand_off(
+        self, accepted: Accepted, plan: HandOff, render: Render, *, kind: MessageKind
+    ) -> Reply:
+        desk = self.desk
+        if desk is None or not desk.connected:
+            # Kept for the operator to see, and said plainly: nobody is promised.
+            await self._record_knowledge(
+                accepted, Escalate("the customer asked for a person", (), None), NO_TEAM
+            )
+            reply = Reply(ReplyKind.NOTICE, text=NO_TEAM, inbound_id=accepted.inbound_id)
+            return await self._deliver(accepted, reply, render, kind=kind)
+        notice = await self._open_ticket(accepted, trigger=plan.trigger)
+        reply = Reply(ReplyKind.NOTICE, text=notice, inbound_id=accepted.inbound_id)
+        return await self._deliver(accepted, reply, render, kind=kind)
+
+    async def _escalate_to_team(
+        self, accepted: Accepted, plan: Escalate, render: Render, *, kind: MessageKind
+    ) -> Reply:
+        notice = await self._open_ticket(accepted, trigger="escalation", candidates=plan.candidates)
+        text = f"{plan.preface}\n\n" if plan.preface else ""
+        text += f"{NO_RELIABLE_ANSWER} {notice}"
+        await self._record_knowledge(accepted, plan, text)
+        reply = Reply(ReplyKind.ANSWER, text=text, inbound_id=accepted.inbound_id)
+        return await self._deliver(accepted, reply, render, kind=kind)
+
+    async def _open_ticket(
+        self,
+        accepted: Accepted,
+        *,
+        trigger: str,
+        candidates: Sequence[Hit] = (),
+        summarize: bool = True,
+    ) -> str:
+        """Open the conversation's ticket and queue it for the support space;
+        returns what the customer is told."""
+        desk = self.desk
+        assert desk is not None
+        history = await self.repository.history(
+            accepted.stored.conversation_id,
+            upto_message_id=accepted.stored.message_id,
+            limit=12,
+        )
+        if await desk.open_ticket_of(accepted.stored.conversation_id) is None and summarize:
+            summary = await self._summarize(accepted, desk.summary_messages(history))
+        else:
+            summary = ""
+        opened = await desk.open(accepted, trigger=trigger, history=history, candidates=candidates)
+        if not opened.ticket.posted:
+            # Queued even when the ticket was already open: a crash between
+            # opening and queueing must not leave a ticket nobody can see.
+            await desk.post(opened.ticket, summary or opened.ticket.summary)
+        return opened.notice
+
+    async def _summarize(self, accepted: Accepted, messages: Sequence[ChatMessage]) -> str:
+        """The model's case summary for a ticket ("" when it cannot write one in time)."""
+        timeout = min(self.llm_timeout or SUMMARY_TIMEOUT, SUMMARY_TIMEOUT)
+        request = GenerationRequest(
+            messages, SUMMARY_SAMPLING, timeout, f"summary:{accepted.inbound_id}"
+        )
+        generation = Generation(request)
+        async for _ in self._model_text(accepted, generation, asyncio.Event()):
+            pass
+        if generation.error is not None:
+            return ""
+        return generation.text.strip()[:1000]
+
+    async def _after_failure(self, accepted: Accepted) -> None:
+        """A conversation whose answers failed twice in a row goes to a person."""
+        desk = self.desk
+        if desk is None or not desk.connected:
+            return
+        conversation = accepted.stored.conversation_id
+        try:
+            if await desk.tickets.consecutive_failures(conversation) < 2:
+                return
+            if await desk.open_ticket_of(conversation) is not None:
+                return
+            notice = await self._open_ticket(accepted, trigger="model_failure", summarize=False)
+            ticket = await desk.open_ticket_of(conversation)
+            if ticket is not None:
+                await desk.tickets.enqueue(
+                    f"opened:{ticket.id}",
+                    ticket.customer_address,
+                    notice,
+                    kind="notice",
+                    ticket_id=ticket.id,
+                )
+        except StorageError:
+            log.exception("inbound %s: could not hand over after failures", accepted.inbound_id)
+
+    async def _in_support_space(
+        self, accepted: Accepted, render: Render, slot: _Slot, space: SupportSpace
+    ) -> Reply:
+        """A message in the support space: agent commands and relays to customers;
+        other commands as anywhere; agents' own chatter gets no answer."""
+        desk = self.desk
+        assert desk is not None
+        command = accepted.command
+        if command is not None and command[0] == "takeover":
+            text = await self._take_over(accepted, command[1], space)
+        elif command is not None and command[0] not in AGENT_COMMANDS:
+            result = await self._run_command(accepted, *command)
+            if not isinstance(result, str):
+                return await self._execute(accepted, result, render, slot, kind="command")
+            if command[0] == "help":
+                result += "\n" + AGENT_HELP
+            text = result
+        else:
+            text = await desk.from_space(accepted, space)
+        if text is None:
+            return await self._handled(accepted)
+        reply = Reply(ReplyKind.COMMAND, text=text, inbound_id=accepted.inbound_id)
+        return await self._deliver(accepted, reply, render, kind="command")
+
+    async def _take_over(self, accepted: Accepted, args: str, space: SupportSpace) -> str:
+        desk = self.desk
+        assert desk is not None
+        if not args.strip().isdigit():
+            return "Which conversation? /takeover <conversation number> (from /tickets)."
+        conversation = int(args.strip())
+        address = await self.repository.conversation(conversation)
+        if address is None:
+            return f"There is no conversation {conversation}."
+        if desk.settings.space_of(address.platform, address.tenant, address.chat) is not None:
+            return "That is a support-space conversation, not a customer's."
+        customer, name = await self.repository.last_customer(conversation)
+        agent = accepted.inbound
+        ticket, created = await desk.take_over(
+            conversation,
+            customer=customer,
+            customer_name=name,
+            space=space,
+            agent=agent.platform_user,
+            agent_name=agent.user_name,
+            history=await self.repository.history(conversation, upto_message_id=None, limit=12),
+            key=f"takeover:{accepted.inbound_id}",
+        )
+        if not created:
+            return f"Conversation {conversation} already has ticket #{ticket.id} ({ticket.state})."
+        return (
+            f"You have conversation {conversation} as ticket #{ticket.id}; "
+            "it opens in its own thread."
+        )
+
+    async def _handled(self, accepted: Accepted) -> Reply:
+        await self.repository.mark_handled(accepted.stored)
+        return Reply(ReplyKind.SILENT, inbound_id=accepted.inbound_id)
+
     # -- bookkeeping -----------------------------------------------------------------
 
     async def _deliver(
@@ -565,4 +752,15 @@ def _inbound(event: InboundEvent) -> Inbound:
         event_id=event.event_id,
         user_name=event.user_name,
         meta=event.meta,
+    )
+
+
+def _own_command(accepted: Accepted) -> bool:
+    """Commands a customer in a handoff still runs themselves (the rest is relayed)."""
+    return accepted.command is not None and accepted.command[0] in (
+        "reset",
+        "forget",
+        "help",
+        "start",
+        "human",
     )

@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 
 from bot.errors import ConfigError
+from bot.handoff.config import BusinessHours, HandoffConfigError, HandoffSettings, parse_spaces
 from llm.base import DTYPES, QUANTIZATIONS
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -74,6 +76,24 @@ class Settings:
 
     admins: frozenset[str] = field(default_factory=frozenset)
 
+    # Human handoff (bot.handoff): where tickets go, how the team signs, and its clocks.
+    handoff_chat: str = ""
+    handoff_signature: str = "Support team"
+    handoff_idle: float = 24 * 60.0  # minutes
+    handoff_remind: float = 10.0  # minutes
+    business_hours: str = ""
+
+    @property
+    def handoff(self) -> HandoffSettings:
+        """The handoff settings, parsed (``validate`` has checked they parse)."""
+        return HandoffSettings(
+            spaces=parse_spaces(self.handoff_chat),
+            signature=self.handoff_signature.strip() or "Support team",
+            idle=timedelta(minutes=self.handoff_idle),
+            remind=timedelta(minutes=self.handoff_remind),
+            hours=BusinessHours.parse(self.business_hours) if self.business_hours else None,
+        )
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'deskmate.db'}"
@@ -134,6 +154,23 @@ class Settings:
                 "TELEGRAM_WEBHOOK_URL is set but TELEGRAM_WEBHOOK_SECRET is not: "
                 "set a random secret so forged webhook calls are refused"
             )
+        try:
+            handoff = self.handoff
+        except HandoffConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.handoff_idle <= 0 or self.handoff_remind <= 0:
+            raise ConfigError(
+                "DESKMATE_HANDOFF_IDLE and DESKMATE_HANDOFF_REMIND are minutes above 0"
+            )
+        for space in handoff.spaces:
+            if space.platform == "telegram" and not self.telegram_enabled:
+                raise ConfigError(
+                    f"DESKMATE_HANDOFF_CHAT names {space.key}, but TELEGRAM_BOT_TOKEN is not set"
+                )
+            if space.platform == "slack" and not self.slack_enabled:
+                raise ConfigError(
+                    f"DESKMATE_HANDOFF_CHAT names {space.key}, but SLACK_BOT_TOKEN is not set"
+                )
         if self.slack_enabled and not (self.slack_app_token or self.slack_signing_secret):
             raise ConfigError(
                 "SLACK_BOT_TOKEN is set but neither SLACK_APP_TOKEN (Socket Mode) nor "
@@ -182,6 +219,11 @@ ENV_VARS: dict[str, str] = {
     "slack_api_url": "SLACK_API_URL",
     "slack_edit_interval": "SLACK_EDIT_INTERVAL",
     "admins": "DESKMATE_ADMINS",
+    "handoff_chat": "DESKMATE_HANDOFF_CHAT",
+    "handoff_signature": "DESKMATE_HANDOFF_SIGNATURE",
+    "handoff_idle": "DESKMATE_HANDOFF_IDLE",
+    "handoff_remind": "DESKMATE_HANDOFF_REMIND",
+    "business_hours": "DESKMATE_BUSINESS_HOURS",
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -394,6 +394,45 @@ class Repository:
 
         return await self.db.run(op, what="store an answer")
 
+    async def mark_handled(self, stored: StoredInbound) -> None:
+        """Mark an inbound event answered without a reply of its own (it was
+        relayed to a person, or was agents talking among themselves)."""
+        now = _now()
+        await self.db.run(
+            lambda conn: self._sql.rows(
+                conn, self._sql.mark_answered, {"inbound_id": stored.inbound_id, "now": now}
+            ),
+            what="mark an inbound event handled",
+        )
+
+    async def conversation(self, conversation_id: int) -> ConversationAddress | None:
+        def op(conn: Connection) -> ConversationAddress | None:
+            row = conn.execute(
+                select(
+                    conversations.c.platform,
+                    conversations.c.tenant,
+                    conversations.c.chat,
+                    conversations.c.thread,
+                ).where(conversations.c.id == conversation_id)
+            ).first()
+            return ConversationAddress(*row) if row is not None else None
+
+        return await self.db.run(op, what="read a conversation")
+
+    async def last_customer(self, conversation_id: int) -> tuple[str, str]:
+        """The user id and name of the conversation's latest message from a person."""
+
+        def op(conn: Connection) -> tuple[str, str]:
+            row = conn.execute(
+                select(inbound_events.c.user_id, inbound_events.c.user_name)
+                .where(inbound_events.c.conversation_id == conversation_id)
+                .order_by(inbound_events.c.id.desc())
+                .limit(1)
+            ).first()
+            return (row.user_id, row.user_name) if row is not None else ("", "")
+
+        return await self.db.run(op, what="read a conversation's customer")
+
     async def mark_failed(self, inbound_id: int, error: str) -> None:
         def op(conn: Connection) -> None:
             conn.execute(

@@ -35,6 +35,11 @@ TRIGGERS = {
 AGENT_COMMANDS = ("claim", "resolve", "release", "note", "tickets", "takeover")
 _PLAIN_COMMAND = re.compile(r"^\s*(claim|resolve|release|note)\b[:\s]*(.*)$", re.I | re.S)
 
+AGENT_HELP = (
+    "In the support space: reply in a ticket's topic or thread (or to the ticket message) "
+    "to answer its customer; /claim, /resolve, /release, /note TEXT inside a ticket; "
+    "/tickets lists the open ones; /takeover N takes conversation N over."
+)
 NO_TEAM = (
     "There's no support team connected to me yet, so I can't put you through to a "
     "person right now. I've noted your request for the team."
@@ -111,6 +116,47 @@ class HelpDesk:
         if not created:
             return Opened(ticket, False, ALREADY_OPEN)
         return Opened(ticket, True, self.opened_notice(datetime.now(UTC)))
+
+    async def take_over(
+        self,
+        conversation_id: int,
+        *,
+        customer: str,
+        customer_name: str,
+        space: SupportSpace,
+        agent: str,
+        agent_name: str,
+        history: Sequence[HistoryItem],
+        key: str,
+    ) -> tuple[Ticket, bool]:
+        """An agent takes a live conversation: a claimed ticket, posted, customer told."""
+        ticket, created = await self.tickets.open_ticket(
+            conversation_id,
+            trigger="takeover",
+            customer=customer,
+            customer_name=customer_name or customer,
+            space=space.key,
+            space_chat=space.chat,
+            details={
+                "platform": customer.partition(":")[0],
+                "turns": [{"role": h.role, "text": h.text[:500]} for h in history[-8:]],
+                "candidates": [],
+                "reason": TRIGGERS["takeover"],
+            },
+            agent=agent,
+            agent_name=agent_name,
+        )
+        if created:
+            await self.post(ticket, "")
+            await self.tickets.enqueue(
+                f"{key}:notice",
+                ticket.customer_address,
+                f"A person from the support team ({self.settings.signature}) has joined "
+                "the conversation.",
+                kind="notice",
+                ticket_id=ticket.id,
+            )
+        return ticket, created
 
     def opened_notice(self, now: datetime) -> str:
         text = (

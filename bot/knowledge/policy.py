@@ -24,9 +24,13 @@ from llm.base import ChatMessage
 from storage.knowledge_repo import FaqEntry, keyword_terms
 
 NO_ANSWER = "NO_ANSWER"
+NO_RELIABLE_ANSWER = (
+    "I don't have a reliable answer to that in our knowledge base, so I won't guess."
+)
+# Without a support team connected nobody follows up in the chat, so the
+# customer is promised nothing beyond the question being kept for the team.
 ESCALATION_TEXT = (
-    "I don't have a reliable answer to that in our knowledge base, so I won't guess. "
-    "I've passed your question to a human colleague, who will follow up here."
+    f"{NO_RELIABLE_ANSWER} I've noted your question so a human colleague can look into it."
 )
 
 

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from storage.db import Database
 from storage.errors import StorageError
+from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
 from storage.models import users
 from storage.repository import ConversationAddress, Repository, StoredInbound
@@ -52,6 +53,45 @@ REPOSITORY_CALLS: dict[str, Call] = {
     "set_role": lambda r, k: r.set_role("test:u1", "agent"),
     "role_of": lambda r, k: r.role_of("test:u1"),
     "stats": lambda r, k: r.stats(),
+    "mark_handled": lambda r, k: r.mark_handled(STORED),
+    "conversation": lambda r, k: r.conversation(1),
+    "last_customer": lambda r, k: r.last_customer(1),
+}
+
+
+def _h(r: Repository) -> HandoffRepository:
+    return HandoffRepository(r.db)
+
+
+HANDOFF_CALLS: dict[str, Call] = {
+    "open_ticket": lambda r, k: _h(r).open_ticket(
+        1,
+        trigger="request",
+        customer="test:u1",
+        customer_name="u1",
+        space="slack:T1/C1",
+        space_chat="C1",
+        details={},
+    ),
+    "open_for": lambda r, k: _h(r).open_for(1),
+    "get": lambda r, k: _h(r).get(1),
+    "in_space": lambda r, k: _h(r).in_space("C1", thread="1.2"),
+    "set_posted": lambda r, k: _h(r).set_posted(1, thread="1.2", message="1.2"),
+    "set_summary": lambda r, k: _h(r).set_summary(1, "summary"),
+    "transition": lambda r, k: _h(r).transition(1, "human", by="slack:U1"),
+    "note": lambda r, k: _h(r).note(1, "note", "slack:U1", "text"),
+    "events": lambda r, k: _h(r).events(1),
+    "open_tickets": lambda r, k: _h(r).open_tickets(),
+    "due_reminders": lambda r, k: _h(r).due_reminders(timedelta(minutes=10)),
+    "mark_reminded": lambda r, k: _h(r).mark_reminded(1, datetime.now(UTC)),
+    "idle": lambda r, k: _h(r).idle(timedelta(hours=1)),
+    "consecutive_failures": lambda r, k: _h(r).consecutive_failures(1),
+    "enqueue": lambda r, k: _h(r).enqueue("k", HERE, "text", kind="notice"),
+    "claim_due": lambda r, k: _h(r).claim_due(),
+    "sent": lambda r, k: _h(r).sent(1),
+    "retry": lambda r, k: _h(r).retry(1, "error", delay=1.0),
+    "defer": lambda r, k: _h(r).defer(1, delay=1.0),
+    "outbox_rows": lambda r, k: _h(r).outbox_rows(),
 }
 KNOWLEDGE_CALLS: dict[str, Call] = {
     "upsert_many": lambda r, k: k.upsert_many(
@@ -73,9 +113,11 @@ KNOWLEDGE_CALLS: dict[str, Call] = {
     "get_setting": lambda r, k: k.get_setting("tenant:t1", "mode"),
     "set_setting": lambda r, k: k.set_setting("tenant:t1", "mode", "faq"),
 }
-ALL_CALLS = [("Repository", n, c) for n, c in REPOSITORY_CALLS.items()] + [
-    ("KnowledgeRepository", n, c) for n, c in KNOWLEDGE_CALLS.items()
-]
+ALL_CALLS = (
+    [("Repository", n, c) for n, c in REPOSITORY_CALLS.items()]
+    + [("KnowledgeRepository", n, c) for n, c in KNOWLEDGE_CALLS.items()]
+    + [("HandoffRepository", n, c) for n, c in HANDOFF_CALLS.items()]
+)
 
 
 def _public_methods(cls: type) -> set[str]:
@@ -90,6 +132,7 @@ def test_every_public_method_is_covered() -> None:
     # aclose only disposes of the engine; there is nothing to fail.
     assert _public_methods(Repository) - {"aclose"} == set(REPOSITORY_CALLS)
     assert _public_methods(KnowledgeRepository) == set(KNOWLEDGE_CALLS)
+    assert _public_methods(HandoffRepository) == set(HANDOFF_CALLS)
 
 
 def _assert_clean(error: StorageError, caplog: pytest.LogCaptureFixture) -> None:
