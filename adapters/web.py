@@ -18,7 +18,14 @@ from importlib import resources
 from aiohttp import web
 
 from bot.errors import StorageError
-from bot.types import ConversationRef, Conversations, Inbound, Reply
+from bot.types import (
+    ConversationRef,
+    Conversations,
+    Inbound,
+    Reply,
+    TicketThread,
+    Undeliverable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,16 @@ class WebChat:
 
     async def send(self, ref: ConversationRef, text: str) -> None:
         self._outbox[ref.chat].append(text)
+
+    async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str:
+        """A message for the page outside a reply (a person's answer, a notice)."""
+        await self.send(ref, text)
+        return ""
+
+    async def open_ticket(
+        self, space: ConversationRef, *, title: str, text: str, ticket_id: int
+    ) -> TicketThread:
+        raise Undeliverable("the web chat is not a support space")
 
     async def _page(self, request: web.Request) -> web.Response:
         html = resources.files("adapters").joinpath("static/chat.html").read_text("utf-8")

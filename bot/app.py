@@ -11,14 +11,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.handoff.desk import HelpDesk
+from bot.handoff.worker import OutboxWorker
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import Policy
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.manager import ConversationManager
 from bot.settings import Settings
-from bot.types import ChatAdapter
+from bot.types import Channel, ChatAdapter
 from llm.base import Backend, SamplingParams, Scorer
 from storage.db import Database
+from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
 from storage.repository import Repository
 
@@ -34,6 +37,9 @@ class Core:
     repository: Repository
     backend: Backend
     manager: ConversationManager
+    # The support team's tickets (its outbox worker needs the adapters, so
+    # ``serve`` starts it once they run).
+    desk: HelpDesk
 
 
 def create_backend(settings: Settings) -> Backend:
@@ -115,6 +121,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
         log.info("loading model (%s)…", backend.name)
         await backend.load()
         try:
+            desk = HelpDesk(settings=settings.handoff, tickets=HandoffRepository(db))
             manager = ConversationManager(
                 repository=repository,
                 backend=backend,
@@ -130,8 +137,9 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 history_messages=settings.history_messages,
                 admins=settings.admins,
                 knowledge=create_knowledge_base(db, settings, backend),
+                desk=desk,
             )
-            yield Core(settings, repository, backend, manager)
+            yield Core(settings, repository, backend, manager, desk)
         finally:
             await backend.aclose()
     finally:
@@ -172,10 +180,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         adapters: list[ChatAdapter] = [web_chat, *create_platform_adapters(settings, http)]
         await http.start()
         started: list[ChatAdapter] = []
+        worker: OutboxWorker | None = None
         try:
             for adapter in adapters:
                 await adapter.start(core.manager)
                 started.append(adapter)
+            if core.desk.connected:
+                channels = {a.name: a for a in started if isinstance(a, Channel)}
+                worker = OutboxWorker(desk=core.desk, channels=channels)
+                worker.start()
             http.ready = True
             names = ", ".join(a.name for a in adapters)
             log.info(
@@ -188,6 +201,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             log.info("shutting down: finishing the work in hand")
         finally:
             http.ready = False
+            if worker is not None:
+                # Rows not sent yet stay queued for the next start.
+                await worker.stop()
             for adapter in reversed(started):
                 try:
                     await adapter.stop()

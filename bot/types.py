@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from storage.repository import StoredInbound
@@ -188,6 +188,7 @@ class Undeliverable(Exception):
     """A message the platform will never take (chat gone, bot removed): not retried."""
 
 
+@runtime_checkable
 class Channel(Protocol):
     """What the outbox worker sends through: one per platform.
 
