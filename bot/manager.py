@@ -238,6 +238,13 @@ class ConversationManager:
             MenuEntry(c.name, c.description) for c in self.commands.visible() if not c.admin_only
         ]
 
+    def listens_to(self, ref: ConversationRef) -> bool:
+        desk = self.desk
+        return (
+            desk is not None
+            and desk.settings.space_of(ref.platform, ref.tenant, ref.chat) is not None
+        )
+
     def is_admin(self, inbound: Inbound) -> bool:
         return inbound.platform_user in self.admins
 

@@ -168,6 +168,11 @@ class Conversations(Protocol):
 
     def menu(self) -> Sequence[MenuEntry]: ...
 
+    def listens_to(self, ref: ConversationRef) -> bool:
+        """Whether every message in this chat is for the manager, addressed to the
+        bot or not (a support space, where agents answer tickets)."""
+        ...
+
 
 class Outbox(Protocol):
     """Sends a message that is not a reply (relayed agent answer, broadcast)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, false, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -107,6 +107,7 @@ class HandoffRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.worker = uuid.uuid4().hex
+        self._single_process = db.dialect == "sqlite"
 
     def _insert(self, table: Any) -> Any:
         return (postgresql if self.db.dialect == "postgresql" else sqlite).insert(table)
@@ -415,7 +416,13 @@ class HandoffRepository:
                 .where(
                     outbox.c.status == "pending",
                     outbox.c.next_attempt_at <= now,
-                    or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+                    or_(
+                        outbox.c.claimed_until.is_(None),
+                        outbox.c.claimed_until < now,
+                        # SQLite is one process: a claim that is not ours is
+                        # left by a process that died, so it is taken over.
+                        outbox.c.claimed_by != self.worker if self._single_process else false(),
+                    ),
                 )
                 .order_by(outbox.c.id)
                 .limit(limit)

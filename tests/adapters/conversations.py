@@ -41,3 +41,6 @@ class Echo:
 
     def menu(self) -> Sequence[MenuEntry]:
         return []
+
+    def listens_to(self, ref: ConversationRef) -> bool:
+        return False
