@@ -7,11 +7,13 @@ before the server starts; ``/healthz`` reports whether the bot is serving.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import re
+import time
 import uuid
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
@@ -34,6 +36,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Ids the browser makes up; anything else is refused before it reaches storage.
 _ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_BODY = 256 * 1024
+COOKIE = "deskmate_web"
 
 
 class HttpServer:
@@ -72,17 +75,54 @@ class HttpServer:
         return web.json_response({"status": "ok" if self.ready else "starting"}, status=status)
 
 
+class SessionThrottle:
+    """At most ``rate`` messages per ``per`` seconds for each session (a token
+    bucket that holds ``rate``), so one tab cannot fill the model's queue."""
+
+    def __init__(self, *, rate: int = 10, per: float = 60.0, capacity: int = 10_000) -> None:
+        self.rate = rate
+        self.per = per
+        self.capacity = capacity
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0 when ``key`` may send now, else the seconds until it may."""
+        now = time.monotonic() if now is None else now
+        tokens, stamp = self._buckets.pop(key, (float(self.rate), now))
+        tokens = min(float(self.rate), tokens + (now - stamp) * self.rate / self.per)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) * self.per / self.rate
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self.capacity:
+            self._buckets.popitem(last=False)  # the longest idle; they are full anyway
+        return wait
+
+
 class WebChat:
     """The local chat page: each browser tab is one conversation.
 
     Answers stream back as chunked plain text. Messages sent to a page outside
     a reply (``send``) wait in a small per-conversation queue the page polls.
+    With ``token`` set, the page and its API need it: once as ``?token=`` on
+    the page (kept in an HttpOnly cookie) or as ``Authorization: Bearer``.
     """
 
     name = "web"
 
-    def __init__(self, *, http: HttpServer, tenant: str = "local") -> None:
+    def __init__(
+        self,
+        *,
+        http: HttpServer,
+        tenant: str = "local",
+        token: str = "",
+        throttle: SessionThrottle | None = None,
+    ) -> None:
         self.tenant = tenant
+        self._token = token
+        self._throttle = throttle or SessionThrottle()
         self._conversations: Conversations | None = None
         self._outbox: defaultdict[str, deque[str]] = defaultdict(lambda: deque(maxlen=100))
         http.add_route("GET", "/", self._page)
@@ -108,11 +148,32 @@ class WebChat:
     ) -> TicketThread:
         raise Undeliverable("the web chat is not a support space")
 
-    async def _page(self, request: web.Request) -> web.Response:
+    def _allowed(self, request: web.Request) -> bool:
+        if not self._token:
+            return True
+        given = request.cookies.get(COOKIE, "")
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            given = header.removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), self._token.encode())
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        offered = request.query.get("token", "")
+        if self._token and offered:
+            if not hmac.compare_digest(offered.encode(), self._token.encode()):
+                return web.Response(status=401, text="wrong token")
+            # Into a cookie, and off the address bar (and out of its history).
+            moved = web.HTTPSeeOther("/")
+            moved.set_cookie(COOKIE, offered, httponly=True, samesite="Strict")
+            raise moved
+        if not self._allowed(request):
+            return web.Response(status=401, text="This chat needs its access link (/?token=...).\n")
         html = resources.files("adapters").joinpath("static/chat.html").read_text("utf-8")
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
     async def _poll_outbox(self, request: web.Request) -> web.Response:
+        if not self._allowed(request):
+            return web.json_response({"error": "token required"}, status=401)
         session = request.query.get("session", "")
         if not _ID.match(session):
             return web.json_response({"error": "bad session id"}, status=400)
@@ -126,6 +187,10 @@ class WebChat:
         conversations = self._conversations
         if conversations is None:
             return web.json_response({"error": "Deskmate is starting, try again"}, status=503)
+        if not self._allowed(request):
+            return web.json_response({"error": "token required"}, status=401)
+        if request.content_type != "application/json":
+            return web.json_response({"error": "send JSON (application/json)"}, status=415)
         try:
             body = await request.json()
         # LookupError: the request declared a charset Python does not know.
@@ -143,6 +208,13 @@ class WebChat:
             )
         if not isinstance(text, str):
             return web.json_response({"error": "text must be a string"}, status=400)
+        wait = self._throttle.take(session)
+        if wait:
+            return web.json_response(
+                {"error": "too many messages; wait a moment"},
+                status=429,
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
         inbound = Inbound(
             ref=ConversationRef("web", self.tenant, session),
             user=session,

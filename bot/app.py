@@ -176,8 +176,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
 
     async with open_core(settings) as core:
         http = HttpServer(host=settings.host, port=settings.port)
-        web_chat = WebChat(http=http)
-        adapters: list[ChatAdapter] = [web_chat, *create_platform_adapters(settings, http)]
+        adapters: list[ChatAdapter] = create_platform_adapters(settings, http)
+        if settings.web_chat_enabled:
+            adapters.insert(0, WebChat(http=http, token=settings.web_token))
         await http.start()
         started: list[ChatAdapter] = []
         worker: OutboxWorker | None = None
@@ -191,12 +192,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 worker.start()
             http.ready = True
             names = ", ".join(a.name for a in adapters)
-            log.info(
-                "Deskmate is ready (%s). Local chat: http://%s:%d/",
-                names,
-                settings.host,
-                http.port,
+            chat = (
+                f" Local chat: http://{settings.host}:{http.port}/"
+                if settings.web_chat_enabled
+                else ""
             )
+            log.info("Deskmate is ready (%s).%s", names, chat)
             await stop.wait()
             log.info("shutting down: finishing the work in hand")
         finally:

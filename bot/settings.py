@@ -6,6 +6,7 @@ needs as keyword arguments.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -76,6 +77,10 @@ class Settings:
 
     admins: frozenset[str] = field(default_factory=frozenset)
 
+    # The web chat at "/": auto = only when no platform is configured.
+    web_chat: str = "auto"
+    web_token: str = ""
+
     # Human handoff (bot.handoff): where tickets go, how the team signs, and its clocks.
     handoff_chat: str = ""
     handoff_signature: str = "Support team"
@@ -97,6 +102,12 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'deskmate.db'}"
+
+    @property
+    def web_chat_enabled(self) -> bool:
+        if self.web_chat == "auto":
+            return not (self.telegram_enabled or self.slack_enabled)
+        return self.web_chat == "on"
 
     @property
     def telegram_enabled(self) -> bool:
@@ -153,6 +164,19 @@ class Settings:
             raise ConfigError(
                 "TELEGRAM_WEBHOOK_URL is set but TELEGRAM_WEBHOOK_SECRET is not: "
                 "set a random secret so forged webhook calls are refused"
+            )
+        if self.web_chat not in ("auto", "on", "off"):
+            raise ConfigError(f"DESKMATE_WEB_CHAT must be auto, on or off, not {self.web_chat!r}")
+        if not (self.web_chat_enabled or self.telegram_enabled or self.slack_enabled):
+            raise ConfigError(
+                "DESKMATE_WEB_CHAT=off and no platform is configured: nothing would answer "
+                "(set TELEGRAM_BOT_TOKEN or SLACK_BOT_TOKEN, or turn the web chat on)"
+            )
+        if self.web_chat_enabled and not self.web_token and not _loopback(self.host):
+            raise ConfigError(
+                f"the web chat would be open to anyone on HOST={self.host}: set "
+                "DESKMATE_WEB_TOKEN to a long random string (its link is /?token=...), "
+                "or DESKMATE_WEB_CHAT=off"
             )
         try:
             handoff = self.handoff
@@ -219,12 +243,24 @@ ENV_VARS: dict[str, str] = {
     "slack_api_url": "SLACK_API_URL",
     "slack_edit_interval": "SLACK_EDIT_INTERVAL",
     "admins": "DESKMATE_ADMINS",
+    "web_chat": "DESKMATE_WEB_CHAT",
+    "web_token": "DESKMATE_WEB_TOKEN",
     "handoff_chat": "DESKMATE_HANDOFF_CHAT",
     "handoff_signature": "DESKMATE_HANDOFF_SIGNATURE",
     "handoff_idle": "DESKMATE_HANDOFF_IDLE",
     "handoff_remind": "DESKMATE_HANDOFF_REMIND",
     "business_hours": "DESKMATE_BUSINESS_HOURS",
 }
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from adapters.web import HttpServer, WebChat
+from adapters.web import HttpServer, SessionThrottle, WebChat
 from tests.adapters.conversations import Echo
 
 
@@ -45,3 +45,67 @@ async def test_an_unreadable_body_gets_400(chat_url: str, body: bytes, content_t
     ):
         assert response.status == 400
         assert "error" in await response.json()
+
+
+@pytest.fixture
+async def guarded() -> AsyncIterator[str]:
+    http = HttpServer(host="127.0.0.1", port=0)
+    chat = WebChat(http=http, token="s3cret-token", throttle=SessionThrottle(rate=2, per=60))
+    await http.start()
+    await chat.start(Echo())
+    yield f"http://127.0.0.1:{http.port}"
+    await chat.stop()
+    await http.stop()
+
+
+async def test_a_token_guards_the_page_and_the_api(guarded: str) -> None:
+    body = {"session": "session-abc123", "text": "hi", "message_id": "msg-000001"}
+    # unsafe: keep cookies for an IP address such as 127.0.0.1, as browsers do.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.get(guarded + "/") as response:
+            assert response.status == 401
+        async with session.post(guarded + "/api/chat", json=body) as response:
+            assert response.status == 401
+        async with session.get(guarded + "/api/outbox?session=session-abc123") as response:
+            assert response.status == 401
+        async with session.get(guarded + "/?token=wrong") as response:
+            assert response.status == 401
+        async with session.get(guarded + "/?token=s3cret-token") as response:
+            # Redirected to the bare page, the token now in an HttpOnly cookie.
+            assert response.status == 200 and response.url.query_string == ""
+            assert "<html" in (await response.text()).lower()
+        async with session.post(guarded + "/api/chat", json=body) as response:
+            assert response.status == 200 and await response.text() == "echo: hi"
+    headers = {"Authorization": "Bearer s3cret-token"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        body["message_id"] = "msg-000002"
+        async with session.post(guarded + "/api/chat", json=body) as response:
+            assert response.status == 200
+
+
+async def test_a_session_is_throttled_and_only_json_is_taken(guarded: str) -> None:
+    headers = {"Authorization": "Bearer s3cret-token"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        url = guarded + "/api/chat"
+        plain = "session=session-abc123&text=hi"
+        async with session.post(url, data=plain, headers={"Content-Type": "text/plain"}) as r:
+            assert r.status == 415
+        statuses = []
+        for n in range(3):
+            body = {"session": "session-abc123", "text": "hi", "message_id": f"msg-00000{n}"}
+            async with session.post(url, json=body) as response:
+                statuses.append(response.status)
+                retry = response.headers.get("Retry-After")
+        assert statuses == [200, 200, 429] and retry is not None and int(retry) >= 1
+        other = {"session": "session-other1", "text": "hi", "message_id": "msg-000009"}
+        async with session.post(url, json=other) as response:
+            assert response.status == 200
+
+
+def test_the_throttle_refills_and_forgets_idle_sessions() -> None:
+    throttle = SessionThrottle(rate=2, per=10, capacity=2)
+    assert [throttle.take("a", now=0.0) for _ in range(3)] == [0.0, 0.0, 5.0]
+    assert throttle.take("a", now=5.0) == 0.0
+    throttle.take("b", now=5.0)
+    throttle.take("c", now=5.0)
+    assert len(throttle._buckets) == 2 and "a" not in throttle._buckets

@@ -96,3 +96,19 @@ def test_prompt_keeps_system_and_newest_question() -> None:
         system_prompt="sys", history=huge, budget=50, count_tokens=lambda t: len(t) // 4
     )
     assert len(msgs) == 2 and 0 < len(msgs[1].content) < 200
+
+
+def test_the_web_chat_is_off_next_to_a_platform_and_guarded_off_loopback() -> None:
+    assert Settings.from_env({}).web_chat_enabled
+    telegram = {"TELEGRAM_BOT_TOKEN": "123:abc"}
+    assert not Settings.from_env(telegram).web_chat_enabled
+    assert Settings.from_env({**telegram, "DESKMATE_WEB_CHAT": "on"}).web_chat_enabled
+    with pytest.raises(ConfigError, match="DESKMATE_WEB_TOKEN"):
+        Settings.from_env({"HOST": "0.0.0.0"})
+    assert Settings.from_env({"HOST": "0.0.0.0", "DESKMATE_WEB_TOKEN": "x" * 32}).web_chat_enabled
+    assert not Settings.from_env({**telegram, "HOST": "0.0.0.0"}).web_chat_enabled
+    assert Settings.from_env({"HOST": "::1"}).web_chat_enabled
+    with pytest.raises(ConfigError, match="nothing would answer"):
+        Settings.from_env({"DESKMATE_WEB_CHAT": "off"})
+    with pytest.raises(ConfigError, match="auto, on or off"):
+        Settings.from_env({"DESKMATE_WEB_CHAT": "maybe"})
