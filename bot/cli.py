@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deskmate: configuration error: {exc}", file=sys.stderr)
         return 2
     quiet = args.command in ("chat", "ask")
-    _setup_logging(settings.log_level, quiet=quiet)
+    _setup_logging(settings.log_level, quiet=quiet, json_lines=settings.log_format == "json")
     try:
         if args.command == "run":
             from bot.app import serve
@@ -82,12 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _setup_logging(level: str, *, quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, *, quiet: bool, json_lines: bool = False) -> None:
+    from bot.logs import setup
+
+    setup("WARNING" if quiet else level, json_lines=json_lines)
     if not quiet:
         # Per-request HTTP logs from the platform SDKs drown the bot's own.
         for noisy in ("httpx", "httpcore", "aiohttp.access", "alembic.runtime.plugins"):

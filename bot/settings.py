@@ -32,6 +32,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json
 
     # Model
     model: str = "embedded"  # "embedded", a model directory, or a .gguf file
@@ -165,6 +166,8 @@ class Settings:
                 "TELEGRAM_WEBHOOK_URL is set but TELEGRAM_WEBHOOK_SECRET is not: "
                 "set a random secret so forged webhook calls are refused"
             )
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"LOG_FORMAT must be text or json, not {self.log_format!r}")
         if self.web_chat not in ("auto", "on", "off"):
             raise ConfigError(f"DESKMATE_WEB_CHAT must be auto, on or off, not {self.web_chat!r}")
         if not (self.web_chat_enabled or self.telegram_enabled or self.slack_enabled):
@@ -209,6 +212,7 @@ ENV_VARS: dict[str, str] = {
     "host": "HOST",
     "port": "PORT",
     "log_level": "LOG_LEVEL",
+    "log_format": "LOG_FORMAT",
     "model": "DESKMATE_MODEL",
     "quantization": "DESKMATE_QUANTIZATION",
     "allow_quantization_fallback": "DESKMATE_ALLOW_QUANTIZATION_FALLBACK",
