@@ -37,6 +37,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_BODY = 256 * 1024
 COOKIE = "deskmate_web"
+HEALTH_TIMEOUT = 2.0
 
 
 class HttpServer:
@@ -47,6 +48,8 @@ class HttpServer:
         self.port = port
         self.app = web.Application(client_max_size=MAX_BODY)
         self.ready = False
+        # What /healthz checks besides readiness, e.g. {"database": ping}.
+        self.checks: dict[str, Callable[[], Awaitable[object]]] = {}
         self._runner: web.AppRunner | None = None
         self.add_route("GET", "/healthz", self._healthz)
 
@@ -71,8 +74,20 @@ class HttpServer:
             self._runner = None
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        status = 200 if self.ready else 503
-        return web.json_response({"status": "ok" if self.ready else "starting"}, status=status)
+        """200 once serving and every check passes; 503 with the failing part otherwise."""
+        if not self.ready:
+            return web.json_response({"status": "starting"}, status=503)
+        body: dict[str, str] = {"status": "ok"}
+        for name, check in self.checks.items():
+            try:
+                async with asyncio.timeout(HEALTH_TIMEOUT):
+                    await check()
+                body[name] = "ok"
+            except Exception as exc:
+                log.warning("health check %s failed: %s", name, exc)
+                body[name] = "unavailable"
+                body["status"] = "degraded"
+        return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
 class SessionThrottle:

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from aiohttp import web
 
 from bot.handoff.desk import HelpDesk
 from bot.handoff.worker import OutboxWorker
@@ -17,6 +19,7 @@ from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import Policy
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.manager import ConversationManager
+from bot.metrics import CONTENT_TYPE, Metrics
 from bot.settings import Settings
 from bot.types import Channel, ChatAdapter
 from llm.base import Backend, SamplingParams, Scorer
@@ -122,6 +125,10 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
         await backend.load()
         try:
             desk = HelpDesk(settings=settings.handoff, tickets=HandoffRepository(db))
+            metrics = Metrics()
+            stats = getattr(backend, "stats", None)
+            if callable(stats):
+                metrics.watch_model(stats)
             manager = ConversationManager(
                 repository=repository,
                 backend=backend,
@@ -138,6 +145,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 admins=settings.admins,
                 knowledge=create_knowledge_base(db, settings, backend),
                 desk=desk,
+                metrics=metrics,
             )
             yield Core(settings, repository, backend, manager, desk)
         finally:
@@ -179,6 +187,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         adapters: list[ChatAdapter] = create_platform_adapters(settings, http)
         if settings.web_chat_enabled:
             adapters.insert(0, WebChat(http=http, token=settings.web_token))
+        http.checks["database"] = core.repository.db.ping
+        http.add_route("GET", "/metrics", _metrics_endpoint(core.manager.metrics))
         await http.start()
         started: list[ChatAdapter] = []
         worker: OutboxWorker | None = None
@@ -211,3 +221,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 except Exception:
                     log.exception("adapter %s did not stop cleanly", adapter.name)
             await http.stop()
+
+
+def _metrics_endpoint(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    return handler

@@ -30,6 +30,7 @@ from bot.knowledge.commands import register_knowledge_commands
 from bot.knowledge.index import Hit
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import NO_RELIABLE_ANSWER, GroundedGate
+from bot.metrics import Metrics
 from bot.plans import (
     Chat,
     Escalate,
@@ -103,6 +104,7 @@ class ConversationManager:
         commands: CommandRegistry | None = None,
         knowledge: KnowledgeBase | None = None,
         desk: HelpDesk | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.repository = repository
         self.backend = backend
@@ -122,6 +124,7 @@ class ConversationManager:
             register_knowledge_commands(self.commands, knowledge)
         # The support team's tickets; None or unconnected: /human says no team is there.
         self.desk = desk
+        self.metrics = metrics or Metrics()
         self._slots: dict[str, _Slot] = {}
         # Bumped whenever a conversation's stored history may have changed, so
         # history read when a message was accepted is used only while current.
@@ -141,6 +144,9 @@ class ConversationManager:
             kind=kind,
             history_limit=self.history_messages if kind == "chat" else 0,
         )
+        self.metrics.events.labels(
+            inbound.ref.platform, "duplicate" if stored.status == "duplicate" else "received"
+        ).inc()
         if stored.status == "duplicate":
             log.info("redelivered %s event %s ignored", inbound.ref.platform, inbound.event_id)
         elif cleaned.truncated:
@@ -179,13 +185,22 @@ class ConversationManager:
                 slot.stop.set()
         slot = self._slots.setdefault(key, _Slot())
         slot.users += 1
+        platform = accepted.inbound.ref.platform
+        outcome = "failed"
         try:
             async with slot.lock:
                 slot.stop.clear()
                 try:
-                    return await self._process(accepted, render, slot)
+                    reply = await self._process(accepted, render, slot)
+                    outcome = "failed" if reply.failed else "answered"
+                    return reply
                 finally:
                     self._versions[key] = self._versions.get(key, 0) + 1
+                    self.metrics.events.labels(platform, outcome).inc()
+                    if outcome == "answered":
+                        self.metrics.latency.labels(platform).observe(
+                            time.monotonic() - accepted.received
+                        )
         finally:
             slot.users -= 1
             if slot.users == 0:
@@ -352,6 +367,12 @@ class ConversationManager:
             if not isinstance(plan, ReviseDraft):
                 await self._after_failure(accepted)
             return reply
+        for kind_, count in (
+            ("prompt", generation.prompt_tokens),
+            ("completion", generation.completion_tokens),
+        ):
+            if count:
+                self.metrics.tokens.labels(kind_).inc(count)
         stored = reply.text
         if isinstance(plan, Chat):
             # The model's words, without notices meant for this one delivery.
@@ -545,6 +566,8 @@ class ConversationManager:
         else:
             summary = ""
         opened = await desk.open(accepted, trigger=trigger, history=history, candidates=candidates)
+        if opened.created:
+            self.metrics.handoffs.labels(trigger).inc()
         if not opened.ticket.posted:
             # Queued even when the ticket was already open: a crash between
             # opening and queueing must not leave a ticket nobody can see.
@@ -637,6 +660,7 @@ class ConversationManager:
         )
         if not created:
             return f"Conversation {conversation} already has ticket #{ticket.id} ({ticket.state})."
+        self.metrics.handoffs.labels("takeover").inc()
         return (
             f"You have conversation {conversation} as ticket #{ticket.id}; "
             "it opens in its own thread."

@@ -112,6 +112,10 @@ class Database:
         except DATABASE_ERRORS as exc:
             raise storage_error(what, exc, self.url) from exc
 
+    async def ping(self) -> None:
+        """Raise ``StorageError`` unless the database answers a trivial query."""
+        await self.run(lambda conn: conn.execute(text("SELECT 1")), what="reach the database")
+
     async def dispose(self) -> None:
         if self._async is not None:
             await self._async.dispose()

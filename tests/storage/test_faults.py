@@ -7,7 +7,6 @@ another connection or runs out of room.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import inspect
@@ -29,6 +28,7 @@ from storage.knowledge_repo import EntryInput, KnowledgeRepository
 from storage.models import users
 from storage.repository import ConversationAddress, Repository, StoredInbound
 from tests.conftest import _fresh_pg_repository
+from tests.faults import TcpProxy
 from tests.storage.support import make_event
 from tests.support import free_port
 
@@ -172,46 +172,10 @@ async def test_postgres_refusing_connections_is_a_storage_error(
         await db.dispose()
 
 
-class _Proxy:
-    """A TCP relay on 127.0.0.1 to the PostgreSQL server, which the test can shut."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.server: asyncio.Server | None = None
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self.writers += [writer, up_writer]
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def shut(self) -> None:
-        """The server goes away: open connections drop, new ones are refused."""
-        assert self.server is not None
-        self.server.close()
-        for writer in self.writers:
-            writer.transport.abort()
-        await self.server.wait_closed()
-
-
 @pytest.fixture
-async def proxied(postgres_url: str) -> AsyncIterator[tuple[Repository, _Proxy]]:
+async def proxied(postgres_url: str) -> AsyncIterator[tuple[Repository, TcpProxy]]:
     url = make_url(postgres_url)
-    proxy = _Proxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     port = await proxy.start()
     repo = await _fresh_pg_repository(
         url.set(port=port, host="127.0.0.1").render_as_string(hide_password=False)
@@ -224,7 +188,7 @@ async def proxied(postgres_url: str) -> AsyncIterator[tuple[Repository, _Proxy]]
 
 @pytest.mark.postgres
 async def test_postgres_going_away_mid_run_is_a_storage_error(
-    proxied: tuple[Repository, _Proxy],
+    proxied: tuple[Repository, TcpProxy],
 ) -> None:
     repository, proxy = proxied
     knowledge = KnowledgeRepository(repository.db)
