@@ -11,15 +11,15 @@ import hmac
 import json
 import logging
 import re
-import time
 import uuid
-from collections import OrderedDict, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from aiohttp import web
 
 from bot.errors import StorageError
+from bot.throttle import TokenBuckets
 from bot.types import (
     ConversationRef,
     Conversations,
@@ -90,30 +90,11 @@ class HttpServer:
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
-class SessionThrottle:
-    """At most ``rate`` messages per ``per`` seconds for each session (a token
-    bucket that holds ``rate``), so one tab cannot fill the model's queue."""
+class SessionThrottle(TokenBuckets):
+    """Messages per browser session: 10 a minute unless told otherwise."""
 
     def __init__(self, *, rate: int = 10, per: float = 60.0, capacity: int = 10_000) -> None:
-        self.rate = rate
-        self.per = per
-        self.capacity = capacity
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str, now: float | None = None) -> float:
-        """0 when ``key`` may send now, else the seconds until it may."""
-        now = time.monotonic() if now is None else now
-        tokens, stamp = self._buckets.pop(key, (float(self.rate), now))
-        tokens = min(float(self.rate), tokens + (now - stamp) * self.rate / self.per)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) * self.per / self.rate
-        self._buckets[key] = (tokens, now)
-        while len(self._buckets) > self.capacity:
-            self._buckets.popitem(last=False)  # the longest idle; they are full anyway
-        return wait
+        super().__init__(rate=rate, per=per, capacity=capacity)
 
 
 class WebChat:
@@ -137,7 +118,7 @@ class WebChat:
     ) -> None:
         self.tenant = tenant
         self._token = token
-        self._throttle = throttle or SessionThrottle()
+        self._throttle = throttle if throttle is not None else SessionThrottle()
         self._conversations: Conversations | None = None
         self._outbox: defaultdict[str, deque[str]] = defaultdict(lambda: deque(maxlen=100))
         http.add_route("GET", "/", self._page)

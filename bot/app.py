@@ -146,6 +146,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 knowledge=create_knowledge_base(db, settings, backend),
                 desk=desk,
                 metrics=metrics,
+                user_rate=settings.user_rate,
             )
             yield Core(settings, repository, backend, manager, desk)
         finally:

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ from bot.plans import (
 )
 from bot.prompting import build_messages
 from bot.text import clean
+from bot.throttle import CircuitBreaker, TokenBuckets
 from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind
 from llm.base import (
     Backend,
@@ -105,6 +107,9 @@ class ConversationManager:
         knowledge: KnowledgeBase | None = None,
         desk: HelpDesk | None = None,
         metrics: Metrics | None = None,
+        user_rate: int = 0,
+        breaker: CircuitBreaker | None = None,
+        memory: int = 10_000,
     ) -> None:
         self.repository = repository
         self.backend = backend
@@ -125,10 +130,17 @@ class ConversationManager:
         # The support team's tickets; None or unconnected: /human says no team is there.
         self.desk = desk
         self.metrics = metrics or Metrics()
+        # Messages a minute one person may send before they are asked to wait (0: no limit).
+        self._user_rate = TokenBuckets(rate=user_rate, capacity=memory) if user_rate else None
+        self._told_to_wait: dict[str, float] = {}
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
         self._slots: dict[str, _Slot] = {}
         # Bumped whenever a conversation's stored history may have changed, so
         # history read when a message was accepted is used only while current.
-        self._versions: dict[str, int] = {}
+        # Bounded: forgetting a conversation bumps the epoch, which only costs
+        # a history read for messages accepted before.
+        self._versions: OrderedDict[str, int] = OrderedDict()
+        self._memory = memory
         self._epoch = 0
 
     # -- entry points ------------------------------------------------------------
@@ -195,7 +207,7 @@ class ConversationManager:
                     outcome = "failed" if reply.failed else "answered"
                     return reply
                 finally:
-                    self._versions[key] = self._versions.get(key, 0) + 1
+                    self._bump(key)
                     self.metrics.events.labels(platform, outcome).inc()
                     if outcome == "answered":
                         self.metrics.latency.labels(platform).observe(
@@ -234,6 +246,13 @@ class ConversationManager:
         result = await self.repository.forget_user(platform_user)
         self._epoch += 1
         return result
+
+    def _bump(self, key: str) -> None:
+        self._versions[key] = self._versions.get(key, 0) + 1
+        self._versions.move_to_end(key)
+        if len(self._versions) > self._memory:
+            self._versions.popitem(last=False)
+            self._epoch += 1
 
     def _history_version(self, key: str) -> tuple[int, int]:
         return (self._epoch, self._versions.get(key, 0))
@@ -285,6 +304,16 @@ class ConversationManager:
         if not accepted.text:
             reply = Reply(ReplyKind.NOTICE, text=EMPTY_MESSAGE, inbound_id=accepted.inbound_id)
             return await self._deliver(accepted, reply, render, kind="command")
+        wait = self._too_fast(accepted.inbound)
+        if wait is not None:
+            if not wait:
+                return await self._handled(accepted)  # told once already
+            text = (
+                "You're sending messages faster than I can answer them. Please wait "
+                f"about {max(1, round(wait))} seconds, then send your question again."
+            )
+            reply = Reply(ReplyKind.NOTICE, text=text, inbound_id=accepted.inbound_id)
+            return await self._deliver(accepted, reply, render, kind="command")
         plan = await self._plan(accepted)
         return await self._execute(accepted, plan, render, slot, kind="chat")
 
@@ -309,6 +338,24 @@ class ConversationManager:
         except (*FAILURES, *CONFIG_ERRORS) as exc:
             log.exception("command /%s failed", name)
             return user_message(exc)
+
+    def _too_fast(self, inbound: Inbound) -> float | None:
+        """None when the person may be answered; else the seconds to wait (0.0:
+        they were told already in this spell, so nothing more is said)."""
+        if self._user_rate is None:
+            return None
+        who = inbound.platform_user
+        wait = self._user_rate.take(who)
+        now = time.monotonic()
+        if not wait:
+            self._told_to_wait.pop(who, None)
+            return None
+        if self._told_to_wait.get(who, 0.0) > now:
+            return 0.0
+        self._told_to_wait[who] = now + wait
+        if len(self._told_to_wait) > self._memory:
+            self._told_to_wait = {k: t for k, t in self._told_to_wait.items() if t > now}
+        return wait
 
     async def _plan(self, accepted: Accepted) -> Plan:
         """The knowledge base's plan for a plain message; plain chat without one.
@@ -483,6 +530,12 @@ class ConversationManager:
         """
         request = generation.request
         parts = generation.parts
+        if not self.breaker.allow():
+            # The model failed the last requests in a row: fail at once rather
+            # than make every customer wait out the timeout in turn.
+            generation.fail("LLM circuit open after repeated failures", FAILED_MESSAGE)
+            log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
+            return
         stream = self.backend.stream(request)
         try:
             async with asyncio.timeout(request.timeout):
@@ -500,18 +553,24 @@ class ConversationManager:
                         generation.stopped = True
                         break
         except (TimeoutError, LLMTimeout) as exc:
+            self.breaker.failed()
             generation.fail(f"LLM timeout after {request.timeout}s: {exc}", TIMEOUT_MESSAGE)
             log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
         except LLMBusy as exc:
+            self.breaker.inconclusive()  # a full queue says nothing about the model's health
             generation.fail(f"LLM busy: {exc}", busy_message(exc.position), separate=False)
             log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
         except LLMError as exc:
+            self.breaker.failed()
             generation.fail(f"LLM failed: {exc}", FAILED_MESSAGE)
             log.error("inbound %s: %s", accepted.inbound_id, generation.error, exc_info=exc)
         except Exception as exc:
             # A bug in a backend must not take the adapter down with it.
+            self.breaker.failed()
             generation.fail(f"LLM crashed: {exc!r}", FAILED_MESSAGE)
             log.exception("inbound %s: backend raised", accepted.inbound_id)
+        else:
+            self.breaker.succeeded()
         finally:
             closer = getattr(stream, "aclose", None)
             if closer is not None:

@@ -53,6 +53,8 @@ class Settings:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_input_chars: int = 4000
     history_messages: int = 40
+    # Messages a minute one person may send before being asked to wait; 0: no limit.
+    user_rate: int = 20
     # Knowledge-base answering thresholds (bot.knowledge.policy.Policy; cosine scale).
     faq_verbatim_score: float = 0.65
     faq_verbatim_margin: float = 0.02
@@ -166,6 +168,8 @@ class Settings:
                 "TELEGRAM_WEBHOOK_URL is set but TELEGRAM_WEBHOOK_SECRET is not: "
                 "set a random secret so forged webhook calls are refused"
             )
+        if self.user_rate < 0:
+            raise ConfigError("DESKMATE_USER_RATE is messages a minute: 0 (no limit) or more")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"LOG_FORMAT must be text or json, not {self.log_format!r}")
         if self.web_chat not in ("auto", "on", "off"):
@@ -231,6 +235,7 @@ ENV_VARS: dict[str, str] = {
     "system_prompt": "DESKMATE_SYSTEM_PROMPT",
     "max_input_chars": "DESKMATE_MAX_INPUT_CHARS",
     "history_messages": "DESKMATE_HISTORY_MESSAGES",
+    "user_rate": "DESKMATE_USER_RATE",
     "faq_verbatim_score": "DESKMATE_FAQ_VERBATIM_SCORE",
     "faq_verbatim_margin": "DESKMATE_FAQ_VERBATIM_MARGIN",
     "faq_grounded_score": "DESKMATE_FAQ_GROUNDED_SCORE",

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -128,6 +129,7 @@ class Repository:
         *,
         claim_lease: float = 300.0,
         max_attempts: int = 3,
+        cache_size: int = 50_000,
     ) -> None:
         self.db = db
         self.dialect = db.dialect
@@ -136,9 +138,11 @@ class Repository:
         self.max_attempts = max_attempts
         # Identifies this process's claims on inbound events.
         self.worker = uuid.uuid4().hex
-        # Conversations are never deleted, so their ids can be cached for good.
-        self._conversation_ids: dict[tuple[str, str, str, str], int] = {}
-        self._known_users: set[str] = set()
+        # Conversations are never deleted, so their ids stay right in the cache;
+        # it is bounded only so that a long-lived process does not grow with
+        # every chat it ever saw.
+        self._conversation_ids: _Lru[tuple[str, str, str, str], int] = _Lru(cache_size)
+        self._known_users: _Lru[str, bool] = _Lru(cache_size)
         self._sql = _Statements(db.dialect_impl, self._insert)
 
     def _insert(self, table: Any) -> Any:
@@ -174,7 +178,7 @@ class Repository:
         stored = await self.db.run(op, what="store an inbound event")
         # Cached only once committed: a rolled-back insert must not be remembered.
         self._conversation_ids[_cache_key(event.conversation)] = stored.conversation_id
-        self._known_users.add(event.user_id)
+        self._known_users[event.user_id] = True
         return stored
 
     def _accept(self, conn: Connection, event: InboundEvent, kind: MessageKind) -> StoredInbound:
@@ -220,7 +224,7 @@ class Repository:
         if not inserted:
             conn.execute(delete(messages).where(messages.c.id == message_id))
             return self._redelivered(conn, event, now)
-        if event.user_id not in self._known_users:
+        if self._known_users.get(event.user_id) is None:
             conn.execute(
                 self._insert(users)
                 .values(platform_user=event.user_id, name=event.user_name, created_at=now)
@@ -612,7 +616,7 @@ class Repository:
             return _forgotten(answers.rowcount, messages_said.rowcount, events.rowcount, knowledge)
 
         result = await self.db.run(op, what="forget a user")
-        self._known_users.discard(platform_user)
+        self._known_users.pop(platform_user, None)
         return result
 
     async def set_role(self, platform_user: str, role: str) -> None:
@@ -769,3 +773,27 @@ def _percentile(sorted_values: Iterable[int], pct: float) -> float | None:
     # Nearest-rank percentile: always one of the observed values.
     rank = max(1, -(-len(values) * pct // 100))
     return float(values[int(rank) - 1])
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(OrderedDict[K, V]):
+    """A dict that keeps the ``capacity`` most recently used keys."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)

@@ -108,4 +108,4 @@ def test_the_throttle_refills_and_forgets_idle_sessions() -> None:
     assert throttle.take("a", now=5.0) == 0.0
     throttle.take("b", now=5.0)
     throttle.take("c", now=5.0)
-    assert len(throttle._buckets) == 2 and "a" not in throttle._buckets
+    assert len(throttle) == 2 and "a" not in throttle._buckets

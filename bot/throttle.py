@@ -1,0 +1,76 @@
+"""Rate limits and a circuit breaker: one person (or one browser tab) cannot
+fill the model's queue, and a hung model fails fast instead of making every
+customer wait out the full timeout in turn."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+
+class TokenBuckets:
+    """At most ``rate`` events per ``per`` seconds for each key (a bucket that
+    holds ``rate``); the longest-idle keys are forgotten beyond ``capacity``."""
+
+    def __init__(self, *, rate: int, per: float = 60.0, capacity: int = 10_000) -> None:
+        self.rate = rate
+        self.per = per
+        self.capacity = capacity
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0 when ``key`` may go now, else the seconds until it may."""
+        now = time.monotonic() if now is None else now
+        tokens, stamp = self._buckets.pop(key, (float(self.rate), now))
+        tokens = min(float(self.rate), tokens + (now - stamp) * self.rate / self.per)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) * self.per / self.rate
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self.capacity:
+            self._buckets.popitem(last=False)  # idle the longest: full again anyway
+        return wait
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class CircuitBreaker:
+    """Opens after ``failures`` model failures in a row; while open, requests
+    fail at once. After ``cooldown`` seconds one request is let through: its
+    success closes the circuit, its failure opens it for another cooldown."""
+
+    def __init__(self, *, failures: int = 3, cooldown: float = 30.0) -> None:
+        self.failures = failures
+        self.cooldown = cooldown
+        self._streak = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    def allow(self, now: float | None = None) -> bool:
+        if self._opened_at is None:
+            return True
+        now = time.monotonic() if now is None else now
+        if self._probing or now - self._opened_at < self.cooldown:
+            return False
+        self._probing = True
+        return True
+
+    def succeeded(self) -> None:
+        self._streak, self._opened_at, self._probing = 0, None, False
+
+    def inconclusive(self) -> None:
+        """The request let through told nothing (the queue was full): let another."""
+        self._probing = False
+
+    def failed(self, now: float | None = None) -> None:
+        self._streak += 1
+        if self._probing or self._streak >= self.failures:
+            self._opened_at = time.monotonic() if now is None else now
+        self._probing = False
+
+    @property
+    def open(self) -> bool:
+        return self._opened_at is not None

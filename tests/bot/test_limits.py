@@ -1,0 +1,75 @@
+"""Nobody floods the model, a hung model fails fast, and a long-lived
+process does not grow with every conversation it ever saw."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.throttle import CircuitBreaker
+from llm.fake import FakeBackend
+from storage.repository import Repository
+from tests.conftest import make_manager
+from tests.support import Rendered, make_inbound
+
+
+async def test_one_person_flooding_is_asked_once_to_wait_and_others_are_answered(
+    sqlite_repository: Repository, backend: FakeBackend
+) -> None:
+    manager = make_manager(sqlite_repository, backend, user_rate=3)
+    replies = [
+        (await manager.handle(make_inbound(f"question {i}", user="flood"), Rendered())).text
+        for i in range(6)
+    ]
+    assert replies[:3] == ["echo: question 0", "echo: question 1", "echo: question 2"]
+    assert replies[3].startswith("You're sending messages faster than I can answer them")
+    assert replies[4:] == ["", ""]  # told once; the rest is taken without a word
+    assert len(backend.requests) == 3
+    calm = await manager.handle(make_inbound("hello", user="calm", chat="c2"), Rendered())
+    assert calm.text == "echo: hello"
+
+
+async def test_a_hung_model_opens_the_circuit_and_customers_are_told_at_once(
+    sqlite_repository: Repository,
+) -> None:
+    hung = FakeBackend()
+    breaker = CircuitBreaker(failures=2, cooldown=0.3)
+    manager = make_manager(sqlite_repository, hung, llm_timeout=0.2, breaker=breaker)
+    for i in range(2):
+        hung.enqueue("never finishes", chunk_delay=5.0)
+        reply = await manager.handle(make_inbound(f"q{i}", chat=f"c{i}"), Rendered())
+        assert reply.failed and "took too long" in reply.text
+    fast = await manager.handle(make_inbound("q2", chat="c2"), Rendered())
+    assert fast.failed and "couldn't answer that just now" in fast.text
+    assert len(hung.requests) == 2  # the third customer never waited on the hung model
+    await asyncio.sleep(0.35)
+    hung.enqueue("back again")
+    assert (await manager.handle(make_inbound("q3", chat="c3"), Rendered())).text == "back again"
+    assert not breaker.open
+
+
+def test_the_breaker_reopens_when_its_probe_fails() -> None:
+    breaker = CircuitBreaker(failures=1, cooldown=10)
+    breaker.failed(now=0)
+    assert not breaker.allow(now=5) and breaker.allow(now=10)
+    assert not breaker.allow(now=10.1)  # one probe at a time
+    breaker.failed(now=11)
+    assert not breaker.allow(now=20) and breaker.allow(now=21.5)
+    breaker.succeeded()
+    assert breaker.allow(now=22) and not breaker.open
+
+
+async def test_memory_stays_bounded_across_many_conversations(
+    sqlite_repository: Repository, backend: FakeBackend
+) -> None:
+    repository = Repository(sqlite_repository.db, cache_size=5)
+    manager = make_manager(repository, backend, memory=5, user_rate=1)
+    for i in range(20):
+        inbound = make_inbound(f"hi {i}", chat=f"chat{i}", user=f"user{i}")
+        assert (await manager.handle(inbound, Rendered())).text == f"echo: hi {i}"
+    assert len(manager._versions) == 5
+    assert len(manager._user_rate or ()) == 5
+    assert len(repository._conversation_ids) == 5 and len(repository._known_users) == 5
+    # A conversation forgotten from memory is still answered with its history.
+    await manager.handle(make_inbound("and me?", chat="chat0", user="user0b"), Rendered())
+    prompt = [m.content for m in backend.requests[-1].messages]
+    assert "hi 0" in prompt and "echo: hi 0" in prompt
