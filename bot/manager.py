@@ -682,6 +682,8 @@ class ConversationManager:
             text = await self._take_over(accepted, command[1], space)
         elif command is not None and command[0] not in AGENT_COMMANDS:
             result = await self._run_command(accepted, *command)
+            if isinstance(result, HandOff):
+                result = "This is the support space: /human is for customers."
             if not isinstance(result, str):
                 return await self._execute(accepted, result, render, slot, kind="command")
             if command[0] == "help":

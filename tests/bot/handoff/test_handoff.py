@@ -229,6 +229,8 @@ async def test_agent_commands_and_takeover(
     assert chatter.kind is ReplyKind.SILENT
     helped = await say(manager, "/help", **agent(thread))
     assert "/takeover N" in helped.text
+    itself = await say(manager, "/human", **agent(""))
+    assert itself.text == "This is the support space: /human is for customers."
 
 
 async def test_a_relay_the_platform_refuses_is_retried_then_reported(
