@@ -244,6 +244,8 @@ class ConversationManager:
     async def forget_user(self, platform_user: str) -> ForgetResult:
         """Delete a person's messages (in every conversation) and the answers to them."""
         result = await self.repository.forget_user(platform_user)
+        if self.desk is not None:
+            await self.desk.tickets.forget(platform_user)
         self._epoch += 1
         return result
 

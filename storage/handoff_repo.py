@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, false, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, false, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -368,6 +368,52 @@ class HandoffRepository:
             return count
 
         return await self.db.run(op, what="count failed answers")
+
+    async def forget(self, platform_user: str) -> int:
+        """Remove what tickets hold about a person: their name, their messages in
+        the ticket log and relays, the last turns shown to agents. Returns how
+        many tickets were theirs. The tickets themselves stay (agents' notes
+        and the timeline are the team's records)."""
+
+        def op(conn: Connection) -> int:
+            theirs = list(
+                conn.execute(select(tickets.c.id).where(tickets.c.customer == platform_user))
+                .scalars()
+                .all()
+            )
+            conn.execute(delete(ticket_events).where(ticket_events.c.author == platform_user))
+            if theirs:
+                conn.execute(
+                    update(tickets)
+                    .where(tickets.c.id.in_(theirs))
+                    .values(customer="", customer_name="", summary="", details={})
+                )
+                # A queued ticket post still goes out, without what they said;
+                # every other row about them keeps no words, and is not sent.
+                for ticket_id in theirs:
+                    conn.execute(
+                        update(outbox)
+                        .where(outbox.c.ticket_id == ticket_id, outbox.c.kind == "ticket")
+                        .values(
+                            text=f"Ticket #{ticket_id} (details removed at the customer's request)"
+                        )
+                    )
+                conn.execute(
+                    update(outbox)
+                    .where(outbox.c.ticket_id.in_(theirs), outbox.c.kind != "ticket")
+                    .values(
+                        text="",
+                        status=case(
+                            (outbox.c.status == "pending", "failed"), else_=outbox.c.status
+                        ),
+                        error=case(
+                            (outbox.c.status == "pending", "forgotten"), else_=outbox.c.error
+                        ),
+                    )
+                )
+            return len(theirs)
+
+        return await self.db.run(op, what="forget a person's tickets")
 
     # -- outbox --------------------------------------------------------------------
 

@@ -92,6 +92,7 @@ HANDOFF_CALLS: dict[str, Call] = {
     "retry": lambda r, k: _h(r).retry(1, "error", delay=1.0),
     "defer": lambda r, k: _h(r).defer(1, delay=1.0),
     "outbox_rows": lambda r, k: _h(r).outbox_rows(),
+    "forget": lambda r, k: _h(r).forget("test:u1"),
 }
 KNOWLEDGE_CALLS: dict[str, Call] = {
     "upsert_many": lambda r, k: k.upsert_many(

@@ -307,3 +307,20 @@ async def test_reminders_idle_tickets_and_business_hours(
     await worker.flush()
     assert "quiet for a while" in channels["test"].texts("c1")[-1]
     assert await desk.open_ticket_of(1) is None
+
+
+async def test_forget_removes_the_customer_from_their_tickets(
+    handoff: tuple[ConversationManager, OutboxWorker, dict[str, FakeChannel]],
+    backend: FakeBackend,
+) -> None:
+    manager, worker, _ = handoff
+    backend.enqueue("Alice wants her address changed to 1 Main St.")
+    await say(manager, "/human", user="alice")
+    await say(manager, "my address is 1 Main St", user="alice")
+    await say(manager, "/forget", user="alice")
+    tickets = worker.tickets
+    [ticket] = await tickets.open_tickets()
+    assert (ticket.customer, ticket.customer_name, ticket.summary) == ("", "", "")
+    assert ticket.details == {}
+    assert all(e.author != "test:alice" for e in await tickets.events(ticket.id))
+    assert not any("Main St" in r["text"] for r in await tickets.outbox_rows())
