@@ -253,7 +253,7 @@ class TelegramAdapter:
     async def _ingest(self, update: Update | dict[str, Any]) -> None:
         """Store one update (raises ``StorageError``) and start answering it."""
         assert self._conversations is not None and self.me is not None
-        result = classify_update(update, me=self.me)
+        result = classify_update(update, me=self.me, listens_to=self._conversations.listens_to)
         if isinstance(result, Inbound):
             accepted = await self._conversations.accept(result)
             if not accepted.duplicate:
