@@ -630,6 +630,7 @@ class FakeTelegram:
                 "limited_gifts": True,
                 "unique_gifts": True,
                 "premium_subscription": True,
+                "gifts_from_channels": True,
             },
         }
 
