@@ -423,7 +423,9 @@ class TelegramAdapter:
             if _is_gone(exc):
                 raise Undeliverable(f"support group {chat_id}: {exc.message}") from exc
             if "not a forum" in exc.message.lower():
-                self._forums[chat_id] = False  # topics were turned off since
+                self._forums[chat_id] = False
+                log.info("telegram: support group %s no longer has topics", chat_id)
+                return None
             log.warning(
                 "telegram: Telegram refused to open a topic for ticket #%s in the support "
                 "group %s (%s). Make the bot an admin there with the 'Manage topics' right "
