@@ -43,7 +43,14 @@ from adapters.telegram.render import (
 )
 from adapters.telegram.text import split_message
 from bot.errors import ConfigError, DeskmateError, StorageError
-from bot.types import Accepted, ConversationRef, Conversations, Inbound
+from bot.types import (
+    Accepted,
+    ConversationRef,
+    Conversations,
+    Inbound,
+    TicketThread,
+    Undeliverable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,9 @@ WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+TOPIC_NAME_LIMIT = 128
+# Refusals that no retry can fix: the group or the ticket's topic is gone.
+_GONE_REQUESTS = ("chat not found", "message thread not found")
 
 
 class TelegramUnavailable(DeskmateError):
@@ -134,6 +144,11 @@ class TelegramAdapter:
             platform=self.name, answer=self._answer, drain_timeout=stop_timeout
         )
         self._migrated: dict[int, int] = {}
+        # getChat's ``is_forum`` per support group, asked once.
+        self._forums: dict[int, bool] = {}
+        # Topics opened for tickets whose ticket message is not sent yet, so a
+        # retried ``open_ticket`` does not open a second topic.
+        self._ticket_topics: dict[int, int] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -253,7 +268,7 @@ class TelegramAdapter:
     async def _ingest(self, update: Update | dict[str, Any]) -> None:
         """Store one update (raises ``StorageError``) and start answering it."""
         assert self._conversations is not None and self.me is not None
-        result = classify_update(update, me=self.me)
+        result = classify_update(update, me=self.me, listens_to=self._conversations.listens_to)
         if isinstance(result, Inbound):
             accepted = await self._conversations.accept(result)
             if not accepted.duplicate:
@@ -351,6 +366,79 @@ class TelegramAdapter:
         except TelegramError as exc:
             raise DeliveryError(f"sending to {ref.key}: {exc.message}") from exc
 
+    async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str:
+        """Send ``text`` into ``ref``'s chat (into its forum topic when it names
+        one), the first message quoting message ``reply_to`` when given; returns
+        the id of the first message sent.
+
+        Raises ``Undeliverable`` when the chat will never take it (the bot was
+        blocked or removed, the chat or the topic is gone); other failures
+        propagate, for the outbox to retry.
+        """
+        target = self._target(ref)
+        quote = int(reply_to) if reply_to else None
+        first = ""
+        try:
+            for piece in split_message(text):
+                message_id, _ = await self.sender.send_text(target, piece, reply_to=quote)
+                first, quote = first or str(message_id), None
+        except ChatGone as exc:
+            await self._gone(target.ref)
+            raise Undeliverable(str(exc)) from exc
+        except BadRequest as exc:
+            if _is_gone(exc):
+                raise Undeliverable(f"sending to {ref.key}: {exc.message}") from exc
+            raise
+        return first
+
+    async def open_ticket(
+        self, space: ConversationRef, *, title: str, text: str, ticket_id: int
+    ) -> TicketThread:
+        """Post a ticket into a support group: into a topic of its own where the
+        group has topics, else as a message agents reply to."""
+        target = self._target(ConversationRef(space.platform, space.tenant, space.chat))
+        thread = await self._ticket_topic(target, title or f"Ticket #{ticket_id}", ticket_id)
+        where = ConversationRef(
+            space.platform, space.tenant, str(target.chat_id), str(thread) if thread else ""
+        )
+        message = await self.post(where, text)
+        self._ticket_topics.pop(ticket_id, None)
+        return TicketThread(thread=where.thread, message=message)
+
+    async def _ticket_topic(self, target: Target, title: str, ticket_id: int) -> int | None:
+        """The forum topic for a ticket; None where the group has no topics or
+        the bot may not open one."""
+        if ticket_id in self._ticket_topics:
+            return self._ticket_topics[ticket_id]
+        chat_id = target.chat_id
+        try:
+            if chat_id not in self._forums:
+                self._forums[chat_id] = await self.sender.is_forum(target)
+            if not self._forums[chat_id]:
+                return None
+            thread = await self.sender.create_topic(target, title[:TOPIC_NAME_LIMIT])
+        except ChatGone as exc:
+            raise Undeliverable(str(exc)) from exc
+        except BadRequest as exc:
+            if _is_gone(exc):
+                raise Undeliverable(f"support group {chat_id}: {exc.message}") from exc
+            if "not a forum" in exc.message.lower():
+                self._forums[chat_id] = False
+                log.info("telegram: support group %s no longer has topics", chat_id)
+                return None
+            log.warning(
+                "telegram: Telegram refused to open a topic for ticket #%s in the support "
+                "group %s (%s). Make the bot an admin there with the 'Manage topics' right "
+                "so each ticket gets its own topic; posting the ticket as a plain message "
+                "that agents reply to instead.",
+                ticket_id,
+                chat_id,
+                exc.message,
+            )
+            return None
+        self._ticket_topics[ticket_id] = thread
+        return thread
+
     async def _gone(self, ref: ConversationRef) -> None:
         if self._conversations is None:
             return
@@ -379,3 +467,7 @@ class TelegramAdapter:
             await self.bot.set_my_commands(commands)
         except TelegramError as exc:
             log.warning("telegram setMyCommands failed: %s", exc.message)
+
+
+def _is_gone(exc: BadRequest) -> bool:
+    return any(text in exc.message.lower() for text in _GONE_REQUESTS)

@@ -8,7 +8,7 @@ and the webhook path share one code path with polling.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,30 @@ PLATFORM = "telegram"
 ALLOWED_UPDATES: tuple[str, ...] = ("message", "my_chat_member")
 
 GROUP_TYPES = frozenset({"group", "supergroup"})
+
+# What a message carries besides text, named for the person told it was not
+# passed on; checked in this order (a GIF also comes with a ``document``).
+ATTACHMENTS: tuple[tuple[str, str], ...] = (
+    ("animation", "a GIF"),
+    ("photo", "a photo"),
+    ("live_photo", "a photo"),
+    ("video", "a video"),
+    ("video_note", "a video message"),
+    ("voice", "a voice message"),
+    ("audio", "an audio file"),
+    ("document", "a file"),
+    ("sticker", "a sticker"),
+    ("location", "a location"),
+    ("venue", "a location"),
+    ("contact", "a contact"),
+    ("poll", "a poll"),
+    ("dice", "a dice roll"),
+    ("story", "a story"),
+    ("paid_media", "paid media"),
+)
+
+# Whether every message in a chat is for the bot (a support space).
+ListensTo = Callable[[ConversationRef], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +103,30 @@ def as_update(data: Update | Mapping[str, Any]) -> Update:
     return Update.de_json(dict(data), None)
 
 
-def update_to_inbound(data: Update | Mapping[str, Any], *, me: BotIdentity) -> Inbound | None:
+def update_to_inbound(
+    data: Update | Mapping[str, Any], *, me: BotIdentity, listens_to: ListensTo | None = None
+) -> Inbound | None:
     """The ``Inbound`` this update asks the bot to answer, or None."""
-    result = classify_update(data, me=me)
+    result = classify_update(data, me=me, listens_to=listens_to)
     return result if isinstance(result, Inbound) else None
 
 
-def classify_update(data: Update | Mapping[str, Any], *, me: BotIdentity) -> Classified:
+def classify_update(
+    data: Update | Mapping[str, Any], *, me: BotIdentity, listens_to: ListensTo | None = None
+) -> Classified:
     """Decide what one update means for the bot.
 
     Private chats: every message from a person is answered (a message without
     text too: the manager tells the person it reads text only). Groups: only
     messages addressed to the bot - a command, an ``@username`` mention, a
-    text mention of the bot, or a reply to one of the bot's messages. In
-    forum supergroups each topic is its own conversation.
+    text mention of the bot, or a reply to one of the bot's messages - except
+    in a chat ``listens_to`` names (a support space), where every message
+    from a person counts, service messages (topic created, member joined, ...)
+    aside. In forum supergroups each topic is its own conversation.
+
+    ``meta["reply_to"]`` is the id of the message a group message replies to
+    (a string); ``meta["attachment"]`` names what a message carries besides
+    text ("a photo", "a file", ...), which is not passed on.
     """
     update = as_update(data)
     uid = update.update_id
@@ -124,25 +158,58 @@ def classify_update(data: Update | Mapping[str, Any], *, me: BotIdentity) -> Cla
     command = _command(text, entities)
     if command is not None and command[1] and command[1].lower() != me.username.lower():
         return Ignored(uid, f"command for another bot @{command[1]}")
-    if in_group and command is None and not _addressed(message, entities, me):
+    thread_id = message.message_thread_id if message.is_topic_message else None
+    ref = chat_ref(me, chat.id, thread_id)
+    attachment = _attachment(message)
+    if in_group and listens_to is not None and listens_to(ref):
+        if not text and not attachment:
+            return Ignored(uid, "service message in a support space")
+    elif in_group and command is None and not _addressed(message, entities, me):
         return Ignored(uid, "group message not addressed to the bot")
     if command is not None:
         text = _strip_command_suffix(text)
     elif in_group:
         text = _strip_leading_mention(text, me)
-    thread_id = message.message_thread_id if message.is_topic_message else None
+    meta: dict[str, Any] = {
+        "message_id": message.message_id,
+        "chat_type": chat.type,
+        "thread_id": thread_id,
+    }
+    reply_to = _replied_to(message)
+    if in_group and reply_to is not None:
+        meta["reply_to"] = str(reply_to)
+    if attachment:
+        meta["attachment"] = attachment
     return Inbound(
-        ref=chat_ref(me, chat.id, thread_id),
+        ref=ref,
         user=str(sender.id),
         text=text,
         event_id=str(uid),
         user_name=sender.full_name or (sender.username or ""),
-        meta={
-            "message_id": message.message_id,
-            "chat_type": chat.type,
-            "thread_id": thread_id,
-        },
+        meta=meta,
     )
+
+
+def _attachment(message: Message) -> str:
+    """What a message carries besides text, for a person; "" when nothing."""
+    for name, described in ATTACHMENTS:
+        if getattr(message, name, None):
+            return described
+    return ""
+
+
+def _replied_to(message: Message) -> int | None:
+    """The message this one answers; None when it answers none.
+
+    Inside a forum topic every message "replies" to the topic's first message
+    unless the person picked another one: that is no reply.
+    """
+    replied = message.reply_to_message
+    if replied is None:
+        return None
+    if message.is_topic_message and replied.message_id == message.message_thread_id:
+        return None
+    return replied.message_id
 
 
 def _text_and_entities(message: Message) -> tuple[str, dict[MessageEntity, str]]:

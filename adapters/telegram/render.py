@@ -240,6 +240,27 @@ class Sender:
                 raise
         return True
 
+    async def is_forum(self, target: Target) -> bool:
+        """Whether the chat is a supergroup with topics turned on (getChat)."""
+        chat = await self._call(
+            target,
+            lambda c: self.bot.get_chat(chat_id=c),
+            what="getChat",
+            idempotent=True,
+            paced=False,
+        )
+        return bool(chat.is_forum)
+
+    async def create_topic(self, target: Target, name: str) -> int:
+        """Open a forum topic; returns its ``message_thread_id``."""
+        topic = await self._call(
+            target,
+            lambda c: self.bot.create_forum_topic(chat_id=c, name=name),
+            what="createForumTopic",
+            idempotent=False,
+        )
+        return topic.message_thread_id
+
     async def typing(self, target: Target) -> None:
         await self._call(
             target,

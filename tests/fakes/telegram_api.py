@@ -7,8 +7,11 @@ form-encoded, multipart and JSON bodies (python-telegram-bot sends form fields
 whose complex values are JSON), and records every call.
 
 Faults are injected per chat (429 with ``retry_after``, blocked bot, migrated
-group) or per method (hold a call until released, answer after the client
-gave up). Update builders produce the JSON Telegram would send.
+group, no right to open topics) or per method (hold a call until released,
+for every chat or one, answer after the client gave up). Chats can be made
+forum supergroups, whose topics the bot opens with ``createForumTopic`` and
+sends into with ``message_thread_id``, as Telegram allows. Update builders
+produce the JSON Telegram would send.
 """
 
 from __future__ import annotations
@@ -38,7 +41,18 @@ _JSON_FIELDS = {
     "reply_markup",
     "scope",
 }
-_INT_FIELDS = {"message_id", "offset", "limit", "timeout", "message_thread_id"}
+_INT_FIELDS = {
+    "message_id",
+    "offset",
+    "limit",
+    "timeout",
+    "message_thread_id",
+    "reply_to_message_id",
+    "icon_color",
+}
+TOPIC_NAME_LIMIT = 128
+# The colour Telegram gives a topic opened without one.
+DEFAULT_TOPIC_COLOR = 7322096
 _TAGS = {
     "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler",
     "a", "code", "pre", "blockquote", "tg-emoji",
@@ -161,8 +175,12 @@ class FakeTelegram:
         self._rate_limits: dict[int, list[int]] = defaultdict(list)
         self._blocked: set[int] = set()
         self._migrated: dict[int, int] = {}
-        self._holds: dict[str, asyncio.Event] = {}
-        self._held: dict[str, int] = defaultdict(int)
+        self._holds: dict[tuple[str, int | None], asyncio.Event] = {}
+        self._held: dict[tuple[str, int | None], int] = defaultdict(int)
+        self._forums: set[int] = set()
+        self._no_topic_rights: set[int] = set()
+        # chat -> message_thread_id -> the topic's service message.
+        self.topics: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
         self._stalls: dict[str, list[float]] = defaultdict(list)
         self._reject_entities: dict[int, int] = defaultdict(int)
         self._runner: web.AppRunner | None = None
@@ -212,17 +230,43 @@ class FakeTelegram:
         """The user deleted every bot message in the chat."""
         self.messages[chat_id].clear()
 
-    def hold(self, method: str) -> None:
-        """Calls of ``method`` wait, unprocessed, until ``release``."""
-        self._holds[method] = asyncio.Event()
+    def hold(self, method: str, chat_id: int | None = None) -> None:
+        """Calls of ``method`` (for ``chat_id`` only, when given) wait,
+        unprocessed, until ``release``. A call whose client went away meanwhile
+        is then dropped, never carried out."""
+        self._holds[(method, chat_id)] = asyncio.Event()
 
-    def release(self, method: str) -> None:
-        event = self._holds.pop(method, None)
+    def release(self, method: str, chat_id: int | None = None) -> None:
+        event = self._holds.pop((method, chat_id), None)
         if event is not None:
             event.set()
 
-    def held(self, method: str) -> int:
-        return self._held[method]
+    def held(self, method: str, chat_id: int | None = None) -> int:
+        return self._held[(method, chat_id)]
+
+    def make_forum(self, chat_id: int) -> None:
+        """The chat is a supergroup with topics turned on."""
+        self._chat_types[chat_id] = "supergroup"
+        self._forums.add(chat_id)
+
+    def deny_topics(self, chat_id: int) -> None:
+        """The bot is not an admin with the "manage topics" right in the chat."""
+        self._no_topic_rights.add(chat_id)
+
+    def open_topic(self, chat_id: int, name: str, *, by: dict[str, Any]) -> int:
+        """A topic opened in a forum (by a person, or by the bot); returns its id."""
+        self.make_forum(chat_id)
+        thread_id = next(self._message_ids[chat_id])
+        self.topics[chat_id][thread_id] = {
+            "message_id": thread_id,
+            "date": int(time.time()),
+            "chat": self._chat(chat_id),
+            "from": by,
+            "message_thread_id": thread_id,
+            "is_topic_message": True,
+            "forum_topic_created": {"name": name, "icon_color": DEFAULT_TOPIC_COLOR},
+        }
+        return thread_id
 
     def stall(self, method: str, seconds: float, *, times: int = 1) -> None:
         """Process the next calls of ``method`` but answer only after ``seconds``
@@ -266,13 +310,33 @@ class FakeTelegram:
         entities: list[dict[str, Any]] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Build (without queuing) the update for a person's message."""
+        """Build (without queuing) the update for a person's message.
+
+        A message in a topic replies to the topic's first message unless it
+        replies to another one, as in Telegram; writing in a topic the fake
+        has not seen opens it (and makes the chat a forum).
+        """
+        user_id = user_id if user_id is not None else abs(chat_id) % 10**9 or 42
+        if thread_id is not None:
+            root = self.topics[chat_id].get(thread_id)
+            if root is None:
+                self.make_forum(chat_id)
+                root = self.topics[chat_id][thread_id] = {
+                    "message_id": thread_id,
+                    "date": int(time.time()),
+                    "chat": self._chat(chat_id),
+                    "from": {"id": user_id, "is_bot": False, "first_name": first_name},
+                    "message_thread_id": thread_id,
+                    "is_topic_message": True,
+                    "forum_topic_created": {"name": "Topic", "icon_color": DEFAULT_TOPIC_COLOR},
+                }
+            reply_to = reply_to or root
         return build_message_update(
             update_id=next(self._update_ids),
             message_id=next(self._message_ids[chat_id]),
             chat_id=chat_id,
             text=text,
-            user_id=user_id if user_id is not None else abs(chat_id) % 10**9 or 42,
+            user_id=user_id,
             first_name=first_name,
             chat_type=chat_type or self._chat_type(chat_id),
             thread_id=thread_id,
@@ -280,7 +344,14 @@ class FakeTelegram:
             entities=entities,
             bot_username=self.username,
             extra=extra,
+            forum=chat_id in self._forums,
         )
+
+    def topic_created_update(self, chat_id: int, thread_id: int) -> dict[str, Any]:
+        """Build the "topic created" service message Telegram sends when a
+        person opens a topic (see ``open_topic``)."""
+        root = self.topics[chat_id][thread_id]
+        return {"update_id": next(self._update_ids), "message": dict(root)}
 
     def send_user_message(self, chat_id: int, text: str | None, **kwargs: Any) -> dict[str, Any]:
         return self.push(self.message_update(chat_id, text, **kwargs))
@@ -307,9 +378,16 @@ class FakeTelegram:
             if c.method == method and (chat_id is None or c.chat_id == chat_id)
         ]
 
-    def texts(self, chat_id: int) -> list[str]:
-        """Current visible text of every bot message in the chat, in order."""
-        return [m.text for m in self.messages[chat_id]]
+    def texts(self, chat_id: int, thread_id: int | None = None) -> list[str]:
+        """Current visible text of every bot message in the chat (in one of its
+        topics, when given), in order."""
+        return [
+            m.text for m in self.messages[chat_id] if thread_id is None or m.thread_id == thread_id
+        ]
+
+    def message_json(self, message: SentMessage) -> dict[str, Any]:
+        """A bot message as a person's reply to it carries it (``reply_to``)."""
+        return self._message_json(message)
 
     async def wait_for(
         self, predicate: Callable[[], bool], *, within: float = 10.0, what: str = ""
@@ -348,13 +426,18 @@ class FakeTelegram:
         chat_id = params.get("chat_id")
         call = Call(method, params, time.monotonic(), chat_id)
         self.calls.append(call)
-        hold = self._holds.get(method)
+        key: tuple[str, int | None] = (method, chat_id if isinstance(chat_id, int) else None)
+        if key not in self._holds:
+            key = (method, None)
+        hold = self._holds.get(key)
         if hold is not None:
-            self._held[method] += 1
+            self._held[key] += 1
             try:
                 await hold.wait()
             finally:
-                self._held[method] -= 1
+                self._held[key] -= 1
+            # A client killed while its call was held never learns the result,
+            # and Telegram would not have acted on a call it never finished reading.
             if request.transport is None or request.transport.is_closing():
                 call.error = "client went away while held"
                 return _error(499, "client went away")
@@ -386,6 +469,8 @@ class FakeTelegram:
             chat["first_name"] = "Alice"
         else:
             chat["title"] = f"Group {chat_id}"
+        if chat_id in self._forums:
+            chat["is_forum"] = True
         return chat
 
     def _check_chat(self, chat_id: int) -> None:
@@ -487,10 +572,18 @@ class FakeTelegram:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), min(remaining, 0.1))
 
+    def _check_thread(self, chat_id: int, thread_id: Any) -> int | None:
+        if thread_id in (None, ""):
+            return None
+        if not isinstance(thread_id, int) or thread_id not in self.topics[chat_id]:
+            raise ApiError(400, "Bad Request: message thread not found")
+        return thread_id
+
     async def _m_sendMessage(self, params: dict[str, Any], request: web.Request) -> Any:
         chat_id = _int(params, "chat_id")
         self._check_chat(chat_id)
         self._check_flood(chat_id)
+        thread_id = self._check_thread(chat_id, params.get("message_thread_id"))
         parse_mode = params.get("parse_mode")
         visible = self._visible(chat_id, str(params.get("text", "")), parse_mode)
         reply = params.get("reply_parameters") or {}
@@ -499,8 +592,8 @@ class FakeTelegram:
             message_id=next(self._message_ids[chat_id]),
             text=visible,
             parse_mode=parse_mode,
-            thread_id=params.get("message_thread_id"),
-            reply_to=reply.get("message_id"),
+            thread_id=thread_id,
+            reply_to=reply.get("message_id") or params.get("reply_to_message_id"),
             sent_at=time.monotonic(),
         )
         self.messages[chat_id].append(message)
@@ -524,6 +617,41 @@ class FakeTelegram:
         message.text = visible
         message.parse_mode = parse_mode
         return self._message_json(message)
+
+    async def _m_getChat(self, params: dict[str, Any], request: web.Request) -> Any:
+        chat_id = _int(params, "chat_id")
+        self._check_chat(chat_id)
+        return {
+            **self._chat(chat_id),
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": {
+                "unlimited_gifts": True,
+                "limited_gifts": True,
+                "unique_gifts": True,
+                "premium_subscription": True,
+                "gifts_from_channels": True,
+            },
+        }
+
+    async def _m_createForumTopic(self, params: dict[str, Any], request: web.Request) -> Any:
+        chat_id = _int(params, "chat_id")
+        self._check_chat(chat_id)
+        self._check_flood(chat_id)
+        if self._chat_type(chat_id) != "supergroup" or chat_id not in self._forums:
+            raise ApiError(400, "Bad Request: the chat is not a forum")
+        if chat_id in self._no_topic_rights:
+            raise ApiError(400, "Bad Request: not enough rights to create a topic")
+        name = str(params.get("name") or "")
+        if not 1 <= len(name) <= TOPIC_NAME_LIMIT:
+            raise ApiError(
+                400,
+                "Bad Request: TOPIC_TITLE_EMPTY"
+                if not name
+                else "Bad Request: TOPIC_TITLE_INVALID",
+            )
+        thread_id = self.open_topic(chat_id, name, by=self.bot_user())
+        return {"message_thread_id": thread_id, "name": name, "icon_color": DEFAULT_TOPIC_COLOR}
 
     async def _m_sendChatAction(self, params: dict[str, Any], request: web.Request) -> Any:
         chat_id = _int(params, "chat_id")
@@ -615,15 +743,19 @@ def build_message_update(
     entities: list[dict[str, Any]] | None = None,
     bot_username: str = "deskmate_bot",
     extra: dict[str, Any] | None = None,
+    forum: bool | None = None,
 ) -> dict[str, Any]:
     """The JSON of a ``message`` update, with command and mention entities found
-    in ``text`` the way Telegram marks them (offsets in UTF-16 units)."""
+    in ``text`` the way Telegram marks them (offsets in UTF-16 units).
+
+    ``forum``: whether the chat has topics (by default: when ``thread_id`` is set).
+    """
     chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
     if chat_type == "private":
         chat["first_name"] = first_name
     else:
         chat["title"] = "Support group"
-        if thread_id is not None:
+        if forum or (forum is None and thread_id is not None):
             chat["is_forum"] = True
     message: dict[str, Any] = {
         "message_id": message_id,

@@ -176,3 +176,108 @@ def test_blocking_the_bot_is_reported() -> None:
     assert classify_update(member("member"), me=ME) == MembershipChanged(
         8, ConversationRef("telegram", "777", "42"), active=True
     )
+
+
+SPACE = ConversationRef("telegram", "777", "-1007")
+
+
+def support_space(ref: ConversationRef) -> bool:
+    return ref.chat == SPACE.chat
+
+
+def test_every_message_in_a_support_space_counts() -> None:
+    update = message(-1007, "I'll take this one", user_id=5)
+    assert isinstance(classify_update(update, me=ME), Ignored)
+    inbound = update_to_inbound(update, me=ME, listens_to=support_space)
+    assert inbound is not None and inbound.text == "I'll take this one"
+    assert inbound.ref == SPACE and inbound.user == "5"
+    # Elsewhere a group still has to address the bot.
+    assert update_to_inbound(message(-1008, "hi all"), me=ME, listens_to=support_space) is None
+
+
+def test_reply_to_names_the_message_replied_to() -> None:
+    ticket = {
+        "message_id": 31,
+        "date": 0,
+        "chat": {"id": -1007, "type": "supergroup"},
+        "from": BOT_USER,
+        "text": "Ticket #1",
+    }
+    inbound = update_to_inbound(
+        message(-1007, "sorry for the wait", reply_to=ticket), me=ME, listens_to=support_space
+    )
+    assert inbound is not None and inbound.meta["reply_to"] == "31"
+    plain = update_to_inbound(message(-1007, "lunch?"), me=ME, listens_to=support_space)
+    assert plain is not None and "reply_to" not in plain.meta
+
+
+def test_a_topics_first_message_is_no_reply() -> None:
+    root = {
+        "message_id": 55,
+        "date": 0,
+        "chat": {"id": -1007, "type": "supergroup", "is_forum": True},
+        "from": BOT_USER,
+        "forum_topic_created": {"name": "#1 Alice (slack)", "icon_color": 1},
+    }
+    inbound = update_to_inbound(
+        message(-1007, "on it", thread_id=55, reply_to=root), me=ME, listens_to=support_space
+    )
+    assert inbound is not None
+    assert inbound.ref == ConversationRef("telegram", "777", "-1007", "55")
+    assert "reply_to" not in inbound.meta
+    picked = dict(root, message_id=60, text="Alice: still broken")
+    del picked["forum_topic_created"]
+    inbound = update_to_inbound(
+        message(-1007, "which part?", thread_id=55, reply_to=picked),
+        me=ME,
+        listens_to=support_space,
+    )
+    assert inbound is not None and inbound.meta["reply_to"] == "60"
+
+
+def test_service_messages_and_bots_in_a_support_space_are_ignored() -> None:
+    created = message(
+        -1007,
+        None,
+        thread_id=56,
+        extra={"forum_topic_created": {"name": "Billing", "icon_color": 1}},
+    )
+    result = classify_update(created, me=ME, listens_to=support_space)
+    assert isinstance(result, Ignored) and "service message" in result.reason
+    joined = message(
+        -1007, None, extra={"new_chat_members": [{"id": 8, "is_bot": False, "first_name": "Eve"}]}
+    )
+    assert isinstance(classify_update(joined, me=ME, listens_to=support_space), Ignored)
+    own = message(-1007, "Ticket #1", extra={"from": BOT_USER})
+    assert isinstance(classify_update(own, me=ME, listens_to=support_space), Ignored)
+
+
+def test_messages_without_text_say_what_they_carry() -> None:
+    photo = {"file_id": "p", "file_unique_id": "pu", "width": 1, "height": 1}
+    document = {"file_id": "d", "file_unique_id": "du"}
+    voice = {"file_id": "v", "file_unique_id": "vu", "duration": 2}
+    for extra, described in (
+        ({"photo": [photo]}, "a photo"),
+        ({"document": document}, "a file"),
+        ({"voice": voice}, "a voice message"),
+        (
+            {
+                "animation": {**document, "width": 1, "height": 1, "duration": 1},
+                "document": document,
+            },
+            "a GIF",
+        ),
+    ):
+        inbound = update_to_inbound(
+            message(-1007, None, extra=extra), me=ME, listens_to=support_space
+        )
+        assert inbound is not None and inbound.text == ""
+        assert inbound.meta["attachment"] == described
+        private = update_to_inbound(message(42, None, extra=extra), me=ME)
+        assert private is not None and private.meta["attachment"] == described
+    captioned = update_to_inbound(
+        message(42, None, extra={"caption": "this one", "photo": [photo]}), me=ME
+    )
+    # The caption is the text; the photo itself is still named.
+    assert captioned is not None and captioned.text == "this one"
+    assert captioned.meta["attachment"] == "a photo"
