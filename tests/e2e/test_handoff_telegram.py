@@ -53,6 +53,8 @@ class Deskmate:
             "LOG_LEVEL": "INFO",
             "TELEGRAM_EDIT_INTERVAL": "0.1",
             "DESKMATE_HANDOFF_SIGNATURE": SIGNATURE,
+            # Customers come from the web chat too, beside the platforms.
+            "DESKMATE_WEB_CHAT": "on",
             # Minutes: no reminder or idle close during a test.
             "DESKMATE_HANDOFF_REMIND": "600",
             "DESKMATE_HANDOFF_IDLE": "6000",
