@@ -301,6 +301,21 @@ async def test_reminders_idle_tickets_and_business_hours(
     await manager.handle(reply, Rendered())
     await worker.flush()
     assert channels["test"].texts("c1")[-1] == "Support team: on it"
+    # ... or to a message of the customer's relayed into the group.
+    await say(manager, "thanks, it's order 42")
+    await worker.flush()
+    relayed = str(len(channels["telegram"].posts) + 100)  # the fake's id for that post
+    assert channels["telegram"].posts[-1][1] == "name-u1: thanks, it's order 42"
+    answer = Inbound(
+        ref=ConversationRef("telegram", "t1", "-100"),
+        user="7",
+        text="found it",
+        event_id="tg-2",
+        meta={"reply_to": relayed},
+    )
+    await manager.handle(answer, Rendered())
+    await worker.flush()
+    assert channels["test"].texts("c1")[-1] == "Support team: found it"
     # ... and the ticket closes by itself once both sides went quiet.
     worker.desk.settings = HandoffSettings(spaces=desk.settings.spaces, idle=timedelta(seconds=0))
     await worker.tick_clocks()
