@@ -474,6 +474,13 @@ class SlackAdapter:
         await ack()
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        if body.get("type") == "block_actions":
+            # Slack never sends a click again; it shows the clicker an error instead.
+            log.error(
+                "Slack: a button click failed before it was stored; the agent can click again",
+                exc_info=error,
+            )
+            return
         log.error(
             "Slack: delivery %s failed before it was stored; Slack will send it again",
             body.get("event_id") or body.get("trigger_id") or "?",

@@ -17,10 +17,10 @@ from adapters.slack.convert import (
     Route,
     action_to_inbound,
     describe_files,
-    unescape,
     event_to_inbound,
     route_event,
     ticket_blocks,
+    unescape,
 )
 from bot.types import Channel, ConversationRef, Undeliverable
 from tests.adapters.conversations import Echo
