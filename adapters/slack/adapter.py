@@ -36,21 +36,37 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.common import AnswerTasks, EditPacer
 from adapters.slack.convert import (
+    CLAIM_ACTION,
     MESSAGE_LIMIT,
+    PLATFORM,
+    RESOLVE_ACTION,
     Route,
+    action_to_inbound,
     as_slash_commands,
     command_to_inbound,
     escape,
     event_to_inbound,
     message_blocks,
     route_event,
+    split_first,
     split_text,
     team_of,
     thread_of,
+    ticket_blocks,
 )
 from adapters.slack.render import PLACEHOLDER, pacing_keys, thread_renderer
 from bot.errors import ConfigError
-from bot.types import Accepted, ConversationRef, Conversations, Inbound, Render, Reply, ReplyKind
+from bot.types import (
+    Accepted,
+    ConversationRef,
+    Conversations,
+    Inbound,
+    Render,
+    Reply,
+    ReplyKind,
+    TicketThread,
+    Undeliverable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +87,20 @@ _HINTS = {
     "invalid_auth": " (SLACK_BOT_TOKEN is no longer valid)",
     "token_revoked": " (the app was uninstalled or its token revoked)",
     "account_inactive": " (the app was uninstalled or its token revoked)",
+    "thread_not_found": " (the thread's first message was deleted)",
 }
+# Refusals that sending again cannot fix: the outbox gives up on them at once.
+_UNDELIVERABLE = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "invalid_auth",
+        "account_inactive",
+        "token_revoked",
+        "thread_not_found",
+    }
+)
 
 
 def _utf8(raw: bytes) -> str | None:
@@ -183,6 +212,8 @@ class SlackAdapter:
         self.app.event("app_mention")(self._on_event)
         self.app.event("message")(self._on_event)
         self.app.command(SLASH_COMMAND)(self._on_command)
+        self.app.action(re.compile(f"^({CLAIM_ACTION}|{RESOLVE_ACTION})$"))(self._on_ticket_button)
+        self.app.action(re.compile(".*"))(self._on_other_action)
         # Anything else subscribed to is acknowledged, never answered 404.
         self.app.event(re.compile(".*"))(self._on_other_event)
         self.app.error(self._on_error)
@@ -270,6 +301,50 @@ class SlackAdapter:
         for chunk in split_text(text, MESSAGE_LIMIT):
             await self._post(ref.chat, ref.thread, chunk)
 
+    async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str:
+        """Post ``text`` into the conversation (its thread when it has one) for the
+        outbox; returns the ts of the first message.
+
+        Raises ``Undeliverable`` for a refusal that sending again cannot fix.
+        """
+        if not text.strip():
+            raise Undeliverable("Slack refuses empty messages")
+        # Slack has no reply without a thread: a reply hangs off its message's thread.
+        thread = ref.thread or reply_to
+        first = ""
+        try:
+            for chunk in split_text(text, MESSAGE_LIMIT):
+                ts = await self._post(ref.chat, thread, chunk)
+                first = first or ts
+        except SlackApiError as exc:
+            _refuse_for_good(exc, ref.chat)
+            raise
+        return first
+
+    async def open_ticket(
+        self, space: ConversationRef, *, title: str, text: str, ticket_id: int
+    ) -> TicketThread:
+        """Post a ticket at the top of the support channel, with Claim and Resolve
+        buttons; agents answer in its thread."""
+        fallback = escape(split_first(text, MESSAGE_LIMIT)[0])
+        kwargs: dict[str, Any] = {"channel": space.chat, "text": fallback}
+        try:
+            try:
+                response = await self.client.chat_postMessage(
+                    **kwargs, blocks=ticket_blocks(title, text, ticket_id)
+                )
+            except SlackApiError as exc:
+                if exc.response.get("error") not in _BLOCK_ERRORS:
+                    raise
+                # Without buttons agents still have the words (claim, resolve).
+                log.warning("Slack: ticket #%s refused with blocks; posting text", ticket_id)
+                response = await self.client.chat_postMessage(**kwargs)
+        except SlackApiError as exc:
+            _refuse_for_good(exc, space.chat)
+            raise
+        ts = str(response["ts"])
+        return TicketThread(thread=ts, message=ts)
+
     # -- HTTP Events API -----------------------------------------------------------
 
     async def handle_http(self, request: web.Request) -> web.StreamResponse:
@@ -319,11 +394,16 @@ class SlackAdapter:
 
     async def _on_event(self, body: dict[str, Any], ack: Callable[[], Awaitable[Any]]) -> None:
         conversations = self._require_conversations()
-        route = route_event(body, bot_user_id=self.bot_user_id, bot_id=self.bot_id)
         event = body.get("event") or {}
         team = team_of(body)
         channel = str(event.get("channel") or "")
         user = str(event.get("user") or "")
+        listening = bool(channel) and conversations.listens_to(
+            ConversationRef(PLATFORM, team, channel)
+        )
+        route = route_event(
+            body, bot_user_id=self.bot_user_id, bot_id=self.bot_id, listening=listening
+        )
         if route is Route.THREAD and not await self._in_thread(
             team, channel, thread_of(event), user
         ):
@@ -332,7 +412,9 @@ class SlackAdapter:
             await ack()
             return
         try:
-            inbound = event_to_inbound(body, bot_user_id=self.bot_user_id)
+            inbound = event_to_inbound(
+                body, bot_user_id=self.bot_user_id, space=route is Route.SPACE
+            )
         except ValueError as exc:
             # Redelivering it would not help; say why and move on.
             log.warning("Slack: ignored a malformed event %s: %s", body.get("event_id"), exc)
@@ -358,10 +440,47 @@ class SlackAdapter:
         if not accepted.duplicate:
             self.answers.spawn(accepted)
 
+    async def _on_ticket_button(
+        self, body: dict[str, Any], ack: Callable[..., Awaitable[Any]]
+    ) -> None:
+        """A Claim or Resolve click: the command it stands for, in the ticket's thread.
+
+        Slack wants the ack within 3 s and never sends the click again, so it is
+        stored first and a storage failure shows as Slack's own error to the agent.
+        """
+        conversations = self._require_conversations()
+        try:
+            inbound = action_to_inbound(body)
+        except ValueError as exc:
+            log.warning("Slack: ignored a malformed button click: %s", exc)
+            await ack()
+            return
+        if not conversations.listens_to(
+            ConversationRef(PLATFORM, inbound.ref.tenant, inbound.ref.chat)
+        ):
+            # A ticket left in a channel that is no longer a support space.
+            log.info("Slack: ignored a ticket button outside the support spaces")
+            await ack()
+            return
+        accepted = await conversations.accept(inbound)
+        await ack()
+        if not accepted.duplicate:
+            self.answers.spawn(accepted)
+
     async def _on_other_event(self, ack: Callable[[], Awaitable[Any]]) -> None:
         await ack()
 
+    async def _on_other_action(self, ack: Callable[[], Awaitable[Any]]) -> None:
+        await ack()
+
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        if body.get("type") == "block_actions":
+            # Slack never sends a click again; it shows the clicker an error instead.
+            log.error(
+                "Slack: a button click failed before it was stored; the agent can click again",
+                exc_info=error,
+            )
+            return
         log.error(
             "Slack: delivery %s failed before it was stored; Slack will send it again",
             body.get("event_id") or body.get("trigger_id") or "?",
@@ -378,7 +497,10 @@ class SlackAdapter:
             if inbound.meta.get("kind") == "command":
                 await conversations.process(accepted, self._command_renderer(inbound))
             else:
-                await self._react(inbound)
+                if not inbound.meta.get("space"):
+                    # In a support space the relay is the sign it was read;
+                    # a reaction on every agent's line would be noise.
+                    await self._react(inbound)
                 await conversations.process(accepted, self._thread_renderer(inbound))
         except SlackApiError as exc:
             # The manager has marked the inbound failed; a redelivery retries it.
@@ -508,6 +630,15 @@ class SlackAdapter:
         if self._conversations is None:
             raise RuntimeError("the Slack adapter received an event before start()")
         return self._conversations
+
+
+def _refuse_for_good(exc: SlackApiError, channel: str) -> None:
+    """Raise ``Undeliverable`` (saying what the operator can do) for a refusal
+    that retrying cannot fix; return for any other, which the outbox retries."""
+    error = str(exc.response.get("error") or "")
+    if error in _UNDELIVERABLE:
+        hint = _HINTS.get(error, "")
+        raise Undeliverable(f"Slack refused a message for {channel}: {error}{hint}") from exc
 
 
 class _ThreadSink:

@@ -24,6 +24,12 @@ MESSAGE_LIMIT = 40_000
 # A message may carry at most 50 blocks; sections cut at a boundary can be as
 # short as half the limit, so 40,000 characters need at most 27.
 MAX_BLOCKS = 50
+HEADER_LIMIT = 150
+
+# The ticket buttons: their ``value`` is the ticket id, the thread is the ticket's.
+CLAIM_ACTION = "ticket_claim"
+RESOLVE_ACTION = "ticket_resolve"
+TICKET_ACTIONS = {CLAIM_ACTION: "/claim", RESOLVE_ACTION: "/resolve"}
 
 # Message subtypes that carry a person's words. Everything else (edits,
 # deletions, joins, bot posts, ...) is ignored.
@@ -38,15 +44,20 @@ class Route(StrEnum):
     MENTION = "mention"  # app_mention: open or continue a thread conversation
     DIRECT = "direct"  # a direct message: always answered
     THREAD = "thread"  # a reply in a channel thread: answered if Deskmate is in it
+    SPACE = "space"  # any person's message in a support space: agents at work
     IGNORE = "ignore"
 
 
-def route_event(body: Mapping[str, Any], *, bot_user_id: str = "", bot_id: str = "") -> Route:
+def route_event(
+    body: Mapping[str, Any], *, bot_user_id: str = "", bot_id: str = "", listening: bool = False
+) -> Route:
     """Decide how to treat one ``event_callback`` body.
 
     A channel message that mentions the bot is ignored here because Slack also
     delivers it as ``app_mention`` (with a different event id); answering both
-    would reply twice.
+    would reply twice. In a channel the manager ``listening`` to (a support
+    space) it is the other way round: every message counts, mention or not,
+    so the ``message`` event is taken and its ``app_mention`` twin dropped.
     """
     if body.get("type") != "event_callback":
         return Route.IGNORE
@@ -63,14 +74,17 @@ def route_event(body: Mapping[str, Any], *, bot_user_id: str = "", bot_id: str =
         return Route.IGNORE
     if not event.get("channel") or not event.get("ts"):
         return Route.IGNORE
+    direct = event.get("channel_type") in _DIRECT_CHANNEL_TYPES
     if kind == "app_mention":
-        return Route.MENTION
+        return Route.IGNORE if listening and not direct else Route.MENTION
     if kind != "message":
         return Route.IGNORE
     if (event.get("subtype") or "") not in _HUMAN_SUBTYPES:
         return Route.IGNORE
-    if event.get("channel_type") in _DIRECT_CHANNEL_TYPES:
+    if direct:
         return Route.DIRECT
+    if listening:
+        return Route.SPACE
     thread_ts = event.get("thread_ts")
     if not thread_ts or thread_ts == event.get("ts"):
         return Route.IGNORE  # a top-level channel message that does not mention us
@@ -105,11 +119,16 @@ def clean_text(text: str, *, bot_user_id: str = "") -> str:
     return unescape(text).strip()
 
 
-def event_to_inbound(body: Mapping[str, Any], *, bot_user_id: str = "") -> Inbound:
+def event_to_inbound(
+    body: Mapping[str, Any], *, bot_user_id: str = "", space: bool = False
+) -> Inbound:
     """Convert an ``event_callback`` body carrying a message or app_mention.
 
     Raises ``ValueError`` when a field Deskmate needs is missing. The caller
-    decides with ``route_event`` whether the event is for Deskmate at all.
+    decides with ``route_event`` whether the event is for Deskmate at all;
+    ``space``: it was written in a support space. A message with files but no
+    text keeps ``text`` empty and says what the files were in
+    ``meta["attachment"]``, so a relay can tell what it could not pass on.
     """
     event = body.get("event")
     if not isinstance(event, Mapping):
@@ -133,24 +152,126 @@ def event_to_inbound(body: Mapping[str, Any], *, bot_user_id: str = "") -> Inbou
     if missing:
         raise ValueError(f"Slack event lacks {', '.join(missing)}")
     text = clean_text(str(event.get("text") or ""), bot_user_id=bot_user_id)
-    if not text and event.get("type") == "app_mention":
+    attachment = describe_files(event.get("files"))
+    if not text and not attachment and event.get("type") == "app_mention":
         text = GREETING_COMMAND  # a bare "@Deskmate" asks who it is
     direct = event.get("channel_type") in _DIRECT_CHANNEL_TYPES
-    # A DM is one conversation per channel; in channels each thread is one.
+    # A DM is one conversation per channel; in channels each thread is one. A
+    # top-level message is the root of its own thread: in a support space its
+    # ts matches no ticket, so only replies in a ticket's thread reach it.
     thread = "" if direct else thread_of(event)
     ref = ConversationRef(PLATFORM, team, str(channel), thread)
+    meta: dict[str, Any] = {
+        "channel": str(channel),
+        "thread_ts": thread,
+        "ts": str(ts),
+        "kind": "event",
+    }
+    if attachment:
+        meta["attachment"] = attachment
+    if space:
+        meta["space"] = True
+    return Inbound(ref=ref, user=f"{team}/{user}", text=text, event_id=str(event_id), meta=meta)
+
+
+def describe_files(files: object) -> str:
+    """What a message's files are, in words for whoever cannot receive them
+    ("a file (PDF)", "an image (PNG)", "3 files"); "" when there are none."""
+    if not isinstance(files, list) or not files:
+        return ""
+    if len(files) > 1:
+        return f"{len(files)} files"
+    file = files[0] if isinstance(files[0], Mapping) else {}
+    kind = str(file.get("pretty_type") or file.get("filetype") or "").strip()
+    noun = "an image" if str(file.get("mimetype") or "").startswith("image/") else "a file"
+    return f"{noun} ({kind})" if kind else noun
+
+
+def action_to_inbound(body: Mapping[str, Any]) -> Inbound:
+    """Convert a ``block_actions`` click on a ticket button into the agent
+    command it stands for (``/claim``, ``/resolve``), written in the ticket's
+    thread by the person who clicked.
+
+    Raises ``ValueError`` for a payload without what Deskmate needs. Slack
+    never redelivers interactive payloads; ``action_ts`` is unique per click.
+    """
+    actions = body.get("actions")
+    action = actions[0] if isinstance(actions, list) and actions else None
+    if not isinstance(action, Mapping):
+        raise ValueError("block_actions payload has no action")
+    command = TICKET_ACTIONS.get(str(action.get("action_id") or ""))
+    if command is None:
+        raise ValueError(f"not a ticket button: {action.get('action_id')!r}")
+    user_obj = body.get("user") if isinstance(body.get("user"), Mapping) else {}
+    team_obj = body.get("team") if isinstance(body.get("team"), Mapping) else {}
+    container = body.get("container") if isinstance(body.get("container"), Mapping) else {}
+    message = body.get("message") if isinstance(body.get("message"), Mapping) else {}
+    channel_obj = body.get("channel") if isinstance(body.get("channel"), Mapping) else {}
+    team = str(team_obj.get("id") or user_obj.get("team_id") or "")
+    user = str(user_obj.get("id") or "")
+    channel = str(container.get("channel_id") or channel_obj.get("id") or "")
+    # The ticket message is the thread's root; a button on a reply in the
+    # thread would carry the root in thread_ts.
+    thread = str(message.get("thread_ts") or container.get("message_ts") or message.get("ts") or "")
+    action_ts = str(action.get("action_ts") or "")
+    missing = [
+        name
+        for name, value in (
+            ("team.id", team),
+            ("user.id", user),
+            ("container.channel_id", channel),
+            ("container.message_ts", thread),
+            ("actions[0].action_ts", action_ts),
+        )
+        if not value
+    ]
+    if missing:
+        raise ValueError(f"block_actions payload lacks {', '.join(missing)}")
     return Inbound(
-        ref=ref,
+        ref=ConversationRef(PLATFORM, team, channel, thread),
         user=f"{team}/{user}",
-        text=text,
-        event_id=str(event_id),
+        text=command,
+        event_id=f"action:{team}:{action_ts}:{user}",
+        user_name=str(user_obj.get("username") or user_obj.get("name") or ""),
         meta={
-            "channel": str(channel),
+            "channel": channel,
             "thread_ts": thread,
-            "ts": str(ts),
-            "kind": "event",
+            "kind": "action",
+            "space": True,
+            "value": str(action.get("value") or ""),
         },
     )
+
+
+def ticket_blocks(title: str, text: str, ticket_id: int) -> list[dict[str, Any]]:
+    """A ticket as blocks: its title, its text, and the Claim and Resolve buttons."""
+    header = title.strip()[:HEADER_LIMIT] or f"Ticket #{ticket_id}"
+    # Room for the header and the buttons within Slack's 50 blocks.
+    sections = message_blocks(split_first(text, MESSAGE_LIMIT)[0])[: MAX_BLOCKS - 2]
+    value = str(ticket_id)
+    return [
+        {"type": "header", "text": {"type": "plain_text", "text": header}},
+        *sections,
+        {
+            "type": "actions",
+            "block_id": f"ticket:{ticket_id}",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": CLAIM_ACTION,
+                    "text": {"type": "plain_text", "text": "Claim"},
+                    "value": value,
+                },
+                {
+                    "type": "button",
+                    "action_id": RESOLVE_ACTION,
+                    "text": {"type": "plain_text", "text": "Resolve"},
+                    "style": "primary",
+                    "value": value,
+                },
+            ],
+        },
+    ]
 
 
 def command_to_inbound(payload: Mapping[str, Any]) -> Inbound:

@@ -417,8 +417,9 @@ async def test_send_posts_outside_a_reply_split_to_the_limits(bot: Bot) -> None:
     from bot.types import ConversationRef
 
     text = "relayed " * 6_000
-    await bot.adapter.send(ConversationRef("slack", "T1", "C5", "1700000000.000001"), text)
-    posted = bot.fake.bot_messages("C5", "1700000000.000001")
+    thread = bot.fake.add_user_message("C5", "U2", "the thread's first message")
+    await bot.adapter.send(ConversationRef("slack", "T1", "C5", thread), text)
+    posted = bot.fake.bot_messages("C5", thread)
     assert len(posted) == 2
     assert "".join(unescape(m.text) for m in posted) == text
 

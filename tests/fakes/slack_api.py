@@ -5,10 +5,13 @@ arguments; ``{"ok": true, ...}`` / ``{"ok": false, "error": ...}`` bodies;
 HTTP 429 with ``Retry-After``; ``apps.connections.open`` returning a ``ws://``
 URL to a Socket Mode websocket served here (``hello``, envelopes, acks and
 ``disconnect``). It enforces the limits Deskmate must respect (40,000
-characters of text, 3,000 per section block, 50 blocks) so a test fails if the
+characters of text, 3,000 per section block, 50 blocks; actions blocks of at
+most 25 elements, button text 75, value 2,000, action_id 255 characters) and
+refuses a reply into a thread that does not exist, so a test fails if the
 adapter breaks them.
 
-Also holds helpers to build and sign Events API payloads the way Slack does.
+Also holds helpers to build and sign Events API and interactive
+(``block_actions``) payloads the way Slack does.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
 from tests.support import serve_local
@@ -32,6 +36,16 @@ from tests.support import serve_local
 TEXT_LIMIT = 40_000
 SECTION_LIMIT = 3_000
 BLOCK_LIMIT = 50
+HEADER_LIMIT = 150
+ACTIONS_ELEMENT_LIMIT = 25
+BUTTON_TEXT_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2_000
+ACTION_ID_LIMIT = 255
+BLOCK_ID_LIMIT = 255
+
+# Messages people wrote, as (channel, ts): the event builders below stand for
+# people writing in Slack, so a thread they started exists for every fake.
+_people_messages: set[tuple[str, str]] = set()
 
 
 @dataclass
@@ -89,6 +103,10 @@ class FakeSlack:
         self.port = 0
         self.handler_delay = 0.0
         self._tickets: set[str] = set()
+        self._holds: dict[tuple[str, str], asyncio.Event] = {}
+        self.held = 0
+        # Calls answered after their client had gone: they took no effect.
+        self.abandoned: list[Call] = []
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -127,6 +145,17 @@ class FakeSlack:
                 (429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)})
             )
 
+    def hold(self, method: str, channel: str = "") -> None:
+        """Calls of ``method`` (for ``channel``, or any) wait, unprocessed, until
+        ``release``. A call whose client has gone by then takes no effect, as a
+        request Slack never finished reading."""
+        self._holds[(method, channel)] = asyncio.Event()
+
+    def release(self, method: str, channel: str = "") -> None:
+        event = self._holds.pop((method, channel), None)
+        if event is not None:
+            event.set()
+
     def add_user_message(
         self, channel: str, user: str, text: str, *, thread_ts: str = "", team: str = "T1"
     ) -> str:
@@ -134,6 +163,38 @@ class FakeSlack:
         ts = self._next_ts()
         self.messages[(channel, ts)] = Message(channel, ts, text, None, thread_ts, user, "", team)
         return ts
+
+    def buttons(self, message: Message) -> list[dict[str, Any]]:
+        """The buttons of a message's actions blocks."""
+        return [
+            element
+            for block in message.blocks or []
+            if block.get("type") == "actions"
+            for element in block.get("elements", [])
+            if element.get("type") == "button"
+        ]
+
+    def click(
+        self, message: Message, label: str, *, user: str = "U7", username: str = "agent"
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload Slack sends when ``user`` clicks the
+        button labelled ``label`` on ``message`` (which must have it)."""
+        block, button = next(
+            (b, e)
+            for b in message.blocks or []
+            if b.get("type") == "actions"
+            for e in b.get("elements", [])
+            if e.get("type") == "button" and e["text"]["text"] == label
+        )
+        return block_actions_payload(
+            message=_shape(message),
+            channel=message.channel,
+            team=message.team or self.workspaces[0].team_id,
+            user=user,
+            username=username,
+            action={**button, "block_id": block.get("block_id", "")},
+            response_url=self.response_url(),
+        )
 
     def calls_of(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
@@ -287,6 +348,20 @@ class FakeSlack:
         self._touch()
         if self.handler_delay:
             await asyncio.sleep(self.handler_delay)
+        hold = self._holds.get((method, str(args.get("channel") or ""))) or self._holds.get(
+            (method, "")
+        )
+        if hold is not None:
+            self.held += 1
+            self._touch()
+            try:
+                await hold.wait()
+            finally:
+                self.held -= 1
+            if request.transport is None or request.transport.is_closing():
+                self.abandoned.append(self.calls[-1] if self.calls else Call(method, args, "", 0))
+                self._touch()
+                return web.Response(status=499, text="client went away")
         queued = self._failures.get(method)
         if queued:
             status, body, headers = queued.pop(0)
@@ -326,11 +401,11 @@ class FakeSlack:
         if blocks:
             if not isinstance(blocks, list) or len(blocks) > BLOCK_LIMIT:
                 return "invalid_blocks"
-            for block in blocks:
-                if block.get("type") == "section":
-                    body = (block.get("text") or {}).get("text", "")
-                    if not body or len(body) > SECTION_LIMIT:
-                        return "invalid_blocks"
+            if not all(isinstance(b, dict) and _valid_block(b) for b in blocks):
+                return "invalid_blocks"
+            block_ids = [b["block_id"] for b in blocks if "block_id" in b]
+            if len(block_ids) != len(set(block_ids)):
+                return "invalid_blocks"
         return None
 
     async def _m_chat_postMessage(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
@@ -340,6 +415,9 @@ class FakeSlack:
         problem = self._check_content(args)
         if problem:
             return _error(problem)
+        thread_ts = str(args.get("thread_ts") or "")
+        if thread_ts and not self._exists(channel, thread_ts):
+            return _error("thread_not_found")
         ts = self._next_ts()
         message = Message(
             channel=channel,
@@ -353,6 +431,9 @@ class FakeSlack:
         )
         self.messages[(channel, ts)] = message
         return _ok(channel=channel, ts=ts, message=_shape(message))
+
+    def _exists(self, channel: str, ts: str) -> bool:
+        return (channel, ts) in self.messages or (channel, ts) in _people_messages
 
     async def _m_chat_update(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
         key = (str(args.get("channel") or ""), str(args.get("ts") or ""))
@@ -390,6 +471,57 @@ class FakeSlack:
             return _error("thread_not_found")
         found.sort(key=lambda m: float(m.ts))
         return _ok(messages=[_shape(m) for m in found], has_more=False)
+
+
+def _plain_text(obj: object, limit: int) -> bool:
+    return (
+        isinstance(obj, dict)
+        and obj.get("type") in ("plain_text", "mrkdwn")
+        and isinstance(obj.get("text"), str)
+        and 0 < len(obj["text"]) <= limit
+    )
+
+
+def _valid_button(element: dict[str, Any]) -> bool:
+    text = element.get("text")
+    action_id = element.get("action_id", "")
+    value = element.get("value", "")
+    return (
+        _plain_text(text, BUTTON_TEXT_LIMIT)
+        and isinstance(text, dict)
+        and text.get("type") == "plain_text"
+        and isinstance(action_id, str)
+        and len(action_id) <= ACTION_ID_LIMIT
+        and isinstance(value, str)
+        and len(value) <= BUTTON_VALUE_LIMIT
+        and element.get("style", "primary") in ("primary", "danger")
+    )
+
+
+def _valid_block(block: dict[str, Any]) -> bool:
+    """Slack's rules for the block types Deskmate sends; any other type is refused."""
+    if len(str(block.get("block_id", ""))) > BLOCK_ID_LIMIT:
+        return False
+    kind = block.get("type")
+    if kind == "section":
+        return _plain_text(block.get("text"), SECTION_LIMIT)
+    if kind == "header":
+        text = block.get("text")
+        return _plain_text(text, HEADER_LIMIT) and text["type"] == "plain_text"  # type: ignore[index]
+    if kind == "divider":
+        return True
+    if kind == "actions":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 0 < len(elements) <= ACTIONS_ELEMENT_LIMIT:
+            return False
+        ids = [e.get("action_id") for e in elements if isinstance(e, dict) and e.get("action_id")]
+        if len(ids) != len(set(ids)):
+            return False
+        # Only buttons are modelled; other interactive elements are refused.
+        return all(
+            isinstance(e, dict) and e.get("type") == "button" and _valid_button(e) for e in elements
+        )
+    return False
 
 
 def _shape(message: Message) -> dict[str, Any]:
@@ -440,6 +572,10 @@ def event_body(event: dict[str, Any], *, team: str = "T1", event_id: str = "") -
     }
 
 
+def _person_wrote(channel: str, ts: str) -> None:
+    _people_messages.add((channel, ts))
+
+
 def mention_event(
     text: str,
     *,
@@ -462,6 +598,7 @@ def mention_event(
     }
     if thread_ts:
         event["thread_ts"] = thread_ts
+    _person_wrote(channel, ts)
     return event_body(event, team=team, event_id=event_id)
 
 
@@ -490,7 +627,87 @@ def message_event(
     }
     if thread_ts:
         event["thread_ts"] = thread_ts
+    _person_wrote(channel, ts)
     return event_body(event, team=team, event_id=event_id)
+
+
+def block_actions_payload(
+    *,
+    message: dict[str, Any],
+    channel: str,
+    action: dict[str, Any],
+    team: str = "T1",
+    user: str = "U7",
+    username: str = "agent",
+    response_url: str = "",
+) -> dict[str, Any]:
+    """The ``block_actions`` payload for a click on ``action`` (a button as
+    posted, plus its ``block_id``) in ``message``."""
+    action_ts = f"{time.time():.6f}"
+    clicked = {
+        "type": action.get("type", "button"),
+        "action_id": action["action_id"],
+        "block_id": action.get("block_id", ""),
+        "text": action.get("text", {"type": "plain_text", "text": ""}),
+        "action_ts": action_ts,
+    }
+    if "value" in action:
+        clicked["value"] = action["value"]
+    if "style" in action:
+        clicked["style"] = action["style"]
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": username, "name": username, "team_id": team},
+        "api_app_id": "A1",
+        "token": "legacy-verification-token",
+        "container": {
+            "type": "message",
+            "message_ts": message["ts"],
+            "channel_id": channel,
+            "is_ephemeral": False,
+        },
+        "trigger_id": f"{next(_event_ids)}.{int(time.time())}.{uuid.uuid4().hex[:8]}",
+        "team": {"id": team, "domain": "fake"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel, "name": "support"},
+        "message": message,
+        "state": {"values": {}},
+        "response_url": response_url,
+        "actions": [clicked],
+    }
+
+
+def interactive_body(payload: dict[str, Any]) -> str:
+    """How Slack posts an interactive payload: a form with one field, ``payload``."""
+    return urlencode({"payload": json.dumps(payload)})
+
+
+async def deliver(
+    session: aiohttp.ClientSession,
+    url: str,
+    secret: str,
+    payload: dict[str, Any],
+    *,
+    retry: int = 0,
+    headers: dict[str, str] | None = None,
+) -> int:
+    """POST a payload to a request URL the way Slack does, signed: events as
+    JSON, interactive payloads (``block_actions``) form-encoded. Returns the status."""
+    if payload.get("type") == "block_actions":
+        body = interactive_body(payload)
+        content_type = "application/x-www-form-urlencoded"
+    else:
+        body = json.dumps(payload)
+        content_type = "application/json"
+    sent = {"Content-Type": content_type, **sign(secret, body)}
+    if retry:
+        sent["X-Slack-Retry-Num"] = str(retry)
+        sent["X-Slack-Retry-Reason"] = "http_timeout"
+    sent.update(headers or {})
+    async with session.post(url, data=body, headers=sent) as response:
+        await response.read()
+        return response.status
 
 
 def slash_command(
