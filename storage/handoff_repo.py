@@ -16,7 +16,7 @@ two workers never send the same one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -108,6 +108,9 @@ class HandoffRepository:
         self.db = db
         self.worker = uuid.uuid4().hex
         self._single_process = db.dialect == "sqlite"
+        # Called after a row is queued (the outbox worker's wake-up), so a relay
+        # does not wait for the worker's next look.
+        self.on_enqueue: Callable[[], None] | None = None
 
     def _insert(self, table: Any) -> Any:
         return (postgresql if self.db.dialect == "postgresql" else sqlite).insert(table)
@@ -449,9 +452,12 @@ class HandoffRepository:
             )
             return bool(conn.execute(stmt).rowcount)
 
-        return await self.db.run(op, what="queue an outgoing message")
+        queued = await self.db.run(op, what="queue an outgoing message")
+        if queued and self.on_enqueue is not None:
+            self.on_enqueue()
+        return queued
 
-    async def claim_due(self, *, limit: int = 20, lease: float = 60.0) -> list[OutboxItem]:
+    async def claim_due(self, *, limit: int = 20, lease: float = 30.0) -> list[OutboxItem]:
         """Due rows, oldest first, claimed by this process for ``lease`` seconds."""
         now = _now()
         until = now + timedelta(seconds=lease)

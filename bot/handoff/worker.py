@@ -45,6 +45,7 @@ class OutboxWorker:
         self._stopping = False
 
     def start(self) -> None:
+        self.tickets.on_enqueue = self.wake
         self._task = asyncio.create_task(self._run(), name="outbox")
 
     def wake(self) -> None:

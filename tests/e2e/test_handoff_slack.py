@@ -176,6 +176,8 @@ def handoff_env(database_url: str, slack: FakeSlack, llm: FakeOpenAI) -> dict[st
         "SLACK_EDIT_INTERVAL": "0.1",
         "DESKMATE_HANDOFF_CHAT": f"slack:T1/{SPACE}",
         "DESKMATE_HANDOFF_SIGNATURE": SIGNATURE,
+        # Customers come from the web chat too, beside the platforms.
+        "DESKMATE_WEB_CHAT": "on",
     }
 
 
