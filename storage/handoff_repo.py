@@ -504,6 +504,26 @@ class HandoffRepository:
 
         return await self.db.run(op, what="claim outgoing messages")
 
+    async def renew(self, item_id: int, *, lease: float = 30.0) -> bool:
+        """Extend this process's claim on a row just before sending it; False
+        when the claim lapsed and another process has the row now."""
+        until = _now() + timedelta(seconds=lease)
+
+        def op(conn: Connection) -> bool:
+            return bool(
+                conn.execute(
+                    update(outbox)
+                    .where(
+                        outbox.c.id == item_id,
+                        outbox.c.claimed_by == self.worker,
+                        outbox.c.status == "pending",
+                    )
+                    .values(claimed_until=until)
+                ).rowcount
+            )
+
+        return await self.db.run(op, what="renew a claim on an outgoing message")
+
     async def sent(self, item_id: int, *, message: str = "") -> None:
         await self.db.run(
             lambda conn: conn.execute(

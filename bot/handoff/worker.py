@@ -99,6 +99,8 @@ class OutboxWorker:
             await self.desk.close_idle(ticket)
 
     async def _deliver(self, item: OutboxItem) -> None:
+        if not await self.tickets.renew(item.id):
+            return  # our claim lapsed while earlier rows were sent; it is another's now
         channel = self.channels.get(item.address.platform)
         if channel is None:
             await self._give_up(item, f"no {item.address.platform} connection is configured")

@@ -89,6 +89,7 @@ HANDOFF_CALLS: dict[str, Call] = {
     "enqueue": lambda r, k: _h(r).enqueue("k", HERE, "text", kind="notice"),
     "claim_due": lambda r, k: _h(r).claim_due(),
     "sent": lambda r, k: _h(r).sent(1),
+    "renew": lambda r, k: _h(r).renew(1),
     "retry": lambda r, k: _h(r).retry(1, "error", delay=1.0),
     "defer": lambda r, k: _h(r).defer(1, delay=1.0),
     "outbox_rows": lambda r, k: _h(r).outbox_rows(),
