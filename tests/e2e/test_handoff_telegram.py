@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.slack.adapter import SlackAdapter
 from adapters.slack.convert import unescape
 from tests.fakes.slack_api import FakeSlack, message_event, sign
 from tests.fakes.telegram_api import FakeTelegram, SentMessage
@@ -168,21 +167,21 @@ async def settle() -> None:
 # -- a Slack customer, a support group with topics ------------------------------------
 
 
-@pytest.mark.skipif(
-    not hasattr(SlackAdapter, "post"),
-    reason="the Slack adapter cannot send relayed messages (Channel.post) yet",
-)
-async def test_slack_customer_handed_to_a_forum_group(
+@pytest.mark.parametrize("forum", [True, False], ids=["topics", "no-topics"])
+async def test_slack_customer_handed_to_a_telegram_group(
     fake: FakeTelegram,
     model: FakeOpenAI,
     running: Callable[[dict[str, str]], Deskmate],
+    forum: bool,
 ) -> None:
     slack = await FakeSlack().start()
+    group = FORUM if forum else GROUP
     try:
-        fake.make_forum(FORUM)
+        if forum:
+            fake.make_forum(FORUM)
         deskmate = running(
             {
-                "DESKMATE_HANDOFF_CHAT": f"telegram:{FORUM}",
+                "DESKMATE_HANDOFF_CHAT": f"telegram:{group}",
                 "SLACK_BOT_TOKEN": "xoxb-test",
                 "SLACK_SIGNING_SECRET": SLACK_SECRET,
                 "SLACK_API_URL": slack.api_url,
@@ -206,20 +205,27 @@ async def test_slack_customer_handed_to_a_forum_group(
             await say("where is my parcel?")
             await slack.wait_for(lambda: customer_sees() == ["echo: where is my parcel?"], 20)
             await say("I want to talk to a person")
-            await fake.wait_for(lambda: bool(fake.texts(FORUM)), within=20, what="the ticket")
-            [thread] = fake.topics[FORUM]
-            assert fake.topics[FORUM][thread]["forum_topic_created"]["name"].endswith("(slack)")
-            ticket = ticket_message(fake, FORUM)
-            assert ticket.thread_id == thread and "where is my parcel?" in ticket.text
+            await fake.wait_for(lambda: bool(fake.texts(group)), within=20, what="the ticket")
+            ticket = ticket_message(fake, group)
+            assert "where is my parcel?" in ticket.text
+            if forum:
+                [thread] = fake.topics[FORUM]
+                assert fake.topics[FORUM][thread]["forum_topic_created"]["name"].endswith("(slack)")
+                assert ticket.thread_id == thread
+                where: dict[str, object] = {"thread_id": thread}
+            else:
+                # Without topics, agents answer by replying to the ticket message.
+                thread = None
+                where = {"reply_to": fake.message_json(ticket)}
             await slack.wait_for(lambda: "support team" in customer_sees()[-1], 20)
             asked = len(model.requests)
 
             await say("it was due on Monday")
             await fake.wait_for(
-                lambda: fake.texts(FORUM, thread)[-1].endswith(": it was due on Monday"),
-                what="the follow-up in the topic",
+                lambda: fake.texts(group, thread)[-1].endswith(": it was due on Monday"),
+                what="the follow-up in the ticket",
             )
-            fake.send_user_message(FORUM, "It left the depot today", thread_id=thread, **AGENT)
+            fake.send_user_message(group, "It left the depot today", **where, **AGENT)
             relayed = f"{SIGNATURE}: It left the depot today"
             await slack.wait_for(lambda: relayed in customer_sees(), 20)
             await settle()
@@ -227,17 +233,17 @@ async def test_slack_customer_handed_to_a_forum_group(
             assert customer_sees().count(JOINED) == 1
             assert len(model.requests) == asked, "the model is not asked while a person has it"
 
-            fake.send_user_message(FORUM, "/resolve", thread_id=thread, **AGENT)
+            fake.send_user_message(group, "/resolve", **where, **AGENT)
             await slack.wait_for(lambda: customer_sees()[-1].startswith(RESOLVED), 20)
             await fake.wait_for(
-                lambda: fake.texts(FORUM, thread)[-1].startswith("Resolved ticket #"),
+                lambda: fake.texts(group, thread)[-1].startswith("Resolved ticket #"),
                 what="the agent told",
             )
             await say("and the invoice?")
             await slack.wait_for(lambda: customer_sees()[-1] == "echo: and the invoice?", 20)
             assert len(model.requests) == asked + 1
-        assert len(fake.topics[FORUM]) == 1
-        assert len([m for m in fake.messages[FORUM] if m.text.startswith("Ticket #")]) == 1
+        assert len(fake.topics.get(FORUM, {})) == (1 if forum else 0)
+        assert len([m for m in fake.messages[group] if m.text.startswith("Ticket #")]) == 1
         assert await deskmate.stop() == 0
     finally:
         await slack.stop()
