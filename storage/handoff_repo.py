@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, case, delete, false, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, false, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -371,6 +371,49 @@ class HandoffRepository:
             return count
 
         return await self.db.run(op, what="count failed answers")
+
+    async def recent_conversations(
+        self, *, limit: int = 10, exclude_chats: Sequence[str] = ()
+    ) -> list[tuple[int, ConversationAddress, str, datetime]]:
+        """The conversations people wrote in last: id, address, name, when."""
+
+        def op(conn: Connection) -> list[tuple[int, ConversationAddress, str, datetime]]:
+            latest = (
+                select(
+                    inbound_events.c.conversation_id,
+                    func.max(inbound_events.c.id).label("last_id"),
+                )
+                .group_by(inbound_events.c.conversation_id)
+                .subquery()
+            )
+            query = (
+                select(
+                    conversations.c.id,
+                    conversations.c.platform,
+                    conversations.c.tenant,
+                    conversations.c.chat,
+                    conversations.c.thread,
+                    inbound_events.c.user_name,
+                    inbound_events.c.received_at,
+                )
+                .join(latest, latest.c.conversation_id == conversations.c.id)
+                .join(inbound_events, inbound_events.c.id == latest.c.last_id)
+                .order_by(latest.c.last_id.desc())
+                .limit(limit)
+            )
+            if exclude_chats:
+                query = query.where(conversations.c.chat.not_in(list(exclude_chats)))
+            return [
+                (
+                    r.id,
+                    ConversationAddress(r.platform, r.tenant, r.chat, r.thread),
+                    r.user_name,
+                    _aware(r.received_at) or r.received_at,
+                )
+                for r in conn.execute(query)
+            ]
+
+        return await self.db.run(op, what="list recent conversations")
 
     async def forget(self, platform_user: str) -> int:
         """Remove what tickets hold about a person: their name, their messages in

@@ -323,10 +323,8 @@ class HelpDesk:
 
     async def list_tickets(self, space: SupportSpace) -> str:
         found = await self.tickets.open_tickets(space_chat=space.chat)
-        if not found:
-            return "No open tickets."
         now = datetime.now(UTC)
-        lines = ["Open tickets:"]
+        lines = ["Open tickets:"] if found else ["No open tickets."]
         for t in found:
             waited = int((now - t.created_at).total_seconds() // 60)
             who = f", with {t.agent_name or t.agent}" if t.state == "human" else ""
@@ -334,6 +332,14 @@ class HelpDesk:
                 f"#{t.id} {t.state}{who} · {waited} min · {t.customer_address.platform} · "
                 f"{t.customer_name} · conversation {t.conversation_id}"
             )
+        recent = await self.tickets.recent_conversations(
+            exclude_chats=[s.chat for s in self.settings.spaces]
+        )
+        if recent:
+            lines.append("Recent conversations (/takeover N):")
+            for number, address, name, when in recent:
+                ago = int((now - when).total_seconds() // 60)
+                lines.append(f"{number} · {address.platform} · {name or '?'} · {ago} min ago")
         return "\n".join(lines)
 
     async def close_idle(self, ticket: Ticket) -> bool:

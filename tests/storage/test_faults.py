@@ -94,6 +94,7 @@ HANDOFF_CALLS: dict[str, Call] = {
     "defer": lambda r, k: _h(r).defer(1, delay=1.0),
     "outbox_rows": lambda r, k: _h(r).outbox_rows(),
     "forget": lambda r, k: _h(r).forget("test:u1"),
+    "recent_conversations": lambda r, k: _h(r).recent_conversations(),
 }
 KNOWLEDGE_CALLS: dict[str, Call] = {
     "upsert_many": lambda r, k: k.upsert_many(

@@ -211,7 +211,7 @@ async def test_agent_commands_and_takeover(
     backend.enqueue("Hi!")
     assert (await say(manager, "hello", chat="c7", user="bob")).text == "Hi!"
     listed = await say(manager, "/tickets", **agent(""))
-    assert listed.text == "No open tickets."
+    assert listed.text.startswith("No open tickets.\nRecent conversations (/takeover N):\n1 ·")
     taken = await say(manager, "/takeover 1", **agent(""))
     assert "conversation 1 as ticket #1" in taken.text
     await worker.flush()
