@@ -1,4 +1,4 @@
-"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export."""
+"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export, console link."""
 
 from __future__ import annotations
 

@@ -239,8 +239,8 @@ class ConsoleRepository:
 
     async def tenants(self) -> list[str]:
         def op(conn: Connection) -> list[str]:
-            found = set(conn.execute(select(distinct(conversations.c.tenant))).scalars())
-            found |= set(conn.execute(select(distinct(faq_entries.c.tenant))).scalars())
+            found = set(conn.execute(select(conversations.c.tenant).distinct()).scalars())
+            found |= set(conn.execute(select(faq_entries.c.tenant).distinct()).scalars())
             return sorted(t for t in found if t)[:500]
 
         return await self.db.run(op, what="list tenants")

@@ -6,6 +6,7 @@ turned off, and each plot's figures are also given as a table on the page.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -14,6 +15,8 @@ from markupsafe import Markup
 from pygal.style import Style
 
 from adapters.webconsole.live import Sample
+
+_SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
 
 STYLE = Style(
     background="transparent",
@@ -40,21 +43,20 @@ def _config(title: str) -> dict[str, object]:
         "disable_xml_declaration": True,
         "explicit_size": False,
         "width": 760,
-        "height": 330,
+        "height": 360,
         "legend_at_bottom": True,
-        "legend_at_bottom_columns": 4,
         "show_minor_x_labels": False,
-        "x_label_rotation": 30,
+        "x_label_rotation": 0,
         "truncate_legend": -1,
         "print_values": False,
         "no_data_text": "No data in this period",
         "margin": 8,
-        "css": [],
     }
 
 
 def _svg(chart: pygal.graph.graph.Graph, label: str) -> Markup:
-    svg = chart.render(is_unicode=True)
+    # pygal still embeds its configuration for the tooltip script we do not load.
+    svg = _SCRIPT.sub("", chart.render(is_unicode=True))
     # A plot is an image to assistive technology; the table next to it has the figures.
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{_attr(label)}" ', 1)
     return Markup(svg)
@@ -93,13 +95,21 @@ def percentiles_per_day(
     return _svg(chart, label)
 
 
-def model_live(label: str, samples: Sequence[Sample]) -> Markup:
+def model_live(label: str, samples: Sequence[Sample]) -> Markup | None:
+    """Queue depth and throughput over the samples; None when nothing was measured."""
+    queue = [s.waiting for s in samples]
+    running = [s.running for s in samples]
+    rate = [_round(s.tokens_per_second) for s in samples]
+    if all(v is None for v in (*queue, *running, *rate)):
+        return None
     chart = pygal.Line(**_config(label), dots_size=2, allow_interruptions=True)
     chart.x_labels = [datetime.fromtimestamp(s.at, UTC).strftime("%H:%M:%S") for s in samples]
     chart.x_labels_major = chart.x_labels[:: max(1, len(samples) // 8)]
-    chart.add("queue depth", [s.waiting for s in samples])
-    chart.add("decoding together", [s.running for s in samples])
-    chart.add("tokens/s", [_round(s.tokens_per_second) for s in samples], secondary=True)
+    if any(v is not None for v in queue):
+        chart.add("queue depth", queue)
+        chart.add("decoding together", running)
+    # On the right-hand axis only beside the queue: pygal needs a left one to pair it with.
+    chart.add("tokens/s", rate, secondary=any(v is not None for v in queue))
     return _svg(chart, label)
 
 

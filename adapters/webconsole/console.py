@@ -17,8 +17,9 @@ import logging
 import re
 import secrets
 import tempfile
+import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
@@ -52,7 +53,6 @@ from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.manager import ConversationManager
 from bot.plans import Chat, Escalate, Grounded, Verbatim
 from bot.settings import Settings
-from bot.throttle import TokenBuckets
 from llm.base import Backend
 from storage.console_repo import ConsoleRepository, ConsoleSession
 from storage.knowledge_repo import GLOBAL, EntryInput
@@ -69,6 +69,7 @@ LOGIN_COOKIE = "deskmate_console_login"
 SESSION_LIFETIME = timedelta(hours=12)
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 MAX_PERIOD_DAYS = 366
+FAILED_SIGN_INS = 10  # a minute, per client address
 # Ids a page makes up for an action (ticket replies relay once per id).
 _ACTION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _SHARED = "~"  # the tenant filter's name for entries every tenant sees
@@ -146,8 +147,8 @@ class WebConsole:
         self.env.filters["when"] = _when
         self.env.filters["ms"] = _ms
         self.env.globals["PATH_NAMES"] = PATH_NAMES
-        # Sign-in attempts per client address: a token cannot be guessed online.
-        self._attempts = TokenBuckets(rate=10, per=60.0, capacity=10_000)
+        # Failed sign-ins per client address, so a token cannot be guessed online.
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         # One message to show on the next page of a session (after a write).
         self._flash: OrderedDict[str, str] = OrderedDict()
         self._imports: OrderedDict[str, ImportJob] = OrderedDict()
@@ -282,6 +283,15 @@ class WebConsole:
         )
         return response
 
+    def _refused(self, remote: str) -> bool:
+        """Whether ``remote`` failed to sign in too often in the last minute."""
+        failures = self._failures.get(remote)
+        return (
+            failures is not None
+            and len(failures) >= FAILED_SIGN_INS
+            and time.monotonic() - failures[0] < 60.0
+        )
+
     def _say(self, request: web.Request, text: str) -> None:
         token = request.cookies.get(COOKIE, "")
         if token:
@@ -326,9 +336,10 @@ class WebConsole:
         given = str(form.get("csrf", ""))
         if not pre or not hmac.compare_digest(pre.encode(), given.encode()):
             return _secure(web.json_response({"error": "missing CSRF token"}, status=403))
-        if self._attempts.take(request.remote or "?"):
+        remote = request.remote or "?"
+        if self._refused(remote):
             return _secure(
-                web.json_response({"error": "too many sign-in attempts; wait a minute"}, status=429)
+                web.json_response({"error": "too many failed sign-ins; wait a minute"}, status=429)
             )
         token, link = str(form.get("token", "")), str(form.get("link", ""))
         via = ""
@@ -341,7 +352,12 @@ class WebConsole:
         ):
             via = "token"
         if not via:
-            log.warning("console: refused a sign-in from %s", request.remote)
+            self._failures.setdefault(remote, deque(maxlen=FAILED_SIGN_INS)).append(
+                time.monotonic()
+            )
+            while len(self._failures) > 10_000:
+                self._failures.popitem(last=False)
+            log.warning("console: refused a sign-in from %s", remote)
             error = (
                 "That sign-in link is used up, expired or wrong. Print a new one with "
                 "`deskmate console link`."
@@ -405,10 +421,9 @@ class WebConsole:
                 "minutes",
             ),
         }
-        if samples:
-            plots["model"] = charts.model_live(
-                "Model queue depth and tokens per second, last minutes", samples
-            )
+        model = charts.model_live("Model queue depth and tokens per second", samples)
+        if model is not None:
+            plots["model"] = model
         return self._render(
             request,
             "overview.html",
@@ -817,7 +832,7 @@ class WebConsole:
         folder = Path(tempfile.mkdtemp(prefix="deskmate-import-"))
         try:
             while (part := await reader.next()) is not None:
-                if not isinstance(part, web.BodyPartReader):
+                if not isinstance(part, BodyPartReader):
                     continue
                 if part.name == "tenant":
                     tenant = (await part.text()).strip()[:128]
@@ -892,8 +907,9 @@ def _secure(response: web.StreamResponse) -> web.StreamResponse:
     headers.setdefault("Cache-Control", "no-store")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("X-Content-Type-Options", "nosniff")
-    # Sign-in links carry a secret in the address: never pass it on.
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    # Sign-in links carry a secret in the address: never pass it to another site.
+    # ("no-referrer" would also make browsers send "Origin: null" on our own forms.)
+    headers.setdefault("Referrer-Policy", "same-origin")
     return response
 
 

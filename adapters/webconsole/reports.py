@@ -179,13 +179,14 @@ class Gap:
 def group_gaps(questions: Sequence[EscalatedQuestion], *, threshold: float = 0.5) -> list[Gap]:
     """Escalated questions grouped by keyword overlap, most frequent first.
 
-    Two questions share a group when their content words overlap by at least
-    ``threshold`` (Jaccard) with the group's first question; cheap, and it
-    needs no model, which keeps the page fast over thousands of questions.
+    Two questions share a group when their content words (crudely stemmed:
+    "shipping" is "ship") overlap by at least ``threshold`` (Jaccard) with
+    the group's first question; cheap, and it needs no model, which keeps the
+    page fast over thousands of questions.
     """
     groups: list[Gap] = []
     for item in sorted(questions, key=lambda q: q.created_at, reverse=True):
-        terms = frozenset(keyword_terms(item.question, limit=40))
+        terms = frozenset(_stem(w) for w in keyword_terms(item.question, limit=40))
         best: Gap | None = None
         best_score = 0.0
         for group in groups:
@@ -205,3 +206,13 @@ def group_gaps(questions: Sequence[EscalatedQuestion], *, threshold: float = 0.5
             best.examples.append(phrasing)
     groups.sort(key=lambda g: (-g.count, -(g.last_at.timestamp() if g.last_at else 0)))
     return groups
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiou":
+        word = word[:-1]  # shipp -> ship
+    return word
