@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint postgres bench clean
+.PHONY: run test install lint postgres browser bench clean
 
 run: install
 	$(BIN)/deskmate run
 
-test: install postgres
+test: install postgres browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -33,6 +33,16 @@ lint: install
 
 postgres:
 	bash .ci/postgres.sh
+
+# The console's browser tests drive Debian's chromium (never Playwright's own
+# download). Without it they skip, and fail under CI=true.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  echo "chromium not found: installing Debian's for the browser tests" >&2; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	} || echo "could not install chromium: the browser tests will not run" >&2
 
 bench: install
 	$(BIN)/python bench/manager_throughput.py

@@ -190,6 +190,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             adapters.insert(0, WebChat(http=http, token=settings.web_token))
         http.checks["database"] = core.repository.db.ping
         http.add_route("GET", "/metrics", _metrics_endpoint(core.manager.metrics))
+        from adapters.webconsole import mount_console
+
+        mount_console(
+            http, settings=settings, manager=core.manager, desk=core.desk, backend=core.backend
+        )
         await http.start()
         started: list[ChatAdapter] = []
         worker: OutboxWorker | None = None

@@ -1,4 +1,4 @@
-"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export."""
+"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export, console link."""
 
 from __future__ import annotations
 
@@ -39,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_sub.add_parser("upgrade", help="apply database migrations")
+    console = sub.add_parser("console", help="the operator console at /console")
+    console_sub = console.add_subparsers(
+        dest="console_command", required=True, metavar="CONSOLE_COMMAND"
+    )
+    link = console_sub.add_parser("link", help="print a one-time sign-in link")
+    link.add_argument(
+        "--base-url", default="", help="how browsers reach this server (default: http://HOST:PORT)"
+    )
+    link.add_argument(
+        "--minutes", type=int, default=15, help="how long the link stays valid (default 15)"
+    )
     from bot.knowledge.cli import register as register_faq
 
     register_faq(sub)
@@ -52,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"deskmate: configuration error: {exc}", file=sys.stderr)
         return 2
-    quiet = args.command in ("chat", "ask")
+    quiet = args.command in ("chat", "ask", "console")
     _setup_logging(settings.log_level, quiet=quiet, json_lines=settings.log_format == "json")
     try:
         if args.command == "run":
@@ -69,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_faq(args, settings))
         elif args.command == "db":
             asyncio.run(_db_upgrade(settings))
+        elif args.command == "console":
+            return asyncio.run(_console_link(settings, args.base_url, args.minutes))
     except CONFIG_ERRORS as exc:
         # Operator mistakes get the one-line fix, not a traceback.
         print(f"deskmate: {exc}", file=sys.stderr)
@@ -165,3 +178,35 @@ async def _db_upgrade(settings: Settings) -> None:
         print(f"database is at revision {await db.current_revision()}")
     finally:
         await db.dispose()
+
+
+async def _console_link(settings: Settings, base_url: str, minutes: int) -> int:
+    import secrets
+    from datetime import timedelta
+
+    from storage.console_repo import ConsoleRepository
+    from storage.db import Database
+
+    if not 1 <= minutes <= 24 * 60:
+        print("deskmate: --minutes must be between 1 and 1440", file=sys.stderr)
+        return 2
+    token = secrets.token_urlsafe(32)
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+        expires = await ConsoleRepository(db).create_link(
+            token, valid_for=timedelta(minutes=minutes)
+        )
+    finally:
+        await db.dispose()
+    host = settings.host
+    # A wildcard address is where the server listens, not where a browser goes.
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    base = (base_url or f"http://{host}:{settings.port}").rstrip("/")
+    print(f"{base}/console/login?link={token}")
+    print(
+        f"Signs in once, until {expires:%Y-%m-%d %H:%M} UTC.",
+        file=sys.stderr,
+    )
+    return 0

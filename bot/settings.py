@@ -83,6 +83,9 @@ class Settings:
     # The web chat at "/": auto = only when no platform is configured.
     web_chat: str = "auto"
     web_token: str = ""
+    # The operator console at /console: this token signs in; "" leaves only
+    # the one-time links of `deskmate console link`.
+    console_token: str = ""
 
     # Human handoff (bot.handoff): where tickets go, how the team signs, and its clocks.
     handoff_chat: str = ""
@@ -179,6 +182,11 @@ class Settings:
                 "DESKMATE_WEB_CHAT=off and no platform is configured: nothing would answer "
                 "(set TELEGRAM_BOT_TOKEN or SLACK_BOT_TOKEN, or turn the web chat on)"
             )
+        if self.console_token and len(self.console_token) < 16:
+            raise ConfigError(
+                "DESKMATE_CONSOLE_TOKEN is too short to guess safely: use at least 16 random "
+                "characters, or leave it unset and sign in with `deskmate console link`"
+            )
         if self.web_chat_enabled and not self.web_token and not _loopback(self.host):
             raise ConfigError(
                 f"the web chat would be open to anyone on HOST={self.host}: set "
@@ -254,6 +262,7 @@ ENV_VARS: dict[str, str] = {
     "admins": "DESKMATE_ADMINS",
     "web_chat": "DESKMATE_WEB_CHAT",
     "web_token": "DESKMATE_WEB_TOKEN",
+    "console_token": "DESKMATE_CONSOLE_TOKEN",
     "handoff_chat": "DESKMATE_HANDOFF_CHAT",
     "handoff_signature": "DESKMATE_HANDOFF_SIGNATURE",
     "handoff_idle": "DESKMATE_HANDOFF_IDLE",

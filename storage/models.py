@@ -303,3 +303,32 @@ outbox = Table(
     Index("ix_outbox_due", "status", "next_attempt_at"),
     Index("ix_outbox_sent_message", "chat", "sent_message"),
 )
+
+
+# -- operator console ------------------------------------------------------------------
+# Only SHA-256 hashes of sign-in links and session cookies are stored: a copy of
+# the database does not let anyone into the console.
+console_links = Table(
+    "console_links",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    # Set when the link is used; a link signs in once.
+    Column("used_at", DateTime(timezone=True)),
+    UniqueConstraint("token_hash", name="uq_console_links_token_hash"),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("token_hash", String(64), nullable=False),
+    # The session's CSRF token: every write must echo it (form field or header).
+    Column("csrf", String(64), nullable=False),
+    Column("via", String(16), nullable=False),  # token | link
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("token_hash", name="uq_console_sessions_token_hash"),
+)

@@ -393,6 +393,136 @@ class HelpDesk:
             ticket_id=ticket.id,
         )
 
+    # -- the operator console -------------------------------------------------------
+    # Each console action carries an id the page made up when it was drawn; every
+    # message it causes is queued under a key derived from that id, so a double
+    # submit (or a retried request) changes and relays nothing twice.
+
+    async def console_claim(
+        self, ticket_id: int, *, agent: str, agent_name: str, action: str
+    ) -> str:
+        ticket = await self.tickets.get(ticket_id)
+        if ticket is None:
+            return f"There is no ticket #{ticket_id}."
+        if ticket.state == "human":
+            return f"Ticket #{ticket.id} is with {ticket.agent_name or ticket.agent}."
+        if not await self._console_claim(ticket, agent, agent_name, action):
+            return f"Ticket #{ticket.id} was claimed or closed meanwhile."
+        return f"Ticket #{ticket.id} is yours; replies from here go to the customer."
+
+    async def console_reply(
+        self, ticket_id: int, *, agent: str, agent_name: str, text: str, action: str
+    ) -> str:
+        ticket = await self.tickets.get(ticket_id)
+        if ticket is None:
+            return f"There is no ticket #{ticket_id}."
+        if not ticket.open:
+            return f"Ticket #{ticket.id} is closed; the bot answers this customer again."
+        text = text.strip()
+        if not text:
+            return "Write the reply first."
+        if ticket.state == "waiting":
+            await self._console_claim(ticket, agent, agent_name, action)
+        queued = await self.tickets.enqueue(
+            f"console:{action}",
+            ticket.customer_address,
+            f"{self.settings.signature}: {text}",
+            kind="to_customer",
+            ticket_id=ticket.id,
+        )
+        if not queued:
+            return f"That reply to ticket #{ticket.id} was already sent."
+        await self.tickets.note(ticket.id, "to_customer", agent, text)
+        await self.tickets.enqueue(
+            f"console:{action}:space",
+            self.space_address(ticket),
+            f"{agent_name} (console) replied: {text}",
+            kind="to_ticket",
+            ticket_id=ticket.id,
+        )
+        return f"Reply queued for the customer of ticket #{ticket.id}."
+
+    async def console_note(
+        self, ticket_id: int, *, agent: str, agent_name: str, text: str, action: str
+    ) -> str:
+        ticket = await self.tickets.get(ticket_id)
+        if ticket is None:
+            return f"There is no ticket #{ticket_id}."
+        text = text.strip()
+        if not text:
+            return "Write the note first."
+        # The copy for the support space doubles as the note's idempotency key.
+        if not await self.tickets.enqueue(
+            f"console:{action}:note",
+            self.space_address(ticket),
+            f"Note from {agent_name} (console): {text}",
+            kind="to_ticket",
+            ticket_id=ticket.id,
+        ):
+            return f"That note on ticket #{ticket.id} was already added."
+        await self.tickets.note(ticket.id, "note", agent, text)
+        return f"Noted on ticket #{ticket.id}; the customer does not see notes."
+
+    async def console_release(self, ticket_id: int, *, agent: str, agent_name: str) -> str:
+        _, changed = await self.tickets.transition(
+            ticket_id, "waiting", by=agent, by_name=agent_name, expect=("human",)
+        )
+        if not changed:
+            return f"Ticket #{ticket_id} is not claimed."
+        return f"Ticket #{ticket_id} is waiting again for someone to claim it."
+
+    async def console_resolve(
+        self, ticket_id: int, *, agent: str, agent_name: str, action: str
+    ) -> str:
+        ticket, changed = await self.tickets.transition(
+            ticket_id, "closed", by=agent, by_name=agent_name, reason="resolved"
+        )
+        if ticket is None:
+            return f"There is no ticket #{ticket_id}."
+        if not changed:
+            return f"Ticket #{ticket_id} is already closed."
+        await self.tickets.enqueue(
+            f"resolved:{ticket.id}",
+            ticket.customer_address,
+            "The support team marked this conversation as resolved, and I'm back to help. "
+            "Send /human whenever you'd like a person again.",
+            kind="notice",
+            ticket_id=ticket.id,
+        )
+        await self.tickets.enqueue(
+            f"console:{action}:space",
+            self.space_address(ticket),
+            f"Ticket #{ticket.id} resolved by {agent_name} (console); the bot answers this "
+            "customer again.",
+            kind="to_ticket",
+            ticket_id=ticket.id,
+        )
+        return f"Resolved ticket #{ticket.id}; the bot answers this customer again."
+
+    async def _console_claim(
+        self, ticket: Ticket, agent: str, agent_name: str, action: str
+    ) -> bool:
+        _, changed = await self.tickets.transition(
+            ticket.id, "human", by=agent, by_name=agent_name, expect=("waiting",)
+        )
+        if changed:
+            await self.tickets.enqueue(
+                f"claimed:{ticket.id}:console:{action}",
+                ticket.customer_address,
+                f"A person from the support team ({self.settings.signature}) has joined "
+                "the conversation.",
+                kind="notice",
+                ticket_id=ticket.id,
+            )
+            await self.tickets.enqueue(
+                f"console:{action}:claimed",
+                self.space_address(ticket),
+                f"Ticket #{ticket.id} claimed by {agent_name} (console).",
+                kind="to_ticket",
+                ticket_id=ticket.id,
+            )
+        return changed or ticket.state == "human"
+
     # -- helpers -------------------------------------------------------------------------
 
     async def _ticket_in_space(self, inbound: Inbound) -> Ticket | None:

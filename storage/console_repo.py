@@ -1,0 +1,645 @@
+"""What the operator console reads and writes: sign-in links, sessions, and the
+reports over conversations, answers, tickets and escalations.
+
+Sign-in links and session cookies are stored as SHA-256 hashes only. Reports
+group by UTC day in the database (``date()`` on SQLite, ``date(x AT TIME ZONE
+'UTC')`` on PostgreSQL) and leave percentiles to Python, over a bounded
+number of rows. Every public method is one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, distinct, exists, func, or_, select, update
+
+from storage.db import Database
+from storage.knowledge_repo import FaqEntry
+from storage.models import (
+    console_links,
+    console_sessions,
+    conversations,
+    escalations,
+    faq_answers,
+    faq_entries,
+    inbound_events,
+    messages,
+    tickets,
+)
+from storage.repository import ConversationAddress
+
+# Rows a report reads for its percentiles; enough for weeks of a busy desk.
+MAX_SAMPLES = 200_000
+ANSWER_PATHS = ("verbatim", "grounded", "escalated")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands timestamps back without their zone; they were written in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile of ``values`` (None when empty)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, round(pct / 100 * len(ordered)))
+    return float(ordered[min(rank, len(ordered)) - 1])
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    csrf: str
+    via: str
+    expires_at: datetime
+
+
+@dataclass(slots=True)
+class Overview:
+    """Figures per UTC day (``days``, ISO dates) over a period."""
+
+    days: list[str]
+    # platform -> day -> count
+    conversations: dict[str, dict[str, int]] = field(default_factory=dict)
+    messages: dict[str, dict[str, int]] = field(default_factory=dict)
+    # how a question was answered -> day -> count
+    answered: dict[str, dict[str, int]] = field(default_factory=dict)
+    # day -> (p50, p95) of answer latency in ms
+    latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    latency_overall: tuple[float | None, float | None] = (None, None)
+    # day the ticket opened -> (p50, p95) minutes until the first human reply
+    first_reply: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    first_reply_overall: tuple[float | None, float | None] = (None, None)
+    tickets_opened: int = 0
+    tickets_unanswered: int = 0
+    # Over the whole period (a conversation active on two days counts once).
+    total_conversations: int = 0
+    total_messages: int = 0
+    customers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    id: int
+    address: ConversationAddress
+    messages: int
+    last_at: datetime | None
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptMessage:
+    id: int
+    role: str
+    kind: str
+    user_id: str
+    reply_to: int | None
+    text: str
+    latency_ms: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedAnswer:
+    id: int
+    question: str
+    path: str
+    entries: list[dict[str, Any]]
+    answer: str
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class Transcript:
+    id: int
+    address: ConversationAddress
+    messages: list[TranscriptMessage]
+    answers: list[LoggedAnswer]
+    # Entries the logged answers name, by row id (absent: removed since).
+    entries: dict[int, FaqEntry]
+    names: dict[str, str]
+    ticket_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class EscalatedQuestion:
+    id: int
+    tenant: str
+    question: str
+    reason: str
+    status: str
+    conversation_key: str
+    created_at: datetime
+
+
+class ConsoleRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.dialect = db.dialect
+
+    def _day(self, column: Any) -> Any:
+        if self.dialect == "postgresql":
+            return func.date(func.timezone("UTC", column))
+        return func.date(column)
+
+    # -- sign-in ---------------------------------------------------------------------
+
+    async def create_link(self, token: str, *, valid_for: timedelta) -> datetime:
+        """Store a one-time sign-in link (its hash); returns when it expires."""
+        now = _now()
+        expires = now + valid_for
+
+        def op(conn: Connection) -> None:
+            # Expired links are useless; drop them so the table stays small.
+            conn.execute(delete(console_links).where(console_links.c.expires_at < now))
+            conn.execute(
+                console_links.insert().values(
+                    token_hash=token_hash(token), created_at=now, expires_at=expires
+                )
+            )
+
+        await self.db.run(op, what="store a console sign-in link")
+        return expires
+
+    async def use_link(self, token: str) -> bool:
+        """Spend a sign-in link: True once, for an unexpired link; False ever after."""
+        now = _now()
+        statement = (
+            update(console_links)
+            .where(
+                console_links.c.token_hash == token_hash(token),
+                console_links.c.used_at.is_(None),
+                console_links.c.expires_at > now,
+            )
+            .values(used_at=now)
+        )
+        return await self.db.run(
+            lambda conn: conn.execute(statement).rowcount == 1, what="use a console sign-in link"
+        )
+
+    async def create_session(
+        self, token: str, *, csrf: str, via: str, valid_for: timedelta
+    ) -> None:
+        now = _now()
+
+        def op(conn: Connection) -> None:
+            conn.execute(delete(console_sessions).where(console_sessions.c.expires_at < now))
+            conn.execute(
+                console_sessions.insert().values(
+                    token_hash=token_hash(token),
+                    csrf=csrf,
+                    via=via,
+                    created_at=now,
+                    expires_at=now + valid_for,
+                )
+            )
+
+        await self.db.run(op, what="start a console session")
+
+    async def session(self, token: str) -> ConsoleSession | None:
+        query = select(
+            console_sessions.c.csrf, console_sessions.c.via, console_sessions.c.expires_at
+        ).where(console_sessions.c.token_hash == token_hash(token))
+        row = await self.db.run(lambda conn: conn.execute(query).first(), what="read a session")
+        if row is None:
+            return None
+        expires = _aware(row.expires_at) or row.expires_at
+        if expires <= _now():
+            return None
+        return ConsoleSession(row.csrf, row.via, expires)
+
+    async def end_session(self, token: str) -> None:
+        statement = delete(console_sessions).where(
+            console_sessions.c.token_hash == token_hash(token)
+        )
+        await self.db.run(lambda conn: conn.execute(statement), what="end a session")
+
+    # -- reports ---------------------------------------------------------------------
+
+    async def tenants(self) -> list[str]:
+        def op(conn: Connection) -> list[str]:
+            found = set(conn.execute(select(conversations.c.tenant).distinct()).scalars())
+            found |= set(conn.execute(select(faq_entries.c.tenant).distinct()).scalars())
+            return sorted(t for t in found if t)[:500]
+
+        return await self.db.run(op, what="list tenants")
+
+    async def overview(self, since: date, until: date, *, tenant: str | None = None) -> Overview:
+        """Figures for the UTC days ``since`` to ``until`` inclusive."""
+        start = datetime(since.year, since.month, since.day, tzinfo=UTC)
+        end = datetime(until.year, until.month, until.day, tzinfo=UTC) + timedelta(days=1)
+        days = [(since + timedelta(days=n)).isoformat() for n in range((until - since).days + 1)]
+
+        def scoped(query: Any, tenant_column: Any) -> Any:
+            return query if tenant is None else query.where(tenant_column == tenant)
+
+        def op(conn: Connection) -> Overview:
+            result = Overview(days=days)
+            day = self._day(messages.c.created_at).label("day")
+            per_platform = scoped(
+                select(
+                    day,
+                    conversations.c.platform,
+                    func.count(distinct(messages.c.conversation_id)),
+                    func.count(),
+                )
+                .select_from(messages.join(conversations))
+                .where(messages.c.created_at >= start, messages.c.created_at < end)
+                .group_by(day, conversations.c.platform),
+                conversations.c.tenant,
+            )
+            for d, platform, n_conv, n_msg in conn.execute(per_platform):
+                key = str(d)
+                result.conversations.setdefault(platform, {})[key] = int(n_conv)
+                result.messages.setdefault(platform, {})[key] = int(n_msg)
+
+            totals = scoped(
+                select(
+                    func.count(distinct(messages.c.conversation_id)),
+                    func.count(),
+                    func.count(distinct(messages.c.user_id)),
+                )
+                .select_from(messages.join(conversations))
+                .where(messages.c.created_at >= start, messages.c.created_at < end),
+                conversations.c.tenant,
+            )
+            n_conv, n_msg, n_users = conn.execute(totals).one()
+            result.total_conversations = int(n_conv or 0)
+            result.total_messages = int(n_msg or 0)
+            result.customers = int(n_users or 0)
+
+            answered: dict[str, dict[str, int]] = {
+                name: defaultdict(int)
+                for name in ("verbatim", "grounded", "escalated", "person", "chat")
+            }
+            a_day = self._day(faq_answers.c.created_at).label("day")
+            logged = scoped(
+                select(a_day, faq_answers.c.path, func.count())
+                .where(faq_answers.c.created_at >= start, faq_answers.c.created_at < end)
+                .group_by(a_day, faq_answers.c.path),
+                faq_answers.c.tenant,
+            )
+            for d, path, n in conn.execute(logged):
+                if path in answered:
+                    answered[path][str(d)] += int(n)
+            t_day = self._day(tickets.c.created_at).label("day")
+            handed = scoped(
+                select(t_day, func.count())
+                .select_from(tickets.join(conversations))
+                # Escalation tickets are already counted as escalated questions.
+                .where(
+                    tickets.c.created_at >= start,
+                    tickets.c.created_at < end,
+                    tickets.c.trigger != "escalation",
+                )
+                .group_by(t_day),
+                conversations.c.tenant,
+            )
+            for d, n in conn.execute(handed):
+                answered["person"][str(d)] += int(n)
+            chat_answers = scoped(
+                select(day, func.count())
+                .select_from(messages.join(conversations))
+                .where(
+                    messages.c.created_at >= start,
+                    messages.c.created_at < end,
+                    messages.c.role == "assistant",
+                    messages.c.kind == "chat",
+                )
+                .group_by(day),
+                conversations.c.tenant,
+            )
+            for d, n in conn.execute(chat_answers):
+                key = str(d)
+                # Chat answers that were not the knowledge base's or a handoff's
+                # notice were written by the model from the conversation alone.
+                others = sum(answered[p][key] for p in (*ANSWER_PATHS, "person"))
+                answered["chat"][key] = max(0, int(n) - others)
+            result.answered = {k: dict(v) for k, v in answered.items()}
+
+            samples = scoped(
+                select(day, messages.c.latency_ms)
+                .select_from(messages.join(conversations))
+                .where(
+                    messages.c.created_at >= start,
+                    messages.c.created_at < end,
+                    messages.c.role == "assistant",
+                    messages.c.latency_ms.is_not(None),
+                )
+                .limit(MAX_SAMPLES),
+                conversations.c.tenant,
+            )
+            by_day: dict[str, list[float]] = defaultdict(list)
+            for d, ms in conn.execute(samples):
+                by_day[str(d)].append(float(ms))
+            result.latency = {
+                d: (percentile(v, 50), percentile(v, 95)) for d, v in sorted(by_day.items())
+            }
+            every = [x for v in by_day.values() for x in v]
+            result.latency_overall = (percentile(every, 50), percentile(every, 95))
+
+            opened = scoped(
+                select(t_day, tickets.c.created_at, tickets.c.first_reply_at)
+                .select_from(tickets.join(conversations))
+                .where(tickets.c.created_at >= start, tickets.c.created_at < end)
+                .limit(MAX_SAMPLES),
+                conversations.c.tenant,
+            )
+            waits: dict[str, list[float]] = defaultdict(list)
+            for d, created, first in conn.execute(opened):
+                result.tickets_opened += 1
+                if first is None:
+                    result.tickets_unanswered += 1
+                    continue
+                minutes = ((_aware(first) or first) - (_aware(created) or created)).total_seconds()
+                waits[str(d)].append(minutes / 60)
+            result.first_reply = {
+                d: (percentile(v, 50), percentile(v, 95)) for d, v in sorted(waits.items())
+            }
+            all_waits = [x for v in waits.values() for x in v]
+            result.first_reply_overall = (percentile(all_waits, 50), percentile(all_waits, 95))
+            return result
+
+        return await self.db.run(op, what="read the console overview")
+
+    async def find_conversations(
+        self,
+        *,
+        text: str = "",
+        platform: str = "",
+        user: str = "",
+        since: date | None = None,
+        until: date | None = None,
+        tenant: str | None = None,
+        limit: int = 50,
+    ) -> list[ConversationRow]:
+        """Conversations with a message matching every filter given, latest first."""
+        # Its own alias: the outer query joins messages too, for the counts.
+        m = messages.alias("m")
+        conditions: list[Any] = [m.c.conversation_id == conversations.c.id]
+        if text:
+            pattern = f"%{_escape_like(text.lower())}%"
+            conditions.append(func.lower(m.c.text).like(pattern, escape="\\"))
+        if user:
+            pattern = f"%{_escape_like(user.lower())}%"
+            conditions.append(func.lower(m.c.user_id).like(pattern, escape="\\"))
+        if since is not None:
+            conditions.append(
+                m.c.created_at >= datetime(since.year, since.month, since.day, tzinfo=UTC)
+            )
+        if until is not None:
+            end = datetime(until.year, until.month, until.day, tzinfo=UTC) + timedelta(days=1)
+            conditions.append(m.c.created_at < end)
+        filters: list[Any] = [exists().where(and_(*conditions))]
+        if platform:
+            filters.append(conversations.c.platform == platform)
+        if tenant is not None:
+            filters.append(conversations.c.tenant == tenant)
+        last = func.max(messages.c.created_at)
+        query = (
+            select(
+                conversations.c.id,
+                conversations.c.platform,
+                conversations.c.tenant,
+                conversations.c.chat,
+                conversations.c.thread,
+                func.count(messages.c.id),
+                last,
+            )
+            .select_from(conversations.outerjoin(messages))
+            .where(*filters)
+            .group_by(
+                conversations.c.id,
+                conversations.c.platform,
+                conversations.c.tenant,
+                conversations.c.chat,
+                conversations.c.thread,
+            )
+            .order_by(last.desc(), conversations.c.id.desc())
+            .limit(limit)
+        )
+
+        def op(conn: Connection) -> list[ConversationRow]:
+            rows = conn.execute(query).all()
+            users: dict[int, list[str]] = defaultdict(list)
+            if rows:
+                for cid, uid in conn.execute(
+                    select(inbound_events.c.conversation_id, inbound_events.c.user_id)
+                    .where(
+                        inbound_events.c.conversation_id.in_([r[0] for r in rows]),
+                        inbound_events.c.user_id != "",
+                    )
+                    .distinct()
+                ):
+                    if len(users[cid]) < 5:
+                        users[cid].append(uid)
+            return [
+                ConversationRow(
+                    id=r[0],
+                    address=ConversationAddress(r[1], r[2], r[3], r[4]),
+                    messages=int(r[5]),
+                    last_at=_aware(r[6]) if isinstance(r[6], datetime) else None,
+                    users=tuple(sorted(users[r[0]])),
+                )
+                for r in rows
+            ]
+
+        return await self.db.run(op, what="search conversations")
+
+    async def transcript(self, conversation_id: int) -> Transcript | None:
+        def op(conn: Connection) -> Transcript | None:
+            row = conn.execute(
+                select(
+                    conversations.c.platform,
+                    conversations.c.tenant,
+                    conversations.c.chat,
+                    conversations.c.thread,
+                ).where(conversations.c.id == conversation_id)
+            ).first()
+            if row is None:
+                return None
+            address = ConversationAddress(*row)
+            said = [
+                TranscriptMessage(
+                    id=m.id,
+                    role=m.role,
+                    kind=m.kind,
+                    user_id=m.user_id or "",
+                    reply_to=m.reply_to,
+                    text=m.text,
+                    latency_ms=m.latency_ms,
+                    prompt_tokens=m.prompt_tokens,
+                    completion_tokens=m.completion_tokens,
+                    created_at=_aware(m.created_at) or m.created_at,
+                )
+                for m in conn.execute(
+                    select(messages)
+                    .where(messages.c.conversation_id == conversation_id)
+                    .order_by(func.coalesce(messages.c.reply_to, messages.c.id), messages.c.id)
+                )
+            ]
+            answers = [
+                LoggedAnswer(
+                    id=a.id,
+                    question=a.question,
+                    path=a.path,
+                    entries=list(a.entries or []),
+                    answer=a.answer,
+                    created_at=_aware(a.created_at) or a.created_at,
+                )
+                for a in conn.execute(
+                    select(faq_answers)
+                    .where(faq_answers.c.conversation_key == address.key)
+                    .order_by(faq_answers.c.id)
+                )
+            ]
+            ids = sorted({int(e["id"]) for a in answers for e in a.entries if "id" in e})
+            entries: dict[int, FaqEntry] = {}
+            if ids:
+                for e in conn.execute(
+                    select(*[c for c in faq_entries.c if c.name != "embedding"]).where(
+                        faq_entries.c.id.in_(ids[:500])
+                    )
+                ):
+                    entries[e.id] = _entry(e)
+            names = {
+                uid: name
+                for uid, name in conn.execute(
+                    select(inbound_events.c.user_id, inbound_events.c.user_name)
+                    .where(
+                        inbound_events.c.conversation_id == conversation_id,
+                        inbound_events.c.user_name != "",
+                    )
+                    .distinct()
+                )
+            }
+            ticket_ids = list(
+                conn.execute(
+                    select(tickets.c.id)
+                    .where(tickets.c.conversation_id == conversation_id)
+                    .order_by(tickets.c.id)
+                ).scalars()
+            )
+            return Transcript(conversation_id, address, said, answers, entries, names, ticket_ids)
+
+        return await self.db.run(op, what="read a transcript")
+
+    async def ticket_ids(
+        self, *, states: Sequence[str], tenant: str | None = None, limit: int = 200
+    ) -> list[int]:
+        """Tickets in ``states``, oldest activity first for open ones."""
+        query = (
+            select(tickets.c.id)
+            .select_from(tickets.join(conversations))
+            .where(tickets.c.state.in_(list(states)))
+            .order_by(tickets.c.created_at.desc() if "closed" in states else tickets.c.id)
+            .limit(limit)
+        )
+        if tenant is not None:
+            query = query.where(conversations.c.tenant == tenant)
+        return await self.db.run(
+            lambda conn: list(conn.execute(query).scalars()), what="list tickets"
+        )
+
+    async def escalated(
+        self, *, since: date, tenant: str | None = None, limit: int = 5000
+    ) -> list[EscalatedQuestion]:
+        start = datetime(since.year, since.month, since.day, tzinfo=UTC)
+        query = (
+            select(escalations)
+            .where(escalations.c.created_at >= start)
+            .order_by(escalations.c.id.desc())
+            .limit(limit)
+        )
+        if tenant is not None:
+            query = query.where(escalations.c.tenant == tenant)
+
+        def op(conn: Connection) -> list[EscalatedQuestion]:
+            return [
+                EscalatedQuestion(
+                    id=r.id,
+                    tenant=r.tenant,
+                    question=r.question,
+                    reason=r.reason,
+                    status=r.status,
+                    conversation_key=r.conversation_key,
+                    created_at=_aware(r.created_at) or r.created_at,
+                )
+                for r in conn.execute(query)
+            ]
+
+        return await self.db.run(op, what="read escalated questions")
+
+    async def find_entries(
+        self, *, text: str = "", tenant: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[FaqEntry]:
+        """Entries whose question, phrasings, answer or source contain ``text``."""
+        query = (
+            select(*[c for c in faq_entries.c if c.name != "embedding"])
+            .order_by(faq_entries.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        if text:
+            pattern = f"%{_escape_like(text.lower())}%"
+            query = query.where(
+                or_(
+                    func.lower(faq_entries.c.search_text).like(pattern, escape="\\"),
+                    func.lower(faq_entries.c.answer).like(pattern, escape="\\"),
+                    func.lower(faq_entries.c.source).like(pattern, escape="\\"),
+                )
+            )
+        if tenant is not None:
+            query = query.where(faq_entries.c.tenant == tenant)
+        return await self.db.run(
+            lambda conn: [_entry(r) for r in conn.execute(query)], what="search FAQ entries"
+        )
+
+    async def entry(self, entry_id: int) -> FaqEntry | None:
+        query = select(*[c for c in faq_entries.c if c.name != "embedding"]).where(
+            faq_entries.c.id == entry_id
+        )
+
+        def op(conn: Connection) -> FaqEntry | None:
+            row = conn.execute(query).first()
+            return _entry(row) if row is not None else None
+
+        return await self.db.run(op, what="read an FAQ entry")
+
+
+def _entry(row: Any) -> FaqEntry:
+    m = row._mapping
+    return FaqEntry(
+        id=int(m["id"]),
+        tenant=m["tenant"],
+        key=m["key"],
+        external_id=m["external_id"],
+        question=m["question"],
+        answer=m["answer"],
+        alternatives=tuple(m["alternatives"] or ()),
+        tags=tuple(m["tags"] or ()),
+        source=m["source"],
+        updated_at=_aware(m["updated_at"]) or m["updated_at"],
+        embedding_model=m["embedding_model"],
+    )
