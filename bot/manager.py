@@ -14,6 +14,7 @@ and turns LLM failures into the same messages for the user.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -890,7 +891,8 @@ class ConversationManager:
         if self.knowledge is None or generation.stopped or not text:
             return
         d = plan.draft
-        written = drafting.Draft(d.kind, d.brief, d.tone, d.length, text)
+        # Keeps its author; revising it restarts its clock.
+        written = dataclasses.replace(d, text=text, updated=time.time())
         try:
             await self.knowledge.set_draft(accepted.inbound.ref.key, written.dumps())
         except StorageError:

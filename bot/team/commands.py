@@ -47,17 +47,19 @@ def register_team_commands(registry: CommandRegistry) -> None:
         tenant, words, error = _tenant_option(ctx, ctx.args.split())
         if error or tenant is None:
             return error
-        if len(words) != 2 or words[1].lower() not in ("admin", "agent", "customer"):
+        if len(words) < 2 or words[-1].lower() not in ("admin", "agent", "customer"):
             return ROLE_USAGE
         try:
-            user = parse_user(ctx.inbound.ref.platform, tenant, words[0])
+            # Everything before the role, so that a display name with spaces is
+            # refused as a name rather than misread.
+            user = parse_user(ctx.inbound.ref.platform, tenant, " ".join(words[:-1]))
         except UserIdError as exc:
             return str(exc)
         if ctx.team.is_owner(user):
             return f"{user} is an owner (DESKMATE_ADMINS); /role does not change owners."
         if user == ctx.inbound.platform_user:
             return "You can't change your own role; ask another admin or an owner."
-        wanted = words[1].lower()
+        wanted = words[-1].lower()
         before = await ctx.team.repository.set_role(
             tenant, user, None if wanted == "customer" else wanted, by=ctx.inbound.platform_user
         )
