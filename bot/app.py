@@ -21,12 +21,14 @@ from bot.knowledge.rerank import LikelihoodReranker
 from bot.manager import ConversationManager
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.settings import Settings
+from bot.team.service import Team, TeamSettings
 from bot.types import Channel, ChatAdapter
 from llm.base import Backend, SamplingParams, Scorer
 from storage.db import Database
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
 from storage.repository import Repository
+from storage.team_repo import TeamRepository
 
 if TYPE_CHECKING:
     from adapters.web import HttpServer
@@ -145,6 +147,15 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 admins=settings.admins,
                 knowledge=create_knowledge_base(db, settings, backend),
                 desk=desk,
+                team=Team(
+                    TeamRepository(db),
+                    owners=settings.admins,
+                    settings=TeamSettings(
+                        ask_rating=settings.ask_rating,
+                        daily_user_tokens=settings.daily_user_tokens,
+                        daily_tenant_tokens=settings.daily_tenant_tokens,
+                    ),
+                ),
                 metrics=metrics,
                 user_rate=settings.user_rate,
             )

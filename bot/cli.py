@@ -1,4 +1,5 @@
-"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export, console link."""
+"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export, console link,
+audit export."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.knowledge.cli import register as register_faq
 
     register_faq(sub)
+    audit = sub.add_parser("audit", help="the support team's audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
+    export = audit_sub.add_parser("export", help="write staff actions as JSON lines, oldest first")
+    export.add_argument("--tenant", default=None, help="only this tenant's actions ('' = shared)")
+    export.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
     return parser
 
 
@@ -82,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_db_upgrade(settings))
         elif args.command == "console":
             return asyncio.run(_console_link(settings, args.base_url, args.minutes))
+        elif args.command == "audit":
+            return asyncio.run(_audit_export(settings, tenant=args.tenant, output=args.output))
     except CONFIG_ERRORS as exc:
         # Operator mistakes get the one-line fix, not a traceback.
         print(f"deskmate: {exc}", file=sys.stderr)
@@ -209,4 +217,23 @@ async def _console_link(settings: Settings, base_url: str, minutes: int) -> int:
         f"Signs in once, until {expires:%Y-%m-%d %H:%M} UTC.",
         file=sys.stderr,
     )
+async def _audit_export(settings: Settings, *, tenant: str | None, output: str) -> int:
+    """Write the audit trail as JSON lines, oldest first, to ``output`` ("-": stdout)."""
+    from pathlib import Path
+
+    from storage.db import Database
+    from storage.team_repo import TeamRepository
+
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+        entries = await TeamRepository(db).audit_entries(tenant=tenant, newest_first=False)
+    finally:
+        await db.dispose()
+    lines = "".join(json.dumps(e.as_json(), ensure_ascii=False) + "\n" for e in entries)
+    if output == "-":
+        sys.stdout.write(lines)
+    else:
+        await asyncio.to_thread(Path(output).write_text, lines, encoding="utf-8")
+        print(f"wrote {len(entries)} audit records to {output}", file=sys.stderr)
     return 0

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.plans import HandOff, Plan
+from bot.team.access import Access
+from bot.team.service import Team
 from bot.types import Inbound
-from storage.repository import ForgetResult, Stats
+from storage.repository import ForgetResult
 
 _COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_]{0,31})(?:@\S+)?(?:\s+(.*))?$", re.DOTALL)
 
@@ -26,24 +28,38 @@ class Housekeeping(Protocol):
         """Forget a conversation's history; returns how many messages went."""
         ...
 
+    async def clear_draft(self, conversation_key: str) -> None:
+        """Close the conversation's open draft, whoever opened it."""
+        ...
+
     async def forget_user(self, platform_user: str) -> ForgetResult: ...
-
-    async def stats(self) -> Stats: ...
-
-    async def role_of(self, platform_user: str) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CommandContext:
-    """What a command handler gets: the message, its arguments, and the few
-    services commands use."""
+    """What a command handler gets: the message, its arguments, the sender's
+    access level in this tenant, and the few services commands use."""
 
     inbound: Inbound
     conversation_id: int
     args: str
-    is_admin: bool
+    access: Access
     registry: CommandRegistry
     house: Housekeeping
+    team: Team
+
+    @property
+    def is_admin(self) -> bool:
+        """An admin of this tenant, or an owner."""
+        return self.access >= Access.ADMIN
+
+    @property
+    def is_owner(self) -> bool:
+        return self.access >= Access.OWNER
+
+    @property
+    def tenant(self) -> str:
+        return self.inbound.ref.tenant
 
 
 # A handler answers with text, or with a plan for the manager to execute
@@ -53,12 +69,13 @@ Handler = Callable[[CommandContext], Awaitable[str | Plan]]
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """``description`` is shown in /help and in platform command menus."""
+    """``description`` is shown in /help and in platform command menus; ``access``
+    is who may run it (handlers may narrow it further, e.g. by tenant)."""
 
     name: str
     description: str
     handler: Handler
-    admin_only: bool = False
+    access: Access = Access.EVERYONE
 
 
 def parse_command(text: str) -> tuple[str, str] | None:
@@ -67,6 +84,10 @@ def parse_command(text: str) -> tuple[str, str] | None:
     if match is None:
         return None
     return match.group(1).lower(), (match.group(2) or "").strip()
+
+
+def refusal(name: str, access: Access) -> str:
+    return f"Sorry, /{name} is only for this bot's {access.who}."
 
 
 class CommandRegistry:
@@ -79,10 +100,10 @@ class CommandRegistry:
         self._commands[command.name] = command
 
     def command(
-        self, name: str, description: str, *, admin_only: bool = False
+        self, name: str, description: str, *, access: Access = Access.EVERYONE
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.add(Command(name, description, handler, admin_only))
+            self.add(Command(name, description, handler, access))
             return handler
 
         return register
@@ -90,13 +111,14 @@ class CommandRegistry:
     def get(self, name: str) -> Command | None:
         return self._commands.get(name)
 
-    def visible(self, *, include_admin: bool = False) -> list[Command]:
-        return [c for c in self._commands.values() if include_admin or not c.admin_only]
+    def visible(self, access: Access = Access.EVERYONE) -> list[Command]:
+        """The commands someone with ``access`` may run."""
+        return [c for c in self._commands.values() if c.access <= access]
 
-    def help_text(self, *, is_admin: bool) -> str:
+    def help_text(self, access: Access = Access.EVERYONE) -> str:
         lines = ["Here is what I can do:"]
-        for cmd in self.visible(include_admin=is_admin):
-            suffix = " (admins)" if cmd.admin_only else ""
+        for cmd in self.visible(access):
+            suffix = f" ({cmd.access.who})" if cmd.access > Access.EVERYONE else ""
             lines.append(f"/{cmd.name} — {cmd.description}{suffix}")
         lines.append("Anything else you write, I answer as a support question.")
         return "\n".join(lines)
@@ -116,16 +138,22 @@ def builtin_commands() -> CommandRegistry:
 
     @registry.command("help", "list commands")
     async def help_(ctx: CommandContext) -> str:
-        return ctx.registry.help_text(is_admin=ctx.is_admin)
+        return ctx.registry.help_text(ctx.access)
 
     @registry.command("reset", "forget this conversation's history")
     async def reset(ctx: CommandContext) -> str:
         removed = await ctx.house.reset(ctx.conversation_id)
+        await ctx.house.clear_draft(ctx.inbound.ref.key)
         return f"Done — I've forgotten this conversation ({removed} messages). Let's start fresh."
 
     @registry.command("forget", "delete everything I stored about you")
     async def forget(ctx: CommandContext) -> str:
-        result = await ctx.house.forget_user(ctx.inbound.platform_user)
+        me = ctx.inbound.platform_user
+        result = await ctx.house.forget_user(me)
+        # The request itself is kept, without anything they said.
+        await ctx.team.audit(
+            ctx.tenant, me, "forget", me, {"messages": result.messages, "drafts": result.drafts}
+        )
         extra = [
             f"{count} {what}"
             for count, what in (
@@ -145,21 +173,58 @@ def builtin_commands() -> CommandRegistry:
     async def human(ctx: CommandContext) -> str | Plan:
         return HandOff("request")
 
-    @registry.command("stats", "usage figures", admin_only=True)
+    @registry.command(
+        "stats",
+        "usage, model cost and ratings here (owners: /stats TENANT|all)",
+        access=Access.ADMIN,
+    )
     async def stats(ctx: CommandContext) -> str:
-        s = await ctx.house.stats()
-
-        def ms(value: float | None) -> str:
-            return "—" if value is None else f"{value / 1000:.2f} s"
-
-        return "\n".join(
-            [
-                "Deskmate usage:",
-                f"conversations: {s.conversations}",
-                f"messages: {s.messages} ({s.answers} answers, {s.failed} failed)",
-                f"tokens: {s.prompt_tokens} prompt + {s.completion_tokens} completion",
-                f"answer latency: p50 {ms(s.latency_p50_ms)}, p95 {ms(s.latency_p95_ms)}",
-            ]
-        )
+        return await tenant_stats(ctx)
 
     return registry
+
+
+async def tenant_stats(ctx: CommandContext) -> str:
+    """The caller's tenant's figures; owners may name another tenant or ``all``."""
+    wanted = ctx.args.strip()
+    tenant: str | None = ctx.tenant
+    if wanted:
+        if not ctx.is_owner:
+            return "Admins see their own workspace's figures: /stats without a name."
+        tenant = None if wanted.lower() == "all" else wanted
+    s = await ctx.team.repository.stats(tenant)
+
+    def seconds(value: float | None) -> str:
+        return "—" if value is None else f"{value / 1000:.2f} s"
+
+    where = "every tenant" if tenant is None else f"tenant {tenant or '(shared)'}"
+    n = s.model_answers
+    tokens = s.prompt_tokens + s.completion_tokens
+    per_answer = (
+        f"per model answer: {tokens / n:.0f} tokens, {s.model_seconds / n:.2f} s of model time"
+        if n
+        else "per model answer: —"
+    )
+    timing = (
+        "model time as reported by the model"
+        if n and s.backend_timed == n
+        else "model time measured as wall time of each generation"
+    )
+    rated = s.rated_good + s.rated_bad
+    ratings = (
+        f"ratings: {s.rated_good} 👍, {s.rated_bad} 👎 ({100 * s.rated_good / rated:.0f}% good)"
+        if rated
+        else "ratings: none yet"
+    )
+    return "\n".join(
+        [
+            f"Deskmate usage, {where}:",
+            f"conversations: {s.conversations}",
+            f"messages: {s.messages} ({s.answers} answers, {s.failed} failed)",
+            f"answer latency: p50 {seconds(s.latency_p50_ms)}, p95 {seconds(s.latency_p95_ms)}",
+            f"model answers: {n}; tokens: {s.prompt_tokens} prompt + "
+            f"{s.completion_tokens} completion; model time: {s.model_seconds:.1f} s",
+            f"{per_answer} ({timing})",
+            ratings,
+        ]
+    )

@@ -14,6 +14,7 @@ and turns LLM failures into the same messages for the user.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -21,7 +22,13 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 
-from bot.commands import CommandContext, CommandRegistry, builtin_commands, parse_command
+from bot.commands import (
+    CommandContext,
+    CommandRegistry,
+    builtin_commands,
+    parse_command,
+    refusal,
+)
 from bot.errors import CONFIG_ERRORS, FAILURES, StorageError, user_message
 from bot.handoff.config import SupportSpace
 from bot.handoff.desk import AGENT_COMMANDS, AGENT_HELP, NO_TEAM, HelpDesk
@@ -43,6 +50,15 @@ from bot.plans import (
     Verbatim,
 )
 from bot.prompting import build_messages
+from bot.team.access import Access
+from bot.team.commands import register_team_commands
+from bot.team.service import (
+    INVITATION,
+    QUOTA_NOTICE,
+    RATING_BUTTONS,
+    Team,
+    looks_like_rating,
+)
 from bot.text import clean
 from bot.throttle import CircuitBreaker, TokenBuckets
 from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind
@@ -64,6 +80,7 @@ from storage.repository import (
     Repository,
     Stats,
 )
+from storage.team_repo import TeamRepository
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +123,7 @@ class ConversationManager:
         commands: CommandRegistry | None = None,
         knowledge: KnowledgeBase | None = None,
         desk: HelpDesk | None = None,
+        team: Team | None = None,
         metrics: Metrics | None = None,
         user_rate: int = 0,
         breaker: CircuitBreaker | None = None,
@@ -127,8 +145,16 @@ class ConversationManager:
         self.knowledge = knowledge
         if knowledge is not None and self.commands.get("faq") is None:
             register_knowledge_commands(self.commands, knowledge)
+        # Roles per tenant, audit trail, quotas, ratings, learned answers.
+        self.team = team or Team(TeamRepository(repository.db), owners=self.admins)
+        if self.team.knowledge is None:
+            self.team.knowledge = knowledge
+        if self.commands.get("role") is None:
+            register_team_commands(self.commands)
         # The support team's tickets; None or unconnected: /human says no team is there.
         self.desk = desk
+        if desk is not None and desk.team is None:
+            desk.team = self.team
         self.metrics = metrics or Metrics()
         # Messages a minute one person may send before they are asked to wait (0: no limit).
         self._user_rate = TokenBuckets(rate=user_rate, capacity=memory) if user_rate else None
@@ -246,6 +272,7 @@ class ConversationManager:
         result = await self.repository.forget_user(platform_user)
         if self.desk is not None:
             await self.desk.tickets.forget(platform_user)
+        await self.team.repository.forget(platform_user)
         self._epoch += 1
         return result
 
@@ -263,6 +290,10 @@ class ConversationManager:
         """Forget a conversation's history; returns how many messages went."""
         return await self.repository.reset_conversation(conversation_id)
 
+    async def clear_draft(self, conversation_key: str) -> None:
+        if self.knowledge is not None:
+            await self.knowledge.set_draft(conversation_key, None)
+
     async def stats(self) -> Stats:
         return await self.repository.stats()
 
@@ -270,9 +301,7 @@ class ConversationManager:
         return await self.repository.role_of(platform_user)
 
     def menu(self) -> list[MenuEntry]:
-        return [
-            MenuEntry(c.name, c.description) for c in self.commands.visible() if not c.admin_only
-        ]
+        return [MenuEntry(c.name, c.description) for c in self.commands.visible(Access.EVERYONE)]
 
     def listens_to(self, ref: ConversationRef) -> bool:
         desk = self.desk
@@ -282,6 +311,7 @@ class ConversationManager:
         )
 
     def is_admin(self, inbound: Inbound) -> bool:
+        """An owner: one of ``DESKMATE_ADMINS``, an admin of every tenant."""
         return inbound.platform_user in self.admins
 
     # -- routing -----------------------------------------------------------------
@@ -306,6 +336,13 @@ class ConversationManager:
         if not accepted.text:
             reply = Reply(ReplyKind.NOTICE, text=EMPTY_MESSAGE, inbound_id=accepted.inbound_id)
             return await self._deliver(accepted, reply, render, kind="command")
+        if looks_like_rating(accepted.text):
+            rated = await self.team.rate(
+                accepted.inbound, accepted.stored.conversation_id, accepted.text, invited=True
+            )
+            if rated is not None:
+                reply = Reply(ReplyKind.COMMAND, text=rated, inbound_id=accepted.inbound_id)
+                return await self._deliver(accepted, reply, render, kind="command")
         wait = self._too_fast(accepted.inbound)
         if wait is not None:
             if not wait:
@@ -317,25 +354,35 @@ class ConversationManager:
             reply = Reply(ReplyKind.NOTICE, text=text, inbound_id=accepted.inbound_id)
             return await self._deliver(accepted, reply, render, kind="command")
         plan = await self._plan(accepted)
+        if isinstance(plan, Chat | Grounded | ReviseDraft) and await self.team.over_quota(
+            accepted.inbound
+        ):
+            # Said once a day; after that such messages go unanswered, while
+            # verbatim answers and commands, which cost no model time, go on.
+            if not await self.team.first_quota_notice(accepted.inbound):
+                return await self._handled(accepted)
+            reply = Reply(ReplyKind.NOTICE, text=QUOTA_NOTICE, inbound_id=accepted.inbound_id)
+            return await self._deliver(accepted, reply, render, kind="command")
         return await self._execute(accepted, plan, render, slot, kind="chat")
 
     async def _run_command(self, accepted: Accepted, name: str, args: str) -> str | Plan:
         command = self.commands.get(name)
         if command is None:
             return f"I don't know the command /{name}. Send /help to see what I can do."
-        is_admin = self.is_admin(accepted.inbound)
-        if command.admin_only and not is_admin:
-            log.warning("refused /%s to non-admin %s", name, accepted.inbound.platform_user)
-            return f"Sorry, /{name} is only for this bot's admins."
-        ctx = CommandContext(
-            inbound=accepted.inbound,
-            conversation_id=accepted.stored.conversation_id,
-            args=args,
-            is_admin=is_admin,
-            registry=self.commands,
-            house=self,
-        )
         try:
+            access = await self.team.access_of(accepted.inbound)
+            if command.access > access:
+                log.warning("refused /%s to %s", name, accepted.inbound.platform_user)
+                return refusal(name, command.access)
+            ctx = CommandContext(
+                inbound=accepted.inbound,
+                conversation_id=accepted.stored.conversation_id,
+                args=args,
+                access=access,
+                registry=self.commands,
+                house=self,
+                team=self.team,
+            )
             return await command.handler(ctx)
         except (*FAILURES, *CONFIG_ERRORS) as exc:
             log.exception("command /%s failed", name)
@@ -372,7 +419,12 @@ class ConversationManager:
             return Chat()
         ref = accepted.inbound.ref
         try:
-            return await knowledge.plan(accepted.text, tenant=ref.tenant, conversation_key=ref.key)
+            return await knowledge.plan(
+                accepted.text,
+                tenant=ref.tenant,
+                conversation_key=ref.key,
+                user=accepted.inbound.platform_user,
+            )
         except Exception as exc:
             log.exception("inbound %s: the knowledge base failed", accepted.inbound_id)
             failure = f"the knowledge base failed: {exc!r}"
@@ -392,10 +444,23 @@ class ConversationManager:
             return await self._hand_off(accepted, plan, render, kind=kind)
         if isinstance(plan, Escalate) and self.desk is not None and self.desk.connected:
             return await self._escalate_to_team(accepted, plan, render, kind=kind)
+        # DESKMATE_ASK_RATING=all: the customer is invited to rate the answer.
+        invite = (
+            self.team.rates_answers
+            and kind == "chat"
+            and isinstance(plan, Verbatim | Chat | Grounded)
+        )
+        buttons = RATING_BUTTONS if invite else ()
         if isinstance(plan, Verbatim | Escalate):
             await self._record_knowledge(accepted, plan, plan.text)
-            reply = Reply(ReplyKind.ANSWER, text=plan.text, inbound_id=accepted.inbound_id)
-            return await self._deliver(accepted, reply, render, kind=kind)
+            text = plan.text + (f"\n\n{INVITATION}" if invite else "")
+            reply = Reply(
+                ReplyKind.ANSWER, text=text, inbound_id=accepted.inbound_id, buttons=buttons
+            )
+            reply = await self._deliver(accepted, reply, render, kind=kind)
+            if invite:
+                await self._invite(accepted)
+            return reply
         generation = Generation(await self._request(accepted, plan))
         if isinstance(plan, Grounded):
             chunks = self._grounded_chunks(accepted, plan, generation, slot.stop)
@@ -403,7 +468,9 @@ class ConversationManager:
             chunks = self._draft_chunks(accepted, plan, generation, slot.stop)
         else:
             chunks = self._chat_chunks(accepted, generation, slot.stop)
-        reply = Reply(ReplyKind.ANSWER, chunks, inbound_id=accepted.inbound_id)
+        if invite:
+            chunks = _then_invite(chunks, generation)
+        reply = Reply(ReplyKind.ANSWER, chunks, inbound_id=accepted.inbound_id, buttons=buttons)
         try:
             await render(reply)
             await reply.collect()
@@ -422,7 +489,8 @@ class ConversationManager:
         ):
             if count:
                 self.metrics.tokens.labels(kind_).inc(count)
-        stored = reply.text
+        await self._record_usage(accepted, plan, generation)
+        stored = reply.text.removesuffix(f"\n\n{INVITATION}")
         if isinstance(plan, Chat):
             # The model's words, without notices meant for this one delivery.
             stored = generation.text.strip()
@@ -435,12 +503,52 @@ class ConversationManager:
         await self.repository.record_answer(
             accepted.stored,
             text=stored,
-            kind=kind,
+            # A draft stays out of the conversation's history: in a group, the
+            # model must not hand it to someone who asks what it last wrote.
+            kind="command" if isinstance(plan, ReviseDraft) else kind,
             prompt_tokens=generation.prompt_tokens,
             completion_tokens=generation.completion_tokens,
             latency_ms=self._elapsed_ms(accepted),
         )
+        if invite and not generation.stopped:
+            await self._invite(accepted)
         return reply
+
+    async def _invite(self, accepted: Accepted) -> None:
+        try:
+            await self.team.repository.invite_rating(
+                tenant=accepted.inbound.ref.tenant,
+                conversation_id=accepted.stored.conversation_id,
+                user_id=accepted.inbound.platform_user,
+                question=accepted.text,
+                inbound_id=accepted.inbound_id,
+            )
+        except StorageError:
+            log.exception("inbound %s: could not store the invitation to rate", accepted.inbound_id)
+
+    async def _record_usage(
+        self, accepted: Accepted, plan: Chat | Grounded | ReviseDraft, generation: Generation
+    ) -> None:
+        """What the answer cost, for quotas and /stats: tokens and model time
+        (the backend's own figure when it gives one, else the stream's wall time)."""
+        reported = generation.model_seconds
+        try:
+            await self.team.repository.record_usage(
+                tenant=accepted.inbound.ref.tenant,
+                user_id=accepted.inbound.platform_user,
+                inbound_id=accepted.inbound_id,
+                plan="draft"
+                if isinstance(plan, ReviseDraft)
+                else "grounded"
+                if isinstance(plan, Grounded)
+                else "chat",
+                prompt_tokens=generation.prompt_tokens or 0,
+                completion_tokens=generation.completion_tokens or 0,
+                model_seconds=generation.wall_seconds if reported is None else reported,
+                seconds_source="wall" if reported is None else "backend",
+            )
+        except StorageError:
+            log.exception("inbound %s: could not record model usage", accepted.inbound_id)
 
     async def _request(
         self, accepted: Accepted, plan: Chat | Grounded | ReviseDraft
@@ -539,12 +647,14 @@ class ConversationManager:
             log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
             return
         stream = self.backend.stream(request)
+        started = time.monotonic()
         try:
             async with asyncio.timeout(request.timeout):
                 async for delta in stream:
                     if delta.usage is not None:
                         generation.prompt_tokens = delta.usage.prompt_tokens
                         generation.completion_tokens = delta.usage.completion_tokens
+                        generation.model_seconds = delta.usage.model_seconds
                     if delta.text:
                         parts.append(delta.text)
                         # Leading whitespace is the model's, not the customer's concern.
@@ -574,6 +684,7 @@ class ConversationManager:
         else:
             self.breaker.succeeded()
         finally:
+            generation.wall_seconds = time.monotonic() - started
             closer = getattr(stream, "aclose", None)
             if closer is not None:
                 await closer()
@@ -724,6 +835,13 @@ class ConversationManager:
         if not created:
             return f"Conversation {conversation} already has ticket #{ticket.id} ({ticket.state})."
         self.metrics.handoffs.labels("takeover").inc()
+        await self.team.audit(
+            address.tenant,
+            agent.platform_user,
+            "takeover",
+            f"conversation {conversation}",
+            {"ticket": ticket.id},
+        )
         return (
             f"You have conversation {conversation} as ticket #{ticket.id}; "
             "it opens in its own thread."
@@ -773,7 +891,8 @@ class ConversationManager:
         if self.knowledge is None or generation.stopped or not text:
             return
         d = plan.draft
-        written = drafting.Draft(d.kind, d.brief, d.tone, d.length, text)
+        # Keeps its author; revising it restarts its clock.
+        written = dataclasses.replace(d, text=text, updated=time.time())
         try:
             await self.knowledge.set_draft(accepted.inbound.ref.key, written.dumps())
         except StorageError:
@@ -800,6 +919,9 @@ class Generation:
     parts: list[str] = field(default_factory=list)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Model time the backend reported, and the stream's wall time.
+    model_seconds: float | None = None
+    wall_seconds: float = 0.0
     error: str | None = None
     stopped: bool = False
     # How a grounded answer ended up being answered (itself, or its fallback).
@@ -849,6 +971,13 @@ def _inbound(event: InboundEvent) -> Inbound:
     )
 
 
+async def _then_invite(chunks: AsyncIterator[str], generation: Generation) -> AsyncIterator[str]:
+    async for chunk in chunks:
+        yield chunk
+    if generation.error is None and not generation.stopped:
+        yield f"\n\n{INVITATION}"
+
+
 def _own_command(accepted: Accepted) -> bool:
     """Commands a customer in a handoff still runs themselves (the rest is relayed)."""
     return accepted.command is not None and accepted.command[0] in (
@@ -857,4 +986,5 @@ def _own_command(accepted: Accepted) -> bool:
         "help",
         "start",
         "human",
+        "rate",
     )

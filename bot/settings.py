@@ -94,6 +94,12 @@ class Settings:
     handoff_remind: float = 10.0  # minutes
     business_hours: str = ""
 
+    # The support team (bot.team): when customers are asked to rate, and the
+    # default daily token limits (0: none unless an admin sets one with /quota).
+    ask_rating: str = "handoff"  # off | handoff | all
+    daily_user_tokens: int = 0
+    daily_tenant_tokens: int = 0
+
     @property
     def handoff(self) -> HandoffSettings:
         """The handoff settings, parsed (``validate`` has checked they parse)."""
@@ -173,6 +179,15 @@ class Settings:
             )
         if self.user_rate < 0:
             raise ConfigError("DESKMATE_USER_RATE is messages a minute: 0 (no limit) or more")
+        if self.ask_rating not in ("off", "handoff", "all"):
+            raise ConfigError(
+                f"DESKMATE_ASK_RATING must be off, handoff or all, not {self.ask_rating!r}"
+            )
+        if self.daily_user_tokens < 0 or self.daily_tenant_tokens < 0:
+            raise ConfigError(
+                "DESKMATE_DAILY_USER_TOKENS and DESKMATE_DAILY_TENANT_TOKENS are tokens a day: "
+                "0 (no limit) or more"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"LOG_FORMAT must be text or json, not {self.log_format!r}")
         if self.web_chat not in ("auto", "on", "off"):
@@ -268,6 +283,9 @@ ENV_VARS: dict[str, str] = {
     "handoff_idle": "DESKMATE_HANDOFF_IDLE",
     "handoff_remind": "DESKMATE_HANDOFF_REMIND",
     "business_hours": "DESKMATE_BUSINESS_HOURS",
+    "ask_rating": "DESKMATE_ASK_RATING",
+    "daily_user_tokens": "DESKMATE_DAILY_USER_TOKENS",
+    "daily_tenant_tokens": "DESKMATE_DAILY_TENANT_TOKENS",
 }
 
 

@@ -81,9 +81,13 @@ class Reply:
         *,
         text: str = "",
         inbound_id: int | None = None,
+        buttons: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.kind = kind
         self.inbound_id = inbound_id
+        # (label, command) pairs a platform may show as buttons under the reply;
+        # sending the command as text does the same, so adapters may ignore them.
+        self.buttons: tuple[tuple[str, str], ...] = tuple(buttons)
         self._chunks = chunks
         self._parts: list[str] = [text] if text else []
         self._consumed = chunks is None

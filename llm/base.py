@@ -64,6 +64,9 @@ class GenerationRequest:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    # Seconds the model itself spent on this answer, when the backend can tell
+    # (queueing and transport excluded); None: callers measure wall time instead.
+    model_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

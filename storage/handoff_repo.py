@@ -99,6 +99,9 @@ class OutboxItem:
     address: ConversationAddress
     text: str
     attempts: int
+    # (label, command) pairs a platform may show as buttons; the text already
+    # says how to do the same by typing.
+    buttons: tuple[tuple[str, str], ...] = ()
 
 
 class HandoffRepository:
@@ -471,6 +474,7 @@ class HandoffRepository:
         *,
         kind: str,
         ticket_id: int | None = None,
+        buttons: Sequence[tuple[str, str]] = (),
     ) -> bool:
         """Queue a message to send; False when ``key`` was queued before (nothing new)."""
         now = _now()
@@ -487,6 +491,7 @@ class HandoffRepository:
                     chat=address.chat,
                     thread=address.thread,
                     text=text,
+                    buttons=[list(b) for b in buttons] or None,
                     status="pending",
                     next_attempt_at=now,
                     created_at=now,
@@ -541,6 +546,7 @@ class HandoffRepository:
                     ConversationAddress(r.platform, r.tenant, r.chat, r.thread),
                     r.text,
                     r.attempts,
+                    tuple((str(b[0]), str(b[1])) for b in r.buttons or ()),
                 )
                 for r in rows
             ]

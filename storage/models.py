@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -332,3 +333,118 @@ console_sessions = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("token_hash", name="uq_console_sessions_token_hash"),
 )
+# -- the support team ----------------------------------------------------------------
+# Roles, the audit trail, quotas and model usage, ratings and learned answers.
+# A tenant is what ``ConversationRef.tenant`` names (a Slack workspace, a
+# Telegram bot); owners (``DESKMATE_ADMINS``) are settings, never rows.
+
+# Who is an admin or an agent of which tenant; everyone else is a customer.
+team_roles = Table(
+    "team_roles",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("platform_user", String(160), primary_key=True),
+    Column("role", String(16), nullable=False),  # admin | agent
+    Column("granted_by", String(160), nullable=False, server_default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every staff action: who did what, when, in which tenant.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("tenant", String(128), nullable=False, server_default=""),
+    Column("actor", String(160), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(300), nullable=False, server_default=""),
+    Column("details", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_audit_log_tenant", "tenant", "id"),
+)
+
+# Daily token limits. subject "" is the whole tenant, "*" each of its users
+# unless one has a row of their own, else a platform user id.
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("subject", String(160), primary_key=True),
+    Column("daily_tokens", BigInteger, nullable=False),
+    Column("set_by", String(160), nullable=False, server_default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# What each model answer cost: tokens and seconds of model time.
+model_usage = Table(
+    "model_usage",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("user_id", String(160), nullable=False, server_default=""),
+    Column("inbound_id", IdType),
+    Column("plan", String(16), nullable=False),  # chat | grounded | draft
+    Column("prompt_tokens", Integer, nullable=False, server_default="0"),
+    Column("completion_tokens", Integer, nullable=False, server_default="0"),
+    Column("model_seconds", Float, nullable=False, server_default="0"),
+    # backend: the backend reported its own model time; wall: measured around the stream.
+    Column("seconds_source", String(8), nullable=False, server_default="wall"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_model_usage_tenant", "tenant", "created_at"),
+    Index("ix_model_usage_user", "user_id", "created_at"),
+)
+
+# Who was told their quota is used up, once a day.
+quota_notices = Table(
+    "quota_notices",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("user_id", String(160), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# An invitation to rate an answer (score NULL) and, once given, the rating.
+# The rated answer is the inbound event it answered, or a resolved ticket.
+ratings = Table(
+    "ratings",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("conversation_id", IdType, nullable=False),
+    Column("inbound_id", IdType),
+    Column("ticket_id", IdType),
+    Column("user_id", String(160), nullable=False, server_default=""),
+    Column("question", Text, nullable=False, server_default=""),
+    Column("score", Integer),  # 1 | -1
+    Column("comment", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("rated_at", DateTime(timezone=True)),
+    Index("ix_ratings_conversation", "conversation_id", "id"),
+    Index("ix_ratings_tenant", "tenant", "rated_at"),
+    Index("ix_ratings_user_id", "user_id"),
+)
+
+# Agents' answers proposed as FAQ entries (or as another phrasing of one).
+faq_proposals = Table(
+    "faq_proposals",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("question", Text, nullable=False),
+    Column("answer", Text, nullable=False),
+    # The entry this is another phrasing of ("": a new entry) and its tenant.
+    Column("target_ref", String(200), nullable=False, server_default=""),
+    Column("target_tenant", String(128), nullable=False, server_default=""),
+    Column("ticket_id", IdType),
+    Column("proposed_by", String(160), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | approved | rejected
+    Column("decided_by", String(160), nullable=False, server_default=""),
+    Column("entry_ref", String(200), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+    Index("ix_faq_proposals_status", "status", "tenant"),
+)
+
+# Buttons adapters may show under an outbox notice: [[label, command], ...].
+outbox.append_column(Column("buttons", JSON))

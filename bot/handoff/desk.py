@@ -19,6 +19,8 @@ from typing import Any
 
 from bot.handoff.config import HandoffSettings, SupportSpace
 from bot.knowledge.index import Hit
+from bot.team import learning
+from bot.team.service import RATING_BUTTONS, TICKET_INVITATION, Team
 from bot.types import Accepted, ConversationRef, Inbound
 from llm.base import ChatMessage
 from storage.handoff_repo import HandoffRepository, Ticket
@@ -32,12 +34,13 @@ TRIGGERS = {
     "model_failure": "the model failed to answer twice in a row",
     "takeover": "an agent took the conversation over",
 }
-AGENT_COMMANDS = ("claim", "resolve", "release", "note", "tickets", "takeover")
-_PLAIN_COMMAND = re.compile(r"^\s*(claim|resolve|release|note)\b[:\s]*(.*)$", re.I | re.S)
+AGENT_COMMANDS = ("claim", "resolve", "release", "note", "tickets", "takeover", "learn")
+_PLAIN_COMMAND = re.compile(r"^\s*(claim|resolve|release|note|learn)\b[:\s]*(.*)$", re.I | re.S)
 
 AGENT_HELP = (
     "In the support space: reply in a ticket's topic or thread (or to the ticket message) "
     "to answer its customer; /claim, /resolve, /release, /note TEXT inside a ticket; "
+    "/learn (or /learn FAQ-ID) proposes your last answer as an FAQ entry; "
     "/tickets lists the open ones; /takeover N takes conversation N over."
 )
 NO_TEAM = (
@@ -58,9 +61,14 @@ class Opened:
 
 
 class HelpDesk:
-    def __init__(self, *, settings: HandoffSettings, tickets: HandoffRepository) -> None:
+    def __init__(
+        self, *, settings: HandoffSettings, tickets: HandoffRepository, team: Team | None = None
+    ) -> None:
         self.settings = settings
         self.tickets = tickets
+        # Audit trail, ratings and learned answers; the manager gives its own
+        # when none is given here.
+        self.team = team
 
     @property
     def connected(self) -> bool:
@@ -267,6 +275,10 @@ class HelpDesk:
 
     async def _agent_command(self, accepted: Accepted, ticket: Ticket, name: str, args: str) -> str:
         agent = accepted.inbound.platform_user
+        if name == "learn":
+            if self.team is None:
+                return "Learning answers needs the knowledge base, which is not set up here."
+            return await learning.learn(self.team, self.tickets, ticket, agent, args)
         if name == "note":
             if not args:
                 return "Write the note after the command: /note TEXT (never sent to the customer)."
@@ -287,18 +299,35 @@ class HelpDesk:
             )
             if not changed:
                 return f"Ticket #{ticket.id} is not claimed."
+            await self._audit(ticket, agent, "ticket.release")
             return f"Ticket #{ticket.id} is waiting again for someone to claim it."
         # resolve
         _, changed = await self.tickets.transition(ticket.id, "closed", by=agent, reason="resolved")
         if not changed:
             return f"Ticket #{ticket.id} is already closed."
+        await self._audit(ticket, agent, "ticket.resolve")
+        text = (
+            "The support team marked this conversation as resolved, and I'm back to help. "
+            "Send /human whenever you'd like a person again."
+        )
+        buttons: tuple[tuple[str, str], ...] = ()
+        if self.team is not None and self.team.rates_tickets:
+            await self.team.repository.invite_rating(
+                tenant=ticket.customer_address.tenant,
+                conversation_id=ticket.conversation_id,
+                user_id=ticket.customer,
+                question=await learning.ticket_question(self.tickets, ticket),
+                ticket_id=ticket.id,
+            )
+            text += "\n\n" + TICKET_INVITATION
+            buttons = RATING_BUTTONS
         await self.tickets.enqueue(
             f"resolved:{ticket.id}",
             ticket.customer_address,
-            "The support team marked this conversation as resolved, and I'm back to help. "
-            "Send /human whenever you'd like a person again.",
+            text,
             kind="notice",
             ticket_id=ticket.id,
+            buttons=buttons,
         )
         return f"Resolved ticket #{ticket.id}; the bot answers this customer again."
 
@@ -312,6 +341,7 @@ class HelpDesk:
             expect=("waiting",),
         )
         if changed:
+            await self._audit(ticket, inbound.platform_user, "ticket.claim")
             await self.tickets.enqueue(
                 f"claimed:{ticket.id}:{accepted.inbound_id}",
                 ticket.customer_address,
@@ -524,6 +554,17 @@ class HelpDesk:
         return changed or ticket.state == "human"
 
     # -- helpers -------------------------------------------------------------------------
+
+    async def _audit(self, ticket: Ticket, agent: str, action: str) -> None:
+        # Recorded in the customer's tenant: it is that tenant's support the team gave.
+        if self.team is not None:
+            await self.team.audit(
+                ticket.customer_address.tenant,
+                agent,
+                action,
+                f"ticket #{ticket.id}",
+                {"conversation": ticket.conversation_id},
+            )
 
     async def _ticket_in_space(self, inbound: Inbound) -> Ticket | None:
         reply_to = str(inbound.meta.get("reply_to") or "")

@@ -108,6 +108,15 @@ async def run(
                 print(line, file=stderr)
             print(report.lines()[0], file=stdout)
             if report.created or report.updated:
+                from storage.team_repo import TeamRepository
+
+                await TeamRepository(db).audit(
+                    args.tenant,
+                    "cli",
+                    "faq.import",
+                    Path(args.file).name,
+                    {"added": report.created, "updated": report.updated},
+                )
                 print(await _tune_hint(kb), file=stderr)
             return 0
         if args.faq_command == "tune":

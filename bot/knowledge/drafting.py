@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from llm.base import ChatMessage, SamplingParams
 
@@ -33,6 +33,8 @@ ALIASES = {
 }
 TONES = ("friendly", "formal", "neutral", "enthusiastic", "apologetic")
 LENGTHS = {"short": "at most 60 words", "medium": "about 120 words", "long": "about 250 words"}
+# A draft nobody revised for this long is closed: its next message is answered normally.
+DRAFT_TTL = 24 * 3600.0
 DRAFT_LABEL = "DRAFT — review before sending; nothing has been sent."
 
 _OPTION = re.compile(r"(?:^|\s)--(tone|length)[= ](\S+)")
@@ -49,13 +51,25 @@ class Draft:
     tone: str = "friendly"
     length: str = "medium"
     text: str = ""
+    # Who opened it (a platform user id): only they revise or close it.
+    author: str = ""
+    # When it was opened or last revised (Unix time); it expires DRAFT_TTL later.
+    updated: float = 0.0
+
+    def belongs_to(self, platform_user: str) -> bool:
+        # Drafts stored before drafts had authors belong to whoever continues them.
+        return not self.author or self.author == platform_user
+
+    def expired(self, now: float) -> bool:
+        return bool(self.updated) and now - self.updated > DRAFT_TTL
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
 
     @classmethod
     def loads(cls, raw: str) -> Draft:
-        return cls(**json.loads(raw))
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
 
 USAGE = (
@@ -112,7 +126,7 @@ def revise_options(draft: Draft, instruction: str) -> Draft:
     elif "longer" in words:
         length = {"short": "medium", "medium": "long"}.get(draft.length, "long")
     tone = next((t for t in TONES if t in words), draft.tone)
-    return Draft(draft.kind, draft.brief, tone, length, draft.text)
+    return replace(draft, tone=tone, length=length)
 
 
 # Drafts want some variety, unlike answers.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,10 +175,14 @@ class KnowledgeBase:
 
     # -- planning ------------------------------------------------------------------
 
-    async def plan(self, question: str, *, tenant: str, conversation_key: str) -> Plan:
+    async def plan(
+        self, question: str, *, tenant: str, conversation_key: str, user: str = ""
+    ) -> Plan:
         """What to do with a plain message.
 
-        An open draft takes the message as a revision; otherwise the mode
+        An open draft takes its author's message as a revision (anyone else in
+        the conversation is answered as usual, and an expired draft is
+        ignored); otherwise the mode
         decides: ``support`` and ``faq`` always answer from the knowledge base
         (``faq`` never lets the model write), ``assistant`` only when an entry
         is relevant. Where the tenant sees no entries, messages are plain chat
@@ -186,8 +191,10 @@ class KnowledgeBase:
         raw = await self.open_draft(conversation_key)
         persona = (await self.persona(tenant)).strip()
         if raw:
-            draft = drafting.revise_options(drafting.Draft.loads(raw), question)
-            return ReviseDraft(draft, drafting.draft_messages(draft, persona, question))
+            opened = drafting.Draft.loads(raw)
+            if opened.belongs_to(user) and not opened.expired(time.time()):
+                draft = drafting.revise_options(opened, question)
+                return ReviseDraft(draft, drafting.draft_messages(draft, persona, question))
         mode = await self.mode_for(conversation_key, tenant)
         if not await self.retriever.has_entries(tenant):
             if mode == "faq":

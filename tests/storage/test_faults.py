@@ -27,6 +27,7 @@ from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
 from storage.models import users
 from storage.repository import ConversationAddress, Repository, StoredInbound
+from storage.team_repo import TeamRepository
 from tests.conftest import _fresh_pg_repository
 from tests.faults import TcpProxy
 from tests.storage.support import make_event
@@ -116,10 +117,54 @@ KNOWLEDGE_CALLS: dict[str, Call] = {
     "get_setting": lambda r, k: k.get_setting("tenant:t1", "mode"),
     "set_setting": lambda r, k: k.set_setting("tenant:t1", "mode", "faq"),
 }
+
+
+def _t(r: Repository) -> TeamRepository:
+    return TeamRepository(r.db)
+
+
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+TEAM_CALLS: dict[str, Call] = {
+    "set_role": lambda r, k: _t(r).set_role("t1", "test:u1", "agent", by="test:admin"),
+    "role_of": lambda r, k: _t(r).role_of("t1", "test:u1"),
+    "roles": lambda r, k: _t(r).roles("t1"),
+    "audit": lambda r, k: _t(r).audit("t1", "test:admin", "mode"),
+    "audit_entries": lambda r, k: _t(r).audit_entries(tenant="t1", limit=5),
+    "set_quota": lambda r, k: _t(r).set_quota("t1", "", 1000, by="test:admin"),
+    "quotas": lambda r, k: _t(r).quotas("t1"),
+    "quota_state": lambda r, k: _t(r).quota_state("t1", "test:u1", since=NOW),
+    "record_usage": lambda r, k: _t(r).record_usage(
+        tenant="t1",
+        user_id="test:u1",
+        inbound_id=1,
+        plan="chat",
+        prompt_tokens=1,
+        completion_tokens=1,
+        model_seconds=0.1,
+        seconds_source="wall",
+    ),
+    "first_quota_notice": lambda r, k: _t(r).first_quota_notice("t1", "test:u1", "2024-01-01"),
+    "invite_rating": lambda r, k: _t(r).invite_rating(
+        tenant="t1", conversation_id=1, user_id="test:u1", question="q", inbound_id=1
+    ),
+    "open_invitation": lambda r, k: _t(r).open_invitation(1, since=NOW),
+    "rate": lambda r, k: _t(r).rate(1, 1, "fine"),
+    "ratings": lambda r, k: _t(r).ratings(tenant="t1"),
+    "gap_questions": lambda r, k: _t(r).gap_questions(tenant="t1"),
+    "propose": lambda r, k: _t(r).propose(
+        tenant="t1", question="q", answer="a", proposed_by="slack:U1"
+    ),
+    "proposals": lambda r, k: _t(r).proposals(tenant="t1"),
+    "proposal": lambda r, k: _t(r).proposal(1),
+    "decide": lambda r, k: _t(r).decide(1, approved=False, by="test:admin"),
+    "stats": lambda r, k: _t(r).stats("t1"),
+    "forget": lambda r, k: _t(r).forget("test:u1"),
+}
 ALL_CALLS = (
     [("Repository", n, c) for n, c in REPOSITORY_CALLS.items()]
     + [("KnowledgeRepository", n, c) for n, c in KNOWLEDGE_CALLS.items()]
     + [("HandoffRepository", n, c) for n, c in HANDOFF_CALLS.items()]
+    + [("TeamRepository", n, c) for n, c in TEAM_CALLS.items()]
 )
 
 
@@ -136,6 +181,7 @@ def test_every_public_method_is_covered() -> None:
     assert _public_methods(Repository) - {"aclose"} == set(REPOSITORY_CALLS)
     assert _public_methods(KnowledgeRepository) == set(KNOWLEDGE_CALLS)
     assert _public_methods(HandoffRepository) == set(HANDOFF_CALLS)
+    assert _public_methods(TeamRepository) == set(TEAM_CALLS)
 
 
 def _assert_clean(error: StorageError, caplog: pytest.LogCaptureFixture) -> None:

@@ -113,7 +113,7 @@ async def test_draft_and_revisions(
 ) -> None:
     manager, kb = setup
     admin = {"user": "admin"}
-    assert "drafting is for the support team" in await ask(manager, "/draft email hi")
+    assert "only for this bot's agents and admins" in await ask(manager, "/draft email hi")
     assert "unknown kind" in await ask(manager, "/draft poem about cats", **admin)
     backend.enqueue("Subject: Maintenance\n\nWe will be down on Sunday.")
     first = await ask(manager, "/draft email maintenance on Sunday 2-4am --tone formal", **admin)
