@@ -14,6 +14,7 @@ from sqlalchemy import text
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import ESCALATION_TEXT, Policy
 from bot.manager import TIMEOUT_MESSAGE, ConversationManager, busy_message
+from bot.types import Reply
 from llm.base import LLMBusy, LLMTimeout
 from llm.embeddings import HashingEmbedder
 from llm.fake import FakeBackend
@@ -77,10 +78,15 @@ async def test_reset_stops_a_grounded_answer_in_progress(
     manager, _ = setup
     long_answer = " ".join(f"Reply with your order number [1]. {i}" for i in range(100))
     backend.enqueue(long_answer, chunk_delay=0.01)
-    seen = Rendered()
-    answer = asyncio.create_task(manager.handle(make_inbound(GROUNDED_QUESTION), seen))
-    await asyncio.sleep(0.2)
-    await asyncio.wait_for(manager.handle(make_inbound("/reset"), seen), timeout=2)
+    shown = asyncio.Event()
+
+    async def watch(reply: Reply) -> None:
+        async for _ in reply:
+            shown.set()
+
+    answer = asyncio.create_task(manager.handle(make_inbound(GROUNDED_QUESTION), watch))
+    await asyncio.wait_for(shown.wait(), timeout=10)  # the first checked sentence is out
+    await asyncio.wait_for(manager.handle(make_inbound("/reset"), Rendered()), timeout=5)
     reply = await answer
     assert reply.text.endswith("(stopped)")
     assert reply.text.startswith("Reply with your order number [1].")
