@@ -140,9 +140,7 @@ SLACK_CALLS: dict[str, Call] = {
     "bot_for_team": lambda r, k: _s(r).bot_for_team("T1"),
     "link_team": lambda r, k: _s(r).link_team("T1", "E1"),
     "delete_bot": lambda r, k: _s(r).delete_bot(enterprise_id=None, team_id="T1"),
-    "delete_installation": lambda r, k: _s(r).delete_installation(
-        enterprise_id=None, team_id="T1"
-    ),
+    "delete_installation": lambda r, k: _s(r).delete_installation(enterprise_id=None, team_id="T1"),
     "issue_state": lambda r, k: _s(r).issue_state(MARKER, datetime.now(UTC)),
     "consume_state": lambda r, k: _s(r).consume_state(MARKER),
     "uninstalled_before": lambda r, k: _s(r).uninstalled_before(datetime.now(UTC)),
