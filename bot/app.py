@@ -28,6 +28,7 @@ from storage.db import Database
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
 from storage.repository import Repository
+from storage.slack_repo import SlackRepository, TokenCipher
 from storage.team_repo import TeamRepository
 
 if TYPE_CHECKING:
@@ -166,8 +167,11 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
         await db.dispose()
 
 
-def create_platform_adapters(settings: Settings, http: HttpServer) -> list[ChatAdapter]:
-    """Adapters for every platform whose credentials are configured."""
+def create_platform_adapters(
+    settings: Settings, http: HttpServer, db: Database | None = None
+) -> list[ChatAdapter]:
+    """Adapters for every platform whose credentials are configured (``db``: where
+    Slack OAuth keeps its installations)."""
     adapters: list[ChatAdapter] = []
     if settings.telegram_enabled:
         from adapters.telegram import create_adapter as create_telegram
@@ -176,7 +180,10 @@ def create_platform_adapters(settings: Settings, http: HttpServer) -> list[ChatA
     if settings.slack_enabled:
         from adapters.slack import create_adapter as create_slack
 
-        adapters.append(create_slack(settings=settings, http=http))
+        installs = None
+        if settings.slack_oauth_enabled and db is not None:
+            installs = SlackRepository(db, TokenCipher(settings.secret_key))
+        adapters.append(create_slack(settings=settings, http=http, installs=installs))
     return adapters
 
 
@@ -196,7 +203,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
 
     async with open_core(settings) as core:
         http = HttpServer(host=settings.host, port=settings.port)
-        adapters: list[ChatAdapter] = create_platform_adapters(settings, http)
+        adapters: list[ChatAdapter] = create_platform_adapters(settings, http, core.repository.db)
         if settings.web_chat_enabled:
             adapters.insert(0, WebChat(http=http, token=settings.web_token))
         http.checks["database"] = core.repository.db.ping

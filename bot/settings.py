@@ -16,6 +16,7 @@ from pathlib import Path
 from bot.errors import ConfigError
 from bot.handoff.config import BusinessHours, HandoffConfigError, HandoffSettings, parse_spaces
 from llm.base import DTYPES, QUANTIZATIONS
+from storage.slack_repo import TokenCipher
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are Deskmate, a friendly and concise customer-support assistant. "
@@ -77,6 +78,14 @@ class Settings:
     slack_signing_secret: str = ""
     slack_api_url: str = ""
     slack_edit_interval: float = 1.2
+    # OAuth: installs into many workspaces through /slack/install (instead of one bot token).
+    slack_client_id: str = ""
+    slack_client_secret: str = ""
+    slack_redirect_uri: str = ""
+    # Days an uninstalled workspace's conversations and knowledge base are kept; 0: none.
+    slack_retention_days: float = 30.0
+    # Fernet key(s) for tokens at rest: the first encrypts, every one decrypts.
+    secret_key: str = ""
 
     admins: frozenset[str] = field(default_factory=frozenset)
 
@@ -127,7 +136,11 @@ class Settings:
 
     @property
     def slack_enabled(self) -> bool:
-        return bool(self.slack_bot_token)
+        return bool(self.slack_bot_token) or self.slack_oauth_enabled
+
+    @property
+    def slack_oauth_enabled(self) -> bool:
+        return bool(self.slack_client_id and self.slack_client_secret)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -225,10 +238,46 @@ class Settings:
                 raise ConfigError(
                     f"DESKMATE_HANDOFF_CHAT names {space.key}, but SLACK_BOT_TOKEN is not set"
                 )
+        self._validate_slack_oauth()
         if self.slack_enabled and not (self.slack_app_token or self.slack_signing_secret):
             raise ConfigError(
-                "SLACK_BOT_TOKEN is set but neither SLACK_APP_TOKEN (Socket Mode) nor "
-                "SLACK_SIGNING_SECRET (HTTP Events API) is"
+                f"{'SLACK_CLIENT_ID' if self.slack_oauth_enabled else 'SLACK_BOT_TOKEN'} is set "
+                "but neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET "
+                "(HTTP Events API) is"
+            )
+
+    def _validate_slack_oauth(self) -> None:
+        if bool(self.slack_client_id) != bool(self.slack_client_secret):
+            raise ConfigError(
+                "Slack OAuth needs both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET "
+                "(Basic Information -> App Credentials)"
+            )
+        if not self.slack_oauth_enabled:
+            return
+        if self.slack_bot_token:
+            # One token for one workspace, or installations for many: mixing them
+            # would answer some workspaces with the wrong identity.
+            raise ConfigError(
+                "set either SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and "
+                "SLACK_CLIENT_SECRET (installs through /slack/install), not both; to move to "
+                "OAuth, unset SLACK_BOT_TOKEN and install the app again from /slack/install"
+            )
+        try:
+            TokenCipher(self.secret_key)
+        except ValueError as exc:
+            raise ConfigError(
+                f"DESKMATE_SECRET_KEY {exc}; Slack OAuth stores tokens encrypted with it. Make "
+                "one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'"
+            ) from None
+        if self.slack_retention_days < 0:
+            raise ConfigError("DESKMATE_SLACK_RETENTION_DAYS is days: 0 (purge at once) or more")
+        if self.slack_redirect_uri and not self.slack_redirect_uri.startswith(
+            ("https://", "http://")
+        ):
+            raise ConfigError(
+                "SLACK_REDIRECT_URI is the full URL of /slack/oauth_redirect, "
+                "e.g. https://your.host/slack/oauth_redirect"
             )
 
 
@@ -274,6 +323,11 @@ ENV_VARS: dict[str, str] = {
     "slack_signing_secret": "SLACK_SIGNING_SECRET",
     "slack_api_url": "SLACK_API_URL",
     "slack_edit_interval": "SLACK_EDIT_INTERVAL",
+    "slack_client_id": "SLACK_CLIENT_ID",
+    "slack_client_secret": "SLACK_CLIENT_SECRET",
+    "slack_redirect_uri": "SLACK_REDIRECT_URI",
+    "slack_retention_days": "DESKMATE_SLACK_RETENTION_DAYS",
+    "secret_key": "DESKMATE_SECRET_KEY",
     "admins": "DESKMATE_ADMINS",
     "web_chat": "DESKMATE_WEB_CHAT",
     "web_token": "DESKMATE_WEB_TOKEN",

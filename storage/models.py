@@ -448,3 +448,49 @@ faq_proposals = Table(
 
 # Buttons adapters may show under an outbox notice: [[label, command], ...].
 outbox.append_column(Column("buttons", JSON))
+# -- Slack installations (OAuth) -------------------------------------------------------
+# One row per installation: a workspace (team_id), or a whole Enterprise Grid org
+# (enterprise_id with is_enterprise_install, team_id ""), per installing user. ""
+# stands for an absent id so the unique key holds on every backend. Tokens live
+# only in ``secrets``, encrypted (storage.slack_repo.TokenCipher); ``details`` keeps
+# the rest of what Slack returned.
+slack_installations = Table(
+    "slack_installations",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("enterprise_id", String(32), nullable=False, server_default=""),
+    Column("team_id", String(32), nullable=False, server_default=""),
+    Column("user_id", String(32), nullable=False, server_default=""),
+    Column("is_enterprise_install", Boolean, nullable=False, server_default=text("false")),
+    Column("bot_user_id", String(32), nullable=False, server_default=""),
+    Column("bot_id", String(32), nullable=False, server_default=""),
+    Column("details", JSON, nullable=False),
+    Column("secrets", Text, nullable=False),
+    Column("installed_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint(
+        "enterprise_id", "team_id", "user_id", name="uq_slack_installations_installation"
+    ),
+    Index("ix_slack_installations_latest", "enterprise_id", "team_id", "installed_at"),
+)
+
+# The workspaces Deskmate has served (tenant = team id): which org each belongs to
+# (an org-wide install reaches its workspaces through it) and, once the app was
+# uninstalled or its bot token revoked, since when; the purge removes the
+# workspace's data ``DESKMATE_SLACK_RETENTION_DAYS`` later.
+slack_workspaces = Table(
+    "slack_workspaces",
+    metadata,
+    Column("team_id", String(32), primary_key=True),
+    Column("enterprise_id", String(32), nullable=False, server_default=""),
+    Column("uninstalled_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_slack_workspaces_uninstalled", "uninstalled_at"),
+)
+
+# OAuth ``state`` values handed out by /slack/install: each one is good once.
+slack_oauth_states = Table(
+    "slack_oauth_states",
+    metadata,
+    Column("state", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)

@@ -24,7 +24,11 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -54,8 +58,21 @@ from adapters.slack.convert import (
     thread_of,
     ticket_blocks,
 )
+from adapters.slack.oauth import (
+    CALLBACK_OPTIONS,
+    INSTALL_PATH,
+    REDIRECT_PATH,
+    STATE_SECONDS,
+    InstallationStore,
+    OAuthConfig,
+    PurgeJob,
+    StateStore,
+    WorkspaceBots,
+    authorization_url,
+    manifest_scopes,
+)
 from adapters.slack.render import PLACEHOLDER, pacing_keys, thread_renderer
-from bot.errors import ConfigError
+from bot.errors import ConfigError, StorageError
 from bot.types import (
     Accepted,
     ConversationRef,
@@ -168,7 +185,8 @@ class SlackAdapter:
     def __init__(
         self,
         *,
-        bot_token: str,
+        bot_token: str = "",
+        oauth: OAuthConfig | None = None,
         app_token: str = "",
         signing_secret: str = "",
         api_url: str = "",
@@ -177,8 +195,11 @@ class SlackAdapter:
         shutdown_timeout: float = 30.0,
         max_concurrent_answers: int = 16,
     ) -> None:
-        if not bot_token:
-            raise ConfigError("SLACK_BOT_TOKEN is required for the Slack adapter")
+        if not bot_token and oauth is None:
+            raise ConfigError(
+                "the Slack adapter needs SLACK_BOT_TOKEN, or SLACK_CLIENT_ID and "
+                "SLACK_CLIENT_SECRET to be installed through /slack/install"
+            )
         if not app_token and not signing_secret:
             raise ConfigError(
                 "Slack needs SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET "
@@ -190,8 +211,10 @@ class SlackAdapter:
         self.socket_mode = bool(app_token)
         self._app_token = app_token
         self._signing_secret = signing_secret
+        # With OAuth it has no token: each workspace's calls go through
+        # ``_client_for`` (and Bolt's per-request client), sharing its session.
         self.client = AsyncWebClient(
-            token=bot_token,
+            token=bot_token or None,
             base_url=base_url,
             retry_handlers=[
                 AsyncConnectionErrorRetryHandler(max_retry_count=max_retries),
@@ -199,6 +222,11 @@ class SlackAdapter:
                 AsyncRateLimitErrorRetryHandler(max_retry_count=max_retries),
             ],
         )
+        self.oauth = oauth
+        self.installations: InstallationStore | None = None
+        self.bots: WorkspaceBots | None = None
+        self.purge: PurgeJob | None = None
+        self._clients: OrderedDict[str, AsyncWebClient] = OrderedDict()
         self.app = AsyncApp(
             client=self.client,
             signing_secret=signing_secret,
@@ -208,7 +236,13 @@ class SlackAdapter:
             process_before_response=True,
             name="deskmate",
             logger=_bolt_log,
+            **(self._oauth_app_options(oauth, base_url) if oauth is not None else {}),
         )
+        if oauth is not None:
+            self.app.use(self._remember_workspace)
+            # Before the catch-all below, which would acknowledge them unheard.
+            self.app.event("app_uninstalled")(self._on_app_uninstalled)
+            self.app.event("tokens_revoked")(self._on_tokens_revoked)
         self.app.event("app_mention")(self._on_event)
         self.app.event("message")(self._on_event)
         self.app.command(SLASH_COMMAND)(self._on_command)
@@ -239,28 +273,38 @@ class SlackAdapter:
     async def start(self, conversations: Conversations) -> None:
         """Check the token, connect (Socket Mode) and answer events stored but never
         answered before the last stop."""
-        try:
-            auth = await self.client.auth_test()
-        except SlackApiError as exc:
-            raise ConfigError(
-                f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}); "
-                "copy the Bot User OAuth Token (xoxb-...) from the app's settings"
-            ) from exc
+        via = "Socket Mode" if self.socket_mode else "HTTP Events API at /slack/events"
+        if self.oauth is None:
+            try:
+                auth = await self.client.auth_test()
+            except SlackApiError as exc:
+                raise ConfigError(
+                    f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}); "
+                    "copy the Bot User OAuth Token (xoxb-...) from the app's settings"
+                ) from exc
+            self.bot_user_id = str(auth.get("user_id") or "")
+            self.bot_id = str(auth.get("bot_id") or "")
+            log.info(
+                "Slack: connected as %s (%s) in team %s via %s",
+                auth.get("user"),
+                self.bot_user_id,
+                auth.get("team_id"),
+                via,
+            )
+        else:
+            log.info(
+                "Slack: serving every workspace that installs the app (%s) via %s",
+                INSTALL_PATH,
+                via,
+            )
+            if self.purge is not None:
+                self.purge.start()
         # One pooled session for every Web API call; slack-sdk opens a new
         # connection per call otherwise.
         self.client.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.client.timeout)
         )
-        self.bot_user_id = str(auth.get("user_id") or "")
-        self.bot_id = str(auth.get("bot_id") or "")
         self._conversations = conversations
-        log.info(
-            "Slack: connected as %s (%s) in team %s via %s",
-            auth.get("user"),
-            self.bot_user_id,
-            auth.get("team_id"),
-            "Socket Mode" if self.socket_mode else "HTTP Events API at /slack/events",
-        )
         self.answers.replay(await self.answers.claim_pending(conversations))
         if self.socket_mode:
             self._socket = AsyncSocketModeHandler(
@@ -285,7 +329,10 @@ class SlackAdapter:
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
+        if self.purge is not None:
+            await self.purge.stop()
         await self.answers.drain()
+        self._clients.clear()
         if self.client.session is not None:
             await self.client.session.close()
             self.client.session = None
@@ -299,7 +346,7 @@ class SlackAdapter:
         if not text.strip():
             raise ValueError("Slack refuses empty messages; nothing to send")
         for chunk in split_text(text, MESSAGE_LIMIT):
-            await self._post(ref.chat, ref.thread, chunk)
+            await self._post(ref.chat, ref.thread, chunk, team=ref.tenant)
 
     async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str:
         """Post ``text`` into the conversation (its thread when it has one) for the
@@ -314,7 +361,7 @@ class SlackAdapter:
         first = ""
         try:
             for chunk in split_text(text, MESSAGE_LIMIT):
-                ts = await self._post(ref.chat, thread, chunk)
+                ts = await self._post(ref.chat, thread, chunk, team=ref.tenant)
                 first = first or ts
         except SlackApiError as exc:
             _refuse_for_good(exc, ref.chat)
@@ -328,9 +375,10 @@ class SlackAdapter:
         buttons; agents answer in its thread."""
         fallback = escape(split_first(text, MESSAGE_LIMIT)[0])
         kwargs: dict[str, Any] = {"channel": space.chat, "text": fallback}
+        client = await self._client_for(space.tenant)
         try:
             try:
-                response = await self.client.chat_postMessage(
+                response = await client.chat_postMessage(
                     **kwargs, blocks=ticket_blocks(title, text, ticket_id)
                 )
             except SlackApiError as exc:
@@ -338,7 +386,7 @@ class SlackAdapter:
                     raise
                 # Without buttons agents still have the words (claim, resolve).
                 log.warning("Slack: ticket #%s refused with blocks; posting text", ticket_id)
-                response = await self.client.chat_postMessage(**kwargs)
+                response = await client.chat_postMessage(**kwargs)
         except SlackApiError as exc:
             _refuse_for_good(exc, space.chat)
             raise
@@ -401,9 +449,8 @@ class SlackAdapter:
         listening = bool(channel) and conversations.listens_to(
             ConversationRef(PLATFORM, team, channel)
         )
-        route = route_event(
-            body, bot_user_id=self.bot_user_id, bot_id=self.bot_id, listening=listening
-        )
+        bot_user_id, bot_id = await self._identity(team)
+        route = route_event(body, bot_user_id=bot_user_id, bot_id=bot_id, listening=listening)
         if route is Route.THREAD and not await self._in_thread(
             team, channel, thread_of(event), user
         ):
@@ -412,9 +459,7 @@ class SlackAdapter:
             await ack()
             return
         try:
-            inbound = event_to_inbound(
-                body, bot_user_id=self.bot_user_id, space=route is Route.SPACE
-            )
+            inbound = event_to_inbound(body, bot_user_id=bot_user_id, space=route is Route.SPACE)
         except ValueError as exc:
             # Redelivering it would not help; say why and move on.
             log.warning("Slack: ignored a malformed event %s: %s", body.get("event_id"), exc)
@@ -502,6 +547,8 @@ class SlackAdapter:
                     # a reaction on every agent's line would be noise.
                     await self._react(inbound)
                 await conversations.process(accepted, self._thread_renderer(inbound))
+        except Undeliverable as exc:
+            log.error("Slack: could not answer %s: %s", inbound.event_id, exc)
         except SlackApiError as exc:
             # The manager has marked the inbound failed; a redelivery retries it.
             error = str(exc.response.get("error") or exc)
@@ -522,7 +569,7 @@ class SlackAdapter:
             if not reply.should_render:
                 return
             renderer = thread_renderer(
-                sink=_ThreadSink(self, channel, thread),
+                sink=_ThreadSink(self, channel, thread, team),
                 pacer=self._pacer,
                 keys=pacing_keys(team, channel),
                 placeholder=PLACEHOLDER if reply.kind is ReplyKind.ANSWER else "",
@@ -560,37 +607,40 @@ class SlackAdapter:
         ts = str(inbound.meta.get("ts") or "")
         if not ts:
             return
+        client = await self._client_for(inbound.ref.tenant)
         try:
-            await self.client.reactions_add(
+            await client.reactions_add(
                 channel=str(inbound.meta.get("channel")), timestamp=ts, name=SEEN_REACTION
             )
         except SlackApiError as exc:
             if exc.response.get("error") != "already_reacted":
                 log.info("Slack: could not add a reaction: %s", exc.response.get("error"))
 
-    async def _post(self, channel: str, thread: str, text: str) -> str:
+    async def _post(self, channel: str, thread: str, text: str, *, team: str = "") -> str:
         kwargs: dict[str, Any] = {"channel": channel, "text": escape(text)}
         if thread:
             kwargs["thread_ts"] = thread
         blocks = message_blocks(text)
+        client = await self._client_for(team)
         try:
-            response = await self.client.chat_postMessage(**kwargs, blocks=blocks or None)
+            response = await client.chat_postMessage(**kwargs, blocks=blocks or None)
         except SlackApiError as exc:
             if exc.response.get("error") not in _BLOCK_ERRORS:
                 raise
             # Fall back to plain text when Slack rejects the blocks.
-            response = await self.client.chat_postMessage(**kwargs)
+            response = await client.chat_postMessage(**kwargs)
         return str(response["ts"])
 
-    async def _update(self, channel: str, ts: str, text: str) -> None:
+    async def _update(self, channel: str, ts: str, text: str, *, team: str = "") -> None:
         kwargs: dict[str, Any] = {"channel": channel, "ts": ts, "text": escape(text)}
         blocks = message_blocks(text)
+        client = await self._client_for(team)
         try:
-            await self.client.chat_update(**kwargs, blocks=blocks)
+            await client.chat_update(**kwargs, blocks=blocks)
         except SlackApiError as exc:
             if exc.response.get("error") not in _BLOCK_ERRORS:
                 raise
-            await self.client.chat_update(**kwargs, blocks=[])
+            await client.chat_update(**kwargs, blocks=[])
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -602,34 +652,205 @@ class SlackAdapter:
 
     async def _load_thread(self, team: str, channel: str, thread: str) -> None:
         """Rebuild a thread's members from its history (after a restart)."""
+        bot_user_id, bot_id = await self._identity(team)
         try:
             async with asyncio.timeout(THREAD_LOOKUP_TIMEOUT):
-                response = await self.client.conversations_replies(
-                    channel=channel, ts=thread, limit=200
-                )
-        except SlackApiError as exc:
+                client = await self._client_for(team)
+                response = await client.conversations_replies(channel=channel, ts=thread, limit=200)
+        except (SlackApiError, Undeliverable) as exc:
             # Permanent (missing scope, thread gone): treat as a thread we are not in.
-            log.info("Slack: conversations.replies failed: %s", exc.response.get("error"))
+            error = exc.response.get("error") if isinstance(exc, SlackApiError) else exc
+            log.info("Slack: conversations.replies failed: %s", error)
             self.threads.remember(team, channel, thread, set())
             return
         # A timeout propagates: the delivery fails and Slack sends it again.
         messages = response.get("messages") or []
-        mention = f"<@{self.bot_user_id}"
+        mention = f"<@{bot_user_id}"
         bot_spoke = any(
-            m.get("user") == self.bot_user_id or (self.bot_id and m.get("bot_id") == self.bot_id)
-            for m in messages
+            m.get("user") == bot_user_id or (bot_id and m.get("bot_id") == bot_id) for m in messages
         )
         users = (
             {str(m.get("user")) for m in messages if mention in (m.get("text") or "")}
-            if bot_spoke and self.bot_user_id
+            if bot_spoke and bot_user_id
             else set()
         )
         self.threads.remember(team, channel, thread, users)
+
+    # -- workspaces (tokens) -----------------------------------------------------------
+
+    def _oauth_app_options(self, oauth: OAuthConfig, base_url: str) -> dict[str, Any]:
+        """AsyncApp's arguments for OAuth: installs, states and authorize in our database."""
+        self.installations = InstallationStore(
+            oauth.repository, on_uninstalled=self._workspaces_gone
+        )
+        self.bots = WorkspaceBots(oauth.repository)
+        self.purge = PurgeJob(oauth.repository, retention=oauth.retention)
+        settings = AsyncOAuthSettings(
+            client_id=oauth.client_id,
+            client_secret=oauth.client_secret,
+            scopes=manifest_scopes(),
+            user_scopes=[],
+            redirect_uri=oauth.redirect_uri or None,
+            install_path=INSTALL_PATH,
+            redirect_uri_path=REDIRECT_PATH,
+            callback_options=CALLBACK_OPTIONS,
+            authorization_url=authorization_url(base_url),
+            installation_store=self.installations,
+            installation_store_bot_only=True,
+            state_store=StateStore(oauth.repository),
+            state_expiration_seconds=STATE_SECONDS,
+            logger=_bolt_log,
+        )
+        return {
+            "oauth_settings": settings,
+            "installation_store": self.installations,
+            "installation_store_bot_only": True,
+            # A workspace's token maps to the same bot for its life: its
+            # auth.test answer is kept instead of asked on every event.
+            "authorize": AsyncInstallationStoreAuthorize(
+                logger=_bolt_log,
+                installation_store=self.installations,
+                bot_only=True,
+                cache_enabled=True,
+            ),
+        }
+
+    async def _client_for(self, team: str) -> AsyncWebClient:
+        """The Web API client holding the bot token of workspace ``team``.
+
+        Raises ``Undeliverable`` when no installation serves that workspace.
+        """
+        if self.bots is None:
+            return self.client
+        bot = await self.bots.get(team)
+        if bot is None:
+            raise Undeliverable(
+                f"Deskmate is not installed in Slack workspace {team or '?'} "
+                f"(install it from {INSTALL_PATH})"
+            )
+        client = self._clients.get(bot.token)
+        if client is None:
+            client = AsyncWebClient(
+                token=bot.token,
+                base_url=self.client.base_url,
+                timeout=self.client.timeout,
+                session=self.client.session,
+                retry_handlers=list(self.client.retry_handlers or []),
+            )
+            self._clients[bot.token] = client
+            while len(self._clients) > 1_000:
+                self._clients.popitem(last=False)
+        return client
+
+    async def _identity(self, team: str) -> tuple[str, str]:
+        """The bot's user id and bot id in workspace ``team`` (each install has its own)."""
+        if self.bots is None:
+            return self.bot_user_id, self.bot_id
+        bot = await self.bots.get(team)
+        return (bot.bot_user_id, bot.bot_id) if bot is not None else ("", "")
+
+    def _workspaces_gone(self, teams: list[str]) -> None:
+        if self.bots is not None:
+            self.bots.forget(teams)
+        self._clients.clear()
+        if self.purge is not None:
+            self.purge.wake()
+
+    async def _remember_workspace(
+        self, context: AsyncBoltContext, next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:
+        """Bolt middleware: note which org a workspace of an org-wide install belongs
+        to, so replies outside a request (the outbox) find the org's token."""
+        if (
+            self.bots is not None
+            and context.is_enterprise_install
+            and context.enterprise_id
+            and context.team_id
+        ):
+            await self.bots.link(context.team_id, context.enterprise_id)
+        return await next()
+
+    async def _on_app_uninstalled(
+        self, context: AsyncBoltContext, ack: Callable[[], Awaitable[Any]]
+    ) -> None:
+        assert self.installations is not None
+        enterprise, team = _installation_of(context)
+        await self.installations.async_delete_all(enterprise_id=enterprise, team_id=team)
+        await ack()
+
+    async def _on_tokens_revoked(
+        self,
+        event: dict[str, Any],
+        context: AsyncBoltContext,
+        ack: Callable[[], Awaitable[Any]],
+    ) -> None:
+        assert self.installations is not None
+        enterprise, team = _installation_of(context)
+        tokens = event.get("tokens") or {}
+        for user in tokens.get("oauth") or []:
+            await self.installations.async_delete_installation(
+                enterprise_id=enterprise, team_id=team, user_id=str(user)
+            )
+        if tokens.get("bot"):
+            await self.installations.async_delete_bot(enterprise_id=enterprise, team_id=team)
+        await ack()
+
+    # -- OAuth pages -----------------------------------------------------------------
+
+    async def handle_install(self, request: web.Request) -> web.StreamResponse:
+        """``GET /slack/install``: the "Add to Slack" page, with a fresh state."""
+        flow = self.app.oauth_flow
+        if flow is None:
+            raise web.HTTPNotFound()
+        bolt_request = AsyncBoltRequest(
+            body="",
+            query=request.query_string,
+            headers=request.headers,  # type: ignore[arg-type]
+        )
+        try:
+            response = await flow.handle_installation(bolt_request)
+        except StorageError as exc:
+            log.error("Slack: could not start an installation: %s", exc)
+            return _unavailable()
+        return await to_aiohttp_response(response)
+
+    async def handle_oauth_redirect(self, request: web.Request) -> web.StreamResponse:
+        """``GET /slack/oauth_redirect``: Slack sends the installer back here with a
+        code; a reused, unknown or expired state gets a page saying so."""
+        flow = self.app.oauth_flow
+        if flow is None:
+            raise web.HTTPNotFound()
+        bolt_request = AsyncBoltRequest(
+            body="",
+            query=request.query_string,
+            headers=request.headers,  # type: ignore[arg-type]
+        )
+        try:
+            response = await flow.handle_callback(bolt_request)
+        except StorageError as exc:
+            log.error("Slack: could not finish an installation: %s", exc)
+            return _unavailable()
+        return await to_aiohttp_response(response)
 
     def _require_conversations(self) -> Conversations:
         if self._conversations is None:
             raise RuntimeError("the Slack adapter received an event before start()")
         return self._conversations
+
+
+def _installation_of(context: AsyncBoltContext) -> tuple[str | None, str | None]:
+    """(enterprise id, team id) of the installation a request belongs to; an
+    org-wide installation is the org's, whichever workspace the event came from."""
+    if context.is_enterprise_install:
+        return context.enterprise_id, None
+    return context.enterprise_id, context.team_id
+
+
+def _unavailable() -> web.Response:
+    return web.Response(
+        status=503,
+        text="Deskmate cannot reach its database right now; try the installation again shortly.\n",
+    )
 
 
 def _refuse_for_good(exc: SlackApiError, channel: str) -> None:
@@ -644,16 +865,17 @@ def _refuse_for_good(exc: SlackApiError, channel: str) -> None:
 class _ThreadSink:
     """``MessageSink`` for one thread (or DM when ``thread`` is empty); messages are ts."""
 
-    def __init__(self, adapter: SlackAdapter, channel: str, thread: str) -> None:
+    def __init__(self, adapter: SlackAdapter, channel: str, thread: str, team: str = "") -> None:
         self._adapter = adapter
         self._channel = channel
         self._thread = thread
+        self._team = team
 
     async def post(self, text: str) -> str:
-        return await self._adapter._post(self._channel, self._thread, text)
+        return await self._adapter._post(self._channel, self._thread, text, team=self._team)
 
     async def update(self, message: str, text: str) -> None:
-        await self._adapter._update(self._channel, message, text)
+        await self._adapter._update(self._channel, message, text, team=self._team)
 
 
 __all__ = ["SlackAdapter", "ThreadMembers"]

@@ -12,6 +12,14 @@ adapter breaks them.
 
 Also holds helpers to build and sign Events API and interactive
 (``block_actions``) payloads the way Slack does.
+
+OAuth (``OAuthApp``): ``/oauth/v2/authorize`` stands for the installer
+approving the app in a workspace (``team=``) and sends the browser back to the
+redirect URL with a single-use code; ``oauth.v2.access`` exchanges it for a new
+bot token of that workspace, checking the client id and secret and that the
+redirect URL is the one the code was issued for. Every Web API call records the
+token it used (``Call.token``); a token replaced by a reinstall or revoked by an
+uninstall is refused with ``invalid_auth``.
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ import itertools
 import json
 import time
 import uuid
+from base64 import b64decode
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -75,6 +84,27 @@ class Workspace:
     bot_token: str
     bot_user_id: str = "UBOT"
     bot_id: str = "BBOT"
+    team_name: str = ""
+    # Tokens this workspace's installs had before the current one, now refused.
+    revoked: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OAuthApp:
+    """The app's credentials and its registered redirect URLs."""
+
+    client_id: str = "1111.2222"
+    client_secret: str = "oauth-client-secret"
+    app_id: str = "A1"
+    redirect_urls: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Grant:
+    team_id: str
+    scopes: str
+    redirect_uri: str
+    used: bool = False
 
 
 class FakeSlack:
@@ -85,8 +115,12 @@ class FakeSlack:
         *,
         workspaces: list[Workspace] | None = None,
         app_token: str = "xapp-1-test",
+        oauth: OAuthApp | None = None,
     ) -> None:
         self.workspaces = workspaces or [Workspace("T1", "xoxb-test")]
+        self.oauth = oauth
+        self._grants: dict[str, _Grant] = {}
+        self._installs = itertools.count(1)
         self.app_token = app_token
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], Message] = {}
@@ -115,6 +149,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self._socket)
         app.router.add_post("/hooks/{id}", self._hook)
+        app.router.add_get("/oauth/v2/authorize", self._authorize)
         self._runner, self.port = await serve_local(app)
         return self
 
@@ -198,6 +233,93 @@ class FakeSlack:
 
     def calls_of(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
+
+    def workspace(self, team_id: str) -> Workspace:
+        return next(w for w in self.workspaces if w.team_id == team_id)
+
+    def uninstall(self, team_id: str) -> dict[str, Any]:
+        """Someone removes the app from the workspace: its token stops working and
+        Slack sends ``app_uninstalled`` (returned, for the test to deliver)."""
+        workspace = self.workspace(team_id)
+        if workspace.bot_token:
+            workspace.revoked.append(workspace.bot_token)
+        workspace.bot_token = ""
+        return event_body({"type": "app_uninstalled", "event_ts": new_ts()}, team=team_id)
+
+    def revoke_bot_token(self, team_id: str) -> dict[str, Any]:
+        """The bot token is revoked; returns the ``tokens_revoked`` event."""
+        workspace = self.workspace(team_id)
+        if workspace.bot_token:
+            workspace.revoked.append(workspace.bot_token)
+        workspace.bot_token = ""
+        event = {
+            "type": "tokens_revoked",
+            "tokens": {"oauth": [], "bot": [workspace.bot_user_id]},
+            "event_ts": new_ts(),
+        }
+        return event_body(event, team=team_id)
+
+    # -- OAuth -----------------------------------------------------------------------
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """The installer approves the app in workspace ``team``; the browser goes
+        back to the redirect URL with a code (or an error)."""
+        app = self.oauth
+        query = request.query
+        if app is None or query.get("client_id") != app.client_id:
+            return web.Response(status=400, text="invalid_client_id")
+        redirect = query.get("redirect_uri", "")
+        if redirect and redirect not in app.redirect_urls:
+            return web.Response(status=400, text="bad_redirect_uri")
+        target = redirect or (app.redirect_urls[0] if app.redirect_urls else "")
+        if not target:
+            return web.Response(status=400, text="no_redirect_uri")
+        team = query.get("team", "")
+        if not any(w.team_id == team for w in self.workspaces):
+            return web.Response(status=400, text="unknown team (pass team=<id>)")
+        code = uuid.uuid4().hex
+        self._grants[code] = _Grant(team, query.get("scope", ""), redirect)
+        params = {"code": code}
+        if "state" in query:
+            params["state"] = query["state"]
+        parts = urlsplit(target)
+        query_string = urlencode([*parse_qsl(parts.query), *params.items()])
+        raise web.HTTPFound(urlunsplit(parts._replace(query=query_string)))
+
+    async def _oauth_v2_access(self, request: web.Request, args: dict[str, Any]) -> web.Response:
+        app = self.oauth
+        if app is None:
+            return _error("invalid_client_id")
+        client_id = str(args.get("client_id") or "")
+        client_secret = str(args.get("client_secret") or "")
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            client_id, _, client_secret = b64decode(auth[6:]).decode().partition(":")
+        if client_id != app.client_id:
+            return _error("invalid_client_id")
+        if client_secret != app.client_secret:
+            return _error("bad_client_secret")
+        grant = self._grants.get(str(args.get("code") or ""))
+        if grant is None or grant.used:
+            return _error("invalid_code")
+        if grant.redirect_uri and str(args.get("redirect_uri") or "") != grant.redirect_uri:
+            return _error("bad_redirect_uri")
+        grant.used = True
+        workspace = self.workspace(grant.team_id)
+        if workspace.bot_token:
+            workspace.revoked.append(workspace.bot_token)
+        workspace.bot_token = f"xoxb-{workspace.team_id}-{next(self._installs)}-{uuid.uuid4().hex}"
+        return _ok(
+            access_token=workspace.bot_token,
+            token_type="bot",
+            scope=grant.scopes,
+            bot_user_id=workspace.bot_user_id,
+            app_id=app.app_id,
+            team={"id": workspace.team_id, "name": workspace.team_name or workspace.team_id},
+            enterprise=None,
+            authed_user={"id": "U_INSTALLER"},
+            is_enterprise_install=False,
+        )
 
     def bot_messages(
         self, channel: str | None = None, thread_ts: str | None = None
@@ -366,13 +488,15 @@ class FakeSlack:
         if queued:
             status, body, headers = queued.pop(0)
             return web.json_response(body, status=status, headers=headers)
+        if method == "oauth.v2.access":
+            return await self._oauth_v2_access(request, args)
         if method == "apps.connections.open":
             if token != self.app_token:
                 return _error("invalid_auth")
             ticket = uuid.uuid4().hex
             self._tickets.add(ticket)
             return _ok(url=f"ws://127.0.0.1:{self.port}/link/?ticket={ticket}")
-        workspace = self._workspace(token)
+        workspace = self._workspace(token) if token else None
         if workspace is None:
             return _error("not_authed" if not token else "invalid_auth")
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)

@@ -27,6 +27,7 @@ from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
 from storage.models import users
 from storage.repository import ConversationAddress, Repository, StoredInbound
+from storage.slack_repo import SlackInstallation, SlackRepository, TokenCipher
 from storage.team_repo import TeamRepository
 from tests.conftest import _fresh_pg_repository
 from tests.faults import TcpProxy
@@ -160,11 +161,42 @@ TEAM_CALLS: dict[str, Call] = {
     "stats": lambda r, k: _t(r).stats("t1"),
     "forget": lambda r, k: _t(r).forget("test:u1"),
 }
+
+
+def _s(r: Repository) -> SlackRepository:
+    return SlackRepository(r.db, TokenCipher("q6Zx1Xh7kq2oXb6S1W9bVxJd8l3Yc0pTfU4nR5eA2mI="))
+
+
+INSTALL = SlackInstallation(
+    enterprise_id="",
+    team_id="T1",
+    user_id="U1",
+    is_enterprise_install=False,
+    bot_user_id="UBOT",
+    bot_id="BBOT",
+    installed_at=datetime.now(UTC),
+    details={"team_name": MARKER},
+    secrets={"bot_token": f"xoxb-{MARKER}"},
+)
+SLACK_CALLS: dict[str, Call] = {
+    "save_installation": lambda r, k: _s(r).save_installation(INSTALL),
+    "find_installation": lambda r, k: _s(r).find_installation(enterprise_id=None, team_id="T1"),
+    "find_bot": lambda r, k: _s(r).find_bot(enterprise_id=None, team_id="T1"),
+    "bot_for_team": lambda r, k: _s(r).bot_for_team("T1"),
+    "link_team": lambda r, k: _s(r).link_team("T1", "E1"),
+    "delete_bot": lambda r, k: _s(r).delete_bot(enterprise_id=None, team_id="T1"),
+    "delete_installation": lambda r, k: _s(r).delete_installation(enterprise_id=None, team_id="T1"),
+    "issue_state": lambda r, k: _s(r).issue_state(MARKER, datetime.now(UTC)),
+    "consume_state": lambda r, k: _s(r).consume_state(MARKER),
+    "uninstalled_before": lambda r, k: _s(r).uninstalled_before(datetime.now(UTC)),
+    "purge_workspace": lambda r, k: _s(r).purge_workspace("T1", datetime.now(UTC)),
+}
 ALL_CALLS = (
     [("Repository", n, c) for n, c in REPOSITORY_CALLS.items()]
     + [("KnowledgeRepository", n, c) for n, c in KNOWLEDGE_CALLS.items()]
     + [("HandoffRepository", n, c) for n, c in HANDOFF_CALLS.items()]
     + [("TeamRepository", n, c) for n, c in TEAM_CALLS.items()]
+    + [("SlackRepository", n, c) for n, c in SLACK_CALLS.items()]
 )
 
 
@@ -182,6 +214,7 @@ def test_every_public_method_is_covered() -> None:
     assert _public_methods(KnowledgeRepository) == set(KNOWLEDGE_CALLS)
     assert _public_methods(HandoffRepository) == set(HANDOFF_CALLS)
     assert _public_methods(TeamRepository) == set(TEAM_CALLS)
+    assert _public_methods(SlackRepository) == set(SLACK_CALLS)
 
 
 def _assert_clean(error: StorageError, caplog: pytest.LogCaptureFixture) -> None:

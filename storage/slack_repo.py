@@ -1,0 +1,478 @@
+"""Slack installations, the workspaces they serve, OAuth states, and the purge.
+
+An installation is a workspace (``team_id``) or a whole Enterprise Grid org
+(``enterprise_id`` with ``is_enterprise_install``) that added the app through
+the OAuth flow. Its tokens are stored only encrypted (``TokenCipher``, Fernet:
+AES-128-CBC with an HMAC-SHA256 tag), so a copy of the database or a backup does
+not hand out working tokens without ``DESKMATE_SECRET_KEY``.
+
+When a workspace uninstalls the app (or its bot token is revoked) the tokens go
+at once and the workspace is marked; ``purge_workspace`` later deletes what
+Deskmate kept for that tenant: its conversations (messages, inbound events,
+tickets), queued messages, knowledge-base entries, answer log, escalations,
+settings and roles.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from storage.db import Database
+from storage.errors import StorageError
+from storage.models import (
+    conversations,
+    escalations,
+    faq_answers,
+    faq_entries,
+    knowledge_settings,
+    outbox,
+    slack_installations,
+    slack_oauth_states,
+    slack_workspaces,
+    users,
+)
+
+PLATFORM = "slack"
+# Fields of an installation that grant access; everything else is stored readable.
+SECRET_FIELDS = (
+    "bot_token",
+    "bot_refresh_token",
+    "user_token",
+    "user_refresh_token",
+    "incoming_webhook_url",
+)
+
+
+class SecretKeyError(StorageError):
+    """Stored tokens cannot be decrypted with the configured key(s)."""
+
+
+class TokenCipher:
+    """Encrypts secrets with the Fernet key(s) of ``DESKMATE_SECRET_KEY``.
+
+    Several comma-separated keys rotate: the first encrypts, each one decrypts.
+    Raises ``ValueError`` saying what is wrong with the value.
+    """
+
+    def __init__(self, keys: str) -> None:
+        parts = [part.strip() for part in keys.split(",") if part.strip()]
+        if not parts:
+            raise ValueError("is not set")
+        fernets = []
+        for part in parts:
+            try:
+                fernets.append(Fernet(part.encode("ascii")))
+            except (ValueError, UnicodeEncodeError):
+                raise ValueError(
+                    "is not a Fernet key (32 random bytes in URL-safe base64, 44 characters)"
+                ) from None
+        self._fernet = MultiFernet(fernets)
+
+    def encrypt(self, secrets: dict[str, str]) -> str:
+        return self._fernet.encrypt(json.dumps(secrets, sort_keys=True).encode()).decode("ascii")
+
+    def decrypt(self, stored: str) -> dict[str, str]:
+        try:
+            return dict(json.loads(self._fernet.decrypt(stored.encode("ascii"))))
+        except (InvalidToken, ValueError):
+            raise SecretKeyError(
+                "could not decrypt stored Slack tokens: DESKMATE_SECRET_KEY is not the key they "
+                "were saved with (keep the old key after the new one while rotating)"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class SlackInstallation:
+    """One installation as stored; ``secrets`` holds its tokens in plain text."""
+
+    enterprise_id: str
+    team_id: str
+    user_id: str
+    is_enterprise_install: bool
+    bot_user_id: str
+    bot_id: str
+    installed_at: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bot_token(self) -> str:
+        return self.secrets.get("bot_token", "")
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    team_id: str
+    conversations: int
+    faq_entries: int
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands timestamps back without their zone; they were written in UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class SlackRepository:
+    """Installations (tokens encrypted), workspaces and OAuth states."""
+
+    def __init__(self, db: Database, cipher: TokenCipher) -> None:
+        self.db = db
+        self._cipher = cipher
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql if self.db.dialect == "postgresql" else sqlite).insert(table)
+
+    # -- installations -----------------------------------------------------------------
+
+    async def save_installation(self, installation: SlackInstallation) -> None:
+        """Store (or replace) an installation; a workspace that had uninstalled is
+        served again and its pending purge is called off."""
+        team = "" if installation.is_enterprise_install else installation.team_id
+        values = {
+            "enterprise_id": installation.enterprise_id,
+            "team_id": team,
+            "user_id": installation.user_id,
+            "is_enterprise_install": installation.is_enterprise_install,
+            "bot_user_id": installation.bot_user_id,
+            "bot_id": installation.bot_id,
+            "details": installation.details,
+            "secrets": self._cipher.encrypt({k: v for k, v in installation.secrets.items() if v}),
+            "installed_at": installation.installed_at,
+        }
+        now = _now()
+
+        def op(conn: Connection) -> None:
+            statement = self._insert(slack_installations).values(**values)
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["enterprise_id", "team_id", "user_id"],
+                    set_={k: statement.excluded[k] for k in values if k not in _KEY},
+                )
+            )
+            if team:
+                self._upsert_workspace(conn, team, installation.enterprise_id, now, revive=True)
+            else:
+                conn.execute(
+                    update(slack_workspaces)
+                    .where(slack_workspaces.c.enterprise_id == installation.enterprise_id)
+                    .values(uninstalled_at=None, updated_at=now)
+                )
+
+        await self.db.run(op, what="save a Slack installation")
+
+    async def find_installation(
+        self,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+        is_enterprise_install: bool = False,
+    ) -> SlackInstallation | None:
+        """The latest installation for the workspace or org (by ``user_id`` when given)."""
+        where = self._where(enterprise_id, team_id, is_enterprise_install)
+        if user_id is not None:
+            where = and_(where, slack_installations.c.user_id == user_id)
+
+        def op(conn: Connection) -> Any:
+            return conn.execute(
+                select(slack_installations).where(where).order_by(*_LATEST).limit(1)
+            ).first()
+
+        row = await self.db.run(op, what="read a Slack installation")
+        return self._record(row) if row is not None else None
+
+    async def find_bot(
+        self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool = False
+    ) -> SlackInstallation | None:
+        """The latest installation of the workspace or org that still has a bot."""
+        where = and_(
+            self._where(enterprise_id, team_id, is_enterprise_install),
+            slack_installations.c.bot_user_id != "",
+        )
+
+        def op(conn: Connection) -> Any:
+            return conn.execute(
+                select(slack_installations).where(where).order_by(*_LATEST).limit(1)
+            ).first()
+
+        row = await self.db.run(op, what="read a Slack installation")
+        return self._record(row) if row is not None else None
+
+    async def bot_for_team(self, team_id: str) -> SlackInstallation | None:
+        """The bot that serves workspace ``team_id``: its own installation, or the
+        org-wide one of the Enterprise Grid org it belongs to."""
+
+        def op(conn: Connection) -> Any:
+            own = conn.execute(
+                select(slack_installations)
+                .where(
+                    slack_installations.c.team_id == team_id,
+                    slack_installations.c.bot_user_id != "",
+                )
+                .order_by(*_LATEST)
+                .limit(1)
+            ).first()
+            if own is not None:
+                return own
+            org = select(slack_workspaces.c.enterprise_id).where(
+                slack_workspaces.c.team_id == team_id, slack_workspaces.c.enterprise_id != ""
+            )
+            return conn.execute(
+                select(slack_installations)
+                .where(
+                    slack_installations.c.is_enterprise_install.is_(True),
+                    slack_installations.c.enterprise_id.in_(org.scalar_subquery()),
+                    slack_installations.c.bot_user_id != "",
+                )
+                .order_by(*_LATEST)
+                .limit(1)
+            ).first()
+
+        row = await self.db.run(op, what="read a Slack installation")
+        return self._record(row) if row is not None else None
+
+    async def link_team(self, team_id: str, enterprise_id: str) -> None:
+        """Record that workspace ``team_id`` belongs to org ``enterprise_id`` (how an
+        org-wide installation reaches the workspace's conversations)."""
+        now = _now()
+        await self.db.run(
+            lambda conn: self._upsert_workspace(conn, team_id, enterprise_id, now, revive=False),
+            what="record a Slack workspace",
+        )
+
+    async def delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> list[str]:
+        """Remove the bot tokens of a workspace or org; returns the workspaces left
+        without a bot (marked uninstalled)."""
+        return await self._delete(enterprise_id, team_id, None, bot_only=True)
+
+    async def delete_installation(
+        self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None
+    ) -> list[str]:
+        """Remove the installation(s) of a workspace or org (of one user when given);
+        returns the workspaces left without a bot (marked uninstalled)."""
+        return await self._delete(enterprise_id, team_id, user_id, bot_only=False)
+
+    async def _delete(
+        self, enterprise_id: str | None, team_id: str | None, user_id: str | None, *, bot_only: bool
+    ) -> list[str]:
+        enterprise = enterprise_id or ""
+        team = team_id or ""
+        where = and_(
+            slack_installations.c.enterprise_id == enterprise,
+            slack_installations.c.team_id == team,
+        )
+        if user_id is not None:
+            where = and_(where, slack_installations.c.user_id == user_id)
+        now = _now()
+
+        def op(conn: Connection) -> list[str]:
+            if bot_only:
+                for row in conn.execute(select(slack_installations).where(where)).all():
+                    left = {
+                        k: v
+                        for k, v in self._cipher.decrypt(row.secrets).items()
+                        if k not in ("bot_token", "bot_refresh_token")
+                    }
+                    if left:
+                        conn.execute(
+                            update(slack_installations)
+                            .where(slack_installations.c.id == row.id)
+                            .values(bot_user_id="", bot_id="", secrets=self._cipher.encrypt(left))
+                        )
+                    else:
+                        conn.execute(
+                            delete(slack_installations).where(slack_installations.c.id == row.id)
+                        )
+            else:
+                conn.execute(delete(slack_installations).where(where))
+            still = conn.execute(
+                select(func.count())
+                .select_from(slack_installations)
+                .where(
+                    slack_installations.c.enterprise_id == enterprise,
+                    slack_installations.c.team_id == team,
+                    slack_installations.c.bot_user_id != "",
+                )
+            ).scalar()
+            if still:
+                return []
+            if not team and not enterprise:
+                return []
+            served = (
+                slack_workspaces.c.team_id == team
+                if team
+                else slack_workspaces.c.enterprise_id == enterprise
+            )
+            known = conn.execute(
+                select(slack_workspaces.c.team_id, slack_workspaces.c.uninstalled_at).where(served)
+            ).all()
+            if team and not known:
+                # Not recorded yet (nothing was ever saved for it here): mark it all the same.
+                self._upsert_workspace(conn, team, enterprise, now, revive=False)
+                known = [(team, None)]
+            gone = [row[0] for row in known if row[1] is None]
+            conn.execute(
+                update(slack_workspaces)
+                .where(slack_workspaces.c.team_id.in_(gone))
+                .values(uninstalled_at=now, updated_at=now)
+            )
+            return gone
+
+        return await self.db.run(op, what="remove a Slack installation")
+
+    # -- OAuth states ------------------------------------------------------------------
+
+    async def issue_state(self, state: str, expires_at: datetime) -> None:
+        """Remember a state handed to an installer's browser (and drop lapsed ones)."""
+
+        def op(conn: Connection) -> None:
+            conn.execute(delete(slack_oauth_states).where(slack_oauth_states.c.expires_at < _now()))
+            conn.execute(slack_oauth_states.insert().values(state=state, expires_at=expires_at))
+
+        await self.db.run(op, what="store an OAuth state")
+
+    async def consume_state(self, state: str) -> bool:
+        """True once for a state issued and not yet expired; False ever after."""
+
+        def op(conn: Connection) -> bool:
+            # One DELETE decides: of two callbacks racing with one state, one wins.
+            result = conn.execute(
+                delete(slack_oauth_states).where(
+                    slack_oauth_states.c.state == state,
+                    slack_oauth_states.c.expires_at > _now(),
+                )
+            )
+            return bool(result.rowcount)
+
+        return await self.db.run(op, what="check an OAuth state")
+
+    # -- purge -------------------------------------------------------------------------
+
+    async def uninstalled_before(self, cutoff: datetime) -> list[str]:
+        """Workspaces uninstalled at or before ``cutoff`` whose data is still kept."""
+
+        def op(conn: Connection) -> list[str]:
+            return list(
+                conn.execute(
+                    select(slack_workspaces.c.team_id)
+                    .where(slack_workspaces.c.uninstalled_at <= cutoff)
+                    .order_by(slack_workspaces.c.uninstalled_at)
+                ).scalars()
+            )
+
+        return await self.db.run(op, what="list uninstalled Slack workspaces")
+
+    async def purge_workspace(self, team_id: str, cutoff: datetime) -> PurgeResult | None:
+        """Delete everything kept for workspace ``team_id`` if it is still uninstalled
+        since ``cutoff`` or earlier (a reinstall in between keeps it); one transaction."""
+
+        def op(conn: Connection) -> PurgeResult | None:
+            due = conn.execute(
+                select(slack_workspaces.c.team_id).where(
+                    slack_workspaces.c.team_id == team_id,
+                    slack_workspaces.c.uninstalled_at <= cutoff,
+                )
+            ).first()
+            if due is None:
+                return None
+            ours = and_(conversations.c.platform == PLATFORM, conversations.c.tenant == team_id)
+            # Messages, inbound events and tickets (with their events and
+            # relays) go with their conversation (ON DELETE CASCADE).
+            n_conversations = conn.execute(delete(conversations).where(ours)).rowcount
+            conn.execute(
+                delete(outbox).where(outbox.c.platform == PLATFORM, outbox.c.tenant == team_id)
+            )
+            entry_ids = list(
+                conn.execute(
+                    select(faq_entries.c.id).where(faq_entries.c.tenant == team_id)
+                ).scalars()
+            )
+            if entry_ids and self.db.dialect == "sqlite":
+                for entry_id in entry_ids:
+                    conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry_id})
+            conn.execute(delete(faq_entries).where(faq_entries.c.tenant == team_id))
+            conn.execute(delete(escalations).where(escalations.c.tenant == team_id))
+            conn.execute(delete(faq_answers).where(faq_answers.c.tenant == team_id))
+            conn.execute(
+                delete(knowledge_settings).where(
+                    or_(
+                        knowledge_settings.c.scope == f"tenant:{team_id}",
+                        knowledge_settings.c.scope.like(
+                            f"conversation:{PLATFORM}:{_like(team_id)}:%", escape="\\"
+                        ),
+                    )
+                )
+            )
+            conn.execute(
+                delete(users).where(
+                    users.c.platform_user.like(f"{PLATFORM}:{_like(team_id)}/%", escape="\\")
+                )
+            )
+            conn.execute(delete(slack_workspaces).where(slack_workspaces.c.team_id == team_id))
+            return PurgeResult(team_id, int(n_conversations or 0), len(entry_ids))
+
+        return await self.db.run(op, what="purge an uninstalled Slack workspace")
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _upsert_workspace(
+        self, conn: Connection, team: str, enterprise: str, now: datetime, *, revive: bool
+    ) -> None:
+        statement = self._insert(slack_workspaces).values(
+            team_id=team, enterprise_id=enterprise, uninstalled_at=None, updated_at=now
+        )
+        changes: dict[str, Any] = {"enterprise_id": enterprise, "updated_at": now}
+        if revive:
+            changes["uninstalled_at"] = None
+        conn.execute(statement.on_conflict_do_update(index_elements=["team_id"], set_=changes))
+
+    @staticmethod
+    def _where(enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool) -> Any:
+        # An org-wide installation is one for every workspace of the org.
+        team = "" if is_enterprise_install else team_id or ""
+        return and_(
+            slack_installations.c.enterprise_id == (enterprise_id or ""),
+            slack_installations.c.team_id == team,
+        )
+
+    def _record(self, row: Any) -> SlackInstallation:
+        return SlackInstallation(
+            enterprise_id=row.enterprise_id,
+            team_id=row.team_id,
+            user_id=row.user_id,
+            is_enterprise_install=bool(row.is_enterprise_install),
+            bot_user_id=row.bot_user_id,
+            bot_id=row.bot_id,
+            installed_at=_aware(row.installed_at),
+            details=dict(row.details or {}),
+            secrets=self._cipher.decrypt(row.secrets),
+        )
+
+
+_KEY: Sequence[str] = ("enterprise_id", "team_id", "user_id")
+_LATEST = (slack_installations.c.installed_at.desc(), slack_installations.c.id.desc())
+
+__all__ = [
+    "SECRET_FIELDS",
+    "PurgeResult",
+    "SecretKeyError",
+    "SlackInstallation",
+    "SlackRepository",
+    "TokenCipher",
+]
