@@ -28,15 +28,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 from storage.db import Database
 from storage.errors import StorageError
 from storage.models import (
+    audit_log,
     conversations,
     escalations,
     faq_answers,
     faq_entries,
+    faq_proposals,
     knowledge_settings,
+    model_usage,
     outbox,
+    quota_notices,
+    quotas,
+    ratings,
     slack_installations,
     slack_oauth_states,
     slack_workspaces,
+    team_roles,
     users,
 )
 
@@ -424,6 +431,12 @@ class SlackRepository:
                     users.c.platform_user.like(f"{PLATFORM}:{_like(team_id)}/%", escape="\\")
                 )
             )
+            # What the support team kept for this workspace: roles, quotas, usage,
+            # ratings and proposed entries. The audit trail goes too: its
+            # details name the workspace's people.
+            for table in (team_roles, quotas, model_usage, quota_notices, ratings, faq_proposals):
+                conn.execute(delete(table).where(table.c.tenant == team_id))
+            conn.execute(delete(audit_log).where(audit_log.c.tenant == team_id))
             conn.execute(delete(slack_workspaces).where(slack_workspaces.c.team_id == team_id))
             return PurgeResult(team_id, int(n_conversations or 0), len(entry_ids))
 
