@@ -381,3 +381,76 @@ async def test_outbox_send_splits_and_reports_a_blocked_user(
         await polling.send(ref, "are you still there?")
     stored = ConversationAddress(ref.platform, ref.tenant, ref.chat)
     assert not await manager.repository.is_active(stored)
+
+
+# -- Telegram at run time ------------------------------------------------------------
+
+
+async def test_another_poller_is_named_plainly_in_the_log(
+    fake: FakeTelegram, polling: TelegramAdapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aiohttp import ClientSession
+
+    await fake.wait_for(lambda: fake.long_polls == 1, what="a waiting long poll")
+    # A second deployment polls with the same token: Telegram ends our poll with 409.
+    async with ClientSession() as session:
+        url = f"{fake.api_url}/bot{fake.token}/getUpdates"
+        async with session.post(url, json={"timeout": 0}) as resp:
+            assert resp.status == 200
+    await fake.wait_for(
+        lambda: any("409 Conflict" in r.getMessage() for r in caplog.records), what="the log"
+    )
+    [record] = [r for r in caplog.records if "409 Conflict" in r.getMessage()]
+    message = record.getMessage()
+    assert record.levelname == "ERROR"
+    assert "another process is polling" in message
+    assert "webhook is set for it elsewhere" in message
+    assert "deleteWebhook" in message and "TELEGRAM_WEBHOOK_URL" in message
+    # Polling goes on once the other consumer is gone.
+    fake.send_user_message(42, "still there?")
+    await fake.wait_for(lambda: fake.texts(42) == ["echo: still there?"], what="reply")
+
+
+async def test_a_new_update_id_sequence_is_not_taken_for_redeliveries(
+    fake: FakeTelegram, manager: ConversationManager
+) -> None:
+    adapter = make_adapter(fake)
+    await adapter.start(manager)
+    try:
+        old = fake.send_user_message(42, "first, a week ago")
+        await fake.wait_for(lambda: len(fake.texts(42)) == 1, what="first reply")
+    finally:
+        await adapter.stop()
+    # A week without updates: Telegram starts a new, lower update_id sequence.
+    fake.reset_update_ids(old["update_id"])
+    adapter = make_adapter(fake)
+    await adapter.start(manager)
+    try:
+        new = fake.send_user_message(42, "a new question")
+        assert new["update_id"] == old["update_id"]
+        await fake.wait_for(lambda: len(fake.texts(42)) == 2, what="the new reply")
+        fake.repush(new)  # and a genuine redelivery of it is still recognised
+        await fake.wait_for(lambda: not fake.queued, what="redelivery confirmed")
+        await asyncio.sleep(0.3)
+    finally:
+        await adapter.stop()
+    assert fake.texts(42) == ["echo: first, a week ago", "echo: a new question"]
+    assert await stored_events(manager) == 2
+
+
+async def test_webhook_takes_a_reused_update_id_for_a_new_message(
+    fake: FakeTelegram, webhook: TelegramAdapter, manager: ConversationManager
+) -> None:
+    first = fake.message_update(42, "before the reset")
+    assert (await fake.deliver_webhook(first, secret=SECRET))[0] == 200
+    await fake.wait_for(lambda: len(fake.texts(42)) == 1)
+    fake.reset_update_ids(first["update_id"] - 1)
+    fake.message_update(42, "never delivered")  # the new sequence moved on meanwhile
+    second = fake.message_update(42, "after the reset")
+    assert second["update_id"] == first["update_id"]
+    assert (await fake.deliver_webhook(second, secret=SECRET))[0] == 200
+    assert (await fake.deliver_webhook(second, secret=SECRET))[0] == 200  # redelivered
+    await fake.wait_for(lambda: len(fake.texts(42)) == 2, what="the second reply")
+    await asyncio.sleep(0.3)
+    assert fake.texts(42) == ["echo: before the reset", "echo: after the reset"]
+    assert await stored_events(manager) == 2

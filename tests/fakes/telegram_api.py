@@ -167,6 +167,7 @@ class FakeTelegram:
         self.webhook: dict[str, Any] | None = None
         self.confirmed_offset = 0
         self.long_polls = 0  # getUpdates calls waiting right now
+        self._poll_generation = 0
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1000)
         self._message_ids: dict[int, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
@@ -267,6 +268,15 @@ class FakeTelegram:
             "forum_topic_created": {"name": name, "icon_color": DEFAULT_TOPIC_COLOR},
         }
         return thread_id
+
+    def revoke_token(self) -> None:
+        """The owner revoked the token in @BotFather: every call answers 401."""
+        self.token = f"{self.bot_id}:revoked"
+
+    def reset_update_ids(self, start: int) -> None:
+        """Telegram chose a new ``update_id`` sequence (after a week without
+        updates the next id is random, possibly lower than the last)."""
+        self._update_ids = itertools.count(start)
 
     def stall(self, method: str, seconds: float, *, times: int = 1) -> None:
         """Process the next calls of ``method`` but answer only after ``seconds``
@@ -548,14 +558,17 @@ class FakeTelegram:
                 "deleteWebhook to delete the webhook first",
             )
         offset = int(params.get("offset") or 0)
+        # A newer getUpdates ends the one still waiting, as Telegram does when
+        # two processes poll with one token.
+        self._poll_generation += 1
         self.long_polls += 1
         try:
-            return await self._long_poll(params, request, offset)
+            return await self._long_poll(params, request, offset, self._poll_generation)
         finally:
             self.long_polls -= 1
 
     async def _long_poll(
-        self, params: dict[str, Any], request: web.Request, offset: int
+        self, params: dict[str, Any], request: web.Request, offset: int, generation: int
     ) -> list[dict[str, Any]]:
         if offset:
             self.confirmed_offset = max(self.confirmed_offset, offset)
@@ -568,6 +581,14 @@ class FakeTelegram:
             gone = request.transport is None or request.transport.is_closing()
             if ready or remaining <= 0 or gone or self._closing:
                 return ready
+            if request.match_info["token"] != self.token:
+                raise ApiError(401, "Unauthorized")  # revoked while the poll waited
+            if generation != self._poll_generation:
+                raise ApiError(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only "
+                    "one bot instance is running",
+                )
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), min(remaining, 0.1))
