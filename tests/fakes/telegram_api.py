@@ -6,7 +6,8 @@ the real envelope (``{"ok": true, "result": ...}`` or ``{"ok": false,
 form-encoded, multipart and JSON bodies (python-telegram-bot sends form fields
 whose complex values are JSON), and records every call.
 
-Faults are injected per chat (429 with ``retry_after``, blocked bot, migrated
+Faults are injected per chat (429 with ``retry_after``, or Telegram's flood limits
+enforced with ``enforce_flood_limits``; blocked bot, migrated
 group, no right to open topics) or per method (hold a call until released,
 for every chat or one, answer after the client gave up). Chats can be made
 forum supergroups, whose topics the bot opens with ``createForumTopic`` and
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import re
 import time
 from collections import defaultdict
@@ -174,6 +176,9 @@ class FakeTelegram:
         self._chat_types: dict[int, str] = {}
         self._changed = asyncio.Condition()
         self._rate_limits: dict[int, list[int]] = defaultdict(list)
+        self._flood: tuple[float, float, float, float] | None = None
+        self._last_write: dict[int, float] = {}
+        self._writes: list[float] = []
         self._blocked: set[int] = set()
         self._migrated: dict[int, int] = {}
         self._holds: dict[tuple[str, int | None], asyncio.Event] = {}
@@ -213,6 +218,20 @@ class FakeTelegram:
     def rate_limit(self, chat_id: int, retry_after: int, *, times: int = 1) -> None:
         """Answer the next ``times`` sends/edits to ``chat_id`` with 429."""
         self._rate_limits[chat_id].extend([retry_after] * times)
+
+    def enforce_flood_limits(
+        self,
+        *,
+        per_chat: float = 1.0,
+        group: float = 3.0,
+        global_rate: float = 30.0,
+        slack: float = 0.03,
+    ) -> None:
+        """Answer 429 with ``retry_after``, as Telegram does, to a send, edit or
+        new topic that comes less than ``per_chat`` (``group`` in groups)
+        seconds after the last one in its chat, or that would make more than
+        ``global_rate`` in one second. ``slack`` absorbs the jitter of the wire."""
+        self._flood = (per_chat, group, global_rate, slack)
 
     def block(self, chat_id: int) -> None:
         """The user blocked the bot: every call for the chat answers 403."""
@@ -496,12 +515,20 @@ class FakeTelegram:
     def _check_flood(self, chat_id: int) -> None:
         pending = self._rate_limits.get(chat_id)
         if pending:
-            retry_after = pending.pop(0)
-            raise ApiError(
-                429,
-                f"Too Many Requests: retry after {retry_after}",
-                {"retry_after": retry_after},
-            )
+            _too_many(pending.pop(0))
+        if self._flood is None:
+            return
+        per_chat, group, global_rate, slack = self._flood
+        now = time.monotonic()
+        interval = group if self._chat_type(chat_id) != "private" else per_chat
+        since = now - self._last_write.get(chat_id, float("-inf"))
+        if since < interval - slack:
+            _too_many(math.ceil(interval - since))
+        self._writes = [t for t in self._writes if t > now - 1.0 + slack]
+        if len(self._writes) >= global_rate:
+            _too_many(1)
+        self._last_write[chat_id] = now
+        self._writes.append(now)
 
     def _find(self, chat_id: int, message_id: int) -> SentMessage:
         for message in self.messages[chat_id]:
@@ -734,6 +761,12 @@ async def _params(request: web.Request) -> dict[str, Any]:
             value = int(value)
         params[key] = value
     return params
+
+
+def _too_many(retry_after: int) -> None:
+    raise ApiError(
+        429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after}
+    )
 
 
 def _int(params: dict[str, Any], key: str) -> int:
