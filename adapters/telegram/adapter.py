@@ -375,6 +375,7 @@ class TelegramAdapter:
             sender=self.sender,
             target=target,
             reply_to=meta.get("message_id") if in_group else None,
+            after=meta.get("message_id"),
             edit_interval=self.edit_interval,
             typing_interval=self.typing_interval,
             on_gone=self._gone,

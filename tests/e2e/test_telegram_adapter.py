@@ -454,3 +454,48 @@ async def test_webhook_takes_a_reused_update_id_for_a_new_message(
     await asyncio.sleep(0.3)
     assert fake.texts(42) == ["echo: before the reset", "echo: after the reset"]
     assert await stored_events(manager) == 2
+
+
+# -- a send that timed out on read ---------------------------------------------------
+
+
+async def event_statuses(manager: ConversationManager) -> list[str]:
+    query = select(inbound_events.c.status)
+    return list(await manager.repository.db.run(lambda conn: conn.execute(query).scalars().all()))
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["arrived", "lost"])
+async def test_timed_out_send_still_delivers_the_whole_answer(
+    fake: FakeTelegram, manager: ConversationManager, backend: FakeBackend, applied: bool
+) -> None:
+    backend.enqueue("Your refund was sent on Monday.", chunk_delay=0.1)
+    adapter = make_adapter(fake, request_timeout=1)
+    await adapter.start(manager)
+    try:
+        fake.stall("sendMessage", 1.5, apply=applied)
+        fake.send_user_message(42, "where is my refund?")
+        await fake.wait_for(
+            lambda: fake.texts(42) == ["Your refund was sent on Monday."], what="the answer"
+        )
+        await adapter.answers.wait_idle()
+    finally:
+        await adapter.stop()
+    assert await event_statuses(manager) == ["answered"]
+
+
+async def test_send_whose_fate_stays_unknown_is_recorded_failed(
+    fake: FakeTelegram, manager: ConversationManager, backend: FakeBackend
+) -> None:
+    backend.enqueue("Your refund was sent on Monday.", chunk_delay=0.1)
+    adapter = make_adapter(fake, request_timeout=1)
+    await adapter.start(manager)
+    try:
+        # Telegram loses the send and the one repeated after looking for it.
+        fake.stall("sendMessage", 1.5, times=2, apply=False)
+        fake.send_user_message(42, "where is my refund?")
+        await fake.wait_for(lambda: len(fake.calls_to("sendMessage", 42)) == 2, what="resend")
+        await adapter.answers.wait_idle()
+    finally:
+        await adapter.stop()
+    assert fake.texts(42) == []
+    assert await event_statuses(manager) == ["failed"]

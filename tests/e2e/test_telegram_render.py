@@ -210,15 +210,44 @@ async def test_migrated_group_gets_the_message_in_the_new_chat(
     assert fake.messages[-1009][0].reply_to is None
 
 
-async def test_timed_out_send_is_not_repeated(
+@pytest.mark.parametrize("applied", [True, False], ids=["arrived", "lost"])
+async def test_timed_out_send_is_completed_from_what_telegram_has(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder, applied: bool
+) -> None:
+    question = fake.message_update(42, "is my ticket open?")
+    fake.message_update(42, "hello?")  # the customer writes again meanwhile
+    # The answer comes after the client's read timeout (0.5 s); Telegram
+    # carried the send out, or never did.
+    fake.stall("sendMessage", 1.0, apply=applied)
+    reply = streamed(["Your ticket ", "is open."], delay=0.2)
+    after = question["message"]["message_id"]
+    await view(sender, recorder, 42, after=after).render(reply)
+    assert fake.texts(42) == ["Your ticket is open."]
+    assert len(fake.calls_to("sendMessage", 42)) == (1 if applied else 2)
+    assert reply.text == "Your ticket is open."
+
+
+async def test_send_whose_fate_cannot_be_told_fails_the_reply(
     fake: FakeTelegram, sender: Sender, recorder: Recorder
 ) -> None:
-    fake.stall("sendMessage", 1.5)  # takes effect, but the answer comes after the timeout
+    from adapters.telegram.render import DeliveryUncertain
+
+    fake.stall("sendMessage", 1.0)
     reply = streamed(["Your ticket ", "is open."], delay=0.2)
-    await view(sender, recorder, 42).render(reply)
+    # Nothing known in the chat to look after: it cannot be found out.
+    with pytest.raises(DeliveryUncertain):
+        await view(sender, recorder, 42).render(reply)
     assert len(fake.calls_to("sendMessage", 42)) == 1
-    assert fake.texts(42) == ["Your ticket "]
-    assert reply.text == "Your ticket is open."
+    assert reply.text == "Your ticket is open."  # still read to the end
+
+
+async def test_timed_out_edit_that_never_happened_is_retried(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    fake.stall("editMessageText", 1.0, apply=False)
+    reply = streamed(["Your ticket ", "is open."], delay=0.3)
+    await view(sender, recorder, 42).render(reply)
+    assert fake.texts(42) == ["Your ticket is open."]
 
 
 async def test_timed_out_edit_is_retried(

@@ -187,7 +187,9 @@ class FakeTelegram:
         self._no_topic_rights: set[int] = set()
         # chat -> message_thread_id -> the topic's service message.
         self.topics: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
-        self._stalls: dict[str, list[float]] = defaultdict(list)
+        self._stalls: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+        # Message ids of people's messages, per chat: the bot cannot edit them.
+        self._user_messages: dict[int, set[int]] = defaultdict(set)
         self._reject_entities: dict[int, int] = defaultdict(int)
         self._runner: web.AppRunner | None = None
         self._closing = False
@@ -297,10 +299,11 @@ class FakeTelegram:
         updates the next id is random, possibly lower than the last)."""
         self._update_ids = itertools.count(start)
 
-    def stall(self, method: str, seconds: float, *, times: int = 1) -> None:
-        """Process the next calls of ``method`` but answer only after ``seconds``
-        (the client times out although the call took effect)."""
-        self._stalls[method].extend([seconds] * times)
+    def stall(self, method: str, seconds: float, *, times: int = 1, apply: bool = True) -> None:
+        """Answer the next calls of ``method`` only after ``seconds``, so the
+        client times out: with ``apply`` the call took effect all the same,
+        without it Telegram never carried it out."""
+        self._stalls[method].extend([(seconds, apply)] * times)
 
     # -- updates -------------------------------------------------------------
 
@@ -360,9 +363,11 @@ class FakeTelegram:
                     "forum_topic_created": {"name": "Topic", "icon_color": DEFAULT_TOPIC_COLOR},
                 }
             reply_to = reply_to or root
+        message_id = next(self._message_ids[chat_id])
+        self._user_messages[chat_id].add(message_id)
         return build_message_update(
             update_id=next(self._update_ids),
-            message_id=next(self._message_ids[chat_id]),
+            message_id=message_id,
             chat_id=chat_id,
             text=text,
             user_id=user_id,
@@ -474,14 +479,19 @@ class FakeTelegram:
         if handler is None:
             call.error = "Not Found"
             return _error(404, "Not Found")
+        stalls = self._stalls.get(method)
+        stall, apply = stalls.pop(0) if stalls else (0.0, True)
+        if not apply:
+            await asyncio.sleep(stall)
+            call.error = "stalled, never carried out"
+            return _error(502, "Bad Gateway")
         try:
             result = await handler(params, request)
         except ApiError as exc:
             call.error = exc.description
             return _error(exc.code, exc.description, exc.parameters)
-        stalls = self._stalls.get(method)
-        if stalls:
-            await asyncio.sleep(stalls.pop(0))
+        if stall:
+            await asyncio.sleep(stall)
         return web.json_response({"ok": True, "result": result})
 
     def _chat_type(self, chat_id: int) -> str:
@@ -534,6 +544,8 @@ class FakeTelegram:
         for message in self.messages[chat_id]:
             if message.message_id == message_id:
                 return message
+        if message_id in self._user_messages[chat_id]:
+            raise ApiError(400, "Bad Request: message can't be edited")
         raise ApiError(400, "Bad Request: message to edit not found")
 
     def _visible(self, chat_id: int, text: str, parse_mode: str | None) -> str:
