@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -499,3 +500,85 @@ async def test_send_whose_fate_stays_unknown_is_recorded_failed(
         await adapter.stop()
     assert fake.texts(42) == []
     assert await event_statuses(manager) == ["failed"]
+
+
+# -- the database fails: nothing is confirmed that was not stored ----------------------
+
+
+async def test_polling_does_not_confirm_what_a_locked_database_did_not_store(
+    fake: FakeTelegram, manager: ConversationManager, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    db = manager.repository.db
+    # Wait 0.2 s for a lock instead of 30 s, so the test sees several refusals.
+    await db.run(lambda conn: conn.exec_driver_sql("PRAGMA busy_timeout=200"))
+    adapter = make_adapter(fake)
+    await adapter.start(manager)
+    locker = sqlite3.connect(tmp_path / "deskmate.db", isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        update = fake.send_user_message(42, "are you there?")
+        polls = len(fake.calls_to("getUpdates"))
+        await fake.wait_for(
+            lambda: len(fake.calls_to("getUpdates")) >= polls + 3, what="polls while locked"
+        )
+        # Fetched again and again, never confirmed, never answered.
+        assert fake.confirmed_offset <= update["update_id"]
+        assert [u["update_id"] for u in fake.queued] == [update["update_id"]]
+        assert fake.texts(42) == []
+        locker.execute("ROLLBACK")
+        await fake.wait_for(lambda: fake.texts(42) == ["echo: are you there?"], what="reply")
+        await fake.wait_for(lambda: fake.confirmed_offset > update["update_id"], what="confirm")
+        await asyncio.sleep(0.5)
+    finally:
+        locker.close()
+        await adapter.stop()
+    assert fake.texts(42) == ["echo: are you there?"]
+    assert await stored_events(manager) == 1
+
+
+@pytest.mark.postgres
+async def test_webhook_answers_500_while_postgres_is_down_then_stores_once(
+    fake: FakeTelegram, backend: FakeBackend, postgres_url: str, unused_tcp_port: int
+) -> None:
+    from sqlalchemy import make_url
+    from sqlalchemy import text as sql
+
+    from tests.faults import TcpProxy
+
+    target = make_url(postgres_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    port = await proxy.start()
+    db = Database(target.set(host="127.0.0.1", port=port).render_as_string(hide_password=False))
+    for statement in ("DROP SCHEMA public CASCADE", "CREATE SCHEMA public"):
+        await db.run(lambda conn, s=statement: conn.execute(sql(s)))
+    await db.upgrade()
+    manager = make_manager(Repository(db), backend)
+    url = f"http://127.0.0.1:{unused_tcp_port}/telegram/webhook"
+    adapter = make_adapter(fake, webhook_url=url, webhook_secret=SECRET)
+    app = web.Application()
+    app.router.add_route("POST", "/telegram/webhook", adapter.handle_webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    await adapter.start(manager)
+    try:
+        await proxy.shut()  # the database goes away
+        update = fake.message_update(42, "is anyone there?")
+        assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 500
+        assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 500
+        # The database is back on the same address; Telegram resends.
+        proxy.server = await asyncio.start_server(proxy._serve, "127.0.0.1", port)
+        assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 200
+        await fake.wait_for(lambda: fake.texts(42) == ["echo: is anyone there?"], what="reply")
+        assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 200  # a late resend
+        await asyncio.sleep(0.5)
+        assert fake.texts(42) == ["echo: is anyone there?"]
+        assert await stored_events(manager) == 1
+    finally:
+        await adapter.stop()
+        await runner.cleanup()
+        await db.dispose()
+        if proxy.server is not None:
+            proxy.server.close()
