@@ -28,4 +28,6 @@ def create_adapter(*, settings: Settings, http: HttpServer) -> TelegramAdapter:
     )
     if settings.telegram_webhook_url:
         http.add_route("POST", WEBHOOK_PATH, adapter.handle_webhook)
+    # A revoked token stops Telegram alone; the rest of the process keeps serving.
+    http.checks["telegram"] = adapter.health
     return adapter

@@ -20,7 +20,14 @@ from typing import Any
 
 from aiohttp import web
 from telegram import Bot, BotCommand, Update
-from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError, TimedOut
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    InvalidToken,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 from telegram.request import HTTPXRequest
 
 from adapters.common import AnswerTasks
@@ -62,6 +69,19 @@ _SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 TOPIC_NAME_LIMIT = 128
 # Refusals that no retry can fix: the group or the ticket's topic is gone.
 _GONE_REQUESTS = ("chat not found", "message thread not found")
+TOKEN_REVOKED = (
+    "Telegram refused TELEGRAM_BOT_TOKEN while polling (401 Unauthorized): the token was "
+    "revoked or regenerated in @BotFather. Telegram is stopped in this process (other "
+    "platforms keep running and /healthz reports telegram unavailable). Put the bot's current "
+    "token (@BotFather, /mybots, API Token) in TELEGRAM_BOT_TOKEN and restart Deskmate."
+)
+POLL_CONFLICT = (
+    "Telegram refused getUpdates with 409 Conflict (%s): another process is polling this bot "
+    "with the same token, or a webhook is set for it elsewhere (another deployment, or "
+    "setWebhook called by hand). Telegram gives updates to one consumer only. Stop the other "
+    "poller, or remove that webhook (deleteWebhook), or set TELEGRAM_WEBHOOK_URL here to "
+    "serve the webhook instead of polling. Retrying."
+)
 
 
 class TelegramUnavailable(DeskmateError):
@@ -140,6 +160,8 @@ class TelegramAdapter:
         self._poller: asyncio.Task[None] | None = None
         self._fetching = False
         self._offset: int | None = None
+        # Why Telegram stopped for good in this process (a revoked token); /healthz shows it.
+        self.failure = ""
         self.answers = AnswerTasks(
             platform=self.name, answer=self._answer, drain_timeout=stop_timeout
         )
@@ -201,6 +223,11 @@ class TelegramAdapter:
                 log.warning("telegram getMe failed (%s); retrying", exc.message)
                 await asyncio.sleep(self.retry_delay * attempt)
 
+    async def health(self) -> None:
+        """A ``/healthz`` check: raises once Telegram stopped for good."""
+        if self.failure:
+            raise TelegramUnavailable(self.failure)
+
     async def stop(self) -> None:
         """Stop taking updates, finish replies in hand (bounded), disconnect.
 
@@ -238,7 +265,19 @@ class TelegramAdapter:
             except RetryAfter as exc:
                 await asyncio.sleep(seconds(exc.retry_after))
                 continue
-            except Exception as exc:  # network down, 409 Conflict, 5xx, bad token
+            except InvalidToken:
+                # No retry brings a revoked token back; polling on would only
+                # hammer Telegram and hide the cause in a stream of retries.
+                self.failure = TOKEN_REVOKED
+                log.error(TOKEN_REVOKED)
+                return
+            except Conflict as exc:
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.error(POLL_CONFLICT, exc.message)
+                await asyncio.sleep(min(30.0, self.retry_delay * 2 ** min(failures, 5)))
+                continue
+            except Exception as exc:  # network down, 5xx
                 failures += 1
                 log.error("telegram getUpdates failed (%s); retrying", exc)
                 await asyncio.sleep(min(30.0, self.retry_delay * 2 ** min(failures, 5)))
@@ -336,6 +375,7 @@ class TelegramAdapter:
             sender=self.sender,
             target=target,
             reply_to=meta.get("message_id") if in_group else None,
+            after=meta.get("message_id"),
             edit_interval=self.edit_interval,
             typing_interval=self.typing_interval,
             on_gone=self._gone,

@@ -85,6 +85,16 @@ class MembershipChanged:
 Classified = Inbound | Ignored | ChatMoved | MembershipChanged
 
 
+def event_id(update_id: int, chat_id: int, message_id: int) -> str:
+    """The inbox key of a message update.
+
+    Telegram picks a new, possibly lower ``update_id`` sequence after a week
+    without updates, so the id alone would make a new message look like a
+    redelivery of an old one; a redelivery repeats all three parts.
+    """
+    return f"{update_id}:{chat_id}:{message_id}"
+
+
 def chat_ref(
     me: BotIdentity, chat_id: int | str, thread_id: int | str | None = None
 ) -> ConversationRef:
@@ -184,7 +194,7 @@ def classify_update(
         ref=ref,
         user=str(sender.id),
         text=text,
-        event_id=str(uid),
+        event_id=event_id(uid, chat.id, message.message_id),
         user_name=sender.full_name or (sender.username or ""),
         meta=meta,
     )

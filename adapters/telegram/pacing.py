@@ -10,21 +10,29 @@ only the chat it names; other chats keep their own pace.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(slots=True)
 class _ChatPace:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last: float = float("-inf")
+    next: float = float("-inf")  # the earliest a paced call to the chat may go out
     blocked_until: float = 0.0
+    waiting: int = 0
 
 
 class ChatLimiter:
     """Spaces calls ``per_chat_interval`` apart per private chat, ``group_interval``
-    apart per group, and ``1/global_rate`` apart overall."""
+    apart per group, and ``1/global_rate`` apart overall.
+
+    A call takes its chat's slot and a global slot together, as one time at
+    which both limits hold, and goes out at that time. Taking them one after
+    the other would stamp the chat's slot at a time the call does not go out:
+    behind a long global queue, two calls to one group would leave the queue
+    back to back.
+    """
 
     def __init__(
         self,
@@ -42,7 +50,9 @@ class ChatLimiter:
         self.global_interval = 1.0 / global_rate
         self._clock = clock
         self._chats: dict[int, _ChatPace] = {}
-        self._global_next = 0.0
+        # Global slots taken, in order; a chat waiting on its own pace holds a
+        # slot in the future, and calls to other chats fill the gaps before it.
+        self._slots: list[float] = []
 
     def _pace(self, chat_id: int) -> _ChatPace:
         pace = self._chats.get(chat_id)
@@ -55,12 +65,29 @@ class ChatLimiter:
     def _forget_idle(self) -> None:
         now = self._clock()
         for chat_id, pace in list(self._chats.items()):
-            idle = now - pace.last > self._interval(chat_id) and pace.blocked_until < now
-            if idle and not pace.lock.locked():
+            if pace.next < now and pace.blocked_until < now and not pace.waiting:
                 del self._chats[chat_id]
 
     def _interval(self, chat_id: int) -> float:
         return self.group_interval if chat_id < 0 else self.per_chat_interval
+
+    def _take_global(self, ready: float, now: float) -> float:
+        """The earliest time from ``ready`` at least one global interval away
+        from every slot taken; takes it."""
+        gap = self.global_interval
+        del self._slots[: bisect.bisect_left(self._slots, now - gap)]
+        slot = ready
+        for taken in self._slots[bisect.bisect_left(self._slots, ready - gap) :]:
+            if taken - gap >= slot:
+                break
+            slot = max(slot, taken + gap)
+        bisect.insort(self._slots, slot)
+        return slot
+
+    def _give_back(self, slot: float) -> None:
+        index = bisect.bisect_left(self._slots, slot)
+        if index < len(self._slots) and self._slots[index] == slot:
+            del self._slots[index]
 
     async def acquire(self, chat_id: int, *, paced: bool = True) -> None:
         """Wait until a call to ``chat_id`` may go out.
@@ -69,25 +96,26 @@ class ChatLimiter:
         respects a 429 pause and the global rate.
         """
         pace = self._pace(chat_id)
-        async with pace.lock:
+        pace.waiting += 1
+        try:
             while True:
                 now = self._clock()
-                ready = pace.blocked_until
+                ready = max(now, pace.blocked_until)
                 if paced:
-                    ready = max(ready, pace.last + self._interval(chat_id))
-                if ready <= now:
-                    break
-                await asyncio.sleep(ready - now)
-            if paced:
-                pace.last = now
-        await self._acquire_global()
-
-    async def _acquire_global(self) -> None:
-        now = self._clock()
-        slot = max(now, self._global_next)
-        self._global_next = slot + self.global_interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+                    ready = max(ready, pace.next)
+                # Both slots are taken before any wait, so calls queued
+                # meanwhile line up behind them.
+                slot = self._take_global(ready, now)
+                if paced:
+                    pace.next = slot + self._interval(chat_id)
+                if slot > now:
+                    await asyncio.sleep(slot - now)
+                if pace.blocked_until <= self._clock():
+                    return
+                # A 429 for this chat came in while waiting: wait it out too.
+                self._give_back(slot)
+        finally:
+            pace.waiting -= 1
 
     def penalize(self, chat_id: int, seconds: float) -> None:
         """Telegram said 429 for this chat: hold its calls for ``seconds``."""

@@ -43,6 +43,11 @@ T = TypeVar("T")
 # Errors of httpx that prove the request never reached Telegram, so a resend
 # cannot duplicate a message.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# How many message ids after the last known one are asked about when a send's
+# fate is unknown; each question is a paced call.
+PROBE_LIMIT = 10
+# Message ids this process sent, per chat, kept to tell them from a lost send.
+_KNOWN_PER_CHAT = 200
 
 
 class DeliveryError(DeskmateError):
@@ -54,7 +59,11 @@ class ChatGone(DeliveryError):
 
 
 class DeliveryUncertain(DeliveryError):
-    """A send failed in a way that may or may not have delivered it; not retried."""
+    """A send failed in a way that may or may not have delivered it, and asking
+    Telegram did not tell which; not retried."""
+
+    # Whether the lost send was plain text (else HTML), to ask for the same text.
+    plain: bool = False
 
 
 @dataclass(slots=True)
@@ -87,6 +96,14 @@ def _is_parse_error(exc: BadRequest) -> bool:
     return "can't parse entities" in exc.message.lower()
 
 
+def _is_not_found(exc: BadRequest) -> bool:
+    return "message to edit not found" in exc.message.lower()
+
+
+def _is_not_editable(exc: BadRequest) -> bool:
+    return "message can't be edited" in exc.message.lower()
+
+
 class Sender:
     """The bot's outgoing calls with Telegram's rules applied."""
 
@@ -106,6 +123,15 @@ class Sender:
         self._max_flood_waits = max_flood_waits
         self._max_network_retries = max_network_retries
         self._retry_delay = retry_delay
+        self._sent: dict[int, dict[int, None]] = {}
+
+    def _remember(self, chat_id: int, message_id: int) -> None:
+        known = self._sent.setdefault(chat_id, {})
+        known[message_id] = None
+        if len(known) > _KNOWN_PER_CHAT:
+            del known[next(iter(known))]
+        if len(self._sent) > 10_000:
+            del self._sent[next(iter(self._sent))]
 
     async def _call(
         self,
@@ -170,14 +196,46 @@ class Sender:
         await self._on_migrated(old, new)
 
     async def send_text(
-        self, target: Target, text: str, *, reply_to: int | None = None
+        self,
+        target: Target,
+        text: str,
+        *,
+        reply_to: int | None = None,
+        after: int | None = None,
     ) -> tuple[int, bool]:
         """Send one message (at most 4096 UTF-16 units of visible text).
 
         Tries HTML first; if Telegram cannot parse the entities, sends the
         plain text. Returns ``(message_id, plain)``.
-        """
 
+        ``after`` is the id of the latest message known in the chat before this
+        one. When the send's fate is unknown (it timed out after reaching
+        Telegram), the ids after it are asked about: the message found there is
+        the one sent; when it is not there the send is repeated. Without
+        ``after``, or when asking does not settle it, ``DeliveryUncertain``.
+        """
+        for attempt in (1, 2):
+            try:
+                message_id, plain = await self._send_once(target, text, reply_to=reply_to)
+            except DeliveryUncertain as exc:
+                if after is None or attempt == 2:
+                    raise
+                log.warning("%s; asking Telegram whether it arrived", exc)
+                found = await self._find_sent(target, after, text, plain=exc.plain)
+                if found is None:
+                    log.info(
+                        "the lost message never reached chat %s; sending it again", target.chat_id
+                    )
+                    continue
+                log.info("the lost message arrived in chat %s as %s", target.chat_id, found)
+                message_id, plain = found, exc.plain
+            self._remember(target.chat_id, message_id)
+            return message_id, plain
+        raise AssertionError("unreachable")
+
+    async def _send_once(
+        self, target: Target, text: str, *, reply_to: int | None
+    ) -> tuple[int, bool]:
         async def send(chat_id: int, *, plain: bool) -> int:
             # After a migration the old message id means nothing in the new chat.
             quote = reply_to if chat_id == first_chat else None
@@ -195,6 +253,7 @@ class Sender:
             return message.message_id
 
         first_chat = target.chat_id
+        plain = False
         try:
             mid = await self._call(
                 target, lambda c: send(c, plain=False), what="sendMessage", idempotent=False
@@ -204,10 +263,74 @@ class Sender:
             if not _is_parse_error(exc):
                 raise
             log.info("telegram rejected HTML (%s); sending plain text", exc.message)
-        mid = await self._call(
-            target, lambda c: send(c, plain=True), what="sendMessage", idempotent=False
-        )
+        except DeliveryUncertain as exc:
+            exc.plain = plain
+            raise
+        plain = True
+        try:
+            mid = await self._call(
+                target, lambda c: send(c, plain=True), what="sendMessage", idempotent=False
+            )
+        except DeliveryUncertain as exc:
+            exc.plain = plain
+            raise
         return mid, True
+
+    async def _find_sent(self, target: Target, after: int, text: str, *, plain: bool) -> int | None:
+        """The id of the message holding ``text`` sent after message ``after``,
+        None when Telegram has no message there yet.
+
+        Telegram numbers a chat's messages in order and has no call that reads
+        one, so each id after ``after`` is edited to the very text that was
+        sent: "not modified" is the lost message, "can't be edited" someone
+        else's, "not found" the end of the chat. Ids this process sent are
+        skipped, so no other message of ours is touched.
+        """
+        known = self._sent.get(target.chat_id, {})
+        for message_id in range(after + 1, after + 1 + PROBE_LIMIT):
+            if message_id in known:
+                continue
+
+            async def edit(chat_id: int, mid: int = message_id) -> None:
+                await self.bot.edit_message_text(
+                    chat_id=chat_id,
+                    message_id=mid,
+                    text=text if plain else to_html(text),
+                    parse_mode=None if plain else ParseMode.HTML,
+                )
+
+            try:
+                await self._call(target, edit, what="editMessageText", idempotent=True)
+            except BadRequest as exc:
+                if _is_not_modified(exc):
+                    return message_id
+                if _is_not_editable(exc):
+                    continue
+                if _is_not_found(exc):
+                    return None
+                raise DeliveryUncertain(
+                    f"sendMessage to chat {target.chat_id}: could not tell whether it "
+                    f"arrived ({exc.message})"
+                ) from exc
+            except DeliveryError as exc:
+                raise DeliveryUncertain(
+                    f"sendMessage to chat {target.chat_id}: could not tell whether it "
+                    f"arrived ({exc})"
+                ) from exc
+            else:
+                # A message of ours this process did not send (another process
+                # wrote into the chat); it now holds this text, so it stands
+                # for the lost one.
+                log.warning(
+                    "telegram: message %s in chat %s was overwritten while looking for a lost send",
+                    message_id,
+                    target.chat_id,
+                )
+                return message_id
+        raise DeliveryUncertain(
+            f"sendMessage to chat {target.chat_id}: could not tell whether it arrived "
+            f"(no answer among the {PROBE_LIMIT} messages after {after})"
+        )
 
     async def edit_text(self, target: Target, message_id: int, text: str, *, plain: bool) -> bool:
         """Replace a message's text; returns whether it ended up plain."""
@@ -280,17 +403,25 @@ class _ChatSink:
     one message, the rest of the reply is sent as plain text too.
     """
 
-    def __init__(self, *, sender: Sender, target: Target, reply_to: int | None) -> None:
+    def __init__(
+        self, *, sender: Sender, target: Target, reply_to: int | None, after: int | None
+    ) -> None:
         self.sender = sender
         self.target = target
         self.reply_to = reply_to
+        # The latest message of the chat this reply knows: the question, then
+        # each message of the reply, so a lost send can be looked for after it.
+        self.after = after
         self.plain = False
         self.posted = 0
         self.first_shown = asyncio.Event()
 
     async def post(self, text: str) -> int:
         reply_to = self.reply_to if not self.posted else None
-        mid, plain = await self.sender.send_text(self.target, text, reply_to=reply_to)
+        mid, plain = await self.sender.send_text(
+            self.target, text, reply_to=reply_to, after=self.after
+        )
+        self.after = mid
         self.posted += 1
         self.plain = self.plain or plain
         self.first_shown.set()
@@ -322,6 +453,7 @@ class ReplyView:
         target: Target,
         reply_to: int | None,
         edit_interval: float,
+        after: int | None = None,
         typing_interval: float = 4.0,
         limit: int = MESSAGE_LIMIT,
         on_gone: Callable[[ConversationRef], Awaitable[None]] | None = None,
@@ -332,7 +464,9 @@ class ReplyView:
         self.typing_interval = typing_interval
         self.limit = limit
         self._on_gone = on_gone
-        self._sink = _ChatSink(sender=sender, target=target, reply_to=reply_to)
+        self._sink = _ChatSink(
+            sender=sender, target=target, reply_to=reply_to, after=after or reply_to
+        )
         self._renderer: StreamRenderer[int] = StreamRenderer(
             sink=self._sink,
             pacer=EditPacer(edit_interval, clock=clock),
@@ -346,8 +480,9 @@ class ReplyView:
         """Show ``reply`` as it streams; returns once the whole text is shown.
 
         A blocked bot (403) marks the conversation inactive and ends rendering
-        quietly; a send whose outcome is unknown is logged and not repeated.
-        The stream is always read to its end so the manager stores the answer.
+        quietly. A send whose outcome stays unknown raises: the answer is then
+        recorded as failed, never as delivered. The stream is always read to
+        its end so the manager stores the answer.
         """
         if not reply.should_render:
             await reply.collect()
@@ -370,6 +505,7 @@ class ReplyView:
                 await self._on_gone(self.target.ref)
         except DeliveryUncertain as exc:
             log.error("reply for %s may be incomplete: %s", self.target.ref.key, exc)
+            raise
         finally:
             self._sink.first_shown.set()
             typing.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -381,3 +382,203 @@ async def test_outbox_send_splits_and_reports_a_blocked_user(
         await polling.send(ref, "are you still there?")
     stored = ConversationAddress(ref.platform, ref.tenant, ref.chat)
     assert not await manager.repository.is_active(stored)
+
+
+# -- Telegram at run time ------------------------------------------------------------
+
+
+async def test_another_poller_is_named_plainly_in_the_log(
+    fake: FakeTelegram, polling: TelegramAdapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aiohttp import ClientSession
+
+    await fake.wait_for(lambda: fake.long_polls == 1, what="a waiting long poll")
+    # A second deployment polls with the same token: Telegram ends our poll with 409.
+    async with ClientSession() as session:
+        url = f"{fake.api_url}/bot{fake.token}/getUpdates"
+        async with session.post(url, json={"timeout": 0}) as resp:
+            assert resp.status == 200
+    await fake.wait_for(
+        lambda: any("409 Conflict" in r.getMessage() for r in caplog.records), what="the log"
+    )
+    [record] = [r for r in caplog.records if "409 Conflict" in r.getMessage()]
+    message = record.getMessage()
+    assert record.levelname == "ERROR"
+    assert "another process is polling" in message
+    assert "webhook is set for it elsewhere" in message
+    assert "deleteWebhook" in message and "TELEGRAM_WEBHOOK_URL" in message
+    # Polling goes on once the other consumer is gone.
+    fake.send_user_message(42, "still there?")
+    await fake.wait_for(lambda: fake.texts(42) == ["echo: still there?"], what="reply")
+
+
+async def test_a_new_update_id_sequence_is_not_taken_for_redeliveries(
+    fake: FakeTelegram, manager: ConversationManager
+) -> None:
+    adapter = make_adapter(fake)
+    await adapter.start(manager)
+    try:
+        old = fake.send_user_message(42, "first, a week ago")
+        await fake.wait_for(lambda: len(fake.texts(42)) == 1, what="first reply")
+    finally:
+        await adapter.stop()
+    # A week without updates: Telegram starts a new, lower update_id sequence.
+    fake.reset_update_ids(old["update_id"])
+    adapter = make_adapter(fake)
+    await adapter.start(manager)
+    try:
+        new = fake.send_user_message(42, "a new question")
+        assert new["update_id"] == old["update_id"]
+        await fake.wait_for(lambda: len(fake.texts(42)) == 2, what="the new reply")
+        fake.repush(new)  # and a genuine redelivery of it is still recognised
+        await fake.wait_for(lambda: not fake.queued, what="redelivery confirmed")
+        await asyncio.sleep(0.3)
+    finally:
+        await adapter.stop()
+    assert fake.texts(42) == ["echo: first, a week ago", "echo: a new question"]
+    assert await stored_events(manager) == 2
+
+
+async def test_webhook_takes_a_reused_update_id_for_a_new_message(
+    fake: FakeTelegram, webhook: TelegramAdapter, manager: ConversationManager
+) -> None:
+    first = fake.message_update(42, "before the reset")
+    assert (await fake.deliver_webhook(first, secret=SECRET))[0] == 200
+    await fake.wait_for(lambda: len(fake.texts(42)) == 1)
+    fake.reset_update_ids(first["update_id"] - 1)
+    fake.message_update(42, "never delivered")  # the new sequence moved on meanwhile
+    second = fake.message_update(42, "after the reset")
+    assert second["update_id"] == first["update_id"]
+    assert (await fake.deliver_webhook(second, secret=SECRET))[0] == 200
+    assert (await fake.deliver_webhook(second, secret=SECRET))[0] == 200  # redelivered
+    await fake.wait_for(lambda: len(fake.texts(42)) == 2, what="the second reply")
+    await asyncio.sleep(0.3)
+    assert fake.texts(42) == ["echo: before the reset", "echo: after the reset"]
+    assert await stored_events(manager) == 2
+
+
+# -- a send that timed out on read ---------------------------------------------------
+
+
+async def event_statuses(manager: ConversationManager) -> list[str]:
+    query = select(inbound_events.c.status)
+    return list(await manager.repository.db.run(lambda conn: conn.execute(query).scalars().all()))
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["arrived", "lost"])
+async def test_timed_out_send_still_delivers_the_whole_answer(
+    fake: FakeTelegram, manager: ConversationManager, backend: FakeBackend, applied: bool
+) -> None:
+    backend.enqueue("Your refund was sent on Monday.", chunk_delay=0.1)
+    adapter = make_adapter(fake, request_timeout=1)
+    await adapter.start(manager)
+    try:
+        fake.stall("sendMessage", 1.5, apply=applied)
+        fake.send_user_message(42, "where is my refund?")
+        await fake.wait_for(
+            lambda: fake.texts(42) == ["Your refund was sent on Monday."], what="the answer"
+        )
+        await adapter.answers.wait_idle()
+    finally:
+        await adapter.stop()
+    assert await event_statuses(manager) == ["answered"]
+
+
+async def test_send_whose_fate_stays_unknown_is_recorded_failed(
+    fake: FakeTelegram, manager: ConversationManager, backend: FakeBackend
+) -> None:
+    backend.enqueue("Your refund was sent on Monday.", chunk_delay=0.1)
+    adapter = make_adapter(fake, request_timeout=1)
+    await adapter.start(manager)
+    try:
+        # Telegram loses the send and the one repeated after looking for it.
+        fake.stall("sendMessage", 1.5, times=2, apply=False)
+        fake.send_user_message(42, "where is my refund?")
+        await fake.wait_for(lambda: len(fake.calls_to("sendMessage", 42)) == 2, what="resend")
+        await adapter.answers.wait_idle()
+    finally:
+        await adapter.stop()
+    assert fake.texts(42) == []
+    assert await event_statuses(manager) == ["failed"]
+
+
+# -- the database fails: nothing is confirmed that was not stored ----------------------
+
+
+async def test_polling_does_not_confirm_what_a_locked_database_did_not_store(
+    fake: FakeTelegram, manager: ConversationManager, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    db = manager.repository.db
+    # Wait 0.2 s for a lock instead of 30 s, so the test sees several refusals.
+    await db.run(lambda conn: conn.exec_driver_sql("PRAGMA busy_timeout=200"))
+    adapter = make_adapter(fake)
+    await adapter.start(manager)
+    locker = sqlite3.connect(tmp_path / "deskmate.db", isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        update = fake.send_user_message(42, "are you there?")
+        polls = len(fake.calls_to("getUpdates"))
+        await fake.wait_for(
+            lambda: len(fake.calls_to("getUpdates")) >= polls + 3, what="polls while locked"
+        )
+        # Fetched again and again, never confirmed, never answered.
+        assert fake.confirmed_offset <= update["update_id"]
+        assert [u["update_id"] for u in fake.queued] == [update["update_id"]]
+        assert fake.texts(42) == []
+        locker.execute("ROLLBACK")
+        await fake.wait_for(lambda: fake.texts(42) == ["echo: are you there?"], what="reply")
+        await fake.wait_for(lambda: fake.confirmed_offset > update["update_id"], what="confirm")
+        await asyncio.sleep(0.5)
+    finally:
+        locker.close()
+        await adapter.stop()
+    assert fake.texts(42) == ["echo: are you there?"]
+    assert await stored_events(manager) == 1
+
+
+@pytest.mark.postgres
+async def test_webhook_answers_500_while_postgres_is_down_then_stores_once(
+    fake: FakeTelegram, backend: FakeBackend, postgres_url: str, unused_tcp_port: int
+) -> None:
+    from sqlalchemy import make_url
+    from sqlalchemy import text as sql
+
+    from tests.faults import TcpProxy
+
+    target = make_url(postgres_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    port = await proxy.start()
+    db = Database(target.set(host="127.0.0.1", port=port).render_as_string(hide_password=False))
+    for statement in ("DROP SCHEMA public CASCADE", "CREATE SCHEMA public"):
+        await db.run(lambda conn, s=statement: conn.execute(sql(s)))
+    await db.upgrade()
+    manager = make_manager(Repository(db), backend)
+    url = f"http://127.0.0.1:{unused_tcp_port}/telegram/webhook"
+    adapter = make_adapter(fake, webhook_url=url, webhook_secret=SECRET)
+    app = web.Application()
+    app.router.add_route("POST", "/telegram/webhook", adapter.handle_webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    await adapter.start(manager)
+    try:
+        await proxy.shut()  # the database goes away
+        update = fake.message_update(42, "is anyone there?")
+        assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 500
+        assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 500
+        # The database is back on the same address; Telegram resends.
+        proxy.server = await asyncio.start_server(proxy._serve, "127.0.0.1", port)
+        assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 200
+        await fake.wait_for(lambda: fake.texts(42) == ["echo: is anyone there?"], what="reply")
+        assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 200  # a late resend
+        await asyncio.sleep(0.5)
+        assert fake.texts(42) == ["echo: is anyone there?"]
+        assert await stored_events(manager) == 1
+    finally:
+        await adapter.stop()
+        await runner.cleanup()
+        await db.dispose()
+        if proxy.server is not None:
+            proxy.server.close()

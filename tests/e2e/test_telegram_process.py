@@ -164,3 +164,35 @@ async def test_webhook_mode_on_the_bots_http_server(fake: FakeTelegram, deskmate
     assert deskmate.proc is not None
     deskmate.proc.send_signal(signal.SIGTERM)
     assert await deskmate.wait() == 0
+
+
+async def test_revoked_token_stops_telegram_with_one_clear_error(
+    fake: FakeTelegram, deskmate: Deskmate
+) -> None:
+    from aiohttp import ClientSession
+
+    await deskmate.start()
+    await wait_polling(fake, deskmate, 0)
+    health = f"http://127.0.0.1:{deskmate.env['PORT']}/healthz"
+    async with ClientSession() as session:
+        await fake.wait_for(lambda: "Deskmate is ready" in deskmate.logs(), within=30)
+        async with session.get(health) as resp:
+            assert resp.status == 200
+        fake.revoke_token()
+        await fake.wait_for(lambda: "revoked" in deskmate.logs(), within=20, what="the error")
+        polls = len(fake.calls_to("getUpdates"))
+        await asyncio.sleep(1.5)
+        # No retry loop: polling stopped at the 401.
+        assert len(fake.calls_to("getUpdates")) == polls
+        errors = [line for line in deskmate.logs().splitlines() if "401 Unauthorized" in line]
+        assert len(errors) == 1
+        assert "TELEGRAM_BOT_TOKEN" in errors[0] and "@BotFather" in errors[0]
+        # The process keeps serving; /healthz names Telegram as the failed part.
+        async with session.get(health) as resp:
+            assert resp.status == 503
+            body = await resp.json()
+        assert body["telegram"] == "unavailable"
+        assert body["database"] == "ok"
+    assert deskmate.proc is not None and deskmate.proc.returncode is None
+    deskmate.proc.send_signal(signal.SIGTERM)
+    assert await deskmate.wait() == 0

@@ -210,15 +210,44 @@ async def test_migrated_group_gets_the_message_in_the_new_chat(
     assert fake.messages[-1009][0].reply_to is None
 
 
-async def test_timed_out_send_is_not_repeated(
+@pytest.mark.parametrize("applied", [True, False], ids=["arrived", "lost"])
+async def test_timed_out_send_is_completed_from_what_telegram_has(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder, applied: bool
+) -> None:
+    question = fake.message_update(42, "is my ticket open?")
+    fake.message_update(42, "hello?")  # the customer writes again meanwhile
+    # The answer comes after the client's read timeout (0.5 s); Telegram
+    # carried the send out, or never did.
+    fake.stall("sendMessage", 1.0, apply=applied)
+    reply = streamed(["Your ticket ", "is open."], delay=0.2)
+    after = question["message"]["message_id"]
+    await view(sender, recorder, 42, after=after).render(reply)
+    assert fake.texts(42) == ["Your ticket is open."]
+    assert len(fake.calls_to("sendMessage", 42)) == (1 if applied else 2)
+    assert reply.text == "Your ticket is open."
+
+
+async def test_send_whose_fate_cannot_be_told_fails_the_reply(
     fake: FakeTelegram, sender: Sender, recorder: Recorder
 ) -> None:
-    fake.stall("sendMessage", 1.5)  # takes effect, but the answer comes after the timeout
+    from adapters.telegram.render import DeliveryUncertain
+
+    fake.stall("sendMessage", 1.0)
     reply = streamed(["Your ticket ", "is open."], delay=0.2)
-    await view(sender, recorder, 42).render(reply)
+    # Nothing known in the chat to look after: it cannot be found out.
+    with pytest.raises(DeliveryUncertain):
+        await view(sender, recorder, 42).render(reply)
     assert len(fake.calls_to("sendMessage", 42)) == 1
-    assert fake.texts(42) == ["Your ticket "]
-    assert reply.text == "Your ticket is open."
+    assert reply.text == "Your ticket is open."  # still read to the end
+
+
+async def test_timed_out_edit_that_never_happened_is_retried(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder
+) -> None:
+    fake.stall("editMessageText", 1.0, apply=False)
+    reply = streamed(["Your ticket ", "is open."], delay=0.3)
+    await view(sender, recorder, 42).render(reply)
+    assert fake.texts(42) == ["Your ticket is open."]
 
 
 async def test_timed_out_edit_is_retried(
@@ -243,3 +272,35 @@ async def test_deleted_message_mid_stream_is_shown_again(
     await view(sender, recorder, 42).render(Reply(ReplyKind.ANSWER, gen()))
     assert fake.texts(42) == ["Part one. Part two."]
     assert fake.calls_to("editMessageText", 42)[0].error == "Bad Request: message to edit not found"
+
+
+async def test_pacing_keeps_telegrams_limits_under_load(
+    fake: FakeTelegram, recorder: Recorder
+) -> None:
+    # Telegram's own rates, the per-chat ones scaled down: 99 private chats
+    # queued first take 3.3 s of the global 30/s, longer than a group's spacing.
+    # The slack absorbs this loop's own lag: the fake and the bot share it.
+    fake.enforce_flood_limits(per_chat=0.5, group=1.5, global_rate=30, slack=0.1)
+    request = HTTPXRequest(connection_pool_size=16, read_timeout=5, pool_timeout=5)
+    bot = Bot(fake.token, base_url=f"{fake.api_url}/bot", request=request)
+    await bot.initialize()
+    limiter = ChatLimiter(per_chat_interval=0.5, group_interval=1.5, global_rate=30)
+    sender = Sender(bot=bot, limiter=limiter, on_migrated=recorder.on_migrated)
+    group, busy = -1000777, 500
+
+    async def send(chat: int, text: str) -> None:
+        target = Target.from_ref(ConversationRef("telegram", "123456", str(chat)))
+        await sender.send_text(target, text)
+
+    try:
+        crowd = [send(chat, "hello") for chat in range(1, 100)]
+        later = [send(chat, f"{n}") for n in (1, 2) for chat in (group, busy)]
+        await asyncio.gather(*crowd, *later)
+    finally:
+        await bot.shutdown()
+    assert [(c.chat_id, c.error) for c in fake.calls if c.error] == []
+    assert fake.texts(group) == ["1", "2"] and fake.texts(busy) == ["1", "2"]
+    group_sends = fake.calls_to("sendMessage", group)
+    assert group_sends[1].at - group_sends[0].at >= 1.5 - 0.1
+    busy_sends = fake.calls_to("sendMessage", busy)
+    assert busy_sends[1].at - busy_sends[0].at >= 0.5 - 0.1

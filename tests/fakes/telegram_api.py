@@ -6,7 +6,8 @@ the real envelope (``{"ok": true, "result": ...}`` or ``{"ok": false,
 form-encoded, multipart and JSON bodies (python-telegram-bot sends form fields
 whose complex values are JSON), and records every call.
 
-Faults are injected per chat (429 with ``retry_after``, blocked bot, migrated
+Faults are injected per chat (429 with ``retry_after``, or Telegram's flood limits
+enforced with ``enforce_flood_limits``; blocked bot, migrated
 group, no right to open topics) or per method (hold a call until released,
 for every chat or one, answer after the client gave up). Chats can be made
 forum supergroups, whose topics the bot opens with ``createForumTopic`` and
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import re
 import time
 from collections import defaultdict
@@ -167,12 +169,16 @@ class FakeTelegram:
         self.webhook: dict[str, Any] | None = None
         self.confirmed_offset = 0
         self.long_polls = 0  # getUpdates calls waiting right now
+        self._poll_generation = 0
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1000)
         self._message_ids: dict[int, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
         self._chat_types: dict[int, str] = {}
         self._changed = asyncio.Condition()
         self._rate_limits: dict[int, list[int]] = defaultdict(list)
+        self._flood: tuple[float, float, float, float] | None = None
+        self._last_write: dict[int, float] = {}
+        self._writes: list[float] = []
         self._blocked: set[int] = set()
         self._migrated: dict[int, int] = {}
         self._holds: dict[tuple[str, int | None], asyncio.Event] = {}
@@ -181,7 +187,9 @@ class FakeTelegram:
         self._no_topic_rights: set[int] = set()
         # chat -> message_thread_id -> the topic's service message.
         self.topics: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
-        self._stalls: dict[str, list[float]] = defaultdict(list)
+        self._stalls: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+        # Message ids of people's messages, per chat: the bot cannot edit them.
+        self._user_messages: dict[int, set[int]] = defaultdict(set)
         self._reject_entities: dict[int, int] = defaultdict(int)
         self._runner: web.AppRunner | None = None
         self._closing = False
@@ -212,6 +220,20 @@ class FakeTelegram:
     def rate_limit(self, chat_id: int, retry_after: int, *, times: int = 1) -> None:
         """Answer the next ``times`` sends/edits to ``chat_id`` with 429."""
         self._rate_limits[chat_id].extend([retry_after] * times)
+
+    def enforce_flood_limits(
+        self,
+        *,
+        per_chat: float = 1.0,
+        group: float = 3.0,
+        global_rate: float = 30.0,
+        slack: float = 0.03,
+    ) -> None:
+        """Answer 429 with ``retry_after``, as Telegram does, to a send, edit or
+        new topic that comes less than ``per_chat`` (``group`` in groups)
+        seconds after the last one in its chat, or that would make more than
+        ``global_rate`` in one second. ``slack`` absorbs the jitter of the wire."""
+        self._flood = (per_chat, group, global_rate, slack)
 
     def block(self, chat_id: int) -> None:
         """The user blocked the bot: every call for the chat answers 403."""
@@ -268,10 +290,20 @@ class FakeTelegram:
         }
         return thread_id
 
-    def stall(self, method: str, seconds: float, *, times: int = 1) -> None:
-        """Process the next calls of ``method`` but answer only after ``seconds``
-        (the client times out although the call took effect)."""
-        self._stalls[method].extend([seconds] * times)
+    def revoke_token(self) -> None:
+        """The owner revoked the token in @BotFather: every call answers 401."""
+        self.token = f"{self.bot_id}:revoked"
+
+    def reset_update_ids(self, start: int) -> None:
+        """Telegram chose a new ``update_id`` sequence (after a week without
+        updates the next id is random, possibly lower than the last)."""
+        self._update_ids = itertools.count(start)
+
+    def stall(self, method: str, seconds: float, *, times: int = 1, apply: bool = True) -> None:
+        """Answer the next calls of ``method`` only after ``seconds``, so the
+        client times out: with ``apply`` the call took effect all the same,
+        without it Telegram never carried it out."""
+        self._stalls[method].extend([(seconds, apply)] * times)
 
     # -- updates -------------------------------------------------------------
 
@@ -331,9 +363,11 @@ class FakeTelegram:
                     "forum_topic_created": {"name": "Topic", "icon_color": DEFAULT_TOPIC_COLOR},
                 }
             reply_to = reply_to or root
+        message_id = next(self._message_ids[chat_id])
+        self._user_messages[chat_id].add(message_id)
         return build_message_update(
             update_id=next(self._update_ids),
-            message_id=next(self._message_ids[chat_id]),
+            message_id=message_id,
             chat_id=chat_id,
             text=text,
             user_id=user_id,
@@ -445,14 +479,19 @@ class FakeTelegram:
         if handler is None:
             call.error = "Not Found"
             return _error(404, "Not Found")
+        stalls = self._stalls.get(method)
+        stall, apply = stalls.pop(0) if stalls else (0.0, True)
+        if not apply:
+            await asyncio.sleep(stall)
+            call.error = "stalled, never carried out"
+            return _error(502, "Bad Gateway")
         try:
             result = await handler(params, request)
         except ApiError as exc:
             call.error = exc.description
             return _error(exc.code, exc.description, exc.parameters)
-        stalls = self._stalls.get(method)
-        if stalls:
-            await asyncio.sleep(stalls.pop(0))
+        if stall:
+            await asyncio.sleep(stall)
         return web.json_response({"ok": True, "result": result})
 
     def _chat_type(self, chat_id: int) -> str:
@@ -486,17 +525,27 @@ class FakeTelegram:
     def _check_flood(self, chat_id: int) -> None:
         pending = self._rate_limits.get(chat_id)
         if pending:
-            retry_after = pending.pop(0)
-            raise ApiError(
-                429,
-                f"Too Many Requests: retry after {retry_after}",
-                {"retry_after": retry_after},
-            )
+            _too_many(pending.pop(0))
+        if self._flood is None:
+            return
+        per_chat, group, global_rate, slack = self._flood
+        now = time.monotonic()
+        interval = group if self._chat_type(chat_id) != "private" else per_chat
+        since = now - self._last_write.get(chat_id, float("-inf"))
+        if since < interval - slack:
+            _too_many(math.ceil(interval - since))
+        self._writes = [t for t in self._writes if t > now - 1.0 + slack]
+        if len(self._writes) >= global_rate:
+            _too_many(1)
+        self._last_write[chat_id] = now
+        self._writes.append(now)
 
     def _find(self, chat_id: int, message_id: int) -> SentMessage:
         for message in self.messages[chat_id]:
             if message.message_id == message_id:
                 return message
+        if message_id in self._user_messages[chat_id]:
+            raise ApiError(400, "Bad Request: message can't be edited")
         raise ApiError(400, "Bad Request: message to edit not found")
 
     def _visible(self, chat_id: int, text: str, parse_mode: str | None) -> str:
@@ -548,14 +597,17 @@ class FakeTelegram:
                 "deleteWebhook to delete the webhook first",
             )
         offset = int(params.get("offset") or 0)
+        # A newer getUpdates ends the one still waiting, as Telegram does when
+        # two processes poll with one token.
+        self._poll_generation += 1
         self.long_polls += 1
         try:
-            return await self._long_poll(params, request, offset)
+            return await self._long_poll(params, request, offset, self._poll_generation)
         finally:
             self.long_polls -= 1
 
     async def _long_poll(
-        self, params: dict[str, Any], request: web.Request, offset: int
+        self, params: dict[str, Any], request: web.Request, offset: int, generation: int
     ) -> list[dict[str, Any]]:
         if offset:
             self.confirmed_offset = max(self.confirmed_offset, offset)
@@ -568,6 +620,14 @@ class FakeTelegram:
             gone = request.transport is None or request.transport.is_closing()
             if ready or remaining <= 0 or gone or self._closing:
                 return ready
+            if request.match_info["token"] != self.token:
+                raise ApiError(401, "Unauthorized")  # revoked while the poll waited
+            if generation != self._poll_generation:
+                raise ApiError(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only "
+                    "one bot instance is running",
+                )
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), min(remaining, 0.1))
@@ -713,6 +773,12 @@ async def _params(request: web.Request) -> dict[str, Any]:
             value = int(value)
         params[key] = value
     return params
+
+
+def _too_many(retry_after: int) -> None:
+    raise ApiError(
+        429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after}
+    )
 
 
 def _int(params: dict[str, Any], key: str) -> int:

@@ -30,11 +30,25 @@ def test_private_message_becomes_inbound() -> None:
         ref=ConversationRef("telegram", "777", "42", ""),
         user="42",
         text="How do I reset my password?",
-        event_id="5001",
+        event_id="5001:42:17",
         user_name="Alice",
         meta={"message_id": 17, "chat_type": "private", "thread_id": None},
     )
     assert inbound.platform_user == "telegram:42"
+
+
+def test_event_id_tells_a_new_update_sequence_from_a_redelivery() -> None:
+    # After a week without updates Telegram may reuse a lower update_id.
+    before = update_to_inbound(message(42, "hi"), me=ME)
+    again = update_to_inbound(message(42, "hi"), me=ME)
+    reused = update_to_inbound(
+        build_message_update(update_id=5001, message_id=90, chat_id=42, text="new"), me=ME
+    )
+    other_chat = update_to_inbound(message(43, "hi"), me=ME)
+    assert before is not None and again is not None
+    assert reused is not None and other_chat is not None
+    assert before.event_id == again.event_id
+    assert len({before.event_id, reused.event_id, other_chat.event_id}) == 3
 
 
 def test_private_message_without_text_is_still_answered() -> None:

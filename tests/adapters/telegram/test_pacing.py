@@ -66,3 +66,23 @@ async def test_groups_get_the_slower_group_pace() -> None:
     await limiter.acquire(5)
     await limiter.acquire(5)
     assert time.monotonic() - start < 0.2
+
+
+async def test_chat_spacing_holds_behind_a_long_global_queue() -> None:
+    # 40 private chats queued first fill 0.4 s of the global budget; the group's
+    # second call and the private chat's second call must still keep their spacing.
+    limiter = ChatLimiter(per_chat_interval=0.1, group_interval=0.25, global_rate=100)
+    start = time.monotonic()
+    sent: dict[int, list[float]] = {}
+
+    async def call(chat: int) -> None:
+        await limiter.acquire(chat)
+        sent.setdefault(chat, []).append(time.monotonic() - start)
+
+    crowd = [call(chat) for chat in range(1000, 1040)]
+    await asyncio.gather(*crowd, call(-100123), call(7), call(-100123), call(7))
+    group, private = sent[-100123], sent[7]
+    assert group[1] - group[0] >= 0.25 - 0.005
+    assert private[1] - private[0] >= 0.1 - 0.005
+    # The global rate still holds: 44 calls at 100/s need 43 gaps of 10 ms.
+    assert max(max(times) for times in sent.values()) >= 0.43 - 0.005
