@@ -493,15 +493,21 @@ class SlackAdapter:
         """Answer one stored event (run by ``self.answers``, which logs other failures)."""
         conversations = self._require_conversations()
         inbound = accepted.inbound
+        seen: asyncio.Task[None] | None = None
         try:
             if inbound.meta.get("kind") == "command":
                 await conversations.process(accepted, self._command_renderer(inbound))
             else:
                 if not inbound.meta.get("space"):
                     # In a support space the relay is the sign it was read;
-                    # a reaction on every agent's line would be noise.
-                    await self._react(inbound)
+                    # a reaction on every agent's line would be noise. Not
+                    # awaited before ``process``: the conversation's turn is
+                    # taken in the order the events came, and a slow reaction
+                    # must not let the thread's next message go first.
+                    seen = asyncio.create_task(self._react(inbound))
                 await conversations.process(accepted, self._thread_renderer(inbound))
+                if seen is not None:
+                    await seen
         except SlackApiError as exc:
             # The manager has marked the inbound failed; a redelivery retries it.
             error = str(exc.response.get("error") or exc)
@@ -512,6 +518,9 @@ class SlackAdapter:
                 error,
                 _HINTS.get(error, ""),
             )
+        finally:
+            if seen is not None and not seen.done():
+                seen.cancel()
 
     def _thread_renderer(self, inbound: Inbound) -> Render:
         channel = str(inbound.meta.get("channel") or inbound.ref.chat)
@@ -567,6 +576,8 @@ class SlackAdapter:
         except SlackApiError as exc:
             if exc.response.get("error") != "already_reacted":
                 log.info("Slack: could not add a reaction: %s", exc.response.get("error"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("Slack: could not add a reaction: %r", exc)
 
     async def _post(self, channel: str, thread: str, text: str) -> str:
         kwargs: dict[str, Any] = {"channel": channel, "text": escape(text)}

@@ -513,3 +513,27 @@ async def test_slash_command_over_socket_mode(socket_bot: SlackAdapter, fake: Fa
     assert ack["envelope_id"]
     await fake.wait_for(lambda: bool(fake.webhook_posts))
     assert "forgotten this conversation" in fake.webhook_posts[0]["text"]
+
+
+async def test_two_messages_in_a_thread_are_answered_in_their_order(bot: Bot) -> None:
+    first = mention_event("first question")
+    thread = first["event"]["ts"]
+    # Slack is slow to take the first message's reaction; the second's is not.
+    bot.fake.hold("reactions.add", "C1", ts=thread)
+    assert (await bot.deliver(first)).status == 200
+    second = message_event(
+        "second question", channel="C1", channel_type="channel", thread_ts=thread
+    )
+    assert (await bot.deliver(second)).status == 200
+    expected = ["echo: first question", "echo: second question"]
+    try:
+        # Both are answered, in order, while the reaction is still on its way.
+        await bot.fake.wait_for(
+            lambda: [unescape(m.text) for m in bot.fake.bot_messages("C1", thread)] == expected
+        )
+    finally:
+        bot.fake.release("reactions.add", "C1", ts=thread)
+    assert await bot.answer(thread, count=2) == expected
+    assert ("C1", thread, "eyes") in bot.fake.reactions
+    questions = [r.messages[-1].content for r in bot.backend.requests]
+    assert questions == ["first question", "second question"]

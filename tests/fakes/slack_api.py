@@ -103,7 +103,7 @@ class FakeSlack:
         self.port = 0
         self.handler_delay = 0.0
         self._tickets: set[str] = set()
-        self._holds: dict[tuple[str, str], asyncio.Event] = {}
+        self._holds: dict[tuple[str, str, str], asyncio.Event] = {}
         self.held = 0
         # Calls answered after their client had gone: they took no effect.
         self.abandoned: list[Call] = []
@@ -145,16 +145,24 @@ class FakeSlack:
                 (429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)})
             )
 
-    def hold(self, method: str, channel: str = "") -> None:
-        """Calls of ``method`` (for ``channel``, or any) wait, unprocessed, until
-        ``release``. A call whose client has gone by then takes no effect, as a
-        request Slack never finished reading."""
-        self._holds[(method, channel)] = asyncio.Event()
+    def hold(self, method: str, channel: str = "", *, ts: str = "") -> None:
+        """Calls of ``method`` (for ``channel``, or any; about the message ``ts``,
+        or any) wait, unprocessed, until ``release``. A call whose client has gone
+        by then takes no effect, as a request Slack never finished reading."""
+        self._holds[(method, channel, ts)] = asyncio.Event()
 
-    def release(self, method: str, channel: str = "") -> None:
-        event = self._holds.pop((method, channel), None)
+    def release(self, method: str, channel: str = "", *, ts: str = "") -> None:
+        event = self._holds.pop((method, channel, ts), None)
         if event is not None:
             event.set()
+
+    def _hold_of(self, method: str, args: dict[str, Any]) -> asyncio.Event | None:
+        channel = str(args.get("channel") or "")
+        ts = str(args.get("timestamp") or args.get("ts") or "")
+        for key in itertools.product([method], [channel, ""], [ts, ""]):
+            if key in self._holds:
+                return self._holds[key]
+        return None
 
     def add_user_message(
         self, channel: str, user: str, text: str, *, thread_ts: str = "", team: str = "T1"
@@ -348,9 +356,7 @@ class FakeSlack:
         self._touch()
         if self.handler_delay:
             await asyncio.sleep(self.handler_delay)
-        hold = self._holds.get((method, str(args.get("channel") or ""))) or self._holds.get(
-            (method, "")
-        )
+        hold = self._hold_of(method, args)
         if hold is not None:
             self.held += 1
             self._touch()
