@@ -39,6 +39,7 @@ from adapters.slack.convert import (
     CLAIM_ACTION,
     MESSAGE_LIMIT,
     PLATFORM,
+    POST_LIMIT,
     RESOLVE_ACTION,
     Route,
     action_to_inbound,
@@ -54,7 +55,7 @@ from adapters.slack.convert import (
     thread_of,
     ticket_blocks,
 )
-from adapters.slack.render import PLACEHOLDER, pacing_keys, thread_renderer
+from adapters.slack.render import PLACEHOLDER, pacing_keys, take_slot, thread_renderer
 from bot.errors import ConfigError
 from bot.types import (
     Accepted,
@@ -77,7 +78,10 @@ SEEN_REACTION = "eyes"
 # (Slack wants an ack within 3 s; we aim for 1 s).
 THREAD_LOOKUP_TIMEOUT = 0.7
 _DIGITS = re.compile(r"^[0-9]{1,12}$")
-_BLOCK_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format"})
+# Refusals of a message's blocks that the same text without blocks gets past.
+_BLOCK_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long"})
+# How long a failed or interrupted answer may spend taking its messages back.
+CLEANUP_TIMEOUT = 2.0
 # What the operator can do about the Web API errors a reply commonly meets.
 _HINTS = {
     "not_in_channel": " (invite the bot: /invite @Deskmate in that channel)",
@@ -298,8 +302,8 @@ class SlackAdapter:
         """Post ``text`` (split to Slack's limits) into the conversation's thread."""
         if not text.strip():
             raise ValueError("Slack refuses empty messages; nothing to send")
-        for chunk in split_text(text, MESSAGE_LIMIT):
-            await self._post(ref.chat, ref.thread, chunk)
+        for chunk in split_text(text, POST_LIMIT):
+            await self._paced_post(ref.tenant, ref.chat, ref.thread, chunk)
 
     async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str:
         """Post ``text`` into the conversation (its thread when it has one) for the
@@ -313,8 +317,8 @@ class SlackAdapter:
         thread = ref.thread or reply_to
         first = ""
         try:
-            for chunk in split_text(text, MESSAGE_LIMIT):
-                ts = await self._post(ref.chat, thread, chunk)
+            for chunk in split_text(text, POST_LIMIT):
+                ts = await self._paced_post(ref.tenant, ref.chat, thread, chunk)
                 first = first or ts
         except SlackApiError as exc:
             _refuse_for_good(exc, ref.chat)
@@ -328,6 +332,8 @@ class SlackAdapter:
         buttons; agents answer in its thread."""
         fallback = escape(split_first(text, MESSAGE_LIMIT)[0])
         kwargs: dict[str, Any] = {"channel": space.chat, "text": fallback}
+        keys = pacing_keys(space.tenant, space.chat)[:1]
+        await take_slot(self._pacer, *keys)
         try:
             try:
                 response = await self.client.chat_postMessage(
@@ -342,6 +348,8 @@ class SlackAdapter:
         except SlackApiError as exc:
             _refuse_for_good(exc, space.chat)
             raise
+        finally:
+            self._pacer.mark(*keys)
         ts = str(response["ts"])
         return TicketThread(thread=ts, message=ts)
 
@@ -536,9 +544,27 @@ class SlackAdapter:
                 keys=pacing_keys(team, channel),
                 placeholder=PLACEHOLDER if reply.kind is ReplyKind.ANSWER else "",
             )
-            await renderer.render(reply)
+            try:
+                await renderer.render(reply)
+            except BaseException:
+                # The event stays stored as unanswered and is answered again
+                # (Slack's redelivery, the next start): a placeholder or half
+                # an answer left here would sit beside that answer for good.
+                await self._take_back(channel, renderer.messages)
+                raise
 
         return render
+
+    async def _take_back(self, channel: str, messages: list[str]) -> None:
+        """Delete the messages of an answer that did not finish; best effort, bounded."""
+        if not messages:
+            return
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                for ts in messages:
+                    await self.client.chat_delete(channel=channel, ts=ts)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("Slack: could not take back an unfinished answer in %s: %r", channel, exc)
 
     def _command_renderer(self, inbound: Inbound) -> Render:
         response_url = str(inbound.meta.get("response_url") or "")
@@ -578,6 +604,15 @@ class SlackAdapter:
                 log.info("Slack: could not add a reaction: %s", exc.response.get("error"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("Slack: could not add a reaction: %r", exc)
+
+    async def _paced_post(self, team: str, channel: str, thread: str, text: str) -> str:
+        """``_post`` in the channel's next write slot (about one message a second)."""
+        keys = pacing_keys(team, channel)[:1]
+        await take_slot(self._pacer, *keys)
+        try:
+            return await self._post(channel, thread, text)
+        finally:
+            self._pacer.mark(*keys)
 
     async def _post(self, channel: str, thread: str, text: str) -> str:
         kwargs: dict[str, Any] = {"channel": channel, "text": escape(text)}

@@ -78,7 +78,8 @@ async def start_deskmate(tmp_path: Path, env: dict[str, str]) -> Deskmate:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
-    server = await FakeSlack().start()
+    # Slack's rate limits, scaled to the adapter's edit interval (1.2 s by default).
+    server = await FakeSlack(time_scale=0.1 / 1.2).start()
     yield server
     await server.stop()
 
