@@ -13,6 +13,7 @@ Bolt and slack-sdk objects stay inside this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections import OrderedDict
@@ -80,8 +81,15 @@ THREAD_LOOKUP_TIMEOUT = 0.7
 _DIGITS = re.compile(r"^[0-9]{1,12}$")
 # Refusals of a message's blocks that the same text without blocks gets past.
 _BLOCK_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long"})
-# How long a failed or interrupted answer may spend taking its messages back.
-CLEANUP_TIMEOUT = 2.0
+# Shutdown must end well within the 10 s a platform gives after SIGTERM before
+# it kills the process: every wait in ``stop`` is bounded. Answers in progress
+# get ``shutdown_timeout`` to finish, then are cut off (they stay stored as
+# unanswered and are answered at the next start) and get CANCEL_TIMEOUT to
+# take their messages back (CLEANUP_TIMEOUT) and record that.
+SOCKET_CLOSE_TIMEOUT = 2.0
+CANCEL_TIMEOUT = 2.0
+CLEANUP_TIMEOUT = 1.5
+SESSION_CLOSE_TIMEOUT = 1.0
 # What the operator can do about the Web API errors a reply commonly meets.
 _HINTS = {
     "not_in_channel": " (invite the bot: /invite @Deskmate in that channel)",
@@ -178,7 +186,7 @@ class SlackAdapter:
         api_url: str = "",
         edit_interval: float = 1.2,
         max_retries: int = 3,
-        shutdown_timeout: float = 30.0,
+        shutdown_timeout: float = 4.0,
         max_concurrent_answers: int = 16,
     ) -> None:
         if not bot_token:
@@ -235,6 +243,7 @@ class SlackAdapter:
             answer=self._answer,
             limit=max_concurrent_answers,
             drain_timeout=shutdown_timeout,
+            cancel_timeout=CANCEL_TIMEOUT,
         )
         self._stopping = False
 
@@ -284,15 +293,26 @@ class SlackAdapter:
             await self._socket.connect_async()
 
     async def stop(self) -> None:
-        """Stop taking events, then let answers in progress finish (bounded)."""
+        """Stop taking events and let answers in progress finish, every wait bounded.
+
+        The websocket is closed while the answers finish: Slack not answering
+        the close must not eat the answers' time.
+        """
         self._stopping = True
-        if self._socket is not None:
-            await self._socket.close_async()
-            self._socket = None
-        await self.answers.drain()
-        if self.client.session is not None:
-            await self.client.session.close()
-            self.client.session = None
+        socket, self._socket = self._socket, None
+        closing = asyncio.create_task(_close_socket(socket)) if socket is not None else None
+        try:
+            await self.answers.drain()
+        finally:
+            if closing is not None:
+                await closing
+            session, self.client.session = self.client.session, None
+            if session is not None:
+                try:
+                    async with asyncio.timeout(SESSION_CLOSE_TIMEOUT):
+                        await session.close()
+                except TimeoutError:
+                    log.warning("Slack: the Web API connections did not close in time")
 
     async def wait_idle(self) -> None:
         """Return once no answer is in progress (answers started meanwhile included)."""
@@ -676,6 +696,34 @@ class SlackAdapter:
         if self._conversations is None:
             raise RuntimeError("the Slack adapter received an event before start()")
         return self._conversations
+
+
+async def _close_socket(socket: AsyncSocketModeHandler) -> None:
+    """Close the Socket Mode connection, giving Slack SOCKET_CLOSE_TIMEOUT to
+    answer the close; past that the connection is dropped."""
+    try:
+        async with asyncio.timeout(SOCKET_CLOSE_TIMEOUT):
+            await socket.close_async()
+        return
+    except TimeoutError:
+        log.warning(
+            "Slack: Socket Mode did not answer the close within %.0f s; dropping the connection",
+            SOCKET_CLOSE_TIMEOUT,
+        )
+    except Exception:
+        log.exception("Slack: closing the Socket Mode connection failed; dropping it")
+    # The SDK's close() stopped at the websocket (cancelling it aborted the
+    # connection): end what it would have ended after it.
+    client = socket.client
+    client.closed = True
+    client.auto_reconnect_enabled = False
+    for task in (client.message_processor, client.current_session_monitor, client.message_receiver):
+        if task is not None:
+            task.cancel()
+    if client.aiohttp_client_session is not None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SESSION_CLOSE_TIMEOUT):
+                await client.aiohttp_client_session.close()
 
 
 def _refuse_for_good(exc: SlackApiError, channel: str) -> None:
