@@ -13,6 +13,7 @@ Bolt and slack-sdk objects stay inside this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections import OrderedDict
@@ -43,6 +44,7 @@ from adapters.slack.convert import (
     CLAIM_ACTION,
     MESSAGE_LIMIT,
     PLATFORM,
+    POST_LIMIT,
     RESOLVE_ACTION,
     Route,
     action_to_inbound,
@@ -71,7 +73,7 @@ from adapters.slack.oauth import (
     authorization_url,
     manifest_scopes,
 )
-from adapters.slack.render import PLACEHOLDER, pacing_keys, thread_renderer
+from adapters.slack.render import PLACEHOLDER, pacing_keys, take_slot, thread_renderer
 from bot.errors import ConfigError, StorageError
 from bot.types import (
     Accepted,
@@ -94,7 +96,17 @@ SEEN_REACTION = "eyes"
 # (Slack wants an ack within 3 s; we aim for 1 s).
 THREAD_LOOKUP_TIMEOUT = 0.7
 _DIGITS = re.compile(r"^[0-9]{1,12}$")
-_BLOCK_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format"})
+# Refusals of a message's blocks that the same text without blocks gets past.
+_BLOCK_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long"})
+# Shutdown must end well within the 10 s a platform gives after SIGTERM before
+# it kills the process: every wait in ``stop`` is bounded. Answers in progress
+# get ``shutdown_timeout`` to finish, then are cut off (they stay stored as
+# unanswered and are answered at the next start) and get CANCEL_TIMEOUT to
+# take their messages back (CLEANUP_TIMEOUT) and record that.
+SOCKET_CLOSE_TIMEOUT = 2.0
+CANCEL_TIMEOUT = 2.0
+CLEANUP_TIMEOUT = 1.5
+SESSION_CLOSE_TIMEOUT = 1.0
 # What the operator can do about the Web API errors a reply commonly meets.
 _HINTS = {
     "not_in_channel": " (invite the bot: /invite @Deskmate in that channel)",
@@ -192,7 +204,7 @@ class SlackAdapter:
         api_url: str = "",
         edit_interval: float = 1.2,
         max_retries: int = 3,
-        shutdown_timeout: float = 30.0,
+        shutdown_timeout: float = 4.0,
         max_concurrent_answers: int = 16,
     ) -> None:
         if not bot_token and oauth is None:
@@ -265,6 +277,7 @@ class SlackAdapter:
             answer=self._answer,
             limit=max_concurrent_answers,
             drain_timeout=shutdown_timeout,
+            cancel_timeout=CANCEL_TIMEOUT,
         )
         self._stopping = False
 
@@ -324,18 +337,29 @@ class SlackAdapter:
             await self._socket.connect_async()
 
     async def stop(self) -> None:
-        """Stop taking events, then let answers in progress finish (bounded)."""
+        """Stop taking events and let answers in progress finish, every wait bounded.
+
+        The websocket is closed while the answers finish: Slack not answering
+        the close must not eat the answers' time.
+        """
         self._stopping = True
-        if self._socket is not None:
-            await self._socket.close_async()
-            self._socket = None
-        if self.purge is not None:
-            await self.purge.stop()
-        await self.answers.drain()
-        self._clients.clear()
-        if self.client.session is not None:
-            await self.client.session.close()
-            self.client.session = None
+        socket, self._socket = self._socket, None
+        closing = asyncio.create_task(_close_socket(socket)) if socket is not None else None
+        try:
+            if self.purge is not None:
+                await self.purge.stop()
+            await self.answers.drain()
+        finally:
+            if closing is not None:
+                await closing
+            self._clients.clear()
+            session, self.client.session = self.client.session, None
+            if session is not None:
+                try:
+                    async with asyncio.timeout(SESSION_CLOSE_TIMEOUT):
+                        await session.close()
+                except TimeoutError:
+                    log.warning("Slack: the Web API connections did not close in time")
 
     async def wait_idle(self) -> None:
         """Return once no answer is in progress (answers started meanwhile included)."""
@@ -345,8 +369,8 @@ class SlackAdapter:
         """Post ``text`` (split to Slack's limits) into the conversation's thread."""
         if not text.strip():
             raise ValueError("Slack refuses empty messages; nothing to send")
-        for chunk in split_text(text, MESSAGE_LIMIT):
-            await self._post(ref.chat, ref.thread, chunk, team=ref.tenant)
+        for chunk in split_text(text, POST_LIMIT):
+            await self._paced_post(ref.tenant, ref.chat, ref.thread, chunk)
 
     async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str:
         """Post ``text`` into the conversation (its thread when it has one) for the
@@ -360,8 +384,8 @@ class SlackAdapter:
         thread = ref.thread or reply_to
         first = ""
         try:
-            for chunk in split_text(text, MESSAGE_LIMIT):
-                ts = await self._post(ref.chat, thread, chunk, team=ref.tenant)
+            for chunk in split_text(text, POST_LIMIT):
+                ts = await self._paced_post(ref.tenant, ref.chat, thread, chunk)
                 first = first or ts
         except SlackApiError as exc:
             _refuse_for_good(exc, ref.chat)
@@ -376,6 +400,8 @@ class SlackAdapter:
         fallback = escape(split_first(text, MESSAGE_LIMIT)[0])
         kwargs: dict[str, Any] = {"channel": space.chat, "text": fallback}
         client = await self._client_for(space.tenant)
+        keys = pacing_keys(space.tenant, space.chat)[:1]
+        await take_slot(self._pacer, *keys)
         try:
             try:
                 response = await client.chat_postMessage(
@@ -390,6 +416,8 @@ class SlackAdapter:
         except SlackApiError as exc:
             _refuse_for_good(exc, space.chat)
             raise
+        finally:
+            self._pacer.mark(*keys)
         ts = str(response["ts"])
         return TicketThread(thread=ts, message=ts)
 
@@ -538,15 +566,21 @@ class SlackAdapter:
         """Answer one stored event (run by ``self.answers``, which logs other failures)."""
         conversations = self._require_conversations()
         inbound = accepted.inbound
+        seen: asyncio.Task[None] | None = None
         try:
             if inbound.meta.get("kind") == "command":
                 await conversations.process(accepted, self._command_renderer(inbound))
             else:
                 if not inbound.meta.get("space"):
                     # In a support space the relay is the sign it was read;
-                    # a reaction on every agent's line would be noise.
-                    await self._react(inbound)
+                    # a reaction on every agent's line would be noise. Not
+                    # awaited before ``process``: the conversation's turn is
+                    # taken in the order the events came, and a slow reaction
+                    # must not let the thread's next message go first.
+                    seen = asyncio.create_task(self._react(inbound))
                 await conversations.process(accepted, self._thread_renderer(inbound))
+                if seen is not None:
+                    await seen
         except Undeliverable as exc:
             log.error("Slack: could not answer %s: %s", inbound.event_id, exc)
         except SlackApiError as exc:
@@ -559,6 +593,9 @@ class SlackAdapter:
                 error,
                 _HINTS.get(error, ""),
             )
+        finally:
+            if seen is not None and not seen.done():
+                seen.cancel()
 
     def _thread_renderer(self, inbound: Inbound) -> Render:
         channel = str(inbound.meta.get("channel") or inbound.ref.chat)
@@ -574,9 +611,28 @@ class SlackAdapter:
                 keys=pacing_keys(team, channel),
                 placeholder=PLACEHOLDER if reply.kind is ReplyKind.ANSWER else "",
             )
-            await renderer.render(reply)
+            try:
+                await renderer.render(reply)
+            except BaseException:
+                # The event stays stored as unanswered and is answered again
+                # (Slack's redelivery, the next start): a placeholder or half
+                # an answer left here would sit beside that answer for good.
+                await self._take_back(team, channel, renderer.messages)
+                raise
 
         return render
+
+    async def _take_back(self, team: str, channel: str, messages: list[str]) -> None:
+        """Delete the messages of an answer that did not finish; best effort, bounded."""
+        if not messages:
+            return
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                client = await self._client_for(team)
+                for ts in messages:
+                    await client.chat_delete(channel=channel, ts=ts)
+        except (SlackApiError, Undeliverable, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("Slack: could not take back an unfinished answer in %s: %r", channel, exc)
 
     def _command_renderer(self, inbound: Inbound) -> Render:
         response_url = str(inbound.meta.get("response_url") or "")
@@ -615,6 +671,17 @@ class SlackAdapter:
         except SlackApiError as exc:
             if exc.response.get("error") != "already_reacted":
                 log.info("Slack: could not add a reaction: %s", exc.response.get("error"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("Slack: could not add a reaction: %r", exc)
+
+    async def _paced_post(self, team: str, channel: str, thread: str, text: str) -> str:
+        """``_post`` in the channel's next write slot (about one message a second)."""
+        keys = pacing_keys(team, channel)[:1]
+        await take_slot(self._pacer, *keys)
+        try:
+            return await self._post(channel, thread, text, team=team)
+        finally:
+            self._pacer.mark(*keys)
 
     async def _post(self, channel: str, thread: str, text: str, *, team: str = "") -> str:
         kwargs: dict[str, Any] = {"channel": channel, "text": escape(text)}
@@ -851,6 +918,34 @@ def _unavailable() -> web.Response:
         status=503,
         text="Deskmate cannot reach its database right now; try the installation again shortly.\n",
     )
+
+
+async def _close_socket(socket: AsyncSocketModeHandler) -> None:
+    """Close the Socket Mode connection, giving Slack SOCKET_CLOSE_TIMEOUT to
+    answer the close; past that the connection is dropped."""
+    try:
+        async with asyncio.timeout(SOCKET_CLOSE_TIMEOUT):
+            await socket.close_async()
+        return
+    except TimeoutError:
+        log.warning(
+            "Slack: Socket Mode did not answer the close within %.0f s; dropping the connection",
+            SOCKET_CLOSE_TIMEOUT,
+        )
+    except Exception:
+        log.exception("Slack: closing the Socket Mode connection failed; dropping it")
+    # The SDK's close() stopped at the websocket (cancelling it aborted the
+    # connection): end what it would have ended after it.
+    client = socket.client
+    client.closed = True
+    client.auto_reconnect_enabled = False
+    for task in (client.message_processor, client.current_session_monitor, client.message_receiver):
+        if task is not None:
+            task.cancel()
+    if client.aiohttp_client_session is not None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SESSION_CLOSE_TIMEOUT):
+                await client.aiohttp_client_session.close()
 
 
 def _refuse_for_good(exc: SlackApiError, channel: str) -> None:

@@ -22,9 +22,15 @@ GREETING_COMMAND = "/start"
 SECTION_LIMIT = 3_000
 MESSAGE_LIMIT = 40_000
 # A message may carry at most 50 blocks; sections cut at a boundary can be as
-# short as half the limit, so 40,000 characters need at most 27.
+# short as half the limit, so a message's 12,000 characters need at most 9.
 MAX_BLOCKS = 50
 HEADER_LIMIT = 150
+# Undocumented: Slack refuses blocks holding more than about 13,200 characters
+# of text in all (``msg_blocks_too_long``), whatever each block's own limit.
+BLOCKS_TEXT_LIMIT = 12_000
+# The most one message Deskmate sends carries (escaped), so that it shows as
+# blocks: longer texts go on in further messages.
+POST_LIMIT = BLOCKS_TEXT_LIMIT
 
 # The ticket buttons: their ``value`` is the ticket id, the thread is the ticket's.
 CLAIM_ACTION = "ticket_claim"
@@ -246,8 +252,10 @@ def action_to_inbound(body: Mapping[str, Any]) -> Inbound:
 def ticket_blocks(title: str, text: str, ticket_id: int) -> list[dict[str, Any]]:
     """A ticket as blocks: its title, its text, and the Claim and Resolve buttons."""
     header = title.strip()[:HEADER_LIMIT] or f"Ticket #{ticket_id}"
-    # Room for the header and the buttons within Slack's 50 blocks.
-    sections = message_blocks(split_first(text, MESSAGE_LIMIT)[0])[: MAX_BLOCKS - 2]
+    # Room for the header and the buttons within Slack's 50 blocks and its
+    # total of block text.
+    body = split_first(text, BLOCKS_TEXT_LIMIT - HEADER_LIMIT)[0]
+    sections = message_blocks(body)[: MAX_BLOCKS - 2]
     value = str(ticket_id)
     return [
         {"type": "header", "text": {"type": "plain_text", "text": header}},
@@ -387,8 +395,8 @@ def split_text(text: str, limit: int) -> list[str]:
 
 
 def message_chunks(text: str) -> list[str]:
-    """The messages a reply needs: each fits one Slack message."""
-    return split_text(text, MESSAGE_LIMIT) if text else [""]
+    """The messages a reply needs: each fits one Slack message, blocks included."""
+    return split_text(text, POST_LIMIT) if text else [""]
 
 
 def message_blocks(chunk: str) -> list[dict[str, Any]]:
@@ -396,14 +404,15 @@ def message_blocks(chunk: str) -> list[dict[str, Any]]:
 
     Whitespace-only pieces are left out (Slack rejects empty sections); an
     empty list means "send the text alone", which is also the answer when the
-    chunk would need more blocks than a message may carry.
+    chunk would need more blocks, or more block text, than a message may carry.
     """
     blocks = [
         {"type": "section", "text": {"type": "mrkdwn", "text": to_mrkdwn(escape(part))}}
         for part in split_text(chunk, SECTION_LIMIT)
         if part.strip()
     ]
-    return blocks if len(blocks) <= MAX_BLOCKS else []
+    total = sum(len(b["text"]["text"]) for b in blocks)
+    return blocks if len(blocks) <= MAX_BLOCKS and total <= BLOCKS_TEXT_LIMIT else []
 
 
 _CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)

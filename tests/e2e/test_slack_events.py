@@ -66,8 +66,10 @@ class Bot:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
+    # Slack's rate limits, scaled to the adapter's edit interval (1.2 s by default).
     server = await FakeSlack(
-        workspaces=[Workspace("T1", "xoxb-test"), Workspace("T2", "xoxb-other")]
+        workspaces=[Workspace("T1", "xoxb-test"), Workspace("T2", "xoxb-other")],
+        time_scale=0.05 / 1.2,
     ).start()
     yield server
     await server.stop()
@@ -130,7 +132,7 @@ async def test_thread_membership_is_rebuilt_from_history_after_a_restart(
     bot: Bot, manager: ConversationManager
 ) -> None:
     thread = bot.fake.add_user_message("C1", "U2", "<@UBOT> help please")
-    await bot.adapter._post("C1", thread, "Sure, what do you need?")
+    await bot.adapter._paced_post("T1", "C1", thread, "Sure, what do you need?")
     follow = message_event("my login fails", channel="C1", channel_type="channel", thread_ts=thread)
     assert (await bot.deliver(follow)).status == 200
     answers = await bot.answer(thread, count=2)
@@ -248,11 +250,58 @@ async def test_a_45000_character_answer_arrives_whole(bot: Bot) -> None:
     bot.backend.enqueue(text)
     event = mention_event("tell me everything")
     await bot.deliver(event)
-    chunks = await bot.answer(event["event"]["ts"], count=2)
-    assert len(chunks) == 2
+    chunks = await bot.answer(event["event"]["ts"], count=4)
+    assert len(chunks) == 4
     assert "".join(chunks) == text
     for message in bot.fake.bot_messages():
-        assert all(len(b["text"]["text"]) <= 3_000 for b in message.blocks or [])
+        # Shown as blocks, within Slack's per-block and per-message totals.
+        assert message.blocks
+        assert all(len(b["text"]["text"]) <= 3_000 for b in message.blocks)
+        assert sum(len(b["text"]["text"]) for b in message.blocks) <= 13_000
+    assert bot.fake.rate_limited == []
+
+
+async def test_a_14000_character_answer_leaves_no_placeholder(bot: Bot) -> None:
+    # Over about 13,000 characters of blocks Slack refuses the message
+    # (msg_blocks_too_long); it used to leave the placeholder in the thread.
+    text = ("Step by step: " * 1_000).strip()
+    bot.backend.enqueue(text, chunk_delay=0.0005)
+    event = mention_event("explain it all")
+    await bot.deliver(event)
+    chunks = await bot.answer(event["event"]["ts"], count=2)
+    assert "".join(chunks) == text
+    assert not any("thinking" in chunk for chunk in chunks)
+    assert all(m.blocks for m in bot.fake.bot_messages())
+    assert bot.fake.rate_limited == []
+
+
+async def test_writes_into_one_channel_keep_to_slacks_rate(bot: Bot) -> None:
+    # Three questions at once in one channel: their placeholders, edits and
+    # final texts all keep to one write per interval in the channel.
+    events = [mention_event(f"question {n}") for n in range(3)]
+    for _ in events:
+        bot.backend.enqueue(" ".join(f"w{n}" for n in range(30)), chunk_delay=0.005)
+    for event in events:
+        assert (await bot.deliver(event)).status == 200
+    for event in events:
+        assert len(await bot.answer(event["event"]["ts"])) == 1
+    assert bot.fake.rate_limited == []
+
+
+async def test_an_answer_that_cannot_be_shown_is_taken_back(bot: Bot) -> None:
+    # Slack takes the placeholder, then refuses every edit: the placeholder
+    # is deleted, and the answer comes whole when the event is delivered again.
+    bot.fake.fail_next("chat.update", "internal_error", times=50)
+    event = mention_event("are you there?")
+    thread = event["event"]["ts"]
+    assert (await bot.deliver(event)).status == 200
+    await bot.fake.wait_for(lambda: bool(bot.fake.deleted))
+    await bot.adapter.wait_idle()
+    assert bot.fake.bot_messages("C1", thread) == []
+    assert [m.text for m in bot.fake.deleted] == ["_thinking…_"]
+    bot.fake._failures.clear()
+    assert (await bot.deliver(event, retry=1)).status == 200
+    assert await bot.answer(thread) == ["echo: are you there?"]
 
 
 async def test_rate_limited_update_is_retried_after_retry_after(bot: Bot) -> None:
@@ -420,7 +469,9 @@ async def test_send_posts_outside_a_reply_split_to_the_limits(bot: Bot) -> None:
     thread = bot.fake.add_user_message("C5", "U2", "the thread's first message")
     await bot.adapter.send(ConversationRef("slack", "T1", "C5", thread), text)
     posted = bot.fake.bot_messages("C5", thread)
-    assert len(posted) == 2
+    assert len(posted) == 4
+    assert all(m.blocks for m in posted)
+    assert bot.fake.rate_limited == []
     assert "".join(unescape(m.text) for m in posted) == text
 
 
@@ -447,9 +498,10 @@ async def test_socket_mode_with_a_bad_app_token_fails_start_clearly(
         await adapter.stop()
 
 
-async def test_rejected_blocks_fall_back_to_plain_text(bot: Bot) -> None:
-    bot.fake.fail_next("chat.postMessage", "invalid_blocks")
-    bot.fake.fail_next("chat.update", "invalid_blocks")
+@pytest.mark.parametrize("error", ["invalid_blocks", "msg_blocks_too_long"])
+async def test_rejected_blocks_fall_back_to_plain_text(bot: Bot, error: str) -> None:
+    bot.fake.fail_next("chat.postMessage", error)
+    bot.fake.fail_next("chat.update", error)
     event = mention_event("format me")
     await bot.deliver(event)
     assert await bot.answer(event["event"]["ts"]) == ["echo: format me"]
@@ -503,6 +555,7 @@ async def test_the_answer_streams_through_paced_edits(bot: Bot) -> None:
     # average; single gaps jitter with request latency.
     paced = updates[:-1]
     assert paced[-1].at - paced[0].at >= 0.05 * (len(paced) - 1) * 0.8
+    assert bot.fake.rate_limited == []
 
 
 async def test_slash_command_over_socket_mode(socket_bot: SlackAdapter, fake: FakeSlack) -> None:
@@ -513,3 +566,27 @@ async def test_slash_command_over_socket_mode(socket_bot: SlackAdapter, fake: Fa
     assert ack["envelope_id"]
     await fake.wait_for(lambda: bool(fake.webhook_posts))
     assert "forgotten this conversation" in fake.webhook_posts[0]["text"]
+
+
+async def test_two_messages_in_a_thread_are_answered_in_their_order(bot: Bot) -> None:
+    first = mention_event("first question")
+    thread = first["event"]["ts"]
+    # Slack is slow to take the first message's reaction; the second's is not.
+    bot.fake.hold("reactions.add", "C1", ts=thread)
+    assert (await bot.deliver(first)).status == 200
+    second = message_event(
+        "second question", channel="C1", channel_type="channel", thread_ts=thread
+    )
+    assert (await bot.deliver(second)).status == 200
+    expected = ["echo: first question", "echo: second question"]
+    try:
+        # Both are answered, in order, while the reaction is still on its way.
+        await bot.fake.wait_for(
+            lambda: [unescape(m.text) for m in bot.fake.bot_messages("C1", thread)] == expected
+        )
+    finally:
+        bot.fake.release("reactions.add", "C1", ts=thread)
+    assert await bot.answer(thread, count=2) == expected
+    assert ("C1", thread, "eyes") in bot.fake.reactions
+    questions = [r.messages[-1].content for r in bot.backend.requests]
+    assert questions == ["first question", "second question"]

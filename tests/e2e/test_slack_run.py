@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -78,7 +79,8 @@ async def start_deskmate(tmp_path: Path, env: dict[str, str]) -> Deskmate:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
-    server = await FakeSlack().start()
+    # Slack's rate limits, scaled to the adapter's edit interval (1.2 s by default).
+    server = await FakeSlack(time_scale=0.1 / 1.2).start()
     yield server
     await server.stop()
 
@@ -164,3 +166,53 @@ async def test_run_over_socket_mode_survives_a_reconnect(tmp_path: Path, fake: F
     assert code == 0, log
     assert fake.socket_connections == 2
     assert len(fake.bot_messages("C1", thread)) == 1
+
+
+async def test_sigterm_ends_the_process_within_10_s_when_slack_ignores_the_close(
+    tmp_path: Path, fake: FakeSlack
+) -> None:
+    env = {"SLACK_APP_TOKEN": fake.app_token, "SLACK_API_URL": fake.api_url}
+    fake.ignore_close = True
+    deskmate = await start_deskmate(tmp_path, env)
+    event = mention_event("an answer cut short")
+    thread = event["event"]["ts"]
+    try:
+        await fake.wait_connected(within=30)
+        # The answer is in progress and cannot finish: Slack sits on its edits.
+        fake.hold("chat.update", "C1")
+        await fake.wait_for_ack(await fake.send_envelope(event), within=10)
+        await fake.wait_for(lambda: fake.held >= 1, within=30)
+    except BaseException:
+        deskmate.proc.kill()
+        raise
+    started = time.monotonic()
+    deskmate.proc.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(30):
+            out, _ = await deskmate.proc.communicate()
+    except TimeoutError:
+        deskmate.proc.kill()
+        raise
+    elapsed = time.monotonic() - started
+    log = out.decode()
+    fake.release("chat.update", "C1")
+    # Platforms kill a process 10 s after SIGTERM; it must be gone before.
+    assert elapsed < 10, f"exited {elapsed:.1f} s after SIGTERM:\n{log}"
+    assert deskmate.proc.returncode == 0, log
+    assert "did not answer the close" in log
+    # Nothing half done is left in the thread, and nothing is lost: the event
+    # is stored as unanswered and the next start answers it.
+    assert fake.bot_messages("C1", thread) == []
+
+    fake.ignore_close = False
+    deskmate = await start_deskmate(tmp_path, env)
+    try:
+        await fake.wait_for(
+            lambda: (
+                [m.text for m in fake.bot_messages("C1", thread)] == ["echo: an answer cut short"]
+            ),
+            within=30,
+        )
+    finally:
+        code, log = await deskmate.stop()
+    assert code == 0, log

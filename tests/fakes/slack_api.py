@@ -5,10 +5,18 @@ arguments; ``{"ok": true, ...}`` / ``{"ok": false, "error": ...}`` bodies;
 HTTP 429 with ``Retry-After``; ``apps.connections.open`` returning a ``ws://``
 URL to a Socket Mode websocket served here (``hello``, envelopes, acks and
 ``disconnect``). It enforces the limits Deskmate must respect (40,000
-characters of text, 3,000 per section block, 50 blocks; actions blocks of at
-most 25 elements, button text 75, value 2,000, action_id 255 characters) and
-refuses a reply into a thread that does not exist, so a test fails if the
-adapter breaks them.
+characters of text, 3,000 per section block, 50 blocks, 13,000 characters of
+block text in one message; actions blocks of at most 25 elements, button text
+75, value 2,000, action_id 255 characters) and refuses a reply into a thread
+that does not exist, so a test fails if the adapter breaks them.
+
+Rate limits are enforced too, answering HTTP 429 ``ratelimited`` with
+``Retry-After`` as Slack does: one message write (``chat.postMessage`` or
+``chat.update``) per second per channel, and Tier 3 (50 calls a minute per
+workspace) for ``chat.update`` and ``chat.delete``. Slack tolerates short
+bursts above the per-channel rate; the fake does not, so a write that skips
+the adapter's pacing is caught. ``time_scale`` shrinks every window, for tests
+that run the adapter with a shorter edit interval.
 
 Also holds helpers to build and sign Events API and interactive
 (``block_actions``) payloads the way Slack does.
@@ -25,10 +33,12 @@ uninstall is refused with ``invalid_auth``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
 import json
+import math
 import time
 import uuid
 from base64 import b64decode
@@ -51,6 +61,13 @@ BUTTON_TEXT_LIMIT = 75
 BUTTON_VALUE_LIMIT = 2_000
 ACTION_ID_LIMIT = 255
 BLOCK_ID_LIMIT = 255
+# Slack does not document it, but refuses a message whose blocks hold more
+# than about 13,200 characters of text in all (``msg_blocks_too_long``).
+BLOCKS_TEXT_LIMIT = 13_000
+CHANNEL_INTERVAL = 1.0
+TIER3_PER_MINUTE = 50
+_TIER3 = frozenset({"chat.update", "chat.delete"})
+_WRITES = frozenset({"chat.postMessage", "chat.update"})
 
 # Messages people wrote, as (channel, ts): the event builders below stand for
 # people writing in Slack, so a thread they started exists for every fake.
@@ -116,15 +133,27 @@ class FakeSlack:
         workspaces: list[Workspace] | None = None,
         app_token: str = "xapp-1-test",
         oauth: OAuthApp | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         self.workspaces = workspaces or [Workspace("T1", "xoxb-test")]
         self.oauth = oauth
         self._grants: dict[str, _Grant] = {}
         self._installs = itertools.count(1)
         self.app_token = app_token
+        self.channel_interval = CHANNEL_INTERVAL * time_scale
+        self.tier3_window = 60.0 * time_scale
+        # Calls refused for going faster than Slack allows.
+        self.rate_limited: list[Call] = []
+        self._last_write: dict[str, float] = {}
+        self._tier3: dict[tuple[str, str], list[float]] = {}
+        # The websocket neither answers nor honours the client's close frame,
+        # as a Slack edge that has stopped responding.
+        self.ignore_close = False
+        self._stopped = asyncio.Event()
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], Message] = {}
         self.reactions: list[tuple[str, str, str]] = []
+        self.deleted: list[Message] = []
         self.webhook_posts: list[dict[str, Any]] = []
         self.acks: dict[str, dict[str, Any]] = {}
         self.socket_connections = 0
@@ -137,7 +166,7 @@ class FakeSlack:
         self.port = 0
         self.handler_delay = 0.0
         self._tickets: set[str] = set()
-        self._holds: dict[tuple[str, str], asyncio.Event] = {}
+        self._holds: dict[tuple[str, str, str], asyncio.Event] = {}
         self.held = 0
         # Calls answered after their client had gone: they took no effect.
         self.abandoned: list[Call] = []
@@ -154,6 +183,7 @@ class FakeSlack:
         return self
 
     async def stop(self) -> None:
+        self._stopped.set()
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:
@@ -180,16 +210,24 @@ class FakeSlack:
                 (429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)})
             )
 
-    def hold(self, method: str, channel: str = "") -> None:
-        """Calls of ``method`` (for ``channel``, or any) wait, unprocessed, until
-        ``release``. A call whose client has gone by then takes no effect, as a
-        request Slack never finished reading."""
-        self._holds[(method, channel)] = asyncio.Event()
+    def hold(self, method: str, channel: str = "", *, ts: str = "") -> None:
+        """Calls of ``method`` (for ``channel``, or any; about the message ``ts``,
+        or any) wait, unprocessed, until ``release``. A call whose client has gone
+        by then takes no effect, as a request Slack never finished reading."""
+        self._holds[(method, channel, ts)] = asyncio.Event()
 
-    def release(self, method: str, channel: str = "") -> None:
-        event = self._holds.pop((method, channel), None)
+    def release(self, method: str, channel: str = "", *, ts: str = "") -> None:
+        event = self._holds.pop((method, channel, ts), None)
         if event is not None:
             event.set()
+
+    def _hold_of(self, method: str, args: dict[str, Any]) -> asyncio.Event | None:
+        channel = str(args.get("channel") or "")
+        ts = str(args.get("timestamp") or args.get("ts") or "")
+        for key in itertools.product([method], [channel, ""], [ts, ""]):
+            if key in self._holds:
+                return self._holds[key]
+        return None
 
     def add_user_message(
         self, channel: str, user: str, text: str, *, thread_ts: str = "", team: str = "T1"
@@ -403,7 +441,7 @@ class FakeSlack:
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         if request.query.get("ticket") not in self._tickets:
             raise web.HTTPUnauthorized(text="invalid ticket")
-        ws = web.WebSocketResponse(autoping=True)
+        ws = web.WebSocketResponse(autoping=True, autoclose=not self.ignore_close)
         await ws.prepare(request)
         self._sockets.append(ws)
         self.socket_connections += 1
@@ -418,7 +456,20 @@ class FakeSlack:
                 }
             )
         )
-        async for msg in ws:
+        while True:
+            msg = await ws.receive()
+            if msg.type is WSMsgType.CLOSE and self.ignore_close:
+                # Neither answer nor hang up: the client is left waiting.
+                while not self._stopped.is_set() and not (
+                    request.transport is None or request.transport.is_closing()
+                ):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopped.wait(), 0.1)
+                break
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
+            if msg.type is WSMsgType.ERROR:
+                break
             if msg.type != WSMsgType.TEXT:
                 continue
             data = json.loads(msg.data)
@@ -470,9 +521,7 @@ class FakeSlack:
         self._touch()
         if self.handler_delay:
             await asyncio.sleep(self.handler_delay)
-        hold = self._holds.get((method, str(args.get("channel") or ""))) or self._holds.get(
-            (method, "")
-        )
+        hold = self._hold_of(method, args)
         if hold is not None:
             self.held += 1
             self._touch()
@@ -502,7 +551,42 @@ class FakeSlack:
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return _error("unknown_method")
-        return await handler(workspace, args)
+        retry_after = self._retry_after(method, workspace, args)
+        if retry_after is not None:
+            self.rate_limited.append(self.calls[-1])
+            self._touch()
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(retry_after)},
+            )
+        response = await handler(workspace, args)
+        if method in _WRITES and json.loads(response.body)["ok"]:  # type: ignore[arg-type]
+            self._last_write[f"{workspace.team_id}/{args.get('channel')}"] = time.monotonic()
+        return response
+
+    def _retry_after(self, method: str, ws: Workspace, args: dict[str, Any]) -> int | None:
+        """Seconds to wait (as Slack's ``Retry-After``) when this call is over a
+        rate limit; ``None`` when it may go through."""
+        now = time.monotonic()
+        waits: list[float] = []
+        if method in _WRITES:
+            last = self._last_write.get(f"{ws.team_id}/{args.get('channel')}")
+            # A little give for the clocks of two processes; a write that
+            # skipped pacing comes milliseconds after the one before.
+            if last is not None and now - last < 0.9 * self.channel_interval:
+                waits.append(last + self.channel_interval - now)
+        if method in _TIER3:
+            key = (ws.team_id, method)
+            recent = [t for t in self._tier3.get(key, []) if now - t < self.tier3_window]
+            if len(recent) >= TIER3_PER_MINUTE:
+                waits.append(recent[0] + self.tier3_window - now)
+            else:
+                recent.append(now)
+            self._tier3[key] = recent
+        if not waits:
+            return None
+        return max(1, math.ceil(max(waits)))
 
     async def _m_auth_test(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
         return _ok(
@@ -530,6 +614,8 @@ class FakeSlack:
             block_ids = [b["block_id"] for b in blocks if "block_id" in b]
             if len(block_ids) != len(set(block_ids)):
                 return "invalid_blocks"
+            if sum(_block_text_len(b) for b in blocks) > BLOCKS_TEXT_LIMIT:
+                return "msg_blocks_too_long"
         return None
 
     async def _m_chat_postMessage(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
@@ -573,6 +659,17 @@ class FakeSlack:
         message.text = str(args.get("text") or "")
         message.blocks = args.get("blocks")
         return _ok(channel=key[0], ts=key[1], text=message.text, message=_shape(message))
+
+    async def _m_chat_delete(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
+        key = (str(args.get("channel") or ""), str(args.get("ts") or ""))
+        message = self.messages.get(key)
+        if message is None:
+            return _error("message_not_found")
+        if message.bot_id != ws.bot_id:
+            return _error("cant_delete_message")
+        del self.messages[key]
+        self.deleted.append(message)
+        return _ok(channel=key[0], ts=key[1])
 
     async def _m_reactions_add(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
         entry = (str(args.get("channel")), str(args.get("timestamp")), str(args.get("name")))
@@ -646,6 +743,11 @@ def _valid_block(block: dict[str, Any]) -> bool:
             isinstance(e, dict) and e.get("type") == "button" and _valid_button(e) for e in elements
         )
     return False
+
+
+def _block_text_len(block: dict[str, Any]) -> int:
+    text = block.get("text")
+    return len(text.get("text") or "") if isinstance(text, dict) else 0
 
 
 def _shape(message: Message) -> dict[str, Any]:

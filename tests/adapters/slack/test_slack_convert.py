@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from adapters.slack.convert import (
+    BLOCKS_TEXT_LIMIT,
     MESSAGE_LIMIT,
     SECTION_LIMIT,
     Route,
@@ -228,17 +229,26 @@ def test_split_is_prefix_stable() -> None:
         assert partial[:-1] == final[: len(partial) - 1]
 
 
-def test_a_45000_character_answer_needs_two_messages() -> None:
+def test_a_45000_character_answer_is_split_into_messages_that_fit_as_blocks() -> None:
     text = ("lorem ipsum dolor sit amet " * 1_700)[:45_000]
     chunks = message_chunks(text)
-    assert len(chunks) == 2
+    assert len(chunks) == 4
     assert "".join(chunks) == text
     for chunk in chunks:
         assert len(escape(chunk)) <= MESSAGE_LIMIT
         blocks = message_blocks(chunk)
         assert 0 < len(blocks) <= 50
         assert all(len(b["text"]["text"]) <= SECTION_LIMIT for b in blocks)
+        assert sum(len(b["text"]["text"]) for b in blocks) <= BLOCKS_TEXT_LIMIT
         assert "".join(unescape(b["text"]["text"]) for b in blocks).strip() == chunk.strip()
+
+
+def test_blocks_over_slacks_total_are_not_offered() -> None:
+    # Slack refuses a message whose blocks hold more than about 13,000
+    # characters in all, though each section is within its own limit.
+    text = "word " * 2_700  # 13,500 characters
+    assert message_blocks(text) == []
+    assert message_blocks(text[:BLOCKS_TEXT_LIMIT])
 
 
 @pytest.mark.parametrize(

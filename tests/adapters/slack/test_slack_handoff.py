@@ -58,7 +58,8 @@ class Bot:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
-    server = await FakeSlack().start()
+    # Slack's rate limits, scaled to the adapter's edit interval (1.2 s by default).
+    server = await FakeSlack(time_scale=0.05 / 1.2).start()
     yield server
     await server.stop()
 
@@ -151,7 +152,10 @@ async def test_open_ticket_posts_buttons_and_post_replies_in_its_thread(bot: Bot
     long = "Alice: <order> & more " * 3000
     ts = await bot.adapter.post(ConversationRef("slack", "T1", SPACE, ticket.thread), long)
     relayed = bot.fake.bot_messages(SPACE, ticket.thread)
-    assert len(relayed) == 3 and relayed[0].ts == ts  # split to Slack's limit, escaped
+    # Split so each message fits Slack's limits as blocks, counted escaped.
+    assert len(relayed) == 8 and relayed[0].ts == ts
+    assert all(m.blocks for m in relayed)
+    assert bot.fake.rate_limited == []
     assert "".join(unescape(m.text) for m in relayed) == long
     # Into a DM, no thread.
     assert await bot.adapter.post(ConversationRef("slack", "T1", "D1"), "Support: hi")

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
-from adapters.slack.convert import MESSAGE_LIMIT
+from adapters.slack.convert import BLOCKS_TEXT_LIMIT, MESSAGE_LIMIT
 from adapters.slack.render import PLACEHOLDER, EditPacer, thread_renderer
 
 
@@ -73,8 +73,26 @@ async def test_long_answer_is_split_across_messages_without_loss() -> None:
     words = [f"token{i:05d} " for i in range(4_100)]  # 45,100 characters
     final = await renderer.render(stream(words, 0))
     assert len(final) > MESSAGE_LIMIT
-    assert len(renderer.messages) == 2
+    # Each message stays within what Slack takes as blocks.
+    assert len(renderer.messages) == 4
+    assert all(len(sink.messages[ts]) <= BLOCKS_TEXT_LIMIT for ts in renderer.messages)
     assert "".join(sink.messages[ts] for ts in renderer.messages) == final
+
+
+async def test_every_write_waits_for_its_slot() -> None:
+    # The placeholder, every further message of a long answer and the final
+    # edit are all paced: Slack takes about one write a second per channel.
+    sink = Sink()
+    pacer = EditPacer(0.05)
+    pacer.reserve("T1/C1", "T1")  # another reply in the channel wrote just now
+    renderer = thread_renderer(sink=sink, pacer=pacer, keys=("T1/C1", "T1"))
+    started = asyncio.get_running_loop().time()
+    words = [f"token{i:05d} " for i in range(3_000)]  # 33,000 characters at once
+    final = await renderer.render(stream(["".join(words)], 0))
+    assert "".join(sink.messages[ts] for ts in renderer.messages) == final
+    assert len(sink.log) >= 4
+    times = [started, *(entry[3] for entry in sink.log)]
+    assert all(b - a >= 0.045 for a, b in itertools.pairwise(times))
 
 
 async def test_blank_answer_still_replaces_the_placeholder() -> None:
