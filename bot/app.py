@@ -238,7 +238,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             http.ready = False
             if worker is not None:
                 # Rows not sent yet stay queued for the next start.
-                await worker.stop()
+                await worker.stop(grace=2.0)
             for adapter in reversed(started):
                 try:
                     await adapter.stop()
