@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # How long a claim on an inbound event outlives its last renewal (renewed
 # every CLAIM_LEASE / 6 s): the time a killed worker's messages wait before
 # another process takes them over.
-CLAIM_LEASE = 30.0
+CLAIM_LEASE = 15.0
 
 
 @dataclass(slots=True)
