@@ -23,7 +23,14 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 
 from bot.commands import CommandContext, CommandRegistry, builtin_commands, parse_command
-from bot.errors import CONFIG_ERRORS, FAILURES, ConfigError, StorageError, user_message
+from bot.errors import (
+    CONFIG_ERRORS,
+    FAILURES,
+    STORAGE_MESSAGE,
+    ConfigError,
+    StorageError,
+    user_message,
+)
 from bot.handoff.config import SupportSpace
 from bot.handoff.desk import AGENT_COMMANDS, AGENT_HELP, NO_TEAM, HelpDesk
 from bot.handoff.intent import wants_human
@@ -159,6 +166,11 @@ class ConversationManager:
         self.heartbeat = heartbeat if heartbeat is not None else max(0.05, lease / 6)
         self.record_retry_for = record_retry_for
         self._keeper: asyncio.Task[None] | None = None
+        # Platforms whose adapters sweep for pending events (answer later, in
+        # the background). The others answer in the request that brought the
+        # message (web chat, terminal): their messages never queue, and a
+        # failed answer there cannot be given later.
+        self._swept: set[str] = set()
 
     # -- background upkeep --------------------------------------------------------
 
@@ -237,6 +249,7 @@ class ConversationManager:
             _event(inbound, cleaned.text),
             kind=kind,
             history_limit=self.history_messages if kind == "chat" else 0,
+            in_turn=inbound.ref.platform in self._swept,
         )
         self.metrics.events.labels(
             inbound.ref.platform, "duplicate" if stored.status == "duplicate" else "received"
@@ -339,6 +352,7 @@ class ConversationManager:
 
     async def pending_of_tenant(self, platform: str, tenant: str | None) -> list[Accepted]:
         """``pending``, only of ``tenant`` (another bot's events are left to it)."""
+        self._swept.add(platform)
         found = await self.repository.pending(platform, tenant=tenant)
         return [
             Accepted(
@@ -852,7 +866,10 @@ class ConversationManager:
         """The records failed mid-answer: say so plainly (unless an answer got
         out already) and leave the event to be answered again."""
         log.error("inbound %s: storage failed mid-answer: %s", accepted.inbound_id, exc)
-        reply = Reply(ReplyKind.NOTICE, text=STORAGE_DELAY_MESSAGE, inbound_id=accepted.inbound_id)
+        # Only where a sweep can answer it later is the customer promised that.
+        later = accepted.inbound.ref.platform in self._swept
+        text = STORAGE_DELAY_MESSAGE if later else STORAGE_MESSAGE
+        reply = Reply(ReplyKind.NOTICE, text=text, inbound_id=accepted.inbound_id)
         reply.failed = True
         if delivered.count:
             return reply
@@ -965,6 +982,7 @@ class ConversationManager:
             log.exception("inbound %s: could not keep the draft", accepted.inbound_id)
 
     async def _fail(self, accepted: Accepted, error: str, *, retry: bool) -> None:
+        retry = retry and accepted.inbound.ref.platform in self._swept
         try:
             await self.repository.mark_failed(accepted.inbound_id, error, retry=retry)
         except Exception:

@@ -331,7 +331,12 @@ class Repository:
     # -- inbound ---------------------------------------------------------------
 
     async def accept(
-        self, event: InboundEvent, *, kind: MessageKind, history_limit: int = 0
+        self,
+        event: InboundEvent,
+        *,
+        kind: MessageKind,
+        history_limit: int = 0,
+        in_turn: bool = True,
     ) -> StoredInbound:
         """Store an inbound event and its message, or recognise a redelivery.
 
@@ -342,12 +347,14 @@ class Repository:
         ``retry``: stored before but never answered; claimed now.
         ``duplicate``: answered already, or being answered right now.
         With ``history_limit``, a new event comes back with its history.
+        Without ``in_turn`` nothing is queued (for a caller that answers each
+        message in the request that brought it, and has nobody sweeping).
         """
 
         claimed: list[int] = []
 
         def op(conn: Connection) -> StoredInbound:
-            stored = self._accept(conn, event, kind)
+            stored = self._accept(conn, event, kind, in_turn)
             if stored.status in ("new", "retry"):
                 # Held from inside the transaction: an accept of the next
                 # message, run right after this one, must see it as ours.
@@ -371,14 +378,16 @@ class Repository:
         self._known_users[event.user_id] = True
         return stored
 
-    def _accept(self, conn: Connection, event: InboundEvent, kind: MessageKind) -> StoredInbound:
+    def _accept(
+        self, conn: Connection, event: InboundEvent, kind: MessageKind, in_turn: bool
+    ) -> StoredInbound:
         now = _now()
         conversation_id = self._conversation_id(conn, event.conversation, now)
         if self.dialect == "postgresql":
             # Serialises the claims of one conversation across workers: what
             # is read below cannot change until this transaction commits.
             conn.execute(self._sql.lock_conversation, {"id": conversation_id})
-        queued = self._waits_its_turn(conn, conversation_id)
+        queued = in_turn and self._waits_its_turn(conn, conversation_id)
         # The message goes in first so the event row can point at it; a
         # redelivery (rare) removes it again below.
         message_id = self._sql.rows(
