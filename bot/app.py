@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How long a claim on an inbound event outlives its last renewal (renewed
+# every CLAIM_LEASE / 6 s): the time a killed worker's messages wait before
+# another process takes them over.
+CLAIM_LEASE = 15.0
+
 
 @dataclass(slots=True)
 class Core:
@@ -122,7 +127,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
     db = Database(settings.effective_database_url)
     try:
         await db.upgrade()
-        repository = Repository(db, claim_lease=settings.llm_timeout + 60)
+        repository = Repository(db, claim_lease=CLAIM_LEASE)
         backend = backend or create_backend(settings)
         log.info("loading model (%s)…", backend.name)
         await backend.load()
@@ -160,7 +165,11 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 metrics=metrics,
                 user_rate=settings.user_rate,
             )
-            yield Core(settings, repository, backend, manager, desk)
+            manager.start()
+            try:
+                yield Core(settings, repository, backend, manager, desk)
+            finally:
+                await manager.aclose()
         finally:
             await backend.aclose()
     finally:

@@ -14,6 +14,7 @@ and turns LLM failures into the same messages for the user.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -29,7 +30,14 @@ from bot.commands import (
     parse_command,
     refusal,
 )
-from bot.errors import CONFIG_ERRORS, FAILURES, StorageError, user_message
+from bot.errors import (
+    CONFIG_ERRORS,
+    FAILURES,
+    STORAGE_MESSAGE,
+    ConfigError,
+    StorageError,
+    user_message,
+)
 from bot.handoff.config import SupportSpace
 from bot.handoff.desk import AGENT_COMMANDS, AGENT_HELP, NO_TEAM, HelpDesk
 from bot.handoff.intent import wants_human
@@ -88,6 +96,14 @@ EMPTY_MESSAGE = "I can only read text. Please type your question and I'll help."
 FAILED_MESSAGE = "Sorry, I couldn't answer that just now. Please try again in a moment."
 TIMEOUT_MESSAGE = "Sorry, that took too long and I had to stop. Please try again in a moment."
 STOPPED_MESSAGE = "(stopped)"
+# The message stays stored and is answered once the records are back, so the
+# customer is not asked to send it again (that would earn them two answers).
+STORAGE_DELAY_MESSAGE = (
+    "Sorry, I can't reach my records just now. I'll answer this as soon as they're back."
+)
+# How long a delivered answer's bookkeeping is retried before giving up on it.
+RECORD_RETRY_FOR = 600.0
+_RECORD_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 # A ticket's case summary must not keep the customer waiting long.
 SUMMARY_TIMEOUT = 20.0
 SUMMARY_SAMPLING = SamplingParams(max_new_tokens=120, temperature=0.0)
@@ -128,6 +144,8 @@ class ConversationManager:
         user_rate: int = 0,
         breaker: CircuitBreaker | None = None,
         memory: int = 10_000,
+        heartbeat: float | None = None,
+        record_retry_for: float = RECORD_RETRY_FOR,
     ) -> None:
         self.repository = repository
         self.backend = backend
@@ -168,6 +186,82 @@ class ConversationManager:
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._memory = memory
         self._epoch = 0
+        # Claims are renewed several times within their lease, so one late
+        # renewal does not hand a live answer to another process.
+        lease = repository.claim_lease.total_seconds()
+        self.heartbeat = heartbeat if heartbeat is not None else max(0.05, lease / 6)
+        self.record_retry_for = record_retry_for
+        self._keeper: asyncio.Task[None] | None = None
+        # Platforms whose adapters sweep for pending events (answer later, in
+        # the background). The others answer in the request that brought the
+        # message (web chat, terminal): their messages never queue, and a
+        # failed answer there cannot be given later.
+        self._swept: set[str] = set()
+
+    # -- background upkeep --------------------------------------------------------
+
+    def start(self) -> None:
+        """Start renewing this process's claims and leases (idempotent)."""
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep(), name="deskmate-claims")
+
+    async def aclose(self) -> None:
+        """Stop renewing, and release the leases (the next process need not wait)."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        try:
+            await self.repository.release_leases()
+        except StorageError:
+            log.warning("could not release leases; they lapse on their own")
+
+    async def _keep(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await self.repository.renew_claims()
+            except StorageError as exc:
+                if not failing:
+                    log.error("could not renew claims on inbound events: %s", exc)
+                failing = True
+            except Exception:
+                log.exception("renewing claims failed")
+            else:
+                if failing:
+                    log.info("claims on inbound events renewed again")
+                failing = False
+
+    async def take_lease(self, name: str, *, purpose: str, wait: float | None = None) -> None:
+        """Hold ``name`` for as long as this process runs, or raise ``ConfigError``.
+
+        A lease left by a process that was killed lapses within the claim
+        lease; until ``wait`` (that long by default) it is waited for.
+        """
+        lease = self.repository.claim_lease.total_seconds()
+        deadline = time.monotonic() + (wait if wait is not None else lease + self.heartbeat)
+        told = False
+        while True:
+            holder = await self.repository.take_lease(name)
+            if holder is None:
+                self.start()
+                return
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"{purpose} is already done by another Deskmate process ({holder}). "
+                    "Stop that one, or run every process with a webhook instead."
+                )
+            if not told:
+                log.warning(
+                    "%s: waiting for %s to let go (a stopped process lets go within %.0f s)",
+                    purpose,
+                    holder,
+                    lease,
+                )
+                told = True
+            await asyncio.sleep(min(1.0, self.heartbeat))
 
     # -- entry points ------------------------------------------------------------
 
@@ -181,12 +275,17 @@ class ConversationManager:
             _event(inbound, cleaned.text),
             kind=kind,
             history_limit=self.history_messages if kind == "chat" else 0,
+            in_turn=inbound.ref.platform in self._swept,
         )
         self.metrics.events.labels(
             inbound.ref.platform, "duplicate" if stored.status == "duplicate" else "received"
         ).inc()
         if stored.status == "duplicate":
             log.info("redelivered %s event %s ignored", inbound.ref.platform, inbound.event_id)
+        elif stored.status == "queued":
+            # Answered by whichever process sweeps it up once the conversation's
+            # earlier message is answered.
+            log.info("inbound %s waits for the conversation's turn", stored.inbound_id)
         elif cleaned.truncated:
             log.info(
                 "inbound %s truncated from %d characters",
@@ -196,7 +295,7 @@ class ConversationManager:
         return Accepted(
             inbound=inbound,
             inbound_id=stored.inbound_id,
-            duplicate=stored.status == "duplicate",
+            duplicate=stored.status in ("duplicate", "queued"),
             stored=stored,
             text=cleaned.text,
             truncated=cleaned.truncated,
@@ -215,6 +314,29 @@ class ConversationManager:
         """
         if accepted.duplicate:
             return Reply(ReplyKind.DUPLICATE, inbound_id=accepted.inbound_id)
+        try:
+            await self._after_older(accepted)
+            self.repository.started(accepted.inbound_id)
+            return await self._in_turn(accepted, render)
+        finally:
+            # However it ended, this process is done with it: a claim left
+            # unsettled (cancelled, crashed) lapses and the sweep takes it.
+            self.repository.release(accepted.inbound_id)
+
+    async def _after_older(self, accepted: Accepted, within: float = 5.0) -> None:
+        """Let older events of the conversation that this process claimed but
+        has not begun answering (a replay still being handed out) go first."""
+        deadline = time.monotonic() + within
+        conversation_id = accepted.stored.conversation_id
+        while self.repository.claimed_before(conversation_id, accepted.inbound_id):
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "inbound %s: older messages never began; going ahead", accepted.inbound_id
+                )
+                return
+            await asyncio.sleep(0.05)
+
+    async def _in_turn(self, accepted: Accepted, render: Render) -> Reply:
         key = accepted.inbound.ref.key
         if accepted.command and accepted.command[0] == "reset":
             # /reset must not wait behind the answer it is meant to interrupt.
@@ -229,7 +351,11 @@ class ConversationManager:
             async with slot.lock:
                 slot.stop.clear()
                 try:
-                    reply = await self._process(accepted, render, slot)
+                    delivered = _Delivered(render)
+                    try:
+                        reply = await self._process(accepted, delivered, slot)
+                    except StorageError as exc:
+                        reply = await self._storage_failed(accepted, delivered, exc)
                     outcome = "failed" if reply.failed else "answered"
                     return reply
                 finally:
@@ -245,8 +371,15 @@ class ConversationManager:
                 self._slots.pop(key, None)
 
     async def pending(self, platform: str) -> list[Accepted]:
-        """Stored events of ``platform`` that were never answered, claimed for answering."""
-        found = await self.repository.pending(platform)
+        """Stored events of ``platform`` whose turn it is and that nobody answers
+        (never answered, due for a retry, left by a stopped process), claimed
+        for answering."""
+        return await self.pending_of_tenant(platform, None)
+
+    async def pending_of_tenant(self, platform: str, tenant: str | None) -> list[Accepted]:
+        """``pending``, only of ``tenant`` (another bot's events are left to it)."""
+        self._swept.add(platform)
+        found = await self.repository.pending(platform, tenant=tenant)
         return [
             Accepted(
                 inbound=_inbound(p.event),
@@ -475,11 +608,13 @@ class ConversationManager:
             await render(reply)
             await reply.collect()
         except BaseException as exc:
-            await self._fail(accepted, f"delivery failed: {exc!r}")
+            await self._fail(accepted, f"delivery failed: {exc!r}", retry=True)
             raise
         if generation.error is not None:
             reply.failed = True
-            await self._fail(accepted, generation.error)
+            # The notice told the customer to send it again: answering it
+            # later as well would be a stale second answer.
+            await self._fail(accepted, generation.error, retry=False)
             if not isinstance(plan, ReviseDraft):
                 await self._after_failure(accepted)
             return reply
@@ -500,8 +635,8 @@ class ConversationManager:
             await self._keep_draft(accepted, plan, generation)
         elif generation.settled is not None:
             await self._record_knowledge(accepted, generation.settled, reply.text)
-        await self.repository.record_answer(
-            accepted.stored,
+        await self._record(
+            accepted,
             text=stored,
             # A draft stays out of the conversation's history: in a group, the
             # model must not hand it to someone who asks what it last wrote.
@@ -847,6 +982,27 @@ class ConversationManager:
             "it opens in its own thread."
         )
 
+    async def _storage_failed(
+        self, accepted: Accepted, delivered: _Delivered, exc: StorageError
+    ) -> Reply:
+        """The records failed mid-answer: say so plainly (unless an answer got
+        out already) and leave the event to be answered again."""
+        log.error("inbound %s: storage failed mid-answer: %s", accepted.inbound_id, exc)
+        # Only where a sweep can answer it later is the customer promised that.
+        later = accepted.inbound.ref.platform in self._swept
+        text = STORAGE_DELAY_MESSAGE if later else STORAGE_MESSAGE
+        reply = Reply(ReplyKind.NOTICE, text=text, inbound_id=accepted.inbound_id)
+        reply.failed = True
+        if delivered.count:
+            return reply
+        try:
+            await delivered(reply)
+        except Exception:
+            log.exception("inbound %s: could not tell the customer", accepted.inbound_id)
+        # If this fails too, the claim lapses and the sweep takes the event.
+        await self._fail(accepted, f"storage failed: {exc}", retry=True)
+        return reply
+
     async def _handled(self, accepted: Accepted) -> Reply:
         await self.repository.mark_handled(accepted.stored)
         return Reply(ReplyKind.SILENT, inbound_id=accepted.inbound_id)
@@ -859,12 +1015,62 @@ class ConversationManager:
         try:
             await render(reply)
         except BaseException as exc:
-            await self._fail(accepted, f"delivery failed: {exc!r}")
+            await self._fail(accepted, f"delivery failed: {exc!r}", retry=True)
             raise
-        await self.repository.record_answer(
-            accepted.stored, text=reply.text, kind=kind, latency_ms=self._elapsed_ms(accepted)
+        await self._record(
+            accepted, text=reply.text, kind=kind, latency_ms=self._elapsed_ms(accepted)
         )
         return reply
+
+    async def _record(
+        self,
+        accepted: Accepted,
+        *,
+        text: str,
+        kind: MessageKind,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        latency_ms: int | None = None,
+    ) -> None:
+        """Store a delivered answer, retrying while the database is away.
+
+        The retries run in the answer's own task, holding the conversation's
+        turn and the event's claim (renewed once the database answers again):
+        an answer that got out must not be answered again, and a later
+        message must not be answered, nor a replayed /reset wipe it, before
+        this one is on record.
+        """
+        deadline = time.monotonic() + self.record_retry_for
+        attempt = 0
+        while True:
+            try:
+                await self.repository.record_answer(
+                    accepted.stored,
+                    text=text,
+                    kind=kind,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    latency_ms=latency_ms,
+                )
+                if attempt:
+                    log.info("inbound %s: answer recorded after all", accepted.inbound_id)
+                return
+            except StorageError as exc:
+                if time.monotonic() >= deadline:
+                    log.error(
+                        "inbound %s: delivered answer never recorded; it may be answered again",
+                        accepted.inbound_id,
+                    )
+                    raise
+                delay = _RECORD_DELAYS[min(attempt, len(_RECORD_DELAYS) - 1)]
+                attempt += 1
+                log.warning(
+                    "inbound %s: answer delivered but not recorded (%s); retrying in %.1f s",
+                    accepted.inbound_id,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     async def _record_knowledge(self, accepted: Accepted, plan: KnowledgePlan, text: str) -> None:
         """Log the knowledge base's answer (an escalation opens one)."""
@@ -898,9 +1104,10 @@ class ConversationManager:
         except StorageError:
             log.exception("inbound %s: could not keep the draft", accepted.inbound_id)
 
-    async def _fail(self, accepted: Accepted, error: str) -> None:
+    async def _fail(self, accepted: Accepted, error: str, *, retry: bool) -> None:
+        retry = retry and accepted.inbound.ref.platform in self._swept
         try:
-            await self.repository.mark_failed(accepted.inbound_id, error)
+            await self.repository.mark_failed(accepted.inbound_id, error, retry=retry)
         except Exception:
             # The user has their answer; a bookkeeping failure only costs a retry.
             log.exception("could not mark inbound %s failed", accepted.inbound_id)
@@ -908,6 +1115,18 @@ class ConversationManager:
     @staticmethod
     def _elapsed_ms(accepted: Accepted) -> int:
         return int((time.monotonic() - accepted.received) * 1000)
+
+
+class _Delivered:
+    """A ``Render`` that counts the replies that got out whole."""
+
+    def __init__(self, render: Render) -> None:
+        self._render = render
+        self.count = 0
+
+    async def __call__(self, reply: Reply) -> None:
+        await self._render(reply)
+        self.count += 1
 
 
 @dataclass(slots=True)

@@ -100,8 +100,9 @@ inbound_events = Table(
     Column("user_name", String(160), nullable=False, server_default=""),
     Column("text", Text, nullable=False),
     Column("meta", JSON, nullable=False),
-    # processing -> answered | failed. Failed rows and stale claims are claimed
-    # again by a redelivery or by start-up recovery.
+    # queued -> processing -> answered | failed. Queued rows wait for an older
+    # event of their conversation; failed rows with a ``retry_at`` and stale
+    # claims are claimed again by the background sweep or a redelivery.
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("error", Text),
@@ -110,9 +111,22 @@ inbound_events = Table(
     # Which process holds the claim; a claim by a process that is gone is stale.
     Column("claimed_by", String(64)),
     Column("answered_at", DateTime(timezone=True)),
+    # When a failed event may be tried again; NULL: settled for good.
+    Column("retry_at", DateTime(timezone=True)),
     UniqueConstraint("platform", "event_id", name="uq_inbound_events_platform_event"),
     Index("ix_inbound_events_status", "platform", "status"),
     Index("ix_inbound_events_user_id", "user_id"),
+    Index("ix_inbound_events_conversation", "conversation_id", "status", "id"),
+)
+
+# Something only one process may do at a time (e.g. Telegram long polling):
+# held while ``expires_at`` is renewed, free once it lapses or is deleted.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 
 users = Table(

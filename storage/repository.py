@@ -10,25 +10,38 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, false, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
+from storage.errors import StorageError
 from storage.knowledge_repo import KnowledgeForgotten, forget_knowledge
-from storage.models import conversations, inbound_events, messages, users
+from storage.models import conversations, inbound_events, leases, messages, users
 
 log = logging.getLogger(__name__)
 
-AcceptStatus = Literal["new", "retry", "duplicate"]
+AcceptStatus = Literal["new", "queued", "retry", "duplicate"]
 MessageKind = Literal["chat", "command"]
+T = TypeVar("T")
+
+# Events that still need an answer: waiting their turn, claimed, or failed
+# with a retry ahead of them.
+_UNSETTLED = or_(
+    inbound_events.c.status == "processing",
+    inbound_events.c.status == "queued",
+    and_(inbound_events.c.status == "failed", inbound_events.c.retry_at.is_not(None)),
+)
 
 
 def _now() -> datetime:
@@ -79,6 +92,14 @@ class StoredInbound:
     history: tuple[HistoryItem, ...] | None = None
 
 
+@dataclass(slots=True)
+class _Held:
+    conversation_id: int
+    since: float  # time.monotonic() when claimed
+    # The answer has begun in this process (it holds the conversation's turn).
+    started: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class PendingInbound:
     event: InboundEvent
@@ -117,18 +138,29 @@ class ForgetResult:
 class Repository:
     """Async storage operations. Every public method is one transaction.
 
-    ``single_process`` (SQLite) means no other process can hold a claim, so
-    start-up recovery may take over any claim that is not this process's own.
-    On PostgreSQL, several workers share the tables and a claim only goes
-    stale after ``claim_lease`` seconds.
+    Inbound events are claimed by one process at a time. A claim is a lease:
+    the process renews it (``renew_claims``, every few seconds) while it works
+    on the event, and once it lapses the background sweep (``pending``) of
+    any process takes the event over. ``single_process`` (SQLite) means no
+    other process can hold a claim, so a claim by another process id is one
+    left by a process that is gone.
+
+    Events of one conversation are answered in order across processes: an
+    event is claimed only when every older unsettled event of its
+    conversation is in this process's hands; otherwise it is stored
+    ``queued`` and the sweep claims it once its turn comes. Claims of one
+    conversation are serialised on its ``conversations`` row (PostgreSQL).
     """
 
     def __init__(
         self,
         db: Database,
         *,
-        claim_lease: float = 300.0,
+        claim_lease: float = 30.0,
         max_attempts: int = 3,
+        retry_delays: Sequence[float] = (5.0, 30.0, 120.0),
+        retry_window: float = 600.0,
+        hold_limit: float = 3600.0,
         cache_size: int = 50_000,
     ) -> None:
         self.db = db
@@ -136,8 +168,26 @@ class Repository:
         self.single_process = self.dialect == "sqlite"
         self.claim_lease = timedelta(seconds=claim_lease)
         self.max_attempts = max_attempts
+        self.retry_delays = tuple(retry_delays) or (0.0,)
+        # A failure is retried only while the message is this fresh: a late
+        # answer to a question the customer has likely moved on from is worse
+        # than none.
+        self.retry_window = timedelta(seconds=retry_window)
+        self.hold_limit = hold_limit
         # Identifies this process's claims on inbound events.
         self.worker = uuid.uuid4().hex
+        self.lease_holder = f"{self.worker[:12]} {socket.gethostname()[:32]} pid {os.getpid()}"
+        # The events this process holds claims on (renewed by renew_claims).
+        # Entries leave when the event is settled or its answer ends; anything
+        # older than ``hold_limit`` is dropped, so the map cannot grow with
+        # events that were claimed but never answered.
+        self._held: dict[int, _Held] = {}
+        self._unstarted = 0
+        self._leases: set[str] = set()
+        # After a database outage, stale claims are left alone for one lease:
+        # their holders were cut off too, and must get the chance to renew or
+        # record what they delivered meanwhile.
+        self._takeover_after = 0.0
         # Conversations are never deleted, so their ids stay right in the cache;
         # it is bounded only so that a long-lived process does not grow with
         # every chat it ever saw.
@@ -153,21 +203,163 @@ class Repository:
     async def aclose(self) -> None:
         await self.db.dispose()
 
+    # -- claims held by this process -------------------------------------------------
+
+    def started(self, inbound_id: int) -> None:
+        """Note that this process is answering the event now."""
+        held = self._held.get(inbound_id)
+        if held is not None and not held.started:
+            held.started = True
+            self._unstarted -= 1
+
+    def claimed_before(self, conversation_id: int, inbound_id: int) -> bool:
+        """Whether this process holds an older event of the conversation whose
+        answer has not begun (claimed, and about to be handed to an adapter)."""
+        if not self._unstarted:
+            return False
+        # A copy: on SQLite the map is also written from the database thread.
+        return any(
+            i < inbound_id and h.conversation_id == conversation_id and not h.started
+            for i, h in list(self._held.items())
+        )
+
+    def release(self, inbound_id: int) -> None:
+        """Stop renewing the claim (the answer ended, however it ended)."""
+        held = self._held.pop(inbound_id, None)
+        if held is not None and not held.started:
+            self._unstarted -= 1
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def _hold(self, inbound_id: int, conversation_id: int, *, started: bool = False) -> None:
+        self.release(inbound_id)
+        self._held[inbound_id] = _Held(conversation_id, time.monotonic(), started)
+        if not started:
+            self._unstarted += 1
+
+    def note_trouble(self) -> None:
+        self._takeover_after = time.monotonic() + self.claim_lease.total_seconds()
+
+    async def _run(self, fn: Callable[[Connection], T], what: str) -> T:
+        try:
+            return await self.db.run(fn, what=what)
+        except StorageError:
+            self.note_trouble()
+            raise
+
+    async def renew_claims(self) -> int:
+        """Renew the claims this process holds and its leases; returns how many
+        claims were renewed."""
+        cutoff = time.monotonic() - self.hold_limit
+        for inbound_id in [i for i, h in list(self._held.items()) if h.since < cutoff]:
+            log.warning("inbound %s held too long; its claim is left to lapse", inbound_id)
+            self.release(inbound_id)
+        ids = list(self._held)
+        names = list(self._leases)
+        if not ids and not names:
+            return 0
+        now = _now()
+
+        def op(conn: Connection) -> int:
+            renewed = 0
+            if ids:
+                result = conn.execute(
+                    update(inbound_events)
+                    .where(
+                        inbound_events.c.id.in_(ids),
+                        inbound_events.c.claimed_by == self.worker,
+                        inbound_events.c.status == "processing",
+                    )
+                    .values(claimed_at=now)
+                )
+                renewed = result.rowcount or 0
+            if names:
+                conn.execute(
+                    update(leases)
+                    .where(leases.c.name.in_(names), leases.c.holder == self.lease_holder)
+                    .values(expires_at=now + self.claim_lease)
+                )
+            return renewed
+
+        return await self._run(op, "renew claims")
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def take_lease(self, name: str) -> str | None:
+        """Take the lease ``name`` (renewed with the claims until released).
+
+        Returns None once it is this process's, else who holds it.
+        """
+        now = _now()
+
+        def op(conn: Connection) -> str | None:
+            taken = conn.execute(
+                self._insert(leases)
+                .values(name=name, holder=self.lease_holder, expires_at=now + self.claim_lease)
+                .on_conflict_do_update(
+                    index_elements=["name"],
+                    set_={"holder": self.lease_holder, "expires_at": now + self.claim_lease},
+                    where=or_(leases.c.expires_at < now, leases.c.holder == self.lease_holder),
+                )
+                .returning(leases.c.name)
+            ).first()
+            if taken is not None:
+                return None
+            holder = conn.execute(select(leases.c.holder).where(leases.c.name == name)).scalar()
+            return str(holder or "?")
+
+        holder = await self._run(op, "take a lease")
+        if holder is None:
+            self._leases.add(name)
+        return holder
+
+    async def release_leases(self) -> None:
+        names = list(self._leases)
+        if not names:
+            return
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                delete(leases).where(leases.c.name.in_(names), leases.c.holder == self.lease_holder)
+            )
+
+        await self._run(op, "release leases")
+        self._leases.clear()
+
     # -- inbound ---------------------------------------------------------------
 
     async def accept(
-        self, event: InboundEvent, *, kind: MessageKind, history_limit: int = 0
+        self,
+        event: InboundEvent,
+        *,
+        kind: MessageKind,
+        history_limit: int = 0,
+        in_turn: bool = True,
     ) -> StoredInbound:
         """Store an inbound event and its message, or recognise a redelivery.
 
         ``new``: first delivery, stored and claimed by this process.
+        ``queued``: first delivery, stored; an older event of the conversation
+        is in another process's hands (or waiting to be retried), so this one
+        waits its turn and the sweep claims it.
         ``retry``: stored before but never answered; claimed now.
         ``duplicate``: answered already, or being answered right now.
         With ``history_limit``, a new event comes back with its history.
+        Without ``in_turn`` nothing is queued (for a caller that answers each
+        message in the request that brought it, and has nobody sweeping).
         """
 
+        claimed: list[int] = []
+
         def op(conn: Connection) -> StoredInbound:
-            stored = self._accept(conn, event, kind)
+            stored = self._accept(conn, event, kind, in_turn)
+            if stored.status in ("new", "retry"):
+                # Held from inside the transaction: an accept of the next
+                # message, run right after this one, must see it as ours.
+                self._hold(stored.inbound_id, stored.conversation_id)
+                claimed.append(stored.inbound_id)
             if history_limit and stored.status == "new":
                 history = self._history(
                     conn, stored.conversation_id, stored.message_id, history_limit
@@ -175,15 +367,27 @@ class Repository:
                 stored = replace(stored, history=tuple(history))
             return stored
 
-        stored = await self.db.run(op, what="store an inbound event")
+        try:
+            stored = await self.db.run(op, what="store an inbound event")
+        except BaseException:
+            for inbound_id in claimed:
+                self.release(inbound_id)
+            raise
         # Cached only once committed: a rolled-back insert must not be remembered.
         self._conversation_ids[_cache_key(event.conversation)] = stored.conversation_id
         self._known_users[event.user_id] = True
         return stored
 
-    def _accept(self, conn: Connection, event: InboundEvent, kind: MessageKind) -> StoredInbound:
+    def _accept(
+        self, conn: Connection, event: InboundEvent, kind: MessageKind, in_turn: bool
+    ) -> StoredInbound:
         now = _now()
         conversation_id = self._conversation_id(conn, event.conversation, now)
+        if self.dialect == "postgresql":
+            # Serialises the claims of one conversation across workers: what
+            # is read below cannot change until this transaction commits.
+            conn.execute(self._sql.lock_conversation, {"id": conversation_id})
+        queued = in_turn and self._waits_its_turn(conn, conversation_id)
         # The message goes in first so the event row can point at it; a
         # redelivery (rare) removes it again below.
         message_id = self._sql.rows(
@@ -214,11 +418,11 @@ class Repository:
                 "user_name": event.user_name,
                 "text": event.text,
                 "meta": dict(event.meta),
-                "status": "processing",
-                "attempts": 1,
+                "status": "queued" if queued else "processing",
+                "attempts": 0 if queued else 1,
                 "received_at": now,
-                "claimed_at": now,
-                "claimed_by": self.worker,
+                "claimed_at": None if queued else now,
+                "claimed_by": None if queued else self.worker,
             },
         )
         if not inserted:
@@ -230,7 +434,20 @@ class Repository:
                 .values(platform_user=event.user_id, name=event.user_name, created_at=now)
                 .on_conflict_do_nothing(index_elements=["platform_user"])
             )
-        return StoredInbound(inserted[0][0], conversation_id, message_id, "new")
+        status: AcceptStatus = "queued" if queued else "new"
+        return StoredInbound(inserted[0][0], conversation_id, message_id, status)
+
+    def _waits_its_turn(self, conn: Connection, conversation_id: int) -> bool:
+        """Whether a new event of the conversation must queue: some older one is
+        unsettled and not in this process's hands (where the conversation's
+        in-process turn keeps them in order)."""
+        for inbound_id, status, claimed_by in self._sql.rows(
+            conn, self._sql.unsettled, {"conversation_id": conversation_id}
+        ):
+            ours = status == "processing" and claimed_by == self.worker
+            if not (ours and inbound_id in self._held):
+                return True
+        return False
 
     def _redelivered(self, conn: Connection, event: InboundEvent, now: datetime) -> StoredInbound:
         row = (
@@ -245,57 +462,130 @@ class Repository:
                 )
             )
         ).one()
-        claimed = self._claim(conn, [row.id], now, include_own_stale=False)
+        if self.dialect == "postgresql":
+            conn.execute(self._sql.lock_conversation, {"id": row.conversation_id})
+        claimed = self._claim_turns(conn, [row.conversation_id], now, only=row.id)
         status: AcceptStatus = "retry" if claimed else "duplicate"
         return StoredInbound(row.id, row.conversation_id, row.message_id, status)
 
-    def _claimable(self, now: datetime, *, recovering: bool) -> Any:
-        stale = inbound_events.c.claimed_at < now - self.claim_lease
-        if recovering and self.single_process:
-            # Only this process writes an SQLite file: any other claim is from
-            # a process that is gone.
-            stale = or_(stale, inbound_events.c.claimed_by != self.worker)
-        return or_(
-            and_(
-                inbound_events.c.status == "failed",
-                inbound_events.c.attempts < self.max_attempts,
-            ),
-            and_(inbound_events.c.status == "processing", stale),
-        )
-
-    def _claim(
-        self, conn: Connection, ids: list[int], now: datetime, *, include_own_stale: bool
+    def _claim_turns(
+        self, conn: Connection, conversation_ids: list[int], now: datetime, *, only: int | None
     ) -> list[int]:
+        """Claim, in each conversation, the unsettled events whose turn it is,
+        oldest first; give up those out of attempts. The caller holds the
+        conversations' locks. With ``only``, claim that event or nothing (a
+        redelivery: failed events are retried at once, not at ``retry_at``)."""
+        takeover = time.monotonic() >= self._takeover_after
+        cutoff = now - self.claim_lease
+        rows = conn.execute(
+            select(
+                inbound_events.c.id,
+                inbound_events.c.conversation_id,
+                inbound_events.c.status,
+                inbound_events.c.claimed_by,
+                inbound_events.c.attempts,
+                inbound_events.c.error,
+                (inbound_events.c.claimed_at < cutoff).label("stale"),
+                (inbound_events.c.retry_at <= now).label("due"),
+            )
+            .where(inbound_events.c.conversation_id.in_(conversation_ids), _UNSETTLED)
+            .order_by(inbound_events.c.conversation_id, inbound_events.c.id)
+        ).all()
+        claim: list[int] = []
+        give_up: list[tuple[int, int, str | None]] = []
+        blocked: set[int] = set()
+        for row in rows:
+            if row.conversation_id in blocked:
+                continue
+            held = self._held.get(row.id)
+            if row.status == "processing" and row.claimed_by == self.worker and held is not None:
+                if row.id != only:
+                    continue  # in this process's hands: the next ones queue behind it here
+                blocked.add(row.conversation_id)
+                continue
+            if row.status == "queued":
+                takeable = True
+            elif row.status == "failed":
+                takeable = bool(row.due) or only == row.id
+            elif self.single_process and row.claimed_by != self.worker:
+                takeable = True  # no other process can be alive to hold it
+            else:
+                takeable = takeover and bool(row.stale)
+            if not takeable or (only is not None and row.id != only):
+                blocked.add(row.conversation_id)
+                continue
+            if row.attempts >= self.max_attempts:
+                # A message whose answers keep dying (one that crashes the
+                # process, say) is not tried forever.
+                give_up.append((row.id, row.attempts, row.error))
+                continue
+            claim.append(row.id)
+        for inbound_id, attempts, error in give_up:
+            reason = f"gave up after {attempts} attempts" + (f"; last: {error}" if error else "")
+            log.warning("inbound %s: %s", inbound_id, reason)
+            conn.execute(
+                update(inbound_events)
+                .where(inbound_events.c.id == inbound_id)
+                .values(status="failed", retry_at=None, claimed_by=None, error=reason[:2000])
+            )
+        if not claim:
+            return []
         result = conn.execute(
             update(inbound_events)
-            .where(inbound_events.c.id.in_(ids), self._claimable(now, recovering=include_own_stale))
+            .where(inbound_events.c.id.in_(claim), _UNSETTLED)
             .values(
                 status="processing",
                 claimed_at=now,
                 claimed_by=self.worker,
+                retry_at=None,
                 attempts=inbound_events.c.attempts + 1,
             )
             .returning(inbound_events.c.id)
         )
-        return list(result.scalars())
+        return sorted(result.scalars())
 
-    async def pending(self, platform: str, *, limit: int = 500) -> list[PendingInbound]:
-        """Claim and return stored events of ``platform`` that were never answered."""
+    async def pending(
+        self, platform: str, *, tenant: str | None = None, limit: int = 200
+    ) -> list[PendingInbound]:
+        """Claim and return the events of ``platform`` (and ``tenant``) whose turn
+        it is and that nobody answers: queued behind an answered one, due for a
+        retry, or left by a process that stopped renewing its claim."""
         now = _now()
+        takeover = time.monotonic() >= self._takeover_after
 
         def op(conn: Connection) -> list[PendingInbound]:
-            candidates = (
-                conn.execute(
-                    select(inbound_events.c.id)
-                    .where(
-                        inbound_events.c.platform == platform,
-                        self._claimable(now, recovering=True),
-                    )
-                    .order_by(inbound_events.c.id)
-                    .limit(limit)
+            stale: Any = (
+                inbound_events.c.claimed_at < now - self.claim_lease if takeover else false()
+            )
+            if self.single_process:
+                stale = or_(stale, inbound_events.c.claimed_by != self.worker)
+            claimable = or_(
+                inbound_events.c.status == "queued",
+                and_(inbound_events.c.status == "failed", inbound_events.c.retry_at <= now),
+                and_(inbound_events.c.status == "processing", stale),
+            )
+            query = select(inbound_events.c.conversation_id).where(
+                inbound_events.c.platform == platform, claimable
+            )
+            if tenant is not None:
+                query = query.join(
+                    conversations, conversations.c.id == inbound_events.c.conversation_id
+                ).where(conversations.c.tenant == tenant)
+            found = sorted(set(conn.execute(query.limit(limit)).scalars()))
+            if not found:
+                return []
+            if self.dialect == "postgresql":
+                # Conversations another worker is claiming right now are
+                # skipped this round rather than waited for.
+                found = list(
+                    conn.execute(
+                        select(conversations.c.id)
+                        .where(conversations.c.id.in_(found))
+                        .order_by(conversations.c.id)
+                        .with_for_update(skip_locked=True)
+                    ).scalars()
                 )
-            ).scalars()
-            ids = self._claim(conn, list(candidates), now, include_own_stale=True)
+            ids = self._claim_turns(conn, found, now, only=None) if found else []
             if not ids:
                 return []
             rows = (
@@ -325,7 +615,10 @@ class Repository:
                 out.append(PendingInbound(event, stored))
             return out
 
-        return await self.db.run(op, what="claim unanswered inbound events")
+        found = await self._run(op, "claim unanswered inbound events")
+        for p in found:
+            self._hold(p.stored.inbound_id, p.stored.conversation_id)
+        return found
 
     def _conversation_id(self, conn: Connection, ref: ConversationAddress, now: datetime) -> int:
         cached = self._conversation_ids.get(_cache_key(ref))
@@ -370,11 +663,19 @@ class Repository:
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         latency_ms: int | None = None,
-    ) -> int:
-        """Store the reply and mark its inbound event answered, together."""
+    ) -> int | None:
+        """Store the reply and mark its inbound event answered, together.
+
+        Idempotent: a retry after a commit whose acknowledgement was lost, or
+        after another process answered the event, stores nothing (None).
+        """
         now = _now()
 
-        def op(conn: Connection) -> int:
+        def op(conn: Connection) -> int | None:
+            if not self._sql.rows(
+                conn, self._sql.mark_answered, {"inbound_id": stored.inbound_id, "now": now}
+            ):
+                return None
             message_id = self._sql.rows(
                 conn,
                 self._sql.insert_message,
@@ -391,12 +692,11 @@ class Repository:
                     "created_at": now,
                 },
             )[0][0]
-            self._sql.rows(
-                conn, self._sql.mark_answered, {"inbound_id": stored.inbound_id, "now": now}
-            )
             return int(message_id)
 
-        return await self.db.run(op, what="store an answer")
+        message_id = await self.db.run(op, what="store an answer")
+        self.release(stored.inbound_id)
+        return message_id
 
     async def mark_handled(self, stored: StoredInbound) -> None:
         """Mark an inbound event answered without a reply of its own (it was
@@ -408,6 +708,7 @@ class Repository:
             ),
             what="mark an inbound event handled",
         )
+        self.release(stored.inbound_id)
 
     async def conversation(self, conversation_id: int) -> ConversationAddress | None:
         def op(conn: Connection) -> ConversationAddress | None:
@@ -437,15 +738,40 @@ class Repository:
 
         return await self.db.run(op, what="read a conversation's customer")
 
-    async def mark_failed(self, inbound_id: int, error: str) -> None:
+    async def mark_failed(self, inbound_id: int, error: str, *, retry: bool = True) -> None:
+        """Record that answering failed.
+
+        ``retry``: nobody was told anything, so the sweep tries again after a
+        back-off while attempts and the retry window last. Without it (the
+        customer was told to send the message again, say) the event is settled.
+        """
+        now = _now()
+
         def op(conn: Connection) -> None:
+            row = conn.execute(
+                select(
+                    inbound_events.c.attempts,
+                    (inbound_events.c.received_at >= now - self.retry_window).label("fresh"),
+                ).where(inbound_events.c.id == inbound_id)
+            ).first()
+            retry_at = None
+            note = error
+            if retry and row is not None:
+                attempts = int(row.attempts)
+                if attempts < self.max_attempts and row.fresh:
+                    delay = self.retry_delays[min(max(attempts - 1, 0), len(self.retry_delays) - 1)]
+                    retry_at = now + timedelta(seconds=delay)
+                else:
+                    note = f"{error} (not retried: {attempts} attempts"
+                    note += ")" if row.fresh else ", too old)"
             conn.execute(
                 update(inbound_events)
-                .where(inbound_events.c.id == inbound_id)
-                .values(status="failed", error=error[:2000], claimed_by=None)
+                .where(inbound_events.c.id == inbound_id, inbound_events.c.status != "answered")
+                .values(status="failed", error=note[:2000], claimed_by=None, retry_at=retry_at)
             )
 
         await self.db.run(op, what="mark an inbound event failed")
+        self.release(inbound_id)
 
     async def history(
         self, conversation_id: int, *, upto_message_id: int | None, limit: int
@@ -605,7 +931,13 @@ class Repository:
                     inbound_events.c.user_id == platform_user,
                     inbound_events.c.status != "answered",
                 )
-                .values(status="failed", attempts=self.max_attempts, error="forgotten")
+                .values(
+                    status="failed",
+                    attempts=self.max_attempts,
+                    error="forgotten",
+                    retry_at=None,
+                    claimed_by=None,
+                )
             )
             events = conn.execute(
                 update(inbound_events)
@@ -704,9 +1036,27 @@ class _Statements:
         )
         self.mark_answered = (
             update(inbound_events)
-            .where(inbound_events.c.id == bindparam("inbound_id"))
-            .values(status="answered", answered_at=bindparam("now"), error=None)
+            .where(
+                inbound_events.c.id == bindparam("inbound_id"),
+                inbound_events.c.status != "answered",
+            )
+            .values(
+                status="answered",
+                answered_at=bindparam("now"),
+                error=None,
+                retry_at=None,
+                claimed_by=None,
+            )
+            .returning(inbound_events.c.id)
         )
+        self.lock_conversation = (
+            select(conversations.c.id)
+            .where(conversations.c.id == bindparam("id"))
+            .with_for_update()
+        )
+        self.unsettled = select(
+            inbound_events.c.id, inbound_events.c.status, inbound_events.c.claimed_by
+        ).where(inbound_events.c.conversation_id == bindparam("conversation_id"), _UNSETTLED)
         position = func.coalesce(messages.c.reply_to, messages.c.id)
         self.history_all = (
             select(messages.c.role, messages.c.text)

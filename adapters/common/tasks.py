@@ -5,22 +5,51 @@ it and answers it in a task of its own. ``AnswerTasks`` keeps those tasks:
 it starts them (at most ``limit`` answering at once, when a limit is set),
 logs the ones that fail, replays what a previous run stored but never
 answered, and at shutdown waits for the answers in hand up to a bound before
-cancelling the rest. A cancelled answer stays stored as unanswered, so the
-next start replays it.
+cancelling the rest. A cancelled answer stays stored as unanswered.
+
+After the replay at start, a sweep keeps asking ``pending`` in the
+background (every ``sweep_interval``, and soon after each answer ends):
+events whose turn came (queued behind an answer another process gave),
+failures due for a retry, and claims a stopped process stopped renewing are
+answered here without waiting for a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol, runtime_checkable
 
 from bot.types import Accepted, Conversations
 
 log = logging.getLogger(__name__)
 
 Answer = Callable[[Accepted], Awaitable[None]]
+
+
+@runtime_checkable
+class TenantPending(Protocol):
+    """Conversations that can claim one tenant's pending events (so another
+    bot's are never claimed and dropped here)."""
+
+    async def pending_of_tenant(self, platform: str, tenant: str | None) -> list[Accepted]: ...
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """Conversations that can hold a deployment-wide lease."""
+
+    async def take_lease(self, name: str, *, purpose: str) -> None: ...
+
+
+async def single_consumer(conversations: Conversations, name: str, *, purpose: str) -> None:
+    """Refuse (``ConfigError``) to start a second consumer of a feed that allows
+    one, such as Telegram long polling; held until the process stops."""
+    if isinstance(conversations, Leases):
+        await conversations.take_lease(name, purpose=purpose)
 
 
 class AnswerTasks:
@@ -39,6 +68,8 @@ class AnswerTasks:
         drain_timeout: float = 20.0,
         cancel_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        sweep_interval: float = 1.0,
+        sweep_gap: float = 0.2,
     ) -> None:
         if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1")
@@ -51,6 +82,12 @@ class AnswerTasks:
         # the adapter's own work (acknowledging deliveries in time).
         self._slots = asyncio.Semaphore(limit) if limit is not None else None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.sweep_interval = sweep_interval
+        # Sweeps triggered by answers ending run at most this often.
+        self.sweep_gap = sweep_gap
+        self._source: tuple[Conversations, str | None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._kick = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -77,6 +114,9 @@ class AnswerTasks:
             log.exception(
                 "%s: answering %s failed", self.platform, accepted.inbound.event_id or "?"
             )
+        finally:
+            # The conversation's next message may be waiting for this one.
+            self._kick.set()
 
     async def claim_pending(
         self, conversations: Conversations, *, tenant: str | None = None
@@ -84,21 +124,66 @@ class AnswerTasks:
         """What a previous run stored but never answered, claimed for answering.
 
         ``tenant`` keeps only that tenant's events (another bot's are left to it).
+        The background sweep started by ``replay`` claims the same way.
         """
+        self._source = (conversations, tenant)
+        if isinstance(conversations, TenantPending):
+            return await conversations.pending_of_tenant(self.platform, tenant)
         pending = await conversations.pending(self.platform)
         if tenant is None:
             return pending
         return [p for p in pending if p.inbound.ref.tenant == tenant]
 
     def replay(self, pending: Iterable[Accepted]) -> int:
-        """Start answering each claimed event; returns how many."""
+        """Start answering each claimed event, and the background sweep after
+        ``claim_pending``; returns how many."""
         count = 0
         for accepted in pending:
             self.spawn(accepted)
             count += 1
         if count:
             log.info("%s: answering %d stored but unanswered events", self.platform, count)
+        if self._source is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name=f"{self.platform}-sweep")
         return count
+
+    async def _sweep(self) -> None:
+        assert self._source is not None
+        conversations, tenant = self._source
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.sweep_interval * 2**failures):
+                    await self._kick.wait()
+            self._kick.clear()
+            try:
+                if isinstance(conversations, TenantPending):
+                    found = await conversations.pending_of_tenant(self.platform, tenant)
+                else:
+                    found = await conversations.pending(self.platform)
+                    found = [p for p in found if tenant is None or p.inbound.ref.tenant == tenant]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not failures:
+                    log.warning("%s: sweep for unanswered events failed: %s", self.platform, exc)
+                failures = min(failures + 1, 5)
+                continue
+            failures = 0
+            for accepted in found:
+                self.spawn(accepted)
+            if found:
+                log.info(
+                    "%s: answering %d events picked up by the sweep", self.platform, len(found)
+                )
+            await asyncio.sleep(self.sweep_gap)
+
+    async def stop_sweeping(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
 
     async def wait_idle(self) -> None:
         """Return once no answer is in progress (answers started meanwhile included)."""
@@ -112,6 +197,7 @@ class AnswerTasks:
         Answers started while draining are waited for too. Returns how many
         answers were cut off; they stay stored as unanswered.
         """
+        await self.stop_sweeping()
         if not self._tasks:
             return 0
         log.info("%s: finishing %d answers in hand", self.platform, len(self._tasks))
@@ -127,7 +213,7 @@ class AnswerTasks:
         for task in late:
             task.cancel()
         log.warning(
-            "%s: %d answers cut off at shutdown; they will be answered at the next start",
+            "%s: %d answers cut off at shutdown; they will be answered again later",
             self.platform,
             len(late),
         )

@@ -31,6 +31,7 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 
 from adapters.common import AnswerTasks
+from adapters.common.tasks import single_consumer
 from adapters.telegram.convert import (
     ALLOWED_UPDATES,
     BotIdentity,
@@ -182,6 +183,12 @@ class TelegramAdapter:
         self.me = BotIdentity(self.bot.id, self.bot.username)
         log.info("telegram bot @%s (%s) connected", self.me.username, self.me.id)
         await self._publish_commands(conversations)
+        if not self.webhook_url:
+            # Telegram serves getUpdates to one consumer; a second one would
+            # steal updates from the first.
+            await single_consumer(
+                conversations, f"telegram-poll:{self.me.id}", purpose="Telegram long polling"
+            )
         # Claim the leftovers before webhook calls are let in, so a row is never
         # answered by the replay and a redelivery at once; let them in before
         # registering the webhook, so its first calls are not refused.

@@ -103,7 +103,7 @@ async def test_history_trimmed_to_context_budget(sqlite_repository: Repository) 
     assert len(last.messages) < 24
 
 
-async def test_llm_failure_tells_user_and_leaves_event_unanswered(
+async def test_llm_failure_tells_user_and_settles_the_event(
     manager: ConversationManager, backend: FakeBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
     backend.enqueue(error=LLMError("CUDA out of memory"))
@@ -112,10 +112,12 @@ async def test_llm_failure_tells_user_and_leaves_event_unanswered(
     assert reply.failed
     assert seen.replies == [FAILED_MESSAGE]
     assert "CUDA out of memory" in caplog.text
-    # Stays retryable: a redelivery is answered this time.
+    # The customer was told to send it again: neither a redelivery nor the
+    # sweep answers this one later (that would be a stale second answer).
     retry = await manager.handle(make_inbound("hi", event_id="e1"), seen)
-    assert retry.kind is ReplyKind.ANSWER and not retry.failed
-    assert seen.replies[-1] == "echo: hi"
+    assert retry.kind is ReplyKind.DUPLICATE
+    assert await manager.pending("test") == []
+    assert seen.replies == [FAILED_MESSAGE]
 
 
 async def test_llm_timeout(sqlite_repository: Repository) -> None:

@@ -58,7 +58,17 @@ REPOSITORY_CALLS: dict[str, Call] = {
     "mark_handled": lambda r, k: r.mark_handled(STORED),
     "conversation": lambda r, k: r.conversation(1),
     "last_customer": lambda r, k: r.last_customer(1),
+    "renew_claims": lambda r, k: _holding(r).renew_claims(),
+    "take_lease": lambda r, k: r.take_lease("telegram-poll:1"),
+    "release_leases": lambda r, k: _holding(r).release_leases(),
 }
+
+
+def _holding(r: Repository) -> Repository:
+    """A repository with a claim and a lease to renew (they go to the database)."""
+    r._hold(1, 1, started=True)
+    r._leases.add("telegram-poll:1")
+    return r
 
 
 def _h(r: Repository) -> HandoffRepository:
@@ -356,7 +366,8 @@ async def test_sqlite_held_lock_is_a_storage_error(
 ) -> None:
     repository, path = sqlite_file
     stored = await repository.accept(make_event("before"), kind="chat")
-    await repository.mark_failed(stored.inbound_id, "LLM failed")  # something to recover
+    repository.retry_delays = (0.0,)
+    await repository.mark_failed(stored.inbound_id, "LLM failed")  # something to recover, now
     await _short_busy_timeout(repository)
     holder = sqlite3.connect(path, isolation_level=None)
     try:
