@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, distinct, exists, func, or_, select, update
 
-from storage.db import Database
-from storage.knowledge_repo import FaqEntry
+from storage.db import Database, as_utc, utcnow
+from storage.knowledge_repo import FaqEntry, entry_from_row
 from storage.models import (
     console_links,
     console_sessions,
@@ -36,17 +36,6 @@ from storage.repository import ConversationAddress
 # Rows a report reads for its percentiles; enough for weeks of a busy desk.
 MAX_SAMPLES = 200_000
 ANSWER_PATHS = ("verbatim", "grounded", "escalated")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands timestamps back without their zone; they were written in UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 def token_hash(token: str) -> str:
@@ -167,7 +156,7 @@ class ConsoleRepository:
 
     async def create_link(self, token: str, *, valid_for: timedelta) -> datetime:
         """Store a one-time sign-in link (its hash); returns when it expires."""
-        now = _now()
+        now = utcnow()
         expires = now + valid_for
 
         def op(conn: Connection) -> None:
@@ -184,7 +173,7 @@ class ConsoleRepository:
 
     async def use_link(self, token: str) -> bool:
         """Spend a sign-in link: True once, for an unexpired link; False ever after."""
-        now = _now()
+        now = utcnow()
         statement = (
             update(console_links)
             .where(
@@ -201,7 +190,7 @@ class ConsoleRepository:
     async def create_session(
         self, token: str, *, csrf: str, via: str, valid_for: timedelta
     ) -> None:
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> None:
             conn.execute(delete(console_sessions).where(console_sessions.c.expires_at < now))
@@ -224,8 +213,8 @@ class ConsoleRepository:
         row = await self.db.run(lambda conn: conn.execute(query).first(), what="read a session")
         if row is None:
             return None
-        expires = _aware(row.expires_at) or row.expires_at
-        if expires <= _now():
+        expires = as_utc(row.expires_at) or row.expires_at
+        if expires <= utcnow():
             return None
         return ConsoleSession(row.csrf, row.via, expires)
 
@@ -372,7 +361,7 @@ class ConsoleRepository:
                 if first is None:
                     result.tickets_unanswered += 1
                     continue
-                minutes = ((_aware(first) or first) - (_aware(created) or created)).total_seconds()
+                minutes = ((as_utc(first) or first) - (as_utc(created) or created)).total_seconds()
                 waits[str(d)].append(minutes / 60)
             result.first_reply = {
                 d: (percentile(v, 50), percentile(v, 95)) for d, v in sorted(waits.items())
@@ -459,7 +448,7 @@ class ConsoleRepository:
                     id=r[0],
                     address=ConversationAddress(r[1], r[2], r[3], r[4]),
                     messages=int(r[5]),
-                    last_at=_aware(r[6]) if isinstance(r[6], datetime) else None,
+                    last_at=as_utc(r[6]) if isinstance(r[6], datetime) else None,
                     users=tuple(sorted(users[r[0]])),
                 )
                 for r in rows
@@ -491,7 +480,7 @@ class ConsoleRepository:
                     latency_ms=m.latency_ms,
                     prompt_tokens=m.prompt_tokens,
                     completion_tokens=m.completion_tokens,
-                    created_at=_aware(m.created_at) or m.created_at,
+                    created_at=as_utc(m.created_at) or m.created_at,
                 )
                 for m in conn.execute(
                     select(messages)
@@ -506,7 +495,7 @@ class ConsoleRepository:
                     path=a.path,
                     entries=list(a.entries or []),
                     answer=a.answer,
-                    created_at=_aware(a.created_at) or a.created_at,
+                    created_at=as_utc(a.created_at) or a.created_at,
                 )
                 for a in conn.execute(
                     select(faq_answers)
@@ -522,7 +511,7 @@ class ConsoleRepository:
                         faq_entries.c.id.in_(ids[:500])
                     )
                 ):
-                    entries[e.id] = _entry(e)
+                    entries[e.id] = entry_from_row(e)
             names = {
                 uid: name
                 for uid, name in conn.execute(
@@ -584,7 +573,7 @@ class ConsoleRepository:
                     reason=r.reason,
                     status=r.status,
                     conversation_key=r.conversation_key,
-                    created_at=_aware(r.created_at) or r.created_at,
+                    created_at=as_utc(r.created_at) or r.created_at,
                 )
                 for r in conn.execute(query)
             ]
@@ -613,7 +602,7 @@ class ConsoleRepository:
         if tenant is not None:
             query = query.where(faq_entries.c.tenant == tenant)
         return await self.db.run(
-            lambda conn: [_entry(r) for r in conn.execute(query)], what="search FAQ entries"
+            lambda conn: [entry_from_row(r) for r in conn.execute(query)], what="search FAQ entries"
         )
 
     async def entry(self, entry_id: int) -> FaqEntry | None:
@@ -623,23 +612,6 @@ class ConsoleRepository:
 
         def op(conn: Connection) -> FaqEntry | None:
             row = conn.execute(query).first()
-            return _entry(row) if row is not None else None
+            return entry_from_row(row) if row is not None else None
 
         return await self.db.run(op, what="read an FAQ entry")
-
-
-def _entry(row: Any) -> FaqEntry:
-    m = row._mapping
-    return FaqEntry(
-        id=int(m["id"]),
-        tenant=m["tenant"],
-        key=m["key"],
-        external_id=m["external_id"],
-        question=m["question"],
-        answer=m["answer"],
-        alternatives=tuple(m["alternatives"] or ()),
-        tags=tuple(m["tags"] or ()),
-        source=m["source"],
-        updated_at=_aware(m["updated_at"]) or m["updated_at"],
-        embedding_model=m["embedding_model"],
-    )

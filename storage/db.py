@@ -23,8 +23,9 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import asyncpg
 from sqlalchemy import Connection, Engine, event, text
@@ -67,6 +68,23 @@ def normalize_url(raw: str) -> URL:
             "(sqlite:///path.db, postgresql://user@host/db)"
         )
     return url.set(drivername=driver)
+
+
+def utcnow() -> datetime:
+    """Now, in UTC: every timestamp Deskmate stores is UTC."""
+    return datetime.now(UTC)
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | None) -> datetime | None:
+    """A stored timestamp with its zone: SQLite hands them back without one,
+    and they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 class Database:

@@ -18,30 +18,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, case, delete, false, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from storage.db import Database
+from storage.db import Database, as_utc, utcnow
 from storage.models import conversations, inbound_events, outbox, ticket_events, tickets
 from storage.repository import ConversationAddress
 
 TicketState = Literal["waiting", "human", "closed"]
 OPEN_STATES = ("waiting", "human")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands timestamps back without their zone; they were written in UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +126,7 @@ class HandoffRepository:
 
         With ``agent`` the ticket opens claimed (a takeover).
         """
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> tuple[Ticket, bool]:
             found = _open_ticket(conn, conversation_id)
@@ -246,7 +235,7 @@ class HandoffRepository:
         expect: Sequence[str] = OPEN_STATES,
     ) -> tuple[Ticket | None, bool]:
         """Move a ticket from one of ``expect`` to ``to``; returns it and whether it moved."""
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> tuple[Ticket | None, bool]:
             values: dict[str, Any] = {"state": to, "last_activity_at": now}
@@ -270,7 +259,7 @@ class HandoffRepository:
 
     async def note(self, ticket_id: int, kind: str, author: str, text: str) -> None:
         """Record what happened on a ticket; relays in either direction count as activity."""
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> None:
             _event(conn, ticket_id, kind, author, text, now)
@@ -294,7 +283,7 @@ class HandoffRepository:
                 .order_by(ticket_events.c.id)
             ).all()
             return [
-                TicketEvent(r.kind, r.author, r.text, _aware(r.created_at) or r.created_at)
+                TicketEvent(r.kind, r.author, r.text, as_utc(r.created_at) or r.created_at)
                 for r in rows
             ]
 
@@ -312,7 +301,7 @@ class HandoffRepository:
 
     async def due_reminders(self, unclaimed_for: timedelta) -> list[Ticket]:
         """Waiting tickets unclaimed for ``unclaimed_for`` since opening or the last reminder."""
-        cutoff = _now() - unclaimed_for
+        cutoff = utcnow() - unclaimed_for
 
         def op(conn: Connection) -> list[Ticket]:
             ids = conn.execute(
@@ -337,14 +326,14 @@ class HandoffRepository:
                         tickets.c.id == ticket_id,
                         or_(tickets.c.reminded_at.is_(None), tickets.c.reminded_at < at),
                     )
-                    .values(reminded_at=_now())
+                    .values(reminded_at=utcnow())
                 ).rowcount
             )
 
         return await self.db.run(op, what="record a reminder")
 
     async def idle(self, idle_for: timedelta) -> list[Ticket]:
-        cutoff = _now() - idle_for
+        cutoff = utcnow() - idle_for
 
         def op(conn: Connection) -> list[Ticket]:
             ids = conn.execute(
@@ -411,7 +400,7 @@ class HandoffRepository:
                     r.id,
                     ConversationAddress(r.platform, r.tenant, r.chat, r.thread),
                     r.user_name,
-                    _aware(r.received_at) or r.received_at,
+                    as_utc(r.received_at) or r.received_at,
                 )
                 for r in conn.execute(query)
             ]
@@ -477,7 +466,7 @@ class HandoffRepository:
         buttons: Sequence[tuple[str, str]] = (),
     ) -> bool:
         """Queue a message to send; False when ``key`` was queued before (nothing new)."""
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> bool:
             stmt = (
@@ -507,7 +496,7 @@ class HandoffRepository:
 
     async def claim_due(self, *, limit: int = 20, lease: float = 30.0) -> list[OutboxItem]:
         """Due rows, oldest first, claimed by this process for ``lease`` seconds."""
-        now = _now()
+        now = utcnow()
         until = now + timedelta(seconds=lease)
 
         def op(conn: Connection) -> list[OutboxItem]:
@@ -556,7 +545,7 @@ class HandoffRepository:
     async def renew(self, item_id: int, *, lease: float = 30.0) -> bool:
         """Extend this process's claim on a row just before sending it; False
         when the claim lapsed and another process has the row now."""
-        until = _now() + timedelta(seconds=lease)
+        until = utcnow() + timedelta(seconds=lease)
 
         def op(conn: Connection) -> bool:
             return bool(
@@ -580,7 +569,7 @@ class HandoffRepository:
                 .where(outbox.c.id == item_id)
                 .values(
                     status="sent",
-                    sent_at=_now(),
+                    sent_at=utcnow(),
                     claimed_until=None,
                     error=None,
                     sent_message=message[:128],
@@ -600,7 +589,7 @@ class HandoffRepository:
                     status="failed" if give_up else "pending",
                     attempts=outbox.c.attempts + 1,
                     error=error[:2000],
-                    next_attempt_at=_now() + timedelta(seconds=delay),
+                    next_attempt_at=utcnow() + timedelta(seconds=delay),
                     claimed_until=None,
                 )
             )
@@ -613,7 +602,7 @@ class HandoffRepository:
             lambda conn: conn.execute(
                 update(outbox)
                 .where(outbox.c.id == item_id)
-                .values(next_attempt_at=_now() + timedelta(seconds=delay), claimed_until=None)
+                .values(next_attempt_at=utcnow() + timedelta(seconds=delay), claimed_until=None)
             ),
             what="defer an outgoing message",
         )
@@ -667,12 +656,12 @@ def _ticket(conn: Connection, ticket_id: int) -> Ticket | None:
         space_thread=row.space_thread,
         space_message=row.space_message,
         close_reason=row.close_reason,
-        created_at=_aware(row.created_at) or row.created_at,
-        claimed_at=_aware(row.claimed_at),
-        first_reply_at=_aware(row.first_reply_at),
-        last_activity_at=_aware(row.last_activity_at) or row.last_activity_at,
-        reminded_at=_aware(row.reminded_at),
-        closed_at=_aware(row.closed_at),
+        created_at=as_utc(row.created_at) or row.created_at,
+        claimed_at=as_utc(row.claimed_at),
+        first_reply_at=as_utc(row.first_reply_at),
+        last_activity_at=as_utc(row.last_activity_at) or row.last_activity_at,
+        reminded_at=as_utc(row.reminded_at),
+        closed_at=as_utc(row.closed_at),
         customer_address=ConversationAddress(row.platform, row.tenant, row.chat, row.thread),
     )
 

@@ -13,12 +13,12 @@ import hashlib
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 
-from storage.db import Database
+from storage.db import Database, as_utc, utcnow
 from storage.models import escalations, faq_answers, faq_entries, knowledge_settings
 
 T = TypeVar("T")
@@ -43,10 +43,6 @@ _STOPWORD_TEXT = (
 )
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split(" "))
 _WORD = re.compile(r"\w+")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def entry_key(external_id: str | None, question: str) -> str:
@@ -167,7 +163,7 @@ class KnowledgeRepository:
         vectors: bytes | None,
         model: str,
     ) -> str:
-        now = _now()
+        now = utcnow()
         values: dict[str, Any] = {
             "external_id": item.external_id,
             "question": item.question,
@@ -259,7 +255,7 @@ class KnowledgeRepository:
             row = conn.execute(
                 select(faq_entries).where(faq_entries.c.tenant == tenant, faq_entries.c.key == key)
             ).first()
-            return _entry(row) if row is not None else None
+            return entry_from_row(row) if row is not None else None
 
         return await self._run("read an FAQ entry", op)
 
@@ -270,7 +266,7 @@ class KnowledgeRepository:
         row = conn.execute(
             select(faq_entries).where(faq_entries.c.tenant == tenant, cond).limit(1)
         ).first()
-        return _entry(row) if row is not None else None
+        return entry_from_row(row) if row is not None else None
 
     async def entries(
         self,
@@ -294,7 +290,7 @@ class KnowledgeRepository:
         if limit is not None:
             query = query.limit(limit)
         return await self._run(
-            "read FAQ entries", lambda conn: [_entry(r) for r in conn.execute(query).all()]
+            "read FAQ entries", lambda conn: [entry_from_row(r) for r in conn.execute(query).all()]
         )
 
     async def signature(self) -> tuple[int, int, datetime | None]:
@@ -361,7 +357,7 @@ class KnowledgeRepository:
         user_id: str = "",
     ) -> tuple[int, int | None]:
         """Log an answer (and, if ``escalate_reason``, open an escalation) atomically."""
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> tuple[int, int | None]:
             answer_id = conn.execute(
@@ -533,12 +529,13 @@ def _put_setting(conn: Connection, scope: str, name: str, value: str | None) -> 
     if value is not None:
         conn.execute(
             knowledge_settings.insert().values(
-                scope=scope, name=name, value=value, updated_at=_now()
+                scope=scope, name=name, value=value, updated_at=utcnow()
             )
         )
 
 
-def _entry(row: Any) -> FaqEntry:
+def entry_from_row(row: Any) -> FaqEntry:
+    """An ``FaqEntry`` from a row of ``faq_entries`` (with or without its vectors)."""
     m = row._mapping
     return FaqEntry(
         id=int(m["id"]),
@@ -550,7 +547,7 @@ def _entry(row: Any) -> FaqEntry:
         alternatives=tuple(m["alternatives"] or ()),
         tags=tuple(m["tags"] or ()),
         source=m["source"],
-        updated_at=m["updated_at"],
+        updated_at=as_utc(m["updated_at"]),
         embedding=m.get("embedding"),
         embedding_model=m["embedding_model"],
     )

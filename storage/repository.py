@@ -17,14 +17,14 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, and_, bindparam, delete, false, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from storage.db import Database
+from storage.db import Database, utcnow
 from storage.errors import StorageError
 from storage.knowledge_repo import KnowledgeForgotten, forget_knowledge
 from storage.models import conversations, inbound_events, leases, messages, users
@@ -42,10 +42,6 @@ _UNSETTLED = or_(
     inbound_events.c.status == "queued",
     and_(inbound_events.c.status == "failed", inbound_events.c.retry_at.is_not(None)),
 )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +256,7 @@ class Repository:
         names = list(self._leases)
         if not ids and not names:
             return 0
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> int:
             renewed = 0
@@ -292,7 +288,7 @@ class Repository:
 
         Returns None once it is this process's, else who holds it.
         """
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> str | None:
             taken = conn.execute(
@@ -381,7 +377,7 @@ class Repository:
     def _accept(
         self, conn: Connection, event: InboundEvent, kind: MessageKind, in_turn: bool
     ) -> StoredInbound:
-        now = _now()
+        now = utcnow()
         conversation_id = self._conversation_id(conn, event.conversation, now)
         if self.dialect == "postgresql":
             # Serialises the claims of one conversation across workers: what
@@ -550,7 +546,7 @@ class Repository:
         """Claim and return the events of ``platform`` (and ``tenant``) whose turn
         it is and that nobody answers: queued behind an answered one, due for a
         retry, or left by a process that stopped renewing its claim."""
-        now = _now()
+        now = utcnow()
         takeover = time.monotonic() >= self._takeover_after
 
         def op(conn: Connection) -> list[PendingInbound]:
@@ -669,7 +665,7 @@ class Repository:
         Idempotent: a retry after a commit whose acknowledgement was lost, or
         after another process answered the event, stores nothing (None).
         """
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> int | None:
             if not self._sql.rows(
@@ -701,7 +697,7 @@ class Repository:
     async def mark_handled(self, stored: StoredInbound) -> None:
         """Mark an inbound event answered without a reply of its own (it was
         relayed to a person, or was agents talking among themselves)."""
-        now = _now()
+        now = utcnow()
         await self.db.run(
             lambda conn: self._sql.rows(
                 conn, self._sql.mark_answered, {"inbound_id": stored.inbound_id, "now": now}
@@ -745,7 +741,7 @@ class Repository:
         back-off while attempts and the retry window last. Without it (the
         customer was told to send the message again, say) the event is settled.
         """
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> None:
             row = conn.execute(
@@ -952,7 +948,7 @@ class Repository:
         return result
 
     async def set_role(self, platform_user: str, role: str) -> None:
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> None:
             conn.execute(

@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage.db import Database
+from storage.db import Database, as_utc, utcnow
 from storage.errors import StorageError
 from storage.models import (
     audit_log,
@@ -122,15 +122,6 @@ class PurgeResult:
     faq_entries: int
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands timestamps back without their zone; they were written in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def _like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -162,7 +153,7 @@ class SlackRepository:
             "secrets": self._cipher.encrypt({k: v for k, v in installation.secrets.items() if v}),
             "installed_at": installation.installed_at,
         }
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> None:
             statement = self._insert(slack_installations).values(**values)
@@ -257,7 +248,7 @@ class SlackRepository:
     async def link_team(self, team_id: str, enterprise_id: str) -> None:
         """Record that workspace ``team_id`` belongs to org ``enterprise_id`` (how an
         org-wide installation reaches the workspace's conversations)."""
-        now = _now()
+        now = utcnow()
         await self.db.run(
             lambda conn: self._upsert_workspace(conn, team_id, enterprise_id, now, revive=False),
             what="record a Slack workspace",
@@ -286,7 +277,7 @@ class SlackRepository:
         )
         if user_id is not None:
             where = and_(where, slack_installations.c.user_id == user_id)
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> list[str]:
             if bot_only:
@@ -349,7 +340,9 @@ class SlackRepository:
         """Remember a state handed to an installer's browser (and drop lapsed ones)."""
 
         def op(conn: Connection) -> None:
-            conn.execute(delete(slack_oauth_states).where(slack_oauth_states.c.expires_at < _now()))
+            conn.execute(
+                delete(slack_oauth_states).where(slack_oauth_states.c.expires_at < utcnow())
+            )
             conn.execute(slack_oauth_states.insert().values(state=state, expires_at=expires_at))
 
         await self.db.run(op, what="store an OAuth state")
@@ -362,7 +355,7 @@ class SlackRepository:
             result = conn.execute(
                 delete(slack_oauth_states).where(
                     slack_oauth_states.c.state == state,
-                    slack_oauth_states.c.expires_at > _now(),
+                    slack_oauth_states.c.expires_at > utcnow(),
                 )
             )
             return bool(result.rowcount)
@@ -472,7 +465,7 @@ class SlackRepository:
             is_enterprise_install=bool(row.is_enterprise_install),
             bot_user_id=row.bot_user_id,
             bot_id=row.bot_id,
-            installed_at=_aware(row.installed_at),
+            installed_at=as_utc(row.installed_at),
             details=dict(row.details or {}),
             secrets=self._cipher.decrypt(row.secrets),
         )

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage.db import Database
+from storage.db import Database, as_utc, utcnow
 from storage.models import (
     audit_log,
     conversations,
@@ -38,17 +38,6 @@ ROLES = ("admin", "agent")
 # Quota subjects that are not a person: the whole tenant, and each of its users.
 TENANT = ""
 EACH_USER = "*"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands timestamps back without their zone; they were written in UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +164,7 @@ class TeamRepository:
         returns the role they had. Audited in the same transaction."""
         if role is not None and role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> str | None:
             where = and_(team_roles.c.tenant == tenant, team_roles.c.platform_user == platform_user)
@@ -230,7 +219,7 @@ class TeamRepository:
                     r.platform_user,
                     r.role,
                     r.granted_by,
-                    _aware(r.updated_at) or r.updated_at,
+                    as_utc(r.updated_at) or r.updated_at,
                 )
                 for r in conn.execute(query)
             ]
@@ -247,7 +236,7 @@ class TeamRepository:
         target: str = "",
         details: dict[str, Any] | None = None,
     ) -> int:
-        now = _now()
+        now = utcnow()
         return await self._run(
             "store an audit record",
             lambda conn: _audit(conn, tenant, actor, action, target, details or {}, now),
@@ -273,7 +262,7 @@ class TeamRepository:
                     r.action,
                     r.target,
                     dict(r.details or {}),
-                    _aware(r.created_at) or r.created_at,
+                    as_utc(r.created_at) or r.created_at,
                 )
                 for r in conn.execute(query)
             ]
@@ -286,7 +275,7 @@ class TeamRepository:
         self, tenant: str, subject: str, daily_tokens: int | None, *, by: str
     ) -> None:
         """Set (None: remove) a daily token limit; audited in the same transaction."""
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> None:
             where = and_(quotas.c.tenant == tenant, quotas.c.subject == subject)
@@ -363,7 +352,7 @@ class TeamRepository:
         model_seconds: float,
         seconds_source: str,
     ) -> None:
-        now = _now()
+        now = utcnow()
         await self._run(
             "record model usage",
             lambda conn: conn.execute(
@@ -383,7 +372,7 @@ class TeamRepository:
 
     async def first_quota_notice(self, tenant: str, user_id: str, day: str) -> bool:
         """True the first time this is asked for (tenant, user, day): tell them once."""
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> bool:
             result = conn.execute(
@@ -408,7 +397,7 @@ class TeamRepository:
         ticket_id: int | None = None,
     ) -> int:
         """Record that the customer was asked to rate an answer (or a resolved ticket)."""
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> int:
             if ticket_id is not None:
@@ -455,7 +444,7 @@ class TeamRepository:
         """Store (or change) the rating; a rating without a comment keeps an earlier one."""
         if score not in (1, -1):
             raise ValueError("a rating is 1 or -1")
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> Rating | None:
             values: dict[str, Any] = {"score": score, "rated_at": now}
@@ -519,7 +508,7 @@ class TeamRepository:
         target_tenant: str = "",
         ticket_id: int | None = None,
     ) -> int:
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> int:
             proposal_id = int(
@@ -580,7 +569,7 @@ class TeamRepository:
     ) -> Proposal | None:
         """Approve or reject a pending proposal; None when it was not pending.
         Audited in the same transaction."""
-        now = _now()
+        now = utcnow()
 
         def op(conn: Connection) -> Proposal | None:
             values: dict[str, Any] = {
@@ -744,8 +733,8 @@ def _rating(row: Any) -> Rating:
         question=row.question,
         score=row.score,
         comment=row.comment,
-        created_at=_aware(row.created_at) or row.created_at,
-        rated_at=_aware(row.rated_at),
+        created_at=as_utc(row.created_at) or row.created_at,
+        rated_at=as_utc(row.rated_at),
     )
 
 
@@ -762,7 +751,7 @@ def _proposal(row: Any) -> Proposal:
         status=row.status,
         decided_by=row.decided_by,
         entry_ref=row.entry_ref,
-        created_at=_aware(row.created_at) or row.created_at,
+        created_at=as_utc(row.created_at) or row.created_at,
     )
 
 

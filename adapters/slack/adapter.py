@@ -866,24 +866,14 @@ class SlackAdapter:
 
     async def handle_install(self, request: web.Request) -> web.StreamResponse:
         """``GET /slack/install``: the "Add to Slack" page, with a fresh state."""
-        flow = self.app.oauth_flow
-        if flow is None:
-            raise web.HTTPNotFound()
-        bolt_request = AsyncBoltRequest(
-            body="",
-            query=request.query_string,
-            headers=request.headers,  # type: ignore[arg-type]
-        )
-        try:
-            response = await flow.handle_installation(bolt_request)
-        except StorageError as exc:
-            log.error("Slack: could not start an installation: %s", exc)
-            return _unavailable()
-        return await to_aiohttp_response(response)
+        return await self._oauth_step(request, install=True)
 
     async def handle_oauth_redirect(self, request: web.Request) -> web.StreamResponse:
         """``GET /slack/oauth_redirect``: Slack sends the installer back here with a
         code; a reused, unknown or expired state gets a page saying so."""
+        return await self._oauth_step(request, install=False)
+
+    async def _oauth_step(self, request: web.Request, *, install: bool) -> web.StreamResponse:
         flow = self.app.oauth_flow
         if flow is None:
             raise web.HTTPNotFound()
@@ -893,9 +883,13 @@ class SlackAdapter:
             headers=request.headers,  # type: ignore[arg-type]
         )
         try:
-            response = await flow.handle_callback(bolt_request)
+            if install:
+                response = await flow.handle_installation(bolt_request)
+            else:
+                response = await flow.handle_callback(bolt_request)
         except StorageError as exc:
-            log.error("Slack: could not finish an installation: %s", exc)
+            what = "start" if install else "finish"
+            log.error("Slack: could not %s an installation: %s", what, exc)
             return _unavailable()
         return await to_aiohttp_response(response)
 
