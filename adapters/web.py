@@ -13,8 +13,10 @@ import logging
 import re
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
+from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -38,6 +40,13 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_BODY = 256 * 1024
 COOKIE = "deskmate_web"
 HEALTH_TIMEOUT = 2.0
+# The buttons of a streamed reply, known when it starts: a JSON list of
+# {"label", "command"}, percent-encoded (a header carries Latin-1 only).
+BUTTONS_HEADER = "X-Deskmate-Buttons"
+
+
+def buttons_json(buttons: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"label": label, "command": command} for label, command in buttons]
 
 
 class HttpServer:
@@ -100,8 +109,9 @@ class SessionThrottle(TokenBuckets):
 class WebChat:
     """The local chat page: each browser tab is one conversation.
 
-    Answers stream back as chunked plain text. Messages sent to a page outside
-    a reply (``send``) wait in a small per-conversation queue the page polls.
+    Answers stream back as chunked plain text, their buttons in the
+    ``X-Deskmate-Buttons`` header. Messages sent to a page outside a reply
+    (``send``, ``post``) wait in a small per-conversation queue the page polls.
     With ``token`` set, the page and its API need it: once as ``?token=`` on
     the page (kept in an HttpOnly cookie) or as ``Authorization: Bearer``.
     """
@@ -120,7 +130,9 @@ class WebChat:
         self._token = token
         self._throttle = throttle if throttle is not None else SessionThrottle()
         self._conversations: Conversations | None = None
-        self._outbox: defaultdict[str, deque[str]] = defaultdict(lambda: deque(maxlen=100))
+        self._outbox: defaultdict[str, deque[dict[str, Any]]] = defaultdict(
+            lambda: deque(maxlen=100)
+        )
         http.add_route("GET", "/", self._page)
         http.add_route("POST", "/api/chat", self._chat)
         http.add_route("GET", "/api/outbox", self._poll_outbox)
@@ -132,11 +144,19 @@ class WebChat:
         self._conversations = None
 
     async def send(self, ref: ConversationRef, text: str) -> None:
-        self._outbox[ref.chat].append(text)
+        self._outbox[ref.chat].append({"text": text, "buttons": []})
 
-    async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str:
-        """A message for the page outside a reply (a person's answer, a notice)."""
-        await self.send(ref, text)
+    async def post(
+        self,
+        ref: ConversationRef,
+        text: str,
+        *,
+        reply_to: str = "",
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> str:
+        """A message for the page outside a reply (a person's answer, a notice),
+        with buttons the page shows under it."""
+        self._outbox[ref.chat].append({"text": text, "buttons": buttons_json(buttons)})
         return ""
 
     async def open_ticket(
@@ -174,10 +194,11 @@ class WebChat:
         if not _ID.match(session):
             return web.json_response({"error": "bad session id"}, status=400)
         queue = self._outbox.get(session)
-        messages = list(queue) if queue else []
+        entries = list(queue) if queue else []
         if queue:
             queue.clear()
-        return web.json_response({"messages": messages})
+        # ``messages``: the texts alone, as before buttons, for clients that know no more.
+        return web.json_response({"messages": [e["text"] for e in entries], "entries": entries})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         conversations = self._conversations
@@ -229,9 +250,14 @@ class WebChat:
         response = web.StreamResponse(
             headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"}
         )
-        await response.prepare(request)
 
         async def render(reply: Reply) -> None:
+            # Headers go out when the reply starts, so its buttons are known by then.
+            if reply.buttons and not response.prepared:
+                encoded = quote(json.dumps(buttons_json(reply.buttons)), safe="")
+                response.headers[BUTTONS_HEADER] = encoded
+            if not response.prepared:
+                await response.prepare(request)
             async for chunk in reply:
                 await response.write(chunk.encode("utf-8"))
 
@@ -241,5 +267,7 @@ class WebChat:
             # The tab closed mid-answer; the manager already recorded it as failed.
             log.info("web chat: client went away during answer %s", accepted.inbound_id)
             raise
+        if not response.prepared:
+            await response.prepare(request)  # handled without a reply: an empty answer
         await response.write_eof()
         return response

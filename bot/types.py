@@ -202,7 +202,9 @@ class Channel(Protocol):
     """What the outbox worker sends through: one per platform.
 
     ``post`` returns the platform's id of the message it sent ("" when the
-    platform has none); ``open_ticket`` posts a ticket into a support space
+    platform has none); ``buttons`` are (label, command) pairs shown under the
+    message where the platform can (pressing one sends the command, as if
+    typed); ``open_ticket`` posts a ticket into a support space
     (a forum topic, a thread root, or a message agents reply to). Both raise
     ``Undeliverable`` for a refusal that retrying cannot fix; any other error
     is retried.
@@ -210,7 +212,14 @@ class Channel(Protocol):
 
     name: str
 
-    async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str: ...
+    async def post(
+        self,
+        ref: ConversationRef,
+        text: str,
+        *,
+        reply_to: str = "",
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> str: ...
 
     async def open_ticket(
         self, space: ConversationRef, *, title: str, text: str, ticket_id: int

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -42,6 +42,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from adapters.common import AnswerTasks, EditPacer
 from adapters.slack.convert import (
     CLAIM_ACTION,
+    COMMAND_ACTION,
     MESSAGE_LIMIT,
     PLATFORM,
     POST_LIMIT,
@@ -49,6 +50,7 @@ from adapters.slack.convert import (
     Route,
     action_to_inbound,
     as_slash_commands,
+    command_block,
     command_to_inbound,
     escape,
     event_to_inbound,
@@ -259,6 +261,7 @@ class SlackAdapter:
         self.app.event("message")(self._on_event)
         self.app.command(SLASH_COMMAND)(self._on_command)
         self.app.action(re.compile(f"^({CLAIM_ACTION}|{RESOLVE_ACTION})$"))(self._on_ticket_button)
+        self.app.action(re.compile(f"^{COMMAND_ACTION}:[0-9]+$"))(self._on_command_button)
         self.app.action(re.compile(".*"))(self._on_other_action)
         # Anything else subscribed to is acknowledged, never answered 404.
         self.app.event(re.compile(".*"))(self._on_other_event)
@@ -372,9 +375,17 @@ class SlackAdapter:
         for chunk in split_text(text, POST_LIMIT):
             await self._paced_post(ref.tenant, ref.chat, ref.thread, chunk)
 
-    async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str:
+    async def post(
+        self,
+        ref: ConversationRef,
+        text: str,
+        *,
+        reply_to: str = "",
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> str:
         """Post ``text`` into the conversation (its thread when it has one) for the
-        outbox; returns the ts of the first message.
+        outbox, ``buttons`` in an actions block under its last message; returns
+        the ts of the first message.
 
         Raises ``Undeliverable`` for a refusal that sending again cannot fix.
         """
@@ -382,10 +393,15 @@ class SlackAdapter:
             raise Undeliverable("Slack refuses empty messages")
         # Slack has no reply without a thread: a reply hangs off its message's thread.
         thread = ref.thread or reply_to
+        actions = _actions(buttons, ref)
         first = ""
         try:
-            for chunk in split_text(text, POST_LIMIT):
-                ts = await self._paced_post(ref.tenant, ref.chat, thread, chunk)
+            chunks = split_text(text, POST_LIMIT)
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
+                ts = await self._paced_post(
+                    ref.tenant, ref.chat, thread, chunk, actions=actions if last else None
+                )
                 first = first or ts
         except SlackApiError as exc:
             _refuse_for_good(exc, ref.chat)
@@ -540,6 +556,23 @@ class SlackAdapter:
         if not accepted.duplicate:
             self.answers.spawn(accepted)
 
+    async def _on_command_button(
+        self, body: dict[str, Any], ack: Callable[..., Awaitable[Any]]
+    ) -> None:
+        """A click on a reply's or a notice's button: its command, sent by the
+        clicker into the conversation, stored before Slack is acknowledged."""
+        conversations = self._require_conversations()
+        try:
+            inbound = action_to_inbound(body)
+        except ValueError as exc:
+            log.warning("Slack: ignored a malformed button click: %s", exc)
+            await ack()
+            return
+        accepted = await conversations.accept(inbound)
+        await ack()
+        if not accepted.duplicate:
+            self.answers.spawn(accepted)
+
     async def _on_other_event(self, ack: Callable[[], Awaitable[Any]]) -> None:
         await ack()
 
@@ -605,14 +638,24 @@ class SlackAdapter:
         async def render(reply: Reply) -> None:
             if not reply.should_render:
                 return
+            sink = _ThreadSink(self, channel, thread, team, _actions(reply.buttons, inbound.ref))
             renderer = thread_renderer(
-                sink=_ThreadSink(self, channel, thread, team),
+                sink=sink,
                 pacer=self._pacer,
                 keys=pacing_keys(team, channel),
                 placeholder=PLACEHOLDER if reply.kind is ReplyKind.ANSWER else "",
             )
+
+            async def chunks() -> AsyncIterator[str]:
+                try:
+                    async for chunk in reply:
+                        yield chunk
+                finally:
+                    sink.final = True
+
             try:
-                await renderer.render(reply)
+                await renderer.render(chunks())
+                await sink.finish(renderer.messages)
             except BaseException:
                 # The event stays stored as unanswered and is answered again
                 # (Slack's redelivery, the next start): a placeholder or half
@@ -674,20 +717,47 @@ class SlackAdapter:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("Slack: could not add a reaction: %r", exc)
 
-    async def _paced_post(self, team: str, channel: str, thread: str, text: str) -> str:
+    async def _paced_post(
+        self,
+        team: str,
+        channel: str,
+        thread: str,
+        text: str,
+        *,
+        actions: dict[str, Any] | None = None,
+    ) -> str:
         """``_post`` in the channel's next write slot (about one message a second)."""
         keys = pacing_keys(team, channel)[:1]
         await take_slot(self._pacer, *keys)
         try:
-            return await self._post(channel, thread, text, team=team)
+            return await self._post(channel, thread, text, team=team, actions=actions)
         finally:
             self._pacer.mark(*keys)
 
-    async def _post(self, channel: str, thread: str, text: str, *, team: str = "") -> str:
+    async def _paced_update(
+        self, team: str, channel: str, ts: str, text: str, *, actions: dict[str, Any] | None
+    ) -> None:
+        """``_update`` in the next slot of the channel and the workspace (Tier 3)."""
+        keys = pacing_keys(team, channel)
+        await take_slot(self._pacer, *keys)
+        try:
+            await self._update(channel, ts, text, team=team, actions=actions)
+        finally:
+            self._pacer.mark(*keys)
+
+    async def _post(
+        self,
+        channel: str,
+        thread: str,
+        text: str,
+        *,
+        team: str = "",
+        actions: dict[str, Any] | None = None,
+    ) -> str:
         kwargs: dict[str, Any] = {"channel": channel, "text": escape(text)}
         if thread:
             kwargs["thread_ts"] = thread
-        blocks = message_blocks(text)
+        blocks = _with_actions(message_blocks(text), actions)
         client = await self._client_for(team)
         try:
             response = await client.chat_postMessage(**kwargs, blocks=blocks or None)
@@ -698,9 +768,17 @@ class SlackAdapter:
             response = await client.chat_postMessage(**kwargs)
         return str(response["ts"])
 
-    async def _update(self, channel: str, ts: str, text: str, *, team: str = "") -> None:
+    async def _update(
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        *,
+        team: str = "",
+        actions: dict[str, Any] | None = None,
+    ) -> None:
         kwargs: dict[str, Any] = {"channel": channel, "ts": ts, "text": escape(text)}
-        blocks = message_blocks(text)
+        blocks = _with_actions(message_blocks(text), actions)
         client = await self._client_for(team)
         try:
             await client.chat_update(**kwargs, blocks=blocks)
@@ -951,20 +1029,96 @@ def _refuse_for_good(exc: SlackApiError, channel: str) -> None:
         raise Undeliverable(f"Slack refused a message for {channel}: {error}{hint}") from exc
 
 
-class _ThreadSink:
-    """``MessageSink`` for one thread (or DM when ``thread`` is empty); messages are ts."""
+def _actions(buttons: Sequence[tuple[str, str]], ref: ConversationRef) -> dict[str, Any] | None:
+    """The actions block for a message in conversation ``ref``; a button Slack
+    would refuse is left out and logged (the text still says what to type)."""
+    if not buttons:
+        return None
+    block, refused = command_block(buttons, ref.thread)
+    for label, command in refused:
+        log.warning(
+            "Slack: button %r left out of a message to %s: Slack takes 25 buttons with a "
+            "command of 1-2,000 characters (%r); people have to type it",
+            label,
+            ref.key,
+            command[:100],
+        )
+    return block
 
-    def __init__(self, adapter: SlackAdapter, channel: str, thread: str, team: str = "") -> None:
+
+def _with_actions(
+    blocks: list[dict[str, Any]], actions: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Section blocks with the buttons under them. Without sections (text Slack
+    would not take as blocks) the buttons are dropped: blocks would hide the text."""
+    return [*blocks, actions] if blocks and actions is not None else blocks
+
+
+class _ThreadSink:
+    """``MessageSink`` for one thread (or DM when ``thread`` is empty); messages are ts.
+
+    The reply's buttons belong under its final message only. Once the stream
+    has ended (``final``) every write carries them, which in the usual case
+    puts them on the last message with no call of its own; ``finish`` then
+    mends what that could not know (a final text that needed no write, or a
+    last write that opened one more message).
+    """
+
+    def __init__(
+        self,
+        adapter: SlackAdapter,
+        channel: str,
+        thread: str,
+        team: str = "",
+        actions: dict[str, Any] | None = None,
+    ) -> None:
         self._adapter = adapter
         self._channel = channel
         self._thread = thread
         self._team = team
+        self._actions = actions
+        self.final = False
+        self._texts: dict[str, str] = {}
+        self._keyed: set[str] = set()
+
+    def _now(self) -> dict[str, Any] | None:
+        return self._actions if self.final else None
 
     async def post(self, text: str) -> str:
-        return await self._adapter._post(self._channel, self._thread, text, team=self._team)
+        actions = self._now()
+        ts = await self._adapter._post(
+            self._channel, self._thread, text, team=self._team, actions=actions
+        )
+        self._note(ts, text, actions)
+        return ts
 
     async def update(self, message: str, text: str) -> None:
-        await self._adapter._update(self._channel, message, text, team=self._team)
+        actions = self._now()
+        await self._adapter._update(self._channel, message, text, team=self._team, actions=actions)
+        self._note(message, text, actions)
+
+    def _note(self, ts: str, text: str, actions: dict[str, Any] | None) -> None:
+        self._texts[ts] = text
+        if actions is not None:
+            self._keyed.add(ts)
+        else:
+            self._keyed.discard(ts)
+
+    async def finish(self, messages: list[str]) -> None:
+        """Leave the buttons under the last message alone."""
+        if self._actions is None or not messages:
+            return
+        last = messages[-1]
+        for ts in sorted(self._keyed - {last}):
+            await self._adapter._paced_update(
+                self._team, self._channel, ts, self._texts[ts], actions=None
+            )
+            self._keyed.discard(ts)
+        if last not in self._keyed and last in self._texts:
+            await self._adapter._paced_update(
+                self._team, self._channel, last, self._texts[last], actions=self._actions
+            )
+            self._keyed.add(last)
 
 
 __all__ = ["SlackAdapter", "ThreadMembers"]

@@ -8,7 +8,7 @@ tested with plain dictionaries.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +36,16 @@ POST_LIMIT = BLOCKS_TEXT_LIMIT
 CLAIM_ACTION = "ticket_claim"
 RESOLVE_ACTION = "ticket_resolve"
 TICKET_ACTIONS = {CLAIM_ACTION: "/claim", RESOLVE_ACTION: "/resolve"}
+# Buttons under replies and notices: ``value`` is the command, the block id
+# names the conversation's thread ("" in a DM), so a click lands where the
+# conversation is whatever message of it carries the buttons.
+COMMAND_ACTION = "deskmate_command"
+COMMANDS_BLOCK = "commands:"
+# Slack's limits: 25 elements in an actions block, 75 characters of button
+# text, 2,000 of value.
+ACTIONS_LIMIT = 25
+BUTTON_TEXT_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2_000
 
 # Message subtypes that carry a person's words. Everything else (edits,
 # deletions, joins, bot posts, ...) is ignored.
@@ -193,10 +203,48 @@ def describe_files(files: object) -> str:
     return f"{noun} ({kind})" if kind else noun
 
 
+def command_block(
+    buttons: Sequence[tuple[str, str]], thread: str
+) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+    """An actions block of (label, command) buttons for a message in the
+    conversation whose thread is ``thread``, and the buttons left out because
+    Slack would refuse them (an empty label or command, a command over 2,000
+    characters, more than 25 buttons). None when no button is left."""
+    elements: list[dict[str, Any]] = []
+    refused: list[tuple[str, str]] = []
+    for label, command in buttons:
+        text = label.strip()
+        if not text or not command.strip() or len(command) > BUTTON_VALUE_LIMIT:
+            refused.append((label, command))
+            continue
+        if len(elements) == ACTIONS_LIMIT:
+            refused.append((label, command))
+            continue
+        if len(text) > BUTTON_TEXT_LIMIT:
+            text = text[: BUTTON_TEXT_LIMIT - 1] + "…"
+        elements.append(
+            {
+                "type": "button",
+                # Unique within the message, as Slack requires.
+                "action_id": f"{COMMAND_ACTION}:{len(elements)}",
+                "text": {"type": "plain_text", "text": text, "emoji": True},
+                "value": command,
+            }
+        )
+    if not elements:
+        return None, refused
+    return {"type": "actions", "block_id": COMMANDS_BLOCK + thread, "elements": elements}, refused
+
+
+def is_command_action(action_id: str) -> bool:
+    return action_id.startswith(COMMAND_ACTION + ":")
+
+
 def action_to_inbound(body: Mapping[str, Any]) -> Inbound:
-    """Convert a ``block_actions`` click on a ticket button into the agent
-    command it stands for (``/claim``, ``/resolve``), written in the ticket's
-    thread by the person who clicked.
+    """Convert a ``block_actions`` click into the command it stands for, sent
+    by the person who clicked: a ticket button (``/claim``, ``/resolve``) in
+    the ticket's thread, a reply's or notice's button (its ``value``) in the
+    conversation its block names.
 
     Raises ``ValueError`` for a payload without what Deskmate needs. Slack
     never redelivers interactive payloads; ``action_ts`` is unique per click.
@@ -205,9 +253,12 @@ def action_to_inbound(body: Mapping[str, Any]) -> Inbound:
     action = actions[0] if isinstance(actions, list) and actions else None
     if not isinstance(action, Mapping):
         raise ValueError("block_actions payload has no action")
-    command = TICKET_ACTIONS.get(str(action.get("action_id") or ""))
-    if command is None:
-        raise ValueError(f"not a ticket button: {action.get('action_id')!r}")
+    action_id = str(action.get("action_id") or "")
+    block_id = str(action.get("block_id") or "")
+    pressed = is_command_action(action_id) and block_id.startswith(COMMANDS_BLOCK)
+    command = str(action.get("value") or "").strip() if pressed else TICKET_ACTIONS.get(action_id)
+    if not command:
+        raise ValueError(f"not a Deskmate button: {action_id!r}")
     user_obj = body.get("user") if isinstance(body.get("user"), Mapping) else {}
     team_obj = body.get("team") if isinstance(body.get("team"), Mapping) else {}
     container = body.get("container") if isinstance(body.get("container"), Mapping) else {}
@@ -216,9 +267,14 @@ def action_to_inbound(body: Mapping[str, Any]) -> Inbound:
     team = str(team_obj.get("id") or user_obj.get("team_id") or "")
     user = str(user_obj.get("id") or "")
     channel = str(container.get("channel_id") or channel_obj.get("id") or "")
-    # The ticket message is the thread's root; a button on a reply in the
-    # thread would carry the root in thread_ts.
-    thread = str(message.get("thread_ts") or container.get("message_ts") or message.get("ts") or "")
+    if pressed:
+        thread = block_id.removeprefix(COMMANDS_BLOCK)
+    else:
+        # The ticket message is the thread's root; a button on a reply in the
+        # thread would carry the root in thread_ts.
+        thread = str(
+            message.get("thread_ts") or container.get("message_ts") or message.get("ts") or ""
+        )
     action_ts = str(action.get("action_ts") or "")
     missing = [
         name
@@ -226,7 +282,7 @@ def action_to_inbound(body: Mapping[str, Any]) -> Inbound:
             ("team.id", team),
             ("user.id", user),
             ("container.channel_id", channel),
-            ("container.message_ts", thread),
+            ("container.message_ts", thread or pressed),
             ("actions[0].action_ts", action_ts),
         )
         if not value
@@ -243,7 +299,7 @@ def action_to_inbound(body: Mapping[str, Any]) -> Inbound:
             "channel": channel,
             "thread_ts": thread,
             "kind": "action",
-            "space": True,
+            "space": not pressed,
             "value": str(action.get("value") or ""),
         },
     )

@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -38,6 +39,7 @@ from adapters.telegram.convert import (
     ChatMoved,
     Ignored,
     MembershipChanged,
+    Pressed,
     classify_update,
 )
 from adapters.telegram.pacing import ChatLimiter
@@ -47,6 +49,7 @@ from adapters.telegram.render import (
     ReplyView,
     Sender,
     Target,
+    inline_keyboard,
     seconds,
 )
 from adapters.telegram.text import split_message
@@ -172,6 +175,9 @@ class TelegramAdapter:
         # Topics opened for tickets whose ticket message is not sent yet, so a
         # retried ``open_ticket`` does not open a second topic.
         self._ticket_topics: dict[int, int] = {}
+        # Answers to button presses, sent beside the ingest so that storing
+        # the next update (and the webhook's 200) never waits on them.
+        self._presses: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -248,6 +254,8 @@ class TelegramAdapter:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._poller, self.answers.drain_timeout)
         await self.answers.drain()
+        if self._presses:
+            await asyncio.wait(self._presses, timeout=2.0)
         if self._offset is not None and not self.webhook_url:
             # Confirm what was stored so the next start does not fetch it again.
             with contextlib.suppress(TelegramError):
@@ -319,6 +327,14 @@ class TelegramAdapter:
             accepted = await self._conversations.accept(result)
             if not accepted.duplicate:
                 self.answers.spawn(accepted)
+        elif isinstance(result, Pressed):
+            # Stored before anything else, like a typed command: a press is never lost.
+            accepted = await self._conversations.accept(result.inbound)
+            if not accepted.duplicate:
+                self.answers.spawn(accepted)
+            task = asyncio.create_task(self._pressed(result, first=not accepted.duplicate))
+            self._presses.add(task)
+            task.add_done_callback(self._presses.discard)
         elif isinstance(result, Ignored):
             log.debug("telegram update %s ignored: %s", result.update_id, result.reason)
         elif isinstance(result, ChatMoved):
@@ -333,6 +349,20 @@ class TelegramAdapter:
                 await self._conversations.set_active(result.ref, result.active)
             except Exception:
                 log.exception("could not record membership change of %s", result.ref.key)
+
+    async def _pressed(self, pressed: Pressed, *, first: bool) -> None:
+        """Stop the presser's spinner; in a private chat also take the keyboard
+        away, so the choice reads as made (in a group others may still need it).
+        A redelivered press is answered again in case the first answer was lost;
+        Telegram refuses that harmlessly."""
+        target = self._target(pressed.inbound.ref)
+        try:
+            await self.sender.answer_query(pressed.query)
+            private = pressed.inbound.meta.get("chat_type") == "private"
+            if first and private and pressed.message:
+                await self.sender.set_markup(target, pressed.message, None)
+        except (TelegramError, DeliveryError) as exc:
+            log.info("telegram: after a button press in %s: %s", target.ref.key, exc)
 
     async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
         """``POST /telegram/webhook``: 403 without the right secret, 200 only
@@ -413,10 +443,18 @@ class TelegramAdapter:
         except TelegramError as exc:
             raise DeliveryError(f"sending to {ref.key}: {exc.message}") from exc
 
-    async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str:
+    async def post(
+        self,
+        ref: ConversationRef,
+        text: str,
+        *,
+        reply_to: str = "",
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> str:
         """Send ``text`` into ``ref``'s chat (into its forum topic when it names
-        one), the first message quoting message ``reply_to`` when given; returns
-        the id of the first message sent.
+        one), the first message quoting message ``reply_to`` when given, the
+        last one carrying ``buttons`` as an inline keyboard; returns the id of
+        the first message sent.
 
         Raises ``Undeliverable`` when the chat will never take it (the bot was
         blocked or removed, the chat or the topic is gone); other failures
@@ -424,10 +462,14 @@ class TelegramAdapter:
         """
         target = self._target(ref)
         quote = int(reply_to) if reply_to else None
+        markup = inline_keyboard(buttons, where=ref.key)
         first = ""
         try:
-            for piece in split_message(text):
-                message_id, _ = await self.sender.send_text(target, piece, reply_to=quote)
+            pieces = split_message(text)
+            for i, piece in enumerate(pieces):
+                message_id, _ = await self.sender.send_text(
+                    target, piece, reply_to=quote, markup=markup if i == len(pieces) - 1 else None
+                )
                 first, quote = first or str(message_id), None
         except ChatGone as exc:
             await self._gone(target.ref)

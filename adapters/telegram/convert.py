@@ -8,18 +8,26 @@ and the webhook path share one code path with polling.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import Message, MessageEntity, Update
+from telegram import CallbackQuery, Message, MessageEntity, Update
 
 from bot.types import ConversationRef, Inbound
 
 PLATFORM = "telegram"
 
 # Update kinds the adapter asks Telegram for; everything else is never sent.
-ALLOWED_UPDATES: tuple[str, ...] = ("message", "my_chat_member")
+ALLOWED_UPDATES: tuple[str, ...] = ("message", "callback_query", "my_chat_member")
+
+# Telegram's limits on an inline keyboard: callback_data is 1-64 bytes, a
+# message takes at most 100 buttons.
+CALLBACK_DATA_LIMIT = 64
+KEYBOARD_LIMIT = 100
+# Labels up to this long sit two to a row (👍 👎); longer ones get a row each,
+# so an option such as a whole question stays readable on a phone.
+SHORT_LABEL = 16
 
 GROUP_TYPES = frozenset({"group", "supergroup"})
 
@@ -82,7 +90,39 @@ class MembershipChanged:
     active: bool
 
 
-Classified = Inbound | Ignored | ChatMoved | MembershipChanged
+@dataclass(frozen=True, slots=True)
+class Pressed:
+    """A person pressed a button: ``inbound`` is the command it stands for,
+    ``query`` the callback query to answer, ``message`` the message the button
+    is on (0 when Telegram no longer shows it)."""
+
+    inbound: Inbound
+    query: str
+    message: int
+
+
+Classified = Inbound | Pressed | Ignored | ChatMoved | MembershipChanged
+
+
+def keyboard(
+    buttons: Sequence[tuple[str, str]],
+) -> tuple[list[list[tuple[str, str]]], list[tuple[str, str]]]:
+    """Rows of (label, callback_data) for an inline keyboard, and the buttons
+    left out because Telegram would refuse them (data over 64 bytes, an empty
+    label or command, more than 100 buttons)."""
+    kept: list[tuple[str, str]] = []
+    refused: list[tuple[str, str]] = []
+    for label, command in buttons:
+        size = len(command.encode())
+        if not label.strip() or not 1 <= size <= CALLBACK_DATA_LIMIT or len(kept) == KEYBOARD_LIMIT:
+            refused.append((label, command))
+        else:
+            kept.append((label, command))
+    if all(len(label) <= SHORT_LABEL for label, _ in kept):
+        rows = [kept[i : i + 2] for i in range(0, len(kept), 2)]
+    else:
+        rows = [[button] for button in kept]
+    return rows, refused
 
 
 def event_id(update_id: int, chat_id: int, message_id: int) -> str:
@@ -140,6 +180,8 @@ def classify_update(
     """
     update = as_update(data)
     uid = update.update_id
+    if update.callback_query is not None:
+        return _pressed(uid, update.callback_query, me)
     if update.my_chat_member is not None:
         member = update.my_chat_member
         status = member.new_chat_member.status
@@ -198,6 +240,41 @@ def classify_update(
         user_name=sender.full_name or (sender.username or ""),
         meta=meta,
     )
+
+
+def _pressed(uid: int, query: CallbackQuery, me: BotIdentity) -> Pressed | Ignored:
+    """A button press as the command its button carries, sent by the presser
+    in the chat (and forum topic) of the message the button is on.
+
+    The event id is the query's id, unique to one press: a redelivered update
+    repeats it, a second press gets a new one.
+    """
+    shown = query.message
+    if shown is None:
+        return Ignored(uid, "button press without its message (inline mode)")
+    if query.from_user is None or query.from_user.is_bot:
+        return Ignored(uid, "button press from a bot")
+    command = (query.data or "").strip()
+    if not command:
+        return Ignored(uid, "button press without data")
+    chat = shown.chat
+    if chat.type not in GROUP_TYPES and chat.type != "private":
+        return Ignored(uid, f"{chat.type} chats are not served")
+    # An old message comes as InaccessibleMessage, which tells no topic.
+    topic = isinstance(shown, Message) and shown.is_topic_message
+    thread_id = shown.message_thread_id if topic and isinstance(shown, Message) else None
+    sender = query.from_user
+    inbound = Inbound(
+        ref=chat_ref(me, chat.id, thread_id),
+        user=str(sender.id),
+        text=command,
+        event_id=f"press:{query.id}",
+        user_name=sender.full_name or (sender.username or ""),
+        # No ``message_id``: the answer quotes nothing, and nothing tells which
+        # message of the chat is the latest (lost sends are looked for after it).
+        meta={"chat_type": chat.type, "thread_id": thread_id, "pressed": shown.message_id},
+    )
+    return Pressed(inbound, query.id, shown.message_id)
 
 
 def _attachment(message: Message) -> str:

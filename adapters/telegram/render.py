@@ -15,12 +15,12 @@ import contextlib
 import datetime as dtm
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import httpx
-from telegram import Bot, ReplyParameters
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import (
     BadRequest,
@@ -31,6 +31,7 @@ from telegram.error import (
 )
 
 from adapters.common import EditPacer, MessageLost, StreamRenderer
+from adapters.telegram.convert import keyboard
 from adapters.telegram.pacing import ChatLimiter
 from adapters.telegram.text import MESSAGE_LIMIT, split_first, to_html
 from bot.errors import DeskmateError
@@ -86,6 +87,31 @@ OnMigrated = Callable[[ConversationRef, ConversationRef], Awaitable[None]]
 def seconds(value: int | float | dtm.timedelta) -> float:
     """``RetryAfter.retry_after`` in seconds (PTB gives an int or a timedelta)."""
     return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+def inline_keyboard(
+    buttons: Sequence[tuple[str, str]], *, where: str = ""
+) -> InlineKeyboardMarkup | None:
+    """The inline keyboard for (label, command) buttons; None when there are none.
+
+    A button Telegram would refuse (its command over 64 bytes) is left out and
+    logged: the message text still says what to type.
+    """
+    rows, refused = keyboard(buttons)
+    for label, command in refused:
+        log.warning(
+            "telegram: button %r left out of a message%s: its command %r is not 1-64 bytes "
+            "(Telegram's limit on callback_data; a message takes at most 100 buttons), so "
+            "people have to type it",
+            label,
+            f" to {where}" if where else "",
+            command,
+        )
+    if not rows:
+        return None
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in rows]
+    )
 
 
 def _is_not_modified(exc: BadRequest) -> bool:
@@ -202,8 +228,10 @@ class Sender:
         *,
         reply_to: int | None = None,
         after: int | None = None,
+        markup: InlineKeyboardMarkup | None = None,
     ) -> tuple[int, bool]:
-        """Send one message (at most 4096 UTF-16 units of visible text).
+        """Send one message (at most 4096 UTF-16 units of visible text), with
+        ``markup`` (an inline keyboard) under it when given.
 
         Tries HTML first; if Telegram cannot parse the entities, sends the
         plain text. Returns ``(message_id, plain)``.
@@ -216,12 +244,14 @@ class Sender:
         """
         for attempt in (1, 2):
             try:
-                message_id, plain = await self._send_once(target, text, reply_to=reply_to)
+                message_id, plain = await self._send_once(
+                    target, text, reply_to=reply_to, markup=markup
+                )
             except DeliveryUncertain as exc:
                 if after is None or attempt == 2:
                     raise
                 log.warning("%s; asking Telegram whether it arrived", exc)
-                found = await self._find_sent(target, after, text, plain=exc.plain)
+                found = await self._find_sent(target, after, text, plain=exc.plain, markup=markup)
                 if found is None:
                     log.info(
                         "the lost message never reached chat %s; sending it again", target.chat_id
@@ -234,7 +264,12 @@ class Sender:
         raise AssertionError("unreachable")
 
     async def _send_once(
-        self, target: Target, text: str, *, reply_to: int | None
+        self,
+        target: Target,
+        text: str,
+        *,
+        reply_to: int | None,
+        markup: InlineKeyboardMarkup | None,
     ) -> tuple[int, bool]:
         async def send(chat_id: int, *, plain: bool) -> int:
             # After a migration the old message id means nothing in the new chat.
@@ -249,6 +284,7 @@ class Sender:
                     if quote
                     else None
                 ),
+                reply_markup=markup,
             )
             return message.message_id
 
@@ -276,7 +312,15 @@ class Sender:
             raise
         return mid, True
 
-    async def _find_sent(self, target: Target, after: int, text: str, *, plain: bool) -> int | None:
+    async def _find_sent(
+        self,
+        target: Target,
+        after: int,
+        text: str,
+        *,
+        plain: bool,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> int | None:
         """The id of the message holding ``text`` sent after message ``after``,
         None when Telegram has no message there yet.
 
@@ -297,6 +341,8 @@ class Sender:
                     message_id=mid,
                     text=text if plain else to_html(text),
                     parse_mode=None if plain else ParseMode.HTML,
+                    # The same keyboard too: "not modified" compares it as well.
+                    reply_markup=markup,
                 )
 
             try:
@@ -332,8 +378,17 @@ class Sender:
             f"(no answer among the {PROBE_LIMIT} messages after {after})"
         )
 
-    async def edit_text(self, target: Target, message_id: int, text: str, *, plain: bool) -> bool:
-        """Replace a message's text; returns whether it ended up plain."""
+    async def edit_text(
+        self,
+        target: Target,
+        message_id: int,
+        text: str,
+        *,
+        plain: bool,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> bool:
+        """Replace a message's text and its keyboard (an edit without ``markup``
+        takes the keyboard away, as Telegram does); returns whether it ended up plain."""
 
         async def edit(chat_id: int, *, as_plain: bool) -> None:
             await self.bot.edit_message_text(
@@ -341,6 +396,7 @@ class Sender:
                 message_id=message_id,
                 text=text if as_plain else to_html(text),
                 parse_mode=None if as_plain else ParseMode.HTML,
+                reply_markup=markup,
             )
 
         try:
@@ -361,6 +417,32 @@ class Sender:
         except BadRequest as exc:
             if not _is_not_modified(exc):
                 raise
+        return True
+
+    async def set_markup(
+        self, target: Target, message_id: int, markup: InlineKeyboardMarkup | None
+    ) -> None:
+        """Put ``markup`` under a message, or take its keyboard away (None)."""
+
+        async def edit(chat_id: int) -> None:
+            await self.bot.edit_message_reply_markup(
+                chat_id=chat_id, message_id=message_id, reply_markup=markup
+            )
+
+        try:
+            await self._call(target, edit, what="editMessageReplyMarkup", idempotent=True)
+        except BadRequest as exc:
+            if not _is_not_modified(exc):
+                raise
+
+    async def answer_query(self, query_id: str) -> bool:
+        """Answer a callback query so the client stops its spinner; False when
+        Telegram refused (answered already, or too old)."""
+        try:
+            await self.bot.answer_callback_query(query_id)
+        except BadRequest as exc:
+            log.info("telegram: callback query %s not answered: %s", query_id, exc.message)
+            return False
         return True
 
     async def is_forum(self, target: Target) -> bool:
@@ -401,6 +483,12 @@ class _ChatSink:
 
     The first message quotes ``reply_to``; once Telegram refused the HTML of
     one message, the rest of the reply is sent as plain text too.
+
+    The reply's keyboard belongs under its final message only. Once the stream
+    has ended (``final``) every write carries it, which in the usual case puts
+    it on the last message with no call of its own; ``finish`` then mends what
+    that could not know (a final text that needed no write, or a last write
+    that opened one more message).
     """
 
     def __init__(
@@ -415,21 +503,34 @@ class _ChatSink:
         self.plain = False
         self.posted = 0
         self.first_shown = asyncio.Event()
+        self.markup: InlineKeyboardMarkup | None = None
+        self.final = False
+        # Messages of this reply that show the keyboard now.
+        self.keyed: set[int] = set()
+
+    def _markup(self) -> InlineKeyboardMarkup | None:
+        return self.markup if self.final else None
 
     async def post(self, text: str) -> int:
         reply_to = self.reply_to if not self.posted else None
+        markup = self._markup()
         mid, plain = await self.sender.send_text(
-            self.target, text, reply_to=reply_to, after=self.after
+            self.target, text, reply_to=reply_to, after=self.after, markup=markup
         )
         self.after = mid
         self.posted += 1
         self.plain = self.plain or plain
+        if markup is not None:
+            self.keyed.add(mid)
         self.first_shown.set()
         return mid
 
     async def update(self, message: int, text: str) -> None:
+        markup = self._markup()
         try:
-            plain = await self.sender.edit_text(self.target, message, text, plain=self.plain)
+            plain = await self.sender.edit_text(
+                self.target, message, text, plain=self.plain, markup=markup
+            )
         except BadRequest as exc:
             if "message to edit not found" not in exc.message.lower():
                 raise
@@ -437,6 +538,22 @@ class _ChatSink:
             log.info("message %s was deleted; resending", message)
             raise MessageLost(str(message)) from exc
         self.plain = self.plain or plain
+        if markup is not None:
+            self.keyed.add(message)
+        else:
+            self.keyed.discard(message)
+
+    async def finish(self, messages: list[int]) -> None:
+        """Leave the keyboard under the last message alone."""
+        if self.markup is None or not messages:
+            return
+        last = messages[-1]
+        for message in sorted(self.keyed - {last}):
+            await self.sender.set_markup(self.target, message, None)
+            self.keyed.discard(message)
+        if last not in self.keyed:
+            await self.sender.set_markup(self.target, last, self.markup)
+            self.keyed.add(last)
 
 
 class ReplyView:
@@ -488,6 +605,8 @@ class ReplyView:
             await reply.collect()
             return
         done = asyncio.Event()
+        sink = self._sink
+        sink.markup = inline_keyboard(reply.buttons, where=self.target.ref.key)
 
         async def chunks() -> AsyncIterator[str]:
             try:
@@ -495,10 +614,12 @@ class ReplyView:
                     yield chunk
             finally:
                 done.set()
+                sink.final = True
 
         typing = asyncio.create_task(self._keep_typing(done))
         try:
             await self._renderer.render(chunks())
+            await sink.finish(self.message_ids)
         except ChatGone as exc:
             log.warning("%s; marking %s inactive", exc, self.target.ref.key)
             if self._on_gone is not None:

@@ -150,8 +150,8 @@ class OutboxWorker:
             )
             # In a group without topics the conversation hangs off the ticket message.
             reply_to = "" if ticket.space_thread else ticket.space_message
-            return await channel.post(ref, item.text, reply_to=reply_to)
-        return await channel.post(space_ref(address), item.text)
+            return await channel.post(ref, item.text, reply_to=reply_to, buttons=item.buttons)
+        return await channel.post(space_ref(address), item.text, buttons=item.buttons)
 
     async def _give_up(self, item: OutboxItem, error: str) -> None:
         log.error("outbox %s: giving up: %s", item.key, error)

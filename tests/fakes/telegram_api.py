@@ -13,6 +13,14 @@ for every chat or one, answer after the client gave up). Chats can be made
 forum supergroups, whose topics the bot opens with ``createForumTopic`` and
 sends into with ``message_thread_id``, as Telegram allows. Update builders
 produce the JSON Telegram would send.
+
+Inline keyboards (``reply_markup`` on sendMessage, editMessageText and
+editMessageReplyMarkup) are validated as Telegram does (callback_data 1-64
+bytes, at most 100 buttons, 8 to a row) and recorded on the message; an edit
+of the text without ``reply_markup`` takes the keyboard away. ``press`` builds
+the ``callback_query`` update of a person pressing a button, and
+``answerCallbackQuery`` refuses a query answered already, unknown, or older
+than 15 minutes.
 """
 
 from __future__ import annotations
@@ -34,6 +42,12 @@ from aiohttp import ClientSession, web
 from tests.support import serve_local
 
 MESSAGE_LIMIT = 4096
+CALLBACK_DATA_LIMIT = 64
+KEYBOARD_LIMIT = 100
+ROW_LIMIT = 8
+# How long Telegram takes an answer to a callback query.
+QUERY_LIFETIME = 15 * 60
+QUERY_REFUSED = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 _JSON_FIELDS = {
     "reply_parameters",
     "entities",
@@ -50,6 +64,7 @@ _INT_FIELDS = {
     "timeout",
     "message_thread_id",
     "reply_to_message_id",
+    "cache_time",
     "icon_color",
 }
 TOPIC_NAME_LIMIT = 128
@@ -61,6 +76,12 @@ _TAGS = {
 }  # fmt: skip
 _ENTITY_NAMES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
 _TOKEN = re.compile(r"<(/?)([A-Za-z0-9-]*)([^<>]*)>|&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z]+);|<")
+
+
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup "
+    "are exactly the same as a current content and reply markup of the message"
+)
 
 
 class ApiError(Exception):
@@ -90,6 +111,13 @@ class SentMessage:
     reply_to: int | None
     sent_at: float
     edits: list[str] = field(default_factory=list)
+    # The inline keyboard under the message, as sent ({"inline_keyboard": rows}).
+    reply_markup: dict[str, Any] | None = None
+
+    def buttons(self) -> list[tuple[str, str]]:
+        """(label, callback_data) of every button under the message, row by row."""
+        rows = (self.reply_markup or {}).get("inline_keyboard") or []
+        return [(b["text"], b.get("callback_data", "")) for row in rows for b in row]
 
 
 def utf16_len(text: str) -> int:
@@ -191,6 +219,9 @@ class FakeTelegram:
         # Message ids of people's messages, per chat: the bot cannot edit them.
         self._user_messages: dict[int, set[int]] = defaultdict(set)
         self._reject_entities: dict[int, int] = defaultdict(int)
+        # Callback query id -> when it was made, and whether it was answered.
+        self.queries: dict[str, dict[str, Any]] = {}
+        self._query_ids = itertools.count(4_000_000_000_000_000_001)
         self._runner: web.AppRunner | None = None
         self._closing = False
         self.port = 0
@@ -387,6 +418,40 @@ class FakeTelegram:
         root = self.topics[chat_id][thread_id]
         return {"update_id": next(self._update_ids), "message": dict(root)}
 
+    def press(
+        self,
+        message: SentMessage,
+        label: str,
+        *,
+        user_id: int | None = None,
+        first_name: str = "Alice",
+    ) -> dict[str, Any]:
+        """Build (without queuing) the ``callback_query`` update Telegram sends
+        when a person presses the button labelled ``label`` under ``message``
+        (which must show it). By default the presser is the private chat's person."""
+        data = next((d for text, d in message.buttons() if text == label), None)
+        if data is None:
+            raise AssertionError(f"no button {label!r} under message {message.message_id}")
+        chat_id = message.chat_id
+        user_id = user_id if user_id is not None else abs(chat_id) % 10**9 or 42
+        query_id = str(next(self._query_ids))
+        self.queries[query_id] = {"at": time.monotonic(), "answered": 0, "data": data}
+        return {
+            "update_id": next(self._update_ids),
+            "callback_query": {
+                "id": query_id,
+                "from": {"id": user_id, "is_bot": False, "first_name": first_name},
+                "message": {**self._message_json(message), "reply_markup": message.reply_markup},
+                "chat_instance": str(abs(chat_id) * 7919 % 10**12),
+                "data": data,
+            },
+        }
+
+    def age_queries(self, seconds: float) -> None:
+        """Every callback query so far was made ``seconds`` earlier."""
+        for query in self.queries.values():
+            query["at"] -= seconds
+
     def send_user_message(self, chat_id: int, text: str | None, **kwargs: Any) -> dict[str, Any]:
         return self.push(self.message_update(chat_id, text, **kwargs))
 
@@ -577,7 +642,30 @@ class FakeTelegram:
             data["is_topic_message"] = True
         if message.edits:
             data["edit_date"] = int(time.time())
+        if message.reply_markup:
+            data["reply_markup"] = message.reply_markup
         return data
+
+    def _markup(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The inline keyboard a call asks for, checked as Telegram checks it."""
+        markup = params.get("reply_markup")
+        if markup is None:
+            return None
+        rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            raise ApiError(400, "Bad Request: can't parse inline keyboard button: object expected")
+        buttons = [b for row in rows for b in row]
+        if len(buttons) > KEYBOARD_LIMIT or any(len(row) > ROW_LIMIT for row in rows):
+            raise ApiError(400, "Bad Request: reply markup is too long")
+        for button in buttons:
+            if not isinstance(button, dict) or not str(button.get("text") or "").strip():
+                raise ApiError(400, "Bad Request: BUTTON_TEXT_INVALID")
+            data = button.get("callback_data")
+            if "url" not in button and data is None:
+                raise ApiError(400, "Bad Request: BUTTON_TYPE_INVALID")
+            if data is not None and not 1 <= len(str(data).encode()) <= CALLBACK_DATA_LIMIT:
+                raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+        return markup if buttons else None
 
     # Methods. Each takes the decoded parameters and returns the result.
 
@@ -646,6 +734,7 @@ class FakeTelegram:
         thread_id = self._check_thread(chat_id, params.get("message_thread_id"))
         parse_mode = params.get("parse_mode")
         visible = self._visible(chat_id, str(params.get("text", "")), parse_mode)
+        markup = self._markup(params)
         reply = params.get("reply_parameters") or {}
         message = SentMessage(
             chat_id=chat_id,
@@ -655,6 +744,7 @@ class FakeTelegram:
             thread_id=thread_id,
             reply_to=reply.get("message_id") or params.get("reply_to_message_id"),
             sent_at=time.monotonic(),
+            reply_markup=markup,
         )
         self.messages[chat_id].append(message)
         return self._message_json(message)
@@ -666,17 +756,39 @@ class FakeTelegram:
         message = self._find(chat_id, int(params["message_id"]))
         parse_mode = params.get("parse_mode")
         visible = self._visible(chat_id, str(params.get("text", "")), parse_mode)
-        if visible.strip() == message.text.strip() and parse_mode == message.parse_mode:
-            raise ApiError(
-                400,
-                "Bad Request: message is not modified: specified new message content and "
-                "reply markup are exactly the same as a current content and reply markup "
-                "of the message",
-            )
+        markup = self._markup(params)
+        if (
+            visible.strip() == message.text.strip()
+            and parse_mode == message.parse_mode
+            and markup == message.reply_markup
+        ):
+            raise ApiError(400, NOT_MODIFIED)
         message.edits.append(message.text)
         message.text = visible
         message.parse_mode = parse_mode
+        message.reply_markup = markup
         return self._message_json(message)
+
+    async def _m_editMessageReplyMarkup(self, params: dict[str, Any], request: web.Request) -> Any:
+        chat_id = _int(params, "chat_id")
+        self._check_chat(chat_id)
+        self._check_flood(chat_id)
+        message = self._find(chat_id, int(params["message_id"]))
+        markup = self._markup(params)
+        if markup == message.reply_markup:
+            raise ApiError(400, NOT_MODIFIED)
+        message.reply_markup = markup
+        return self._message_json(message)
+
+    async def _m_answerCallbackQuery(self, params: dict[str, Any], request: web.Request) -> Any:
+        query = self.queries.get(str(params.get("callback_query_id") or ""))
+        if query is None or query["answered"] or time.monotonic() - query["at"] > QUERY_LIFETIME:
+            raise ApiError(400, QUERY_REFUSED)
+        text = params.get("text")
+        if text is not None and len(str(text)) > 200:
+            raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
+        query["answered"] += 1
+        return True
 
     async def _m_getChat(self, params: dict[str, Any], request: web.Request) -> Any:
         chat_id = _int(params, "chat_id")

@@ -129,7 +129,7 @@ def test_a_ticket_button_becomes_the_command_in_the_ticket_thread() -> None:
     assert inbound.ref == ConversationRef("slack", "T1", SPACE, "1700000000.000100")
     assert (inbound.text, inbound.user, inbound.meta["value"]) == ("/resolve", "T1/U7", "7")
     assert inbound.event_id.startswith("action:T1:")
-    with pytest.raises(ValueError, match="not a ticket button"):
+    with pytest.raises(ValueError, match="not a Deskmate button"):
         action_to_inbound({**payload, "actions": [{**payload["actions"][0], "action_id": "x"}]})
 
 

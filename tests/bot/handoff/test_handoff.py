@@ -5,7 +5,7 @@ channels are in-memory here; tests/e2e runs the real adapters."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,7 +39,14 @@ class FakeChannel:
         self.refuse: BaseException | None = None
         self._ids = itertools.count(100)
 
-    async def post(self, ref: ConversationRef, text: str, *, reply_to: str = "") -> str:
+    async def post(
+        self,
+        ref: ConversationRef,
+        text: str,
+        *,
+        reply_to: str = "",
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> str:
         if self.refuse is not None:
             raise self.refuse
         self.posts.append((ref, text, reply_to))
