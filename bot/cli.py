@@ -217,6 +217,8 @@ async def _console_link(settings: Settings, base_url: str, minutes: int) -> int:
         f"Signs in once, until {expires:%Y-%m-%d %H:%M} UTC.",
         file=sys.stderr,
     )
+
+
 async def _audit_export(settings: Settings, *, tenant: str | None, output: str) -> int:
     """Write the audit trail as JSON lines, oldest first, to ``output`` ("-": stdout)."""
     from pathlib import Path

@@ -601,9 +601,10 @@ class ConversationManager:
             chunks = self._draft_chunks(accepted, plan, generation, slot.stop)
         else:
             chunks = self._chat_chunks(accepted, generation, slot.stop)
+        reply = Reply(ReplyKind.ANSWER, inbound_id=accepted.inbound_id, buttons=buttons)
         if invite:
-            chunks = _then_invite(chunks, generation)
-        reply = Reply(ReplyKind.ANSWER, chunks, inbound_id=accepted.inbound_id, buttons=buttons)
+            chunks = _then_invite(chunks, generation, reply)
+        reply.attach(chunks)
         try:
             await render(reply)
             await reply.collect()
@@ -1190,11 +1191,17 @@ def _inbound(event: InboundEvent) -> Inbound:
     )
 
 
-async def _then_invite(chunks: AsyncIterator[str], generation: Generation) -> AsyncIterator[str]:
+async def _then_invite(
+    chunks: AsyncIterator[str], generation: Generation, reply: Reply
+) -> AsyncIterator[str]:
     async for chunk in chunks:
         yield chunk
     if generation.error is None and not generation.stopped:
         yield f"\n\n{INVITATION}"
+    else:
+        # Adapters add buttons once the stream has ended: a failed or stopped
+        # answer is nothing to rate.
+        reply.buttons = ()
 
 
 def _own_command(accepted: Accepted) -> bool:

@@ -94,6 +94,13 @@ class Reply:
         # Set when the stream ended with an error the user was told about.
         self.failed = False
 
+    def attach(self, chunks: AsyncIterator[str]) -> None:
+        """Give a reply built before its stream (so the stream can refer to it) its chunks."""
+        if self._chunks is not None or self._parts:
+            raise RuntimeError("this reply already has its text")
+        self._chunks = chunks
+        self._consumed = False
+
     @property
     def text(self) -> str:
         return "".join(self._parts)

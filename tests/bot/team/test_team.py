@@ -17,7 +17,7 @@ from bot.knowledge.policy import Policy
 from bot.manager import ConversationManager
 from bot.team.service import INVITATION, QUOTA_NOTICE, RATING_BUTTONS, Team, TeamSettings
 from bot.types import ReplyKind
-from llm.base import ChatMessage, GenerationRequest, TextDelta, Usage
+from llm.base import ChatMessage, GenerationRequest, LLMError, TextDelta, Usage
 from llm.embeddings import HashingEmbedder
 from llm.fake import FakeBackend
 from storage.knowledge_repo import KnowledgeRepository
@@ -307,6 +307,11 @@ async def test_a_rating_is_stored_against_the_answer_it_rates(
     await ask(kb_off, "/mode assistant", **OWNER, chat="c10")
     backend.enqueue("You're welcome.")
     assert await ask(kb_off, "👍", chat="c10") == "You're welcome."
+    # A model answer that failed is nothing to rate: no buttons under it.
+    await ask(manager, "/mode assistant", **OWNER, chat="c11")
+    backend.enqueue(error=LLMError("down"))
+    failed = await manager.handle(make_inbound("Tell me a story", chat="c11"), Rendered())
+    assert failed.failed and failed.buttons == () and INVITATION not in failed.text
 
 
 async def test_forget_removes_ratings_and_is_audited(
