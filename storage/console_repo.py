@@ -1,5 +1,5 @@
 """What the operator console reads and writes: sign-in links, sessions, and the
-reports over conversations, answers, tickets and escalations.
+reports over conversations, answers, tickets, ratings and escalations.
 
 Sign-in links and session cookies are stored as SHA-256 hashes only. Reports
 group by UTC day in the database (``date()`` on SQLite, ``date(x AT TIME ZONE
@@ -29,6 +29,7 @@ from storage.models import (
     faq_entries,
     inbound_events,
     messages,
+    ratings,
     tickets,
 )
 from storage.repository import ConversationAddress
@@ -36,6 +37,14 @@ from storage.repository import ConversationAddress
 # Rows a report reads for its percentiles; enough for weeks of a busy desk.
 MAX_SAMPLES = 200_000
 ANSWER_PATHS = ("verbatim", "grounded", "escalated")
+# The overview's rating series: what was rated (an answer or a resolved ticket) and
+# how. Words rather than 👍/👎, which machines without an emoji font draw as boxes.
+RATING_SERIES = {
+    (False, 1): "answers rated good",
+    (False, -1): "answers rated bad",
+    (True, 1): "tickets rated good",
+    (True, -1): "tickets rated bad",
+}
 
 
 def token_hash(token: str) -> str:
@@ -84,6 +93,22 @@ class Overview:
     total_conversations: int = 0
     total_messages: int = 0
     customers: int = 0
+    # a RATING_SERIES name -> day rated -> count
+    ratings: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def rated_good(self) -> int:
+        return sum(sum(v.values()) for k, v in self.ratings.items() if k.endswith("good"))
+
+    @property
+    def rated_bad(self) -> int:
+        return sum(sum(v.values()) for k, v in self.ratings.items() if k.endswith("bad"))
+
+    @property
+    def good_share(self) -> float | None:
+        """The share of 👍 among the period's ratings (None: nothing was rated)."""
+        rated = self.rated_good + self.rated_bad
+        return self.rated_good / rated if rated else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +165,7 @@ class EscalatedQuestion:
     status: str
     conversation_key: str
     created_at: datetime
+    why: str = "escalated"  # escalated | rated bad
 
 
 class ConsoleRepository:
@@ -368,6 +394,24 @@ class ConsoleRepository:
             }
             all_waits = [x for v in waits.values() for x in v]
             result.first_reply_overall = (percentile(all_waits, 50), percentile(all_waits, 95))
+
+            # A rating counts on the day it was given, not the day it was invited.
+            r_day = self._day(ratings.c.rated_at).label("day")
+            for_ticket = ratings.c.ticket_id.is_not(None).label("for_ticket")
+            rated = scoped(
+                select(r_day, for_ticket, ratings.c.score, func.count())
+                .where(
+                    ratings.c.score.in_((1, -1)),
+                    ratings.c.rated_at >= start,
+                    ratings.c.rated_at < end,
+                )
+                .group_by(r_day, for_ticket, ratings.c.score),
+                ratings.c.tenant,
+            )
+            result.ratings = {name: {} for name in RATING_SERIES.values()}
+            for d, is_ticket, score, n in conn.execute(rated):
+                name = RATING_SERIES[(bool(is_ticket), int(score))]
+                result.ratings[name][str(d)] = int(n)
             return result
 
         return await self.db.run(op, what="read the console overview")
@@ -579,6 +623,40 @@ class ConsoleRepository:
             ]
 
         return await self.db.run(op, what="read escalated questions")
+
+    async def gap_questions(
+        self, *, since: date, tenant: str | None = None, limit: int = 5000
+    ) -> list[EscalatedQuestion]:
+        """Escalated questions and the questions of answers rated 👎 since ``since``
+        (the same pair as ``/faq gaps``), newest first."""
+        start = datetime(since.year, since.month, since.day, tzinfo=UTC)
+        query = (
+            select(ratings)
+            .where(ratings.c.score < 0, ratings.c.question != "", ratings.c.rated_at >= start)
+            .order_by(ratings.c.id.desc())
+            .limit(limit)
+        )
+        if tenant is not None:
+            query = query.where(ratings.c.tenant == tenant)
+
+        def op(conn: Connection) -> list[EscalatedQuestion]:
+            return [
+                EscalatedQuestion(
+                    id=r.id,
+                    tenant=r.tenant,
+                    question=r.question,
+                    reason=r.comment,
+                    status="",
+                    conversation_key="",
+                    created_at=as_utc(r.rated_at) or r.rated_at,
+                    why="rated bad",
+                )
+                for r in conn.execute(query)
+            ]
+
+        bad = await self.db.run(op, what="read badly rated questions")
+        found = await self.escalated(since=since, tenant=tenant, limit=limit) + bad
+        return sorted(found, key=lambda q: q.created_at, reverse=True)
 
     async def find_entries(
         self, *, text: str = "", tenant: str | None = None, limit: int = 100, offset: int = 0

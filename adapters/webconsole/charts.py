@@ -6,6 +6,7 @@ turned off, and each plot's figures are also given as a table on the page.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -35,9 +36,9 @@ STYLE = Style(
 )
 
 
-def _config(title: str) -> dict[str, object]:
+def _config(title: str, style: Style = STYLE) -> dict[str, object]:
     return {
-        "style": STYLE,
+        "style": style,
         "title": None,
         "js": [],
         "disable_xml_declaration": True,
@@ -71,9 +72,17 @@ def _short(day: str) -> str:
 
 
 def stacked_per_day(
-    label: str, days: Sequence[str], series: Mapping[str, Mapping[str, int]]
+    label: str,
+    days: Sequence[str],
+    series: Mapping[str, Mapping[str, int]],
+    *,
+    colors: Sequence[str] = (),
 ) -> Markup:
-    chart = pygal.StackedBar(**_config(label))
+    style = STYLE
+    if colors:
+        style = copy.copy(STYLE)
+        style.colors = tuple(colors)
+    chart = pygal.StackedBar(**_config(label, style))
     chart.x_labels = [_short(d) for d in days]
     chart.x_labels_major = [_short(d) for d in days[:: max(1, len(days) // 10)]]
     for name, values in series.items():

@@ -53,9 +53,11 @@ from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.manager import ConversationManager
 from bot.plans import Chat, Escalate, Grounded, Verbatim
 from bot.settings import Settings
+from bot.team import learning
+from bot.team.service import Team
 from llm.base import Backend
-from storage.console_repo import ConsoleRepository, ConsoleSession
-from storage.knowledge_repo import GLOBAL, EntryInput
+from storage.console_repo import ConsoleRepository, ConsoleSession, Overview
+from storage.knowledge_repo import GLOBAL, EntryInput, FaqEntry
 
 if TYPE_CHECKING:
     from adapters.web import HttpServer
@@ -70,6 +72,8 @@ SESSION_LIFETIME = timedelta(hours=12)
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 MAX_PERIOD_DAYS = 366
 FAILED_SIGN_INS = 10  # a minute, per client address
+# Chart colours of the rating series: greens for 👍, reds for 👎.
+RATING_COLORS = ("#26a269", "#c01c28", "#8ff0a4", "#f66151")
 # Ids a page makes up for an action (ticket replies relay once per id).
 _ACTION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _SHARED = "~"  # the tenant filter's name for entries every tenant sees
@@ -157,6 +161,10 @@ class WebConsole:
     def knowledge(self) -> KnowledgeBase | None:
         return self.manager.knowledge
 
+    @property
+    def team(self) -> Team:
+        return self.manager.team
+
     def mount(self, http: HttpServer) -> None:
         page, write = self._page, self._write
         routes: list[tuple[str, str, Handler]] = [
@@ -188,6 +196,12 @@ class WebConsole:
             ("POST", r"/console/knowledge/entries/{id:\d+}/remove", write(self.remove_entry)),
             ("GET", "/console/knowledge/export.{fmt:csv|jsonl}", page(self.export_entries)),
             ("GET", "/console/knowledge/gaps", page(self.gaps)),
+            ("GET", "/console/knowledge/learned", page(self.learned)),
+            (
+                "POST",
+                r"/console/knowledge/learned/{id:\d+}/{decision:approve|reject}",
+                write(self.decide_learned),
+            ),
             ("GET", "/console/knowledge/try", page(self.try_question)),
             ("POST", "/console/api/knowledge/import", write(self.start_import)),
             ("GET", "/console/api/knowledge/import/{job}", page(self.import_status)),
@@ -420,6 +434,12 @@ class WebConsole:
                 figures.first_reply,
                 "minutes",
             ),
+            "ratings": charts.stacked_per_day(
+                "Ratings per day, of answers and of resolved tickets",
+                days,
+                figures.ratings,
+                colors=RATING_COLORS,
+            ),
         }
         model = charts.model_live("Model queue depth and tokens per second", samples)
         if model is not None:
@@ -434,6 +454,7 @@ class WebConsole:
                 p: (sum(figures.conversations.get(p, {}).values()), sum(v.values()))
                 for p, v in figures.messages.items()
             },
+            rating_rows=_rating_rows(figures),
             latest=samples[-1] if samples else None,
             reports_queue=self.sampler.reports_queue,
             model_settings=self._model_settings(),
@@ -458,6 +479,8 @@ class WebConsole:
                 "first_reply_minutes_overall": list(f.first_reply_overall),
                 "tickets_opened": f.tickets_opened,
                 "tickets_unanswered": f.tickets_unanswered,
+                "ratings": f.ratings,
+                "rated_good_share": f.good_share,
                 "model": self._model_settings(),
             }
         )
@@ -775,16 +798,82 @@ class WebConsole:
     async def gaps(self, request: web.Request) -> web.StreamResponse:
         days = min(max(_int(request.query.get("days", "30")) or 30, 1), MAX_PERIOD_DAYS)
         since = datetime.now(UTC).date() - timedelta(days=days - 1)
-        asked = await self.repo.escalated(since=since, tenant=_tenant(request))
+        asked = await self.repo.gap_questions(since=since, tenant=_tenant(request))
         return self._render(
             request,
             "gaps.html",
             nav="knowledge",
             groups=group_gaps(asked)[:200],
             asked=len(asked),
+            rated_bad=sum(1 for q in asked if q.why == "rated bad"),
             days=days,
             **await self._page_values(request),
         )
+
+    async def learned(self, request: web.Request) -> web.StreamResponse:
+        found = await self.team.repository.proposals(tenant=_tenant(request), limit=200)
+        targets: dict[int, FaqEntry | None] = {}
+        kb = self.knowledge
+        if kb is not None:
+            # Each tenant's entries are read once, however many proposals name one.
+            seen: dict[str, dict[str, FaqEntry]] = {}
+            for p in found:
+                if not p.target_ref:
+                    continue
+                for scope in dict.fromkeys((p.tenant, GLOBAL)):
+                    if scope not in seen:
+                        entries = await kb.repository.entries(tenant=scope)
+                        seen[scope] = {e.ref: e for e in entries}
+                targets[p.id] = seen[p.tenant].get(p.target_ref) or seen[GLOBAL].get(p.target_ref)
+        return self._render(
+            request,
+            "learned.html",
+            nav="knowledge",
+            proposals=found,
+            targets=targets,
+            available=kb is not None,
+            agent_name=request.cookies.get("deskmate_console_agent", "") or "Console",
+            **await self._page_values(request),
+        )
+
+    async def decide_learned(self, request: web.Request) -> web.StreamResponse:
+        """Approve (with the answer as edited) or reject a learned answer, as
+        ``/faq approve|reject`` do: searchable at once, audited."""
+        kb = self.knowledge
+        form = request["form"]
+        proposal_id = int(request.match_info["id"])
+        back = "/console/knowledge/learned"
+        if kb is None:
+            return web.json_response({"error": "no knowledge base"}, status=503)
+        proposal = await self.team.repository.proposal(proposal_id)
+        if proposal is None:
+            raise web.HTTPNotFound(text="no such learned answer")
+        if proposal.status != "pending":
+            self._say(request, f"Learned answer #{proposal_id} was already {proposal.status}.")
+            return _redirect(back)
+        agent_name = " ".join(str(form.get("agent_name", "")).split())[:60] or "Console"
+        actor = f"console:{agent_name}"
+        if request.match_info["decision"] == "reject":
+            if await self.team.repository.decide(proposal.id, approved=False, by=actor) is None:
+                said = f"Learned answer #{proposal_id} was decided meanwhile."
+            else:
+                said = f"Rejected learned answer #{proposal_id}."
+        else:
+            answer = str(form.get("answer", "")).strip().replace("\r\n", "\n")
+            if not answer or len(answer) > MAX_ANSWER_CHARS:
+                self._say(request, f"An answer is 1 to {MAX_ANSWER_CHARS} characters.")
+                return _redirect(back)
+            # Unchanged, a new phrasing keeps its entry's answer (as /faq approve ID).
+            edited = answer if answer != proposal.answer.strip() else None
+            said = await learning.approve(self.team, kb, proposal, by=actor, answer=edited)
+        log.info(
+            "console: learned answer #%d %sd by %s",
+            proposal_id,
+            request.match_info["decision"],
+            actor,
+        )
+        self._say(request, said)
+        return _redirect(back)
 
     async def try_question(self, request: web.Request) -> web.StreamResponse:
         kb = self.knowledge
@@ -958,6 +1047,19 @@ def _period(request: web.Request) -> tuple[date, date]:
     if (until - since).days >= MAX_PERIOD_DAYS:
         since = until - timedelta(days=MAX_PERIOD_DAYS - 1)
     return since, until
+
+
+def _rating_rows(figures: Overview) -> list[tuple[str, list[int], float]]:
+    """(day, count per rating series, share of 👍) for each day with a rating."""
+    rows = []
+    for d in figures.days:
+        counts = [per_day.get(d, 0) for per_day in figures.ratings.values()]
+        good = sum(
+            n for name, n in zip(figures.ratings, counts, strict=True) if name.endswith("good")
+        )
+        if sum(counts):
+            rows.append((d, counts, good / sum(counts)))
+    return rows
 
 
 def _when(value: datetime | None) -> Markup | str:

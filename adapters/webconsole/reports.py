@@ -174,10 +174,13 @@ class Gap:
     examples: list[str] = field(default_factory=list)
     tenants: set[str] = field(default_factory=set)
     last_at: datetime | None = None
+    escalated: int = 0
+    rated_bad: int = 0
 
 
 def group_gaps(questions: Sequence[EscalatedQuestion], *, threshold: float = 0.5) -> list[Gap]:
-    """Escalated questions grouped by keyword overlap, most frequent first.
+    """Escalated and badly rated questions grouped by keyword overlap, most
+    frequent first.
 
     Two questions share a group when their content words (crudely stemmed:
     "shipping" is "ship") overlap by at least ``threshold`` (Jaccard) with
@@ -200,6 +203,10 @@ def group_gaps(questions: Sequence[EscalatedQuestion], *, threshold: float = 0.5
             best = Gap(question=item.question.strip(), terms=terms, last_at=item.created_at)
             groups.append(best)
         best.count += 1
+        if item.why == "rated bad":
+            best.rated_bad += 1
+        else:
+            best.escalated += 1
         best.tenants.add(item.tenant)
         phrasing = item.question.strip()
         if phrasing not in best.examples and len(best.examples) < 5:

@@ -3,7 +3,8 @@
 The process answers Telegram customers through the fake Bot API (with the
 fake echo model), hands tickets to a Telegram support group, and serves the
 console beside them. Its database is seeded beforehand with ten days of
-conversations, answers, tickets and escalations. Headless Chromium (Debian's
+conversations, answers, tickets, escalations, ratings and answers agents
+proposed with ``/learn``. Headless Chromium (Debian's
 ``chromium``) is driven by Playwright; every page is saved as a screenshot
 under ``DESKMATE_TEST_ARTIFACTS`` (default ``test-artifacts/``).
 """
@@ -30,7 +31,8 @@ from sqlalchemy import Connection
 
 from storage.db import Database
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
-from storage.models import conversations, escalations, faq_answers, messages, tickets
+from storage.models import conversations, escalations, faq_answers, messages, ratings, tickets
+from storage.team_repo import TeamRepository
 from tests.fakes.telegram_api import FakeTelegram
 from tests.support import free_port
 
@@ -43,6 +45,11 @@ TENANT = "123456"  # the fake bot's id: the Telegram adapter's tenant
 PW_QUESTION = "How do I reset my password?"
 PW_ANSWER = "Open Settings, then Security, and choose Reset password."
 PW_SOURCE = "https://help.example.com/password"
+# Answers agents proposed: one to approve (edited), one to reject.
+PAYPAL_QUESTION = "Can I pay with PayPal?"
+PAYPAL_PROPOSED = "I think PayPal works."
+PAYPAL_APPROVED = "Yes: PayPal is accepted at checkout, in every country we ship to."
+RESET_PHRASING = "I forgot my password, what now?"
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -156,6 +163,19 @@ async def _seed(url: str) -> None:
                             created_at=day,
                         )
                     )
+                # Answers rated on most days, more 👍 than 👎; without the
+                # question they quote, they stay out of the gap report.
+                if n < 2 or (n == 2 and back % 3 == 0):
+                    conn.execute(
+                        ratings.insert().values(
+                            tenant=TENANT,
+                            conversation_id=cid,
+                            user_id=f"telegram:{chat}",
+                            score=-1 if n == 2 else 1,
+                            created_at=day,
+                            rated_at=day + timedelta(minutes=2),
+                        )
+                    )
                 if n == 1:
                     opened = day + timedelta(minutes=1)
                     conn.execute(
@@ -173,6 +193,20 @@ async def _seed(url: str) -> None:
                             last_activity_at=opened,
                             closed_at=opened + timedelta(hours=1),
                             close_reason="resolved",
+                        )
+                    )
+                    ticket_id = conn.execute(
+                        tickets.select().where(tickets.c.conversation_id == cid)
+                    ).one()
+                    conn.execute(
+                        ratings.insert().values(
+                            tenant=TENANT,
+                            conversation_id=cid,
+                            ticket_id=ticket_id.id,
+                            user_id=f"telegram:{chat}",
+                            score=-1 if back % 4 == 3 else 1,
+                            created_at=opened + timedelta(hours=1),
+                            rated_at=opened + timedelta(hours=1, minutes=5),
                         )
                     )
             if back % 2 == 0:
@@ -209,8 +243,38 @@ async def _seed(url: str) -> None:
                     created_at=today - timedelta(hours=n),
                 )
             )
+        # An answer rated bad joins the escalated questions about Canada in the gap report.
+        conn.execute(
+            ratings.insert().values(
+                tenant=TENANT,
+                conversation_id=cid,
+                user_id="telegram:901",
+                question="How much is shipping to Canada?",
+                score=-1,
+                comment="no price given",
+                created_at=today - timedelta(hours=5),
+                rated_at=today - timedelta(hours=5),
+            )
+        )
 
     await db.run(op)
+    team = TeamRepository(db)
+    await team.propose(
+        tenant=TENANT,
+        question=PAYPAL_QUESTION,
+        answer=PAYPAL_PROPOSED,
+        proposed_by="telegram:77",
+        ticket_id=1,
+    )
+    await team.propose(
+        tenant=TENANT,
+        question=RESET_PHRASING,
+        answer="Reset it in Settings.",
+        proposed_by="telegram:77",
+        target_ref="pw-reset",
+        target_tenant="",
+        ticket_id=1,
+    )
     await db.dispose()
 
 
@@ -328,6 +392,7 @@ PAGES = [
     "/console/knowledge/export.csv",
     "/console/knowledge/export.jsonl",
     "/console/knowledge/gaps",
+    "/console/knowledge/learned",
     "/console/knowledge/try?q=hello",
 ]
 APIS = ["/console/api/overview", "/console/api/knowledge/import/abc"]
@@ -343,6 +408,8 @@ WRITES = [
     "/console/knowledge/entries/1",
     "/console/knowledge/entries/1/remove",
     "/console/api/knowledge/import",
+    "/console/knowledge/learned/1/approve",
+    "/console/knowledge/learned/2/reject",
 ]
 
 
@@ -417,6 +484,17 @@ async def test_overview_plots_the_seeded_figures(stack: Stack) -> None:
     answered = page.locator("#plot-answered table")
     assert "verbatim FAQ" in await answered.inner_text()
     assert "fake" in await page.locator("#model-settings").inner_text()
+    rated = page.locator("#plot-ratings")
+    assert await rated.locator("svg .reactive").count() > 3
+    await rated.get_by_text("Figures").click()
+    figures = await rated.locator("table").inner_text()
+    assert "answers rated good" in figures and "tickets rated bad" in figures
+    # Seeded: 20 answers and 8 tickets rated good, 4 answers and 2 tickets bad.
+    summary = await rated.locator("details p").first.inner_text()
+    assert summary.startswith("28 rated good and 6 rated bad: 82 % good"), summary
+    assert await page.locator("#good-share").inner_text() == "82 %"
+    await rated.scroll_into_view_if_needed()
+    await rated.screenshot(path=str(ARTIFACTS / "overview-ratings.png"))
     await _shot(page, "overview")
     await page.screenshot(path=str(ARTIFACTS / "overview-top.png"))
     phone = await _signed_in_page(stack, width=390)
@@ -561,8 +639,57 @@ async def test_gap_report_groups_similar_unanswered_questions(stack: Stack) -> N
     await page.goto(stack.base + "/console/knowledge/gaps")
     first = page.locator("#gaps tbody tr").first
     cells = await first.locator("td").all_inner_texts()
-    assert cells[0] == "3" and "canada" in cells[1].lower()
+    # Three escalations and one answer rated bad, as /faq gaps counts them.
+    assert cells[0] == "4" and cells[1] == "3 escalated, 1 rated bad"
+    assert "canada" in cells[2].lower() and "How much is shipping to Canada?" in cells[3]
     await _shot(page, "gaps")
     await page.goto(stack.base + "/console/tickets")
     await _shot(page, "tickets")
+    await page.context.close()
+
+
+async def test_learned_answers_are_approved_edited_or_rejected_in_the_console(
+    stack: Stack,
+) -> None:
+    page = await _signed_in_page(stack)
+    await page.goto(stack.base + "/console/knowledge/learned")
+    paypal, phrasing = page.locator("#proposal-1"), page.locator("#proposal-2")
+    assert PAYPAL_QUESTION in await paypal.inner_text()
+    assert "telegram:77" in await paypal.inner_text()
+    assert await paypal.get_by_role("link", name="Ticket #1").get_attribute("href") == (
+        "/console/tickets/1"
+    )
+    text = await phrasing.inner_text()
+    assert "Another phrasing of FAQ entry pw-reset" in text and PW_ANSWER in text
+    await _shot(page, "learned")
+
+    await paypal.get_by_label("Answer (edit before approving if needed)").fill(PAYPAL_APPROVED)
+    await paypal.get_by_role("button", name="Approve #1").click()
+    await page.wait_for_load_state()
+    assert "Approved: FAQ entry" in await page.locator(".flash").inner_text()
+    assert await page.locator("#proposal-1").count() == 0
+    await page.locator("#proposal-2").get_by_role("button", name="Reject #2").click()
+    await page.wait_for_load_state()
+    assert "Rejected learned answer #2." in await page.locator(".flash").inner_text()
+    assert await page.locator("#proposal-2").count() == 0
+    assert await page.locator("#no-proposals").is_visible()
+    await _shot(page, "learned-decided")
+
+    # Searchable at once: a reworded question gets the edited answer verbatim.
+    fake = stack.fake
+    fake.send_user_message(6161, "can I pay using paypal")
+    await fake.wait_for(lambda: bool(fake.texts(6161)), within=30, what="the answer")
+    [said] = fake.texts(6161)
+    assert said.startswith(PAYPAL_APPROVED), said
+    # The rejected phrasing did not join its entry.
+    db = Database(stack.env["DATABASE_URL"])
+    try:
+        [pw] = [e for e in await KnowledgeRepository(db).entries() if e.ref == "pw-reset"]
+        assert RESET_PHRASING not in pw.alternatives and pw.answer == PW_ANSWER
+        audit = await TeamRepository(db).audit_entries(tenant=TENANT, limit=10)
+    finally:
+        await db.dispose()
+    decided = {(e.action, e.target, e.actor) for e in audit}
+    assert ("faq.approve", "proposal 1", "console:Console") in decided
+    assert ("faq.reject", "proposal 2", "console:Console") in decided
     await page.context.close()
