@@ -484,6 +484,9 @@ async def test_overview_plots_the_seeded_figures(stack: Stack) -> None:
     answered = page.locator("#plot-answered table")
     assert "verbatim FAQ" in await answered.inner_text()
     assert "fake" in await page.locator("#model-settings").inner_text()
+    await _shot(page, "overview")
+    await page.screenshot(path=str(ARTIFACTS / "overview-top.png"))
+    # The figures opened only now, so that the screenshots above show the page as it opens.
     rated = page.locator("#plot-ratings")
     assert await rated.locator("svg .reactive").count() > 3
     await rated.get_by_text("Figures").click()
@@ -495,8 +498,6 @@ async def test_overview_plots_the_seeded_figures(stack: Stack) -> None:
     assert await page.locator("#good-share").inner_text() == "82 %"
     await rated.scroll_into_view_if_needed()
     await rated.screenshot(path=str(ARTIFACTS / "overview-ratings.png"))
-    await _shot(page, "overview")
-    await page.screenshot(path=str(ARTIFACTS / "overview-top.png"))
     phone = await _signed_in_page(stack, width=390)
     await phone.goto(stack.base + "/console")
     # Nothing wider than the screen: the page never scrolls sideways.
