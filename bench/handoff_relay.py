@@ -122,7 +122,11 @@ async def measure(args: argparse.Namespace, database_url: str) -> None:
     await llm.start()
     with tempfile.TemporaryDirectory() as tmp:
         database = database_url or f"sqlite:///{Path(tmp) / 'deskmate.db'}"
-        deskmate = await Deskmate.start(Path(tmp), handoff_env(database, slack, llm))
+        env = handoff_env(database, slack, llm)
+        # Slack's own pace (about one message a second per channel), which the
+        # fake enforces; the tests' faster setting would meet its 429s.
+        env["SLACK_EDIT_INTERVAL"] = "1.2"
+        deskmate = await Deskmate.start(Path(tmp), env)
         try:
             async with aiohttp.ClientSession() as session:
                 by_customer = await open_tickets(session, deskmate, slack, args.customers)
