@@ -168,3 +168,15 @@ async def answer_record(kb: KnowledgeBase, conversation_key: str) -> dict[str, A
     """The knowledge base's log of the latest answer in a conversation, if any."""
     rows = await kb.repository.answers(conversation_key=conversation_key, limit=1)
     return rows[0] if rows else None
+
+
+def answer_json(logged: dict[str, Any]) -> dict[str, Any]:
+    """``path`` and ``sources`` of a logged answer (and ``options`` for a clarification)."""
+    sources = [
+        {"id": e["ref"], "question": e.get("question", ""), "score": e["score"]}
+        for e in logged["entries"]
+    ]
+    out: dict[str, Any] = {"path": logged["path"], "sources": sources}
+    if logged["path"] == "clarify":
+        out["options"] = [{"id": s["id"], "question": s["question"]} for s in sources]
+    return out
