@@ -126,3 +126,42 @@ async def test_clarify_plan_and_unknown_choice(
     # Other /faq subcommands stay with admins.
     refused, _ = await say(manager, "/faq list")
     assert "only for" in refused
+
+
+async def test_web_chat_offers_options_and_a_number_chooses(
+    setup: tuple[ConversationManager, KnowledgeBase],
+) -> None:
+    """End to end over the web chat's HTTP API: the numbered list works without buttons."""
+    import aiohttp
+
+    from adapters.web import HttpServer, WebChat
+
+    manager, _ = setup
+    http = HttpServer(host="127.0.0.1", port=0)
+    chat = WebChat(http=http, tenant="t1")
+    await http.start()
+    await chat.start(manager)
+    url = f"http://127.0.0.1:{http.port}/api/chat"
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def post(session_id: str, text: str, n: int) -> str:
+                body = {"session": session_id, "text": text, "message_id": f"message-{n:04d}"}
+                async with session.post(url, json=body) as response:
+                    assert response.status == 200
+                    return await response.text()
+
+            options = await post("session-aaaa0001", QUESTION, 1)
+            assert options.startswith("I'm not sure which of these you mean:")
+            number = next(
+                line.split(".", 1)[0]
+                for line in options.splitlines()
+                if line.endswith(". Can I return an item?")
+            )
+            chosen = await post("session-aaaa0001", number, 2)
+            assert chosen.startswith("Yes, within 30 days of delivery.")
+            direct = await post("session-bbbb0002", QUESTION, 3)
+            assert direct.startswith("Yes, within 30 days of delivery.")
+    finally:
+        await chat.stop()
+        await http.stop()
