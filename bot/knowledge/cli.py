@@ -38,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     imp.add_argument("--tenant", default="", help="only this tenant sees the entries")
     imp.add_argument("--format", choices=FORMATS, help="override the format the extension implies")
     imp.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="do not adapt the embedding model to the entries after the import",
+    )
+    imp.add_argument(
         "--map",
         action="append",
         default=[],
@@ -126,7 +131,10 @@ async def run(
                     Path(args.file).name,
                     {"added": report.created, "updated": report.updated},
                 )
-                print(await _tune_hint(kb), file=stderr)
+                if args.no_tune:
+                    print(await _tune_hint(kb), file=stderr)
+                else:
+                    print(await _adapt(kb, stderr), file=stderr)
             return 0
         if args.faq_command == "eval":
             return await _eval(kb, Path(args.file), args.tenant, settings, stdout, stderr)
@@ -162,6 +170,19 @@ async def run(
         return 1
     finally:
         await db.dispose()
+
+
+async def _adapt(kb: KnowledgeBase, stderr: TextIO) -> str:
+    """Adapt the embedding model to the entries as they are now (minutes on a CPU)."""
+    from bot.errors import ConfigError
+    from bot.knowledge import tuning
+
+    print("adapting the embedding model to the entries (--no-tune skips this)", file=stderr)
+    try:
+        outcome = await tuning.tune(kb, progress=_Progress(stderr, "adapting"))
+    except ConfigError as exc:
+        return f"the embedding model was not adapted: {exc}"
+    return outcome.line()
 
 
 async def _tune_hint(kb: KnowledgeBase) -> str:

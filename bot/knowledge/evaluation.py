@@ -316,3 +316,37 @@ def labelled(eval_set: EvalSet) -> list[tuple[str, frozenset[str]]]:
     return [(q, eval_set.accepted(e)) for e, q in eval_set.reworded] + [
         (q, frozenset()) for q in eval_set.out_of_scope
     ]
+
+
+def outcomes(
+    scored: list[Scored], *, verbatim: float, margin: float, grounded: float, options: int = 3
+) -> dict[str, float | int]:
+    """What customers get under these thresholds with "did you mean" between them.
+
+    ``covered``: in-scope questions answered verbatim with the right entry or
+    offered it among the options; ``verbatim_wrong``: verbatim answers that
+    quote the wrong entry (an off-topic question answered verbatim counts);
+    ``oos_escalated``: off-topic questions under ``grounded``.
+    """
+    in_scope = [s for s in scored if s.in_scope]
+    off = [s for s in scored if not s.in_scope]
+    quoted = [s for s in scored if s.confidence >= verbatim and s.margin >= margin]
+    quoted_ids = {id(s) for s in quoted}
+    clarified = [s for s in scored if id(s) not in quoted_ids and s.confidence >= grounded]
+    covered = sum(s.right for s in in_scope if id(s) in quoted_ids) + sum(
+        s.offered(options) for s in clarified if s.in_scope
+    )
+    wrong = sum(not s.right for s in quoted)
+    return {
+        "in_scope": len(in_scope),
+        "off_topic": len(off),
+        "covered": round(covered / len(in_scope), 4) if in_scope else 0.0,
+        "verbatim": len(quoted),
+        "verbatim_wrong": round(wrong / len(quoted), 4) if quoted else 0.0,
+        "clarified": len(clarified),
+        "oos_escalated": round(sum(s.confidence < grounded for s in off) / len(off), 4)
+        if off
+        else 0.0,
+        "top1": round(sum(s.right for s in in_scope) / len(in_scope), 4) if in_scope else 0.0,
+        "top3": round(sum(s.offered(3) for s in in_scope) / len(in_scope), 4) if in_scope else 0.0,
+    }
