@@ -82,7 +82,15 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
                     tenant, actor, "faq.add", f"entry {ref}", {"question": entry.question[:200]}
                 )
             only = " (this workspace only)" if tenant != GLOBAL else ""
-            return f"{verb} FAQ entry {ref}{only}: {entry.question}"
+            adapting = ""
+            # A tenant's own entries never shape the shared model.
+            changed = bool(result.created or result.updated) and tenant == GLOBAL
+            if changed and kb.schedule_adaptation():
+                adapting = (
+                    "\nThe search model adapts to the new entries in the background in a "
+                    "few minutes; answers use the current one meanwhile."
+                )
+            return f"{verb} FAQ entry {ref}{only}: {entry.question}{adapting}"
         if sub == "list":
             page = int(rest) if rest.isdigit() and int(rest) > 0 else 1
             entries = await kb.repository.entries(
