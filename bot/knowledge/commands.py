@@ -15,6 +15,7 @@ import time
 from bot.commands import CommandContext, CommandRegistry
 from bot.knowledge import drafting
 from bot.knowledge.knowledge_base import MODES, KnowledgeBase
+from bot.knowledge.tuning import BackgroundTuner
 from bot.plans import Plan, ReviseDraft
 from bot.team import learning
 from bot.team.access import Access
@@ -48,6 +49,8 @@ def _scope(ctx: CommandContext, args: str) -> tuple[str, str]:
 
 
 def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) -> None:
+    tuner = BackgroundTuner(kb)
+
     @registry.command(
         "faq",
         "manage the FAQ: add, list, remove, search, pending, approve, reject, gaps",
@@ -85,7 +88,7 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
             adapting = ""
             # A tenant's own entries never shape the shared model.
             changed = bool(result.created or result.updated) and tenant == GLOBAL
-            if changed and kb.schedule_adaptation():
+            if changed and tuner.schedule():
                 adapting = (
                     "\nThe search model adapts to the new entries in the background in a "
                     "few minutes; answers use the current one meanwhile."

@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 Mode = Literal["support", "faq", "assistant"]
 MODES: tuple[str, ...] = ("support", "faq", "assistant")
 Progress = Callable[[int, int], None]
-# Seconds after the last shared-entry edit in chat before the model is adapted.
-ADAPT_DELAY = 120.0
 # How many entries a "did you mean ...?" offers at most.
 CLARIFY_OPTIONS = 3
 
@@ -86,58 +84,6 @@ class KnowledgeBase:
             reranker=reranker,
             keyword_weight=self.policy.keyword_weight,
         )
-        self._adapt_task: asyncio.Task[None] | None = None
-        self._adapt_due = 0.0
-
-    # -- adapting the embedding model in the background ------------------------------
-
-    def can_adapt(self) -> bool:
-        from llm.embeddings import SentenceEmbedder
-
-        return (
-            isinstance(self.retriever.base_embedder, SentenceEmbedder)
-            and self.retriever.model_store is not None
-        )
-
-    def schedule_adaptation(self, delay: float = ADAPT_DELAY) -> bool:
-        """Adapt the embedding model to the shared entries ``delay`` s after the
-        last call (several ``/faq add`` in a row train once). Answers use the
-        current model meanwhile; ``tuning.tune`` switches every process over
-        once the new vectors are stored. False when this model cannot adapt."""
-        if not self.can_adapt():
-            return False
-        self._adapt_due = time.monotonic() + delay
-        if self._adapt_task is None or self._adapt_task.done():
-            self._adapt_task = asyncio.create_task(self._adapt_when_due())
-        return True
-
-    async def _adapt_when_due(self) -> None:
-        from bot.errors import ConfigError
-        from bot.knowledge import tuning
-
-        # Each further edit moves the time on: a batch of edits trains once.
-        while True:
-            wait = self._adapt_due - time.monotonic()
-            if wait <= 0:
-                break
-            await asyncio.sleep(wait)
-        shown = -1
-
-        def progress(done: int, total: int) -> None:
-            nonlocal shown
-            pct = 100 if not total else done * 100 // total
-            if pct // 25 != shown // 25:
-                log.info("adapting the embedding model: %d/%d", done, total)
-            shown = pct
-
-        try:
-            outcome = await tuning.tune(self, progress=progress)
-            log.info("%s", outcome.line())
-        except ConfigError as exc:
-            log.info("the embedding model was not adapted: %s", exc)
-        except Exception:
-            # Retrieval goes on with the current model; the next edit tries again.
-            log.exception("adapting the embedding model failed")
 
     # -- content -------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ async def test_a_batch_of_edits_adapts_once_after_the_last(
     repository: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kb = KnowledgeBase(repository=KnowledgeRepository(repository.db), embedder=HashingEmbedder())
-    assert not kb.schedule_adaptation()  # a hashing model cannot be adapted
+    tuner = tuning.BackgroundTuner(kb)
+    assert not tuner.schedule()  # a hashing model cannot be adapted
     calls: list[float] = []
 
     async def fake_tune(kb_: KnowledgeBase, **_: object) -> tuning.TuneReport:
@@ -25,11 +26,11 @@ async def test_a_batch_of_edits_adapts_once_after_the_last(
         return tuning.TuneReport("m", 20, 20, 1.0, None)
 
     monkeypatch.setattr(tuning, "tune", fake_tune)
-    monkeypatch.setattr(kb, "can_adapt", lambda: True)
+    monkeypatch.setattr(tuner, "can_adapt", lambda: True)
     start = asyncio.get_running_loop().time()
-    assert kb.schedule_adaptation(delay=0.05)
+    assert tuner.schedule(delay=0.05)
     await asyncio.sleep(0.03)
-    assert kb.schedule_adaptation(delay=0.05)  # moves the time on
-    assert kb._adapt_task is not None
-    await kb._adapt_task
+    assert tuner.schedule(delay=0.05)  # moves the time on
+    assert tuner.task is not None
+    await tuner.task
     assert len(calls) == 1 and calls[0] - start >= 0.08
