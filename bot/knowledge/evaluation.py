@@ -261,13 +261,17 @@ def verbatim_curve(scored: list[Scored], *, margin: float = 0.0) -> list[CurvePo
 
 
 def recommend_verbatim(
-    curve: list[CurvePoint], precision: float, *, min_answered: int = 5
+    curve: list[CurvePoint], precision: float, *, min_answered: int | None = None
 ) -> float | None:
     """The lowest threshold from which on every higher one keeps ``precision``.
 
     Requiring it of every higher threshold, not just one, keeps a lucky dip in
-    a small sample from being chosen; None when no threshold reaches it.
+    a small sample from being chosen; thresholds answering fewer than
+    ``min_answered`` questions (default: a fifth of them, at least 5) are too
+    few to judge and are skipped. None when no threshold reaches it.
     """
+    if min_answered is None:
+        min_answered = max(5, (curve[0].answered if curve else 0) // 5)
     chosen: float | None = None
     for point in reversed(curve):
         if point.answered < min_answered:
