@@ -80,8 +80,15 @@ async def tune(
     if epochs < 1:
         raise ConfigError("--epochs must be at least 1")
     entries = await kb.repository.entries(tenant=GLOBAL)
+    # Wordings customers confirmed count as phrasings too, once shared with every
+    # tenant: a tenant's own stay out of the model all tenants use.
+    learned: dict[int, list[str]] = {}
+    for phrasing in await kb.repository.phrasings(tenant=GLOBAL):
+        learned.setdefault(phrasing.entry_id, []).append(phrasing.text)
     # Sorted, so that the same entries give the same model whatever order the database returns.
-    training = sorted(((e.question, *e.alternatives), e.answer) for e in entries)
+    training = sorted(
+        ((e.question, *e.alternatives, *sorted(learned.get(e.id, ()))), e.answer) for e in entries
+    )
     if len(entries) < MIN_ENTRIES:
         raise ConfigError(
             f"the knowledge base has {len(entries)} deployment-wide entries; adapting the "
