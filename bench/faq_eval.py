@@ -113,6 +113,34 @@ async def scored(kb: KnowledgeBase, eval_set: EvalSet) -> list[dict[str, float |
     return summaries
 
 
+async def halves(kb: KnowledgeBase, args: argparse.Namespace, name: str) -> None:
+    """Thresholds from the tuning half only; the same thresholds on both halves."""
+    from bot.knowledge import evaluation as ev
+
+    tune_scored, test_scored = [
+        await ev.score_questions(kb, ev.labelled(ev.load_half(DATA, h))) for h in ev.HALVES
+    ]
+    margin = kb.policy.verbatim_margin
+    verbatim = ev.recommend_verbatim(ev.verbatim_curve(tune_scored, margin=margin), args.precision)
+    grounded = ev.recommend_escalation(tune_scored, 0.95)
+    verbatim = verbatim if verbatim is not None else 1.0
+    grounded = min(grounded if grounded is not None else 0.0, verbatim)
+    print(f"\n{name}: verbatim >= {verbatim:.2f} (margin {margin}), escalate < {grounded:.2f}")
+    print(
+        "| half | in scope / off-topic | top-1 | top-3 | right entry verbatim or offered "
+        "| verbatim answers (wrong) | clarified | off-topic escalated |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for half, rows in zip(ev.HALVES, (tune_scored, test_scored), strict=True):
+        o = ev.outcomes(rows, verbatim=verbatim, margin=margin, grounded=grounded)
+        print(
+            f"| {half} | {o['in_scope']} / {o['off_topic']} | {o['top1']:.1%} | {o['top3']:.1%} "
+            f"| {o['covered']:.1%} | {o['verbatim']} ({o['verbatim_wrong']:.1%}) "
+            f"| {o['clarified']} | {o['oos_escalated']:.1%} |"
+        )
+    sys.stdout.flush()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=5000)
@@ -122,6 +150,12 @@ async def main() -> None:
     parser.add_argument(
         "--rerank", action="store_true", help="re-rank close calls with the embedded model"
     )
+    parser.add_argument(
+        "--halves",
+        action="store_true",
+        help="choose thresholds on the tuning half, report both halves (then stop)",
+    )
+    parser.add_argument("--precision", type=float, default=0.97)
     args = parser.parse_args()
     url = args.database_url or f"sqlite:///{Path(tempfile.mkdtemp()) / 'faq-bench.db'}"
     database = Database(url)
@@ -144,6 +178,14 @@ async def main() -> None:
     t0 = time.perf_counter()
     report = await kb.import_file(faq_jsonl(DATA))
     import_s = time.perf_counter() - t0
+    if args.halves:
+        await halves(kb, args, f"{report.created} entries, base model")
+        for seed in args.tune_seeds:
+            kb.retriever.model_store = Path(tempfile.mkdtemp())
+            outcome = await tuning.tune(kb, seed=seed)
+            await halves(kb, args, f"after `faq tune` seed {seed} ({outcome.seconds:.0f} s)")
+        await database.dispose()
+        return
     eval_set = load_eval_set(DATA)
     real = await scored(kb, eval_set)
     tuned: list[tuple[int, float, list[dict[str, float | int]]]] = []

@@ -135,14 +135,11 @@ async def _ask(settings: Settings, question: str, *, as_json: bool, tenant: str 
             if as_json:
                 record = {"question": q, "answer": reply.text, "path": "model", "sources": []}
                 if core.manager.knowledge is not None:
-                    from bot.knowledge.cli import answer_record
+                    from bot.knowledge.cli import answer_json, answer_record
 
                     logged = await answer_record(core.manager.knowledge, ref.key)
                     if logged is not None:
-                        record["path"] = logged["path"]
-                        record["sources"] = [
-                            {"id": e["ref"], "score": e["score"]} for e in logged["entries"]
-                        ]
+                        record.update(answer_json(logged))
                 print(json.dumps(record, ensure_ascii=False), flush=True)
         return 1 if failed else 0
 

@@ -49,6 +49,7 @@ from bot.knowledge.policy import NO_RELIABLE_ANSWER, GroundedGate
 from bot.metrics import Metrics
 from bot.plans import (
     Chat,
+    Clarify,
     Escalate,
     Grounded,
     HandOff,
@@ -584,7 +585,10 @@ class ConversationManager:
             and isinstance(plan, Verbatim | Chat | Grounded)
         )
         buttons = RATING_BUTTONS if invite else ()
-        if isinstance(plan, Verbatim | Escalate):
+        if isinstance(plan, Clarify):
+            # Fixed text whose options are also buttons; a rating would compete with them.
+            buttons, invite = plan.buttons, False
+        if isinstance(plan, Verbatim | Escalate | Clarify):
             await self._record_knowledge(accepted, plan, plan.text)
             text = plan.text + (f"\n\n{INVITATION}" if invite else "")
             reply = Reply(

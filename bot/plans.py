@@ -1,7 +1,8 @@
 """Plans: what to do with a message, decided without calling the model.
 
 The knowledge base (and a command such as ``/draft`` or ``/human``) returns
-a plan; the conversation manager executes it. Only ``Grounded``, ``Chat`` and
+a plan; the conversation manager executes it. ``Clarify`` offers the closest entries as
+choices. Only ``Grounded``, ``Chat`` and
 ``ReviseDraft`` need the model, and the manager runs all three through its one
 generation path (streaming, ``/reset``, token accounting, error messages).
 ``HandOff`` opens a ticket for the support team.
@@ -16,8 +17,12 @@ from bot.knowledge.drafting import Draft
 from bot.knowledge.index import Hit
 from bot.knowledge.policy import (
     ESCALATION_TEXT,
+    HUMAN_COMMAND,
+    NONE_OF_THESE,
     Decision,
+    answer_command,
     cite_list,
+    clarify_text,
     suggestions_text,
     verbatim_text,
 )
@@ -61,6 +66,36 @@ class Escalate:
     @classmethod
     def with_suggestions(cls, reason: str, decision: Decision) -> Escalate:
         return cls(reason, decision.hits, decision, suggestions_text(decision.hits))
+
+
+@dataclass(frozen=True, slots=True)
+class Clarify:
+    """Ask which entry the customer means ("did you mean ...?").
+
+    ``options`` (best first, at most three) are shown as buttons that answer
+    the entry verbatim, plus one that asks a person; ``text`` lists them
+    numbered for platforms without buttons (a reply "1" chooses the first).
+    """
+
+    options: tuple[Hit, ...]
+    decision: Decision
+
+    @property
+    def text(self) -> str:
+        return clarify_text(self.options)
+
+    @property
+    def buttons(self) -> tuple[tuple[str, str], ...]:
+        return (
+            *((h.entry.question, answer_command(h.entry)) for h in self.options),
+            (NONE_OF_THESE, HUMAN_COMMAND),
+        )
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason
+
+    path = "clarify"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,5 +148,5 @@ class HandOff:
     path = "handoff"
 
 
-Plan = Verbatim | Escalate | Grounded | Chat | ReviseDraft | HandOff
-KnowledgePlan = Verbatim | Escalate | Grounded
+Plan = Verbatim | Escalate | Clarify | Grounded | Chat | ReviseDraft | HandOff
+KnowledgePlan = Verbatim | Escalate | Clarify | Grounded

@@ -60,6 +60,9 @@ class Settings:
     faq_verbatim_score: float = 0.65
     faq_verbatim_margin: float = 0.02
     faq_grounded_score: float = 0.45
+    # The share of verbatim answers that must be right; `deskmate faq eval`
+    # recommends the verbatim threshold that reaches it on the operator's questions.
+    faq_precision: float = 0.97
     # Close calls between knowledge-base entries re-ranked by the local model
     # (bot.knowledge.rerank); only a backend that can score does it.
     faq_rerank: bool = True
@@ -170,6 +173,10 @@ class Settings:
             )
         if not 0 < self.port < 65536:
             raise ConfigError(f"PORT must be between 1 and 65535, not {self.port}")
+        if not 0.5 <= self.faq_precision <= 1.0:
+            raise ConfigError(
+                f"DESKMATE_FAQ_PRECISION must be between 0.5 and 1, not {self.faq_precision}"
+            )
         if not 0.0 <= self.faq_grounded_score <= self.faq_verbatim_score <= 1.0:
             raise ConfigError(
                 "need 0 <= DESKMATE_FAQ_GROUNDED_SCORE <= DESKMATE_FAQ_VERBATIM_SCORE <= 1, "
@@ -310,6 +317,7 @@ ENV_VARS: dict[str, str] = {
     "user_rate": "DESKMATE_USER_RATE",
     "faq_verbatim_score": "DESKMATE_FAQ_VERBATIM_SCORE",
     "faq_verbatim_margin": "DESKMATE_FAQ_VERBATIM_MARGIN",
+    "faq_precision": "DESKMATE_FAQ_PRECISION",
     "faq_grounded_score": "DESKMATE_FAQ_GROUNDED_SCORE",
     "faq_rerank": "DESKMATE_FAQ_RERANK",
     "embedding_model": "DESKMATE_EMBEDDING_MODEL",

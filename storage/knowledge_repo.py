@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 
 from storage.db import Database, as_utc, utcnow
-from storage.models import escalations, faq_answers, faq_entries, knowledge_settings
+from storage.models import (
+    escalations,
+    faq_answers,
+    faq_entries,
+    faq_phrasings,
+    knowledge_settings,
+)
 
 T = TypeVar("T")
 
@@ -104,6 +110,18 @@ class FaqEntry:
     def ref(self) -> str:
         """How users and exports name the entry: its external id, else its row id."""
         return self.external_id or str(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Phrasing:
+    """A customer's wording of an entry's question, seen by ``tenant`` ("": all)."""
+
+    id: int
+    tenant: str
+    entry_id: int
+    text: str
+    embedding: bytes | None = field(default=None, repr=False)
+    embedding_model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,15 +311,118 @@ class KnowledgeRepository:
             "read FAQ entries", lambda conn: [entry_from_row(r) for r in conn.execute(query).all()]
         )
 
-    async def signature(self) -> tuple[int, int, datetime | None]:
-        """Changes whenever an entry is added, removed or edited (cheap to poll)."""
+    async def signature(self) -> tuple[int, int, datetime | None, int, int]:
+        """Changes whenever an entry or phrasing is added, removed or edited (cheap to poll)."""
         query = select(
             func.count(),
             func.coalesce(func.max(faq_entries.c.id), 0),
             func.max(faq_entries.c.changed_at),
         )
-        row = await self._run("read the FAQ", lambda conn: conn.execute(query).one())
-        return int(row[0]), int(row[1]), row[2]
+        phrased = select(func.count(), func.coalesce(func.max(faq_phrasings.c.id), 0))
+
+        def op(conn: Connection) -> tuple[int, int, datetime | None, int, int]:
+            row = conn.execute(query).one()
+            more = conn.execute(phrased).one()
+            return int(row[0]), int(row[1]), row[2], int(more[0]), int(more[1])
+
+        return await self._run("read the FAQ", op)
+
+    async def add_phrasing(
+        self,
+        *,
+        tenant: str,
+        entry_id: int,
+        text: str,
+        user_id: str,
+        embedding: bytes,
+        embedding_model: str,
+    ) -> bool:
+        """Store a phrasing of an entry; False when the tenant already has it."""
+        phrase = " ".join(text.split())[:1000]
+
+        def op(conn: Connection) -> bool:
+            known = conn.execute(
+                select(faq_phrasings.c.id).where(
+                    faq_phrasings.c.tenant == tenant,
+                    faq_phrasings.c.entry_id == entry_id,
+                    faq_phrasings.c.text == phrase,
+                )
+            ).first()
+            if known is not None:
+                return False
+            conn.execute(
+                faq_phrasings.insert().values(
+                    tenant=tenant,
+                    entry_id=entry_id,
+                    text=phrase,
+                    user_id=user_id,
+                    embedding=embedding,
+                    embedding_model=embedding_model,
+                    created_at=utcnow(),
+                )
+            )
+            return True
+
+        return await self._run("store a phrasing", op)
+
+    async def phrasings(
+        self, *, tenant: str | None = None, with_embeddings: bool = False
+    ) -> list[Phrasing]:
+        """Phrasings ordered by id; ``tenant``: only that scope's."""
+        cols = [
+            faq_phrasings.c.id,
+            faq_phrasings.c.tenant,
+            faq_phrasings.c.entry_id,
+            faq_phrasings.c.text,
+            faq_phrasings.c.embedding_model,
+        ]
+        if with_embeddings:
+            cols.append(faq_phrasings.c.embedding)
+        query = select(*cols).order_by(faq_phrasings.c.id)
+        if tenant is not None:
+            query = query.where(faq_phrasings.c.tenant == tenant)
+
+        def op(conn: Connection) -> list[Phrasing]:
+            return [
+                Phrasing(
+                    id=int(r.id),
+                    tenant=r.tenant,
+                    entry_id=int(r.entry_id),
+                    text=r.text,
+                    embedding=r._mapping.get("embedding"),
+                    embedding_model=r.embedding_model,
+                )
+                for r in conn.execute(query)
+            ]
+
+        return await self._run("read phrasings", op)
+
+    async def share_phrasing(self, phrasing_id: int) -> bool:
+        """Make a tenant's phrasing every tenant's (an owner's decision)."""
+
+        def op(conn: Connection) -> bool:
+            return bool(
+                conn.execute(
+                    update(faq_phrasings)
+                    .where(faq_phrasings.c.id == phrasing_id)
+                    .values(tenant=GLOBAL)
+                ).rowcount
+            )
+
+        return await self._run("share a phrasing", op)
+
+    async def set_phrasing_embeddings(
+        self, vectors: dict[int, bytes], *, embedding_model: str
+    ) -> None:
+        def op(conn: Connection) -> None:
+            for phrasing_id, blob in vectors.items():
+                conn.execute(
+                    update(faq_phrasings)
+                    .where(faq_phrasings.c.id == phrasing_id)
+                    .values(embedding=blob, embedding_model=embedding_model)
+                )
+
+        await self._run("store phrasing vectors", op)
 
     async def keyword_search(
         self, question: str, *, tenant: str, limit: int = 50
@@ -488,6 +609,7 @@ def forget_knowledge(
                     )
                 ).scalars()
             )
+    conn.execute(delete(faq_phrasings).where(faq_phrasings.c.user_id == user_id))
     escalated = conn.execute(delete(escalations).where(escalations.c.user_id == user_id)).rowcount
     answers = 0
     for chunk in _chunks(sorted(answer_ids)):

@@ -176,6 +176,32 @@ faq_entries = Table(
     UniqueConstraint("tenant", "key", name="uq_faq_entries_tenant_key"),
 )
 
+# A question a customer asked and then confirmed as meaning this entry (they
+# chose it among "did you mean ...?" options). Seen by ``tenant`` only; "" when
+# an owner shared it with every tenant. One vector (float32) per row.
+faq_phrasings = Table(
+    "faq_phrasings",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("tenant", String(128), nullable=False, server_default=""),
+    Column(
+        "entry_id",
+        IdType,
+        ForeignKey(
+            "faq_entries.id", ondelete="CASCADE", name="fk_faq_phrasings_entry_id_faq_entries"
+        ),
+        nullable=False,
+    ),
+    Column("text", Text, nullable=False),
+    # Who asked it, so that forgetting a person removes their words too.
+    Column("user_id", String(160), nullable=False, server_default=""),
+    Column("embedding", LargeBinary),
+    Column("embedding_model", String(200), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant", "entry_id", "text", name="uq_faq_phrasings_tenant_entry"),
+    Index("ix_faq_phrasings_user_id", "user_id"),
+)
+
 # Every knowledge-base answer: which entries it used and their scores.
 faq_answers = Table(
     "faq_answers",
@@ -184,7 +210,7 @@ faq_answers = Table(
     Column("tenant", String(128), nullable=False, server_default=""),
     Column("conversation_key", String(600), nullable=False, server_default=""),
     Column("question", Text, nullable=False),
-    Column("path", String(16), nullable=False),  # verbatim | grounded | escalated | model
+    Column("path", String(16), nullable=False),  # verbatim | clarify | grounded | escalated
     Column("entries", JSON, nullable=False),  # [{"id", "key", "score"}]
     Column("answer", Text, nullable=False),
     # Platform user id of who asked ("" for answers logged before 0003_forget).

@@ -1,4 +1,4 @@
-"""``deskmate faq import|export|tune``: the knowledge base from the shell.
+"""``deskmate faq import|export|tune|eval``: the knowledge base from the shell.
 
 ``register(subparsers)`` adds the ``faq`` command to the main CLI's parser;
 ``run(args, settings)`` executes it. ``deskmate ask`` goes through the
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from bot.app import create_knowledge_base
@@ -37,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     imp.add_argument("--tenant", default="", help="only this tenant sees the entries")
     imp.add_argument("--format", choices=FORMATS, help="override the format the extension implies")
     imp.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="do not adapt the embedding model to the entries after the import",
+    )
+    imp.add_argument(
         "--map",
         action="append",
         default=[],
@@ -54,6 +60,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     tune.add_argument("--epochs", type=int, default=ADAPT_EPOCHS, help="passes over the entries")
     tune.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     tune.add_argument("--reset", action="store_true", help="go back to the base model")
+    ev = faq_sub.add_parser(
+        "eval",
+        help="measure the FAQ on your own labelled questions",
+        description="FILE is a CSV of question, expected entry id (blank: a question the "
+        "FAQ should not answer). Prints verbatim precision and coverage at each threshold, "
+        "the thresholds recommended for DESKMATE_FAQ_PRECISION, and the misses. Nothing is "
+        "stored.",
+    )
+    ev.add_argument("file", type=str)
+    ev.add_argument("--tenant", default="", help="answer as this tenant's knowledge base")
     exp = faq_sub.add_parser("export", help="write the FAQ as CSV or JSONL")
     exp.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
     exp.add_argument("--tenant", default=None, help="only this tenant's entries ('' = shared)")
@@ -88,9 +104,7 @@ async def run(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """Run ``faq import|export|tune``; 0 on success, 1 with the reason on stderr."""
-    from pathlib import Path
-
+    """Run ``faq import|export|tune|eval``; 0 on success, 1 with the reason on stderr."""
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     db = Database(settings.effective_database_url)
     try:
@@ -117,8 +131,13 @@ async def run(
                     Path(args.file).name,
                     {"added": report.created, "updated": report.updated},
                 )
-                print(await _tune_hint(kb), file=stderr)
+                if args.no_tune:
+                    print(await _tune_hint(kb), file=stderr)
+                else:
+                    print(await _adapt(kb, stderr), file=stderr)
             return 0
+        if args.faq_command == "eval":
+            return await _eval(kb, Path(args.file), args.tenant, settings, stdout, stderr)
         if args.faq_command == "tune":
             from bot.knowledge import tuning
 
@@ -153,6 +172,19 @@ async def run(
         await db.dispose()
 
 
+async def _adapt(kb: KnowledgeBase, stderr: TextIO) -> str:
+    """Adapt the embedding model to the entries as they are now (minutes on a CPU)."""
+    from bot.errors import ConfigError
+    from bot.knowledge import tuning
+
+    print("adapting the embedding model to the entries (--no-tune skips this)", file=stderr)
+    try:
+        outcome = await tuning.tune(kb, progress=_Progress(stderr, "adapting"))
+    except ConfigError as exc:
+        return f"the embedding model was not adapted: {exc}"
+    return outcome.line()
+
+
 async def _tune_hint(kb: KnowledgeBase) -> str:
     from storage.knowledge_repo import DEPLOYMENT, EMBEDDING_MODEL_SETTING
 
@@ -168,3 +200,95 @@ async def answer_record(kb: KnowledgeBase, conversation_key: str) -> dict[str, A
     """The knowledge base's log of the latest answer in a conversation, if any."""
     rows = await kb.repository.answers(conversation_key=conversation_key, limit=1)
     return rows[0] if rows else None
+
+
+def answer_json(logged: dict[str, Any]) -> dict[str, Any]:
+    """``path`` and ``sources`` of a logged answer (and ``options`` for a clarification)."""
+    sources = [
+        {"id": e["ref"], "question": e.get("question", ""), "score": e["score"]}
+        for e in logged["entries"]
+    ]
+    out: dict[str, Any] = {"path": logged["path"], "sources": sources}
+    if logged["path"] == "clarify":
+        out["options"] = [{"id": s["id"], "question": s["question"]} for s in sources]
+    return out
+
+
+def read_labelled(path: Path) -> list[tuple[str, str]]:
+    """(question, expected entry id or "") rows of an evaluation CSV; a header is skipped."""
+    import csv
+
+    rows: list[tuple[str, str]] = []
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        for n, row in enumerate(csv.reader(handle)):
+            if not row or not row[0].strip():
+                continue
+            expected = row[1].strip() if len(row) > 1 else ""
+            if n == 0 and row[0].strip().lower() == "question":
+                continue
+            rows.append((row[0].strip(), expected))
+    return rows
+
+
+async def _eval(
+    kb: KnowledgeBase,
+    path: Path,
+    tenant: str,
+    settings: Settings,
+    stdout: TextIO,
+    stderr: TextIO,
+) -> int:
+    from bot.knowledge import evaluation
+
+    try:
+        rows = await asyncio.to_thread(read_labelled, path)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"deskmate: cannot read {path}: {exc}", file=stderr)
+        return 1
+    if not rows:
+        print(f"deskmate: {path} has no questions", file=stderr)
+        return 1
+    scored = await evaluation.score_questions(
+        kb, [(q, frozenset({e}) if e else frozenset()) for q, e in rows], tenant=tenant
+    )
+    margin = kb.policy.verbatim_margin
+    curve = evaluation.verbatim_curve(scored, margin=margin)
+    target = settings.faq_precision
+    in_scope = sum(s.in_scope for s in scored)
+    print(
+        f"{len(scored)} questions ({in_scope} in scope, {len(scored) - in_scope} off-topic); "
+        f"right entry first: {sum(s.right for s in scored)}/{in_scope}, among the first "
+        f"three: {sum(s.offered(3) for s in scored if s.in_scope)}/{in_scope}",
+        file=stdout,
+    )
+    print("threshold  verbatim  precision  coverage  off-topic escalated", file=stdout)
+    for point in curve:
+        print(
+            f"{point.threshold:9.2f}  {point.answered:8d}  {point.precision:9.1%}  "
+            f"{point.coverage:8.1%}  {point.oos_escalated:19.1%}",
+            file=stdout,
+        )
+    verbatim = evaluation.recommend_verbatim(curve, target)
+    escalate = evaluation.recommend_escalation(scored)
+    now = kb.policy.verbatim_score
+    print(
+        f"recommended for precision {target:.0%}: DESKMATE_FAQ_VERBATIM_SCORE="
+        + (f"{verbatim:.2f}" if verbatim is not None else "(none reaches it)")
+        + (
+            f", DESKMATE_FAQ_GROUNDED_SCORE={escalate:.2f}"
+            if escalate is not None
+            else " (no off-topic questions to place the escalation threshold)"
+        )
+        + f"; now {now:.2f} and {kb.policy.grounded_score:.2f}",
+        file=stdout,
+    )
+    misses = [s for s in scored if s.in_scope and not s.right]
+    wrongly = [s for s in scored if not s.in_scope and s.confidence >= kb.policy.grounded_score]
+    for s in misses:
+        print(f"miss: {s.question!r} expected {sorted(s.expected)} got {s.refs[:3]}", file=stdout)
+    for s in wrongly:
+        print(
+            f"off-topic not escalated: {s.question!r} -> {s.refs[:1]} ({s.confidence:.2f})",
+            file=stdout,
+        )
+    return 0

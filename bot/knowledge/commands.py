@@ -15,6 +15,7 @@ import time
 from bot.commands import CommandContext, CommandRegistry
 from bot.knowledge import drafting
 from bot.knowledge.knowledge_base import MODES, KnowledgeBase
+from bot.knowledge.tuning import BackgroundTuner
 from bot.plans import Plan, ReviseDraft
 from bot.team import learning
 from bot.team.access import Access
@@ -30,6 +31,7 @@ FAQ_USAGE = (
     "/faq search <question>\n"
     "/faq pending · /faq approve <id> [| <edited answer>] · /faq reject <id>\n"
     "/faq gaps (questions the FAQ did not answer well)\n"
+    "/faq share <phrasing id> (owners: a workspace's learned phrasing for everyone)\n"
     "Admins edit this workspace's own entries; owners edit the shared FAQ, or this "
     "workspace's with --here."
 )
@@ -47,15 +49,21 @@ def _scope(ctx: CommandContext, args: str) -> tuple[str, str]:
 
 
 def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) -> None:
+    tuner = BackgroundTuner(kb)
+
     @registry.command(
         "faq",
         "manage the FAQ: add, list, remove, search, pending, approve, reject, gaps",
         access=Access.ADMIN,
     )
-    async def faq(ctx: CommandContext) -> str:
+    async def faq(ctx: CommandContext) -> str | Plan:
         sub, _, rest = ctx.args.partition(" ")
-        tenant, rest = _scope(ctx, rest.strip())
         sub = sub.lower()
+        if sub == "answer":
+            return await _answer(ctx, kb, rest.strip())
+        if sub == "share" and ctx.is_owner:
+            return await _share(ctx, kb, rest.strip())
+        tenant, rest = _scope(ctx, rest.strip())
         actor = ctx.inbound.platform_user
         if sub in ("pending", "approve", "reject", "gaps"):
             return await _learned(ctx, kb, sub, rest)
@@ -77,7 +85,15 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
                     tenant, actor, "faq.add", f"entry {ref}", {"question": entry.question[:200]}
                 )
             only = " (this workspace only)" if tenant != GLOBAL else ""
-            return f"{verb} FAQ entry {ref}{only}: {entry.question}"
+            adapting = ""
+            # A tenant's own entries never shape the shared model.
+            changed = bool(result.created or result.updated) and tenant == GLOBAL
+            if changed and tuner.schedule():
+                adapting = (
+                    "\nThe search model adapts to the new entries in the background in a "
+                    "few minutes; answers use the current one meanwhile."
+                )
+            return f"{verb} FAQ entry {ref}{only}: {entry.question}{adapting}"
         if sub == "list":
             page = int(rest) if rest.isdigit() and int(rest) > 0 else 1
             entries = await kb.repository.entries(
@@ -117,6 +133,12 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
             lines += [f"{h.entry.ref} ({h.dense:.2f}): {h.entry.question}" for h in hits]
             return "\n".join(lines)
         return FAQ_USAGE
+
+    # /faq is for admins and hidden from customers' menus, so the "did you
+    # mean" buttons (and customers typing an option's id) use their own command.
+    @registry.command("answer", "the answer to an FAQ entry I suggested: /answer <id>")
+    async def answer(ctx: CommandContext) -> str | Plan:
+        return await _answer(ctx, kb, ctx.args.strip())
 
     @registry.command(
         "mode",
@@ -235,3 +257,34 @@ async def _learned(ctx: CommandContext, kb: KnowledgeBase, sub: str, rest: str) 
             return f"Learned answer #{ident} was decided meanwhile."
         return f"Rejected learned answer #{ident}."
     return await learning.approve(team, kb, proposal, by=actor, answer=edited.strip() or None)
+
+
+async def _answer(ctx: CommandContext, kb: KnowledgeBase, ref: str) -> str | Plan:
+    """A customer chose an entry (a "did you mean" option): its answer, verbatim."""
+    ref = ref.split()[0] if ref else ""
+    if not ref:
+        return "Which one? /faq answer <id>"
+    inbound = ctx.inbound
+    plan = await kb.choose(
+        ref,
+        tenant=inbound.ref.tenant,
+        conversation_key=inbound.ref.key,
+        user=inbound.platform_user,
+    )
+    return plan if plan is not None else f"There is no FAQ entry {ref} here."
+
+
+async def _share(ctx: CommandContext, kb: KnowledgeBase, arg: str) -> str:
+    """Owners make a phrasing one workspace taught visible to every workspace."""
+    if not arg.isdigit():
+        mine = await kb.repository.phrasings(tenant=ctx.tenant)
+        if not mine:
+            return "No learned phrasings in this workspace."
+        lines = ["Learned phrasings here (share one with /faq share <id>):"]
+        lines += [f"{p.id}: {p.text} (entry {p.entry_id})" for p in mine[-PAGE:]]
+        return "\n".join(lines)
+    if not await kb.repository.share_phrasing(int(arg)):
+        return f"There is no learned phrasing {arg}."
+    kb.retriever.invalidate()
+    await ctx.team.audit(ctx.tenant, ctx.inbound.platform_user, "faq.share", f"phrasing {arg}", {})
+    return f"Phrasing {arg} is now used for every workspace."

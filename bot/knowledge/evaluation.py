@@ -137,3 +137,220 @@ async def evaluate(kb: KnowledgeBase, eval_set: EvalSet, *, tenant: str = "") ->
         result.out_of_scope += 1
         result.oos_escalated += decision.path == "escalated"
     return result
+
+
+# -- a tuning half and a test half ---------------------------------------------------
+
+SPLIT_FILE = "split.tsv"
+HALVES = ("tune", "test")
+
+
+def make_split(data: Path, *, seed: int = 0) -> dict[str, str]:
+    """Assign every entry (whole duplicate groups together) and every off-topic
+    question to the tuning or the test half, in a random order fixed by ``seed``.
+
+    Groups are dealt in that order to whichever half has fewer questions so far,
+    so both halves get about as many questions.
+    """
+    import random
+
+    eval_set = load_eval_set(data)
+    rng = random.Random(seed)
+    asked = Counter(e for e, _ in eval_set.reworded)
+    groups = sorted({tuple(sorted(eval_set.accepted(e))) for e in dataset_ids(data)})
+    rng.shuffle(groups)
+    count = dict.fromkeys(HALVES, 0)
+    out: dict[str, str] = {}
+    for group in groups:
+        half = min(HALVES, key=lambda h: (count[h], rng.random()))
+        count[half] += sum(asked[e] for e in group)
+        out.update(dict.fromkeys(group, half))
+    order = list(range(len(eval_set.out_of_scope)))
+    rng.shuffle(order)
+    for position, n in enumerate(order):
+        out[f"oos:{n}"] = HALVES[position % 2]
+    return dict(sorted(out.items(), key=lambda kv: (kv[0].startswith("oos:"), kv[0])))
+
+
+def write_split(data: Path, split: dict[str, str], *, seed: int) -> None:
+    lines = [
+        f"# Evaluation halves (bot.knowledge.evaluation.make_split, seed {seed}): thresholds "
+        "are chosen on 'tune', figures are published on 'test'. Entries of one duplicate "
+        "group share a half; oos:N is line N of out_of_scope.txt (comments skipped).",
+        *(f"{key}\t{half}" for key, half in split.items()),
+    ]
+    (data / SPLIT_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def load_half(data: Path, half: str) -> EvalSet:
+    """The questions of one half (``tune`` or ``test``) of the stored split."""
+    if half not in HALVES:
+        raise ValueError(f"half must be one of {HALVES}, not {half!r}")
+    split: dict[str, str] = {}
+    for line in (data / SPLIT_FILE).read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, value = line.split("\t")
+            split[key] = value.strip()
+    full = load_eval_set(data)
+    return EvalSet(
+        [(e, q) for e, q in full.reworded if split.get(e) == half],
+        full.groups,
+        [q for n, q in enumerate(full.out_of_scope) if split.get(f"oos:{n}") == half],
+    )
+
+
+# -- precision and coverage at each threshold ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One labelled question as retrieval saw it."""
+
+    question: str
+    expected: frozenset[str]  # accepted entry ids; empty for an off-topic question
+    refs: tuple[str, ...]  # retrieved ids, best first
+    confidence: float  # dense score of the best entry
+    margin: float  # its lead over the runner-up
+
+    @property
+    def in_scope(self) -> bool:
+        return bool(self.expected)
+
+    @property
+    def right(self) -> bool:
+        return bool(self.refs) and self.refs[0] in self.expected
+
+    def offered(self, options: int) -> bool:
+        return any(r in self.expected for r in self.refs[:options])
+
+
+@dataclass(frozen=True, slots=True)
+class CurvePoint:
+    threshold: float
+    answered: int  # questions above the threshold (would be answered verbatim)
+    wrong: int  # of those, wrong entry or off-topic
+    coverage: float  # in-scope questions answered verbatim and right / in-scope questions
+    oos_escalated: float  # off-topic questions under ``threshold`` / off-topic questions
+
+    @property
+    def precision(self) -> float:
+        return (self.answered - self.wrong) / self.answered if self.answered else 1.0
+
+
+def verbatim_curve(scored: list[Scored], *, margin: float = 0.0) -> list[CurvePoint]:
+    """Verbatim precision and coverage with the verbatim threshold at 0.30 .. 0.95."""
+    in_scope = sum(s.in_scope for s in scored)
+    off = len(scored) - in_scope
+    out: list[CurvePoint] = []
+    for step in range(30, 96):
+        threshold = step / 100
+        above = [s for s in scored if s.confidence >= threshold and s.margin >= margin]
+        wrong = sum(not s.right for s in above)
+        right = sum(s.right for s in above)
+        escalated = sum(1 for s in scored if not s.in_scope and s.confidence < threshold)
+        out.append(
+            CurvePoint(
+                threshold,
+                len(above),
+                wrong,
+                right / in_scope if in_scope else 0.0,
+                escalated / off if off else 1.0,
+            )
+        )
+    return out
+
+
+def recommend_verbatim(
+    curve: list[CurvePoint], precision: float, *, min_answered: int | None = None
+) -> float | None:
+    """The lowest threshold from which on every higher one keeps ``precision``.
+
+    Requiring it of every higher threshold, not just one, keeps a lucky dip in
+    a small sample from being chosen; thresholds answering fewer than
+    ``min_answered`` questions (default: a fifth of them, at least 5) are too
+    few to judge and are skipped. None when no threshold reaches it.
+    """
+    if min_answered is None:
+        min_answered = max(5, (curve[0].answered if curve else 0) // 5)
+    chosen: float | None = None
+    for point in reversed(curve):
+        if point.answered < min_answered:
+            continue
+        if point.precision < precision:
+            break
+        chosen = point.threshold
+    return chosen
+
+
+def recommend_escalation(scored: list[Scored], refusal: float = 0.95) -> float | None:
+    """The lowest threshold under which ``refusal`` of the off-topic questions fall."""
+    off = sorted(s.confidence for s in scored if not s.in_scope)
+    if not off:
+        return None
+    index = min(len(off) - 1, int(refusal * len(off) + 0.999999) - 1)
+    return round(off[index] + 0.005, 2)
+
+
+async def score_questions(
+    kb: KnowledgeBase,
+    questions: list[tuple[str, frozenset[str]]],
+    *,
+    tenant: str = "",
+    limit: int = 3,
+) -> list[Scored]:
+    """Retrieve each (question, accepted ids) once; no answers are logged."""
+    await kb.retriever.refresh()
+    out: list[Scored] = []
+    for question, expected in questions:
+        hits = await kb.search(question, tenant=tenant, limit=max(limit, 2))
+        decision = kb.decide_hits(hits)
+        out.append(
+            Scored(
+                question,
+                expected,
+                tuple(h.entry.ref for h in hits),
+                decision.confidence,
+                decision.margin,
+            )
+        )
+    return out
+
+
+def labelled(eval_set: EvalSet) -> list[tuple[str, frozenset[str]]]:
+    return [(q, eval_set.accepted(e)) for e, q in eval_set.reworded] + [
+        (q, frozenset()) for q in eval_set.out_of_scope
+    ]
+
+
+def outcomes(
+    scored: list[Scored], *, verbatim: float, margin: float, grounded: float, options: int = 3
+) -> dict[str, float | int]:
+    """What customers get under these thresholds with "did you mean" between them.
+
+    ``covered``: in-scope questions answered verbatim with the right entry or
+    offered it among the options; ``verbatim_wrong``: verbatim answers that
+    quote the wrong entry (an off-topic question answered verbatim counts);
+    ``oos_escalated``: off-topic questions under ``grounded``.
+    """
+    in_scope = [s for s in scored if s.in_scope]
+    off = [s for s in scored if not s.in_scope]
+    quoted = [s for s in scored if s.confidence >= verbatim and s.margin >= margin]
+    quoted_ids = {id(s) for s in quoted}
+    clarified = [s for s in scored if id(s) not in quoted_ids and s.confidence >= grounded]
+    covered = sum(s.right for s in in_scope if id(s) in quoted_ids) + sum(
+        s.offered(options) for s in clarified if s.in_scope
+    )
+    wrong = sum(not s.right for s in quoted)
+    return {
+        "in_scope": len(in_scope),
+        "off_topic": len(off),
+        "covered": round(covered / len(in_scope), 4) if in_scope else 0.0,
+        "verbatim": len(quoted),
+        "verbatim_wrong": round(wrong / len(quoted), 4) if quoted else 0.0,
+        "clarified": len(clarified),
+        "oos_escalated": round(sum(s.confidence < grounded for s in off) / len(off), 4)
+        if off
+        else 0.0,
+        "top1": round(sum(s.right for s in in_scope) / len(in_scope), 4) if in_scope else 0.0,
+        "top3": round(sum(s.offered(3) for s in in_scope) / len(in_scope), 4) if in_scope else 0.0,
+    }

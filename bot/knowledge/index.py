@@ -74,7 +74,14 @@ class Hit:
 class VectorIndex:
     """Immutable snapshot of the knowledge base's vectors; rebuilt on change."""
 
-    def __init__(self, entries: Sequence[FaqEntry], blobs: Sequence[bytes], dim: int) -> None:
+    def __init__(
+        self,
+        entries: Sequence[FaqEntry],
+        blobs: Sequence[bytes],
+        dim: int,
+        learned: Sequence[tuple[int, str, bytes]] = (),
+    ) -> None:
+        """``learned``: (entry id, tenant, vector) of wordings customers chose."""
         self.entries = list(entries)
         self.dim = dim
         self.by_id = {e.id: i for i, e in enumerate(self.entries)}
@@ -94,6 +101,16 @@ class VectorIndex:
         self.starts = np.asarray(starts, dtype=np.int64)
         self.qa = qa
         self.tenants = np.asarray([e.tenant for e in self.entries], dtype=object)
+        # Learned phrasings count as phrasings of their entry, but only for the
+        # tenant that taught them (or every tenant, once shared).
+        known = [(self.by_id[e], t, b) for e, t, b in learned if e in self.by_id and b]
+        self.learned = (
+            np.stack([unpack(b, dim)[0] for _, _, b in known])
+            if known
+            else np.zeros((0, dim), np.float32)
+        )
+        self.learned_entry = np.asarray([i for i, _, _ in known], dtype=np.int64)
+        self.learned_tenant = np.asarray([t for _, t, _ in known], dtype=object)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -105,6 +122,10 @@ class VectorIndex:
             return np.zeros(0, np.float32)
         per_phrasing = self.phrasings @ query
         best_phrasing = np.maximum.reduceat(per_phrasing, self.starts)
+        if len(self.learned_entry):
+            mine = (self.learned_tenant == "") | (self.learned_tenant == tenant)
+            if mine.any():
+                np.maximum.at(best_phrasing, self.learned_entry[mine], (self.learned @ query)[mine])
         scores = (best_phrasing + W_QA * (self.qa @ query)) / (1.0 + W_QA)
         visible = (self.tenants == "") | (self.tenants == tenant)
         return np.where(visible, scores, -np.inf).astype(np.float32)

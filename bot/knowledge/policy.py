@@ -51,6 +51,9 @@ class Policy:
     keyword_weight: float = 0.02
     grounded_entries: int = 3
     max_grounded_tokens: int = 220
+    # Between the thresholds, support and faq modes ask "did you mean ...?"
+    # instead of letting the model answer (False: the model answers, grounded).
+    clarify: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,4 +208,22 @@ def cite_list(hits: Sequence[Hit]) -> str:
 def suggestions_text(hits: Sequence[Hit]) -> str:
     lines = ["I couldn't find an exact answer. The closest FAQ entries are:"]
     lines += [f"- {h.entry.question} (FAQ {h.entry.ref})" for h in hits]
+    return "\n".join(lines)
+
+
+NONE_OF_THESE = "None of these — ask a person"
+HUMAN_COMMAND = "/human"
+
+
+def answer_command(entry: FaqEntry) -> str:
+    """What a "did you mean" button sends: choosing the entry answers it verbatim."""
+    return f"/answer {entry.ref}"
+
+
+def clarify_text(hits: Sequence[Hit]) -> str:
+    """The options as a numbered list, for platforms (and people) without buttons."""
+    lines = ["I'm not sure which of these you mean:"]
+    lines += [f"{n}. {h.entry.question}" for n, h in enumerate(hits, start=1)]
+    numbers = " or ".join(str(n) for n in range(1, len(hits) + 1))
+    lines.append(f"Reply {numbers} to get that answer, or {HUMAN_COMMAND} to ask a person.")
     return "\n".join(lines)

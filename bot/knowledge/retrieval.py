@@ -101,8 +101,11 @@ class Retriever:
                     await self.repository.set_embeddings(fresh, embedding_model=embedder.name)
                 entries = [_with_embedding(e, fresh[e.id]) if e.id in fresh else e for e in entries]
             blobs = [e.embedding or b"" for e in entries]
+            learned = await self._phrasing_vectors(embedder, authoritative)
             # ``dim`` may load the model to learn its width: off the event loop too.
-            index = await asyncio.to_thread(lambda: VectorIndex(entries, blobs, embedder.dim))
+            index = await asyncio.to_thread(
+                lambda: VectorIndex(entries, blobs, embedder.dim, learned)
+            )
             # Swapped together, with no await between: a query is always embedded by
             # the model whose vectors fill the index it is ranked against.
             previous, (self._index, self.embedder) = self.embedder, (index, embedder)
@@ -110,6 +113,22 @@ class Retriever:
                 release_embedder(previous)
             self._signature = signature
             return index
+
+    async def _phrasing_vectors(
+        self, embedder: Embedder, authoritative: bool
+    ) -> list[tuple[int, str, bytes]]:
+        phrasings = await self.repository.phrasings(with_embeddings=True)
+        stale = [p for p in phrasings if not p.embedding or p.embedding_model != embedder.name]
+        fresh: dict[int, bytes] = {}
+        if stale:
+            vectors = await asyncio.to_thread(embedder.embed, [p.text for p in stale])
+            fresh = {
+                p.id: np.ascontiguousarray(v, dtype="<f4").tobytes()
+                for p, v in zip(stale, vectors, strict=True)
+            }
+            if authoritative:
+                await self.repository.set_phrasing_embeddings(fresh, embedding_model=embedder.name)
+        return [(p.entry_id, p.tenant, fresh.get(p.id) or p.embedding or b"") for p in phrasings]
 
     async def current_embedder(self) -> Embedder:
         """The model new entries are embedded with: the deployment's, as stored now."""

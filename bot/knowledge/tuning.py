@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +80,15 @@ async def tune(
     if epochs < 1:
         raise ConfigError("--epochs must be at least 1")
     entries = await kb.repository.entries(tenant=GLOBAL)
+    # Wordings customers confirmed count as phrasings too, once shared with every
+    # tenant: a tenant's own stay out of the model all tenants use.
+    learned: dict[int, list[str]] = {}
+    for phrasing in await kb.repository.phrasings(tenant=GLOBAL):
+        learned.setdefault(phrasing.entry_id, []).append(phrasing.text)
     # Sorted, so that the same entries give the same model whatever order the database returns.
-    training = sorted(((e.question, *e.alternatives), e.answer) for e in entries)
+    training = sorted(
+        ((e.question, *e.alternatives, *sorted(learned.get(e.id, ()))), e.answer) for e in entries
+    )
     if len(entries) < MIN_ENTRIES:
         raise ConfigError(
             f"the knowledge base has {len(entries)} deployment-wide entries; adapting the "
@@ -114,3 +122,62 @@ async def _switch(kb: KnowledgeBase, embedder: Embedder, name: str) -> int:
     await kb.repository.use_embedding_model(vectors, name)
     kb.retriever.invalidate()
     return len(entries)
+
+
+# Seconds after the last shared-entry edit in chat before the model is adapted.
+ADAPT_DELAY = 120.0
+
+
+class BackgroundTuner:
+    """Adapts the embedding model after edits in chat, without blocking answers.
+
+    ``schedule`` (re)starts a countdown: several ``/faq add`` in a row train
+    once, ``delay`` s after the last. Answers use the current model meanwhile;
+    ``tune`` switches every process over once the new vectors are stored.
+    """
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.kb = kb
+        self.task: asyncio.Task[None] | None = None
+        self._due = 0.0
+
+    def can_adapt(self) -> bool:
+        retriever = self.kb.retriever
+        return (
+            isinstance(retriever.base_embedder, SentenceEmbedder)
+            and retriever.model_store is not None
+        )
+
+    def schedule(self, delay: float = ADAPT_DELAY) -> bool:
+        """False when this embedding model cannot be adapted."""
+        if not self.can_adapt():
+            return False
+        self._due = time.monotonic() + delay
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._when_due())
+        return True
+
+    async def _when_due(self) -> None:
+        # Each further edit moves the time on.
+        while True:
+            wait = self._due - time.monotonic()
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        shown = -1
+
+        def progress(done: int, total: int) -> None:
+            nonlocal shown
+            pct = 100 if not total else done * 100 // total
+            if pct // 25 != shown // 25:
+                log.info("adapting the embedding model: %d/%d", done, total)
+            shown = pct
+
+        try:
+            outcome = await tune(self.kb, progress=progress)
+            log.info("%s", outcome.line())
+        except ConfigError as exc:
+            log.info("the embedding model was not adapted: %s", exc)
+        except Exception:
+            # Retrieval goes on with the current model; the next edit tries again.
+            log.exception("adapting the embedding model failed")

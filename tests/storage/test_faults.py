@@ -127,6 +127,14 @@ KNOWLEDGE_CALLS: dict[str, Call] = {
     "set_escalation_status": lambda r, k: k.set_escalation_status(1, "closed"),
     "get_setting": lambda r, k: k.get_setting("tenant:t1", "mode"),
     "set_setting": lambda r, k: k.set_setting("tenant:t1", "mode", "faq"),
+    "add_phrasing": lambda r, k: k.add_phrasing(
+        tenant="t1", entry_id=1, text="q", user_id="u", embedding=b"\0" * 4, embedding_model="m"
+    ),
+    "phrasings": lambda r, k: k.phrasings(),
+    "share_phrasing": lambda r, k: k.share_phrasing(1),
+    "set_phrasing_embeddings": lambda r, k: k.set_phrasing_embeddings(
+        {1: b"\0" * 4}, embedding_model="m"
+    ),
 }
 
 

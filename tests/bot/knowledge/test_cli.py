@@ -50,7 +50,9 @@ def test_import_then_ask_and_chat_get_the_curated_answer(tmp_path: Path) -> None
     assert "3 added, 0 updated, 0 unchanged, 1 skipped" in result.stdout
     assert "skipped line 5: the question is empty" in result.stderr
     assert "embedding: 3/3" in result.stderr
-    assert "tip: `deskmate faq tune`" in result.stderr
+    # The import adapts the model by itself; three entries are too few to learn from.
+    assert "adapting the embedding model to the entries" in result.stderr
+    assert "the embedding model was not adapted: the knowledge base has 3" in result.stderr
     result = deskmate(tmp_path, "faq", "tune")
     assert result.returncode == 1
     assert "has 3 deployment-wide entries; adapting the embedding model needs at least 20" in (
@@ -110,7 +112,7 @@ def test_tune_then_ask_with_the_adapted_model(tmp_path: Path) -> None:
     faq = tmp_path / "faq.jsonl"
     lines = faq_jsonl(FAQ_DATA).read_text(encoding="utf-8").splitlines()[:24]
     faq.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert deskmate(tmp_path, "faq", "import", str(faq)).returncode == 0
+    assert deskmate(tmp_path, "faq", "import", str(faq), "--no-tune").returncode == 0
 
     result = deskmate(tmp_path, "faq", "tune", "--epochs", "1")
     assert result.returncode == 0, result.stderr

@@ -6,6 +6,7 @@ real model's retrieval quality is measured in ``test_retrieval_quality``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,8 @@ async def ask(manager: ConversationManager, text: str, chat: str) -> str:
 async def test_policy_paths_and_logging(
     kb: KnowledgeBase, repository: Repository, tmp_path: Path
 ) -> None:
+    # The grounded path, as deployments that turn "did you mean" off get it.
+    kb.policy = dataclasses.replace(kb.policy, clarify=False)
     await kb.import_file(_write(tmp_path, "faq.csv", CSV))
     backend = FakeBackend()
     manager = make_manager(repository, backend, knowledge=kb)
@@ -189,8 +192,8 @@ async def test_faq_mode_never_calls_the_model(
     await kb.set_mode("conversation:web:t1:c1:", "faq")
     backend.enqueue("Invented answer [1].")
     answer = await ask(manager, "return an item I bought last week", "c1")
-    assert (await kb.repository.answers(limit=1))[0]["path"] == "escalated"
-    assert "Can I return an item?" in answer  # offered as the closest entry
+    assert (await kb.repository.answers(limit=1))[0]["path"] == "clarify"
+    assert "1. Can I return an item?" in answer  # offered as the closest entry
     assert "Invented" not in answer and backend.requests == []
     plan = await kb.plan("capital of Australia?", tenant="t1", conversation_key="web:t1:c2:")
     assert isinstance(plan, Escalate)
