@@ -1,0 +1,130 @@
+"""How many torch threads and how many sequences per batch, from the machine and the model.
+
+Both are decided once, at load, from what this process may actually use: the
+CPUs of its affinity mask (a container limited with ``--cpuset-cpus`` or
+``taskset`` sees fewer than ``os.cpu_count()``) and the memory still free
+(the cgroup's limit when there is one). Nothing here imports torch; the
+caller passes the model's shape in.
+
+The figures behind the constants are in bench/README.md ("Threads and batch
+size"), measured on a 2-vCPU machine with the embedded SmolLM2-135M.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Up to this many usable cores, torch gets all of them. The event loop's share
+# of a generation is one wake-up per decode step (the scheduler batches its
+# hand-overs) and a little HTTP and SQLite work, small next to a step: on 2
+# cores, 2 torch threads served 16 web-chat conversations faster than 1 did,
+# with the loop, the database thread and the web server in the same process.
+ALL_CORES_UP_TO = 2
+
+# Beyond a few cores one is left to the event loop, the database thread and
+# the tokenizers: each parallel region waits for its slowest thread, so a
+# torch thread that loses its core to them holds up the whole step.
+RESERVED_CORES = 1
+
+# A batch's sequences cost compute as well as memory. On a CPU a decode step's
+# time grows with every row once the matrix products are compute-bound, and so
+# does every newcomer's wait for its first token; past this many rows the extra
+# throughput is small next to the added latency. A GPU stays memory-bound far
+# longer.
+CPU_BATCH_CAP = 32
+GPU_BATCH_CAP = 128
+
+# The batch's KV cache may take this share of the memory that was free after
+# the weights were loaded; the rest is for activations, logits, prefill
+# buffers and everything else the process (and the machine) does.
+KV_MEMORY_SHARE = 0.25
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(cores: int) -> int:
+    """Torch CPU threads for a process that may use ``cores`` CPUs."""
+    if cores <= ALL_CORES_UP_TO:
+        return max(1, cores)
+    return cores - RESERVED_CORES
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """What the KV cache of one token costs: layers x KV heads x head size x element size."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    element_bytes: int
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.element_bytes
+
+
+def model_shape(config: object, element_bytes: int) -> ModelShape:
+    """The KV-cache shape of a transformers config (``get_text_config()`` of multimodal ones)."""
+    get_text = getattr(config, "get_text_config", None)
+    text = get_text() if callable(get_text) else config
+    layers = int(getattr(text, "num_hidden_layers", 0) or 0)
+    heads = int(getattr(text, "num_attention_heads", 0) or 0)
+    kv_heads = int(getattr(text, "num_key_value_heads", 0) or heads)
+    head_dim = getattr(text, "head_dim", None)
+    if not head_dim:
+        hidden = int(getattr(text, "hidden_size", 0) or 0)
+        head_dim = hidden // heads if heads else 0
+    return ModelShape(layers, kv_heads, int(head_dim), element_bytes)
+
+
+def auto_batch_size(
+    shape: ModelShape, *, context_window: int, free_memory: int | None, gpu: bool
+) -> int:
+    """Sequences decoded together: what the free memory holds at full context, capped.
+
+    Every row of the batch is padded to the longest one, so the worst case is
+    every row at the full context window. Unknown free memory (or an unknown
+    model shape) leaves only the compute cap.
+    """
+    cap = GPU_BATCH_CAP if gpu else CPU_BATCH_CAP
+    per_sequence = shape.kv_bytes_per_token * max(1, context_window)
+    if free_memory is None or per_sequence <= 0:
+        return cap
+    fits = int(free_memory * KV_MEMORY_SHARE) // per_sequence
+    return max(1, min(cap, fits))
+
+
+def free_host_memory() -> int | None:
+    """Bytes of RAM this process could still allocate: the tighter of the machine and its cgroup."""
+    candidates: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    limit = _cgroup_room()
+    if limit is not None:
+        candidates.append(limit)
+    return min(candidates) if candidates else None
+
+
+def _cgroup_room() -> int | None:
+    base = Path("/sys/fs/cgroup")
+    try:
+        raw = (base / "memory.max").read_text().strip()
+        if raw == "max":
+            return None
+        used = int((base / "memory.current").read_text().strip())
+        return max(0, int(raw) - used)
+    except (OSError, ValueError):
+        return None
