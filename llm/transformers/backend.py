@@ -19,6 +19,7 @@ from llm.errors import ModelConfigError
 from llm.scheduler import BatchScheduler, SchedulerStats
 from llm.transformers.engine import TorchEngine
 from llm.transformers.loading import CPU_CONTEXT_CAP, LoadedModel, batch_size_for, load_model
+from llm.transformers.sizing import ThreadTuner, thread_candidates, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,12 @@ class TransformersBackend:
             threads=self._threads,
         )
         max_batch = batch_size_for(loaded, self._max_batch)
+        tuner = None
+        if self._threads is None and loaded.device == "cpu":
+            candidates = thread_candidates(usable_cores())
+            if len(candidates) > 1:
+                tuner = ThreadTuner(candidates)
+                loaded.info["threads"] = "-".join(map(str, candidates)) + ", tuned per pass"
         log.info("Batching up to %d sequences, %s torch threads", max_batch, loaded.info["threads"])
-        engine = TorchEngine(loaded.model, loaded.tokenizer, device=loaded.device)
+        engine = TorchEngine(loaded.model, loaded.tokenizer, device=loaded.device, tuner=tuner)
         return engine, loaded, max_batch

@@ -10,9 +10,11 @@ from llm.transformers.sizing import (
     CPU_BATCH_CAP,
     GPU_BATCH_CAP,
     ModelShape,
+    ThreadTuner,
     auto_batch_size,
     default_threads,
     model_shape,
+    thread_candidates,
 )
 
 # SmolLM2-135M: 30 layers, 3 KV heads of 64, bf16.
@@ -68,3 +70,48 @@ def test_free_host_memory_is_a_positive_number_on_linux() -> None:
         pytest.skip("reads /proc/meminfo")
     free = sizing.free_host_memory()
     assert free is not None and free > 0
+
+
+@pytest.mark.parametrize(
+    ("cores", "candidates"), [(1, (1,)), (2, (1, 2)), (4, (1, 3)), (9, (4, 8))]
+)
+def test_the_tuner_chooses_between_the_policy_and_half_of_it(
+    cores: int, candidates: tuple[int, ...]
+) -> None:
+    assert thread_candidates(cores) == candidates
+
+
+def test_the_tuner_measures_each_count_then_keeps_the_fastest_and_looks_again() -> None:
+    tuner = ThreadTuner([1, 2], explore_every=8)
+    step_seconds = {1: 0.06, 2: 0.09}  # one row: a single thread is faster
+    chosen = []
+    for _ in range(24):
+        threads = tuner.choose("decode", 1)
+        chosen.append(threads)
+        tuner.record("decode", 1, threads, step_seconds[threads])
+    assert chosen[:2] == [2, 1]  # the most threads first, then the other
+    # Afterwards the faster count, but every 8th pass the other is measured again.
+    assert chosen[2:] == [1 if (i + 1) % 8 else 2 for i in range(2, 24)]
+
+
+def test_the_tuner_follows_a_change_of_load() -> None:
+    tuner = ThreadTuner([1, 2], explore_every=4)
+    for _ in range(8):
+        threads = tuner.choose("decode", 16)
+        tuner.record("decode", 16, threads, {1: 0.11, 2: 0.08}[threads])
+    assert tuner.choose("decode", 16) == 2
+    # Another process takes a core: two threads now wait for each other.
+    for _ in range(40):
+        threads = tuner.choose("decode", 16)
+        tuner.record("decode", 16, threads, {1: 0.12, 2: 0.30}[threads])
+    assert tuner.choose("decode", 16) == 1
+
+
+def test_sizes_of_another_class_and_prefills_are_measured_apart() -> None:
+    tuner = ThreadTuner([1, 2])
+    for threads, seconds in ((2, 0.09), (1, 0.06)):
+        assert tuner.choose("decode", 1) == threads
+        tuner.record("decode", 1, threads, seconds)
+    assert tuner.choose("decode", 1) == 1
+    assert tuner.choose("decode", 16) == 2  # nothing known about 16 rows yet
+    assert tuner.choose("prefill", 1) == 2
