@@ -13,6 +13,8 @@ size"), measured on a 2-vCPU machine with the embedded SmolLM2-135M.
 from __future__ import annotations
 
 import os
+import statistics
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,20 +148,22 @@ class ThreadTuner:
     2 threads lost at every batch size: every parallel region waits for its
     slowest thread, and a thread that lost its core holds up the whole pass.
     So each kind of pass (decode or prefill, by a power-of-two size class)
-    keeps a moving average of its time per thread count, uses the fastest,
-    and now and then tries another, so that a change of load is noticed.
+    keeps its last few times per thread count, uses the count with the lowest
+    median (one pass slowed down by another process must not decide), and every
+    ``explore_every`` passes measures the count it measured least recently, so
+    that a change of load is noticed.
     """
 
     def __init__(
-        self, candidates: Sequence[int], *, explore_every: int = 32, weight: float = 0.25
+        self, candidates: Sequence[int], *, explore_every: int = 16, window: int = 3
     ) -> None:
         if not candidates:
             raise ValueError("at least one thread count is needed")
         # The largest first: with nothing measured yet, start where an idle machine is fastest.
         self.candidates = tuple(sorted(set(candidates), reverse=True))
         self._explore_every = explore_every
-        self._weight = weight
-        self._seconds: dict[tuple[str, int], dict[int, float]] = {}
+        self._window = window
+        self._seconds: dict[tuple[str, int], dict[int, deque[float]]] = {}
         self._passes: dict[tuple[str, int], int] = {}
         self._measured_at: dict[tuple[str, int], dict[int, int]] = {}
 
@@ -174,16 +178,14 @@ class ThreadTuner:
         if len(self.candidates) > 1 and count % self._explore_every == self._explore_every - 1:
             measured = self._measured_at.get(key, {})
             return min(self.candidates, key=lambda t: measured.get(t, -1))
-        return min(self.candidates, key=lambda t: seconds[t])
+        return min(self.candidates, key=lambda t: statistics.median(seconds[t]))
 
     def record(self, kind: str, size: int, threads: int, seconds: float) -> None:
         key = (kind, max(1, size).bit_length())
-        per_size = seconds / max(1, size)
-        averages = self._seconds.setdefault(key, {})
-        previous = averages.get(threads)
-        averages[threads] = (
-            per_size if previous is None else previous + self._weight * (per_size - previous)
-        )
+        recent = self._seconds.setdefault(key, {})
+        if threads not in recent:
+            recent[threads] = deque(maxlen=self._window)
+        recent[threads].append(seconds / max(1, size))
         count = self._passes.get(key, 0) + 1
         self._passes[key] = count
         self._measured_at.setdefault(key, {})[threads] = count

@@ -115,3 +115,12 @@ def test_sizes_of_another_class_and_prefills_are_measured_apart() -> None:
     assert tuner.choose("decode", 1) == 1
     assert tuner.choose("decode", 16) == 2  # nothing known about 16 rows yet
     assert tuner.choose("prefill", 1) == 2
+
+
+def test_one_slow_pass_does_not_decide() -> None:
+    tuner = ThreadTuner([1, 2], explore_every=1000)
+    times = iter([0.09, 0.06, 0.06, 0.06, 0.40, 0.06, 0.06])  # 2 threads, then 1 thread
+    for _ in range(7):
+        threads = tuner.choose("decode", 1)
+        tuner.record("decode", 1, threads, next(times))
+    assert tuner.choose("decode", 1) == 1  # 0.40: another process had the core for a while
