@@ -87,6 +87,7 @@ def create_backend(settings: Settings) -> Backend:
         data_dir=settings.data_dir,
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
+        threads=settings.threads,
     )
 
 

@@ -49,7 +49,12 @@ class Settings:
     top_p: float = 0.9
     repetition_penalty: float = 1.15
     llm_timeout: float = 120.0
-    max_batch_size: int = 8
+    # None (``auto``): sized at load from the model's KV cache and the free memory
+    # (llm.transformers.sizing); a number overrides it.
+    max_batch_size: int | None = None
+    # Torch CPU threads; None (``auto``): every core of the affinity mask up to 2,
+    # one fewer beyond that (llm.transformers.sizing).
+    threads: int | None = None
     max_queue: int = 64
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_input_chars: int = 4000
@@ -190,6 +195,10 @@ class Settings:
                 f"DESKMATE_EMBEDDING_MODEL: {self.embedding_model} is not a sentence-transformers "
                 "model folder (it has no modules.json)"
             )
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise ConfigError("DESKMATE_MAX_BATCH must be auto or at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("DESKMATE_THREADS must be auto or at least 1")
         if self.max_new_tokens < 1:
             raise ConfigError("DESKMATE_MAX_NEW_TOKENS must be at least 1")
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
@@ -310,6 +319,7 @@ ENV_VARS: dict[str, str] = {
     "repetition_penalty": "DESKMATE_REPETITION_PENALTY",
     "llm_timeout": "DESKMATE_LLM_TIMEOUT",
     "max_batch_size": "DESKMATE_MAX_BATCH",
+    "threads": "DESKMATE_THREADS",
     "max_queue": "DESKMATE_MAX_QUEUE",
     "system_prompt": "DESKMATE_SYSTEM_PROMPT",
     "max_input_chars": "DESKMATE_MAX_INPUT_CHARS",
@@ -360,19 +370,26 @@ def _loopback(host: str) -> bool:
         return False
 
 
+_AUTO_VARS = {"DESKMATE_MAX_BATCH", "DESKMATE_THREADS"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
 def _parse(var: str, kind: object, raw: str) -> object:
     kind = str(kind)
+    if kind == "int | None":
+        # Optional numbers: "auto" leaves the choice to the component.
+        if raw.lower() == "auto":
+            return None
+        kind = "int"
     try:
         if kind == "int":
             return int(raw)
         if kind == "float":
             return float(raw)
     except ValueError:
-        raise ConfigError(f"{var} must be a number, not {raw!r}") from None
+        hint = " or auto" if var in _AUTO_VARS else ""
+        raise ConfigError(f"{var} must be a number{hint}, not {raw!r}") from None
     if kind == "bool":
         if raw.lower() in _TRUE:
             return True

@@ -140,8 +140,9 @@ class BatchScheduler:
     ``max_batch_size`` sequences decode together; up to ``max_queue`` more
     wait for a slot, and beyond that ``stream`` raises ``LLMBusy``.
     ``prefill_budget`` caps how many prompt tokens are prefilled at one step
-    boundary (at least one request is always admitted), so a burst of long
-    prompts does not stall the streams already running for long.
+    boundary (at least one request is always admitted; a shared prefix the
+    engine caches does not count), so a burst of long prompts does not stall
+    the streams already running for long.
     """
 
     def __init__(
@@ -368,7 +369,11 @@ class BatchScheduler:
                 )
                 continue
             seq.max_new_tokens = min(seq.request.sampling.max_new_tokens, room)
-            budget -= len(seq.prompt)
+            # Only what is computed counts: the shared prefix comes from the
+            # engine's cache. Counting it would split a burst of conversations
+            # into several prefill passes, each newcomer of a later pass waiting
+            # for the earlier ones and a decode step.
+            budget -= len(seq.prompt) - seq.shared_prefix
             ready.append(seq)
         if not ready:
             return

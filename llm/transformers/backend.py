@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ from llm.base import DTYPES, QUANTIZATIONS, GenerationRequest, LLMError, TextDel
 from llm.errors import ModelConfigError
 from llm.scheduler import BatchScheduler, SchedulerStats
 from llm.transformers.engine import TorchEngine
-from llm.transformers.loading import CPU_CONTEXT_CAP, LoadedModel, load_model
+from llm.transformers.loading import CPU_CONTEXT_CAP, LoadedModel, batch_size_for, load_model
+from llm.transformers.sizing import ThreadTuner, thread_candidates, usable_cores
+
+log = logging.getLogger(__name__)
 
 
 class TransformersBackend:
@@ -31,8 +35,9 @@ class TransformersBackend:
     Tuning knobs beyond the settings: ``dtype`` (``auto`` picks per device),
     ``max_context`` (default: the model's window capped at 2048 tokens on CPU,
     8192 on GPU), ``prefill_budget`` (prompt tokens prefilled per step
-    boundary) and ``threads`` (torch CPU threads; default one core fewer than
-    the machine has, see ``loading._set_threads``).
+    boundary). ``threads`` (torch CPU threads) and ``max_batch_size``
+    (sequences decoded together) are decided at load when None: see
+    ``llm.transformers.sizing``.
     """
 
     def __init__(
@@ -43,7 +48,7 @@ class TransformersBackend:
         device: str = "auto",
         allow_quantization_fallback: bool = False,
         data_dir: Path = Path("data"),
-        max_batch_size: int = 8,
+        max_batch_size: int | None = None,
         max_queue: int = 64,
         dtype: str = "auto",
         max_context: int | None = None,
@@ -83,16 +88,16 @@ class TransformersBackend:
         async with self._load_lock:
             if self._scheduler is not None:
                 return
-            engine, loaded = await asyncio.to_thread(self._load_blocking)
+            engine, loaded, max_batch = await asyncio.to_thread(self._load_blocking)
             self._engine = engine
             self.name = f"transformers:{loaded.model_dir.name}"
             self.context_window = loaded.context_window
-            self.loaded_info = loaded.info
+            self.loaded_info = {**loaded.info, "max_batch_size": max_batch}
             self._counter = engine.clone_rust_tokenizer()
             scheduler = BatchScheduler(
                 engine,
                 context_window=loaded.context_window,
-                max_batch_size=self._max_batch,
+                max_batch_size=max_batch,
                 max_queue=self._max_queue,
                 prefill_budget=self._prefill_budget,
                 name="transformers",
@@ -132,7 +137,7 @@ class TransformersBackend:
         self._counter = None
         gc.collect()
 
-    def _load_blocking(self) -> tuple[TorchEngine, LoadedModel]:
+    def _load_blocking(self) -> tuple[TorchEngine, LoadedModel, int]:
         loaded = load_model(
             self._model_spec,
             data_dir=self._data_dir,
@@ -143,4 +148,13 @@ class TransformersBackend:
             max_context=self._max_context,
             threads=self._threads,
         )
-        return TorchEngine(loaded.model, loaded.tokenizer, device=loaded.device), loaded
+        max_batch = batch_size_for(loaded, self._max_batch)
+        tuner = None
+        if self._threads is None and loaded.device == "cpu":
+            candidates = thread_candidates(usable_cores())
+            if len(candidates) > 1:
+                tuner = ThreadTuner(candidates)
+                loaded.info["threads"] = "-".join(map(str, candidates)) + ", tuned per pass"
+        log.info("Batching up to %d sequences, %s torch threads", max_batch, loaded.info["threads"])
+        engine = TorchEngine(loaded.model, loaded.tokenizer, device=loaded.device, tuner=tuner)
+        return engine, loaded, max_batch

@@ -9,6 +9,7 @@ apart from ``loglikelihoods``, which runs on a worker thread of its own.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from llm.base import ChatMessage
 from llm.errors import ModelConfigError
 from llm.scheduler import NewSequence, Prompt
 from llm.transformers.kv_cache import growing_layer_class
+from llm.transformers.sizing import ThreadTuner
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +43,9 @@ class TorchEngine:
     its own whether or not it is cached, so a hit computes what a miss would.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, device: str) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, device: str, tuner: ThreadTuner | None = None
+    ) -> None:
         import torch
 
         self._torch = torch
@@ -63,6 +67,9 @@ class TorchEngine:
         self._padded = False
         self._scoring_lock = threading.Lock()
         self._scoring_tokenizer: Any = None
+        # None: torch's thread count stays as loading set it.
+        self._tuner = tuner
+        self._threads = int(torch.get_num_threads())
 
     def clone_rust_tokenizer(self) -> Any:
         from tokenizers import Tokenizer
@@ -146,6 +153,14 @@ class TorchEngine:
         return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
     def add(self, entries: Sequence[NewSequence]) -> dict[int, int]:
+        computed = sum(len(entry.prompt) - entry.shared_prefix for entry in entries)
+        threads = self._pick_threads("prefill", computed)
+        started = time.perf_counter()
+        firsts = self._add(entries)
+        self._measured("prefill", computed, threads, started)
+        return firsts
+
+    def _add(self, entries: Sequence[NewSequence]) -> dict[int, int]:
         torch = self._torch
         with torch.inference_mode():
             groups: dict[tuple[int, ...] | None, list[NewSequence]] = {}
@@ -179,9 +194,16 @@ class TorchEngine:
         rows = self._rows
         if rows is None:
             return {}
+        count = len(rows.seq_ids)
+        threads = self._pick_threads("decode", count)
+        started = time.perf_counter()
+        tokens = self._step(rows, count)
+        self._measured("decode", count, threads, started)
+        return tokens
+
+    def _step(self, rows: _Rows, count: int) -> dict[int, int]:
         torch = self._torch
         with torch.inference_mode():
-            count = len(rows.seq_ids)
             rows.mask = torch.cat(
                 [rows.mask, torch.ones(count, 1, dtype=rows.mask.dtype, device=self._device)], 1
             )
@@ -234,6 +256,20 @@ class TorchEngine:
             self._install(kept)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _pick_threads(self, kind: str, size: int) -> int:
+        if self._tuner is None:
+            return self._threads
+        threads = self._tuner.choose(kind, size)
+        if threads != self._threads:
+            self._torch.set_num_threads(threads)
+            self._threads = threads
+        return threads
+
+    def _measured(self, kind: str, size: int, threads: int, started: float) -> None:
+        # The pass has finished here: its tokens were read back (``tolist``).
+        if self._tuner is not None:
+            self._tuner.record(kind, size, threads, time.perf_counter() - started)
 
     def _install(self, rows: _Rows) -> None:
         from transformers import DynamicCache

@@ -17,7 +17,6 @@ picks float32 on CPUs without native bf16 and bf16 elsewhere.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,13 @@ from typing import Any
 
 from llm.errors import ModelConfigError, ModelNotFound
 from llm.gguf import converted_dir, embedded_gguf_path, ensure_converted
+from llm.transformers.sizing import (
+    auto_batch_size,
+    default_threads,
+    free_host_memory,
+    model_shape,
+    usable_cores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -224,25 +230,37 @@ def _resolve_device(spec: str, torch: Any) -> str:
 
 
 def _set_threads(requested: int | None, device: str, torch: Any) -> int:
-    """Set torch's CPU thread count: ``requested``, else one core fewer than available.
+    """Set torch's CPU thread count: ``requested``, else the policy of ``sizing.default_threads``.
 
-    Leaving a core free is deliberate. On a 2-core machine a decode step with
-    2 torch threads ran 2-4x slower than with 1 whenever anything else wanted
-    the CPU (the event loop, the database, another process): each parallel
-    region waits for its slowest thread, and a thread that lost its core holds
-    up the whole step. Torch's setting is process-wide; it is only lowered.
+    Torch's setting is process-wide, so the embedding model and the re-ranker
+    run on the same threads. On a GPU the CPU only feeds it; torch's own
+    default is left alone there unless ``requested`` says otherwise.
     """
     if requested:
         torch.set_num_threads(requested)
     elif device == "cpu":
-        try:
-            available = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            available = os.cpu_count() or 1
-        wanted = max(1, available - 1)
-        if torch.get_num_threads() > wanted:
-            torch.set_num_threads(wanted)
+        torch.set_num_threads(default_threads(usable_cores()))
     return int(torch.get_num_threads())
+
+
+def batch_size_for(loaded: LoadedModel, requested: int | None) -> int:
+    """``requested``, or what fits this model's KV cache in the free memory (``sizing``)."""
+    if requested is not None:
+        return requested
+    model = loaded.model
+    torch, _ = _import_torch_stack()
+    element = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 2
+    shape = model_shape(model.config, element)
+    gpu = loaded.device.startswith("cuda")
+    if gpu:
+        free_memory: int | None = int(torch.cuda.mem_get_info(torch.device(loaded.device))[0])
+    elif loaded.device == "cpu":
+        free_memory = free_host_memory()
+    else:
+        free_memory = None
+    return auto_batch_size(
+        shape, context_window=loaded.context_window, free_memory=free_memory, gpu=gpu
+    )
 
 
 def _resolve_dtype(spec: str, device: str, torch: Any) -> Any:

@@ -46,6 +46,9 @@ def test_env_parsing() -> None:
         ({"DESKMATE_ALLOW_QUANTIZATION_FALLBACK": "maybe"}, "must be true or false"),
         ({"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_WEBHOOK_URL": "https://x"}, "WEBHOOK_SECRET"),
         ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_APP_TOKEN"),
+        ({"DESKMATE_MAX_BATCH": "lots"}, "DESKMATE_MAX_BATCH must be a number or auto"),
+        ({"DESKMATE_MAX_BATCH": "0"}, "DESKMATE_MAX_BATCH must be auto or at least 1"),
+        ({"DESKMATE_THREADS": "-2"}, "DESKMATE_THREADS must be auto or at least 1"),
         (
             {"DESKMATE_EMBEDDING_MODEL": "/nonexistent/model"},
             "DESKMATE_EMBEDDING_MODEL: /nonexistent/model is not a sentence-transformers",
@@ -55,6 +58,15 @@ def test_env_parsing() -> None:
 def test_bad_settings_explain_the_fix(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_threads_and_batch_size_default_to_auto() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.threads, defaults.max_batch_size) == (None, None)
+    auto = Settings.from_env({"DESKMATE_THREADS": "AUTO", "DESKMATE_MAX_BATCH": "auto"})
+    assert (auto.threads, auto.max_batch_size) == (None, None)
+    fixed = Settings.from_env({"DESKMATE_THREADS": "3", "DESKMATE_MAX_BATCH": "12"})
+    assert (fixed.threads, fixed.max_batch_size) == (3, 12)
 
 
 def test_embedding_model_is_a_sentence_transformers_folder(tmp_path: Path) -> None:
@@ -112,3 +124,19 @@ def test_the_web_chat_is_off_next_to_a_platform_and_guarded_off_loopback() -> No
         Settings.from_env({"DESKMATE_WEB_CHAT": "off"})
     with pytest.raises(ConfigError, match="auto, on or off"):
         Settings.from_env({"DESKMATE_WEB_CHAT": "maybe"})
+
+
+def test_thread_and_batch_settings_reach_the_local_backend(tmp_path: Path) -> None:
+    from bot.app import create_backend
+
+    backend = create_backend(
+        Settings.from_env(
+            {
+                "DESKMATE_THREADS": "3",
+                "DESKMATE_MAX_BATCH": "auto",
+                "DESKMATE_DATA_DIR": str(tmp_path),
+            }
+        )
+    )
+    assert backend._threads == 3  # type: ignore[attr-defined]
+    assert backend._max_batch is None  # type: ignore[attr-defined]

@@ -346,6 +346,35 @@ async def test_prefill_budget_spreads_a_burst_over_boundaries() -> None:
         assert "".join(d.text for d in deltas) == f"reply:question {i}"
 
 
+class SharedPrefixEngine(ByteEngine):
+    """A ``ByteEngine`` whose prompts share their system message (and the newline after it)."""
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> Prompt:
+        prompt = super().encode_chat(messages)
+        return Prompt(prompt.ids, shared_prefix=len(messages[0].content.encode()) + 1)
+
+
+async def test_the_budget_counts_only_what_is_not_shared() -> None:
+    engine = SharedPrefixEngine()
+    engine.gate.clear()
+    scheduler = BatchScheduler(engine, context_window=4096, max_batch_size=8, prefill_budget=30)
+    scheduler.start()
+    system = ChatMessage("system", "S" * 40)
+
+    def request(text: str) -> GenerationRequest:
+        return GenerationRequest([system, ChatMessage("user", text)], sampling=SamplingParams())
+
+    blocker = asyncio.create_task(_collect(scheduler, request("first")))
+    await _until(lambda: bool(engine.added))
+    others = [asyncio.create_task(_collect(scheduler, request(f"question {i}"))) for i in range(3)]
+    await _until(lambda: scheduler.stats().waiting == 3)
+    engine.gate.set()
+    await asyncio.gather(blocker, *others)
+    await scheduler.aclose()
+    # 51 tokens a prompt, 10 of them its own: the three fit the budget of 30 together.
+    assert [len(call) for call in engine.prefill_calls] == [1, 3]
+
+
 async def test_one_bad_prompt_in_a_joint_prefill_fails_alone() -> None:
     engine = ByteEngine()
     engine.gate.clear()
