@@ -71,7 +71,7 @@ async def test_tune_switches_every_process_to_the_adapted_model(
     )
     other = _kb(repository, store)  # a second bot process on the same database
     assert {h.entry.ref for h in await other.search("building permit")}
-    assert other.embedder.name == BASE_MODEL_NAME
+    assert other.retriever.embedder.name == BASE_MODEL_NAME
 
     steps: list[tuple[int, int]] = []
     report = await tuning.tune(kb, epochs=1, progress=lambda d, t: steps.append((d, t)))
@@ -84,7 +84,7 @@ async def test_tune_switches_every_process_to_the_adapted_model(
     assert await _models(kb) == {report.model}
 
     hits = await other.search("how long until the council decides on my permit?")
-    assert other.embedder.name == report.model
+    assert other.retriever.embedder.name == report.model
     assert hits[0].entry.ref == "bygglov-002"
 
     # The same entries and settings give the same model: nothing is trained again.
@@ -96,7 +96,7 @@ async def test_tune_switches_every_process_to_the_adapted_model(
     elsewhere = _kb(repository, tmp_path / "empty")
     with caplog.at_level(logging.ERROR, logger="bot.knowledge.retrieval"):
         assert await elsewhere.search("building permit")
-    assert elsewhere.embedder.name == BASE_MODEL_NAME
+    assert elsewhere.retriever.embedder.name == BASE_MODEL_NAME
     assert "does not exist" in caplog.text and report.model in caplog.text
     assert await _models(kb) == {report.model}
 
@@ -105,7 +105,7 @@ async def test_tune_switches_every_process_to_the_adapted_model(
     assert await kb.repository.get_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING) is None
     assert await _models(kb) == {BASE_MODEL_NAME}
     await other.search("building permit")
-    assert other.embedder.name == BASE_MODEL_NAME
+    assert other.retriever.embedder.name == BASE_MODEL_NAME
     # The process no longer keeps the adapted model it switched away from.
     assert report.model not in {e.name for e in embeddings._shared.values()}
 
@@ -180,7 +180,7 @@ async def test_an_operator_chosen_model_replaces_the_shipped_one(
     embeddings.release_embedder(kb.retriever.embedder)
     restarted = knowledge_base(repository.db, settings)
     hits = await restarted.search("Do I need a permit to build a house?")
-    assert hits and restarted.embedder.dim == 128
+    assert hits and restarted.retriever.embedder.dim == 128
     assert await _models(restarted) == {name}
 
     # Back to the shipped model: every entry is embedded again with it.
