@@ -13,7 +13,8 @@ run: install
 
 test: install postgres browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	# One module per process: a module's processes and fakes stay together.
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 install: $(STAMP)
 
