@@ -113,9 +113,7 @@ def _cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
 def test_no_import_cycles() -> None:
     graph = _graph()
     cycles = _cycles(graph)
-    described = [
-        " / ".join(f"{m} -> {[t for t in graph[m] if t in c]}" for m in c) for c in cycles
-    ]
+    described = [" / ".join(f"{m} -> {[t for t in graph[m] if t in c]}" for m in c) for c in cycles]
     assert not cycles, "import cycles:\n" + "\n".join(described)
 
 
