@@ -524,6 +524,16 @@ class SlackAdapter:
             log.warning("Slack: malformed slash command: %s", exc)
             await ack(text="Sorry, Slack sent an incomplete command. Please try again.")
             return
+        await self._store_and_answer(conversations, inbound, ack)
+
+    async def _store_and_answer(
+        self,
+        conversations: Conversations,
+        inbound: Inbound,
+        ack: Callable[..., Awaitable[Any]],
+    ) -> None:
+        """Store, then acknowledge Slack, then answer in the background (a storage
+        failure raises before the ack, so Slack sends the delivery again)."""
         accepted = await conversations.accept(inbound)
         await ack()
         if not accepted.duplicate:
@@ -551,10 +561,7 @@ class SlackAdapter:
             log.info("Slack: ignored a ticket button outside the support spaces")
             await ack()
             return
-        accepted = await conversations.accept(inbound)
-        await ack()
-        if not accepted.duplicate:
-            self.answers.spawn(accepted)
+        await self._store_and_answer(conversations, inbound, ack)
 
     async def _on_command_button(
         self, body: dict[str, Any], ack: Callable[..., Awaitable[Any]]
@@ -568,10 +575,7 @@ class SlackAdapter:
             log.warning("Slack: ignored a malformed button click: %s", exc)
             await ack()
             return
-        accepted = await conversations.accept(inbound)
-        await ack()
-        if not accepted.duplicate:
-            self.answers.spawn(accepted)
+        await self._store_and_answer(conversations, inbound, ack)
 
     async def _on_other_event(self, ack: Callable[[], Awaitable[Any]]) -> None:
         await ack()

@@ -156,14 +156,7 @@ class HelpDesk:
         )
         if created:
             await self.post(ticket, "")
-            await self.tickets.enqueue(
-                f"{key}:notice",
-                ticket.customer_address,
-                f"A person from the support team ({self.settings.signature}) has joined "
-                "the conversation.",
-                kind="notice",
-                ticket_id=ticket.id,
-            )
+            await self._joined(ticket, f"{key}:notice")
         return ticket, created
 
     def opened_notice(self, now: datetime) -> str:
@@ -342,14 +335,7 @@ class HelpDesk:
         )
         if changed:
             await self._audit(ticket, inbound.platform_user, "ticket.claim")
-            await self.tickets.enqueue(
-                f"claimed:{ticket.id}:{accepted.inbound_id}",
-                ticket.customer_address,
-                f"A person from the support team ({self.settings.signature}) has joined "
-                "the conversation.",
-                kind="notice",
-                ticket_id=ticket.id,
-            )
+            await self._joined(ticket, f"claimed:{ticket.id}:{accepted.inbound_id}")
 
     async def list_tickets(self, space: SupportSpace) -> str:
         found = await self.tickets.open_tickets(space_chat=space.chat)
@@ -536,14 +522,7 @@ class HelpDesk:
             ticket.id, "human", by=agent, by_name=agent_name, expect=("waiting",)
         )
         if changed:
-            await self.tickets.enqueue(
-                f"claimed:{ticket.id}:console:{action}",
-                ticket.customer_address,
-                f"A person from the support team ({self.settings.signature}) has joined "
-                "the conversation.",
-                kind="notice",
-                ticket_id=ticket.id,
-            )
+            await self._joined(ticket, f"claimed:{ticket.id}:console:{action}")
             await self.tickets.enqueue(
                 f"console:{action}:claimed",
                 self.space_address(ticket),
@@ -554,6 +533,17 @@ class HelpDesk:
         return changed or ticket.state == "human"
 
     # -- helpers -------------------------------------------------------------------------
+
+    async def _joined(self, ticket: Ticket, key: str) -> None:
+        """Tell the customer a person has their conversation now."""
+        await self.tickets.enqueue(
+            key,
+            ticket.customer_address,
+            f"A person from the support team ({self.settings.signature}) has joined "
+            "the conversation.",
+            kind="notice",
+            ticket_id=ticket.id,
+        )
 
     async def _audit(self, ticket: Ticket, agent: str, action: str) -> None:
         # Recorded in the customer's tenant: it is that tenant's support the team gave.
