@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -122,6 +123,9 @@ async def _chat(settings: Settings) -> None:
 
 async def _ask(settings: Settings, question: str, *, as_json: bool, tenant: str = "local") -> int:
     questions = _read_questions() if question == "-" else [question]
+    # The operator's own batch from the shell: the per-person message limit that
+    # protects the bot from a flooding customer would turn its tail away.
+    settings = dataclasses.replace(settings, user_rate=0)
     async with _loading(settings) as core:
         conversation = f"ask-{uuid.uuid4().hex[:12]}"
         failed = False

@@ -64,7 +64,7 @@ class Settings:
     # Knowledge-base answering thresholds (bot.knowledge.policy.Policy; cosine scale).
     faq_verbatim_score: float = 0.65
     faq_verbatim_margin: float = 0.02
-    faq_grounded_score: float = 0.45
+    faq_grounded_score: float = 0.336
     # The share of verbatim answers that must be right; `deskmate faq eval`
     # recommends the verbatim threshold that reaches it on the operator's questions.
     faq_precision: float = 0.97

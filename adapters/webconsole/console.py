@@ -887,8 +887,9 @@ class WebConsole:
             if not await kb.retriever.has_entries(tenant):
                 values.update(hits=[], plan=Chat(), decision=None)
             else:
-                hits = await kb.search(question, tenant=tenant, limit=5)
-                decision = kb.decide_hits(hits)
+                found = await kb.lookup(question, tenant=tenant, limit=5)
+                hits = found.hits
+                decision = kb.decide_hits(hits, found.scope)
                 plan = kb.plan_for(question, decision, mode, await kb.persona(tenant))
                 values.update(hits=hits, decision=decision, plan=plan)
             plan = values["plan"]

@@ -283,12 +283,12 @@ async def _eval(
         file=stdout,
     )
     misses = [s for s in scored if s.in_scope and not s.right]
-    wrongly = [s for s in scored if not s.in_scope and s.confidence >= kb.policy.grounded_score]
+    wrongly = [s for s in scored if not s.in_scope and s.scope >= kb.policy.grounded_score]
     for s in misses:
         print(f"miss: {s.question!r} expected {sorted(s.expected)} got {s.refs[:3]}", file=stdout)
     for s in wrongly:
         print(
-            f"off-topic not escalated: {s.question!r} -> {s.refs[:1]} ({s.confidence:.2f})",
+            f"off-topic not escalated: {s.question!r} -> {s.refs[:1]} (scope {s.scope:.2f})",
             file=stdout,
         )
     return 0

@@ -125,10 +125,11 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
         if sub == "search":
             if not rest:
                 return "Search for what? /faq search <question>"
-            hits = await kb.search(rest, tenant=ctx.inbound.ref.tenant, limit=5)
+            found = await kb.lookup(rest, tenant=ctx.inbound.ref.tenant, limit=5)
+            hits = found.hits
             if not hits:
                 return "The FAQ is empty."
-            decision = kb.decide_hits(hits)
+            decision = kb.decide_hits(hits, found.scope)
             lines = [f"Best matches (I would answer: {decision.path}):"]
             lines += [f"{h.entry.ref} ({h.dense:.2f}): {h.entry.question}" for h in hits]
             return "\n".join(lines)

@@ -118,9 +118,10 @@ async def evaluate(kb: KnowledgeBase, eval_set: EvalSet, *, tenant: str = "") ->
     await kb.retriever.refresh()
     for expected, question in eval_set.reworded:
         start = time.perf_counter()
-        hits = await kb.search(question, tenant=tenant, limit=3)
+        found = await kb.lookup(question, tenant=tenant, limit=3)
         result.latencies_ms.append((time.perf_counter() - start) * 1000)
-        decision = kb.decide_hits(hits)
+        hits = found.hits
+        decision = kb.decide_hits(hits, found.scope)
         ok = eval_set.accepted(expected)
         refs = [h.entry.ref for h in hits]
         result.questions += 1
@@ -211,6 +212,7 @@ class Scored:
     refs: tuple[str, ...]  # retrieved ids, best first
     confidence: float  # dense score of the best entry
     margin: float  # its lead over the runner-up
+    scope: float  # the question's scope score
 
     @property
     def in_scope(self) -> bool:
@@ -283,8 +285,9 @@ def recommend_verbatim(
 
 
 def recommend_escalation(scored: list[Scored], refusal: float = 0.95) -> float | None:
-    """The lowest threshold under which ``refusal`` of the off-topic questions fall."""
-    off = sorted(s.confidence for s in scored if not s.in_scope)
+    """The lowest threshold on the scope score under which ``refusal`` of the
+    off-topic questions fall."""
+    off = sorted(s.scope for s in scored if not s.in_scope)
     if not off:
         return None
     index = min(len(off) - 1, int(refusal * len(off) + 0.999999) - 1)
@@ -302,15 +305,16 @@ async def score_questions(
     await kb.retriever.refresh()
     out: list[Scored] = []
     for question, expected in questions:
-        hits = await kb.search(question, tenant=tenant, limit=max(limit, 2))
-        decision = kb.decide_hits(hits)
+        found = await kb.lookup(question, tenant=tenant, limit=max(limit, 2))
+        decision = kb.decide_hits(found.hits, found.scope)
         out.append(
             Scored(
                 question,
                 expected,
-                tuple(h.entry.ref for h in hits),
+                tuple(h.entry.ref for h in found.hits),
                 decision.confidence,
                 decision.margin,
+                found.scope,
             )
         )
     return out
@@ -330,13 +334,14 @@ def outcomes(
     ``covered``: in-scope questions answered verbatim with the right entry or
     offered it among the options; ``verbatim_wrong``: verbatim answers that
     quote the wrong entry (an off-topic question answered verbatim counts);
-    ``oos_escalated``: off-topic questions under ``grounded``.
+    ``oos_escalated``: off-topic questions whose scope score is under ``grounded``.
     """
     in_scope = [s for s in scored if s.in_scope]
     off = [s for s in scored if not s.in_scope]
-    quoted = [s for s in scored if s.confidence >= verbatim and s.margin >= margin]
+    kept = [s for s in scored if s.scope >= grounded]
+    quoted = [s for s in kept if s.confidence >= verbatim and s.margin >= margin]
     quoted_ids = {id(s) for s in quoted}
-    clarified = [s for s in scored if id(s) not in quoted_ids and s.confidence >= grounded]
+    clarified = [s for s in kept if id(s) not in quoted_ids]
     covered = sum(s.right for s in in_scope if id(s) in quoted_ids) + sum(
         s.offered(options) for s in clarified if s.in_scope
     )
@@ -348,9 +353,7 @@ def outcomes(
         "verbatim": len(quoted),
         "verbatim_wrong": round(wrong / len(quoted), 4) if quoted else 0.0,
         "clarified": len(clarified),
-        "oos_escalated": round(sum(s.confidence < grounded for s in off) / len(off), 4)
-        if off
-        else 0.0,
+        "oos_escalated": round(sum(s.scope < grounded for s in off) / len(off), 4) if off else 0.0,
         "top1": round(sum(s.right for s in in_scope) / len(in_scope), 4) if in_scope else 0.0,
         "top3": round(sum(s.offered(3) for s in in_scope) / len(in_scope), 4) if in_scope else 0.0,
     }

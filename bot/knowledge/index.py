@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llm.embeddings import Embedder
-from storage.knowledge_repo import EntryInput, FaqEntry
+from storage.knowledge_repo import EntryInput, FaqEntry, keyword_terms
 
 W_QA = 1.0
 
@@ -54,6 +54,12 @@ def embed_entries(
         out.append(np.ascontiguousarray(matrix[row : row + count], dtype="<f4").tobytes())
         row += count
     return out
+
+
+def entry_score(vectors: np.ndarray, query: np.ndarray) -> float:
+    """The dense score of one entry from its stored vectors (phrasings..., q+a)."""
+    sims = vectors @ query
+    return float((sims[:-1].max() + W_QA * sims[-1]) / (1.0 + W_QA))
 
 
 def unpack(blob: bytes, dim: int) -> np.ndarray:
@@ -111,9 +117,25 @@ class VectorIndex:
         )
         self.learned_entry = np.asarray([i for i, _, _ in known], dtype=np.int64)
         self.learned_tenant = np.asarray([t for _, t, _ in known], dtype=object)
+        # The words the knowledge base uses, per tenant ("" for every tenant's).
+        self.vocabulary: dict[str, set[str]] = {}
+        for entry in self.entries:
+            words = self.vocabulary.setdefault(entry.tenant, set())
+            text = " ".join([entry.question, *entry.alternatives, entry.answer])
+            words.update(keyword_terms(text, limit=100_000))
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def coverage(self, question: str, tenant: str) -> float:
+        """The share of the question's content words the tenant's entries use
+        (1.0 for a question without content words: no evidence either way)."""
+        terms = keyword_terms(question, limit=100)
+        if not terms:
+            return 1.0
+        shared = self.vocabulary.get("", set())
+        own = self.vocabulary.get(tenant, set()) if tenant else set()
+        return sum(1 for t in terms if t in shared or t in own) / len(terms)
 
     def dense_scores(self, query: np.ndarray, tenant: str) -> np.ndarray:
         """Dense score of every entry for one unit query vector; -inf where the

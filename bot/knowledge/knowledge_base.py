@@ -24,7 +24,7 @@ from bot.knowledge.importer import ParseResult, RowIssue, parse_file
 from bot.knowledge.index import Hit, embed_entries
 from bot.knowledge.policy import Decision, Policy, decide, grounded_prompt
 from bot.knowledge.rerank import LikelihoodReranker
-from bot.knowledge.retrieval import Retriever
+from bot.knowledge.retrieval import Lookup, Retriever
 from bot.plans import Chat, Clarify, Escalate, Grounded, Plan, ReviseDraft, Verbatim
 from llm.embeddings import Embedder
 from storage.knowledge_repo import (
@@ -142,13 +142,18 @@ class KnowledgeBase:
     async def search(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> list[Hit]:
         return await self.retriever.search(question, tenant=tenant, limit=limit)
 
+    async def lookup(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> Lookup:
+        """The hits and the question's scope score."""
+        return await self.retriever.lookup(question, tenant=tenant, limit=limit)
+
     async def decide(self, question: str, tenant: str = GLOBAL) -> Decision:
         """Choose verbatim / grounded / escalated for a question (no text is generated)."""
-        limit = max(self.policy.grounded_entries, 2)
-        return self.decide_hits(await self.search(question, tenant=tenant, limit=limit))
+        limit = max(self.policy.grounded_entries, CLARIFY_OPTIONS, 2)
+        found = await self.lookup(question, tenant=tenant, limit=limit)
+        return self.decide_hits(found.hits, found.scope)
 
-    def decide_hits(self, hits: Sequence[Hit]) -> Decision:
-        return decide(hits, self.policy)
+    def decide_hits(self, hits: Sequence[Hit], scope: float | None = None) -> Decision:
+        return decide(hits, self.policy, scope)
 
     # -- per-scope settings (mode, persona, open draft) ------------------------------
 

@@ -52,7 +52,7 @@ async def setup(
     kb = KnowledgeBase(
         repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
-        policy=Policy(verbatim_score=0.5, grounded_score=0.15, fallback_verbatim_score=0.35),
+        policy=Policy(verbatim_score=0.5, grounded_score=0.1, fallback_verbatim_score=0.35),
         refresh_interval=0.0,
     )
     path = tmp_path / "faq.csv"

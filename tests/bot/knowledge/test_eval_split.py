@@ -37,7 +37,7 @@ def test_the_stored_split_is_the_seeded_one_and_keeps_entries_apart() -> None:
 def test_the_recommended_threshold_keeps_the_precision_above_it() -> None:
     def s(conf: float, right: bool | None) -> evaluation.Scored:
         expected = frozenset() if right is None else frozenset({"a"})
-        return evaluation.Scored("q", expected, ("a" if right else "b",), conf, 0.1)
+        return evaluation.Scored("q", expected, ("a" if right else "b",), conf, 0.1, conf)
 
     scored = [s(0.9, True)] * 20 + [s(0.7, True)] * 9 + [s(0.7, False)] + [s(0.5, False)] * 5
     scored += [s(0.4, None)] * 19 + [s(0.6, None)]

@@ -277,3 +277,52 @@ async def test_thresholds_come_from_settings(tmp_path: Path) -> None:
     assert kb.policy.fallback_verbatim_score == pytest.approx(0.6)
     with pytest.raises(ConfigError, match="GROUNDED_SCORE"):
         Settings.from_env({"DESKMATE_FAQ_GROUNDED_SCORE": "0.9"})
+
+
+async def test_the_scope_score_penalises_words_the_faq_never_uses(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    from bot.knowledge.retrieval import COVERAGE_WEIGHT
+
+    await kb.import_file(_write(tmp_path, "faq.csv", CSV))
+    index = await kb.retriever.refresh()
+    assert index.coverage("how long does shipping take", "") == 1.0
+    assert index.coverage("how long does shipping to mars take", "") == pytest.approx(3 / 4)
+    assert index.coverage("???", "") == 1.0  # no content words: no evidence either way
+    found = await kb.lookup("how long does shipping to mars take", limit=3)
+    best = max(h.dense for h in await kb.search("how long does shipping to mars take", limit=10))
+    assert found.scope == pytest.approx(best - COVERAGE_WEIGHT / 4)
+
+
+async def test_a_question_out_of_scope_is_escalated_however_close_its_best_entry(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    await kb.import_file(_write(tmp_path, "faq.csv", CSV))
+    hits = await kb.search("How long does shipping take?", limit=3)
+    assert kb.decide_hits(hits).path == "verbatim"
+    # The same hits, judged off-topic by the scope score, are not quoted.
+    decision = kb.decide_hits(hits, scope=POLICY.grounded_score - 0.01)
+    assert (decision.path, decision.reason) == ("escalated", "no entry is close enough")
+
+
+async def test_with_an_adapted_model_the_scope_is_judged_by_the_base_model(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    from bot.knowledge.index import Hit, VectorIndex, embed_entries
+
+    await kb.import_file(_write(tmp_path, "faq.csv", CSV))
+    retriever = kb.retriever
+    entries = await kb.repository.entries()
+    hits = [Hit(e, 0.0, 0.0, 0.0) for e in entries]
+    question = "when will my parcel arrive"
+    base = retriever.base_embedder
+    index = VectorIndex(entries, embed_entries(base, entries), base.dim)
+    expected = float(index.dense_scores(base.embed([question])[0], "").max())
+    assert retriever._base_confidence(question, hits, "", {}) == pytest.approx(expected)
+    # A learned wording is one more phrasing of its entry, for its tenant only.
+    learned = {entries[0].id: [("t1", question)]}
+    asked, both = base.embed([question, f"{entries[0].question} {entries[0].answer}"])
+    as_learned = (1.0 + float(both @ asked)) / 2  # its phrasing matches exactly
+    assert as_learned > expected
+    assert retriever._base_confidence(question, hits, "t1", learned) == pytest.approx(as_learned)
+    assert retriever._base_confidence(question, hits, "t2", learned) == pytest.approx(expected)

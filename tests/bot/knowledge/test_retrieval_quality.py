@@ -3,28 +3,29 @@
 503-entry Swedish construction FAQ (CC BY 4.0, tests/data/faq/SOURCE.md),
 162 reworded questions written without looking at retrieval output, and 50
 out-of-scope questions. Measured with the default ``Policy`` (see
-bench/README.md for the full table):
+bench/README.md for the full table, and for the held-out half the
+thresholds were not chosen on):
 
     top-1 (duplicate groups accepted)  83.3 %   (strict id: 77.8 %)
     top-3                              93.8 %
     verbatim answers that are right    98.8 %   (51 % of questions answered verbatim,
-                                                 45 % grounded, 3.7 % escalated)
-    out-of-scope escalated             98.0 %
+                                                 49 % "did you mean", none escalated)
+    out-of-scope escalated             94.0 %
 
 After ``deskmate faq tune`` (the model adapted to these 503 entries, seed 0):
 
     top-1                              89.5 %   (seeds 1 and 2: 85.8 %, 86.4 %)
     top-3                              97.5 %
     verbatim answers that are right    97.2 %
-    out-of-scope escalated             90.0 %
+    out-of-scope escalated             94.0 %   (judged with the base model's scores)
 
 With close calls re-ranked by the embedded model (``bot.knowledge.rerank``,
-what a bot on the default model does), the same adapted models:
+what a bot on the default model does), the same adapted model:
 
-    top-1                              92.0 %   (seeds 1 and 2: 90.7 %, 90.1 %)
+    top-1                              92.6 %
     top-3                              97.5 %
     verbatim answers that are right    98.6 %
-    out-of-scope escalated             90.0 %
+    out-of-scope escalated             94.0 %
 
 The floors below sit a little under those figures; a change that loses
 retrieval quality fails here. The adapted model's floors allow for the
@@ -53,11 +54,11 @@ pytestmark = pytest.mark.model
 TOP1_FLOOR = 0.82
 TOP3_FLOOR = 0.92
 VERBATIM_PRECISION_FLOOR = 0.97
-REFUSAL_FLOOR = 0.96
+REFUSAL_FLOOR = 0.92
 TUNED_TOP1_FLOOR = 0.85
 TUNED_TOP3_FLOOR = 0.95
 TUNED_VERBATIM_PRECISION_FLOOR = 0.95
-TUNED_REFUSAL_FLOOR = 0.86
+TUNED_REFUSAL_FLOOR = 0.9
 RERANKED_TOP1_FLOOR = 0.89
 
 
