@@ -282,6 +282,17 @@ async def _eval(
         + f"; now {now:.2f} and {kb.policy.grounded_score:.2f}",
         file=stdout,
     )
+    off = [s for s in scored if not s.in_scope]
+    if escalate is not None:
+        refused = sum(s.scope < escalate for s in off)
+        # A threshold placed among n samples refuses, on average, refused / (n + 1)
+        # of the questions that were not among them.
+        print(
+            f"that escalation threshold refuses {refused} of these {len(off)} off-topic "
+            f"questions; expect about {refused / (len(off) + 1):.0%} of new ones (more "
+            "off-topic questions in the file make the estimate closer)",
+            file=stdout,
+        )
     misses = [s for s in scored if s.in_scope and not s.right]
     wrongly = [s for s in scored if not s.in_scope and s.scope >= kb.policy.grounded_score]
     for s in misses:

@@ -10,6 +10,7 @@ questions are escalated.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections import Counter
@@ -291,7 +292,9 @@ def recommend_escalation(scored: list[Scored], refusal: float = 0.95) -> float |
     if not off:
         return None
     index = min(len(off) - 1, int(refusal * len(off) + 0.999999) - 1)
-    return round(off[index] + 0.005, 2)
+    # The next hundredth strictly above that score, so that it falls under.
+    threshold = math.floor(off[index] * 100 + 1) / 100
+    return threshold if threshold > off[index] else round(threshold + 0.01, 2)
 
 
 async def score_questions(

@@ -45,6 +45,9 @@ def test_the_recommended_threshold_keeps_the_precision_above_it() -> None:
     assert evaluation.recommend_verbatim(curve, 0.97) == 0.71
     assert evaluation.recommend_verbatim(curve, 0.9) == 0.51  # 29 of 31 right above it
     assert evaluation.recommend_escalation(scored, 0.95) == 0.41
+    # A score on a hundredth is placed under the threshold, not on it.
+    assert evaluation.recommend_escalation([s(0.12, None), s(-0.05, None)], 1.0) == 0.13
+    assert evaluation.recommend_escalation([s(-0.05, None)], 1.0) == -0.04
 
 
 async def test_faq_eval_prints_the_curve_and_the_misses(
@@ -81,5 +84,6 @@ async def test_faq_eval_prints_the_curve_and_the_misses(
     assert "threshold  verbatim  precision  coverage" in text
     assert "     0.50" in text and "     0.95" in text
     assert "recommended for precision 97%: DESKMATE_FAQ_VERBATIM_SCORE=" in text
+    assert "refuses 1 of these 1 off-topic questions; expect about 50% of new ones" in text
     assert "miss: 'which payment methods' expected ['ship-1'] got ('pay-1'," in text
     assert await kb.repository.answers() == []  # nothing was logged
