@@ -64,7 +64,7 @@ class Settings:
     # Knowledge-base answering thresholds (bot.knowledge.policy.Policy; cosine scale).
     faq_verbatim_score: float = 0.65
     faq_verbatim_margin: float = 0.02
-    faq_grounded_score: float = 0.336
+    faq_grounded_score: float = 0.0
     # The share of verbatim answers that must be right; `deskmate faq eval`
     # recommends the verbatim threshold that reaches it on the operator's questions.
     faq_precision: float = 0.97
@@ -182,9 +182,10 @@ class Settings:
             raise ConfigError(
                 f"DESKMATE_FAQ_PRECISION must be between 0.5 and 1, not {self.faq_precision}"
             )
-        if not 0.0 <= self.faq_grounded_score <= self.faq_verbatim_score <= 1.0:
+        # The scope score DESKMATE_FAQ_GROUNDED_SCORE applies to can be negative.
+        if not -1.0 <= self.faq_grounded_score <= self.faq_verbatim_score <= 1.0:
             raise ConfigError(
-                "need 0 <= DESKMATE_FAQ_GROUNDED_SCORE <= DESKMATE_FAQ_VERBATIM_SCORE <= 1, "
+                "need -1 <= DESKMATE_FAQ_GROUNDED_SCORE <= DESKMATE_FAQ_VERBATIM_SCORE <= 1, "
                 f"not {self.faq_grounded_score} and {self.faq_verbatim_score}"
             )
         if (

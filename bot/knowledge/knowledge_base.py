@@ -73,7 +73,9 @@ class KnowledgeBase:
         refresh_interval: float = 2.0,
         model_store: Path | None = None,
         reranker: LikelihoodReranker | None = None,
+        background: Sequence[str] | None = None,
     ) -> None:
+        """``background``: see ``Retriever``."""
         self.repository = repository
         self.policy = policy or Policy()
         self.retriever = Retriever(
@@ -83,6 +85,7 @@ class KnowledgeBase:
             model_store=model_store,
             reranker=reranker,
             keyword_weight=self.policy.keyword_weight,
+            background=background,
         )
 
     # -- content -------------------------------------------------------------------

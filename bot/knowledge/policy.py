@@ -44,11 +44,12 @@ class Policy:
 
     # Chosen on the tuning half of tests/data/faq (bench/README.md):
     # verbatim_score for DESKMATE_FAQ_PRECISION's default of 97 % right
-    # verbatim answers; grounded_score, on the scope score, as the threshold
-    # under which 95 % of the off-topic questions fall.
+    # verbatim answers; grounded_score, on the scope score, in the gap between
+    # every off-topic question (all under -0.06) and every in-scope one (all
+    # above 0.06).
     verbatim_score: float = 0.65
     verbatim_margin: float = 0.02
-    grounded_score: float = 0.336
+    grounded_score: float = 0.0
     # After a model answer fails the guard, the best entry is still shown
     # verbatim when at least this likely; otherwise the question is escalated.
     fallback_verbatim_score: float = 0.55

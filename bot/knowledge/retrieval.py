@@ -2,13 +2,15 @@
 was built with, and hybrid search (dense + keyword, then optional re-ranking).
 
 Each search also says how likely the question is to be about the knowledge
-base at all (``Lookup.scope``). Adapting the embedding model to a FAQ pulls
-every text towards the FAQ's vocabulary, off-topic questions included (on the
-evaluation set their best scores rose by about 0.1 while in-scope ones rose
-less), so the scope is judged with the base model's scores for the adapted
-model's best candidates, less a penalty for the share of the question's words
-that the knowledge base never uses. bench/README.md has the measurements that
-set ``COVERAGE_WEIGHT``.
+base at all (``Lookup.scope``): how much closer the question is to the
+knowledge base than to everyday background traffic (``background.txt``:
+chit-chat and generic account questions no company's FAQ is meant to answer),
+less a penalty for the share of its words the knowledge base never uses.
+Adapting the embedding model to a FAQ pulls every text towards the FAQ's
+vocabulary, off-topic questions included, so the scope is judged with the base
+model's scores, for the adapted model's best candidates. Background questions
+that are close to an entry of this knowledge base are about its domain and
+are left out. bench/README.md has the measurements that set the weights.
 
 The index is rebuilt when this process changes the knowledge base, and when
 another process did (checked at most every ``refresh_interval`` seconds with
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -45,11 +48,18 @@ log = logging.getLogger(__name__)
 # cost accuracy above ~0.05; it breaks ties between close entries and catches
 # identifiers (law references, product names) dense vectors blur.
 KEYWORD_WEIGHT = 0.02
-# Scope score = base-model confidence - COVERAGE_WEIGHT * (share of the
-# question's words the knowledge base never uses). Chosen on the tuning half of
-# tests/data/faq as the weight that keeps the most in-scope questions above
-# the threshold refusing 95 % of off-topic ones (bench/README.md).
+# Scope score = base-model confidence
+#   - COVERAGE_WEIGHT * (share of the question's words the knowledge base never uses)
+#   - BACKGROUND_WEIGHT * (base-model similarity to the closest background question).
+# Chosen on the tuning half of tests/data/faq as the weights that keep the most
+# in-scope questions above the threshold refusing the most off-topic ones
+# (bench/README.md).
 COVERAGE_WEIGHT = 0.1
+BACKGROUND_WEIGHT = 1.0
+BACKGROUND_FILE = Path(__file__).with_name("background.txt")
+# A background question at least this close to an entry (the ranking model's
+# score) is within this knowledge base's domain and is not held against it.
+BACKGROUND_IN_DOMAIN = 0.65
 # Candidates whose base-model scores are compared (the adapted model's best).
 SCOPE_CANDIDATES = 10
 _BASE_VECTOR_CACHE = 50_000
@@ -75,7 +85,9 @@ class Retriever:
         model_store: Path | None = None,
         reranker: LikelihoodReranker | None = None,
         keyword_weight: float = KEYWORD_WEIGHT,
+        background: Sequence[str] | None = None,
     ) -> None:
+        """``background``: everyday questions no FAQ answers (default: the shipped list)."""
         self.repository = repository
         self.base_embedder = embedder
         # The model whose vectors fill ``_index``: the base model or the adapted one.
@@ -93,6 +105,11 @@ class Retriever:
         # only needed, and filled lazily, while an adapted model ranks.
         self._base_vectors: dict[tuple[str, ...], np.ndarray] = {}
         self._learned_texts: dict[int, list[tuple[str, str]]] = {}
+        self._background_texts = list(load_background() if background is None else background)
+        self._background_base: np.ndarray | None = None
+        self._background_lock = threading.Lock()
+        # Base-model vectors of the background questions outside this knowledge base's domain.
+        self._background: np.ndarray = np.zeros((0, 0), np.float32)
 
     def invalidate(self) -> None:
         """Rebuild the index on the next search (after writing to the database directly)."""
@@ -136,10 +153,11 @@ class Retriever:
             index = await asyncio.to_thread(
                 lambda: VectorIndex(entries, blobs, embedder.dim, learned)
             )
+            background = await asyncio.to_thread(self._background_for, index, embedder)
             # Swapped together, with no await between: a query is always embedded by
             # the model whose vectors fill the index it is ranked against.
             previous, (self._index, self.embedder) = self.embedder, (index, embedder)
-            self._learned_texts = texts
+            self._learned_texts, self._background = texts, background
             if previous is not embedder and previous is not self.base_embedder:
                 release_embedder(previous)
             self._signature = signature
@@ -215,7 +233,7 @@ class Retriever:
         """``search``'s hits, and the question's scope score."""
         index = await self.refresh()
         embedder = self.embedder  # the model of ``index`` (read before any other await)
-        learned_texts = self._learned_texts
+        learned_texts, background = self._learned_texts, self._background
         if not len(index) or not question.strip():
             return Lookup([], 0.0)
         # The embedding (a worker thread) and the keyword query overlap.
@@ -235,12 +253,17 @@ class Retriever:
         if not hits:
             return Lookup([], 0.0)
         if embedder is self.base_embedder:
-            confidence = max(h.dense for h in hits)
+            confidence, query = max(h.dense for h in hits), np.asarray(vectors[0], np.float32)
         else:
-            confidence = await asyncio.to_thread(
+            confidence, query = await asyncio.to_thread(
                 self._base_confidence, question, hits[:SCOPE_CANDIDATES], tenant, learned_texts
             )
-        scope = confidence - COVERAGE_WEIGHT * (1.0 - index.coverage(question, tenant))
+        usual = float((background @ query).max()) if len(background) else 0.0
+        scope = (
+            confidence
+            - COVERAGE_WEIGHT * (1.0 - index.coverage(question, tenant))
+            - BACKGROUND_WEIGHT * usual
+        )
         hits = hits[:wanted]
         if reranker is not None:
             hits = await reranker.rerank(question, hits)
@@ -252,8 +275,9 @@ class Retriever:
         candidates: Sequence[Hit],
         tenant: str,
         learned_texts: dict[int, list[tuple[str, str]]],
-    ) -> float:
-        """The base model's best score among ``candidates`` (blocking)."""
+    ) -> tuple[float, np.ndarray]:
+        """The base model's best score among ``candidates``, and its vector of
+        ``question`` (blocking)."""
         groups: list[tuple[str, ...]] = []
         for hit in candidates:
             entry = hit.entry
@@ -272,7 +296,30 @@ class Retriever:
             known[group] = cache[group] = vectors[row : row + len(group)]
             row += len(group)
         query = np.asarray(vectors[0], dtype=np.float32)
-        return max(entry_score(v, query) for v in known.values() if v is not None)
+        return max(entry_score(v, query) for v in known.values() if v is not None), query
+
+    def _background_for(self, index: VectorIndex, embedder: Embedder) -> np.ndarray:
+        """Base-model vectors of the background questions outside ``index``'s domain
+        (blocking): those whose best deployment-wide entry scores under
+        ``BACKGROUND_IN_DOMAIN`` with the ranking model."""
+        texts = self._background_texts
+        if not texts or not len(index):
+            return np.zeros((0, 0), np.float32)
+        with self._background_lock:
+            if self._background_base is None:
+                self._background_base = np.asarray(self.base_embedder.embed(texts), np.float32)
+        base = self._background_base
+        ranked = base if embedder is self.base_embedder else embedder.embed(texts)
+        best = np.asarray(
+            [index.dense_scores(np.asarray(v, np.float32), GLOBAL).max() for v in ranked]
+        )
+        return base[best < BACKGROUND_IN_DOMAIN]
+
+
+def load_background(path: Path = BACKGROUND_FILE) -> list[str]:
+    """The background questions shipped with Deskmate (comments skipped)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 def _with_embedding(entry: FaqEntry, blob: bytes) -> FaqEntry:

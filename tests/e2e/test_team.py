@@ -31,6 +31,7 @@ async def slack(
     kb = KnowledgeBase(
         repository=KnowledgeRepository(sqlite_repository.db),
         embedder=HashingEmbedder(),
+        background=(),
         refresh_interval=0.0,
     )
     manager = make_manager(sqlite_repository, backend, knowledge=kb, admins={"slack:T1/UOWNER"})

@@ -78,6 +78,7 @@ async def handoff(
     kb = KnowledgeBase(
         repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
+        background=(),
         policy=Policy(verbatim_score=0.5, grounded_score=0.25, fallback_verbatim_score=0.35),
         refresh_interval=0.0,
     )
@@ -104,7 +105,9 @@ async def say(manager: ConversationManager, text: str, **kw: object) -> Reply:
 async def test_without_a_team_human_is_told_plainly_and_kept(
     repository: Repository, backend: FakeBackend
 ) -> None:
-    kb = KnowledgeBase(repository=KnowledgeRepository(repository.db), embedder=HashingEmbedder())
+    kb = KnowledgeBase(
+        repository=KnowledgeRepository(repository.db), embedder=HashingEmbedder(), background=()
+    )
     manager = make_manager(repository, backend, knowledge=kb)
     reply = await say(manager, "/human")
     assert reply.text == NO_TEAM

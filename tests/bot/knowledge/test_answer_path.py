@@ -42,6 +42,7 @@ async def setup(
     kb = KnowledgeBase(
         repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
+        background=(),
         policy=Policy(
             verbatim_score=0.5, grounded_score=0.25, fallback_verbatim_score=0.35, clarify=False
         ),

@@ -16,7 +16,9 @@ from storage.repository import Repository
 async def test_a_batch_of_edits_adapts_once_after_the_last(
     repository: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kb = KnowledgeBase(repository=KnowledgeRepository(repository.db), embedder=HashingEmbedder())
+    kb = KnowledgeBase(
+        repository=KnowledgeRepository(repository.db), embedder=HashingEmbedder(), background=()
+    )
     tuner = tuning.BackgroundTuner(kb)
     assert not tuner.schedule()  # a hashing model cannot be adapted
     calls: list[float] = []

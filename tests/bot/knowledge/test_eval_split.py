@@ -56,6 +56,7 @@ async def test_faq_eval_prints_the_curve_and_the_misses(
     kb = KnowledgeBase(
         repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
+        background=(),
         policy=Policy(verbatim_score=0.5, grounded_score=0.25),
         refresh_interval=0.0,
     )

@@ -48,6 +48,7 @@ async def kb(repository: Repository) -> KnowledgeBase:
     return KnowledgeBase(
         repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
+        background=(),
         policy=POLICY,
         refresh_interval=0.0,
     )
@@ -237,6 +238,7 @@ async def test_another_process_sees_changes(kb: KnowledgeBase, tmp_path: Path) -
     other = KnowledgeBase(
         repository=KnowledgeRepository(kb.repository.db),
         embedder=HashingEmbedder(),
+        background=(),
         policy=POLICY,
         refresh_interval=0.0,
     )
@@ -318,11 +320,42 @@ async def test_with_an_adapted_model_the_scope_is_judged_by_the_base_model(
     base = retriever.base_embedder
     index = VectorIndex(entries, embed_entries(base, entries), base.dim)
     expected = float(index.dense_scores(base.embed([question])[0], "").max())
-    assert retriever._base_confidence(question, hits, "", {}) == pytest.approx(expected)
+    assert retriever._base_confidence(question, hits, "", {})[0] == pytest.approx(expected)
     # A learned wording is one more phrasing of its entry, for its tenant only.
     learned = {entries[0].id: [("t1", question)]}
     asked, both = base.embed([question, f"{entries[0].question} {entries[0].answer}"])
     as_learned = (1.0 + float(both @ asked)) / 2  # its phrasing matches exactly
     assert as_learned > expected
-    assert retriever._base_confidence(question, hits, "t1", learned) == pytest.approx(as_learned)
-    assert retriever._base_confidence(question, hits, "t2", learned) == pytest.approx(expected)
+    assert retriever._base_confidence(question, hits, "t1", learned)[0] == pytest.approx(as_learned)
+    assert retriever._base_confidence(question, hits, "t2", learned)[0] == pytest.approx(expected)
+
+
+async def test_a_question_like_everyday_background_traffic_is_out_of_scope(
+    repository: Repository, tmp_path: Path
+) -> None:
+    from bot.knowledge.retrieval import BACKGROUND_WEIGHT, COVERAGE_WEIGHT, load_background
+
+    weather = "what is the weather like tomorrow"
+    kb = KnowledgeBase(
+        repository=KnowledgeRepository(repository.db),
+        embedder=HashingEmbedder(),
+        policy=POLICY,
+        refresh_interval=0.0,
+        # The second is one of this FAQ's own questions: within its domain, so not used.
+        background=[weather, "Can I return an item?"],
+    )
+    await kb.import_file(_write(tmp_path, "faq.csv", CSV))
+    await kb.retriever.refresh()
+    assert len(kb.retriever._background) == 1
+    found = await kb.lookup(weather, limit=3)
+    best = max(h.dense for h in await kb.search(weather, limit=10))
+    coverage = (await kb.retriever.refresh()).coverage(weather, "")
+    expected = best - COVERAGE_WEIGHT * (1 - coverage) - BACKGROUND_WEIGHT * 1.0
+    assert found.scope == pytest.approx(expected, abs=1e-5)
+    assert kb.decide_hits(found.hits, found.scope).path == "escalated"
+    # The FAQ's own question is still in scope: the background list left it alone.
+    returns = await kb.lookup("Can I return an item?", limit=3)
+    assert kb.decide_hits(returns.hits, returns.scope).path == "verbatim"
+    # The shipped list: plain questions, comments dropped.
+    shipped = load_background()
+    assert len(shipped) > 200 and not any(q.startswith("#") for q in shipped)

@@ -120,6 +120,7 @@ async def test_tune_refuses_what_it_cannot_do(repository: Repository, tmp_path: 
     hashing = KnowledgeBase(
         repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
+        background=(),
         model_store=tmp_path,
     )
     with pytest.raises(ConfigError, match="cannot be adapted"):

@@ -20,7 +20,9 @@ from storage.team_repo import TeamRepository
 
 
 def _hashing_kb(db: Database, settings: Settings, backend: object = None) -> KnowledgeBase:
-    return KnowledgeBase(repository=KnowledgeRepository(db), embedder=HashingEmbedder())
+    return KnowledgeBase(
+        repository=KnowledgeRepository(db), embedder=HashingEmbedder(), background=()
+    )
 
 
 async def _seed(url: str) -> None:

@@ -38,6 +38,7 @@ async def kb(repository: Repository, tmp_path: Path) -> KnowledgeBase:
     knowledge = KnowledgeBase(
         repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
+        background=(),
         policy=Policy(verbatim_score=0.5, grounded_score=0.25, fallback_verbatim_score=0.35),
         refresh_interval=0.0,
     )
