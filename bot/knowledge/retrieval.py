@@ -108,6 +108,7 @@ class Retriever:
         self._background_texts = list(load_background() if background is None else background)
         self._background_base: np.ndarray | None = None
         self._background_lock = threading.Lock()
+        self._background_ranked: tuple[str, np.ndarray] = ("", np.zeros((0, 0), np.float32))
         # Base-model vectors of the background questions outside this knowledge base's domain.
         self._background: np.ndarray = np.zeros((0, 0), np.float32)
 
@@ -308,8 +309,16 @@ class Retriever:
         with self._background_lock:
             if self._background_base is None:
                 self._background_base = np.asarray(self.base_embedder.embed(texts), np.float32)
-        base = self._background_base
-        ranked = base if embedder is self.base_embedder else embedder.embed(texts)
+            base = self._background_base
+            # Every index rebuild (an edit, a learned wording) checks them again; the
+            # ranking model's vectors of the same texts only change with the model.
+            if embedder is self.base_embedder:
+                ranked = base
+            elif self._background_ranked[0] == embedder.name:
+                ranked = self._background_ranked[1]
+            else:
+                ranked = np.asarray(embedder.embed(texts), np.float32)
+                self._background_ranked = (embedder.name, ranked)
         best = np.asarray(
             [index.dense_scores(np.asarray(v, np.float32), GLOBAL).max() for v in ranked]
         )
