@@ -56,10 +56,14 @@ def embed_entries(
     return out
 
 
+def _combine(best_phrasing: np.ndarray | float, qa: np.ndarray | float) -> np.ndarray | float:
+    return (best_phrasing + W_QA * qa) / (1.0 + W_QA)
+
+
 def entry_score(vectors: np.ndarray, query: np.ndarray) -> float:
     """The dense score of one entry from its stored vectors (phrasings..., q+a)."""
     sims = vectors @ query
-    return float((sims[:-1].max() + W_QA * sims[-1]) / (1.0 + W_QA))
+    return float(_combine(sims[:-1].max(), sims[-1]))
 
 
 def unpack(blob: bytes, dim: int) -> np.ndarray:
@@ -148,7 +152,7 @@ class VectorIndex:
             mine = (self.learned_tenant == "") | (self.learned_tenant == tenant)
             if mine.any():
                 np.maximum.at(best_phrasing, self.learned_entry[mine], (self.learned @ query)[mine])
-        scores = (best_phrasing + W_QA * (self.qa @ query)) / (1.0 + W_QA)
+        scores = np.asarray(_combine(best_phrasing, self.qa @ query))
         visible = (self.tenants == "") | (self.tenants == tenant)
         return np.where(visible, scores, -np.inf).astype(np.float32)
 

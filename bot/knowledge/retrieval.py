@@ -237,10 +237,14 @@ class Retriever:
         learned_texts, background = self._learned_texts, self._background
         if not len(index) or not question.strip():
             return Lookup([], 0.0)
-        # The embedding (a worker thread) and the keyword query overlap.
-        vectors, keyword = await asyncio.gather(
+        base = self.base_embedder
+        adapted = embedder is not base
+        # The embeddings (worker threads) and the keyword query overlap; with an
+        # adapted model the base model embeds the question too, for the scope.
+        vectors, keyword, *base_vectors = await asyncio.gather(
             asyncio.to_thread(embedder.embed, [question]),
             self.repository.keyword_search(question, tenant=tenant, limit=50),
+            *([asyncio.to_thread(base.embed, [question])] if adapted else []),
         )
         reranker = self.reranker
         wanted = max(limit, reranker.candidates) if reranker is not None else limit
@@ -253,12 +257,13 @@ class Retriever:
         )
         if not hits:
             return Lookup([], 0.0)
-        if embedder is self.base_embedder:
-            confidence, query = max(h.dense for h in hits), np.asarray(vectors[0], np.float32)
-        else:
-            confidence, query = await asyncio.to_thread(
-                self._base_confidence, question, hits[:SCOPE_CANDIDATES], tenant, learned_texts
+        if adapted:
+            query = np.asarray(base_vectors[0][0], np.float32)
+            confidence = await asyncio.to_thread(
+                self._base_confidence, query, hits[:SCOPE_CANDIDATES], tenant, learned_texts
             )
+        else:
+            confidence, query = max(h.dense for h in hits), np.asarray(vectors[0], np.float32)
         usual = float((background @ query).max()) if len(background) else 0.0
         scope = (
             confidence
@@ -272,13 +277,13 @@ class Retriever:
 
     def _base_confidence(
         self,
-        question: str,
+        query: np.ndarray,
         candidates: Sequence[Hit],
         tenant: str,
         learned_texts: dict[int, list[tuple[str, str]]],
-    ) -> tuple[float, np.ndarray]:
-        """The base model's best score among ``candidates``, and its vector of
-        ``question`` (blocking)."""
+    ) -> float:
+        """The base model's best score among ``candidates`` for the base model's
+        vector of the question (blocking when an entry's vectors are not cached)."""
         groups: list[tuple[str, ...]] = []
         for hit in candidates:
             entry = hit.entry
@@ -289,15 +294,15 @@ class Retriever:
         cache = self._base_vectors
         known = {g: cache.get(g) for g in groups}
         missing = [g for g, v in known.items() if v is None]
-        vectors = self.base_embedder.embed([question, *(t for g in missing for t in g)])
-        if len(cache) > _BASE_VECTOR_CACHE:
-            cache.clear()
-        row = 1
-        for group in missing:
-            known[group] = cache[group] = vectors[row : row + len(group)]
-            row += len(group)
-        query = np.asarray(vectors[0], dtype=np.float32)
-        return max(entry_score(v, query) for v in known.values() if v is not None), query
+        if missing:
+            vectors = self.base_embedder.embed([t for g in missing for t in g])
+            if len(cache) > _BASE_VECTOR_CACHE:
+                cache.clear()
+            row = 0
+            for group in missing:
+                known[group] = cache[group] = vectors[row : row + len(group)]
+                row += len(group)
+        return max(entry_score(v, query) for v in known.values() if v is not None)
 
     def _background_for(self, index: VectorIndex, embedder: Embedder) -> np.ndarray:
         """Base-model vectors of the background questions outside ``index``'s domain

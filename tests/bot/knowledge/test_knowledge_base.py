@@ -319,15 +319,16 @@ async def test_with_an_adapted_model_the_scope_is_judged_by_the_base_model(
     question = "when will my parcel arrive"
     base = retriever.base_embedder
     index = VectorIndex(entries, embed_entries(base, entries), base.dim)
-    expected = float(index.dense_scores(base.embed([question])[0], "").max())
-    assert retriever._base_confidence(question, hits, "", {})[0] == pytest.approx(expected)
+    asked = base.embed([question])[0]
+    expected = float(index.dense_scores(asked, "").max())
+    assert retriever._base_confidence(asked, hits, "", {}) == pytest.approx(expected)
     # A learned wording is one more phrasing of its entry, for its tenant only.
     learned = {entries[0].id: [("t1", question)]}
-    asked, both = base.embed([question, f"{entries[0].question} {entries[0].answer}"])
+    both = base.embed([f"{entries[0].question} {entries[0].answer}"])[0]
     as_learned = (1.0 + float(both @ asked)) / 2  # its phrasing matches exactly
     assert as_learned > expected
-    assert retriever._base_confidence(question, hits, "t1", learned)[0] == pytest.approx(as_learned)
-    assert retriever._base_confidence(question, hits, "t2", learned)[0] == pytest.approx(expected)
+    assert retriever._base_confidence(asked, hits, "t1", learned) == pytest.approx(as_learned)
+    assert retriever._base_confidence(asked, hits, "t2", learned) == pytest.approx(expected)
 
 
 async def test_a_question_like_everyday_background_traffic_is_out_of_scope(
