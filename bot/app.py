@@ -20,10 +20,12 @@ from bot.knowledge.policy import Policy
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.manager import ConversationManager
 from bot.metrics import CONTENT_TYPE, Metrics
+from bot.services import ConsoleParts
 from bot.settings import Settings
 from bot.team.service import Team, TeamSettings
 from bot.types import Channel, ChatAdapter
 from llm.base import Backend, SamplingParams, Scorer
+from storage.console_repo import ConsoleRepository
 from storage.db import Database
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
@@ -220,9 +222,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         http.add_route("GET", "/metrics", _metrics_endpoint(core.manager.metrics))
         from adapters.webconsole import mount_console
 
-        mount_console(
-            http, settings=settings, manager=core.manager, desk=core.desk, backend=core.backend
-        )
+        mount_console(http, settings=settings, services=create_console_services(core))
         await http.start()
         started: list[ChatAdapter] = []
         worker: OutboxWorker | None = None
@@ -255,6 +255,21 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 except Exception:
                     log.exception("adapter %s did not stop cleanly", adapter.name)
             await http.stop()
+
+
+def create_console_services(core: Core) -> ConsoleParts:
+    """The parts of a running core the operator console may use, and its own repository."""
+    stats = getattr(core.backend, "stats", None)
+    return ConsoleParts(
+        repository=ConsoleRepository(core.repository.db),
+        knowledge=core.manager.knowledge,
+        team=core.manager.team,
+        desk=core.desk,
+        metrics=core.manager.metrics,
+        backend_name=core.backend.name,
+        model_stats=stats if callable(stats) else None,
+        forget=core.manager.forget_user,
+    )
 
 
 def _metrics_endpoint(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:

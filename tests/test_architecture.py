@@ -142,3 +142,101 @@ def test_the_checker_sees_every_kind_of_import(tmp_path: Path) -> None:
     assert found == {"storage.db", "bot.types", "storage.errors"}
     graph = {"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_adapters_never_import_the_manager() -> None:
+    """Adapters see the bot through its seams (``bot.types``, ``bot.services``),
+    never the conversation manager itself, whatever the import's form."""
+    graph = _graph()
+    wrong = [
+        f"{module}:{line} imports {target}"
+        for module, targets in graph.items()
+        if module.split(".")[0] == "adapters"
+        for target, line in targets.items()
+        if target == "bot.manager" or target.startswith("bot.manager.")
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+# Where repositories may be built: the composition root.
+COMPOSITION_ROOT = ("bot.app", "bot.cli")
+
+
+def _repository_classes() -> set[str]:
+    """The classes defined in ``storage/`` whose names end in ``Repository``."""
+    found = set()
+    for module, path in _modules().items():
+        if module.split(".")[0] != "storage":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        found |= {
+            node.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Repository")
+        }
+    return found
+
+
+def _constructions(path: Path, classes: set[str]) -> Iterator[tuple[str, int]]:
+    """Calls in ``path`` of one of ``classes``: by name, by a name it was imported
+    as, or as a module's attribute (``console_repo.ConsoleRepository(db)``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = {name: name for name in classes}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if alias.name in classes and alias.asname:
+                    names[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in names:
+            yield names[func.id], node.lineno
+        elif isinstance(func, ast.Attribute) and func.attr in classes:
+            yield func.attr, node.lineno
+
+
+def test_only_the_composition_root_builds_repositories() -> None:
+    """Repositories (the ``*Repository`` classes of ``storage/``) are built in
+    ``bot/app.py`` and ``bot/cli.py`` only; everything else is handed the ones
+    it needs.
+
+    Exempt: ``storage/`` itself, where a repository may be made of others (a
+    combined repository building its halves is storage's own business), and
+    ``tests/`` and ``bench/``, which stand in for the composition root. Module
+    level, class bodies and functions all count, as do aliased imports.
+    """
+    classes = _repository_classes()
+    assert "ConsoleRepository" in classes, "no repository classes found in storage/"
+    wrong = [
+        f"{module}:{line} builds {name}"
+        for module, path in _modules().items()
+        if module.split(".")[0] != "storage" and module not in COMPOSITION_ROOT
+        for name, line in _constructions(path, classes)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checker_sees_every_way_to_build_a_repository(tmp_path: Path) -> None:
+    source = (
+        "import storage.team_repo\n"
+        "from storage import console_repo\n"
+        "from storage.repository import Repository as Store\n"
+        "from storage.knowledge_repo import KnowledgeRepository\n"
+        "a = Store(db)\n"
+        "class A:\n    repo = console_repo.ConsoleRepository(db)\n"
+        "def f():\n    return storage.team_repo.TeamRepository(db)\n"
+        "async def g():\n    return KnowledgeRepository(db).entries()\n"
+        "def h(repo: KnowledgeRepository) -> Repository:\n    return repo\n"
+    )
+    path = tmp_path / "module.py"
+    path.write_text(source, encoding="utf-8")
+    classes = {"Repository", "ConsoleRepository", "TeamRepository", "KnowledgeRepository"}
+    found = sorted(_constructions(path, classes))
+    assert found == [
+        ("ConsoleRepository", 7),
+        ("KnowledgeRepository", 11),
+        ("Repository", 5),
+        ("TeamRepository", 9),
+    ]

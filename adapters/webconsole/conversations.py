@@ -1,0 +1,100 @@
+"""The console's conversations: search, transcripts, their export, and erasing a person."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from adapters.webconsole.pages import Room, _date, _redirect, _safe_next, _tenant
+from adapters.webconsole.reports import annotate, transcript_json, transcript_markdown
+
+log = logging.getLogger(__name__)
+
+
+class ConversationPages(Room):
+    """Finding conversations, reading and exporting one, and deleting a person's data."""
+
+    async def conversations(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        since, until = _date(q.get("since", "")), _date(q.get("until", ""))
+        found = await self.repo.find_conversations(
+            text=q.get("q", "").strip(),
+            platform=q.get("platform", "").strip(),
+            user=q.get("user", "").strip(),
+            since=since,
+            until=until,
+            tenant=_tenant(request),
+            limit=100,
+        )
+        return self._render(
+            request,
+            "conversations.html",
+            nav="conversations",
+            found=found,
+            q=q.get("q", ""),
+            platform=q.get("platform", ""),
+            user=q.get("user", ""),
+            since=q.get("since", ""),
+            until=q.get("until", ""),
+            platforms=("telegram", "slack", "web", "cli"),
+            **await self._page_values(request),
+        )
+
+    async def transcript(self, request: web.Request) -> web.StreamResponse:
+        found = await self.repo.transcript(int(request.match_info["id"]))
+        if found is None:
+            return await self._not_found(request, "There is no such conversation.")
+        turns = annotate(found)
+        users = sorted({t.message.user_id for t in turns if t.message.user_id})
+        return self._render(
+            request,
+            "transcript.html",
+            nav="conversations",
+            conversation=found,
+            turns=turns,
+            users=users,
+            **await self._page_values(request),
+        )
+
+    async def export_transcript(self, request: web.Request) -> web.StreamResponse:
+        found = await self.repo.transcript(int(request.match_info["id"]))
+        if found is None:
+            raise web.HTTPNotFound(text="no such conversation")
+        turns = annotate(found)
+        fmt = request.match_info["fmt"]
+        name = f"conversation-{found.id}.{fmt}"
+        if fmt == "json":
+            body, kind = transcript_json(found, turns), "application/json"
+        else:
+            body, kind = transcript_markdown(found, turns), "text/markdown"
+        return web.Response(
+            text=body,
+            content_type=kind,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    async def forget_user(self, request: web.Request) -> web.StreamResponse:
+        form = request["form"]
+        user = str(form.get("user", "")).strip()
+        back = _safe_next(str(form.get("back", ""))) or "/console/conversations"
+        if not user or form.get("confirm") != "yes":
+            self._say(request, "Tick the box to confirm, then delete.")
+            return _redirect(back)
+        result = await self.services.forget_user(user)
+        # Kept in the log: who was erased and how much, never what they said.
+        log.warning(
+            "console: deleted the data of %s on an operator's request: %d messages, "
+            "%d events emptied, %d logged answers, %d escalations",
+            user,
+            result.messages,
+            result.events,
+            result.faq_answers,
+            result.escalations,
+        )
+        self._say(
+            request,
+            f"Deleted everything stored about {user}: {result.messages} messages, "
+            f"{result.faq_answers} logged answers, {result.escalations} escalations.",
+        )
+        return _redirect("/console/conversations")

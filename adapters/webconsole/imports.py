@@ -1,0 +1,137 @@
+"""Importing a file into the FAQ from the console: an upload starts a job in the
+background, and the page polls its progress."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import BodyPartReader, web
+
+from adapters.webconsole.pages import ConsoleContext, Room
+from bot.errors import DeskmateError, StorageError
+from bot.knowledge.importer import KnowledgeImportError, detect_format
+from bot.knowledge.knowledge_base import KnowledgeBase
+
+log = logging.getLogger(__name__)
+
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class ImportJob:
+    id: str
+    name: str
+    tenant: str
+    done: int = 0
+    total: int = 0
+    finished: bool = False
+    report: list[str] = field(default_factory=list)
+    error: str = ""
+    task: asyncio.Task[None] | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "job": self.id,
+            "name": self.name,
+            "done": self.done,
+            "total": self.total,
+            "finished": self.finished,
+            "report": self.report,
+            "error": self.error,
+        }
+
+
+class ImportJobs(Room):
+    """Upload a file to import (``start_import``) and ask how far it got
+    (``import_status``); the latest 50 jobs are kept in memory."""
+
+    def __init__(self, context: ConsoleContext) -> None:
+        super().__init__(context)
+        self._imports: OrderedDict[str, ImportJob] = OrderedDict()
+
+    def cancel(self) -> None:
+        """Stop the imports still running (the server is going down)."""
+        for job in self._imports.values():
+            if job.task is not None and not job.task.done():
+                job.task.cancel()
+
+    async def start_import(self, request: web.Request) -> web.StreamResponse:
+        kb = self.knowledge
+        if kb is None:
+            return web.json_response({"error": "no knowledge base"}, status=503)
+        if request.content_type != "multipart/form-data":
+            return web.json_response({"error": "send the file as multipart/form-data"}, status=415)
+        reader = await request.multipart()
+        tenant, saved, name = "", None, ""
+        folder = Path(tempfile.mkdtemp(prefix="deskmate-import-"))
+        try:
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    continue
+                if part.name == "tenant":
+                    tenant = (await part.text()).strip()[:128]
+                elif part.name == "file" and part.filename:
+                    name = Path(part.filename).name[:200]
+                    suffix = Path(name).suffix.lower()
+                    if not detect_format(Path(name)):
+                        return web.json_response(
+                            {"error": "use a .csv, .tsv, .json, .jsonl or .md file"}, status=400
+                        )
+                    saved = folder / f"upload{suffix}"
+                    size = 0
+                    with saved.open("wb") as out:
+                        while chunk := await part.read_chunk(64 * 1024):
+                            size += len(chunk)
+                            if size > MAX_IMPORT_BYTES:
+                                return web.json_response(
+                                    {"error": "the file is larger than 20 MB"}, status=413
+                                )
+                            out.write(chunk)
+            if saved is None:
+                return web.json_response({"error": "choose a file to import"}, status=400)
+        except BaseException:
+            _remove(folder)
+            raise
+        job = ImportJob(id=uuid.uuid4().hex, name=name, tenant=tenant)
+        job.task = asyncio.create_task(self._import(kb, job, saved, folder))
+        self._imports[job.id] = job
+        while len(self._imports) > 50:
+            self._imports.popitem(last=False)
+        log.info("console: importing %s into the FAQ", name)
+        return web.json_response(job.as_json(), status=202)
+
+    async def _import(self, kb: KnowledgeBase, job: ImportJob, path: Path, folder: Path) -> None:
+        def progress(done: int, total: int) -> None:
+            job.done, job.total = done, total
+
+        try:
+            report = await kb.import_file(path, tenant=job.tenant, progress=progress)
+            report.path = job.name
+            job.report = report.lines()
+        except (KnowledgeImportError, StorageError, DeskmateError) as exc:
+            job.error = getattr(exc, "user_message", "") or str(exc)
+        except Exception as exc:
+            log.exception("console: import of %s failed", job.name)
+            job.error = f"the import failed: {exc}"
+        finally:
+            job.finished = True
+            _remove(folder)
+
+    async def import_status(self, request: web.Request) -> web.StreamResponse:
+        job = self._imports.get(request.match_info["job"])
+        if job is None:
+            return web.json_response({"error": "no such import"}, status=404)
+        return web.json_response(job.as_json())
+
+
+def _remove(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        shutil.rmtree(folder)

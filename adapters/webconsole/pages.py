@@ -1,0 +1,174 @@
+"""What every room of the operator console shares: the services seam, page
+rendering, the one-time message after a write, and the request helpers
+(tenant filter, dates, redirects) the rooms have in common."""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from adapters.webconsole.reports import PATH_NAMES
+from bot.handoff.desk import HelpDesk
+from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.services import ConsoleServices
+from bot.settings import Settings
+from bot.team.service import Team
+from storage.console_repo import ConsoleSession
+from storage.knowledge_repo import GLOBAL
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+COOKIE = "deskmate_console"
+SESSION_LIFETIME = timedelta(hours=12)
+MAX_PERIOD_DAYS = 366
+_SHARED = "~"  # the tenant filter's name for entries every tenant sees
+
+
+class ConsoleContext:
+    """The state one console's rooms share: settings, services, templates and
+    the pending one-time messages."""
+
+    def __init__(self, *, settings: Settings, services: ConsoleServices) -> None:
+        self.settings = settings
+        self.services = services
+        self.env = Environment(
+            loader=PackageLoader("adapters.webconsole", "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["when"] = _when
+        self.env.filters["ms"] = _ms
+        self.env.globals["PATH_NAMES"] = PATH_NAMES
+        # One message to show on the next page of a session (after a write).
+        self.flash: OrderedDict[str, str] = OrderedDict()
+
+
+class Room:
+    """One concern of the console: the handlers of its pages and actions."""
+
+    def __init__(self, context: ConsoleContext) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.services = context.services
+        self.repo = context.services.repository
+        self.env = context.env
+        self._flash = context.flash
+
+    @property
+    def knowledge(self) -> KnowledgeBase | None:
+        return self.services.knowledge
+
+    @property
+    def team(self) -> Team:
+        return self.services.team
+
+    @property
+    def desk(self) -> HelpDesk:
+        return self.services.desk
+
+    def _render(
+        self, request: web.Request, template: str, *, status: int = 200, **values: Any
+    ) -> web.Response:
+        session: ConsoleSession | None = request.get("session")
+        nonce = secrets.token_urlsafe(16)
+        tenant_arg = request.query.get("tenant", "")
+
+        def link(path: str, **params: object) -> str:
+            query = {k: v for k, v in params.items() if v not in (None, "")}
+            if tenant_arg and "tenant" not in params:
+                query["tenant"] = tenant_arg
+            return path + ("?" + urlencode(query) if query else "")
+
+        flash = ""
+        token = request.cookies.get(COOKIE, "")
+        if token:
+            flash = self._flash.pop(token, "")
+        html = self.env.get_template(template).render(
+            csrf=session.csrf if session is not None else "",
+            nonce=nonce,
+            path=request.path,
+            tenant_arg=tenant_arg,
+            request_args={k: v for k, v in request.query.items() if k != "tenant"},
+            link=link,
+            flash=flash,
+            action_id=lambda: secrets.token_urlsafe(12),
+            **values,
+        )
+        response = web.Response(text=html, status=status, content_type="text/html")
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
+            f"script-src 'nonce-{nonce}'; connect-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        )
+        return response
+
+    def _say(self, request: web.Request, text: str) -> None:
+        token = request.cookies.get(COOKIE, "")
+        if token:
+            self._flash[token] = text
+            while len(self._flash) > 1000:
+                self._flash.popitem(last=False)
+
+    async def _page_values(self, request: web.Request) -> dict[str, Any]:
+        return {"tenants": await self.repo.tenants(), "tenant": _tenant(request)}
+
+    async def _not_found(self, request: web.Request, text: str) -> web.Response:
+        return self._render(
+            request, "missing.html", status=404, text=text, **await self._page_values(request)
+        )
+
+
+# -- request and response helpers ---------------------------------------------------------
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _safe_next(target: str) -> str:
+    # Only back into the console: never an open redirect to another site.
+    if target.startswith("/console") and not target.startswith("//") and "\\" not in target:
+        return target
+    return ""
+
+
+def _tenant(request: web.Request) -> str | None:
+    raw = request.query.get("tenant", "")
+    if not raw:
+        return None
+    return GLOBAL if raw == _SHARED else raw
+
+
+def _date(raw: str) -> date | None:
+    try:
+        return date.fromisoformat(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _int(raw: str) -> int:
+    return int(raw) if raw.isdigit() else 0
+
+
+def _when(value: datetime | None) -> Markup | str:
+    if value is None:
+        return "—"
+    utc = value.astimezone(UTC)
+    return Markup('<time datetime="{}">{}</time>').format(
+        utc.isoformat(timespec="seconds"), utc.strftime("%Y-%m-%d %H:%M")
+    )
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"

@@ -1,0 +1,99 @@
+"""The console's tickets: the queue, one ticket's story, and the agent's actions on it."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from adapters.webconsole.pages import SESSION_LIFETIME, Room, _redirect, _tenant
+from bot.handoff.desk import TRIGGERS
+
+log = logging.getLogger(__name__)
+
+# Ids a page makes up for an action (ticket replies relay once per id).
+_ACTION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+class TicketPages(Room):
+    """The ticket queue, one ticket, and claim, reply, note, release and resolve."""
+
+    async def tickets(self, request: web.Request) -> web.StreamResponse:
+        tenant = _tenant(request)
+        open_ids = await self.repo.ticket_ids(states=("waiting", "human"), tenant=tenant)
+        closed_ids = await self.repo.ticket_ids(states=("closed",), tenant=tenant, limit=20)
+        queue = [t for t in [await self.desk.tickets.get(i) for i in open_ids] if t is not None]
+        closed = [t for t in [await self.desk.tickets.get(i) for i in closed_ids] if t]
+        return self._render(
+            request,
+            "tickets.html",
+            nav="tickets",
+            queue=queue,
+            closed=closed,
+            now=datetime.now(UTC),
+            connected=self.desk.connected,
+            triggers=TRIGGERS,
+            **await self._page_values(request),
+        )
+
+    async def ticket(self, request: web.Request) -> web.StreamResponse:
+        ticket = await self.desk.tickets.get(int(request.match_info["id"]))
+        if ticket is None:
+            return await self._not_found(request, "There is no such ticket.")
+        return self._render(
+            request,
+            "ticket.html",
+            nav="tickets",
+            ticket=ticket,
+            events=await self.desk.tickets.events(ticket.id),
+            triggers=TRIGGERS,
+            agent_name=request.cookies.get("deskmate_console_agent", "") or "Console",
+            **await self._page_values(request),
+        )
+
+    async def ticket_action(self, request: web.Request) -> web.StreamResponse:
+        form = request["form"]
+        ticket_id = int(request.match_info["id"])
+        action = request.match_info["action"]
+        action_id = str(form.get("action", ""))
+        back = f"/console/tickets/{ticket_id}"
+        if not _ACTION.match(action_id):
+            return web.json_response({"error": "the form has no action id"}, status=400)
+        agent_name = " ".join(str(form.get("agent_name", "")).split())[:60] or "Console"
+        agent = f"console:{agent_name}"
+        text = str(form.get("text", ""))
+        desk = self.desk
+        if action == "claim":
+            said = await desk.console_claim(
+                ticket_id, agent=agent, agent_name=agent_name, action=action_id
+            )
+        elif action == "reply":
+            said = await desk.console_reply(
+                ticket_id, agent=agent, agent_name=agent_name, text=text, action=action_id
+            )
+        elif action == "note":
+            said = await desk.console_note(
+                ticket_id, agent=agent, agent_name=agent_name, text=text, action=action_id
+            )
+        elif action == "release":
+            said = await desk.console_release(ticket_id, agent=agent, agent_name=agent_name)
+        else:
+            said = await desk.console_resolve(
+                ticket_id, agent=agent, agent_name=agent_name, action=action_id
+            )
+        log.info("console: %s on ticket #%d by %s", action, ticket_id, agent)
+        self._say(request, said)
+        response = _redirect(back)
+        # Remembered so the next form is signed the same way.
+        response.set_cookie(
+            "deskmate_console_agent",
+            agent_name,
+            httponly=True,
+            samesite="Strict",
+            path="/console",
+            secure=request.secure,
+            max_age=int(SESSION_LIFETIME.total_seconds()),
+        )
+        return response
