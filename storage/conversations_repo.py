@@ -95,6 +95,10 @@ class ConversationRepository(Store):
         assert conversation_id is not None
         return conversation_id
 
+    def _remember(self, ref: ConversationAddress, conversation_id: int) -> None:
+        """Cache a committed conversation id (a rolled-back insert must not be)."""
+        self._conversation_ids[_cache_key(ref)] = conversation_id
+
     def _find_conversation(self, conn: Connection, ref: ConversationAddress) -> int | None:
         return conn.execute(select(conversations.c.id).where(at_address(ref))).scalar()
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import Connection, and_, delete, false, or_, select, update
 
 from storage.addresses import ConversationAddress
-from storage.conversations_repo import ConversationRepository, HistoryItem, _cache_key
+from storage.conversations_repo import ConversationRepository, HistoryItem
 from storage.db import Database, utcnow
 from storage.errors import StorageError
 from storage.models import conversations, inbound_events, leases, messages, users
@@ -304,7 +304,7 @@ class InboxRepository(ConversationRepository):
                 self.release(inbound_id)
             raise
         # Cached only once committed: a rolled-back insert must not be remembered.
-        self._conversation_ids[_cache_key(event.conversation)] = stored.conversation_id
+        self._remember(event.conversation, stored.conversation_id)
         self._known_users[event.user_id] = True
         return stored
 
