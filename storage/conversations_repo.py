@@ -56,7 +56,7 @@ class ForgetResult:
 class ConversationRepository(Store):
     """Conversations, their messages, and the people who wrote them.
 
-    Every public method is one transaction.
+    Every public coroutine but ``aclose`` is one transaction.
     """
 
     def __init__(self, db: Database, *, max_attempts: int = 3, cache_size: int = 50_000) -> None:

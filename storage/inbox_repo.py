@@ -79,8 +79,9 @@ class PendingInbound:
 
 
 class InboxRepository(ConversationRepository):
-    """Inbound events, their claims and answers. Every public method is one
-    transaction.
+    """Inbound events, their claims and answers, and named leases. Every public
+    coroutine but ``aclose`` is one transaction; the plain methods keep this
+    process's own record of the claims it holds.
 
     Inbound events are claimed by one process at a time. A claim is a lease:
     the process renews it (``renew_claims``, every few seconds) while it works

@@ -36,4 +36,4 @@ class Repository(InboxRepository):
     """Everything the conversation manager stores, as one object: the inbox,
     claims and leases (``InboxRepository``) and conversations, history,
     forgetting and usage figures (``ConversationRepository``, which it
-    extends). Every public method is one transaction."""
+    extends). Every public coroutine but ``aclose`` is one transaction."""

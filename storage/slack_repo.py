@@ -10,7 +10,8 @@ When a workspace uninstalls the app (or its bot token is revoked) the tokens go
 at once and the workspace is marked; ``purge_workspace`` later deletes what
 Deskmate kept for that tenant: its conversations (messages, inbound events,
 tickets), queued messages, knowledge-base entries, answer log, escalations,
-settings and roles.
+settings, its people's profiles, and the support team's records (roles,
+quotas, model usage, ratings, proposed entries, the audit trail).
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def _like(value: str) -> str:
 
 
 class SlackRepository(Store):
-    """Installations (tokens encrypted), workspaces and OAuth states."""
+    """Installations (tokens encrypted), workspaces, OAuth states, and the purge
+    of a workspace that uninstalled the app."""
 
     def __init__(self, db: Database, cipher: TokenCipher) -> None:
         super().__init__(db)
