@@ -75,6 +75,8 @@ class ConversationRepository(Store):
     async def aclose(self) -> None:
         await self.db.dispose()
 
+    # -- conversations -------------------------------------------------------------
+
     def _conversation_id(self, conn: Connection, ref: ConversationAddress, now: datetime) -> int:
         cached = self._conversation_ids.get(_cache_key(ref))
         if cached is not None:
@@ -123,6 +125,8 @@ class ConversationRepository(Store):
 
         return await self._run("read a conversation's customer", op)
 
+    # -- history -------------------------------------------------------------------
+
     async def history(
         self, conversation_id: int, *, upto_message_id: int | None, limit: int
     ) -> list[HistoryItem]:
@@ -141,7 +145,7 @@ class ConversationRepository(Store):
         rows = self._sql.rows(conn, query, params)
         return [HistoryItem(role, text) for role, text in reversed(rows)]
 
-    # -- conversations -------------------------------------------------------------
+    # -- a conversation's state and place -----------------------------------------
 
     async def reset_conversation(self, conversation_id: int) -> int:
         """Forget a conversation's history; returns how many messages went."""

@@ -182,3 +182,19 @@ def test_conversation_keys_match_the_bots() -> None:
 
     for parts in (("telegram", "1", "42", ""), ("slack", "T1", "C9", "1700000000.1")):
         assert ConversationAddress(*parts).key == ConversationRef(*parts).key
+
+
+def test_the_bot_and_storage_share_one_address_type() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from bot.types import ConversationRef
+
+    assert ConversationRef is ConversationAddress
+    ref = ConversationRef("slack", "T1", "C9", "1700000000.1")
+    assert ref == ConversationAddress("slack", "T1", "C9", "1700000000.1")
+    assert len({ref, ConversationAddress("slack", "T1", "C9", "1700000000.1")}) == 1
+    assert ref.key == "slack:T1:C9:1700000000.1"
+    assert ConversationRef("telegram", "1", "42").thread == ""
+    with pytest.raises(FrozenInstanceError):
+        ref.chat = "C1"  # type: ignore[misc]
+    assert not hasattr(ref, "__dict__")  # slots, as before
