@@ -12,26 +12,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from storage.addresses import ConversationAddress
+
 if TYPE_CHECKING:
     from storage.repository import StoredInbound
 
 
-@dataclass(frozen=True, slots=True)
-class ConversationRef:
-    """Where a conversation lives on its platform.
-
-    ``tenant`` separates workspaces / bots (Slack team id, Telegram bot id);
-    ``thread`` is a Slack thread ts or a Telegram forum topic id ("" when none).
-    """
-
-    platform: str
-    tenant: str
-    chat: str
-    thread: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.platform}:{self.tenant}:{self.chat}:{self.thread}"
+# Where a conversation lives on its platform: one type from the adapters down
+# to the database.
+ConversationRef = ConversationAddress
 
 
 @dataclass(frozen=True, slots=True)

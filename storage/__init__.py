@@ -1,1 +1,1 @@
-"""SQL storage: models, migrations and the repository the manager calls."""
+"""SQL storage: models, migrations and the repositories the bot calls."""

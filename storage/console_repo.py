@@ -1,10 +1,9 @@
 """What the operator console reads and writes: sign-in links, sessions, and the
 reports over conversations, answers, tickets, ratings and escalations.
 
-Sign-in links and session cookies are stored as SHA-256 hashes only. Reports
-group by UTC day in the database (``date()`` on SQLite, ``date(x AT TIME ZONE
-'UTC')`` on PostgreSQL) and leave percentiles to Python, over a bounded
-number of rows. Every public method is one transaction.
+Sign-in links and session cookies are stored as SHA-256 hashes only. The
+overview's figures per day are read by ``storage.console_overview``. Every
+public method is one transaction.
 """
 
 from __future__ import annotations
@@ -12,13 +11,15 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, distinct, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
 
-from storage.db import Database, as_utc, utcnow
+from storage.addresses import ConversationAddress
+from storage.console_overview import Overview, read_overview
+from storage.db import as_utc, utcnow
 from storage.knowledge_repo import FaqEntry, entry_from_row
 from storage.models import (
     console_links,
@@ -32,32 +33,11 @@ from storage.models import (
     ratings,
     tickets,
 )
-from storage.repository import ConversationAddress
-
-# Rows a report reads for its percentiles; enough for weeks of a busy desk.
-MAX_SAMPLES = 200_000
-ANSWER_PATHS = ("verbatim", "grounded", "escalated")
-# The overview's rating series: what was rated (an answer or a resolved ticket) and
-# how. Words rather than 👍/👎, which machines without an emoji font draw as boxes.
-RATING_SERIES = {
-    (False, 1): "answers rated good",
-    (False, -1): "answers rated bad",
-    (True, 1): "tickets rated good",
-    (True, -1): "tickets rated bad",
-}
+from storage.sql import ADDRESS_COLUMNS, Store, address_of, select_address
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def percentile(values: Sequence[float], pct: float) -> float | None:
-    """Nearest-rank percentile of ``values`` (None when empty)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return float(ordered[min(rank, len(ordered)) - 1])
 
 
 def _escape_like(text: str) -> str:
@@ -69,46 +49,6 @@ class ConsoleSession:
     csrf: str
     via: str
     expires_at: datetime
-
-
-@dataclass(slots=True)
-class Overview:
-    """Figures per UTC day (``days``, ISO dates) over a period."""
-
-    days: list[str]
-    # platform -> day -> count
-    conversations: dict[str, dict[str, int]] = field(default_factory=dict)
-    messages: dict[str, dict[str, int]] = field(default_factory=dict)
-    # how a question was answered -> day -> count
-    answered: dict[str, dict[str, int]] = field(default_factory=dict)
-    # day -> (p50, p95) of answer latency in ms
-    latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
-    latency_overall: tuple[float | None, float | None] = (None, None)
-    # day the ticket opened -> (p50, p95) minutes until the first human reply
-    first_reply: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
-    first_reply_overall: tuple[float | None, float | None] = (None, None)
-    tickets_opened: int = 0
-    tickets_unanswered: int = 0
-    # Over the whole period (a conversation active on two days counts once).
-    total_conversations: int = 0
-    total_messages: int = 0
-    customers: int = 0
-    # a RATING_SERIES name -> day rated -> count
-    ratings: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def rated_good(self) -> int:
-        return sum(sum(v.values()) for k, v in self.ratings.items() if k.endswith("good"))
-
-    @property
-    def rated_bad(self) -> int:
-        return sum(sum(v.values()) for k, v in self.ratings.items() if k.endswith("bad"))
-
-    @property
-    def good_share(self) -> float | None:
-        """The share of 👍 among the period's ratings (None: nothing was rated)."""
-        rated = self.rated_good + self.rated_bad
-        return self.rated_good / rated if rated else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,16 +108,7 @@ class EscalatedQuestion:
     why: str = "escalated"  # escalated | rated bad
 
 
-class ConsoleRepository:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.dialect = db.dialect
-
-    def _day(self, column: Any) -> Any:
-        if self.dialect == "postgresql":
-            return func.date(func.timezone("UTC", column))
-        return func.date(column)
-
+class ConsoleRepository(Store):
     # -- sign-in ---------------------------------------------------------------------
 
     async def create_link(self, token: str, *, valid_for: timedelta) -> datetime:
@@ -194,7 +125,7 @@ class ConsoleRepository:
                 )
             )
 
-        await self.db.run(op, what="store a console sign-in link")
+        await self._run("store a console sign-in link", op)
         return expires
 
     async def use_link(self, token: str) -> bool:
@@ -209,8 +140,8 @@ class ConsoleRepository:
             )
             .values(used_at=now)
         )
-        return await self.db.run(
-            lambda conn: conn.execute(statement).rowcount == 1, what="use a console sign-in link"
+        return await self._run(
+            "use a console sign-in link", lambda conn: conn.execute(statement).rowcount == 1
         )
 
     async def create_session(
@@ -230,13 +161,13 @@ class ConsoleRepository:
                 )
             )
 
-        await self.db.run(op, what="start a console session")
+        await self._run("start a console session", op)
 
     async def session(self, token: str) -> ConsoleSession | None:
         query = select(
             console_sessions.c.csrf, console_sessions.c.via, console_sessions.c.expires_at
         ).where(console_sessions.c.token_hash == token_hash(token))
-        row = await self.db.run(lambda conn: conn.execute(query).first(), what="read a session")
+        row = await self._run("read a session", lambda conn: conn.execute(query).first())
         if row is None:
             return None
         expires = as_utc(row.expires_at) or row.expires_at
@@ -248,7 +179,7 @@ class ConsoleRepository:
         statement = delete(console_sessions).where(
             console_sessions.c.token_hash == token_hash(token)
         )
-        await self.db.run(lambda conn: conn.execute(statement), what="end a session")
+        await self._run("end a session", lambda conn: conn.execute(statement))
 
     # -- reports ---------------------------------------------------------------------
 
@@ -258,163 +189,14 @@ class ConsoleRepository:
             found |= set(conn.execute(select(faq_entries.c.tenant).distinct()).scalars())
             return sorted(t for t in found if t)[:500]
 
-        return await self.db.run(op, what="list tenants")
+        return await self._run("list tenants", op)
 
     async def overview(self, since: date, until: date, *, tenant: str | None = None) -> Overview:
         """Figures for the UTC days ``since`` to ``until`` inclusive."""
-        start = datetime(since.year, since.month, since.day, tzinfo=UTC)
-        end = datetime(until.year, until.month, until.day, tzinfo=UTC) + timedelta(days=1)
-        days = [(since + timedelta(days=n)).isoformat() for n in range((until - since).days + 1)]
-
-        def scoped(query: Any, tenant_column: Any) -> Any:
-            return query if tenant is None else query.where(tenant_column == tenant)
-
-        def op(conn: Connection) -> Overview:
-            result = Overview(days=days)
-            day = self._day(messages.c.created_at).label("day")
-            per_platform = scoped(
-                select(
-                    day,
-                    conversations.c.platform,
-                    func.count(distinct(messages.c.conversation_id)),
-                    func.count(),
-                )
-                .select_from(messages.join(conversations))
-                .where(messages.c.created_at >= start, messages.c.created_at < end)
-                .group_by(day, conversations.c.platform),
-                conversations.c.tenant,
-            )
-            for d, platform, n_conv, n_msg in conn.execute(per_platform):
-                key = str(d)
-                result.conversations.setdefault(platform, {})[key] = int(n_conv)
-                result.messages.setdefault(platform, {})[key] = int(n_msg)
-
-            totals = scoped(
-                select(
-                    func.count(distinct(messages.c.conversation_id)),
-                    func.count(),
-                    func.count(distinct(messages.c.user_id)),
-                )
-                .select_from(messages.join(conversations))
-                .where(messages.c.created_at >= start, messages.c.created_at < end),
-                conversations.c.tenant,
-            )
-            n_conv, n_msg, n_users = conn.execute(totals).one()
-            result.total_conversations = int(n_conv or 0)
-            result.total_messages = int(n_msg or 0)
-            result.customers = int(n_users or 0)
-
-            answered: dict[str, dict[str, int]] = {
-                name: defaultdict(int)
-                for name in ("verbatim", "grounded", "escalated", "person", "chat")
-            }
-            a_day = self._day(faq_answers.c.created_at).label("day")
-            logged = scoped(
-                select(a_day, faq_answers.c.path, func.count())
-                .where(faq_answers.c.created_at >= start, faq_answers.c.created_at < end)
-                .group_by(a_day, faq_answers.c.path),
-                faq_answers.c.tenant,
-            )
-            for d, path, n in conn.execute(logged):
-                if path in answered:
-                    answered[path][str(d)] += int(n)
-            t_day = self._day(tickets.c.created_at).label("day")
-            handed = scoped(
-                select(t_day, func.count())
-                .select_from(tickets.join(conversations))
-                # Escalation tickets are already counted as escalated questions.
-                .where(
-                    tickets.c.created_at >= start,
-                    tickets.c.created_at < end,
-                    tickets.c.trigger != "escalation",
-                )
-                .group_by(t_day),
-                conversations.c.tenant,
-            )
-            for d, n in conn.execute(handed):
-                answered["person"][str(d)] += int(n)
-            chat_answers = scoped(
-                select(day, func.count())
-                .select_from(messages.join(conversations))
-                .where(
-                    messages.c.created_at >= start,
-                    messages.c.created_at < end,
-                    messages.c.role == "assistant",
-                    messages.c.kind == "chat",
-                )
-                .group_by(day),
-                conversations.c.tenant,
-            )
-            for d, n in conn.execute(chat_answers):
-                key = str(d)
-                # Chat answers that were not the knowledge base's or a handoff's
-                # notice were written by the model from the conversation alone.
-                others = sum(answered[p][key] for p in (*ANSWER_PATHS, "person"))
-                answered["chat"][key] = max(0, int(n) - others)
-            result.answered = {k: dict(v) for k, v in answered.items()}
-
-            samples = scoped(
-                select(day, messages.c.latency_ms)
-                .select_from(messages.join(conversations))
-                .where(
-                    messages.c.created_at >= start,
-                    messages.c.created_at < end,
-                    messages.c.role == "assistant",
-                    messages.c.latency_ms.is_not(None),
-                )
-                .limit(MAX_SAMPLES),
-                conversations.c.tenant,
-            )
-            by_day: dict[str, list[float]] = defaultdict(list)
-            for d, ms in conn.execute(samples):
-                by_day[str(d)].append(float(ms))
-            result.latency = {
-                d: (percentile(v, 50), percentile(v, 95)) for d, v in sorted(by_day.items())
-            }
-            every = [x for v in by_day.values() for x in v]
-            result.latency_overall = (percentile(every, 50), percentile(every, 95))
-
-            opened = scoped(
-                select(t_day, tickets.c.created_at, tickets.c.first_reply_at)
-                .select_from(tickets.join(conversations))
-                .where(tickets.c.created_at >= start, tickets.c.created_at < end)
-                .limit(MAX_SAMPLES),
-                conversations.c.tenant,
-            )
-            waits: dict[str, list[float]] = defaultdict(list)
-            for d, created, first in conn.execute(opened):
-                result.tickets_opened += 1
-                if first is None:
-                    result.tickets_unanswered += 1
-                    continue
-                minutes = ((as_utc(first) or first) - (as_utc(created) or created)).total_seconds()
-                waits[str(d)].append(minutes / 60)
-            result.first_reply = {
-                d: (percentile(v, 50), percentile(v, 95)) for d, v in sorted(waits.items())
-            }
-            all_waits = [x for v in waits.values() for x in v]
-            result.first_reply_overall = (percentile(all_waits, 50), percentile(all_waits, 95))
-
-            # A rating counts on the day it was given, not the day it was invited.
-            r_day = self._day(ratings.c.rated_at).label("day")
-            for_ticket = ratings.c.ticket_id.is_not(None).label("for_ticket")
-            rated = scoped(
-                select(r_day, for_ticket, ratings.c.score, func.count())
-                .where(
-                    ratings.c.score.in_((1, -1)),
-                    ratings.c.rated_at >= start,
-                    ratings.c.rated_at < end,
-                )
-                .group_by(r_day, for_ticket, ratings.c.score),
-                ratings.c.tenant,
-            )
-            result.ratings = {name: {} for name in RATING_SERIES.values()}
-            for d, is_ticket, score, n in conn.execute(rated):
-                name = RATING_SERIES[(bool(is_ticket), int(score))]
-                result.ratings[name][str(d)] = int(n)
-            return result
-
-        return await self.db.run(op, what="read the console overview")
+        return await self._run(
+            "read the console overview",
+            lambda conn: read_overview(conn, since, until, tenant=tenant, dialect=self.dialect),
+        )
 
     async def find_conversations(
         self,
@@ -453,22 +235,13 @@ class ConsoleRepository:
         query = (
             select(
                 conversations.c.id,
-                conversations.c.platform,
-                conversations.c.tenant,
-                conversations.c.chat,
-                conversations.c.thread,
+                *ADDRESS_COLUMNS,
                 func.count(messages.c.id),
                 last,
             )
             .select_from(conversations.outerjoin(messages))
             .where(*filters)
-            .group_by(
-                conversations.c.id,
-                conversations.c.platform,
-                conversations.c.tenant,
-                conversations.c.chat,
-                conversations.c.thread,
-            )
+            .group_by(conversations.c.id, *ADDRESS_COLUMNS)
             .order_by(last.desc(), conversations.c.id.desc())
             .limit(limit)
         )
@@ -498,21 +271,14 @@ class ConsoleRepository:
                 for r in rows
             ]
 
-        return await self.db.run(op, what="search conversations")
+        return await self._run("search conversations", op)
 
     async def transcript(self, conversation_id: int) -> Transcript | None:
         def op(conn: Connection) -> Transcript | None:
-            row = conn.execute(
-                select(
-                    conversations.c.platform,
-                    conversations.c.tenant,
-                    conversations.c.chat,
-                    conversations.c.thread,
-                ).where(conversations.c.id == conversation_id)
-            ).first()
+            row = conn.execute(select_address(conversation_id)).first()
             if row is None:
                 return None
-            address = ConversationAddress(*row)
+            address = address_of(row)
             said = [
                 TranscriptMessage(
                     id=m.id,
@@ -576,7 +342,7 @@ class ConsoleRepository:
             )
             return Transcript(conversation_id, address, said, answers, entries, names, ticket_ids)
 
-        return await self.db.run(op, what="read a transcript")
+        return await self._run("read a transcript", op)
 
     async def ticket_ids(
         self, *, states: Sequence[str], tenant: str | None = None, limit: int = 200
@@ -591,9 +357,7 @@ class ConsoleRepository:
         )
         if tenant is not None:
             query = query.where(conversations.c.tenant == tenant)
-        return await self.db.run(
-            lambda conn: list(conn.execute(query).scalars()), what="list tickets"
-        )
+        return await self._run("list tickets", lambda conn: list(conn.execute(query).scalars()))
 
     async def escalated(
         self, *, since: date, tenant: str | None = None, limit: int = 5000
@@ -622,7 +386,7 @@ class ConsoleRepository:
                 for r in conn.execute(query)
             ]
 
-        return await self.db.run(op, what="read escalated questions")
+        return await self._run("read escalated questions", op)
 
     async def gap_questions(
         self, *, since: date, tenant: str | None = None, limit: int = 5000
@@ -654,7 +418,7 @@ class ConsoleRepository:
                 for r in conn.execute(query)
             ]
 
-        bad = await self.db.run(op, what="read badly rated questions")
+        bad = await self._run("read badly rated questions", op)
         found = await self.escalated(since=since, tenant=tenant, limit=limit) + bad
         return sorted(found, key=lambda q: q.created_at, reverse=True)
 
@@ -679,8 +443,8 @@ class ConsoleRepository:
             )
         if tenant is not None:
             query = query.where(faq_entries.c.tenant == tenant)
-        return await self.db.run(
-            lambda conn: [entry_from_row(r) for r in conn.execute(query)], what="search FAQ entries"
+        return await self._run(
+            "search FAQ entries", lambda conn: [entry_from_row(r) for r in conn.execute(query)]
         )
 
     async def entry(self, entry_id: int) -> FaqEntry | None:
@@ -692,4 +456,4 @@ class ConsoleRepository:
             row = conn.execute(query).first()
             return entry_from_row(row) if row is not None else None
 
-        return await self.db.run(op, what="read an FAQ entry")
+        return await self._run("read an FAQ entry", op)

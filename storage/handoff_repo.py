@@ -22,12 +22,12 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, case, delete, false, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from storage.addresses import ConversationAddress
 from storage.db import Database, as_utc, utcnow
 from storage.models import conversations, inbound_events, outbox, ticket_events, tickets
-from storage.repository import ConversationAddress
+from storage.sql import ADDRESS_COLUMNS, Store, address_of
 
 TicketState = Literal["waiting", "human", "closed"]
 OPEN_STATES = ("waiting", "human")
@@ -93,19 +93,16 @@ class OutboxItem:
     buttons: tuple[tuple[str, str], ...] = ()
 
 
-class HandoffRepository:
+class HandoffRepository(Store):
     """Async storage of tickets and the outbox; every method is one transaction."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db)
         self.worker = uuid.uuid4().hex
         self._single_process = db.dialect == "sqlite"
         # Called after a row is queued (the outbox worker's wake-up), so a relay
         # does not wait for the worker's next look.
         self.on_enqueue: Callable[[], None] | None = None
-
-    def _insert(self, table: Any) -> Any:
-        return (postgresql if self.db.dialect == "postgresql" else sqlite).insert(table)
 
     # -- tickets -------------------------------------------------------------------
 
@@ -163,15 +160,15 @@ class HandoffRepository:
             assert ticket is not None
             return ticket, True
 
-        return await self.db.run(op, what="open a ticket")
+        return await self._run("open a ticket", op)
 
     async def open_for(self, conversation_id: int) -> Ticket | None:
-        return await self.db.run(
-            lambda conn: _open_ticket(conn, conversation_id), what="read the handoff state"
+        return await self._run(
+            "read the handoff state", lambda conn: _open_ticket(conn, conversation_id)
         )
 
     async def get(self, ticket_id: int) -> Ticket | None:
-        return await self.db.run(lambda conn: _ticket(conn, ticket_id), what="read a ticket")
+        return await self._run("read a ticket", lambda conn: _ticket(conn, ticket_id))
 
     async def in_space(
         self, space_chat: str, *, thread: str = "", reply_to: str = ""
@@ -204,7 +201,7 @@ class HandoffRepository:
                 ).scalar()
             return _ticket(conn, row_id) if row_id is not None else None
 
-        return await self.db.run(op, what="find a ticket")
+        return await self._run("find a ticket", op)
 
     async def set_posted(self, ticket_id: int, *, thread: str, message: str) -> None:
         def op(conn: Connection) -> None:
@@ -214,14 +211,14 @@ class HandoffRepository:
                 .values(space_thread=thread, space_message=message)
             )
 
-        await self.db.run(op, what="record where a ticket was posted")
+        await self._run("record where a ticket was posted", op)
 
     async def set_summary(self, ticket_id: int, summary: str) -> None:
-        await self.db.run(
+        await self._run(
+            "store a ticket's summary",
             lambda conn: conn.execute(
                 update(tickets).where(tickets.c.id == ticket_id).values(summary=summary)
             ),
-            what="store a ticket's summary",
         )
 
     async def transition(
@@ -255,7 +252,7 @@ class HandoffRepository:
                 _event(conn, ticket_id, kind, by, reason, now)
             return _ticket(conn, ticket_id), bool(moved)
 
-        return await self.db.run(op, what="change a ticket's state")
+        return await self._run("change a ticket's state", op)
 
     async def note(self, ticket_id: int, kind: str, author: str, text: str) -> None:
         """Record what happened on a ticket; relays in either direction count as activity."""
@@ -273,7 +270,7 @@ class HandoffRepository:
             if kind != "note":
                 conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(**values))
 
-        await self.db.run(op, what="record a ticket event")
+        await self._run("record a ticket event", op)
 
     async def events(self, ticket_id: int) -> list[TicketEvent]:
         def op(conn: Connection) -> list[TicketEvent]:
@@ -287,7 +284,7 @@ class HandoffRepository:
                 for r in rows
             ]
 
-        return await self.db.run(op, what="read a ticket's events")
+        return await self._run("read a ticket's events", op)
 
     async def open_tickets(self, *, space_chat: str | None = None) -> list[Ticket]:
         def op(conn: Connection) -> list[Ticket]:
@@ -297,7 +294,7 @@ class HandoffRepository:
             ids = conn.execute(query.order_by(tickets.c.id)).scalars().all()
             return [t for t in (_ticket(conn, i) for i in ids) if t is not None]
 
-        return await self.db.run(op, what="list open tickets")
+        return await self._run("list open tickets", op)
 
     async def due_reminders(self, unclaimed_for: timedelta) -> list[Ticket]:
         """Waiting tickets unclaimed for ``unclaimed_for`` since opening or the last reminder."""
@@ -313,7 +310,7 @@ class HandoffRepository:
             ).scalars()
             return [t for t in (_ticket(conn, i) for i in ids) if t is not None]
 
-        return await self.db.run(op, what="find unclaimed tickets")
+        return await self._run("find unclaimed tickets", op)
 
     async def mark_reminded(self, ticket_id: int, at: datetime) -> bool:
         """Take the reminder of one interval; False if another worker took it."""
@@ -330,7 +327,7 @@ class HandoffRepository:
                 ).rowcount
             )
 
-        return await self.db.run(op, what="record a reminder")
+        return await self._run("record a reminder", op)
 
     async def idle(self, idle_for: timedelta) -> list[Ticket]:
         cutoff = utcnow() - idle_for
@@ -343,7 +340,7 @@ class HandoffRepository:
             ).scalars()
             return [t for t in (_ticket(conn, i) for i in ids) if t is not None]
 
-        return await self.db.run(op, what="find idle tickets")
+        return await self._run("find idle tickets", op)
 
     async def consecutive_failures(self, conversation_id: int) -> int:
         """How many of the conversation's latest messages in a row failed to be answered."""
@@ -362,7 +359,7 @@ class HandoffRepository:
                 count += 1
             return count
 
-        return await self.db.run(op, what="count failed answers")
+        return await self._run("count failed answers", op)
 
     async def recent_conversations(
         self, *, limit: int = 10, exclude_chats: Sequence[str] = ()
@@ -381,10 +378,7 @@ class HandoffRepository:
             query = (
                 select(
                     conversations.c.id,
-                    conversations.c.platform,
-                    conversations.c.tenant,
-                    conversations.c.chat,
-                    conversations.c.thread,
+                    *ADDRESS_COLUMNS,
                     inbound_events.c.user_name,
                     inbound_events.c.received_at,
                 )
@@ -398,14 +392,14 @@ class HandoffRepository:
             return [
                 (
                     r.id,
-                    ConversationAddress(r.platform, r.tenant, r.chat, r.thread),
+                    address_of(r),
                     r.user_name,
                     as_utc(r.received_at) or r.received_at,
                 )
                 for r in conn.execute(query)
             ]
 
-        return await self.db.run(op, what="list recent conversations")
+        return await self._run("list recent conversations", op)
 
     async def forget(self, platform_user: str) -> int:
         """Remove what tickets hold about a person: their name, their messages in
@@ -451,7 +445,7 @@ class HandoffRepository:
                 )
             return len(theirs)
 
-        return await self.db.run(op, what="forget a person's tickets")
+        return await self._run("forget a person's tickets", op)
 
     # -- outbox --------------------------------------------------------------------
 
@@ -489,7 +483,7 @@ class HandoffRepository:
             )
             return bool(conn.execute(stmt).rowcount)
 
-        queued = await self.db.run(op, what="queue an outgoing message")
+        queued = await self._run("queue an outgoing message", op)
         if queued and self.on_enqueue is not None:
             self.on_enqueue()
         return queued
@@ -532,7 +526,7 @@ class HandoffRepository:
                     r.key,
                     r.kind,
                     r.ticket_id,
-                    ConversationAddress(r.platform, r.tenant, r.chat, r.thread),
+                    address_of(r),
                     r.text,
                     r.attempts,
                     tuple((str(b[0]), str(b[1])) for b in r.buttons or ()),
@@ -540,7 +534,7 @@ class HandoffRepository:
                 for r in rows
             ]
 
-        return await self.db.run(op, what="claim outgoing messages")
+        return await self._run("claim outgoing messages", op)
 
     async def renew(self, item_id: int, *, lease: float = 30.0) -> bool:
         """Extend this process's claim on a row just before sending it; False
@@ -560,10 +554,11 @@ class HandoffRepository:
                 ).rowcount
             )
 
-        return await self.db.run(op, what="renew a claim on an outgoing message")
+        return await self._run("renew a claim on an outgoing message", op)
 
     async def sent(self, item_id: int, *, message: str = "") -> None:
-        await self.db.run(
+        await self._run(
+            "record a sent message",
             lambda conn: conn.execute(
                 update(outbox)
                 .where(outbox.c.id == item_id)
@@ -575,7 +570,6 @@ class HandoffRepository:
                     sent_message=message[:128],
                 )
             ),
-            what="record a sent message",
         )
 
     async def retry(self, item_id: int, error: str, *, delay: float, give_up: bool = False) -> None:
@@ -594,17 +588,17 @@ class HandoffRepository:
                 )
             )
 
-        await self.db.run(op, what="reschedule an outgoing message")
+        await self._run("reschedule an outgoing message", op)
 
     async def defer(self, item_id: int, *, delay: float) -> None:
         """Put a row back unsent without counting an attempt (its ticket is not posted yet)."""
-        await self.db.run(
+        await self._run(
+            "defer an outgoing message",
             lambda conn: conn.execute(
                 update(outbox)
                 .where(outbox.c.id == item_id)
                 .values(next_attempt_at=utcnow() + timedelta(seconds=delay), claimed_until=None)
             ),
-            what="defer an outgoing message",
         )
 
     async def outbox_rows(self, *, status: str | None = None) -> list[dict[str, Any]]:
@@ -614,7 +608,7 @@ class HandoffRepository:
                 query = query.where(outbox.c.status == status)
             return [dict(r._mapping) for r in conn.execute(query)]
 
-        return await self.db.run(op, what="read the outbox")
+        return await self._run("read the outbox", op)
 
 
 def _open_ticket(conn: Connection, conversation_id: int) -> Ticket | None:
@@ -628,13 +622,7 @@ def _open_ticket(conn: Connection, conversation_id: int) -> Ticket | None:
 
 def _ticket(conn: Connection, ticket_id: int) -> Ticket | None:
     row = conn.execute(
-        select(
-            tickets,
-            conversations.c.platform,
-            conversations.c.tenant,
-            conversations.c.chat,
-            conversations.c.thread,
-        )
+        select(tickets, *ADDRESS_COLUMNS)
         .join(conversations, conversations.c.id == tickets.c.conversation_id)
         .where(tickets.c.id == ticket_id)
     ).first()
@@ -662,7 +650,7 @@ def _ticket(conn: Connection, ticket_id: int) -> Ticket | None:
         last_activity_at=as_utc(row.last_activity_at) or row.last_activity_at,
         reminded_at=as_utc(row.reminded_at),
         closed_at=as_utc(row.closed_at),
-        customer_address=ConversationAddress(row.platform, row.tenant, row.chat, row.thread),
+        customer_address=address_of(row),
     )
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 
-from storage.db import Database, as_utc, utcnow
+from storage.db import as_utc, utcnow
 from storage.models import (
     escalations,
     faq_answers,
@@ -26,6 +26,7 @@ from storage.models import (
     faq_phrasings,
     knowledge_settings,
 )
+from storage.sql import Store
 
 T = TypeVar("T")
 
@@ -143,14 +144,7 @@ class Escalation:
     created_at: datetime
 
 
-class KnowledgeRepository:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.dialect = db.dialect
-
-    async def _run(self, what: str, fn: Callable[[Connection], T]) -> T:
-        return await self.db.run(fn, what=what)
-
+class KnowledgeRepository(Store):
     # -- entries -----------------------------------------------------------------
 
     async def upsert_many(

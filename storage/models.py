@@ -135,7 +135,9 @@ users = Table(
     Column("id", IdType, primary_key=True),
     Column("platform_user", String(160), nullable=False),
     Column("name", String(160), nullable=False, server_default=""),
-    Column("role", String(16), nullable=False, server_default="user"),  # user | agent | admin
+    # Read by nothing: roles are per tenant, in ``team_roles``. Older releases
+    # stored user | agent | admin here.
+    Column("role", String(16), nullable=False, server_default="user"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("platform_user", name="uq_users_platform_user"),
 )
@@ -239,7 +241,7 @@ escalations = Table(
 
 # Per-tenant / per-conversation knobs set by admins: mode, persona.
 # scope is "tenant:<tenant>" or "conversation:<conversation key>" (see
-# ``storage.repository.ConversationAddress.key``).
+# ``storage.addresses.ConversationAddress.key``).
 knowledge_settings = Table(
     "knowledge_settings",
     metadata,

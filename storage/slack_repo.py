@@ -10,7 +10,8 @@ When a workspace uninstalls the app (or its bot token is revoked) the tokens go
 at once and the workspace is marked; ``purge_workspace`` later deletes what
 Deskmate kept for that tenant: its conversations (messages, inbound events,
 tickets), queued messages, knowledge-base entries, answer log, escalations,
-settings and roles.
+settings, its people's profiles, and the support team's records (roles,
+quotas, model usage, ratings, proposed entries, the audit trail).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.db import Database, as_utc, utcnow
 from storage.errors import StorageError
@@ -46,6 +46,7 @@ from storage.models import (
     team_roles,
     users,
 )
+from storage.sql import Store
 
 PLATFORM = "slack"
 # Fields of an installation that grant access; everything else is stored readable.
@@ -126,15 +127,13 @@ def _like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-class SlackRepository:
-    """Installations (tokens encrypted), workspaces and OAuth states."""
+class SlackRepository(Store):
+    """Installations (tokens encrypted), workspaces, OAuth states, and the purge
+    of a workspace that uninstalled the app."""
 
     def __init__(self, db: Database, cipher: TokenCipher) -> None:
-        self.db = db
+        super().__init__(db)
         self._cipher = cipher
-
-    def _insert(self, table: Any) -> Any:
-        return (postgresql if self.db.dialect == "postgresql" else sqlite).insert(table)
 
     # -- installations -----------------------------------------------------------------
 
@@ -172,7 +171,7 @@ class SlackRepository:
                     .values(uninstalled_at=None, updated_at=now)
                 )
 
-        await self.db.run(op, what="save a Slack installation")
+        await self._run("save a Slack installation", op)
 
     async def find_installation(
         self,
@@ -192,7 +191,7 @@ class SlackRepository:
                 select(slack_installations).where(where).order_by(*_LATEST).limit(1)
             ).first()
 
-        row = await self.db.run(op, what="read a Slack installation")
+        row = await self._run("read a Slack installation", op)
         return self._record(row) if row is not None else None
 
     async def find_bot(
@@ -209,7 +208,7 @@ class SlackRepository:
                 select(slack_installations).where(where).order_by(*_LATEST).limit(1)
             ).first()
 
-        row = await self.db.run(op, what="read a Slack installation")
+        row = await self._run("read a Slack installation", op)
         return self._record(row) if row is not None else None
 
     async def bot_for_team(self, team_id: str) -> SlackInstallation | None:
@@ -242,16 +241,16 @@ class SlackRepository:
                 .limit(1)
             ).first()
 
-        row = await self.db.run(op, what="read a Slack installation")
+        row = await self._run("read a Slack installation", op)
         return self._record(row) if row is not None else None
 
     async def link_team(self, team_id: str, enterprise_id: str) -> None:
         """Record that workspace ``team_id`` belongs to org ``enterprise_id`` (how an
         org-wide installation reaches the workspace's conversations)."""
         now = utcnow()
-        await self.db.run(
+        await self._run(
+            "record a Slack workspace",
             lambda conn: self._upsert_workspace(conn, team_id, enterprise_id, now, revive=False),
-            what="record a Slack workspace",
         )
 
     async def delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> list[str]:
@@ -332,7 +331,7 @@ class SlackRepository:
             )
             return gone
 
-        return await self.db.run(op, what="remove a Slack installation")
+        return await self._run("remove a Slack installation", op)
 
     # -- OAuth states ------------------------------------------------------------------
 
@@ -345,7 +344,7 @@ class SlackRepository:
             )
             conn.execute(slack_oauth_states.insert().values(state=state, expires_at=expires_at))
 
-        await self.db.run(op, what="store an OAuth state")
+        await self._run("store an OAuth state", op)
 
     async def consume_state(self, state: str) -> bool:
         """True once for a state issued and not yet expired; False ever after."""
@@ -360,7 +359,7 @@ class SlackRepository:
             )
             return bool(result.rowcount)
 
-        return await self.db.run(op, what="check an OAuth state")
+        return await self._run("check an OAuth state", op)
 
     # -- purge -------------------------------------------------------------------------
 
@@ -376,7 +375,7 @@ class SlackRepository:
                 ).scalars()
             )
 
-        return await self.db.run(op, what="list uninstalled Slack workspaces")
+        return await self._run("list uninstalled Slack workspaces", op)
 
     async def purge_workspace(self, team_id: str, cutoff: datetime) -> PurgeResult | None:
         """Delete everything kept for workspace ``team_id`` if it is still uninstalled
@@ -433,7 +432,7 @@ class SlackRepository:
             conn.execute(delete(slack_workspaces).where(slack_workspaces.c.team_id == team_id))
             return PurgeResult(team_id, int(n_conversations or 0), len(entry_ids))
 
-        return await self.db.run(op, what="purge an uninstalled Slack workspace")
+        return await self._run("purge an uninstalled Slack workspace", op)
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -52,8 +52,6 @@ REPOSITORY_CALLS: dict[str, Call] = {
     "is_active": lambda r, k: r.is_active(HERE),
     "move_conversation": lambda r, k: r.move_conversation(HERE, THERE),
     "forget_user": lambda r, k: r.forget_user("test:u1"),
-    "set_role": lambda r, k: r.set_role("test:u1", "agent"),
-    "role_of": lambda r, k: r.role_of("test:u1"),
     "stats": lambda r, k: r.stats(),
     "mark_handled": lambda r, k: r.mark_handled(STORED),
     "conversation": lambda r, k: r.conversation(1),
@@ -219,9 +217,10 @@ ALL_CALLS = (
 
 
 def _public_methods(cls: type) -> set[str]:
+    """The public coroutine methods of ``cls``, its own and inherited."""
     return {
         name
-        for name, member in vars(cls).items()
+        for name, member in inspect.getmembers(cls)
         if not name.startswith("_") and inspect.iscoroutinefunction(member)
     }
 
@@ -364,7 +363,9 @@ LOCKED_WRITES: dict[str, Callable[[Repository, StoredInbound], Awaitable[object]
     "set_active": lambda r, s: r.set_active(HERE, False),
     "move_conversation": lambda r, s: r.move_conversation(HERE, THERE),
     "forget_user": lambda r, s: r.forget_user("test:u1"),
-    "set_role": lambda r, s: r.set_role("test:u1", "agent"),
+    "set_role": lambda r, s: TeamRepository(r.db).set_role(
+        "t1", "test:u1", "agent", by="test:admin"
+    ),
 }
 
 

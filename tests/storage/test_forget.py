@@ -13,7 +13,7 @@ from storage.db import Database
 from storage.knowledge_repo import KnowledgeRepository
 from storage.models import faq_answers, metadata
 from storage.repository import ConversationAddress, Repository
-from tests.storage.support import make_event
+from tests.storage.support import legacy_role, make_event, store_legacy_role
 
 SECRET = "my account number is 4242-SECRET"
 LEGACY = "where is my parcel LEGACY-SECRET"
@@ -68,7 +68,7 @@ async def test_forget_removes_everything_about_the_person(repository: Repository
     failed = await repository.accept(make_event("still there?", chat="dm-u1"), kind="chat")
     await repository.mark_failed(failed.inbound_id, "LLM failed")
     await knowledge.set_setting(f"conversation:{direct.key}", "draft", f"draft about {SECRET}")
-    await repository.set_role("test:u1", "agent")
+    await store_legacy_role(repository, "test:u1", "agent")
 
     # A group: their message goes, the other person's (and the group's draft) stay.
     await repository.accept(make_event("hello all", chat="group"), kind="chat")
@@ -94,7 +94,7 @@ async def test_forget_removes_everything_about_the_person(repository: Repository
     for trace in (SECRET, LEGACY, "still there?", "hello all", "test:u1", "name-u1"):
         assert trace not in stored
     assert await _draft(knowledge, direct) is None
-    assert await repository.role_of("test:u1") is None
+    assert await legacy_role(repository, "test:u1") is None
 
     # The other person keeps everything.
     assert "my printer" in stored and "Try turning it off." in stored
@@ -182,3 +182,19 @@ def test_conversation_keys_match_the_bots() -> None:
 
     for parts in (("telegram", "1", "42", ""), ("slack", "T1", "C9", "1700000000.1")):
         assert ConversationAddress(*parts).key == ConversationRef(*parts).key
+
+
+def test_the_bot_and_storage_share_one_address_type() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from bot.types import ConversationRef
+
+    assert ConversationRef is ConversationAddress
+    ref = ConversationRef("slack", "T1", "C9", "1700000000.1")
+    assert ref == ConversationAddress("slack", "T1", "C9", "1700000000.1")
+    assert len({ref, ConversationAddress("slack", "T1", "C9", "1700000000.1")}) == 1
+    assert ref.key == "slack:T1:C9:1700000000.1"
+    assert ConversationRef("telegram", "1", "42").thread == ""
+    with pytest.raises(FrozenInstanceError):
+        ref.chat = "C1"  # type: ignore[misc]
+    assert not hasattr(ref, "__dict__")  # slots, as before

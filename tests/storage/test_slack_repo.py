@@ -14,7 +14,7 @@ from storage.knowledge_repo import EntryInput, KnowledgeRepository
 from storage.models import conversations, faq_entries, slack_installations, users
 from storage.repository import Repository
 from storage.slack_repo import SecretKeyError, SlackInstallation, SlackRepository, TokenCipher
-from tests.storage.support import make_event
+from tests.storage.support import make_event, store_legacy_role
 
 KEY = Fernet.generate_key().decode()
 
@@ -123,7 +123,7 @@ async def test_the_purge_removes_one_workspace_after_its_retention(
             team, [(EntryInput(f"refunds {team}?", "Within 30 days."), None)], embedding_model=""
         )
         await knowledge.set_setting(f"tenant:{team}", "mode", "faq")
-        await repository.set_role(f"slack:{team}/U7", "agent")
+        await store_legacy_role(repository, f"slack:{team}/U7", "agent")
     assert await slack.delete_installation(enterprise_id=None, team_id="T1") == ["T1"]
     month_ago = datetime.now(UTC) - timedelta(days=30)
     assert await slack.uninstalled_before(month_ago) == []
