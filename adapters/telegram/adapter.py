@@ -5,7 +5,7 @@ the confirmation is the next ``getUpdates`` offset, which this adapter
 advances past an update only once ``conversations.accept`` returned; in
 webhook mode it is the 200 answer, sent only after ``accept``. Stored but
 unanswered updates (a crash, a kill, a SIGTERM past the stop bound) are
-answered at the next start from ``conversations.pending``.
+answered at the next start from ``conversations.pending_of_tenant``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 
 from adapters.common import AnswerTasks
-from adapters.common.tasks import single_consumer
 from adapters.telegram.convert import (
     ALLOWED_UPDATES,
     BotIdentity,
@@ -192,8 +191,8 @@ class TelegramAdapter:
         if not self.webhook_url:
             # Telegram serves getUpdates to one consumer; a second one would
             # steal updates from the first.
-            await single_consumer(
-                conversations, f"telegram-poll:{self.me.id}", purpose="Telegram long polling"
+            await conversations.take_lease(
+                f"telegram-poll:{self.me.id}", purpose="Telegram long polling"
             )
         # Claim the leftovers before webhook calls are let in, so a row is never
         # answered by the replay and a redelivery at once; let them in before
