@@ -87,6 +87,8 @@ class AnswerTasks:
                     await self._answer(accepted)
         except asyncio.CancelledError:
             raise
+        # The one place an answer's failure ends, whatever it is: logged, and
+        # only this answer stops; the adapter and the other answers go on.
         except Exception:
             log.exception(
                 "%s: answering %s failed", self.platform, accepted.inbound.event_id or "?"
@@ -132,6 +134,8 @@ class AnswerTasks:
                 found = await conversations.pending_of_tenant(self.platform, tenant)
             except asyncio.CancelledError:
                 raise
+            # Usually a StorageError; whatever it is, the sweep must outlive it
+            # and try again (backing off), or unanswered events wait for a restart.
             except Exception as exc:
                 if not failures:
                     log.warning("%s: sweep for unanswered events failed: %s", self.platform, exc)
