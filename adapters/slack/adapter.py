@@ -288,7 +288,12 @@ class SlackAdapter:
         reply_to: str = "",
         buttons: Sequence[tuple[str, str]] = (),
     ) -> str:
-        """See ``Outbound.post``; raises ``Undeliverable`` for a refusal for good."""
+        """Post ``text`` into the conversation (its thread when it has one) for the
+        outbox, ``buttons`` in an actions block under its last message; returns
+        the ts of the first message.
+
+        Raises ``Undeliverable`` for a refusal that sending again cannot fix.
+        """
         return await self.outbound.post(ref, text, reply_to=reply_to, buttons=buttons)
 
     async def open_ticket(
