@@ -20,7 +20,6 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -93,35 +92,6 @@ _bolt_log = logging.getLogger("adapters.slack.bolt")
 _bolt_log.addFilter(_DropTokenWarning())
 
 
-@dataclass(frozen=True, slots=True)
-class _Credentials:
-    """What the adapter was given to reach Slack; ``check`` says what is missing."""
-
-    bot_token: str
-    oauth: OAuthConfig | None
-    app_token: str
-    signing_secret: str
-    api_url: str
-
-    def check(self) -> None:
-        if not self.bot_token and self.oauth is None:
-            raise ConfigError(
-                "the Slack adapter needs SLACK_BOT_TOKEN, or SLACK_CLIENT_ID and "
-                "SLACK_CLIENT_SECRET to be installed through /slack/install"
-            )
-        if not self.app_token and not self.signing_secret:
-            raise ConfigError(
-                "Slack needs SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET "
-                "(HTTP Events API at /slack/events)"
-            )
-
-    @property
-    def base_url(self) -> str:
-        base_url = self.api_url or PUBLIC_API_URL
-        # slack-sdk appends the method name directly
-        return base_url if base_url.endswith("/") else base_url + "/"
-
-
 class SlackAdapter:
     """Deskmate on Slack. See the module docstring for the delivery flow."""
 
@@ -140,17 +110,16 @@ class SlackAdapter:
         shutdown_timeout: float = 4.0,
         max_concurrent_answers: int = 16,
     ) -> None:
-        given = _Credentials(bot_token, oauth, app_token, signing_secret, api_url)
-        given.check()
+        _check_credentials(bot_token, oauth, app_token, signing_secret)
+        base_url = _base_url(api_url)
         self.socket_mode = bool(app_token)
         self._app_token = app_token
-        self.client = _web_client(bot_token, given.base_url, max_retries)
-        self.oauth = oauth
+        self.client = _web_client(bot_token, base_url, max_retries)
         self.workspaces = Workspaces(
             self.client, bots=WorkspaceBots(oauth.repository) if oauth is not None else None
         )
         self.installs = (
-            Installs(oauth, base_url=given.base_url, workspaces=self.workspaces, logger=_bolt_log)
+            Installs(oauth, base_url=base_url, workspaces=self.workspaces, logger=_bolt_log)
             if oauth is not None
             else None
         )
@@ -479,6 +448,27 @@ class SlackAdapter:
         if self._conversations is None:
             raise RuntimeError("the Slack adapter received an event before start()")
         return self._conversations
+
+
+def _check_credentials(
+    bot_token: str, oauth: OAuthConfig | None, app_token: str, signing_secret: str
+) -> None:
+    if not bot_token and oauth is None:
+        raise ConfigError(
+            "the Slack adapter needs SLACK_BOT_TOKEN, or SLACK_CLIENT_ID and "
+            "SLACK_CLIENT_SECRET to be installed through /slack/install"
+        )
+    if not app_token and not signing_secret:
+        raise ConfigError(
+            "Slack needs SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET "
+            "(HTTP Events API at /slack/events)"
+        )
+
+
+def _base_url(api_url: str) -> str:
+    base_url = api_url or PUBLIC_API_URL
+    # slack-sdk appends the method name directly
+    return base_url if base_url.endswith("/") else base_url + "/"
 
 
 def _web_client(bot_token: str, base_url: str, max_retries: int) -> AsyncWebClient:

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 SLASH_COMMAND = "/deskmate"
 SEEN_REACTION = "eyes"
-# How long taking back an unfinished answer may take at shutdown (every wait
-# in the adapter's ``stop`` is bounded).
+# How long taking back an unfinished answer may take: at shutdown it must
+# fit in the time a cancelled answer gets to unwind.
 CLEANUP_TIMEOUT = 1.5
 
 
