@@ -167,6 +167,33 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        """Raise ``ConfigError`` for the first setting, in this order, that is out
+        of range or contradicts another."""
+        self._validate_model()
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"PORT must be between 1 and 65535, not {self.port}")
+        self._validate_knowledge()
+        self._validate_generation()
+        if self.telegram_webhook_url and not self.telegram_webhook_secret:
+            raise ConfigError(
+                "TELEGRAM_WEBHOOK_URL is set but TELEGRAM_WEBHOOK_SECRET is not: "
+                "set a random secret so forged webhook calls are refused"
+            )
+        self._validate_limits()
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"LOG_FORMAT must be text or json, not {self.log_format!r}")
+        self._validate_web()
+        self._validate_handoff()
+        self._validate_slack_oauth()
+        if self.slack_enabled and not (self.slack_app_token or self.slack_signing_secret):
+            raise ConfigError(
+                f"{'SLACK_CLIENT_ID' if self.slack_oauth_enabled else 'SLACK_BOT_TOKEN'} is set "
+                "but neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET "
+                "(HTTP Events API) is"
+            )
+
+    def _validate_model(self) -> None:
+        """The model's number formats."""
         if self.quantization not in QUANTIZATIONS:
             raise ConfigError(
                 f"DESKMATE_QUANTIZATION must be one of {', '.join(QUANTIZATIONS)}, "
@@ -176,8 +203,9 @@ class Settings:
             raise ConfigError(
                 f"DESKMATE_DTYPE must be one of {', '.join(DTYPES)}, not {self.dtype!r}"
             )
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"PORT must be between 1 and 65535, not {self.port}")
+
+    def _validate_knowledge(self) -> None:
+        """The knowledge base's thresholds and embedding model."""
         if not 0.5 <= self.faq_precision <= 1.0:
             raise ConfigError(
                 f"DESKMATE_FAQ_PRECISION must be between 0.5 and 1, not {self.faq_precision}"
@@ -196,17 +224,18 @@ class Settings:
                 f"DESKMATE_EMBEDDING_MODEL: {self.embedding_model} is not a sentence-transformers "
                 "model folder (it has no modules.json)"
             )
+
+    def _validate_generation(self) -> None:
+        """Batching, threads and answer length."""
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise ConfigError("DESKMATE_MAX_BATCH must be auto or at least 1")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("DESKMATE_THREADS must be auto or at least 1")
         if self.max_new_tokens < 1:
             raise ConfigError("DESKMATE_MAX_NEW_TOKENS must be at least 1")
-        if self.telegram_webhook_url and not self.telegram_webhook_secret:
-            raise ConfigError(
-                "TELEGRAM_WEBHOOK_URL is set but TELEGRAM_WEBHOOK_SECRET is not: "
-                "set a random secret so forged webhook calls are refused"
-            )
+
+    def _validate_limits(self) -> None:
+        """Per-person rate, rating invitations and token quotas."""
         if self.user_rate < 0:
             raise ConfigError("DESKMATE_USER_RATE is messages a minute: 0 (no limit) or more")
         if self.ask_rating not in ("off", "handoff", "all"):
@@ -218,8 +247,9 @@ class Settings:
                 "DESKMATE_DAILY_USER_TOKENS and DESKMATE_DAILY_TENANT_TOKENS are tokens a day: "
                 "0 (no limit) or more"
             )
-        if self.log_format not in ("text", "json"):
-            raise ConfigError(f"LOG_FORMAT must be text or json, not {self.log_format!r}")
+
+    def _validate_web(self) -> None:
+        """That something answers, and that the web chat and console are not open to anyone."""
         if self.web_chat not in ("auto", "on", "off"):
             raise ConfigError(f"DESKMATE_WEB_CHAT must be auto, on or off, not {self.web_chat!r}")
         if not (self.web_chat_enabled or self.telegram_enabled or self.slack_enabled):
@@ -238,6 +268,9 @@ class Settings:
                 "DESKMATE_WEB_TOKEN to a long random string (its link is /?token=...), "
                 "or DESKMATE_WEB_CHAT=off"
             )
+
+    def _validate_handoff(self) -> None:
+        """The support spaces (each on a platform that is configured) and the ticket clocks."""
         try:
             handoff = self.handoff
         except HandoffConfigError as exc:
@@ -255,13 +288,6 @@ class Settings:
                 raise ConfigError(
                     f"DESKMATE_HANDOFF_CHAT names {space.key}, but SLACK_BOT_TOKEN is not set"
                 )
-        self._validate_slack_oauth()
-        if self.slack_enabled and not (self.slack_app_token or self.slack_signing_secret):
-            raise ConfigError(
-                f"{'SLACK_CLIENT_ID' if self.slack_oauth_enabled else 'SLACK_BOT_TOKEN'} is set "
-                "but neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET "
-                "(HTTP Events API) is"
-            )
 
     def _validate_slack_oauth(self) -> None:
         if bool(self.slack_client_id) != bool(self.slack_client_secret):

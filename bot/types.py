@@ -152,15 +152,26 @@ class Conversations(Protocol):
 
     ``accept`` stores an event (raises ``StorageError``; acknowledge the
     platform only after it returned), ``process`` answers it through
-    ``render``, ``pending`` hands back what a previous run stored but never
-    answered.
+    ``render``, ``pending_of_tenant`` hands back what a previous run stored but
+    never answered, ``take_lease`` keeps a feed that allows one consumer to one
+    process.
     """
 
     async def accept(self, inbound: Inbound) -> Accepted: ...
 
     async def process(self, accepted: Accepted, render: Render) -> Reply: ...
 
-    async def pending(self, platform: str) -> list[Accepted]: ...
+    async def pending_of_tenant(self, platform: str, tenant: str | None) -> list[Accepted]:
+        """Stored events of ``platform`` whose turn it is and that nobody answers,
+        claimed for answering; only ``tenant``'s when it is given (another bot's
+        events are left to it)."""
+        ...
+
+    async def take_lease(self, name: str, *, purpose: str, wait: float | None = None) -> None:
+        """Hold the deployment-wide lease ``name`` until the process stops, or
+        raise ``ConfigError`` naming ``purpose`` when another process holds it
+        (waiting up to ``wait`` seconds for a stopped holder's lease to lapse)."""
+        ...
 
     async def set_active(self, ref: ConversationRef, active: bool) -> None: ...
 

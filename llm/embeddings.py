@@ -20,11 +20,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from llm.errors import ModelConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
 
@@ -253,17 +257,6 @@ def adapt(
     per_epoch = len(entries) // ADAPT_BATCH + (len(entries) % ADAPT_BATCH >= 2)
     total = epochs * per_epoch
 
-    def encode(texts: list[str]) -> torch.Tensor:
-        features = (
-            model.preprocess(texts) if hasattr(model, "preprocess") else model.tokenize(texts)
-        )
-        vectors = model(features)["sentence_embedding"]
-        return torch.nn.functional.normalize(vectors, dim=-1)
-
-    def phrasing(i: int) -> str:
-        options = entries[i][0]
-        return options[0] if len(options) == 1 else rng.choice(list(options))
-
     model.train()
     done = 0
     for _ in range(epochs):
@@ -273,16 +266,7 @@ def adapt(
             batch = order[start : start + ADAPT_BATCH]
             if len(batch) < 2:
                 continue  # a lone entry has no negatives to learn from
-            questions = encode([phrasing(i) for i in batch])
-            targets = encode(
-                [entries[i][1] if rng.random() < 0.5 else rng.choice(sentences[i]) for i in batch]
-            )
-            logits = questions @ targets.T * _ADAPT_SCALE
-            labels = torch.arange(len(batch))
-            loss = (
-                torch.nn.functional.cross_entropy(logits, labels)
-                + torch.nn.functional.cross_entropy(logits.T, labels)
-            ) / 2
+            loss = _batch_loss(model, entries, sentences, batch, rng)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -290,6 +274,50 @@ def adapt(
             if progress is not None:
                 progress(done, total)
     model.eval()
+    _save_whole(model, out_dir)
+    log.info("adapted embedding model written to %s", out_dir)
+    return time.monotonic() - started
+
+
+def _batch_loss(
+    model: SentenceTransformer,
+    entries: Sequence[TrainingEntry],
+    sentences: list[list[str]],
+    batch: list[int],
+    rng: random.Random,
+) -> torch.Tensor:
+    """The in-batch ranking loss of one batch, both ways: each question against
+    its own answer (or one sentence of it) and the batch's other answers."""
+    import torch
+
+    questions = _encode(model, [_phrasing(entries[i][0], rng) for i in batch])
+    targets = _encode(
+        model, [entries[i][1] if rng.random() < 0.5 else rng.choice(sentences[i]) for i in batch]
+    )
+    logits = questions @ targets.T * _ADAPT_SCALE
+    labels = torch.arange(len(batch))
+    return (
+        torch.nn.functional.cross_entropy(logits, labels)
+        + torch.nn.functional.cross_entropy(logits.T, labels)
+    ) / 2
+
+
+def _encode(model: SentenceTransformer, texts: list[str]) -> torch.Tensor:
+    """Unit vectors of ``texts`` with gradients (``encode`` would detach them)."""
+    import torch
+
+    features = model.preprocess(texts) if hasattr(model, "preprocess") else model.tokenize(texts)
+    vectors = model(features)["sentence_embedding"]
+    return torch.nn.functional.normalize(vectors, dim=-1)
+
+
+def _phrasing(options: Sequence[str], rng: random.Random) -> str:
+    return options[0] if len(options) == 1 else rng.choice(list(options))
+
+
+def _save_whole(model: SentenceTransformer, out_dir: Path) -> None:
+    """Write ``model`` to a temporary folder and rename it into ``out_dir``, so a
+    crash never leaves half a model behind."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -301,5 +329,3 @@ def adapt(
         shutil.rmtree(staging, ignore_errors=True)
         if not out_dir.is_dir():
             raise
-    log.info("adapted embedding model written to %s", out_dir)
-    return time.monotonic() - started

@@ -7,7 +7,7 @@ logs the ones that fail, replays what a previous run stored but never
 answered, and at shutdown waits for the answers in hand up to a bound before
 cancelling the rest. A cancelled answer stays stored as unanswered.
 
-After the replay at start, a sweep keeps asking ``pending`` in the
+After the replay at start, a sweep keeps asking ``pending_of_tenant`` in the
 background (every ``sweep_interval``, and soon after each answer ends):
 events whose turn came (queued behind an answer another process gave),
 failures due for a retry, and claims a stopped process stopped renewing are
@@ -21,35 +21,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol, runtime_checkable
 
 from bot.types import Accepted, Conversations
 
 log = logging.getLogger(__name__)
 
 Answer = Callable[[Accepted], Awaitable[None]]
-
-
-@runtime_checkable
-class TenantPending(Protocol):
-    """Conversations that can claim one tenant's pending events (so another
-    bot's are never claimed and dropped here)."""
-
-    async def pending_of_tenant(self, platform: str, tenant: str | None) -> list[Accepted]: ...
-
-
-@runtime_checkable
-class Leases(Protocol):
-    """Conversations that can hold a deployment-wide lease."""
-
-    async def take_lease(self, name: str, *, purpose: str) -> None: ...
-
-
-async def single_consumer(conversations: Conversations, name: str, *, purpose: str) -> None:
-    """Refuse (``ConfigError``) to start a second consumer of a feed that allows
-    one, such as Telegram long polling; held until the process stops."""
-    if isinstance(conversations, Leases):
-        await conversations.take_lease(name, purpose=purpose)
 
 
 class AnswerTasks:
@@ -110,6 +87,8 @@ class AnswerTasks:
                     await self._answer(accepted)
         except asyncio.CancelledError:
             raise
+        # The one place an answer's failure ends, whatever it is: logged, and
+        # only this answer stops; the adapter and the other answers go on.
         except Exception:
             log.exception(
                 "%s: answering %s failed", self.platform, accepted.inbound.event_id or "?"
@@ -127,12 +106,7 @@ class AnswerTasks:
         The background sweep started by ``replay`` claims the same way.
         """
         self._source = (conversations, tenant)
-        if isinstance(conversations, TenantPending):
-            return await conversations.pending_of_tenant(self.platform, tenant)
-        pending = await conversations.pending(self.platform)
-        if tenant is None:
-            return pending
-        return [p for p in pending if p.inbound.ref.tenant == tenant]
+        return await conversations.pending_of_tenant(self.platform, tenant)
 
     def replay(self, pending: Iterable[Accepted]) -> int:
         """Start answering each claimed event, and the background sweep after
@@ -157,13 +131,11 @@ class AnswerTasks:
                     await self._kick.wait()
             self._kick.clear()
             try:
-                if isinstance(conversations, TenantPending):
-                    found = await conversations.pending_of_tenant(self.platform, tenant)
-                else:
-                    found = await conversations.pending(self.platform)
-                    found = [p for p in found if tenant is None or p.inbound.ref.tenant == tenant]
+                found = await conversations.pending_of_tenant(self.platform, tenant)
             except asyncio.CancelledError:
                 raise
+            # Usually a StorageError; whatever it is, the sweep must outlive it
+            # and try again (backing off), or unanswered events wait for a restart.
             except Exception as exc:
                 if not failures:
                     log.warning("%s: sweep for unanswered events failed: %s", self.platform, exc)

@@ -5,7 +5,7 @@ the confirmation is the next ``getUpdates`` offset, which this adapter
 advances past an update only once ``conversations.accept`` returned; in
 webhook mode it is the 200 answer, sent only after ``accept``. Stored but
 unanswered updates (a crash, a kill, a SIGTERM past the stop bound) are
-answered at the next start from ``conversations.pending``.
+answered at the next start from ``conversations.pending_of_tenant``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 
 from adapters.common import AnswerTasks
-from adapters.common.tasks import single_consumer
 from adapters.telegram.convert import (
     ALLOWED_UPDATES,
     BotIdentity,
@@ -71,6 +70,9 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 TOPIC_NAME_LIMIT = 128
+# What PTB's ``Update.de_json`` raises for a payload of the wrong shape: a
+# required field missing, a field of the wrong type, a date out of range.
+_PARSE_ERRORS = (AttributeError, KeyError, OverflowError, TypeError, ValueError)
 # Refusals that no retry can fix: the group or the ticket's topic is gone.
 _GONE_REQUESTS = ("chat not found", "message thread not found")
 TOKEN_REVOKED = (
@@ -114,34 +116,9 @@ class TelegramAdapter:
         request_timeout: float = 10.0,
         retry_delay: float = 1.0,
     ) -> None:
-        if not token:
-            raise ConfigError("TELEGRAM_BOT_TOKEN is empty")
-        if webhook_url and not webhook_secret:
-            raise ConfigError("TELEGRAM_WEBHOOK_URL needs TELEGRAM_WEBHOOK_SECRET")
-        if webhook_secret and not _SECRET.fullmatch(webhook_secret):
-            raise ConfigError(
-                "TELEGRAM_WEBHOOK_SECRET may only use A-Z, a-z, 0-9, _ and - "
-                "(1 to 256 characters); Telegram refuses anything else"
-            )
-        base = (api_url or DEFAULT_API_URL).rstrip("/")
-        self.api_url = base
-        self.bot = Bot(
-            token,
-            base_url=f"{base}/bot",
-            request=HTTPXRequest(
-                connection_pool_size=64,
-                read_timeout=request_timeout,
-                write_timeout=request_timeout,
-                connect_timeout=request_timeout,
-                pool_timeout=request_timeout,
-            ),
-            # getUpdates adds the long-poll timeout to this read timeout itself.
-            get_updates_request=HTTPXRequest(
-                connection_pool_size=1,
-                read_timeout=request_timeout,
-                connect_timeout=request_timeout,
-            ),
-        )
+        _check_credentials(token, webhook_url, webhook_secret)
+        self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
+        self.bot = _bot(token, self.api_url, request_timeout)
         self.webhook_url = webhook_url
         self._secret = webhook_secret.encode()
         self.edit_interval = edit_interval
@@ -192,8 +169,8 @@ class TelegramAdapter:
         if not self.webhook_url:
             # Telegram serves getUpdates to one consumer; a second one would
             # steal updates from the first.
-            await single_consumer(
-                conversations, f"telegram-poll:{self.me.id}", purpose="Telegram long polling"
+            await conversations.take_lease(
+                f"telegram-poll:{self.me.id}", purpose="Telegram long polling"
             )
         # Claim the leftovers before webhook calls are let in, so a row is never
         # answered by the replay and a redelivery at once; let them in before
@@ -292,7 +269,7 @@ class TelegramAdapter:
                     log.error(POLL_CONFLICT, exc.message)
                 await asyncio.sleep(min(30.0, self.retry_delay * 2 ** min(failures, 5)))
                 continue
-            except Exception as exc:  # network down, 5xx
+            except TelegramError as exc:  # network down, 5xx: PTB raises NetworkError for both
                 failures += 1
                 log.error("telegram getUpdates failed (%s); retrying", exc)
                 await asyncio.sleep(min(30.0, self.retry_delay * 2 ** min(failures, 5)))
@@ -347,7 +324,7 @@ class TelegramAdapter:
             )
             try:
                 await self._conversations.set_active(result.ref, result.active)
-            except Exception:
+            except StorageError:
                 log.exception("could not record membership change of %s", result.ref.key)
 
     async def _pressed(self, pressed: Pressed, *, first: bool) -> None:
@@ -384,7 +361,7 @@ class TelegramAdapter:
             return web.json_response({"error": "not a Telegram update"}, status=400)
         try:
             update = Update.de_json(data, self.bot)
-        except Exception:
+        except _PARSE_ERRORS:
             log.warning("telegram webhook: unreadable update %r", data.get("update_id"))
             return web.json_response({"error": "not a Telegram update"}, status=400)
         try:
@@ -533,7 +510,7 @@ class TelegramAdapter:
             return
         try:
             await self._conversations.set_active(ref, False)
-        except Exception:
+        except StorageError:
             log.exception("could not mark %s inactive", ref.key)
 
     async def _moved(self, old: ConversationRef, new: ConversationRef) -> None:
@@ -542,7 +519,7 @@ class TelegramAdapter:
             return
         try:
             await self._conversations.move_conversation(old, new)
-        except Exception:
+        except StorageError:
             log.exception("could not move conversation %s to %s", old.key, new.key)
 
     async def _publish_commands(self, conversations: Conversations) -> None:
@@ -556,6 +533,39 @@ class TelegramAdapter:
             await self.bot.set_my_commands(commands)
         except TelegramError as exc:
             log.warning("telegram setMyCommands failed: %s", exc.message)
+
+
+def _check_credentials(token: str, webhook_url: str, webhook_secret: str) -> None:
+    if not token:
+        raise ConfigError("TELEGRAM_BOT_TOKEN is empty")
+    if webhook_url and not webhook_secret:
+        raise ConfigError("TELEGRAM_WEBHOOK_URL needs TELEGRAM_WEBHOOK_SECRET")
+    if webhook_secret and not _SECRET.fullmatch(webhook_secret):
+        raise ConfigError(
+            "TELEGRAM_WEBHOOK_SECRET may only use A-Z, a-z, 0-9, _ and - "
+            "(1 to 256 characters); Telegram refuses anything else"
+        )
+
+
+def _bot(token: str, api_url: str, request_timeout: float) -> Bot:
+    """PTB's ``Bot`` for the Bot API at ``api_url``, every wait bounded by ``request_timeout``."""
+    return Bot(
+        token,
+        base_url=f"{api_url}/bot",
+        request=HTTPXRequest(
+            connection_pool_size=64,
+            read_timeout=request_timeout,
+            write_timeout=request_timeout,
+            connect_timeout=request_timeout,
+            pool_timeout=request_timeout,
+        ),
+        # getUpdates adds the long-poll timeout to this read timeout itself.
+        get_updates_request=HTTPXRequest(
+            connection_pool_size=1,
+            read_timeout=request_timeout,
+            connect_timeout=request_timeout,
+        ),
+    )
 
 
 def _is_gone(exc: BadRequest) -> bool:

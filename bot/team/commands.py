@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands import CommandContext, CommandRegistry
+from bot.commands import CommandContext, CommandRegistry, Handler
 from bot.team.access import Access, UserIdError, parse_user
 from storage.team_repo import EACH_USER, TENANT, AuditEntry
 
@@ -40,108 +40,118 @@ def _label(tenant: str) -> str:
 
 
 def register_team_commands(registry: CommandRegistry) -> None:
-    @registry.command(
-        "role", "give someone a role here: /role USER admin|agent|customer", access=Access.ADMIN
+    """Add the team's commands to ``registry``, in the order help lists them."""
+    for name, description, access, handler in _COMMANDS:
+        registry.command(name, description, access=access)(handler)
+
+
+async def _role(ctx: CommandContext) -> str:
+    tenant, words, error = _tenant_option(ctx, ctx.args.split())
+    if error or tenant is None:
+        return error
+    if len(words) < 2 or words[-1].lower() not in ("admin", "agent", "customer"):
+        return ROLE_USAGE
+    try:
+        # Everything before the role, so that a display name with spaces is
+        # refused as a name rather than misread.
+        user = parse_user(ctx.inbound.ref.platform, tenant, " ".join(words[:-1]))
+    except UserIdError as exc:
+        return str(exc)
+    if ctx.team.is_owner(user):
+        return f"{user} is an owner (DESKMATE_ADMINS); /role does not change owners."
+    if user == ctx.inbound.platform_user:
+        return "You can't change your own role; ask another admin or an owner."
+    wanted = words[-1].lower()
+    before = await ctx.team.repository.set_role(
+        tenant, user, None if wanted == "customer" else wanted, by=ctx.inbound.platform_user
     )
-    async def role(ctx: CommandContext) -> str:
-        tenant, words, error = _tenant_option(ctx, ctx.args.split())
-        if error or tenant is None:
-            return error
-        if len(words) < 2 or words[-1].lower() not in ("admin", "agent", "customer"):
-            return ROLE_USAGE
-        try:
-            # Everything before the role, so that a display name with spaces is
-            # refused as a name rather than misread.
-            user = parse_user(ctx.inbound.ref.platform, tenant, " ".join(words[:-1]))
-        except UserIdError as exc:
-            return str(exc)
-        if ctx.team.is_owner(user):
-            return f"{user} is an owner (DESKMATE_ADMINS); /role does not change owners."
-        if user == ctx.inbound.platform_user:
-            return "You can't change your own role; ask another admin or an owner."
-        wanted = words[-1].lower()
-        before = await ctx.team.repository.set_role(
-            tenant, user, None if wanted == "customer" else wanted, by=ctx.inbound.platform_user
-        )
-        return f"{user} is now {wanted} in {_label(tenant)} (was {before or 'customer'})."
+    return f"{user} is now {wanted} in {_label(tenant)} (was {before or 'customer'})."
 
-    @registry.command("roles", "list the admins and agents here", access=Access.ADMIN)
-    async def roles(ctx: CommandContext) -> str:
-        tenant, _, error = _tenant_option(ctx, ctx.args.split())
-        if error or tenant is None:
-            return error
-        grants = await ctx.team.repository.roles(tenant)
-        lines = [f"Roles in {_label(tenant)}:"]
-        lines += [f"{g.platform_user}: {g.role} (by {g.granted_by or '?'})" for g in grants]
-        if not grants:
-            lines.append("nobody yet; everyone is a customer (owners aside).")
-        lines.append("Owners (DESKMATE_ADMINS) act everywhere.")
-        return "\n".join(lines)
 
-    @registry.command("audit", "the last staff actions here: /audit [N]", access=Access.ADMIN)
-    async def audit(ctx: CommandContext) -> str:
-        words = ctx.args.split()
-        count = next((int(w) for w in words if w.isdigit()), 10)
-        count = max(1, min(count, AUDIT_MAX))
-        rest = [w for w in words if not w.isdigit()]
-        tenant: str | None = ctx.tenant
-        if rest:
-            if not ctx.is_owner:
-                return "Admins see their own workspace's audit trail: /audit [N]."
-            tenant = None if rest[0].lower() == "all" else rest[0]
-        entries = await ctx.team.repository.audit_entries(tenant=tenant, limit=count)
-        if not entries:
-            return "No staff actions recorded here yet."
-        where = "every tenant" if tenant is None else _label(tenant)
-        return "\n".join(
-            [f"Last {len(entries)} staff actions in {where}:"]
-            + [_audit_line(e, show_tenant=tenant is None) for e in entries]
-        )
+async def _roles(ctx: CommandContext) -> str:
+    tenant, _, error = _tenant_option(ctx, ctx.args.split())
+    if error or tenant is None:
+        return error
+    grants = await ctx.team.repository.roles(tenant)
+    lines = [f"Roles in {_label(tenant)}:"]
+    lines += [f"{g.platform_user}: {g.role} (by {g.granted_by or '?'})" for g in grants]
+    if not grants:
+        lines.append("nobody yet; everyone is a customer (owners aside).")
+    lines.append("Owners (DESKMATE_ADMINS) act everywhere.")
+    return "\n".join(lines)
 
-    @registry.command("quota", "today's model usage and limits")
-    async def quota(ctx: CommandContext) -> str:
-        tenant, words, error = _tenant_option(ctx, ctx.args.split())
-        if error or tenant is None:
-            return error
-        if not words:
-            return await _show_quota(ctx, tenant)
-        if not ctx.is_admin:
-            return "Only admins change quotas; /quota shows yours."
-        which = words[0].lower()
-        if which == "tenant" and len(words) == 2:
-            subject, value = TENANT, words[1]
-        elif which == "user" and len(words) == 3:
-            if words[1] == EACH_USER:
-                subject = EACH_USER
-            else:
-                try:
-                    subject = parse_user(ctx.inbound.ref.platform, tenant, words[1])
-                except UserIdError as exc:
-                    return str(exc)
-            value = words[2]
-        else:
-            return QUOTA_USAGE
-        if value.lower() == "off":
-            limit = None
-        elif value.isdigit():
-            limit = int(value)
-        else:
-            return QUOTA_USAGE
-        await ctx.team.repository.set_quota(tenant, subject, limit, by=ctx.inbound.platform_user)
-        who = {TENANT: "the whole tenant", EACH_USER: "each user"}.get(subject, subject)
-        amount = "no limit" if limit is None else f"{limit} tokens a day"
-        return f"Quota for {who} in {_label(tenant)}: {amount}."
 
-    @registry.command("rate", "rate my last answer: /rate good, or /rate bad COMMENT")
-    async def rate(ctx: CommandContext) -> str:
-        reply = await ctx.team.rate(ctx.inbound, ctx.conversation_id, ctx.args)
-        return reply or "Rate with /rate good, or /rate bad and what was missing."
-
-    @registry.command(
-        "learn", "in a ticket: propose your answer as an FAQ entry", access=Access.AGENT
+async def _audit(ctx: CommandContext) -> str:
+    words = ctx.args.split()
+    count = next((int(w) for w in words if w.isdigit()), 10)
+    count = max(1, min(count, AUDIT_MAX))
+    rest = [w for w in words if not w.isdigit()]
+    tenant: str | None = ctx.tenant
+    if rest:
+        if not ctx.is_owner:
+            return "Admins see their own workspace's audit trail: /audit [N]."
+        tenant = None if rest[0].lower() == "all" else rest[0]
+    entries = await ctx.team.repository.audit_entries(tenant=tenant, limit=count)
+    if not entries:
+        return "No staff actions recorded here yet."
+    where = "every tenant" if tenant is None else _label(tenant)
+    return "\n".join(
+        [f"Last {len(entries)} staff actions in {where}:"]
+        + [_audit_line(e, show_tenant=tenant is None) for e in entries]
     )
-    async def learn(ctx: CommandContext) -> str:
-        return LEARN_ELSEWHERE
+
+
+async def _quota(ctx: CommandContext) -> str:
+    tenant, words, error = _tenant_option(ctx, ctx.args.split())
+    if error or tenant is None:
+        return error
+    if not words:
+        return await _show_quota(ctx, tenant)
+    if not ctx.is_admin:
+        return "Only admins change quotas; /quota shows yours."
+    which = words[0].lower()
+    if which == "tenant" and len(words) == 2:
+        subject, value = TENANT, words[1]
+    elif which == "user" and len(words) == 3:
+        if words[1] == EACH_USER:
+            subject = EACH_USER
+        else:
+            try:
+                subject = parse_user(ctx.inbound.ref.platform, tenant, words[1])
+            except UserIdError as exc:
+                return str(exc)
+        value = words[2]
+    else:
+        return QUOTA_USAGE
+    if value.lower() == "off":
+        limit = None
+    elif value.isdigit():
+        limit = int(value)
+    else:
+        return QUOTA_USAGE
+    await ctx.team.repository.set_quota(tenant, subject, limit, by=ctx.inbound.platform_user)
+    who = {TENANT: "the whole tenant", EACH_USER: "each user"}.get(subject, subject)
+    amount = "no limit" if limit is None else f"{limit} tokens a day"
+    return f"Quota for {who} in {_label(tenant)}: {amount}."
+
+
+async def _rate(ctx: CommandContext) -> str:
+    reply = await ctx.team.rate(ctx.inbound, ctx.conversation_id, ctx.args)
+    return reply or "Rate with /rate good, or /rate bad and what was missing."
+
+
+async def _learn(ctx: CommandContext) -> str:
+    return LEARN_ELSEWHERE
+
+
+_COMMANDS: tuple[tuple[str, str, Access, Handler], ...] = (
+    ("role", "give someone a role here: /role USER admin|agent|customer", Access.ADMIN, _role),
+    ("roles", "list the admins and agents here", Access.ADMIN, _roles),
+    ("audit", "the last staff actions here: /audit [N]", Access.ADMIN, _audit),
+    ("quota", "today's model usage and limits", Access.EVERYONE, _quota),
+    ("rate", "rate my last answer: /rate good, or /rate bad COMMENT", Access.EVERYONE, _rate),
+    ("learn", "in a ticket: propose your answer as an FAQ entry", Access.AGENT, _learn),
+)
 
 
 async def _show_quota(ctx: CommandContext, tenant: str) -> str:

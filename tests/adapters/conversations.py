@@ -32,8 +32,12 @@ class Echo:
         await render(reply)
         return reply
 
-    async def pending(self, platform: str) -> list[Accepted]:
+    async def pending_of_tenant(self, platform: str, tenant: str | None) -> list[Accepted]:
         return []
+
+    async def take_lease(self, name: str, *, purpose: str, wait: float | None = None) -> None:
+        """Always granted: one test runs one adapter, so there is no second
+        consumer to keep out (tests/bot/test_reliability.py tests the real lease)."""
 
     async def set_active(self, ref: ConversationRef, active: bool) -> None: ...
 

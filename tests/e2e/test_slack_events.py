@@ -132,7 +132,7 @@ async def test_thread_membership_is_rebuilt_from_history_after_a_restart(
     bot: Bot, manager: ConversationManager
 ) -> None:
     thread = bot.fake.add_user_message("C1", "U2", "<@UBOT> help please")
-    await bot.adapter._paced_post("T1", "C1", thread, "Sure, what do you need?")
+    await bot.adapter.outbound.paced_post("T1", "C1", thread, "Sure, what do you need?")
     follow = message_event("my login fails", channel="C1", channel_type="channel", thread_ts=thread)
     assert (await bot.deliver(follow)).status == 200
     answers = await bot.answer(thread, count=2)

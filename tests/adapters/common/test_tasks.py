@@ -30,7 +30,7 @@ def accepted(n: int, *, tenant: str = "bot1") -> Accepted:
 
 
 class Conversations:
-    """Only ``pending`` matters here; it hands back what it holds once."""
+    """Only ``pending_of_tenant`` matters here; it hands back what it holds once."""
 
     def __init__(self, pending: list[Accepted]) -> None:
         self._pending = pending
@@ -42,10 +42,14 @@ class Conversations:
     async def process(self, accepted: Accepted, render: Render) -> Reply:
         return Reply(ReplyKind.ANSWER, text="")
 
-    async def pending(self, platform: str) -> list[Accepted]:
+    async def pending_of_tenant(self, platform: str, tenant: str | None) -> list[Accepted]:
         self.asked.append(platform)
-        found, self._pending = self._pending, []
+        found = [p for p in self._pending if tenant is None or p.inbound.ref.tenant == tenant]
+        self._pending = [p for p in self._pending if p not in found]
         return found
+
+    async def take_lease(self, name: str, *, purpose: str, wait: float | None = None) -> None:
+        """Always granted: no test here runs a second consumer."""
 
     async def set_active(self, ref: ConversationRef, active: bool) -> None: ...
 
