@@ -10,7 +10,6 @@ entry in ``Executors``.
 from __future__ import annotations
 
 import asyncio
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
@@ -25,8 +24,6 @@ from bot.team.service import INVITATION, RATING_BUTTONS, Team
 from bot.types import Accepted, Render, Reply, ReplyKind
 from llm.base import GenerationRequest, SamplingParams
 from storage.repository import MessageKind
-
-log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=Plan)
 
@@ -310,12 +307,10 @@ class Executors:
         team: Team,
     ) -> Executors:
         """An executor for every plan in ``bot.plans``."""
-        model = {
-            "generation": generation,
-            "answers": answers,
-            "escalation": escalation,
-            "team": team,
-        }
+
+        def model(kind: type[ModelAnswer[Any]]) -> ModelAnswer[Any]:
+            return kind(generation=generation, answers=answers, escalation=escalation, team=team)
+
         unrated = FixedText(answers=answers, team=team, rated=False)
         return cls(
             {
@@ -323,11 +318,16 @@ class Executors:
                 Clarify: Choices(answers=answers, team=team, rated=False),
                 Escalate: EscalateExecutor(escalation=escalation, fixed=unrated),
                 HandOff: HandOffExecutor(escalation=escalation),
-                Chat: ChatAnswer(**model),
-                Grounded: GroundedAnswer(**model),
-                ReviseDraft: DraftAnswer(**model),
+                Chat: model(ChatAnswer),
+                Grounded: model(GroundedAnswer),
+                ReviseDraft: model(DraftAnswer),
             }
         )
+
+    @property
+    def plan_types(self) -> frozenset[type[Any]]:
+        """The plan types there is an executor for."""
+        return frozenset(self._by_plan)
 
     def of(self, plan: Plan) -> Executor[Any]:
         return self._by_plan[type(plan)]
