@@ -65,7 +65,8 @@ class Answers:
     async def deliver(
         self, accepted: Accepted, reply: Reply, render: Render, *, kind: MessageKind
     ) -> Reply:
-        """Render a reply with its whole text, then record it."""
+        """Render a reply whose text is known, then record it (a render that
+        fails marks the event for a retry, and raises)."""
         try:
             await render(reply)
         except BaseException as exc:

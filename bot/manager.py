@@ -43,8 +43,6 @@ from storage.repository import ForgetResult, Repository, Stats
 __all__ = [
     "EMPTY_MESSAGE",
     "FAILED_MESSAGE",
-    "RECORD_RETRY_FOR",
-    "STOPPED_MESSAGE",
     "STORAGE_DELAY_MESSAGE",
     "TIMEOUT_MESSAGE",
     "ConversationManager",
@@ -52,11 +50,10 @@ __all__ = [
     "busy_message",
 ]
 
-# The texts tests and tools compare replies with (the catalog is bot.messages).
+# Texts the tests compare replies with (the catalog is bot.messages).
 EMPTY_MESSAGE = say("conversation.empty")
 FAILED_MESSAGE = say("conversation.failed")
 TIMEOUT_MESSAGE = say("conversation.timeout")
-STOPPED_MESSAGE = say("conversation.stopped")
 STORAGE_DELAY_MESSAGE = say("conversation.records_delayed")
 
 
