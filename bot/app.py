@@ -6,15 +6,18 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from bot.answers import RECORD_RETRY_FOR
+from bot.commands import CommandRegistry, builtin_commands
 from bot.handoff.desk import HelpDesk
 from bot.handoff.worker import OutboxWorker
+from bot.knowledge.commands import register_knowledge_commands
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import Policy
 from bot.knowledge.rerank import LikelihoodReranker
@@ -22,7 +25,9 @@ from bot.manager import ConversationManager
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.services import ConsoleParts
 from bot.settings import Settings
+from bot.team.commands import register_team_commands
 from bot.team.service import Team, TeamSettings
+from bot.throttle import CircuitBreaker
 from bot.types import Channel, ChatAdapter
 from llm.base import Backend, SamplingParams, Scorer
 from storage.console_repo import ConsoleRepository
@@ -124,6 +129,66 @@ def create_knowledge_base(
     )
 
 
+def create_manager(
+    *,
+    repository: Repository,
+    backend: Backend,
+    system_prompt: str,
+    sampling: SamplingParams,
+    llm_timeout: float | None,
+    max_input_chars: int,
+    history_messages: int,
+    admins: Collection[str] = (),
+    commands: CommandRegistry | None = None,
+    knowledge: KnowledgeBase | None = None,
+    desk: HelpDesk | None = None,
+    team: Team | None = None,
+    metrics: Metrics | None = None,
+    user_rate: int = 0,
+    breaker: CircuitBreaker | None = None,
+    memory: int = 10_000,
+    heartbeat: float | None = None,
+    record_retry_for: float = RECORD_RETRY_FOR,
+) -> ConversationManager:
+    """The conversation manager, with every part not given built here.
+
+    The commands are the built-in ones plus the knowledge base's and the
+    team's (registered once, unless the registry has them already); the team
+    (on ``repository``'s database, ``admins`` its owners) approves learned
+    answers into ``knowledge`` and is the help desk's unless it has its own.
+    """
+    commands = commands or builtin_commands()
+    if knowledge is not None and commands.get("faq") is None:
+        register_knowledge_commands(commands, knowledge)
+    team = team or Team(TeamRepository(repository.db), owners=admins)
+    if team.knowledge is None:
+        team.knowledge = knowledge
+    if commands.get("role") is None:
+        register_team_commands(commands)
+    if desk is not None and desk.team is None:
+        desk.team = team
+    return ConversationManager(
+        repository=repository,
+        backend=backend,
+        team=team,
+        metrics=metrics or Metrics(),
+        breaker=breaker if breaker is not None else CircuitBreaker(),
+        commands=commands,
+        system_prompt=system_prompt,
+        sampling=sampling,
+        llm_timeout=llm_timeout,
+        max_input_chars=max_input_chars,
+        history_messages=history_messages,
+        admins=admins,
+        knowledge=knowledge,
+        desk=desk,
+        user_rate=user_rate,
+        memory=memory,
+        heartbeat=heartbeat,
+        record_retry_for=record_retry_for,
+    )
+
+
 @asynccontextmanager
 async def open_core(settings: Settings, *, backend: Backend | None = None) -> AsyncIterator[Core]:
     """Migrated storage, a loaded model and a manager; closed on exit."""
@@ -140,7 +205,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
             stats = getattr(backend, "stats", None)
             if callable(stats):
                 metrics.watch_model(stats)
-            manager = ConversationManager(
+            manager = create_manager(
                 repository=repository,
                 backend=backend,
                 system_prompt=settings.system_prompt,

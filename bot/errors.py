@@ -1,13 +1,15 @@
-"""Deskmate's error tree. One place catches (the manager, the CLI); users see
-short messages, operators see the cause in the log.
+"""Deskmate's error tree, and what a user is told about each failure.
 
-``llm`` and ``storage`` own their errors; they are named here so that the bot
-catches them in one place and maps them to what a user is told.
+Users see short messages (``user_message``, texts from ``bot.messages``);
+operators see the cause in the log. ``llm`` and ``storage`` own their errors;
+they are named here so that the bot maps them to what a user is told in one
+function.
 """
 
 from __future__ import annotations
 
-from llm.errors import ModelConfigError, ModelNotFound
+from bot.messages import say
+from llm.errors import LLMBusy, LLMError, LLMTimeout, ModelConfigError, ModelNotFound
 from storage.errors import DatabaseConfigError, StorageError
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "ModelConfigError",
     "ModelNotFound",
     "StorageError",
+    "busy_message",
     "user_message",
 ]
 
@@ -26,7 +29,7 @@ __all__ = [
 class DeskmateError(Exception):
     """Base class; ``user_message`` is safe to show a customer."""
 
-    user_message = "Sorry, something went wrong on my side. Please try again in a moment."
+    user_message = say("conversation.error")
 
 
 class ConfigError(DeskmateError):
@@ -38,11 +41,28 @@ CONFIG_ERRORS: tuple[type[Exception], ...] = (ConfigError, ModelConfigError, Dat
 # Failures a command or the CLI reports in one line (the cause is logged).
 FAILURES: tuple[type[Exception], ...] = (DeskmateError, StorageError)
 
-STORAGE_MESSAGE = "Sorry, I can't reach my records just now. Please try again in a moment."
+STORAGE_MESSAGE = say("conversation.records_unreachable")
+
+
+def busy_message(position: int | None) -> str:
+    """The model's queue is full; ``position``: where the message would have stood."""
+    if position:
+        return say("conversation.busy_in_line", position=position)
+    return say("conversation.busy")
 
 
 def user_message(exc: BaseException) -> str:
-    """What a user is told about ``exc`` (the cause goes to the log)."""
+    """What a user is told about ``exc`` (the cause goes to the log).
+
+    The one mapping from failures to texts: the records unreachable, the
+    model busy, timed out or failed, and any ``DeskmateError``'s own message.
+    """
     if isinstance(exc, StorageError):
         return STORAGE_MESSAGE
+    if isinstance(exc, LLMBusy):
+        return busy_message(exc.position)
+    if isinstance(exc, TimeoutError | LLMTimeout):
+        return say("conversation.timeout")
+    if isinstance(exc, LLMError):
+        return say("conversation.failed")
     return getattr(exc, "user_message", DeskmateError.user_message)

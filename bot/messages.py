@@ -18,7 +18,38 @@ DEFAULT_LANGUAGE = "en"
 
 # -- conversations: answers, failures, limits ----------------------------------
 _CONVERSATION: dict[str, str] = {
-    # (filled by the conversation code)
+    "conversation.empty": "I can only read text. Please type your question and I'll help.",
+    "conversation.failed": "Sorry, I couldn't answer that just now. Please try again in a moment.",
+    "conversation.timeout": (
+        "Sorry, that took too long and I had to stop. Please try again in a moment."
+    ),
+    "conversation.stopped": "(stopped)",
+    "conversation.busy": (
+        "I'm helping a lot of people right now. Please send your message again in a minute."
+    ),
+    "conversation.busy_in_line": (
+        "I'm helping a lot of people right now. You'd be number {position} in line. "
+        "Please send your message again in a minute."
+    ),
+    "conversation.too_fast": (
+        "You're sending messages faster than I can answer them. Please wait "
+        "about {seconds} seconds, then send your question again."
+    ),
+    "conversation.truncated": (
+        "(Your message was very long, so I read only its first {chars:,} characters.)\n\n"
+    ),
+    "conversation.unknown_command": (
+        "I don't know the command /{name}. Send /help to see what I can do."
+    ),
+    "conversation.error": "Sorry, something went wrong on my side. Please try again in a moment.",
+    "conversation.records_unreachable": (
+        "Sorry, I can't reach my records just now. Please try again in a moment."
+    ),
+    # The message stays stored and is answered once the records are back, so
+    # the customer is not asked to send it again (that would earn them two answers).
+    "conversation.records_delayed": (
+        "Sorry, I can't reach my records just now. I'll answer this as soon as they're back."
+    ),
 }
 
 # -- the help desk: tickets, agents, notices -----------------------------------
@@ -33,7 +64,24 @@ _KNOWLEDGE: dict[str, str] = {
 
 # -- team: roles, quotas, ratings, learning -----------------------------------
 _TEAM: dict[str, str] = {
-    # (filled by the team code)
+    "team.invitation": (
+        "How did I do? Reply 👍 or 👎 (or /rate good, or /rate bad and what was missing)."
+    ),
+    "team.ticket_invitation": (
+        "How did our team do? Reply 👍 or 👎 (or /rate good, or /rate bad and what was missing)."
+    ),
+    "team.quota_notice": (
+        "You've reached today's limit of answers I can write for you. I'll still answer "
+        "from our FAQ where it has the answer, commands keep working, and /human reaches a "
+        "person. The limit resets at midnight UTC."
+    ),
+    "team.nothing_to_rate": "There's nothing to rate here right now.",
+    "team.rating_not_yours": "Only the person who was answered can rate this answer.",
+    "team.rated_good": "Thanks for the feedback!",
+    "team.rated_bad_with_comment": "Thanks for telling us; the team will look at it.",
+    "team.rated_bad": (
+        "Thanks for telling us. If you like, say what was missing: /rate bad WHAT WAS MISSING."
+    ),
 }
 
 # -- commands: help, refusals, housekeeping ------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import create_manager
 from bot.manager import ConversationManager
 from llm.base import SamplingParams
 from llm.fake import FakeBackend
@@ -140,7 +141,7 @@ def make_manager(
         "admins": {"test:admin"},
     }
     options.update(overrides)
-    return ConversationManager(**options)  # type: ignore[arg-type]
+    return create_manager(**options)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from bot.messages import say
 from bot.team.access import Access
 from bot.types import Inbound
 from storage.errors import StorageError
@@ -24,18 +25,12 @@ ASK_RATING = ("off", "handoff", "all")
 # What a platform may show as buttons under an invitation to rate; typing the
 # command does the same everywhere.
 RATING_BUTTONS: tuple[tuple[str, str], ...] = (("👍", "/rate good"), ("👎", "/rate bad"))
-INVITATION = "How did I do? Reply 👍 or 👎 (or /rate good, or /rate bad and what was missing)."
-TICKET_INVITATION = (
-    "How did our team do? Reply 👍 or 👎 (or /rate good, or /rate bad and what was missing)."
-)
+INVITATION = say("team.invitation")
+TICKET_INVITATION = say("team.ticket_invitation")
 # How long an invitation to rate stays open.
 RATING_WINDOW = timedelta(hours=24)
-QUOTA_NOTICE = (
-    "You've reached today's limit of answers I can write for you. I'll still answer "
-    "from our FAQ where it has the answer, commands keep working, and /human reaches a "
-    "person. The limit resets at midnight UTC."
-)
-NOTHING_TO_RATE = "There's nothing to rate here right now."
+QUOTA_NOTICE = say("team.quota_notice")
+NOTHING_TO_RATE = say("team.nothing_to_rate")
 
 _GOOD = {"good", "👍", "up", "yes", "+", "+1", "helpful"}
 _BAD = {"bad", "👎", "down", "no", "-", "-1", "unhelpful"}
@@ -93,7 +88,7 @@ class Team:
         self.repository = repository
         self.owners = frozenset(owners)
         self.settings = settings or TeamSettings()
-        # Set by the manager: learned answers are approved into it.
+        # Set by the composition root: learned answers are approved into it.
         self.knowledge: KnowledgeBase | None = None
 
     # -- access ------------------------------------------------------------------------
@@ -178,12 +173,10 @@ class Team:
         if invitation is None:
             return None if invited else NOTHING_TO_RATE
         if invitation.user_id and invitation.user_id != inbound.platform_user:
-            return "Only the person who was answered can rate this answer."
+            return say("team.rating_not_yours")
         await self.repository.rate(invitation.id, score, comment)
         if score > 0:
-            return "Thanks for the feedback!"
+            return say("team.rated_good")
         if comment:
-            return "Thanks for telling us; the team will look at it."
-        return (
-            "Thanks for telling us. If you like, say what was missing: /rate bad WHAT WAS MISSING."
-        )
+            return say("team.rated_bad_with_comment")
+        return say("team.rated_bad")

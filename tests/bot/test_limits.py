@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.routing import RateLimitRoute
 from bot.throttle import CircuitBreaker
 from llm.fake import FakeBackend
 from storage.repository import Repository
@@ -66,8 +67,9 @@ async def test_memory_stays_bounded_across_many_conversations(
     for i in range(20):
         inbound = make_inbound(f"hi {i}", chat=f"chat{i}", user=f"user{i}")
         assert (await manager.handle(inbound, Rendered())).text == f"echo: hi {i}"
-    assert len(manager._versions) == 5
-    assert len(manager._user_rate or ()) == 5
+    assert len(manager.turns.versions) == 5
+    [limit] = [r for r in manager.router.routes if isinstance(r, RateLimitRoute)]
+    assert len(limit.buckets or ()) == 5
     assert len(repository._conversation_ids) == 5 and len(repository._known_users) == 5
     # A conversation forgotten from memory is still answered with its history.
     await manager.handle(make_inbound("and me?", chat="chat0", user="user0b"), Rendered())

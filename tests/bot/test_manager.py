@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import typing
 
 import pytest
 
@@ -12,6 +13,7 @@ from bot.manager import (
     TIMEOUT_MESSAGE,
     ConversationManager,
 )
+from bot.plans import Plan
 from bot.types import Reply, ReplyKind
 from llm.base import LLMBusy, LLMError
 from llm.fake import FakeBackend
@@ -235,3 +237,7 @@ async def test_pending_are_answered_after_restart(
     await fresh.process(pending[0], seen)
     assert seen.replies == ["echo: stored then crashed"]
     assert await fresh.pending("test") == []
+
+
+def test_every_plan_type_has_an_executor(manager: ConversationManager) -> None:
+    assert manager.executors.plan_types == set(typing.get_args(Plan))

@@ -1,0 +1,260 @@
+"""The one generation path: every text the model writes streams through here.
+
+``model_text`` streams the model's text, stops when ``/reset`` arrives,
+notes the tokens and model time, keeps the circuit breaker informed, and
+turns every LLM failure into what the user is told (``bot.errors``);
+nothing is raised. The chunk functions shape one plan's answer around it:
+plain chat, a grounded answer behind its citation guard, a draft.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from bot.errors import StorageError, user_message
+from bot.knowledge import drafting
+from bot.knowledge.policy import GroundedGate
+from bot.messages import say
+from bot.metrics import Metrics
+from bot.plans import Chat, Grounded, KnowledgePlan, ReviseDraft
+from bot.prompting import build_messages
+from bot.team.service import Team
+from bot.throttle import CircuitBreaker
+from bot.turns import Turns
+from bot.types import Accepted
+from llm.base import (
+    Backend,
+    ChatMessage,
+    GenerationRequest,
+    LLMBusy,
+    LLMError,
+    LLMTimeout,
+    SamplingParams,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Generation:
+    """One model answer in progress: what the model wrote, its usage, and how it
+    ended (an error with the user's notice, or stopped by ``/reset``)."""
+
+    request: GenerationRequest
+    parts: list[str] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    # Model time the backend reported, and the stream's wall time.
+    model_seconds: float | None = None
+    wall_seconds: float = 0.0
+    error: str | None = None
+    stopped: bool = False
+    # How a grounded answer ended up being answered (itself, or its fallback).
+    settled: KnowledgePlan | None = None
+    _notice: str = ""
+    _separate: bool = True
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def fail(self, error: str, notice: str, *, separate: bool = True) -> None:
+        self.error, self._notice, self._separate = error, notice, separate
+
+    def notice(self, *, after_text: bool) -> str:
+        """What the user is told about the failure, set apart from text already shown."""
+        return ("\n\n" if after_text and self._separate else "") + self._notice
+
+
+class GenerationPath:
+    """Requests to the model, the stream itself, and what an answer cost."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        breaker: CircuitBreaker,
+        turns: Turns,
+        team: Team,
+        metrics: Metrics,
+        system_prompt: str,
+        sampling: SamplingParams,
+        llm_timeout: float | None,
+    ) -> None:
+        self.backend = backend
+        self.breaker = breaker
+        self.turns = turns
+        self.team = team
+        self.metrics = metrics
+        self.system_prompt = system_prompt
+        self.sampling = sampling
+        self.llm_timeout = llm_timeout
+        # History is re-counted for every message of a conversation; a real
+        # tokenizer costs far more than a dictionary look-up.
+        self._count_tokens = functools.lru_cache(maxsize=16384)(backend.count_tokens)
+
+    # -- requests ------------------------------------------------------------------
+
+    def request(
+        self, accepted: Accepted, messages: Sequence[ChatMessage], sampling: SamplingParams
+    ) -> GenerationRequest:
+        """A request for ``accepted``'s answer from prepared ``messages``."""
+        tag = f"inbound:{accepted.inbound_id}"
+        return GenerationRequest(messages, sampling, self.llm_timeout, tag)
+
+    async def chat_request(self, accepted: Accepted, plan: Chat) -> GenerationRequest:
+        """Plain chat: the system prompt (or the tenant's persona) and the
+        conversation's history, cut to fit the model's context."""
+        messages = build_messages(
+            system_prompt=plan.system_prompt or self.system_prompt,
+            history=await self.turns.history(accepted),
+            budget=self.backend.context_window - self.sampling.max_new_tokens,
+            count_tokens=self._count_tokens,
+        )
+        return self.request(accepted, messages, self.sampling)
+
+    # -- the stream ----------------------------------------------------------------
+
+    async def model_text(
+        self, accepted: Accepted, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        """The one generation path: the model's text as it streams.
+
+        Usage, a failure (with what the user is told) and a ``/reset`` that
+        stopped it are noted on ``generation``; nothing is raised.
+        """
+        request = generation.request
+        parts = generation.parts
+        if not self.breaker.allow():
+            # The model failed the last requests in a row: fail at once rather
+            # than make every customer wait out the timeout in turn.
+            generation.fail("LLM circuit open after repeated failures", say("conversation.failed"))
+            log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
+            return
+        stream = self.backend.stream(request)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(request.timeout):
+                async for delta in stream:
+                    if delta.usage is not None:
+                        generation.prompt_tokens = delta.usage.prompt_tokens
+                        generation.completion_tokens = delta.usage.completion_tokens
+                        generation.model_seconds = delta.usage.model_seconds
+                    if delta.text:
+                        parts.append(delta.text)
+                        # Leading whitespace is the model's, not the customer's concern.
+                        text = delta.text.lstrip() if len(parts) == 1 else delta.text
+                        if text:
+                            yield text
+                    if stop.is_set():
+                        generation.stopped = True
+                        break
+        except (TimeoutError, LLMTimeout) as exc:
+            self.breaker.failed()
+            generation.fail(f"LLM timeout after {request.timeout}s: {exc}", user_message(exc))
+            log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
+        except LLMBusy as exc:
+            self.breaker.inconclusive()  # a full queue says nothing about the model's health
+            generation.fail(f"LLM busy: {exc}", user_message(exc), separate=False)
+            log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
+        except LLMError as exc:
+            self.breaker.failed()
+            generation.fail(f"LLM failed: {exc}", user_message(exc))
+            log.error("inbound %s: %s", accepted.inbound_id, generation.error, exc_info=exc)
+        except Exception as exc:
+            # A bug in a backend must not take the adapter down with it.
+            self.breaker.failed()
+            generation.fail(f"LLM crashed: {exc!r}", say("conversation.failed"))
+            log.exception("inbound %s: backend raised", accepted.inbound_id)
+        else:
+            self.breaker.succeeded()
+        finally:
+            generation.wall_seconds = time.monotonic() - started
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    # -- one plan's answer around the stream ---------------------------------------
+
+    async def chat_chunks(
+        self, accepted: Accepted, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        if accepted.truncated:
+            yield say("conversation.truncated", chars=self.turns.max_input_chars)
+        async for text in self.model_text(accepted, generation, stop):
+            yield text
+        if generation.stopped:
+            yield " " + say("conversation.stopped")
+        elif generation.error is not None:
+            yield generation.notice(after_text=bool(generation.text))
+
+    async def grounded_chunks(
+        self, accepted: Accepted, plan: Grounded, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        gate = GroundedGate(plan.question, plan.decision.hits)
+        async for text in self.model_text(accepted, generation, stop):
+            if shown := gate.feed(text):
+                yield shown
+        if generation.error is not None:
+            yield generation.notice(after_text=bool(gate.shown))
+            return
+        if generation.stopped:
+            yield (" " if gate.shown else "") + say("conversation.stopped")
+            return
+        if rest := gate.finish():
+            yield rest
+        if gate.shown:
+            yield "\n\n" + plan.sources
+            generation.settled = plan
+            return
+        log.info("inbound %s: grounded answer discarded: %s", accepted.inbound_id, gate.verdict)
+        generation.settled = plan.fallback
+        yield plan.fallback.text
+
+    async def draft_chunks(
+        self, accepted: Accepted, plan: ReviseDraft, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        shown = False
+        async for text in self.model_text(accepted, generation, stop):
+            if not shown:
+                shown = True
+                yield drafting.heading(plan.draft)
+            yield text
+        if generation.stopped:
+            yield " " + say("conversation.stopped")
+        elif generation.error is not None:
+            yield generation.notice(after_text=shown)
+        elif not generation.text.strip():
+            yield drafting.EMPTY_DRAFT
+
+    # -- what it cost --------------------------------------------------------------
+
+    async def record_usage(self, accepted: Accepted, plan: str, generation: Generation) -> None:
+        """What the answer cost, for the metrics, quotas and /stats: tokens and
+        model time (the backend's own figure when it gives one, else the
+        stream's wall time). ``plan``: chat, grounded or draft."""
+        for kind, count in (
+            ("prompt", generation.prompt_tokens),
+            ("completion", generation.completion_tokens),
+        ):
+            if count:
+                self.metrics.tokens.labels(kind).inc(count)
+        reported = generation.model_seconds
+        try:
+            await self.team.repository.record_usage(
+                tenant=accepted.inbound.ref.tenant,
+                user_id=accepted.inbound.platform_user,
+                inbound_id=accepted.inbound_id,
+                plan=plan,
+                prompt_tokens=generation.prompt_tokens or 0,
+                completion_tokens=generation.completion_tokens or 0,
+                model_seconds=generation.wall_seconds if reported is None else reported,
+                seconds_source="wall" if reported is None else "backend",
+            )
+        except StorageError:
+            log.exception("inbound %s: could not record model usage", accepted.inbound_id)

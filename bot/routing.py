@@ -1,0 +1,446 @@
+"""Where a message goes: an ordered list of routes, the first that matches
+answers it.
+
+In order: a message in a support space goes to the help desk; a customer
+with an open ticket is relayed to it (the model is not asked); a command
+runs its handler; an empty message is told to type; a thumbs-up or -down
+rates the last answer; someone sending too fast is asked to wait; anything
+else gets a plan from the knowledge base (or plain chat), within the daily
+quota when it needs the model. Adding a route is one class and one place in
+``standard_routes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
+
+from bot.answers import Answers
+from bot.commands import CommandContext, CommandRegistry, Housekeeping, refusal
+from bot.errors import CONFIG_ERRORS, FAILURES, StorageError, user_message
+from bot.executors import Executors
+from bot.handoff.config import SupportSpace
+from bot.handoff.desk import AGENT_COMMANDS, AGENT_HELP, HelpDesk
+from bot.handoff.intent import wants_human
+from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.messages import say
+from bot.metrics import Metrics
+from bot.plans import Chat, Escalate, HandOff, Plan
+from bot.team.service import QUOTA_NOTICE, Team, looks_like_rating
+from bot.throttle import TokenBuckets
+from bot.types import Accepted, Inbound, Render, Reply, ReplyKind
+from storage.handoff_repo import Ticket
+from storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Route(ABC, Generic[T]):
+    """One kind of message and how it is answered.
+
+    Routes are asked in order, each at most once per message: ``matches``
+    returns what it found (None: not this route's message) and may do the
+    work that decides it (a rating is recorded, a turn of the rate limit
+    taken); ``handle`` answers with what ``matches`` found.
+    """
+
+    @abstractmethod
+    async def matches(self, accepted: Accepted) -> T | None: ...
+
+    @abstractmethod
+    async def handle(
+        self, accepted: Accepted, render: Render, stop: asyncio.Event, found: T
+    ) -> Reply: ...
+
+
+class Router:
+    """The routes, in order; the last one must match every message."""
+
+    def __init__(self, routes: Sequence[Route[Any]]) -> None:
+        self.routes = tuple(routes)
+
+    async def route(self, accepted: Accepted, render: Render, stop: asyncio.Event) -> Reply:
+        for route in self.routes:
+            found = await route.matches(accepted)
+            if found is not None:
+                return await route.handle(accepted, render, stop, found)
+        raise LookupError(f"no route took inbound {accepted.inbound_id}")
+
+
+class CommandRoute(Route[tuple[str, str]]):
+    """A command runs its handler; its text is the reply, or its plan is carried out."""
+
+    def __init__(
+        self,
+        *,
+        commands: CommandRegistry,
+        team: Team,
+        house: Housekeeping,
+        answers: Answers,
+        executors: Executors,
+    ) -> None:
+        self.commands = commands
+        self.team = team
+        self.house = house
+        self.answers = answers
+        self.executors = executors
+
+    async def matches(self, accepted: Accepted) -> tuple[str, str] | None:
+        return accepted.command
+
+    async def handle(
+        self, accepted: Accepted, render: Render, stop: asyncio.Event, found: tuple[str, str]
+    ) -> Reply:
+        result = await self.run_command(accepted, *found)
+        if isinstance(result, str):
+            reply = Reply(ReplyKind.COMMAND, text=result, inbound_id=accepted.inbound_id)
+            return await self.answers.deliver(accepted, reply, render, kind="command")
+        return await self.executors.execute(accepted, result, render, stop, kind="command")
+
+    async def run_command(self, accepted: Accepted, name: str, args: str) -> str | Plan:
+        command = self.commands.get(name)
+        if command is None:
+            return say("conversation.unknown_command", name=name)
+        try:
+            access = await self.team.access_of(accepted.inbound)
+            if command.access > access:
+                log.warning("refused /%s to %s", name, accepted.inbound.platform_user)
+                return refusal(name, command.access)
+            ctx = CommandContext(
+                inbound=accepted.inbound,
+                conversation_id=accepted.stored.conversation_id,
+                args=args,
+                access=access,
+                registry=self.commands,
+                house=self.house,
+                team=self.team,
+            )
+            return await command.handler(ctx)
+        except (*FAILURES, *CONFIG_ERRORS) as exc:
+            log.exception("command /%s failed", name)
+            return user_message(exc)
+
+
+class SupportSpaceRoute(Route[SupportSpace]):
+    """A message in a support space goes to the help desk."""
+
+    def __init__(
+        self,
+        *,
+        desk: HelpDesk | None,
+        repository: Repository,
+        team: Team,
+        metrics: Metrics,
+        commands: CommandRoute,
+        answers: Answers,
+        executors: Executors,
+    ) -> None:
+        self.desk = desk
+        self.repository = repository
+        self.team = team
+        self.metrics = metrics
+        self.commands = commands
+        self.answers = answers
+        self.executors = executors
+
+    async def matches(self, accepted: Accepted) -> SupportSpace | None:
+        desk = self.desk
+        if desk is None or not desk.connected:
+            return None
+        return desk.space_of(accepted.inbound)
+
+    async def handle(
+        self, accepted: Accepted, render: Render, stop: asyncio.Event, found: SupportSpace
+    ) -> Reply:
+        return await self._in_support_space(accepted, render, stop, found)
+
+    async def _in_support_space(
+        self, accepted: Accepted, render: Render, stop: asyncio.Event, space: SupportSpace
+    ) -> Reply:
+        """A message in the support space: agent commands and relays to customers;
+        other commands as anywhere; agents' own chatter gets no answer."""
+        desk = self.desk
+        assert desk is not None
+        command = accepted.command
+        if command is not None and command[0] == "takeover":
+            text = await self._take_over(accepted, command[1], space)
+        elif command is not None and command[0] not in AGENT_COMMANDS:
+            result = await self.commands.run_command(accepted, *command)
+            if isinstance(result, HandOff):
+                result = "This is the support space: /human is for customers."
+            if not isinstance(result, str):
+                return await self.executors.execute(accepted, result, render, stop, kind="command")
+            if command[0] == "help":
+                result += "\n" + AGENT_HELP
+            text = result
+        else:
+            text = await desk.from_space(accepted, space)
+        if text is None:
+            return await self.answers.handled(accepted)
+        reply = Reply(ReplyKind.COMMAND, text=text, inbound_id=accepted.inbound_id)
+        return await self.answers.deliver(accepted, reply, render, kind="command")
+
+    async def _take_over(self, accepted: Accepted, args: str, space: SupportSpace) -> str:
+        desk = self.desk
+        assert desk is not None
+        if not args.strip().isdigit():
+            return "Which conversation? /takeover <conversation number> (from /tickets)."
+        conversation = int(args.strip())
+        address = await self.repository.conversation(conversation)
+        if address is None:
+            return f"There is no conversation {conversation}."
+        if desk.settings.space_of(address.platform, address.tenant, address.chat) is not None:
+            return "That is a support-space conversation, not a customer's."
+        customer, name = await self.repository.last_customer(conversation)
+        agent = accepted.inbound
+        ticket, created = await desk.take_over(
+            conversation,
+            customer=customer,
+            customer_name=name,
+            space=space,
+            agent=agent.platform_user,
+            agent_name=agent.user_name,
+            history=await self.repository.history(conversation, upto_message_id=None, limit=12),
+            key=f"takeover:{accepted.inbound_id}",
+        )
+        if not created:
+            return f"Conversation {conversation} already has ticket #{ticket.id} ({ticket.state})."
+        self.metrics.handoffs.labels("takeover").inc()
+        await self.team.audit(
+            address.tenant,
+            agent.platform_user,
+            "takeover",
+            f"conversation {conversation}",
+            {"ticket": ticket.id},
+        )
+        return (
+            f"You have conversation {conversation} as ticket #{ticket.id}; "
+            "it opens in its own thread."
+        )
+
+
+class OpenTicketRoute(Route[Ticket]):
+    """A person has this conversation: the model is not asked at all."""
+
+    def __init__(self, *, desk: HelpDesk | None, answers: Answers) -> None:
+        self.desk = desk
+        self.answers = answers
+
+    async def matches(self, accepted: Accepted) -> Ticket | None:
+        desk = self.desk
+        if desk is None or not desk.connected:
+            return None
+        ticket = await desk.open_ticket_of(accepted.stored.conversation_id)
+        if ticket is not None and not _own_command(accepted):
+            return ticket
+        return None
+
+    async def handle(
+        self, accepted: Accepted, render: Render, stop: asyncio.Event, found: Ticket
+    ) -> Reply:
+        assert self.desk is not None
+        await self.desk.from_customer(accepted, found)
+        return await self.answers.handled(accepted)
+
+
+def _own_command(accepted: Accepted) -> bool:
+    """Commands a customer in a handoff still runs themselves (the rest is relayed)."""
+    return accepted.command is not None and accepted.command[0] in (
+        "reset",
+        "forget",
+        "help",
+        "start",
+        "human",
+        "rate",
+    )
+
+
+class EmptyRoute(Route[bool]):
+    """A message without text (a photo, a sticker): the customer is asked to type."""
+
+    def __init__(self, *, answers: Answers) -> None:
+        self.answers = answers
+
+    async def matches(self, accepted: Accepted) -> bool | None:
+        return True if not accepted.text else None
+
+    async def handle(
+        self, accepted: Accepted, render: Render, stop: asyncio.Event, found: bool
+    ) -> Reply:
+        text = say("conversation.empty")
+        reply = Reply(ReplyKind.NOTICE, text=text, inbound_id=accepted.inbound_id)
+        return await self.answers.deliver(accepted, reply, render, kind="command")
+
+
+class RatingRoute(Route[str]):
+    """A thumbs-up or -down that rates an open invitation; matching records it.
+
+    Without an open invitation, a thumb is an ordinary message.
+    """
+
+    def __init__(self, *, team: Team, answers: Answers) -> None:
+        self.team = team
+        self.answers = answers
+
+    async def matches(self, accepted: Accepted) -> str | None:
+        if not looks_like_rating(accepted.text):
+            return None
+        return await self.team.rate(
+            accepted.inbound, accepted.stored.conversation_id, accepted.text, invited=True
+        )
+
+    async def handle(
+        self, accepted: Accepted, render: Render, stop: asyncio.Event, found: str
+    ) -> Reply:
+        reply = Reply(ReplyKind.COMMAND, text=found, inbound_id=accepted.inbound_id)
+        return await self.answers.deliver(accepted, reply, render, kind="command")
+
+
+class RateLimitRoute(Route[float]):
+    """Someone sending faster than ``rate`` messages a minute is asked, once a
+    spell, to wait; what they send meanwhile is taken without a word."""
+
+    def __init__(self, *, rate: int, memory: int, answers: Answers) -> None:
+        # 0: no limit.
+        self.buckets = TokenBuckets(rate=rate, capacity=memory) if rate else None
+        self._told_to_wait: dict[str, float] = {}
+        self._memory = memory
+        self.answers = answers
+
+    async def matches(self, accepted: Accepted) -> float | None:
+        return self._too_fast(accepted.inbound)
+
+    async def handle(
+        self, accepted: Accepted, render: Render, stop: asyncio.Event, found: float
+    ) -> Reply:
+        if not found:
+            return await self.answers.handled(accepted)  # told once already
+        text = say("conversation.too_fast", seconds=max(1, round(found)))
+        reply = Reply(ReplyKind.NOTICE, text=text, inbound_id=accepted.inbound_id)
+        return await self.answers.deliver(accepted, reply, render, kind="command")
+
+    def _too_fast(self, inbound: Inbound) -> float | None:
+        """None when the person may be answered; else the seconds to wait (0.0:
+        they were told already in this spell, so nothing more is said)."""
+        if self.buckets is None:
+            return None
+        who = inbound.platform_user
+        wait = self.buckets.take(who)
+        now = time.monotonic()
+        if not wait:
+            self._told_to_wait.pop(who, None)
+            return None
+        if self._told_to_wait.get(who, 0.0) > now:
+            return 0.0
+        self._told_to_wait[who] = now + wait
+        if len(self._told_to_wait) > self._memory:
+            self._told_to_wait = {k: t for k, t in self._told_to_wait.items() if t > now}
+        return wait
+
+
+class PlanRoute(Route[bool]):
+    """Everything else: the knowledge base's plan (plain chat without one),
+    carried out; a plan that needs the model waits for tomorrow's quota."""
+
+    def __init__(
+        self,
+        *,
+        knowledge: KnowledgeBase | None,
+        team: Team,
+        answers: Answers,
+        executors: Executors,
+    ) -> None:
+        self.knowledge = knowledge
+        self.team = team
+        self.answers = answers
+        self.executors = executors
+
+    async def matches(self, accepted: Accepted) -> bool | None:
+        return True
+
+    async def handle(
+        self, accepted: Accepted, render: Render, stop: asyncio.Event, found: bool
+    ) -> Reply:
+        plan = await self._plan(accepted)
+        if self.executors.uses_model(plan) and await self.team.over_quota(accepted.inbound):
+            # Said once a day; after that such messages go unanswered, while
+            # verbatim answers and commands, which cost no model time, go on.
+            if not await self.team.first_quota_notice(accepted.inbound):
+                return await self.answers.handled(accepted)
+            reply = Reply(ReplyKind.NOTICE, text=QUOTA_NOTICE, inbound_id=accepted.inbound_id)
+            return await self.answers.deliver(accepted, reply, render, kind="command")
+        return await self.executors.execute(accepted, plan, render, stop, kind="chat")
+
+    async def _plan(self, accepted: Accepted) -> Plan:
+        """The knowledge base's plan for a plain message; plain chat without one.
+
+        A knowledge base that fails escalates (the model must not stand in for
+        the FAQ), except in ``assistant`` mode, which chats anyway.
+        """
+        if wants_human(accepted.text):
+            return HandOff("request")
+        knowledge = self.knowledge
+        if knowledge is None:
+            return Chat()
+        ref = accepted.inbound.ref
+        try:
+            return await knowledge.plan(
+                accepted.text,
+                tenant=ref.tenant,
+                conversation_key=ref.key,
+                user=accepted.inbound.platform_user,
+            )
+        except Exception as exc:
+            # Retrieval, embeddings or storage: whatever broke, the customer
+            # is still answered (escalated) and the operator sees the cause.
+            log.exception("inbound %s: the knowledge base failed", accepted.inbound_id)
+            failure = f"the knowledge base failed: {exc!r}"
+        try:
+            if await knowledge.mode_for(ref.key, ref.tenant) == "assistant":
+                return Chat()
+        except StorageError:
+            log.warning("inbound %s: mode unknown, escalating", accepted.inbound_id)
+        return Escalate(failure, (), None)
+
+
+def standard_routes(
+    *,
+    commands: CommandRegistry,
+    house: Housekeeping,
+    knowledge: KnowledgeBase | None,
+    desk: HelpDesk | None,
+    team: Team,
+    repository: Repository,
+    metrics: Metrics,
+    answers: Answers,
+    executors: Executors,
+    user_rate: int,
+    memory: int,
+) -> list[Route[Any]]:
+    """Every route, in the order they are asked."""
+    command = CommandRoute(
+        commands=commands, team=team, house=house, answers=answers, executors=executors
+    )
+    return [
+        SupportSpaceRoute(
+            desk=desk,
+            repository=repository,
+            team=team,
+            metrics=metrics,
+            commands=command,
+            answers=answers,
+            executors=executors,
+        ),
+        OpenTicketRoute(desk=desk, answers=answers),
+        command,
+        EmptyRoute(answers=answers),
+        RatingRoute(team=team, answers=answers),
+        RateLimitRoute(rate=user_rate, memory=memory, answers=answers),
+        PlanRoute(knowledge=knowledge, team=team, answers=answers, executors=executors),
+    ]
