@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.app import create_manager
 from bot.knowledge.evaluation import faq_jsonl, load_eval_set
 from bot.knowledge.knowledge_base import KnowledgeBase
-from bot.manager import ConversationManager
 from bot.settings import DEFAULT_SYSTEM_PROMPT
 from bot.types import ConversationRef, Inbound, Reply
 from llm.base import SamplingParams
@@ -65,7 +65,7 @@ async def main() -> None:
     )
     await backend.load()
     kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=SentenceEmbedder())
-    manager = ConversationManager(
+    manager = create_manager(
         repository=Repository(database),
         backend=backend,
         system_prompt=DEFAULT_SYSTEM_PROMPT,
@@ -90,7 +90,7 @@ async def main() -> None:
                 # "only 3/9 content words come from ..." -> "only N/M content words ..."
                 reasons[re.sub(r"\d+", "N", str(record.args[1]))] += 1  # type: ignore[index]
 
-    knowledge_log = logging.getLogger("bot.manager")
+    knowledge_log = logging.getLogger("bot.generation")
     knowledge_log.setLevel(logging.INFO)
     knowledge_log.addHandler(_Reasons())
     gate = asyncio.Semaphore(args.concurrency)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.app import create_manager
 from bot.manager import ConversationManager
 from llm.base import SamplingParams
 from llm.fake import FakeBackend
@@ -16,7 +17,7 @@ async def echo_manager(database_url: str) -> tuple[ConversationManager, Database
     """
     db = Database(database_url)
     await db.upgrade()
-    manager = ConversationManager(
+    manager = create_manager(
         repository=Repository(db),
         backend=FakeBackend(),
         system_prompt="You are a benchmark.",
