@@ -23,29 +23,22 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 
-from bot.commands import (
-    CommandContext,
-    CommandRegistry,
-    builtin_commands,
-    parse_command,
-    refusal,
-)
+from bot.commands import CommandRegistry, Scope, builtin_commands, parse_command
 from bot.errors import (
-    CONFIG_ERRORS,
-    FAILURES,
     STORAGE_MESSAGE,
     ConfigError,
     StorageError,
-    user_message,
 )
+from bot.handoff.commands import SpaceContext, from_agent
 from bot.handoff.config import SupportSpace
-from bot.handoff.desk import AGENT_COMMANDS, AGENT_HELP, NO_TEAM, HelpDesk
+from bot.handoff.desk import NO_TEAM, HelpDesk
 from bot.handoff.intent import wants_human
 from bot.knowledge import drafting
 from bot.knowledge.commands import register_knowledge_commands
 from bot.knowledge.index import Hit
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import NO_RELIABLE_ANSWER, GroundedGate
+from bot.messages import say
 from bot.metrics import Metrics
 from bot.plans import (
     Chat,
@@ -457,7 +450,7 @@ class ConversationManager:
             if space is not None:
                 return await self._in_support_space(accepted, render, slot, space)
             ticket = await desk.open_ticket_of(accepted.stored.conversation_id)
-            if ticket is not None and not _own_command(accepted):
+            if ticket is not None and not self._own_command(accepted):
                 # A person has this conversation: the model is not asked at all.
                 await desk.from_customer(accepted, ticket)
                 return await self._handled(accepted)
@@ -499,28 +492,30 @@ class ConversationManager:
             return await self._deliver(accepted, reply, render, kind="command")
         return await self._execute(accepted, plan, render, slot, kind="chat")
 
-    async def _run_command(self, accepted: Accepted, name: str, args: str) -> str | Plan:
-        command = self.commands.get(name)
-        if command is None:
-            return f"I don't know the command /{name}. Send /help to see what I can do."
-        try:
-            access = await self.team.access_of(accepted.inbound)
-            if command.access > access:
-                log.warning("refused /%s to %s", name, accepted.inbound.platform_user)
-                return refusal(name, command.access)
-            ctx = CommandContext(
-                inbound=accepted.inbound,
-                conversation_id=accepted.stored.conversation_id,
-                args=args,
-                access=access,
-                registry=self.commands,
-                house=self,
-                team=self.team,
-            )
-            return await command.handler(ctx)
-        except (*FAILURES, *CONFIG_ERRORS) as exc:
-            log.exception("command /%s failed", name)
-            return user_message(exc)
+    async def _run_command(
+        self,
+        accepted: Accepted,
+        name: str,
+        args: str,
+        *,
+        scope: Scope = Scope.ANYWHERE,
+        support: SpaceContext | None = None,
+    ) -> str | Plan:
+        return await self.commands.dispatch(
+            name,
+            args,
+            inbound=accepted.inbound,
+            conversation_id=accepted.stored.conversation_id,
+            house=self,
+            team=self.team,
+            scope=scope,
+            support=support,
+        )
+
+    def _own_command(self, accepted: Accepted) -> bool:
+        """A command a customer in a handoff still runs themselves (the rest is relayed)."""
+        command = accepted.command
+        return command is not None and self.commands.customer_runs(command[0])
 
     def _too_fast(self, inbound: Inbound) -> float | None:
         """None when the person may be answered; else the seconds to wait (0.0:
@@ -926,66 +921,32 @@ class ConversationManager:
     async def _in_support_space(
         self, accepted: Accepted, render: Render, slot: _Slot, space: SupportSpace
     ) -> Reply:
-        """A message in the support space: agent commands and relays to customers;
-        other commands as anywhere; agents' own chatter gets no answer."""
+        """A message in the support space: commands with the space's scope, and
+        agents' replies in a ticket relayed to its customer; their chatter
+        outside tickets gets no answer."""
         desk = self.desk
         assert desk is not None
+        ticket = await desk.ticket_in_space(accepted.inbound)
         command = accepted.command
-        if command is not None and command[0] == "takeover":
-            text = await self._take_over(accepted, command[1], space)
-        elif command is not None and command[0] not in AGENT_COMMANDS:
-            result = await self._run_command(accepted, *command)
+        if command is None and ticket is not None:
+            command = self.commands.parse_bare(accepted.text)
+        if command is None:
+            text = None if ticket is None else await from_agent(desk, accepted, ticket)
+        else:
+            support = SpaceContext(
+                desk, space, ticket, accepted.inbound_id, self.repository, self.metrics
+            )
+            scope = Scope.SPACE if ticket is None else Scope.TICKET
+            result = await self._run_command(accepted, *command, scope=scope, support=support)
             if isinstance(result, HandOff):
-                result = "This is the support space: /human is for customers."
+                result = say("handoff.human_in_space")
             if not isinstance(result, str):
                 return await self._execute(accepted, result, render, slot, kind="command")
-            if command[0] == "help":
-                result += "\n" + AGENT_HELP
             text = result
-        else:
-            text = await desk.from_space(accepted, space)
         if text is None:
             return await self._handled(accepted)
         reply = Reply(ReplyKind.COMMAND, text=text, inbound_id=accepted.inbound_id)
         return await self._deliver(accepted, reply, render, kind="command")
-
-    async def _take_over(self, accepted: Accepted, args: str, space: SupportSpace) -> str:
-        desk = self.desk
-        assert desk is not None
-        if not args.strip().isdigit():
-            return "Which conversation? /takeover <conversation number> (from /tickets)."
-        conversation = int(args.strip())
-        address = await self.repository.conversation(conversation)
-        if address is None:
-            return f"There is no conversation {conversation}."
-        if desk.settings.space_of(address.platform, address.tenant, address.chat) is not None:
-            return "That is a support-space conversation, not a customer's."
-        customer, name = await self.repository.last_customer(conversation)
-        agent = accepted.inbound
-        ticket, created = await desk.take_over(
-            conversation,
-            customer=customer,
-            customer_name=name,
-            space=space,
-            agent=agent.platform_user,
-            agent_name=agent.user_name,
-            history=await self.repository.history(conversation, upto_message_id=None, limit=12),
-            key=f"takeover:{accepted.inbound_id}",
-        )
-        if not created:
-            return f"Conversation {conversation} already has ticket #{ticket.id} ({ticket.state})."
-        self.metrics.handoffs.labels("takeover").inc()
-        await self.team.audit(
-            address.tenant,
-            agent.platform_user,
-            "takeover",
-            f"conversation {conversation}",
-            {"ticket": ticket.id},
-        )
-        return (
-            f"You have conversation {conversation} as ticket #{ticket.id}; "
-            "it opens in its own thread."
-        )
 
     async def _storage_failed(
         self, accepted: Accepted, delivered: _Delivered, exc: StorageError
@@ -1206,15 +1167,3 @@ async def _then_invite(
         # Adapters add buttons once the stream has ended: a failed or stopped
         # answer is nothing to rate.
         reply.buttons = ()
-
-
-def _own_command(accepted: Accepted) -> bool:
-    """Commands a customer in a handoff still runs themselves (the rest is relayed)."""
-    return accepted.command is not None and accepted.command[0] in (
-        "reset",
-        "forget",
-        "help",
-        "start",
-        "human",
-        "rate",
-    )

@@ -41,6 +41,7 @@ from adapters.webconsole.reports import (
     transcript_markdown,
 )
 from bot.errors import DeskmateError, StorageError
+from bot.handoff.actions import CONSOLE_ACTIONS, Actor
 from bot.handoff.desk import TRIGGERS, HelpDesk
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import (
@@ -51,6 +52,7 @@ from bot.knowledge.importer import (
 )
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.manager import ConversationManager
+from bot.messages import say
 from bot.plans import Chat, Escalate, Grounded, Verbatim
 from bot.settings import Settings
 from bot.team import learning
@@ -647,24 +649,13 @@ class WebConsole:
         agent = f"console:{agent_name}"
         text = str(form.get("text", ""))
         desk = self.desk
-        if action == "claim":
-            said = await desk.console_claim(
-                ticket_id, agent=agent, agent_name=agent_name, action=action_id
-            )
-        elif action == "reply":
-            said = await desk.console_reply(
-                ticket_id, agent=agent, agent_name=agent_name, text=text, action=action_id
-            )
-        elif action == "note":
-            said = await desk.console_note(
-                ticket_id, agent=agent, agent_name=agent_name, text=text, action=action_id
-            )
-        elif action == "release":
-            said = await desk.console_release(ticket_id, agent=agent, agent_name=agent_name)
+        # The same action as the chat command: same audit entry, same notices.
+        ticket = await desk.tickets.get(ticket_id)
+        if ticket is None:
+            said = say("handoff.no_ticket", id=ticket_id)
         else:
-            said = await desk.console_resolve(
-                ticket_id, agent=agent, agent_name=agent_name, action=action_id
-            )
+            actor = Actor.at_console(agent_name, action_id)
+            said = await CONSOLE_ACTIONS[action](desk, ticket, actor, text) or ""
         log.info("console: %s on ticket #%d by %s", action, ticket_id, agent)
         self._say(request, said)
         response = _redirect(back)

@@ -1,4 +1,4 @@
-"""Chat commands of the support team: /role, /roles, /audit, /quota, /rate, /learn."""
+"""Chat commands of the support team: /role, /roles, /audit, /quota, /rate."""
 
 from __future__ import annotations
 
@@ -14,11 +14,6 @@ QUOTA_USAGE = (
     "Usage: /quota (today's usage and limits); admins: /quota user USER N|off "
     "(USER * for everyone without a limit of their own), /quota tenant N|off. "
     "N is tokens a day."
-)
-LEARN_ELSEWHERE = (
-    "/learn works inside a ticket in the support space: after answering the customer, "
-    "/learn proposes your answer as an FAQ entry (/learn FAQ-ID: as another phrasing of "
-    "that entry)."
 )
 AUDIT_MAX = 100
 
@@ -132,16 +127,12 @@ def register_team_commands(registry: CommandRegistry) -> None:
         amount = "no limit" if limit is None else f"{limit} tokens a day"
         return f"Quota for {who} in {_label(tenant)}: {amount}."
 
-    @registry.command("rate", "rate my last answer: /rate good, or /rate bad COMMENT")
+    @registry.command(
+        "rate", "rate my last answer: /rate good, or /rate bad COMMENT", customer_runs=True
+    )
     async def rate(ctx: CommandContext) -> str:
         reply = await ctx.team.rate(ctx.inbound, ctx.conversation_id, ctx.args)
         return reply or "Rate with /rate good, or /rate bad and what was missing."
-
-    @registry.command(
-        "learn", "in a ticket: propose your answer as an FAQ entry", access=Access.AGENT
-    )
-    async def learn(ctx: CommandContext) -> str:
-        return LEARN_ELSEWHERE
 
 
 async def _show_quota(ctx: CommandContext, tenant: str) -> str:
