@@ -156,7 +156,15 @@ class CommandRegistry:
         def register(handler: Handler) -> Handler:
             self.add(
                 Command(
-                    name, description, handler, access, scope, customer_runs, bare, usage, elsewhere
+                    name,
+                    description,
+                    handler,
+                    access=access,
+                    scope=scope,
+                    customer_runs=customer_runs,
+                    bare=bare,
+                    usage=usage,
+                    elsewhere=elsewhere,
                 )
             )
             return handler

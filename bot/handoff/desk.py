@@ -1,5 +1,7 @@
-"""The help desk: tickets that hand a conversation to people, and both
-directions of the relay between a customer and the support space.
+"""The help desk: tickets that hand a conversation to people, the customer's
+side of the relay, the support space's ticket list, and the notices of the
+ticket clocks. What agents do with a ticket (claim, reply, note, release,
+resolve, learn) is in ``bot.handoff.actions``, shared by chat and console.
 
 The manager calls it in the conversation's own order (under that
 conversation's lock), so a ticket opens, gets its relays and closes in the
