@@ -934,7 +934,12 @@ class ConversationManager:
             text = None if ticket is None else await from_agent(desk, accepted, ticket)
         else:
             support = SpaceContext(
-                desk, space, ticket, accepted.inbound_id, self.repository, self.metrics
+                desk=desk,
+                space=space,
+                ticket=ticket,
+                inbound_id=accepted.inbound_id,
+                records=self.repository,
+                metrics=self.metrics,
             )
             scope = Scope.SPACE if ticket is None else Scope.TICKET
             result = await self._run_command(accepted, *command, scope=scope, support=support)
