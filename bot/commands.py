@@ -1,24 +1,46 @@
-"""Platform-neutral commands: one registry shared by every adapter.
+"""Platform-neutral commands: one registry for every command, customers',
+agents' and admins', shared by every adapter.
 
 A command is a message whose first word starts with ``/``. Adapters pass the
 text through unchanged (after stripping platform decorations such as
-Telegram's ``@botname`` suffix); the manager looks the command up here.
+Telegram's ``@botname`` suffix); the router hands it to
+``CommandRegistry.dispatch``, which checks where it may run and who may run
+it, runs its handler and turns its failures into what the sender is told.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
+from bot.errors import CONFIG_ERRORS, FAILURES, user_message
+from bot.handoff import commands as desk_commands
+from bot.handoff.commands import SpaceContext
+from bot.messages import say
 from bot.plans import HandOff, Plan
 from bot.team.access import Access
 from bot.team.service import Team
 from bot.types import Inbound
 from storage.repository import ForgetResult
 
+log = logging.getLogger(__name__)
+
 _COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_]{0,31})(?:@\S+)?(?:\s+(.*))?$", re.DOTALL)
+# A command written without its slash, as agents do in a ticket's thread ("claim").
+_BARE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\b[:\s]*(.*)$", re.DOTALL)
+
+
+class Scope(StrEnum):
+    """Where a command runs: in any conversation, in a support space, or in the
+    thread of one of its tickets."""
+
+    ANYWHERE = "anywhere"
+    SPACE = "space"
+    TICKET = "ticket"
 
 
 class Housekeeping(Protocol):
@@ -38,7 +60,8 @@ class Housekeeping(Protocol):
 @dataclass(frozen=True, slots=True)
 class CommandContext:
     """What a command handler gets: the message, its arguments, the sender's
-    access level in this tenant, and the few services commands use."""
+    access level in this tenant, the few services commands use, and, for a
+    message in a support space, that space (``support``)."""
 
     inbound: Inbound
     conversation_id: int
@@ -47,6 +70,7 @@ class CommandContext:
     registry: CommandRegistry
     house: Housekeeping
     team: Team
+    support: SpaceContext | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -69,13 +93,31 @@ Handler = Callable[[CommandContext], Awaitable[str | Plan]]
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """``description`` is shown in /help and in platform command menus; ``access``
-    is who may run it (handlers may narrow it further, e.g. by tenant)."""
+    """One command of any kind.
+
+    ``description`` is shown in /help and in platform command menus (for a
+    command of the support space: in the space's help, after its ``usage``,
+    which defaults to ``/name``). ``access`` is who may run it; handlers may
+    narrow it further, e.g. by tenant. ``scope`` is where it runs. In a
+    support space its own commands (scope space or ticket) run for whoever
+    writes there, as a reply there reaches the customer: being in the space
+    is the platform's gate. ``elsewhere`` is the /help line of a space command
+    that also answers outside the support spaces (where ``access`` applies
+    and ``support`` is None); without it the command is unknown there.
+    ``customer_runs``: a customer whose conversation is with a person still
+    runs it themselves; any other command of theirs is relayed to the
+    ticket. ``bare``: in a ticket it works without the slash too.
+    """
 
     name: str
     description: str
     handler: Handler
     access: Access = Access.EVERYONE
+    scope: Scope = Scope.ANYWHERE
+    customer_runs: bool = False
+    bare: bool = False
+    usage: str = ""
+    elsewhere: str = ""
 
 
 def parse_command(text: str) -> tuple[str, str] | None:
@@ -87,7 +129,7 @@ def parse_command(text: str) -> tuple[str, str] | None:
 
 
 def refusal(name: str, access: Access) -> str:
-    return f"Sorry, /{name} is only for this bot's {access.who}."
+    return say("commands.refusal", name=name, who=access.who)
 
 
 class CommandRegistry:
@@ -100,10 +142,31 @@ class CommandRegistry:
         self._commands[command.name] = command
 
     def command(
-        self, name: str, description: str, *, access: Access = Access.EVERYONE
+        self,
+        name: str,
+        description: str,
+        *,
+        access: Access = Access.EVERYONE,
+        scope: Scope = Scope.ANYWHERE,
+        customer_runs: bool = False,
+        bare: bool = False,
+        usage: str = "",
+        elsewhere: str = "",
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.add(Command(name, description, handler, access))
+            self.add(
+                Command(
+                    name,
+                    description,
+                    handler,
+                    access=access,
+                    scope=scope,
+                    customer_runs=customer_runs,
+                    bare=bare,
+                    usage=usage,
+                    elsewhere=elsewhere,
+                )
+            )
             return handler
 
         return register
@@ -111,42 +174,122 @@ class CommandRegistry:
     def get(self, name: str) -> Command | None:
         return self._commands.get(name)
 
+    def customer_runs(self, name: str) -> bool:
+        """Whether a customer handed to a person still runs /name themselves."""
+        command = self._commands.get(name)
+        return command is not None and command.customer_runs
+
+    def parse_bare(self, text: str) -> tuple[str, str] | None:
+        """``"claim"`` or ``"note: call back"`` as a command, for the commands
+        that work without a slash in a ticket; None for anything else."""
+        match = _BARE.match(text)
+        if match is None:
+            return None
+        name = match.group(1).lower()
+        command = self._commands.get(name)
+        if command is None or not command.bare:
+            return None
+        return name, match.group(2).strip()
+
     def visible(self, access: Access = Access.EVERYONE) -> list[Command]:
-        """The commands someone with ``access`` may run."""
-        return [c for c in self._commands.values() if c.access <= access]
+        """The commands someone with ``access`` may run outside the support
+        spaces; the space's own commands that answer there come last."""
+        commands = list(self._commands.values())
+        anywhere = [c for c in commands if c.scope is Scope.ANYWHERE]
+        also = [c for c in commands if c.scope is not Scope.ANYWHERE and c.elsewhere]
+        return [c for c in anywhere + also if c.access <= access]
 
     def help_text(self, access: Access = Access.EVERYONE) -> str:
-        lines = ["Here is what I can do:"]
+        lines = [say("commands.help_head")]
         for cmd in self.visible(access):
-            suffix = f" ({cmd.access.who})" if cmd.access > Access.EVERYONE else ""
-            lines.append(f"/{cmd.name} — {cmd.description}{suffix}")
-        lines.append("Anything else you write, I answer as a support question.")
+            who = (
+                say("commands.help_who", who=cmd.access.who) if cmd.access > Access.EVERYONE else ""
+            )
+            description = cmd.description if cmd.scope is Scope.ANYWHERE else cmd.elsewhere
+            lines.append(say("commands.help_line", name=cmd.name, description=description, who=who))
+        lines.append(say("commands.help_foot"))
         return "\n".join(lines)
+
+    def space_help(self) -> str:
+        """What the support space's own commands do, for /help there."""
+        return desk_commands.space_help(
+            [
+                (c.usage or f"/{c.name}", c.description)
+                for c in self._commands.values()
+                if c.scope is not Scope.ANYWHERE
+            ]
+        )
+
+    async def dispatch(
+        self,
+        name: str,
+        args: str,
+        *,
+        inbound: Inbound,
+        conversation_id: int,
+        house: Housekeeping,
+        team: Team,
+        scope: Scope = Scope.ANYWHERE,
+        support: SpaceContext | None = None,
+    ) -> str | Plan:
+        """Run /name written where ``scope`` says (``support``: the support
+        space it was written in); returns the handler's text or plan, or what
+        the sender is told instead: an unknown command, a refusal, a command
+        used outside its scope, or a failure (its cause is logged)."""
+        command = self._commands.get(name)
+        if command is None or (
+            scope is Scope.ANYWHERE
+            and command.scope is not Scope.ANYWHERE
+            and not command.elsewhere
+        ):
+            return say("commands.unknown", name=name)
+        if scope is Scope.SPACE and command.scope is Scope.TICKET:
+            return say("handoff.inside_ticket", name=name)
+        try:
+            access = await team.access_of(inbound)
+            checked = command.scope is Scope.ANYWHERE or scope is Scope.ANYWHERE
+            if checked and command.access > access:
+                log.warning("refused /%s to %s", name, inbound.platform_user)
+                return refusal(name, command.access)
+            ctx = CommandContext(
+                inbound=inbound,
+                conversation_id=conversation_id,
+                args=args,
+                access=access,
+                registry=self,
+                house=house,
+                team=team,
+                support=support,
+            )
+            return await command.handler(ctx)
+        except (*FAILURES, *CONFIG_ERRORS) as exc:
+            log.exception("command /%s failed", name)
+            return user_message(exc)
 
 
 def builtin_commands() -> CommandRegistry:
-    """The registry every deployment starts with."""
+    """The registry every deployment starts with: the customers' commands,
+    /stats, and the support space's commands."""
     registry = CommandRegistry()
 
-    @registry.command("start", "introduce Deskmate")
+    @registry.command("start", "introduce Deskmate", customer_runs=True)
     async def start(ctx: CommandContext) -> str:
-        return (
-            "Hi! I'm Deskmate, this team's support assistant. Ask me anything about "
-            "our product or service and I'll do my best to help; if I can't, I'll say so. "
-            "Send /help to see what else I can do."
-        )
+        return say("commands.start")
 
-    @registry.command("help", "list commands")
+    @registry.command("help", "list commands", customer_runs=True)
     async def help_(ctx: CommandContext) -> str:
-        return ctx.registry.help_text(ctx.access)
+        text = ctx.registry.help_text(ctx.access)
+        if ctx.support is not None:
+            text += "\n" + ctx.registry.space_help()
+        return text
 
-    @registry.command("reset", "forget this conversation's history")
+    @registry.command("reset", "forget this conversation's history", customer_runs=True)
     async def reset(ctx: CommandContext) -> str:
         removed = await ctx.house.reset(ctx.conversation_id)
         await ctx.house.clear_draft(ctx.inbound.ref.key)
-        return f"Done — I've forgotten this conversation ({removed} messages). Let's start fresh."
+        return say("commands.reset_done", removed=removed)
 
-    @registry.command("forget", "delete everything I stored about you")
+    @registry.command("forget", "delete everything I stored about you", customer_runs=True)
     async def forget(ctx: CommandContext) -> str:
         me = ctx.inbound.platform_user
         result = await ctx.house.forget_user(me)
@@ -155,21 +298,18 @@ def builtin_commands() -> CommandRegistry:
             ctx.tenant, me, "forget", me, {"messages": result.messages, "drafts": result.drafts}
         )
         extra = [
-            f"{count} {what}"
-            for count, what in (
-                (result.faq_answers, "logged FAQ answers"),
-                (result.escalations, "escalations"),
-                (result.drafts, "drafts"),
+            say(key, count=count)
+            for count, key in (
+                (result.faq_answers, "commands.forget_faq_answers"),
+                (result.escalations, "commands.forget_escalations"),
+                (result.drafts, "commands.forget_drafts"),
             )
             if count
         ]
-        also = f" I also removed {', '.join(extra)}." if extra else ""
-        return (
-            f"Done — I deleted {result.messages} stored messages from and to you, "
-            f"and your profile.{also} New messages you send will be stored again."
-        )
+        also = say("commands.forget_also", what=", ".join(extra)) if extra else ""
+        return say("commands.forget_done", messages=result.messages, also=also)
 
-    @registry.command("human", "talk to a person from the support team")
+    @registry.command("human", "talk to a person from the support team", customer_runs=True)
     async def human(ctx: CommandContext) -> str | Plan:
         return HandOff("request")
 
@@ -181,7 +321,44 @@ def builtin_commands() -> CommandRegistry:
     async def stats(ctx: CommandContext) -> str:
         return await tenant_stats(ctx)
 
+    add_space_commands(registry)
     return registry
+
+
+def add_space_commands(registry: CommandRegistry) -> None:
+    """The support space's commands; ``description`` is what its help says."""
+    inside = "inside a ticket"
+    for name, usage, handler in (
+        ("claim", "", desk_commands.claim),
+        ("resolve", "", desk_commands.resolve),
+        ("release", "", desk_commands.release),
+        ("note", "/note TEXT", desk_commands.note),
+    ):
+        registry.add(Command(name, inside, handler, scope=Scope.TICKET, bare=True, usage=usage))
+    registry.add(
+        Command(
+            "learn",
+            "proposes your last answer as an FAQ entry",
+            desk_commands.learn,
+            access=Access.AGENT,
+            scope=Scope.TICKET,
+            bare=True,
+            usage="/learn (or /learn FAQ-ID)",
+            elsewhere="in a ticket: propose your answer as an FAQ entry",
+        )
+    )
+    registry.add(
+        Command("tickets", "lists the open ones", desk_commands.tickets, scope=Scope.SPACE)
+    )
+    registry.add(
+        Command(
+            "takeover",
+            "takes conversation N over",
+            desk_commands.takeover,
+            scope=Scope.SPACE,
+            usage="/takeover N",
+        )
+    )
 
 
 async def tenant_stats(ctx: CommandContext) -> str:
@@ -190,41 +367,57 @@ async def tenant_stats(ctx: CommandContext) -> str:
     tenant: str | None = ctx.tenant
     if wanted:
         if not ctx.is_owner:
-            return "Admins see their own workspace's figures: /stats without a name."
+            return say("commands.stats_own_only")
         tenant = None if wanted.lower() == "all" else wanted
     s = await ctx.team.repository.stats(tenant)
 
     def seconds(value: float | None) -> str:
-        return "—" if value is None else f"{value / 1000:.2f} s"
+        if value is None:
+            return say("commands.stats_none")
+        return say("commands.stats_seconds", value=value / 1000)
 
-    where = "every tenant" if tenant is None else f"tenant {tenant or '(shared)'}"
+    if tenant is None:
+        where = say("commands.stats_every_tenant")
+    else:
+        where = say("commands.stats_tenant", tenant=tenant or say("commands.stats_shared"))
     n = s.model_answers
     tokens = s.prompt_tokens + s.completion_tokens
     per_answer = (
-        f"per model answer: {tokens / n:.0f} tokens, {s.model_seconds / n:.2f} s of model time"
+        say("commands.stats_per_answer", tokens=tokens / n, seconds=s.model_seconds / n)
         if n
-        else "per model answer: —"
+        else say("commands.stats_per_answer_none")
     )
-    timing = (
-        "model time as reported by the model"
-        if n and s.backend_timed == n
-        else "model time measured as wall time of each generation"
-    )
+    timed = n and s.backend_timed == n
+    timing = say("commands.stats_timed_by_model" if timed else "commands.stats_timed_by_wall")
     rated = s.rated_good + s.rated_bad
     ratings = (
-        f"ratings: {s.rated_good} 👍, {s.rated_bad} 👎 ({100 * s.rated_good / rated:.0f}% good)"
+        say(
+            "commands.stats_ratings",
+            good=s.rated_good,
+            bad=s.rated_bad,
+            percent=100 * s.rated_good / rated,
+        )
         if rated
-        else "ratings: none yet"
+        else say("commands.stats_no_ratings")
     )
     return "\n".join(
         [
-            f"Deskmate usage, {where}:",
-            f"conversations: {s.conversations}",
-            f"messages: {s.messages} ({s.answers} answers, {s.failed} failed)",
-            f"answer latency: p50 {seconds(s.latency_p50_ms)}, p95 {seconds(s.latency_p95_ms)}",
-            f"model answers: {n}; tokens: {s.prompt_tokens} prompt + "
-            f"{s.completion_tokens} completion; model time: {s.model_seconds:.1f} s",
-            f"{per_answer} ({timing})",
+            say("commands.stats_head", where=where),
+            say("commands.stats_conversations", count=s.conversations),
+            say("commands.stats_messages", messages=s.messages, answers=s.answers, failed=s.failed),
+            say(
+                "commands.stats_latency",
+                p50=seconds(s.latency_p50_ms),
+                p95=seconds(s.latency_p95_ms),
+            ),
+            say(
+                "commands.stats_model",
+                answers=n,
+                prompt=s.prompt_tokens,
+                completion=s.completion_tokens,
+                seconds=s.model_seconds,
+            ),
+            say("commands.stats_per_answer_line", per_answer=per_answer, timing=timing),
             ratings,
         ]
     )

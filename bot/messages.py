@@ -38,9 +38,6 @@ _CONVERSATION: dict[str, str] = {
     "conversation.truncated": (
         "(Your message was very long, so I read only its first {chars:,} characters.)\n\n"
     ),
-    "conversation.unknown_command": (
-        "I don't know the command /{name}. Send /help to see what I can do."
-    ),
     "conversation.error": "Sorry, something went wrong on my side. Please try again in a moment.",
     "conversation.records_unreachable": (
         "Sorry, I can't reach my records just now. Please try again in a moment."
@@ -54,7 +51,126 @@ _CONVERSATION: dict[str, str] = {
 
 # -- the help desk: tickets, agents, notices -----------------------------------
 _HANDOFF: dict[str, str] = {
-    # (filled by the help desk code)
+    # The customer's side.
+    "handoff.no_team": (
+        "There's no support team connected to me yet, so I can't put you through to a "
+        "person right now. I've noted your request for the team."
+    ),
+    "handoff.already_open": (
+        "You're already in line for a person from the support team; they'll reply here. "
+        "Anything you write now goes straight to them."
+    ),
+    "handoff.opened": (
+        "I've asked a person from our support team to join this conversation. "
+        "They'll reply right here; anything you write now goes straight to them."
+    ),
+    "handoff.opened_after_hours": (
+        " Our team is in {hours}, so the answer may come when they are back."
+    ),
+    "handoff.joined": ("A person from the support team ({signature}) has joined the conversation."),
+    "handoff.agent_said": "{signature}: {text}",
+    "handoff.resolved_notice": (
+        "The support team marked this conversation as resolved, and I'm back to help. "
+        "Send /human whenever you'd like a person again."
+    ),
+    "handoff.idle_notice": (
+        "This conversation with the support team has been quiet for a while, so I'm "
+        "back to help. Send /human whenever you'd like a person again."
+    ),
+    "handoff.abandoned": (
+        "Sorry, I couldn't reach the support team just now, so I'm back to help. "
+        "Please try /human again in a little while."
+    ),
+    # Relayed into the ticket.
+    "handoff.customer_said": "{name}: {text}",
+    "handoff.customer_sent": (
+        "{name} sent {what}, which I can't relay here. Ask them to describe it."
+    ),
+    "handoff.customer_default_name": "Customer",
+    "handoff.no_text": "a message without text",
+    "handoff.idle_space": (
+        "Ticket #{id} closed after a quiet spell; the bot answers this customer again."
+    ),
+    "handoff.remind": (
+        "Ticket #{id} ({customer}) has waited {minutes} min for a person. Reply here, or /claim it."
+    ),
+    # The ticket as the support space sees it.
+    "handoff.ticket_head": "Ticket #{id} · {platform} · {customer} · conversation {conversation}",
+    "handoff.ticket_why": "Why: {reason}",
+    "handoff.ticket_taken": "Taken over by {agent}",
+    "handoff.ticket_summary": "Summary: {summary}",
+    "handoff.ticket_turns": "Last messages:",
+    "handoff.ticket_candidates": "Knowledge base considered:",
+    "handoff.ticket_foot": (
+        "Reply here to answer the customer. /claim · /resolve · /release · /note TEXT"
+    ),
+    "handoff.why.request": "the customer asked for a person",
+    "handoff.why.escalation": "the knowledge base had no reliable answer",
+    "handoff.why.model_failure": "the model failed to answer twice in a row",
+    "handoff.why.takeover": "an agent took the conversation over",
+    # Agents in the support space.
+    "handoff.space_help": (
+        "In the support space: reply in a ticket's topic or thread (or to the ticket "
+        "message) to answer its customer; {commands}."
+    ),
+    "handoff.inside_ticket": (
+        "/{name} works inside a ticket: in its topic or thread, or as a reply to the "
+        "ticket message. /tickets lists the open ones."
+    ),
+    "handoff.human_in_space": "This is the support space: /human is for customers.",
+    "handoff.closed_in_space": (
+        "Ticket #{id} is closed and the bot answers this customer again. "
+        "/takeover {conversation} takes the conversation back."
+    ),
+    "handoff.text_only": "I can only relay text to the customer; {what} was not sent.",
+    "handoff.that_message": "that message",
+    "handoff.note_usage": (
+        "Write the note after the command: /note TEXT (never sent to the customer)."
+    ),
+    "handoff.noted": "Noted on ticket #{id}; the customer does not see notes.",
+    "handoff.already_closed": "Ticket #{id} is already closed.",
+    "handoff.already_yours": "You already have ticket #{id}.",
+    "handoff.with_agent": "Ticket #{id} is with {agent}.",
+    "handoff.claimed": "Ticket #{id} is yours; replies here go to the customer.",
+    "handoff.not_claimed": "Ticket #{id} is not claimed.",
+    "handoff.released": "Ticket #{id} is waiting again for someone to claim it.",
+    "handoff.learn_unavailable": (
+        "Learning answers needs the knowledge base, which is not set up here."
+    ),
+    "handoff.resolved": "Resolved ticket #{id}; the bot answers this customer again.",
+    "handoff.tickets_none": "No open tickets.",
+    "handoff.tickets_open": "Open tickets:",
+    "handoff.tickets_line": (
+        "#{id} {state}{who} · {minutes} min · {platform} · {customer} · conversation {conversation}"
+    ),
+    "handoff.tickets_with": ", with {agent}",
+    "handoff.tickets_recent": "Recent conversations (/takeover N):",
+    "handoff.tickets_recent_line": "{number} · {platform} · {name} · {minutes} min ago",
+    "handoff.takeover_usage": (
+        "Which conversation? /takeover <conversation number> (from /tickets)."
+    ),
+    "handoff.no_conversation": "There is no conversation {conversation}.",
+    "handoff.space_conversation": "That is a support-space conversation, not a customer's.",
+    "handoff.takeover_exists": ("Conversation {conversation} already has ticket #{id} ({state})."),
+    "handoff.takeover_done": (
+        "You have conversation {conversation} as ticket #{id}; it opens in its own thread."
+    ),
+    # The operator console.
+    "handoff.no_ticket": "There is no ticket #{id}.",
+    "handoff.console_claimed": "Ticket #{id} is yours; replies from here go to the customer.",
+    "handoff.console_meanwhile": "Ticket #{id} was claimed or closed meanwhile.",
+    "handoff.console_closed": "Ticket #{id} is closed; the bot answers this customer again.",
+    "handoff.console_reply_first": "Write the reply first.",
+    "handoff.console_reply_again": "That reply to ticket #{id} was already sent.",
+    "handoff.console_reply_queued": "Reply queued for the customer of ticket #{id}.",
+    "handoff.console_note_first": "Write the note first.",
+    "handoff.console_note_again": "That note on ticket #{id} was already added.",
+    "handoff.console_space_claimed": "Ticket #{id} claimed by {agent} (console).",
+    "handoff.console_space_replied": "{agent} (console) replied: {text}",
+    "handoff.console_space_note": "Note from {agent} (console): {text}",
+    "handoff.console_space_resolved": (
+        "Ticket #{id} resolved by {agent} (console); the bot answers this customer again."
+    ),
 }
 
 # -- knowledge: escalation, "did you mean", citations -------------------------
@@ -86,7 +202,56 @@ _TEAM: dict[str, str] = {
 
 # -- commands: help, refusals, housekeeping ------------------------------------
 _COMMANDS: dict[str, str] = {
-    # (filled by the command code)
+    "commands.unknown": "I don't know the command /{name}. Send /help to see what I can do.",
+    "commands.refusal": "Sorry, /{name} is only for this bot's {who}.",
+    "commands.help_head": "Here is what I can do:",
+    "commands.help_line": "/{name} — {description}{who}",
+    "commands.help_who": " ({who})",
+    "commands.help_foot": "Anything else you write, I answer as a support question.",
+    "commands.start": (
+        "Hi! I'm Deskmate, this team's support assistant. Ask me anything about "
+        "our product or service and I'll do my best to help; if I can't, I'll say so. "
+        "Send /help to see what else I can do."
+    ),
+    "commands.reset_done": (
+        "Done — I've forgotten this conversation ({removed} messages). Let's start fresh."
+    ),
+    "commands.forget_done": (
+        "Done — I deleted {messages} stored messages from and to you, "
+        "and your profile.{also} New messages you send will be stored again."
+    ),
+    "commands.forget_also": " I also removed {what}.",
+    "commands.forget_faq_answers": "{count} logged FAQ answers",
+    "commands.forget_escalations": "{count} escalations",
+    "commands.forget_drafts": "{count} drafts",
+    "commands.learn_elsewhere": (
+        "/learn works inside a ticket in the support space: after answering the customer, "
+        "/learn proposes your answer as an FAQ entry (/learn FAQ-ID: as another phrasing of "
+        "that entry)."
+    ),
+    "commands.stats_own_only": "Admins see their own workspace's figures: /stats without a name.",
+    "commands.stats_none": "—",
+    "commands.stats_seconds": "{value:.2f} s",
+    "commands.stats_every_tenant": "every tenant",
+    "commands.stats_tenant": "tenant {tenant}",
+    "commands.stats_shared": "(shared)",
+    "commands.stats_per_answer": (
+        "per model answer: {tokens:.0f} tokens, {seconds:.2f} s of model time"
+    ),
+    "commands.stats_per_answer_none": "per model answer: —",
+    "commands.stats_timed_by_model": "model time as reported by the model",
+    "commands.stats_timed_by_wall": "model time measured as wall time of each generation",
+    "commands.stats_ratings": ("ratings: {good} 👍, {bad} 👎 ({percent:.0f}% good)"),
+    "commands.stats_no_ratings": "ratings: none yet",
+    "commands.stats_head": "Deskmate usage, {where}:",
+    "commands.stats_conversations": "conversations: {count}",
+    "commands.stats_messages": "messages: {messages} ({answers} answers, {failed} failed)",
+    "commands.stats_latency": "answer latency: p50 {p50}, p95 {p95}",
+    "commands.stats_model": (
+        "model answers: {answers}; tokens: {prompt} prompt + {completion} completion; "
+        "model time: {seconds:.1f} s"
+    ),
+    "commands.stats_per_answer_line": "{per_answer} ({timing})",
 }
 
 CATALOG: Mapping[str, Mapping[str, str]] = {

@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 from bot.answers import Answers
-from bot.commands import CommandContext, CommandRegistry, Housekeeping, refusal
-from bot.errors import CONFIG_ERRORS, FAILURES, StorageError, user_message
+from bot.commands import CommandRegistry, Housekeeping, Scope
+from bot.errors import StorageError
 from bot.executors import Executors
+from bot.handoff.commands import SpaceContext, from_agent
 from bot.handoff.config import SupportSpace
-from bot.handoff.desk import AGENT_COMMANDS, AGENT_HELP, HelpDesk
+from bot.handoff.desk import HelpDesk
 from bot.handoff.intent import wants_human
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.messages import say
@@ -103,28 +104,25 @@ class CommandRoute(Route[tuple[str, str]]):
             return await self.answers.deliver(accepted, reply, render, kind="command")
         return await self.executors.execute(accepted, result, render, stop, kind="command")
 
-    async def run_command(self, accepted: Accepted, name: str, args: str) -> str | Plan:
-        command = self.commands.get(name)
-        if command is None:
-            return say("conversation.unknown_command", name=name)
-        try:
-            access = await self.team.access_of(accepted.inbound)
-            if command.access > access:
-                log.warning("refused /%s to %s", name, accepted.inbound.platform_user)
-                return refusal(name, command.access)
-            ctx = CommandContext(
-                inbound=accepted.inbound,
-                conversation_id=accepted.stored.conversation_id,
-                args=args,
-                access=access,
-                registry=self.commands,
-                house=self.house,
-                team=self.team,
-            )
-            return await command.handler(ctx)
-        except (*FAILURES, *CONFIG_ERRORS) as exc:
-            log.exception("command /%s failed", name)
-            return user_message(exc)
+    async def run_command(
+        self,
+        accepted: Accepted,
+        name: str,
+        args: str,
+        *,
+        scope: Scope = Scope.ANYWHERE,
+        support: SpaceContext | None = None,
+    ) -> str | Plan:
+        return await self.commands.dispatch(
+            name,
+            args,
+            inbound=accepted.inbound,
+            conversation_id=accepted.stored.conversation_id,
+            house=self.house,
+            team=self.team,
+            scope=scope,
+            support=support,
+        )
 
 
 class SupportSpaceRoute(Route[SupportSpace]):
@@ -163,73 +161,49 @@ class SupportSpaceRoute(Route[SupportSpace]):
     async def _in_support_space(
         self, accepted: Accepted, render: Render, stop: asyncio.Event, space: SupportSpace
     ) -> Reply:
-        """A message in the support space: agent commands and relays to customers;
-        other commands as anywhere; agents' own chatter gets no answer."""
+        """A message in the support space: commands with the space's scope, and
+        agents' replies in a ticket relayed to its customer; their chatter
+        outside tickets gets no answer."""
         desk = self.desk
         assert desk is not None
+        ticket = await desk.ticket_in_space(accepted.inbound)
         command = accepted.command
-        if command is not None and command[0] == "takeover":
-            text = await self._take_over(accepted, command[1], space)
-        elif command is not None and command[0] not in AGENT_COMMANDS:
-            result = await self.commands.run_command(accepted, *command)
+        if command is None and ticket is not None:
+            command = self.commands.commands.parse_bare(accepted.text)
+        if command is None:
+            text = None if ticket is None else await from_agent(desk, accepted, ticket)
+        else:
+            support = SpaceContext(
+                desk=desk,
+                space=space,
+                ticket=ticket,
+                inbound_id=accepted.inbound_id,
+                records=self.repository,
+                metrics=self.metrics,
+            )
+            scope = Scope.SPACE if ticket is None else Scope.TICKET
+            result = await self.commands.run_command(
+                accepted, *command, scope=scope, support=support
+            )
             if isinstance(result, HandOff):
-                result = "This is the support space: /human is for customers."
+                result = say("handoff.human_in_space")
             if not isinstance(result, str):
                 return await self.executors.execute(accepted, result, render, stop, kind="command")
-            if command[0] == "help":
-                result += "\n" + AGENT_HELP
             text = result
-        else:
-            text = await desk.from_space(accepted, space)
         if text is None:
             return await self.answers.handled(accepted)
         reply = Reply(ReplyKind.COMMAND, text=text, inbound_id=accepted.inbound_id)
         return await self.answers.deliver(accepted, reply, render, kind="command")
 
-    async def _take_over(self, accepted: Accepted, args: str, space: SupportSpace) -> str:
-        desk = self.desk
-        assert desk is not None
-        if not args.strip().isdigit():
-            return "Which conversation? /takeover <conversation number> (from /tickets)."
-        conversation = int(args.strip())
-        address = await self.repository.conversation(conversation)
-        if address is None:
-            return f"There is no conversation {conversation}."
-        if desk.settings.space_of(address.platform, address.tenant, address.chat) is not None:
-            return "That is a support-space conversation, not a customer's."
-        customer, name = await self.repository.last_customer(conversation)
-        agent = accepted.inbound
-        ticket, created = await desk.take_over(
-            conversation,
-            customer=customer,
-            customer_name=name,
-            space=space,
-            agent=agent.platform_user,
-            agent_name=agent.user_name,
-            history=await self.repository.history(conversation, upto_message_id=None, limit=12),
-            key=f"takeover:{accepted.inbound_id}",
-        )
-        if not created:
-            return f"Conversation {conversation} already has ticket #{ticket.id} ({ticket.state})."
-        self.metrics.handoffs.labels("takeover").inc()
-        await self.team.audit(
-            address.tenant,
-            agent.platform_user,
-            "takeover",
-            f"conversation {conversation}",
-            {"ticket": ticket.id},
-        )
-        return (
-            f"You have conversation {conversation} as ticket #{ticket.id}; "
-            "it opens in its own thread."
-        )
-
 
 class OpenTicketRoute(Route[Ticket]):
     """A person has this conversation: the model is not asked at all."""
 
-    def __init__(self, *, desk: HelpDesk | None, answers: Answers) -> None:
+    def __init__(
+        self, *, desk: HelpDesk | None, commands: CommandRegistry, answers: Answers
+    ) -> None:
         self.desk = desk
+        self.commands = commands
         self.answers = answers
 
     async def matches(self, accepted: Accepted) -> Ticket | None:
@@ -237,9 +211,14 @@ class OpenTicketRoute(Route[Ticket]):
         if desk is None or not desk.connected:
             return None
         ticket = await desk.open_ticket_of(accepted.stored.conversation_id)
-        if ticket is not None and not _own_command(accepted):
+        if ticket is not None and not self._own_command(accepted):
             return ticket
         return None
+
+    def _own_command(self, accepted: Accepted) -> bool:
+        """A command a customer in a handoff still runs themselves (the rest is relayed)."""
+        command = accepted.command
+        return command is not None and self.commands.customer_runs(command[0])
 
     async def handle(
         self, accepted: Accepted, render: Render, stop: asyncio.Event, found: Ticket
@@ -247,18 +226,6 @@ class OpenTicketRoute(Route[Ticket]):
         assert self.desk is not None
         await self.desk.from_customer(accepted, found)
         return await self.answers.handled(accepted)
-
-
-def _own_command(accepted: Accepted) -> bool:
-    """Commands a customer in a handoff still runs themselves (the rest is relayed)."""
-    return accepted.command is not None and accepted.command[0] in (
-        "reset",
-        "forget",
-        "help",
-        "start",
-        "human",
-        "rate",
-    )
 
 
 class EmptyRoute(Route[bool]):
@@ -437,7 +404,7 @@ def standard_routes(
             answers=answers,
             executors=executors,
         ),
-        OpenTicketRoute(desk=desk, answers=answers),
+        OpenTicketRoute(desk=desk, commands=commands, answers=answers),
         command,
         EmptyRoute(answers=answers),
         RatingRoute(team=team, answers=answers),

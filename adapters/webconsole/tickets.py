@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from adapters.webconsole.pages import SESSION_LIFETIME, Room, _redirect, _tenant
+from bot.handoff.actions import CONSOLE_ACTIONS, Actor
 from bot.handoff.desk import TRIGGERS
+from bot.messages import say
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +67,13 @@ class TicketPages(Room):
         agent = f"console:{agent_name}"
         text = str(form.get("text", ""))
         desk = self.desk
-        if action == "claim":
-            said = await desk.console_claim(
-                ticket_id, agent=agent, agent_name=agent_name, action=action_id
-            )
-        elif action == "reply":
-            said = await desk.console_reply(
-                ticket_id, agent=agent, agent_name=agent_name, text=text, action=action_id
-            )
-        elif action == "note":
-            said = await desk.console_note(
-                ticket_id, agent=agent, agent_name=agent_name, text=text, action=action_id
-            )
-        elif action == "release":
-            said = await desk.console_release(ticket_id, agent=agent, agent_name=agent_name)
+        # The same action as the chat command: same audit entry, same notices.
+        ticket = await desk.tickets.get(ticket_id)
+        if ticket is None:
+            said = say("handoff.no_ticket", id=ticket_id)
         else:
-            said = await desk.console_resolve(
-                ticket_id, agent=agent, agent_name=agent_name, action=action_id
-            )
+            actor = Actor.at_console(agent_name, action_id)
+            said = await CONSOLE_ACTIONS[action](desk, ticket, actor, text) or ""
         log.info("console: %s on ticket #%d by %s", action, ticket_id, agent)
         self._say(request, said)
         response = _redirect(back)

@@ -1,4 +1,4 @@
-"""Chat commands of the support team: /role, /roles, /audit, /quota, /rate, /learn."""
+"""Chat commands of the support team: /role, /roles, /audit, /quota, /rate."""
 
 from __future__ import annotations
 
@@ -14,11 +14,6 @@ QUOTA_USAGE = (
     "Usage: /quota (today's usage and limits); admins: /quota user USER N|off "
     "(USER * for everyone without a limit of their own), /quota tenant N|off. "
     "N is tokens a day."
-)
-LEARN_ELSEWHERE = (
-    "/learn works inside a ticket in the support space: after answering the customer, "
-    "/learn proposes your answer as an FAQ entry (/learn FAQ-ID: as another phrasing of "
-    "that entry)."
 )
 AUDIT_MAX = 100
 
@@ -42,7 +37,9 @@ def _label(tenant: str) -> str:
 def register_team_commands(registry: CommandRegistry) -> None:
     """Add the team's commands to ``registry``, in the order help lists them."""
     for name, description, access, handler in _COMMANDS:
-        registry.command(name, description, access=access)(handler)
+        registry.command(name, description, access=access, customer_runs=name in _CUSTOMER_RUNS)(
+            handler
+        )
 
 
 async def _role(ctx: CommandContext) -> str:
@@ -140,9 +137,8 @@ async def _rate(ctx: CommandContext) -> str:
     return reply or "Rate with /rate good, or /rate bad and what was missing."
 
 
-async def _learn(ctx: CommandContext) -> str:
-    return LEARN_ELSEWHERE
-
+# A customer whose conversation is with a person still rates the bot's answers.
+_CUSTOMER_RUNS = frozenset({"rate"})
 
 _COMMANDS: tuple[tuple[str, str, Access, Handler], ...] = (
     ("role", "give someone a role here: /role USER admin|agent|customer", Access.ADMIN, _role),
@@ -150,7 +146,6 @@ _COMMANDS: tuple[tuple[str, str, Access, Handler], ...] = (
     ("audit", "the last staff actions here: /audit [N]", Access.ADMIN, _audit),
     ("quota", "today's model usage and limits", Access.EVERYONE, _quota),
     ("rate", "rate my last answer: /rate good, or /rate bad COMMENT", Access.EVERYONE, _rate),
-    ("learn", "in a ticket: propose your answer as an FAQ entry", Access.AGENT, _learn),
 )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from bot.handoff import actions
+from bot.handoff.actions import Actor
 from bot.handoff.config import HandoffSettings, parse_spaces
 from bot.handoff.desk import HelpDesk
 from storage.console_repo import ConsoleRepository
@@ -56,9 +58,7 @@ async def test_overview_counts_by_day_and_a_console_reply_is_relayed_once(
         details={},
     )
     for _ in range(2):  # a double submit
-        await desk.console_reply(
-            ticket.id, agent="console:Robin", agent_name="Robin", text="Hi", action="act-000001"
-        )
+        await actions.reply(desk, ticket, Actor.at_console("Robin", "act-000001"), "Hi")
     to_customer = [r for r in await tickets.outbox_rows() if r["kind"] == "to_customer"]
     assert [r["text"] for r in to_customer] == ["Team: Hi"]
 

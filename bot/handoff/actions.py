@@ -1,0 +1,226 @@
+"""Ticket actions: claim, reply, note, release, resolve and learn, each one
+function that the support space's chat commands and the operator console's
+buttons both call, so both write the same audit entries, send the same
+notices and invite the same ratings.
+
+An action is taken by an ``Actor``. Everything it causes is queued under a
+key derived from the actor's ``cause`` (the inbound event in chat, the form's
+action id in the console), so a replayed event or a double submit changes and
+relays nothing twice. The two places differ only in what they answer the
+agent, and the console copies what it did into the ticket's thread, where
+the other agents would otherwise not see it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.handoff.desk import HelpDesk
+from bot.messages import say
+from bot.team import learning
+from bot.team.service import RATING_BUTTONS, TICKET_INVITATION
+from storage.handoff_repo import Ticket
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts on a ticket and why: ``agent`` is the platform user id (or
+    ``console:NAME``), ``name`` what the customer and the team see, ``cause``
+    the inbound event id in chat or the form's action id in the console."""
+
+    agent: str
+    name: str
+    cause: str
+    console: bool = False
+
+    @classmethod
+    def in_chat(cls, agent: str, name: str, inbound_id: int) -> Actor:
+        return cls(agent, name, str(inbound_id))
+
+    @classmethod
+    def at_console(cls, name: str, action_id: str) -> Actor:
+        return cls(f"console:{name}", name, f"console:{action_id}", console=True)
+
+
+# What every ticket action looks like to its callers: the text for the agent,
+# or None where chat stays silent (a relayed reply).
+TicketAction = Callable[[HelpDesk, Ticket, Actor, str], Awaitable[str | None]]
+
+
+async def claim(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "") -> str:
+    """Take a waiting ticket: replies go to its customer, who is told a person joined."""
+    if ticket.state == "human":
+        if ticket.agent == actor.agent and not actor.console:
+            return say("handoff.already_yours", id=ticket.id)
+        return say("handoff.with_agent", id=ticket.id, agent=ticket.agent_name or ticket.agent)
+    if not ticket.open:
+        key = "handoff.console_meanwhile" if actor.console else "handoff.already_closed"
+        return say(key, id=ticket.id)
+    if not await _take(desk, ticket, actor) and actor.console:
+        return say("handoff.console_meanwhile", id=ticket.id)
+    return say("handoff.console_claimed" if actor.console else "handoff.claimed", id=ticket.id)
+
+
+async def reply(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str) -> str | None:
+    """Relay an agent's answer to the ticket's customer (claiming a waiting ticket)."""
+    if not ticket.open:
+        if actor.console:
+            return say("handoff.console_closed", id=ticket.id)
+        return say("handoff.closed_in_space", id=ticket.id, conversation=ticket.conversation_id)
+    text = text.strip()
+    if not text:
+        return say("handoff.console_reply_first")
+    if ticket.state == "waiting":
+        await _take(desk, ticket, actor)
+    queued = await desk.tickets.enqueue(
+        actor.cause if actor.console else f"relay:{actor.cause}",
+        ticket.customer_address,
+        say("handoff.agent_said", signature=desk.settings.signature, text=text),
+        kind="to_customer",
+        ticket_id=ticket.id,
+    )
+    if not queued:
+        return say("handoff.console_reply_again", id=ticket.id) if actor.console else None
+    await desk.tickets.note(ticket.id, "to_customer", actor.agent, text)
+    if not actor.console:
+        return None
+    await _tell_space(
+        desk,
+        ticket,
+        f"{actor.cause}:space",
+        say("handoff.console_space_replied", agent=actor.name, text=text),
+    )
+    return say("handoff.console_reply_queued", id=ticket.id)
+
+
+async def note(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str) -> str:
+    """A note on the ticket for the team; never sent to the customer."""
+    text = text.strip()
+    if not text:
+        return say("handoff.console_note_first" if actor.console else "handoff.note_usage")
+    # The console's copy for the support space doubles as the note's
+    # idempotency key; in chat the note is the message in the thread itself.
+    if actor.console and not await _tell_space(
+        desk,
+        ticket,
+        f"{actor.cause}:note",
+        say("handoff.console_space_note", agent=actor.name, text=text),
+    ):
+        return say("handoff.console_note_again", id=ticket.id)
+    await desk.tickets.note(ticket.id, "note", actor.agent, text)
+    return say("handoff.noted", id=ticket.id)
+
+
+async def release(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "") -> str:
+    """Give a claimed ticket back to the queue."""
+    if not ticket.open and not actor.console:
+        return say("handoff.already_closed", id=ticket.id)
+    _, changed = await desk.tickets.transition(
+        ticket.id, "waiting", by=actor.agent, by_name=actor.name, expect=("human",)
+    )
+    if not changed:
+        return say("handoff.not_claimed", id=ticket.id)
+    await audit(desk, ticket, actor, "ticket.release")
+    return say("handoff.released", id=ticket.id)
+
+
+async def resolve(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "") -> str:
+    """Close the ticket: the bot answers the customer again, who is invited to rate
+    the team's help where ratings are asked for."""
+    if ticket.open:
+        _, changed = await desk.tickets.transition(
+            ticket.id, "closed", by=actor.agent, by_name=actor.name, reason="resolved"
+        )
+    else:
+        changed = False
+    if not changed:
+        return say("handoff.already_closed", id=ticket.id)
+    await audit(desk, ticket, actor, "ticket.resolve")
+    text = say("handoff.resolved_notice")
+    buttons: tuple[tuple[str, str], ...] = ()
+    team = desk.team
+    if team is not None and team.rates_tickets:
+        await team.repository.invite_rating(
+            tenant=ticket.customer_address.tenant,
+            conversation_id=ticket.conversation_id,
+            user_id=ticket.customer,
+            question=await learning.ticket_question(desk.tickets, ticket),
+            ticket_id=ticket.id,
+        )
+        text += "\n\n" + TICKET_INVITATION
+        buttons = RATING_BUTTONS
+    await desk.tickets.enqueue(
+        f"resolved:{ticket.id}",
+        ticket.customer_address,
+        text,
+        kind="notice",
+        ticket_id=ticket.id,
+        buttons=buttons,
+    )
+    if actor.console:
+        await _tell_space(
+            desk,
+            ticket,
+            f"{actor.cause}:space",
+            say("handoff.console_space_resolved", id=ticket.id, agent=actor.name),
+        )
+    return say("handoff.resolved", id=ticket.id)
+
+
+async def learn(desk: HelpDesk, ticket: Ticket, actor: Actor, args: str) -> str:
+    """Propose the ticket's last question and the agent's answer as an FAQ entry
+    (``args``: an FAQ id, to add a phrasing of that entry instead)."""
+    team = desk.team
+    if team is None:
+        return say("handoff.learn_unavailable")
+    return await learning.learn(team, desk.tickets, ticket, actor.agent, args)
+
+
+# The console's buttons, by the name in their URL.
+CONSOLE_ACTIONS: dict[str, TicketAction] = {
+    "claim": claim,
+    "reply": reply,
+    "note": note,
+    "release": release,
+    "resolve": resolve,
+}
+
+
+async def audit(desk: HelpDesk, ticket: Ticket, actor: Actor, action: str) -> None:
+    """One audit entry for an action on a ticket."""
+    # Recorded in the customer's tenant: it is that tenant's support the team gave.
+    if desk.team is not None:
+        await desk.team.audit(
+            ticket.customer_address.tenant,
+            actor.agent,
+            action,
+            f"ticket #{ticket.id}",
+            {"conversation": ticket.conversation_id},
+        )
+
+
+async def _take(desk: HelpDesk, ticket: Ticket, actor: Actor) -> bool:
+    """Claim a waiting ticket for ``actor``; whether it is theirs now."""
+    _, changed = await desk.tickets.transition(
+        ticket.id, "human", by=actor.agent, by_name=actor.name, expect=("waiting",)
+    )
+    if not changed:
+        return False
+    await audit(desk, ticket, actor, "ticket.claim")
+    await desk.joined(ticket, f"claimed:{ticket.id}:{actor.cause}")
+    if actor.console:
+        await _tell_space(
+            desk,
+            ticket,
+            f"{actor.cause}:claimed",
+            say("handoff.console_space_claimed", id=ticket.id, agent=actor.name),
+        )
+    return True
+
+
+async def _tell_space(desk: HelpDesk, ticket: Ticket, key: str, text: str) -> bool:
+    """A copy for the ticket's thread in the support space; False if queued before."""
+    return await desk.tickets.enqueue(
+        key, desk.space_address(ticket), text, kind="to_ticket", ticket_id=ticket.id
+    )

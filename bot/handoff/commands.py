@@ -1,0 +1,177 @@
+"""The support space's commands: the ticket actions as chat commands,
+``/tickets`` and ``/takeover``; and an agent's plain message in a ticket,
+which is the reply action.
+
+The handlers are registered in the one command registry
+(``bot.commands.builtin_commands``) with their scope; they read the support
+space they run in from ``SpaceContext``. This module does not import
+``bot.commands``: the registry imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.handoff import actions
+from bot.handoff.actions import Actor, TicketAction
+from bot.handoff.config import SupportSpace
+from bot.handoff.desk import HelpDesk
+from bot.messages import say
+from bot.metrics import Metrics
+from bot.team.service import Team
+from bot.types import Accepted, Inbound
+from storage.handoff_repo import Ticket
+from storage.repository import ConversationAddress, HistoryItem
+
+
+class ConversationRecords(Protocol):
+    """What ``/takeover`` reads about the conversation it takes."""
+
+    async def conversation(self, conversation_id: int) -> ConversationAddress | None: ...
+
+    async def last_customer(self, conversation_id: int) -> tuple[str, str]: ...
+
+    async def history(
+        self, conversation_id: int, *, upto_message_id: int | None, limit: int
+    ) -> list[HistoryItem]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceContext:
+    """Where a message in a support space was written: the help desk, the space,
+    the ticket whose thread it is in (None outside any), and the inbound event
+    that keys everything it causes."""
+
+    desk: HelpDesk
+    space: SupportSpace
+    ticket: Ticket | None
+    inbound_id: int
+    records: ConversationRecords
+    metrics: Metrics
+
+
+class DeskCommandContext(Protocol):
+    """The part of ``bot.commands.CommandContext`` these handlers read."""
+
+    @property
+    def inbound(self) -> Inbound: ...
+
+    @property
+    def args(self) -> str: ...
+
+    @property
+    def team(self) -> Team: ...
+
+    @property
+    def support(self) -> SpaceContext | None: ...
+
+
+def _actor(ctx: DeskCommandContext, support: SpaceContext) -> Actor:
+    inbound = ctx.inbound
+    return Actor.in_chat(inbound.platform_user, inbound.user_name, support.inbound_id)
+
+
+async def _run(ctx: DeskCommandContext, action: TicketAction) -> str:
+    support = ctx.support
+    # The registry runs ticket commands only inside a ticket.
+    assert support is not None and support.ticket is not None
+    said = await action(support.desk, support.ticket, _actor(ctx, support), ctx.args)
+    return said or ""
+
+
+async def claim(ctx: DeskCommandContext) -> str:
+    return await _run(ctx, actions.claim)
+
+
+async def resolve(ctx: DeskCommandContext) -> str:
+    return await _run(ctx, actions.resolve)
+
+
+async def release(ctx: DeskCommandContext) -> str:
+    return await _run(ctx, actions.release)
+
+
+async def note(ctx: DeskCommandContext) -> str:
+    return await _run(ctx, actions.note)
+
+
+async def learn(ctx: DeskCommandContext) -> str:
+    """In a ticket, the learn action; elsewhere, where to use it."""
+    support = ctx.support
+    if support is None or support.ticket is None:
+        return say("commands.learn_elsewhere")
+    return await _run(ctx, actions.learn)
+
+
+async def tickets(ctx: DeskCommandContext) -> str:
+    support = ctx.support
+    assert support is not None
+    return await support.desk.list_tickets(support.space)
+
+
+async def takeover(ctx: DeskCommandContext) -> str:
+    """An agent takes a customer's live conversation as a claimed ticket."""
+    support = ctx.support
+    assert support is not None
+    desk, records = support.desk, support.records
+    if not ctx.args.strip().isdigit():
+        return say("handoff.takeover_usage")
+    conversation = int(ctx.args.strip())
+    address = await records.conversation(conversation)
+    if address is None:
+        return say("handoff.no_conversation", conversation=conversation)
+    if desk.settings.space_of(address.platform, address.tenant, address.chat) is not None:
+        return say("handoff.space_conversation")
+    customer, name = await records.last_customer(conversation)
+    agent = ctx.inbound
+    ticket, created = await desk.take_over(
+        conversation,
+        customer=customer,
+        customer_name=name,
+        space=support.space,
+        agent=agent.platform_user,
+        agent_name=agent.user_name,
+        history=await records.history(conversation, upto_message_id=None, limit=12),
+        key=f"takeover:{support.inbound_id}",
+    )
+    if not created:
+        return say(
+            "handoff.takeover_exists", conversation=conversation, id=ticket.id, state=ticket.state
+        )
+    support.metrics.handoffs.labels("takeover").inc()
+    await ctx.team.audit(
+        address.tenant,
+        agent.platform_user,
+        "takeover",
+        f"conversation {conversation}",
+        {"ticket": ticket.id},
+    )
+    return say("handoff.takeover_done", conversation=conversation, id=ticket.id)
+
+
+async def from_agent(desk: HelpDesk, accepted: Accepted, ticket: Ticket) -> str | None:
+    """An agent's message (not a command) in a ticket: the reply action.
+
+    Returns what the agent is told, or None when it went to the customer.
+    """
+    refused = desk.not_relayable(accepted, ticket)
+    if refused is not None:
+        return refused
+    inbound = accepted.inbound
+    actor = Actor.in_chat(inbound.platform_user, inbound.user_name, accepted.inbound_id)
+    return await actions.reply(desk, ticket, actor, accepted.text)
+
+
+def space_help(usages: Sequence[tuple[str, str]]) -> str:
+    """The support space's help: each (usage, description) of its commands, in
+    order; neighbours that share a description are named together."""
+    parts: list[tuple[list[str], str]] = []
+    for usage, description in usages:
+        if parts and parts[-1][1] == description:
+            parts[-1][0].append(usage)
+        else:
+            parts.append(([usage], description))
+    listed = "; ".join(f"{', '.join(names)} {description}" for names, description in parts)
+    return say("handoff.space_help", commands=listed)
