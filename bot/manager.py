@@ -43,8 +43,8 @@ from bot.handoff.desk import AGENT_COMMANDS, AGENT_HELP, NO_TEAM, HelpDesk
 from bot.handoff.intent import wants_human
 from bot.knowledge import drafting
 from bot.knowledge.commands import register_knowledge_commands
-from bot.knowledge.index import Hit
 from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.knowledge.passages import Passage
 from bot.knowledge.policy import NO_RELIABLE_ANSWER, GroundedGate
 from bot.metrics import Metrics
 from bot.plans import (
@@ -861,7 +861,7 @@ class ConversationManager:
         accepted: Accepted,
         *,
         trigger: str,
-        candidates: Sequence[Hit] = (),
+        candidates: Sequence[Passage] = (),
         summarize: bool = True,
     ) -> str:
         """Open the conversation's ticket and queue it for the support space;

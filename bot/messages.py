@@ -28,7 +28,34 @@ _HANDOFF: dict[str, str] = {
 
 # -- knowledge: escalation, "did you mean", citations -------------------------
 _KNOWLEDGE: dict[str, str] = {
-    # (filled by the knowledge code)
+    "knowledge.no_reliable_answer": (
+        "I don't have a reliable answer to that in our knowledge base, so I won't guess."
+    ),
+    # Without a support team connected nobody follows up in the chat, so the
+    # customer is promised nothing beyond the question being kept for the team.
+    "knowledge.escalation": (
+        "I don't have a reliable answer to that in our knowledge base, so I won't guess. "
+        "I've noted your question so a human colleague can look into it."
+    ),
+    # How a passage is named in citations: "{name} {id}", the name by its kind.
+    "knowledge.kind.faq": "FAQ",
+    "knowledge.label": "{name} {id}",
+    "knowledge.verbatim": "{text}\n\nSource: {source} ({label})",
+    "knowledge.sources": "Sources:",
+    "knowledge.source_line": "[{number}] {title} ({label})",
+    "knowledge.source_line_with_origin": "[{number}] {title} ({label}, {origin})",
+    "knowledge.suggestions": "I couldn't find an exact answer. The closest FAQ entries are:",
+    "knowledge.suggestion_line": "- {title} ({label})",
+    "knowledge.clarify": "I'm not sure which of these you mean:",
+    "knowledge.clarify_line": "{number}. {title}",
+    "knowledge.clarify_how": "Reply {numbers} to get that answer, or {human} to ask a person.",
+    "knowledge.clarify_or": " or ",
+    "knowledge.none_of_these": "None of these — ask a person",
+    "knowledge.draft.label": "DRAFT — review before sending; nothing has been sent.",
+    "knowledge.draft.heading": "{label}\n({kind}, {tone}, {length})\n\n",
+    "knowledge.draft.empty": (
+        "The model returned an empty draft; please try again with more detail."
+    ),
 }
 
 # -- team: roles, quotas, ratings, learning -----------------------------------

@@ -51,7 +51,7 @@ from bot.knowledge.importer import (
 )
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.manager import ConversationManager
-from bot.plans import Chat, Escalate, Grounded, Verbatim
+from bot.plans import Escalate, Grounded, Verbatim
 from bot.settings import Settings
 from bot.team import learning
 from bot.team.service import Team
@@ -881,25 +881,26 @@ class WebConsole:
         asking = request.query.get("as", "").strip()
         values: dict[str, Any] = {"question": question, "asking": asking, "tried": False}
         if kb is not None and question:
-            tenant = asking or GLOBAL
-            mode = await kb.mode_for("console:try", tenant)
-            values.update(tried=True, mode=mode)
-            if not await kb.retriever.has_entries(tenant):
-                values.update(hits=[], plan=Chat(), decision=None)
-            else:
-                found = await kb.lookup(question, tenant=tenant, limit=5)
-                hits = found.hits
-                decision = kb.decide_hits(hits, found.scope)
-                plan = kb.plan_for(question, decision, mode, await kb.persona(tenant))
-                values.update(hits=hits, decision=decision, plan=plan)
-            plan = values["plan"]
-            values["plan_name"] = type(plan).__name__
-            values["plan_text"] = (
-                plan.text
-                if isinstance(plan, Verbatim | Escalate)
-                else plan.sources
-                if isinstance(plan, Grounded)
-                else ""
+            # The same planning path a customer's message takes, with the
+            # five best passages shown.
+            considered = await kb.consider(
+                question, tenant=asking or GLOBAL, conversation_key="console:try", shown=5
+            )
+            plan = considered.plan
+            values.update(
+                tried=True,
+                mode=considered.mode,
+                passages=considered.passages,
+                decision=considered.decision,
+                plan=plan,
+                plan_name=type(plan).__name__,
+                plan_text=(
+                    plan.text
+                    if isinstance(plan, Verbatim | Escalate)
+                    else plan.sources
+                    if isinstance(plan, Grounded)
+                    else ""
+                ),
             )
             values["policy"] = kb.policy
         return self._render(

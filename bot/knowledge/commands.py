@@ -1,9 +1,10 @@
-"""Chat commands for the knowledge base: /faq, /mode, /persona, /draft.
+"""Chat commands for the knowledge base: /faq, /answer, /mode, /persona, /draft.
 
 ``register_knowledge_commands(registry, kb)`` adds them to the manager's
-registry. The shared FAQ (tenant "") is the owners': their edits go there
-unless they add ``--here``. A tenant's admins edit their own tenant's entries,
-and approve what agents learned there. Every edit is audited.
+registry; ``KnowledgeCommands`` holds their handlers. The shared FAQ (tenant
+"") is the owners': their edits go there unless they add ``--here``. A
+tenant's admins edit their own tenant's entries, and approve what agents
+learned there. Every edit is audited.
 """
 
 from __future__ import annotations
@@ -49,104 +50,151 @@ def _scope(ctx: CommandContext, args: str) -> tuple[str, str]:
 
 
 def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) -> None:
-    tuner = BackgroundTuner(kb)
+    commands = KnowledgeCommands(kb)
+    for name, description, access, handler in (
+        (
+            "faq",
+            "manage the FAQ: add, list, remove, search, pending, approve, reject, gaps",
+            Access.ADMIN,
+            commands.faq,
+        ),
+        # /faq is for admins and hidden from customers' menus, so the "did you
+        # mean" buttons (and customers typing an option's id) use their own command.
+        (
+            "answer",
+            "the answer to an FAQ entry I suggested: /answer <id>",
+            Access.EVERYONE,
+            commands.answer,
+        ),
+        (
+            "mode",
+            "answering mode: support, faq or assistant (--tenant: the whole workspace)",
+            Access.ADMIN,
+            commands.mode,
+        ),
+        (
+            "persona",
+            "set the assistant's persona for this workspace",
+            Access.ADMIN,
+            commands.persona,
+        ),
+        (
+            "draft",
+            "draft a reply, announcement, social post, email or release note",
+            Access.AGENT,
+            commands.draft,
+        ),
+    ):
+        registry.command(name, description, access=access)(handler)
 
-    @registry.command(
-        "faq",
-        "manage the FAQ: add, list, remove, search, pending, approve, reject, gaps",
-        access=Access.ADMIN,
-    )
-    async def faq(ctx: CommandContext) -> str | Plan:
+
+class KnowledgeCommands:
+    """The handlers of /faq, /answer, /mode, /persona and /draft over one knowledge base."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.kb = kb
+        self.tuner = BackgroundTuner(kb)
+
+    async def faq(self, ctx: CommandContext) -> str | Plan:
         sub, _, rest = ctx.args.partition(" ")
         sub = sub.lower()
         if sub == "answer":
-            return await _answer(ctx, kb, rest.strip())
+            return await _answer(ctx, self.kb, rest.strip())
         if sub == "share" and ctx.is_owner:
-            return await _share(ctx, kb, rest.strip())
+            return await _share(ctx, self.kb, rest.strip())
         tenant, rest = _scope(ctx, rest.strip())
-        actor = ctx.inbound.platform_user
         if sub in ("pending", "approve", "reject", "gaps"):
-            return await _learned(ctx, kb, sub, rest)
-        if sub == "add":
-            parts = [p.strip() for p in rest.split("|")]
-            if len(parts) < 2 or not parts[0] or not parts[1]:
-                return "Write it as: /faq add <question> | <answer> [| <source>]"
-            entry = EntryInput(
-                question=parts[0],
-                answer=parts[1],
-                source=parts[2] if len(parts) > 2 else "",
-            )
-            result = await kb.add(entry, tenant=tenant)
-            verb = "Added" if result.created else "Updated" if result.updated else "Unchanged:"
-            stored = await kb.repository.get(tenant, entry.key)
-            ref = stored.ref if stored is not None else "?"
-            if result.created or result.updated:
-                await ctx.team.audit(
-                    tenant, actor, "faq.add", f"entry {ref}", {"question": entry.question[:200]}
-                )
-            only = " (this workspace only)" if tenant != GLOBAL else ""
-            adapting = ""
-            # A tenant's own entries never shape the shared model.
-            changed = bool(result.created or result.updated) and tenant == GLOBAL
-            if changed and tuner.schedule():
-                adapting = (
-                    "\nThe search model adapts to the new entries in the background in a "
-                    "few minutes; answers use the current one meanwhile."
-                )
-            return f"{verb} FAQ entry {ref}{only}: {entry.question}{adapting}"
-        if sub == "list":
-            page = int(rest) if rest.isdigit() and int(rest) > 0 else 1
-            entries = await kb.repository.entries(
-                tenant=tenant, limit=PAGE, offset=(page - 1) * PAGE
-            )
-            if not entries:
-                return "No FAQ entries here yet." if page == 1 else f"Page {page} is empty."
-            lines = [f"FAQ entries (page {page}):"]
-            lines += [f"{e.ref}: {e.question}" for e in entries]
-            if len(entries) == PAGE:
-                lines.append(f"More: /faq list {page + 1}")
-            return "\n".join(lines)
-        if sub == "remove":
-            if not rest:
-                return "Which one? /faq remove <id> (ids are shown by /faq list)"
-            removed = await kb.remove(rest, tenant=tenant)
-            if removed is None:
-                if tenant != GLOBAL and await learning.find_entry(kb, GLOBAL, rest) is not None:
-                    return f"FAQ entry {rest} is in the shared FAQ, which only owners edit."
-                return f"There is no FAQ entry {rest} here."
+            return await _learned(ctx, self.kb, sub, rest)
+        edits = {
+            "add": self._add,
+            "list": self._list,
+            "remove": self._remove,
+            "search": self._search,
+        }
+        edit = edits.get(sub)
+        return await edit(ctx, tenant, rest) if edit is not None else FAQ_USAGE
+
+    async def _add(self, ctx: CommandContext, tenant: str, rest: str) -> str:
+        kb = self.kb
+        parts = [p.strip() for p in rest.split("|")]
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            return "Write it as: /faq add <question> | <answer> [| <source>]"
+        entry = EntryInput(
+            question=parts[0],
+            answer=parts[1],
+            source=parts[2] if len(parts) > 2 else "",
+        )
+        result = await kb.add(entry, tenant=tenant)
+        verb = "Added" if result.created else "Updated" if result.updated else "Unchanged:"
+        stored = await kb.repository.get(tenant, entry.key)
+        ref = stored.ref if stored is not None else "?"
+        if result.created or result.updated:
             await ctx.team.audit(
                 tenant,
-                actor,
-                "faq.remove",
-                f"entry {removed.ref}",
-                {"question": removed.question[:200]},
+                ctx.inbound.platform_user,
+                "faq.add",
+                f"entry {ref}",
+                {"question": entry.question[:200]},
             )
-            return f"Removed FAQ entry {removed.ref}: {removed.question}"
-        if sub == "search":
-            if not rest:
-                return "Search for what? /faq search <question>"
-            found = await kb.lookup(rest, tenant=ctx.inbound.ref.tenant, limit=5)
-            hits = found.hits
-            if not hits:
-                return "The FAQ is empty."
-            decision = kb.decide_hits(hits, found.scope)
-            lines = [f"Best matches (I would answer: {decision.path}):"]
-            lines += [f"{h.entry.ref} ({h.dense:.2f}): {h.entry.question}" for h in hits]
-            return "\n".join(lines)
-        return FAQ_USAGE
+        only = " (this workspace only)" if tenant != GLOBAL else ""
+        adapting = ""
+        # A tenant's own entries never shape the shared model.
+        changed = bool(result.created or result.updated) and tenant == GLOBAL
+        if changed and self.tuner.schedule():
+            adapting = (
+                "\nThe search model adapts to the new entries in the background in a "
+                "few minutes; answers use the current one meanwhile."
+            )
+        return f"{verb} FAQ entry {ref}{only}: {entry.question}{adapting}"
 
-    # /faq is for admins and hidden from customers' menus, so the "did you
-    # mean" buttons (and customers typing an option's id) use their own command.
-    @registry.command("answer", "the answer to an FAQ entry I suggested: /answer <id>")
-    async def answer(ctx: CommandContext) -> str | Plan:
-        return await _answer(ctx, kb, ctx.args.strip())
+    async def _list(self, ctx: CommandContext, tenant: str, rest: str) -> str:
+        page = int(rest) if rest.isdigit() and int(rest) > 0 else 1
+        entries = await self.kb.repository.entries(
+            tenant=tenant, limit=PAGE, offset=(page - 1) * PAGE
+        )
+        if not entries:
+            return "No FAQ entries here yet." if page == 1 else f"Page {page} is empty."
+        lines = [f"FAQ entries (page {page}):"]
+        lines += [f"{e.ref}: {e.question}" for e in entries]
+        if len(entries) == PAGE:
+            lines.append(f"More: /faq list {page + 1}")
+        return "\n".join(lines)
 
-    @registry.command(
-        "mode",
-        "answering mode: support, faq or assistant (--tenant: the whole workspace)",
-        access=Access.ADMIN,
-    )
-    async def mode(ctx: CommandContext) -> str:
+    async def _remove(self, ctx: CommandContext, tenant: str, rest: str) -> str:
+        if not rest:
+            return "Which one? /faq remove <id> (ids are shown by /faq list)"
+        removed = await self.kb.remove(rest, tenant=tenant)
+        if removed is None:
+            if tenant != GLOBAL and await learning.find_entry(self.kb, GLOBAL, rest) is not None:
+                return f"FAQ entry {rest} is in the shared FAQ, which only owners edit."
+            return f"There is no FAQ entry {rest} here."
+        await ctx.team.audit(
+            tenant,
+            ctx.inbound.platform_user,
+            "faq.remove",
+            f"entry {removed.ref}",
+            {"question": removed.question[:200]},
+        )
+        return f"Removed FAQ entry {removed.ref}: {removed.question}"
+
+    async def _search(self, ctx: CommandContext, tenant: str, rest: str) -> str:
+        """The best passages for a question as the asker's tenant sees them."""
+        if not rest:
+            return "Search for what? /faq search <question>"
+        found = await self.kb.lookup(rest, tenant=ctx.inbound.ref.tenant, limit=5)
+        passages = found.passages
+        if not passages:
+            return "The FAQ is empty."
+        decision = self.kb.decide_hits(passages, found.scope)
+        lines = [f"Best matches (I would answer: {decision.path}):"]
+        lines += [f"{p.ref} ({p.dense:.2f}): {p.title}" for p in passages]
+        return "\n".join(lines)
+
+    async def answer(self, ctx: CommandContext) -> str | Plan:
+        return await _answer(ctx, self.kb, ctx.args.strip())
+
+    async def mode(self, ctx: CommandContext) -> str:
+        kb = self.kb
         args = ctx.args.split()
         tenant_wide = "--tenant" in args
         args = [a for a in args if a != "--tenant"]
@@ -177,10 +225,8 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
         where = "for this workspace" if tenant_wide else "in this conversation"
         return f"Mode set to {choice} {where}."
 
-    @registry.command(
-        "persona", "set the assistant's persona for this workspace", access=Access.ADMIN
-    )
-    async def persona(ctx: CommandContext) -> str:
+    async def persona(self, ctx: CommandContext) -> str:
+        kb = self.kb
         tenant = ctx.inbound.ref.tenant
         text = ctx.args.strip()
         if not text:
@@ -199,12 +245,8 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
         await ctx.team.audit(tenant, actor, "persona", "workspace", {"to": text[:200]})
         return "Persona saved. Drafts and grounded answers in this workspace will use it."
 
-    @registry.command(
-        "draft",
-        "draft a reply, announcement, social post, email or release note",
-        access=Access.AGENT,
-    )
-    async def draft(ctx: CommandContext) -> str | Plan:
+    async def draft(self, ctx: CommandContext) -> str | Plan:
+        kb = self.kb
         key = ctx.inbound.ref.key
         me = ctx.inbound.platform_user
         raw = await kb.open_draft(key)

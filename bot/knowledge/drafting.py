@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, replace
 
+from bot.messages import say
 from llm.base import ChatMessage, SamplingParams
 
 KINDS: dict[str, str] = {
@@ -35,7 +36,6 @@ TONES = ("friendly", "formal", "neutral", "enthusiastic", "apologetic")
 LENGTHS = {"short": "at most 60 words", "medium": "about 120 words", "long": "about 250 words"}
 # A draft nobody revised for this long is closed: its next message is answered normally.
 DRAFT_TTL = 24 * 3600.0
-DRAFT_LABEL = "DRAFT — review before sending; nothing has been sent."
 
 _OPTION = re.compile(r"(?:^|\s)--(tone|length)[= ](\S+)")
 
@@ -131,11 +131,19 @@ def revise_options(draft: Draft, instruction: str) -> Draft:
 
 # Drafts want some variety, unlike answers.
 SAMPLING = SamplingParams(max_new_tokens=400, temperature=0.7)
-EMPTY_DRAFT = "The model returned an empty draft; please try again with more detail."
+# The English text, for callers that have no language to look it up in.
+EMPTY_DRAFT = say("knowledge.draft.empty")
 
 
 def heading(draft: Draft) -> str:
-    return f"{DRAFT_LABEL}\n({draft.kind}, {draft.tone}, {draft.length})\n\n"
+    """What a draft's text follows: the label that says nothing was sent, and its settings."""
+    return say(
+        "knowledge.draft.heading",
+        label=say("knowledge.draft.label"),
+        kind=draft.kind,
+        tone=draft.tone,
+        length=draft.length,
+    )
 
 
 def present(draft: Draft) -> str:
