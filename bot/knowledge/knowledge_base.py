@@ -14,6 +14,7 @@ sources from.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -362,6 +363,8 @@ class KnowledgeBase:
             entry = await self.faq.entry(passage.id, tenant=tenant)
             if entry is not None:
                 await self.learn_phrasing(entry, last[0]["question"], tenant=tenant, user=user)
+        # The customer's choice is certain, whatever the source would score it.
+        passage = dataclasses.replace(passage, score=1.0, dense=1.0, keyword=0.0)
         decision = Decision("verbatim", (passage,), 1.0, 1.0, "chosen by the customer")
         return Verbatim(passage, decision, "chosen by the customer")
 
