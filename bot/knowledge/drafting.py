@@ -72,11 +72,9 @@ class Draft:
         return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
 
-USAGE = (
-    "Usage: /draft <kind> <what it should say> [--tone T] [--length short|medium|long]\n"
-    f"kinds: {', '.join(KINDS)}; tones: {', '.join(TONES)}.\n"
-    "Then reply with changes (e.g. 'shorter', 'more formal'); /draft done when finished."
-)
+def usage() -> str:
+    """How /draft is written, with its kinds and tones."""
+    return say("knowledge.draft.usage", kinds=", ".join(KINDS), tones=", ".join(TONES))
 
 
 def parse_request(args: str) -> Draft:
@@ -85,15 +83,17 @@ def parse_request(args: str) -> Draft:
     kind, _, brief = rest.partition(" ")
     kind = ALIASES.get(kind.lower(), kind.lower())
     if kind not in KINDS:
-        raise DraftError(f"unknown kind {kind!r}.\n{USAGE}" if kind else USAGE)
+        if not kind:
+            raise DraftError(usage())
+        raise DraftError(say("knowledge.draft.unknown_kind", kind=kind, usage=usage()))
     if not brief.strip():
-        raise DraftError(f"say what the {kind} should be about.\n{USAGE}")
+        raise DraftError(say("knowledge.draft.no_brief", kind=kind, usage=usage()))
     tone = options.get("tone", "friendly").lower()
     length = options.get("length", "medium").lower()
     if tone not in TONES:
-        raise DraftError(f"unknown tone {tone!r}; use one of {', '.join(TONES)}")
+        raise DraftError(say("knowledge.draft.unknown_tone", tone=tone, tones=", ".join(TONES)))
     if length not in LENGTHS:
-        raise DraftError(f"unknown length {length!r}; use short, medium or long")
+        raise DraftError(say("knowledge.draft.unknown_length", length=length))
     return Draft(kind, brief.strip(), tone, length)
 
 
