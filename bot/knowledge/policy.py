@@ -77,7 +77,7 @@ class Decision:
 
 def decide(hits: Sequence[Passage], policy: Policy, scope: float | None = None) -> Decision:
     """The policy applied to retrieved hits (best first) and the question's
-    scope score (the best entry's confidence when not given)."""
+    scope score (the best passage's confidence when not given)."""
     if not hits:
         return Decision("escalated", (), 0.0, 0.0, "the knowledge base is empty")
     best = hits[0]

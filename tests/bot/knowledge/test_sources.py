@@ -15,7 +15,7 @@ import pytest
 
 from bot.knowledge.cli import answer_json
 from bot.knowledge.knowledge_base import KnowledgeBase
-from bot.knowledge.passages import Found, Passage
+from bot.knowledge.passages import Found, Passage, merge
 from bot.knowledge.policy import Policy
 from bot.manager import ConversationManager
 from bot.messages import say
@@ -75,7 +75,8 @@ class DictSource:
             title = _words(passage.title)
             share = len(asked & title) / len(asked | title) if asked else 0.0
             scored.append(Passage(**{**_fields(passage), "score": share, "dense": share}))
-        return Found.of([p for p in scored if p.dense > 0][:limit])
+        ranked = sorted((p for p in scored if p.dense > 0), key=lambda p: p.score, reverse=True)
+        return Found.of(ranked[:limit])
 
     async def passage(self, id: str, *, tenant: str) -> Passage | None:
         return self.passages.get(id)
@@ -214,3 +215,18 @@ async def test_a_question_no_source_covers_is_escalated(
     text, _ = await _ask(manager, "Will it rain tomorrow?")
     assert text == say("knowledge.escalation") and backend.requests == []
     assert (await _logged(kb))["path"] == "escalated"
+
+
+def test_one_ranking_keeps_each_sources_order_and_the_highest_scope() -> None:
+    def passage(kind: str, id: str, score: float) -> Passage:
+        return Passage(kind=kind, id=id, title=id, text=id, score=score, dense=score)
+
+    # The FAQ's re-ranking may leave its own scores out of order: its order stands.
+    faq = Found((passage("faq", "a", 0.7), passage("faq", "b", 0.75)), scope=0.2)
+    wiki = Found((passage("wiki", "x", 0.72), passage("wiki", "y", 0.7)), scope=0.4)
+    empty = Found((), scope=0.9)
+    merged = merge([faq, wiki, empty], limit=3)
+    assert [p.id for p in merged.passages] == ["x", "a", "b"]
+    assert merged.scope == 0.4  # a source that found nothing has no say
+    assert merge([faq], limit=5) == faq
+    assert merge([empty], limit=5) == Found((), 0.0)
