@@ -126,10 +126,6 @@ class KnowledgeBase:
             raise ValueError(f"a {source.kind} source is registered already")
         self._sources.append(source)
 
-    @property
-    def sources(self) -> tuple[KnowledgeSource, ...]:
-        return tuple(self._sources)
-
     # -- content -------------------------------------------------------------------
 
     async def import_file(

@@ -14,6 +14,11 @@ at all (``Found.scope``, compared with ``Policy.grounded_score``): the FAQ by
 its base model against everyday background questions; a source without a
 scope model of its own uses its best passage's ``dense`` (``Found.of``). The
 question's scope is the highest scope among the sources that found passages.
+
+Adding a source: one class implementing ``KnowledgeSource`` (its own module of
+this package), and one ``kb.register(...)`` line in
+``bot.app.create_knowledge_base``. ``tests/bot/knowledge/test_sources.py``
+does it with a dict of passages.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ class Passage:
     ``origin`` is where a customer can check it (an FAQ entry's source: a link
     or a document's name; "" when none). ``question`` is set when the passage
     answers a stated question (FAQ entries): the model then reads it as a
-    question and its answer. ``entry_id`` is the stored FAQ row (None for other
-    sources), which answer logs and the console link to.
+    question and its answer. ``language`` is the language of the text ("" when
+    not known). ``entry_id`` is the stored FAQ row (None for other sources),
+    which answer logs and the console link to.
     """
 
     kind: str
