@@ -103,8 +103,9 @@ def create_knowledge_base(
 ) -> KnowledgeBase:
     """The knowledge base ``deskmate run`` and the ``faq`` commands share.
 
-    ``backend`` re-ranks close calls when it can score (the local model) and
-    ``DESKMATE_FAQ_RERANK`` allows it.
+    The FAQ is its first knowledge source; each further source is one
+    ``kb.register(source)`` line here. ``backend`` re-ranks close FAQ calls
+    when it can score (the local model) and ``DESKMATE_FAQ_RERANK`` allows it.
     """
     from llm.embeddings import configured_model_name, shared_embedder
 
@@ -113,7 +114,7 @@ def create_knowledge_base(
     reranker = None
     if settings.faq_rerank and isinstance(backend, Scorer):
         reranker = LikelihoodReranker(backend)
-    return KnowledgeBase(
+    kb = KnowledgeBase(
         repository=KnowledgeRepository(db),
         embedder=shared_embedder(model_dir=folder, name=name),
         policy=Policy(
@@ -127,6 +128,7 @@ def create_knowledge_base(
         model_store=settings.data_dir / "embeddings",
         reranker=reranker,
     )
+    return kb
 
 
 def create_manager(

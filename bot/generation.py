@@ -230,7 +230,7 @@ class GenerationPath:
         elif generation.error is not None:
             yield generation.notice(after_text=shown)
         elif not generation.text.strip():
-            yield drafting.EMPTY_DRAFT
+            yield say("knowledge.draft.empty")
 
     # -- what it cost --------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Plans: what to do with a message, decided without calling the model.
 
 The knowledge base (and a command such as ``/draft`` or ``/human``) returns
-a plan; the conversation manager executes it. ``Clarify`` offers the closest entries as
-choices. Only ``Grounded``, ``Chat`` and
+a plan; the conversation manager executes it. Knowledge plans carry passages
+(``bot.knowledge.passages``) from any source. ``Clarify`` offers the closest
+passages as choices. Only ``Grounded``, ``Chat`` and
 ``ReviseDraft`` need the model, and the manager runs all three through its one
 generation path (streaming, ``/reset``, token accounting, error messages).
 ``HandOff`` opens a ticket for the support team.
@@ -14,15 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.knowledge.drafting import Draft
-from bot.knowledge.index import Hit
+from bot.knowledge.passages import Passage
 from bot.knowledge.policy import (
-    ESCALATION_TEXT,
     HUMAN_COMMAND,
-    NONE_OF_THESE,
     Decision,
     answer_command,
     cite_list,
     clarify_text,
+    escalation_text,
+    none_of_these,
     suggestions_text,
     verbatim_text,
 )
@@ -31,35 +32,36 @@ from llm.base import ChatMessage
 
 @dataclass(frozen=True, slots=True)
 class Verbatim:
-    """Quote a curated answer word for word, with its source."""
+    """Quote a passage (a curated answer) word for word, with its source."""
 
-    hit: Hit
+    passage: Passage
     decision: Decision
     reason: str
 
     @property
     def text(self) -> str:
-        return verbatim_text(self.hit.entry)
+        return verbatim_text(self.passage)
 
     path = "verbatim"
 
 
 @dataclass(frozen=True, slots=True)
 class Escalate:
-    """Say the FAQ has no reliable answer and record the question for a person.
+    """Say the knowledge base has no reliable answer and record the question for a person.
 
-    ``candidates`` are the entries that were considered, best first.
+    ``candidates`` are the passages that were considered, best first.
     """
 
     reason: str
-    candidates: tuple[Hit, ...]
+    candidates: tuple[Passage, ...]
     decision: Decision | None
-    # Shown before the escalation notice (the closest entries, in faq mode).
+    # Shown before the escalation notice (the closest passages, in faq mode).
     preface: str = ""
 
     @property
     def text(self) -> str:
-        return f"{self.preface}\n\n{ESCALATION_TEXT}" if self.preface else ESCALATION_TEXT
+        notice = escalation_text()
+        return f"{self.preface}\n\n{notice}" if self.preface else notice
 
     path = "escalated"
 
@@ -70,14 +72,14 @@ class Escalate:
 
 @dataclass(frozen=True, slots=True)
 class Clarify:
-    """Ask which entry the customer means ("did you mean ...?").
+    """Ask which passage the customer means ("did you mean ...?").
 
     ``options`` (best first, at most three) are shown as buttons that answer
-    the entry verbatim, plus one that asks a person; ``text`` lists them
+    the passage verbatim, plus one that asks a person; ``text`` lists them
     numbered for platforms without buttons (a reply "1" chooses the first).
     """
 
-    options: tuple[Hit, ...]
+    options: tuple[Passage, ...]
     decision: Decision
 
     @property
@@ -87,8 +89,8 @@ class Clarify:
     @property
     def buttons(self) -> tuple[tuple[str, str], ...]:
         return (
-            *((h.entry.question, answer_command(h.entry)) for h in self.options),
-            (NONE_OF_THESE, HUMAN_COMMAND),
+            *((p.title, answer_command(p)) for p in self.options),
+            (none_of_these(), HUMAN_COMMAND),
         )
 
     @property

@@ -15,7 +15,7 @@ from adapters.webconsole.pages import MAX_PERIOD_DAYS, Room, _int, _redirect, _t
 from adapters.webconsole.reports import group_gaps
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS
-from bot.plans import Chat, Escalate, Grounded, Verbatim
+from bot.plans import Escalate, Grounded, Verbatim
 from storage.knowledge_repo import GLOBAL, EntryInput
 
 log = logging.getLogger(__name__)
@@ -159,25 +159,26 @@ class KnowledgePages(Room):
         asking = request.query.get("as", "").strip()
         values: dict[str, Any] = {"question": question, "asking": asking, "tried": False}
         if kb is not None and question:
-            tenant = asking or GLOBAL
-            mode = await kb.mode_for("console:try", tenant)
-            values.update(tried=True, mode=mode)
-            if not await kb.retriever.has_entries(tenant):
-                values.update(hits=[], plan=Chat(), decision=None)
-            else:
-                found = await kb.lookup(question, tenant=tenant, limit=5)
-                hits = found.hits
-                decision = kb.decide_hits(hits, found.scope)
-                plan = kb.plan_for(question, decision, mode, await kb.persona(tenant))
-                values.update(hits=hits, decision=decision, plan=plan)
-            plan = values["plan"]
-            values["plan_name"] = type(plan).__name__
-            values["plan_text"] = (
-                plan.text
-                if isinstance(plan, Verbatim | Escalate)
-                else plan.sources
-                if isinstance(plan, Grounded)
-                else ""
+            # The same planning path a customer's message takes, with the
+            # five best passages shown.
+            considered = await kb.consider(
+                question, tenant=asking or GLOBAL, conversation_key="console:try", shown=5
+            )
+            plan = considered.plan
+            values.update(
+                tried=True,
+                mode=considered.mode,
+                passages=considered.passages,
+                decision=considered.decision,
+                plan=plan,
+                plan_name=type(plan).__name__,
+                plan_text=(
+                    plan.text
+                    if isinstance(plan, Verbatim | Escalate)
+                    else plan.sources
+                    if isinstance(plan, Grounded)
+                    else ""
+                ),
             )
             values["policy"] = kb.policy
         return self._render(

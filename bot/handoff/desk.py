@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.handoff.config import HandoffSettings, SupportSpace
-from bot.knowledge.index import Hit
+from bot.knowledge.passages import Passage
 from bot.messages import say
 from bot.team.service import Team
 from bot.types import Accepted, ConversationRef, Inbound
@@ -77,7 +77,7 @@ class HelpDesk:
         *,
         trigger: str,
         history: Sequence[HistoryItem],
-        candidates: Sequence[Hit] = (),
+        candidates: Sequence[Passage] = (),
         agent: str = "",
         agent_name: str = "",
     ) -> Opened:
@@ -89,8 +89,7 @@ class HelpDesk:
             "platform": inbound.ref.platform,
             "turns": [{"role": h.role, "text": h.text[:500]} for h in history[-8:]],
             "candidates": [
-                {"ref": h.entry.ref, "question": h.entry.question, "score": round(h.dense, 3)}
-                for h in candidates
+                {"ref": h.ref, "question": h.title, "score": round(h.dense, 3)} for h in candidates
             ],
             "reason": TRIGGERS.get(trigger, trigger),
         }

@@ -16,8 +16,8 @@ from bot.answers import Answers
 from bot.errors import StorageError
 from bot.generation import Generation, GenerationPath
 from bot.handoff.desk import NO_TEAM, HelpDesk
-from bot.knowledge.index import Hit
-from bot.knowledge.policy import NO_RELIABLE_ANSWER
+from bot.knowledge.passages import Passage
+from bot.messages import say
 from bot.metrics import Metrics
 from bot.plans import Escalate, HandOff
 from bot.types import Accepted, Render, Reply, ReplyKind
@@ -75,7 +75,7 @@ class Escalation:
     ) -> Reply:
         notice = await self.open_ticket(accepted, trigger="escalation", candidates=plan.candidates)
         text = f"{plan.preface}\n\n" if plan.preface else ""
-        text += f"{NO_RELIABLE_ANSWER} {notice}"
+        text += f"{say('knowledge.no_reliable_answer')} {notice}"
         await self.answers.record_knowledge(accepted, plan, text)
         reply = Reply(ReplyKind.ANSWER, text=text, inbound_id=accepted.inbound_id)
         return await self.answers.deliver(accepted, reply, render, kind=kind)
@@ -85,7 +85,7 @@ class Escalation:
         accepted: Accepted,
         *,
         trigger: str,
-        candidates: Sequence[Hit] = (),
+        candidates: Sequence[Passage] = (),
         summarize: bool = True,
     ) -> str:
         """Open the conversation's ticket and queue it for the support space;

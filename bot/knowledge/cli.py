@@ -19,6 +19,7 @@ from bot.errors import CONFIG_ERRORS, FAILURES
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import FIELDS, FORMATS, parse_mapping
 from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.knowledge.passages import FAQ, LOCATION_FIELDS
 from bot.settings import Settings
 from llm.embeddings import ADAPT_EPOCHS
 from storage.db import Database
@@ -203,14 +204,40 @@ async def answer_record(kb: KnowledgeBase, conversation_key: str) -> dict[str, A
 
 
 def answer_json(logged: dict[str, Any]) -> dict[str, Any]:
-    """``path`` and ``sources`` of a logged answer (and ``options`` for a clarification)."""
-    sources = [
-        {"id": e["ref"], "question": e.get("question", ""), "score": e["score"]}
-        for e in logged["entries"]
-    ]
+    """``path`` and ``sources`` of a logged answer (and ``options`` for a clarification).
+
+    Every source has ``id``, ``kind`` (``faq``, ``document``...), ``title``
+    and ``score``, plus the location fields that are set (``section``,
+    ``anchor``, ``page``, ``url``); an FAQ source also has its ``question``.
+    An option is ``id`` and ``question`` for an FAQ entry, ``id`` and
+    ``title`` otherwise.
+    """
+    sources = [source_json(e) for e in logged["entries"]]
     out: dict[str, Any] = {"path": logged["path"], "sources": sources}
     if logged["path"] == "clarify":
-        out["options"] = [{"id": s["id"], "question": s["question"]} for s in sources]
+        out["options"] = [
+            {"id": s["id"], "question": s["question"]}
+            if "question" in s
+            else {"id": s["id"], "title": s["title"]}
+            for s in sources
+        ]
+    return out
+
+
+def source_json(logged: dict[str, Any]) -> dict[str, Any]:
+    """One logged passage (``Passage.logged``) as ``ask --json`` shows it."""
+    kind = str(logged.get("kind", FAQ))
+    if kind == FAQ:
+        question = logged.get("question", "")
+        out = {"id": logged["ref"], "kind": kind, "title": question, "score": logged["score"]}
+        return {**out, "question": question}
+    out = {
+        "id": logged.get("passage", logged["ref"]),
+        "kind": kind,
+        "title": logged.get("title", ""),
+        "score": logged["score"],
+    }
+    out.update((name, logged[name]) for name in LOCATION_FIELDS if logged.get(name))
     return out
 
 

@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, replace
 
+from bot.messages import say
 from llm.base import ChatMessage, SamplingParams
 
 KINDS: dict[str, str] = {
@@ -35,7 +36,6 @@ TONES = ("friendly", "formal", "neutral", "enthusiastic", "apologetic")
 LENGTHS = {"short": "at most 60 words", "medium": "about 120 words", "long": "about 250 words"}
 # A draft nobody revised for this long is closed: its next message is answered normally.
 DRAFT_TTL = 24 * 3600.0
-DRAFT_LABEL = "DRAFT — review before sending; nothing has been sent."
 
 _OPTION = re.compile(r"(?:^|\s)--(tone|length)[= ](\S+)")
 
@@ -72,11 +72,9 @@ class Draft:
         return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
 
-USAGE = (
-    "Usage: /draft <kind> <what it should say> [--tone T] [--length short|medium|long]\n"
-    f"kinds: {', '.join(KINDS)}; tones: {', '.join(TONES)}.\n"
-    "Then reply with changes (e.g. 'shorter', 'more formal'); /draft done when finished."
-)
+def usage() -> str:
+    """How /draft is written, with its kinds and tones."""
+    return say("knowledge.draft.usage", kinds=", ".join(KINDS), tones=", ".join(TONES))
 
 
 def parse_request(args: str) -> Draft:
@@ -85,15 +83,17 @@ def parse_request(args: str) -> Draft:
     kind, _, brief = rest.partition(" ")
     kind = ALIASES.get(kind.lower(), kind.lower())
     if kind not in KINDS:
-        raise DraftError(f"unknown kind {kind!r}.\n{USAGE}" if kind else USAGE)
+        if not kind:
+            raise DraftError(usage())
+        raise DraftError(say("knowledge.draft.unknown_kind", kind=kind, usage=usage()))
     if not brief.strip():
-        raise DraftError(f"say what the {kind} should be about.\n{USAGE}")
+        raise DraftError(say("knowledge.draft.no_brief", kind=kind, usage=usage()))
     tone = options.get("tone", "friendly").lower()
     length = options.get("length", "medium").lower()
     if tone not in TONES:
-        raise DraftError(f"unknown tone {tone!r}; use one of {', '.join(TONES)}")
+        raise DraftError(say("knowledge.draft.unknown_tone", tone=tone, tones=", ".join(TONES)))
     if length not in LENGTHS:
-        raise DraftError(f"unknown length {length!r}; use short, medium or long")
+        raise DraftError(say("knowledge.draft.unknown_length", length=length))
     return Draft(kind, brief.strip(), tone, length)
 
 
@@ -131,11 +131,17 @@ def revise_options(draft: Draft, instruction: str) -> Draft:
 
 # Drafts want some variety, unlike answers.
 SAMPLING = SamplingParams(max_new_tokens=400, temperature=0.7)
-EMPTY_DRAFT = "The model returned an empty draft; please try again with more detail."
 
 
 def heading(draft: Draft) -> str:
-    return f"{DRAFT_LABEL}\n({draft.kind}, {draft.tone}, {draft.length})\n\n"
+    """What a draft's text follows: the label that says nothing was sent, and its settings."""
+    return say(
+        "knowledge.draft.heading",
+        label=say("knowledge.draft.label"),
+        kind=draft.kind,
+        tone=draft.tone,
+        length=draft.length,
+    )
 
 
 def present(draft: Draft) -> str:

@@ -121,16 +121,16 @@ async def evaluate(kb: KnowledgeBase, eval_set: EvalSet, *, tenant: str = "") ->
         start = time.perf_counter()
         found = await kb.lookup(question, tenant=tenant, limit=3)
         result.latencies_ms.append((time.perf_counter() - start) * 1000)
-        hits = found.hits
+        hits = found.passages
         decision = kb.decide_hits(hits, found.scope)
         ok = eval_set.accepted(expected)
-        refs = [h.entry.ref for h in hits]
+        refs = [h.ref for h in hits]
         result.questions += 1
         result.top1_strict += bool(refs) and refs[0] == expected
         result.top1 += bool(refs) and refs[0] in ok
         result.top3 += any(r in ok for r in refs[:3])
         result.paths[decision.path] += 1
-        if decision.path == "verbatim" and decision.hits[0].entry.ref in ok:
+        if decision.path == "verbatim" and decision.hits[0].ref in ok:
             result.verbatim_correct += 1
         if not refs or refs[0] not in ok:
             result.misses.append(f"{expected} | {question} -> {refs[:1]}")
@@ -309,12 +309,12 @@ async def score_questions(
     out: list[Scored] = []
     for question, expected in questions:
         found = await kb.lookup(question, tenant=tenant, limit=max(limit, 2))
-        decision = kb.decide_hits(found.hits, found.scope)
+        decision = kb.decide_hits(found.passages, found.scope)
         out.append(
             Scored(
                 question,
                 expected,
-                tuple(h.entry.ref for h in found.hits),
+                tuple(h.ref for h in found.passages),
                 decision.confidence,
                 decision.margin,
                 found.scope,

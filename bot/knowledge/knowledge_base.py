@@ -2,7 +2,11 @@
 message. It never calls the model to write an answer; the conversation
 manager executes the plans it returns (``bot.plans``).
 
-Every decision is logged with the entries it used and their scores
+Answers come from knowledge sources (``bot.knowledge.passages``): the FAQ,
+whose content this class also manages, and any source ``register``ed after
+it. Their passages are merged into one ranking before the policy decides.
+
+Every decision is logged with the passages it used and their scores
 (``record``), which is where ``deskmate ask --json`` reads its path and
 sources from.
 """
@@ -10,6 +14,7 @@ sources from.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,12 +25,23 @@ from typing import Literal
 import numpy as np
 
 from bot.knowledge import drafting
+from bot.knowledge.faq_source import FaqSource
 from bot.knowledge.importer import ParseResult, RowIssue, parse_file
-from bot.knowledge.index import Hit, embed_entries
+from bot.knowledge.index import embed_entries
+from bot.knowledge.passages import Found, KnowledgeSource, Passage, merge
 from bot.knowledge.policy import Decision, Policy, decide, grounded_prompt
 from bot.knowledge.rerank import LikelihoodReranker
-from bot.knowledge.retrieval import Lookup, Retriever
-from bot.plans import Chat, Clarify, Escalate, Grounded, Plan, ReviseDraft, Verbatim
+from bot.knowledge.retrieval import Retriever
+from bot.plans import (
+    Chat,
+    Clarify,
+    Escalate,
+    Grounded,
+    KnowledgePlan,
+    Plan,
+    ReviseDraft,
+    Verbatim,
+)
 from llm.embeddings import Embedder
 from storage.knowledge_repo import (
     GLOBAL,
@@ -40,8 +56,20 @@ log = logging.getLogger(__name__)
 Mode = Literal["support", "faq", "assistant"]
 MODES: tuple[str, ...] = ("support", "faq", "assistant")
 Progress = Callable[[int, int], None]
-# How many entries a "did you mean ...?" offers at most.
+# How many passages a "did you mean ...?" offers at most.
 CLARIFY_OPTIONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Considered:
+    """How a plain message would be answered: the passages retrieved (best
+    first), the policy's decision on them (None when no source has any), the
+    plan, and the mode it was planned under."""
+
+    passages: tuple[Passage, ...]
+    decision: Decision | None
+    plan: KnowledgePlan | Chat
+    mode: str
 
 
 @dataclass(slots=True)
@@ -62,7 +90,8 @@ class ImportReport:
 
 
 class KnowledgeBase:
-    """Content, settings and planning over the FAQ tables; one per process."""
+    """Content of the FAQ tables, settings, and planning over every knowledge
+    source; one per process."""
 
     def __init__(
         self,
@@ -87,6 +116,15 @@ class KnowledgeBase:
             keyword_weight=self.policy.keyword_weight,
             background=background,
         )
+        self.faq = FaqSource(self.retriever)
+        self._sources: list[KnowledgeSource] = [self.faq]
+
+    def register(self, source: KnowledgeSource) -> None:
+        """Answer from ``source`` too, ranked after the sources registered before
+        it when scores tie; one source per kind."""
+        if any(s.kind == source.kind for s in self._sources):
+            raise ValueError(f"a {source.kind} source is registered already")
+        self._sources.append(source)
 
     # -- content -------------------------------------------------------------------
 
@@ -142,21 +180,36 @@ class KnowledgeBase:
 
     # -- retrieval -----------------------------------------------------------------
 
-    async def search(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> list[Hit]:
-        return await self.retriever.search(question, tenant=tenant, limit=limit)
+    async def search(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> list[Passage]:
+        return list((await self.lookup(question, tenant=tenant, limit=limit)).passages)
 
-    async def lookup(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> Lookup:
-        """The hits and the question's scope score."""
-        return await self.retriever.lookup(question, tenant=tenant, limit=limit)
+    async def lookup(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> Found:
+        """Every source's passages in one ranking, and the question's scope score."""
+        if len(self._sources) == 1:
+            return await self.faq.lookup(question, tenant=tenant, limit=limit)
+        found = await asyncio.gather(
+            *(s.lookup(question, tenant=tenant, limit=limit) for s in self._sources)
+        )
+        return merge(found, limit)
+
+    async def has_passages(self, tenant: str = GLOBAL) -> bool:
+        """Whether any source has a passage ``tenant`` sees."""
+        for source in self._sources:
+            if await source.has_passages(tenant):
+                return True
+        return False
 
     async def decide(self, question: str, tenant: str = GLOBAL) -> Decision:
         """Choose verbatim / grounded / escalated for a question (no text is generated)."""
-        limit = max(self.policy.grounded_entries, CLARIFY_OPTIONS, 2)
-        found = await self.lookup(question, tenant=tenant, limit=limit)
-        return self.decide_hits(found.hits, found.scope)
+        found = await self.lookup(question, tenant=tenant, limit=self._decision_limit())
+        return self.decide_hits(found.passages, found.scope)
 
-    def decide_hits(self, hits: Sequence[Hit], scope: float | None = None) -> Decision:
+    def decide_hits(self, hits: Sequence[Passage], scope: float | None = None) -> Decision:
         return decide(hits, self.policy, scope)
+
+    def _decision_limit(self) -> int:
+        """How many passages a decision looks at (and a clarification offers from)."""
+        return max(self.policy.grounded_entries, CLARIFY_OPTIONS, 2)
 
     # -- per-scope settings (mode, persona, open draft) ------------------------------
 
@@ -196,8 +249,8 @@ class KnowledgeBase:
         the conversation is answered as usual, and an expired draft is
         ignored); otherwise the mode
         decides: ``support`` and ``faq`` always answer from the knowledge base
-        (``faq`` never lets the model write), ``assistant`` only when an entry
-        is relevant. Where the tenant sees no entries, messages are plain chat
+        (``faq`` never lets the model write), ``assistant`` only when a passage
+        is relevant. Where the tenant sees no passages, messages are plain chat
         (in ``faq`` mode: escalated, since the model may not write there).
         """
         raw = await self.open_draft(conversation_key)
@@ -217,13 +270,36 @@ class KnowledgeBase:
                 )
                 if picked is not None:
                     return picked
-        if not await self.retriever.has_entries(tenant):
-            if mode == "faq":
-                return Escalate("faq mode, the knowledge base is empty", (), None)
-            return Chat(persona)
-        return self.plan_for(question, await self.decide(question, tenant), mode, persona)
+        return (await self._consider(question, tenant, mode, persona, shown=0)).plan
 
-    def plan_for(self, question: str, decision: Decision, mode: str, persona: str = "") -> Plan:
+    async def consider(
+        self, question: str, *, tenant: str, conversation_key: str, shown: int = 5
+    ) -> Considered:
+        """The plan ``plan`` would make for a plain message (open drafts and
+        numbered choices aside), with the ``shown`` best passages it saw."""
+        mode = await self.mode_for(conversation_key, tenant)
+        persona = (await self.persona(tenant)).strip()
+        return await self._consider(question, tenant, mode, persona, shown=shown)
+
+    async def _consider(
+        self, question: str, tenant: str, mode: str, persona: str, *, shown: int
+    ) -> Considered:
+        if not await self.has_passages(tenant):
+            if mode == "faq":
+                empty = Escalate("faq mode, the knowledge base is empty", (), None)
+                return Considered((), None, empty, mode)
+            return Considered((), None, Chat(persona), mode)
+        limit = self._decision_limit()
+        found = await self.lookup(question, tenant=tenant, limit=max(limit, shown))
+        # Each source ranks its first ``limit`` passages the same however many
+        # more are asked for, so the decision is the one ``decide`` makes.
+        decision = self.decide_hits(found.passages[:limit], found.scope)
+        plan = self.plan_for(question, decision, mode, persona)
+        return Considered(found.passages[:shown], decision, plan, mode)
+
+    def plan_for(
+        self, question: str, decision: Decision, mode: str, persona: str = ""
+    ) -> KnowledgePlan | Chat:
         """The plan for a decision under ``mode`` (pure: no I/O)."""
         if decision.path == "verbatim":
             return Verbatim(decision.hits[0], decision, decision.reason)
@@ -232,7 +308,7 @@ class KnowledgeBase:
                 return Chat(persona)
             return Escalate(decision.reason, decision.hits, decision)
         if self.policy.clarify and mode in ("support", "faq") and decision.hits:
-            # Between the thresholds the right entry is usually among the first
+            # Between the thresholds the right passage is usually among the first
             # three (bench/README.md), while the first alone is too often wrong
             # to quote; the customer picks, and the pick is answered verbatim.
             return Clarify(decision.hits[:CLARIFY_OPTIONS], decision)
@@ -253,7 +329,7 @@ class KnowledgeBase:
         )
 
     async def _numbered_choice(self, number: int, conversation_key: str) -> str | None:
-        """The entry a reply "1".."3" picks, when the last answer here offered options."""
+        """The passage a reply "1".."3" picks, when the last answer here offered options."""
         last = await self.repository.answers(conversation_key=conversation_key, limit=1)
         if not last or last[0]["path"] != "clarify":
             return None
@@ -263,33 +339,41 @@ class KnowledgeBase:
     async def choose(
         self, ref: str, *, tenant: str, conversation_key: str, user: str = ""
     ) -> Verbatim | None:
-        """Answer the entry a customer chose verbatim, and learn their wording.
+        """Answer the passage a customer chose (``Passage.ref``) verbatim, and
+        learn their wording when it is an FAQ entry.
 
-        When the conversation's last answer offered ``ref`` as an option, the
+        When the conversation's last answer offered the entry as an option, the
         question that was asked becomes a phrasing of the entry for ``tenant``:
         asked again, it is answered directly.
         """
-        entry = await self._visible_entry(ref, tenant)
-        if entry is None:
+        passage = await self.passage(ref, tenant=tenant)
+        if passage is None:
             return None
         last = await self.repository.answers(conversation_key=conversation_key, limit=1)
         offered = (
             last
             and last[0]["path"] == "clarify"
-            and any(str(o.get("ref")) == entry.ref for o in last[0]["entries"])
+            and any(str(o.get("ref")) == passage.ref for o in last[0]["entries"])
         )
-        if offered:
-            await self.learn_phrasing(entry, last[0]["question"], tenant=tenant, user=user)
-        hit = Hit(entry, 1.0, 1.0, 0.0)
-        decision = Decision("verbatim", (hit,), 1.0, 1.0, "chosen by the customer")
-        return Verbatim(hit, decision, "chosen by the customer")
+        if offered and passage.kind == self.faq.kind:
+            entry = await self.faq.entry(passage.id, tenant=tenant)
+            if entry is not None:
+                await self.learn_phrasing(entry, last[0]["question"], tenant=tenant, user=user)
+        # The customer's choice is certain, whatever the source would score it.
+        passage = dataclasses.replace(passage, score=1.0, dense=1.0, keyword=0.0)
+        decision = Decision("verbatim", (passage,), 1.0, 1.0, "chosen by the customer")
+        return Verbatim(passage, decision, "chosen by the customer")
 
-    async def _visible_entry(self, ref: str, tenant: str) -> FaqEntry | None:
-        for scope in dict.fromkeys((tenant, GLOBAL)):
-            for entry in await self.repository.entries(tenant=scope):
-                if entry.ref == ref:
-                    return entry
-        return None
+    async def passage(self, ref: str, *, tenant: str) -> Passage | None:
+        """The passage named ``ref`` (``Passage.ref``: an FAQ entry's id, else
+        ``kind:id``) that ``tenant`` sees."""
+        kind, colon, rest = ref.partition(":")
+        for source in self._sources[1:]:
+            if colon and source.kind == kind:
+                found = await source.passage(rest, tenant=tenant)
+                if found is not None:
+                    return found
+        return await self.faq.passage(ref, tenant=tenant)
 
     async def learn_phrasing(
         self, entry: FaqEntry, text: str, *, tenant: str, user: str = ""
@@ -328,16 +412,7 @@ class KnowledgeBase:
             considered = plan.candidates or considered
         elif isinstance(plan, Clarify):
             considered = plan.options
-        logged = [
-            {
-                "id": h.entry.id,
-                "ref": h.entry.ref,
-                "question": h.entry.question,
-                "score": round(h.dense, 4),
-                "keyword": round(h.keyword, 4),
-            }
-            for h in considered
-        ]
+        logged = [p.logged() for p in considered]
         return await self.repository.record_answer(
             tenant=tenant,
             conversation_key=conversation_key,

@@ -1,17 +1,18 @@
 """The answering policy: which path a question takes, and what a model answer
-must satisfy to be shown as the FAQ's.
+must satisfy to be shown as the knowledge base's.
 
-Thresholds are on the dense (cosine-scale) confidence of the best entry, and
+It works on passages (``bot.knowledge.passages``) from any source.
+Thresholds are on the dense (cosine-scale) confidence of the best passage, and
 on the question's scope score (``bot.knowledge.retrieval``):
 
 - ``escalated``: the scope score is under ``grounded_score`` -> nothing
   relevant: say so, offer a human, record it.
 - ``verbatim``: a confident match (score and lead over the runner-up) -> its
-  curated answer word for word, with its source. No model.
-- ``grounded``: a plausible match -> the model answers from the top entries
+  text word for word, with its source. No model.
+- ``grounded``: a plausible match -> the model answers from the top passages
   only and must cite them. ``GroundedGate`` shows the answer as it streams,
   but only the part that passes ``check_grounded``; when nothing does, the
-  best entry is shown verbatim if it is still likely enough, else escalated.
+  best passage is shown verbatim if it is still likely enough, else escalated.
   (In ``support`` and ``faq`` modes the customer is asked "did you mean ...?"
   instead.)
 """
@@ -23,19 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.knowledge.index import Hit
+from bot.knowledge.passages import Passage, kind_name
+from bot.messages import say
 from llm.base import ChatMessage
-from storage.knowledge_repo import FaqEntry, keyword_terms
+from storage.knowledge_repo import keyword_terms
 
 NO_ANSWER = "NO_ANSWER"
-NO_RELIABLE_ANSWER = (
-    "I don't have a reliable answer to that in our knowledge base, so I won't guess."
-)
-# Without a support team connected nobody follows up in the chat, so the
-# customer is promised nothing beyond the question being kept for the team.
-ESCALATION_TEXT = (
-    f"{NO_RELIABLE_ANSWER} I've noted your question so a human colleague can look into it."
-)
+HUMAN_COMMAND = "/human"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,24 +62,20 @@ class Decision:
     """What the policy chose for one question, before any model call."""
 
     path: Literal["verbatim", "grounded", "escalated"]
-    hits: tuple[Hit, ...]  # best first; the entries the answer may use
-    confidence: float  # dense score of the best entry (0 when none)
+    hits: tuple[Passage, ...]  # best first; the passages the answer may use
+    confidence: float  # dense score of the best passage (0 when none)
     margin: float  # its lead over the runner-up
     reason: str
     scope: float = 0.0  # how likely the question is about the knowledge base at all
-
-    @property
-    def entries(self) -> list[FaqEntry]:
-        return [h.entry for h in self.hits]
 
     @property
     def scores(self) -> list[float]:
         return [h.dense for h in self.hits]
 
 
-def decide(hits: Sequence[Hit], policy: Policy, scope: float | None = None) -> Decision:
+def decide(hits: Sequence[Passage], policy: Policy, scope: float | None = None) -> Decision:
     """The policy applied to retrieved hits (best first) and the question's
-    scope score (the best entry's confidence when not given)."""
+    scope score (the best passage's confidence when not given)."""
     if not hits:
         return Decision("escalated", (), 0.0, 0.0, "the knowledge base is empty")
     best = hits[0]
@@ -105,9 +96,12 @@ def decide(hits: Sequence[Hit], policy: Policy, scope: float | None = None) -> D
 
 
 def grounded_prompt(
-    question: str, hits: Sequence[Hit], system_prompt: str = ""
+    question: str, hits: Sequence[Passage], system_prompt: str = ""
 ) -> list[ChatMessage]:
-    """Messages asking the model to answer only from ``hits``, citing ``[n]``."""
+    """Messages asking the model to answer only from ``hits``, citing ``[n]``.
+
+    A passage that answers a stated question (an FAQ entry) is given as that
+    question and its answer; any other as its title and text."""
     rules = (
         "Answer the customer's question using ONLY the numbered FAQ entries given. "
         "Cite every entry you use as [1], [2], ... right after the sentence it supports. "
@@ -117,9 +111,11 @@ def grounded_prompt(
     system = f"{system_prompt.strip()}\n\n{rules}" if system_prompt.strip() else rules
     blocks = []
     for number, hit in enumerate(hits, start=1):
-        entry = hit.entry
-        source = f"\nSource: {entry.source}" if entry.source else ""
-        blocks.append(f"[{number}] Q: {entry.question}\nA: {entry.answer}{source}")
+        source = f"\nSource: {hit.origin}" if hit.origin else ""
+        if hit.question:
+            blocks.append(f"[{number}] Q: {hit.question}\nA: {hit.text}{source}")
+        else:
+            blocks.append(f"[{number}] {hit.title}\n{hit.text}{source}")
     user = "FAQ entries:\n\n" + "\n\n".join(blocks) + f"\n\nCustomer question: {question}"
     return [ChatMessage("system", system), ChatMessage("user", user)]
 
@@ -127,8 +123,8 @@ def grounded_prompt(
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
 
-def check_grounded(output: str, question: str, hits: Sequence[Hit]) -> str:
-    """Why a model answer may not be shown as the FAQ's ("" when it may)."""
+def check_grounded(output: str, question: str, hits: Sequence[Passage]) -> str:
+    """Why a model answer may not be shown as the knowledge base's ("" when it may)."""
     if not output:
         return "empty answer"
     if NO_ANSWER in output.upper().replace(" ", "_"):
@@ -143,8 +139,9 @@ def check_grounded(output: str, question: str, hits: Sequence[Hit]) -> str:
         return "no content"
     support: set[str] = set(keyword_terms(question, limit=400))
     for n in cited:
-        entry = hits[n - 1].entry
-        support |= set(keyword_terms(f"{entry.question} {entry.answer} {entry.source}", limit=4000))
+        cited_passage = hits[n - 1]
+        text = f"{cited_passage.title} {cited_passage.text} {cited_passage.origin}"
+        support |= set(keyword_terms(text, limit=4000))
     covered = sum(1 for w in words if w in support or w[:5] in {s[:5] for s in support})
     if covered / len(words) < 0.6:
         return f"only {covered}/{len(words)} content words come from the cited entries"
@@ -166,7 +163,7 @@ class GroundedGate:
     shows nothing (the caller falls back).
     """
 
-    def __init__(self, question: str, hits: Sequence[Hit]) -> None:
+    def __init__(self, question: str, hits: Sequence[Passage]) -> None:
         self.question = question
         self.hits = tuple(hits)
         self._text = ""
@@ -203,39 +200,55 @@ class GroundedGate:
         return piece
 
 
-def verbatim_text(entry: FaqEntry) -> str:
-    source = entry.source or "FAQ"
-    return f"{entry.answer}\n\nSource: {source} (FAQ {entry.ref})"
+def verbatim_text(passage: Passage) -> str:
+    """A passage quoted word for word, with where it comes from."""
+    return say(
+        "knowledge.verbatim",
+        text=passage.text,
+        source=passage.origin or kind_name(passage.kind),
+        label=passage.label,
+    )
 
 
-def cite_list(hits: Sequence[Hit]) -> str:
-    lines = ["Sources:"]
+def cite_list(hits: Sequence[Passage]) -> str:
+    """The numbered sources under a grounded answer (``[n]`` as the model cites them)."""
+    lines = [say("knowledge.sources")]
     for number, hit in enumerate(hits, start=1):
-        entry = hit.entry
-        extra = f", {entry.source}" if entry.source else ""
-        lines.append(f"[{number}] {entry.question} (FAQ {entry.ref}{extra})")
+        values = {"number": number, "title": hit.title, "label": hit.label}
+        if hit.origin:
+            lines.append(say("knowledge.source_line_with_origin", origin=hit.origin, **values))
+        else:
+            lines.append(say("knowledge.source_line", **values))
     return "\n".join(lines)
 
 
-def suggestions_text(hits: Sequence[Hit]) -> str:
-    lines = ["I couldn't find an exact answer. The closest FAQ entries are:"]
-    lines += [f"- {h.entry.question} (FAQ {h.entry.ref})" for h in hits]
+def suggestions_text(hits: Sequence[Passage]) -> str:
+    lines = [say("knowledge.suggestions")]
+    lines += [say("knowledge.suggestion_line", title=h.title, label=h.label) for h in hits]
     return "\n".join(lines)
 
 
-NONE_OF_THESE = "None of these — ask a person"
-HUMAN_COMMAND = "/human"
+def escalation_text() -> str:
+    """What a customer is told when the knowledge base has no reliable answer."""
+    return say("knowledge.escalation")
 
 
-def answer_command(entry: FaqEntry) -> str:
-    """What a "did you mean" button sends: choosing the entry answers it verbatim."""
-    return f"/answer {entry.ref}"
+def none_of_these() -> str:
+    """The label of the "did you mean" button that asks a person instead."""
+    return say("knowledge.none_of_these")
 
 
-def clarify_text(hits: Sequence[Hit]) -> str:
+def answer_command(passage: Passage) -> str:
+    """What a "did you mean" button sends: choosing the passage answers it verbatim."""
+    return f"/answer {passage.ref}"
+
+
+def clarify_text(hits: Sequence[Passage]) -> str:
     """The options as a numbered list, for platforms (and people) without buttons."""
-    lines = ["I'm not sure which of these you mean:"]
-    lines += [f"{n}. {h.entry.question}" for n, h in enumerate(hits, start=1)]
-    numbers = " or ".join(str(n) for n in range(1, len(hits) + 1))
-    lines.append(f"Reply {numbers} to get that answer, or {HUMAN_COMMAND} to ask a person.")
+    lines = [say("knowledge.clarify")]
+    lines += [
+        say("knowledge.clarify_line", number=n, title=h.title) for n, h in enumerate(hits, start=1)
+    ]
+    numbers = say("knowledge.clarify_or").join(str(n) for n in range(1, len(hits) + 1))
+    lines.append(say("knowledge.clarify_how", numbers=numbers, human=HUMAN_COMMAND))
     return "\n".join(lines)

@@ -98,11 +98,7 @@ async def ticket_question(tickets: HandoffRepository, ticket: Ticket) -> str:
 
 async def find_entry(kb: KnowledgeBase, tenant: str, ref: str) -> FaqEntry | None:
     """The entry named ``ref`` that ``tenant`` sees: its own first, then the shared one."""
-    for scope in dict.fromkeys((tenant, GLOBAL)):
-        for entry in await kb.repository.entries(tenant=scope):
-            if entry.ref == ref:
-                return entry
-    return None
+    return await kb.faq.entry(ref, tenant=tenant)
 
 
 def may_decide(proposal: Proposal, access: Access, tenant: str) -> bool:

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import text
 
 from bot.knowledge.knowledge_base import KnowledgeBase
-from bot.knowledge.policy import ESCALATION_TEXT, Policy
+from bot.knowledge.policy import Policy
 from bot.manager import TIMEOUT_MESSAGE, ConversationManager, busy_message
+from bot.messages import say
 from bot.types import Reply
 from llm.base import LLMBusy, LLMTimeout
 from llm.embeddings import HashingEmbedder
@@ -134,7 +135,8 @@ async def test_a_failing_knowledge_base_in_faq_mode_escalates_without_the_model(
     kb.retriever.invalidate()
     seen = Rendered()
     reply = await manager.handle(make_inbound("What are your opening hours?"), seen)
-    assert seen.replies == [ESCALATION_TEXT] and reply.text == ESCALATION_TEXT
+    escalation = say("knowledge.escalation")
+    assert seen.replies == [escalation] and reply.text == escalation
     assert backend.requests == []
     escalated = await kb.repository.escalations()
     assert [e.question for e in escalated] == ["What are your opening hours?"]

@@ -75,8 +75,8 @@ async def test_import_reimport_updates_instead_of_duplicating(
     assert (again.created, again.updated, again.unchanged) == (0, 1, 2)
     assert await _count(kb) == 3
     hits = await kb.search("How long does shipping take?")
-    assert hits[0].entry.external_id == "ship-1"
-    assert "1-2 working days" in hits[0].entry.answer
+    assert hits[0].id == "ship-1"
+    assert "1-2 working days" in hits[0].text
 
     # Without an id column the question is the key.
     plain = "question,answer\nHow long does shipping take?,Fast.\nNew one?,Yes.\n"
@@ -108,10 +108,10 @@ async def test_tenant_entries_are_private(kb: KnowledgeBase, tmp_path: Path) -> 
         tenant="acme",
     )
     acme = await kb.search("Acme VIP hotline number", tenant="acme")
-    assert acme[0].entry.tenant == "acme"
+    assert acme[0].tenant == "acme"
     other = await kb.search("Acme VIP hotline number", tenant="globex")
-    assert all(h.entry.tenant == "" for h in other)
-    assert (await kb.search("shipping", tenant="acme"))[0].entry.tenant == ""
+    assert all(h.tenant == "" for h in other)
+    assert (await kb.search("shipping", tenant="acme"))[0].tenant == ""
     # keyword search in the database honours the same scoping
     assert await kb.repository.keyword_search("hotline", tenant="globex") == []
     assert len(await kb.repository.keyword_search("hotline", tenant="acme")) == 1
@@ -128,11 +128,11 @@ async def test_keyword_search_ranks_question_words(kb: KnowledgeBase, tmp_path: 
 
 async def test_remove_and_index_refresh(kb: KnowledgeBase, tmp_path: Path) -> None:
     await kb.import_file(_write(tmp_path, "faq.csv", CSV))
-    assert (await kb.search("Can I return an item?"))[0].entry.external_id == "ret-1"
+    assert (await kb.search("Can I return an item?"))[0].id == "ret-1"
     removed = await kb.remove("ret-1")
     assert removed is not None and removed.question == "Can I return an item?"
     assert await kb.remove("ret-1") is None
-    assert all(h.entry.external_id != "ret-1" for h in await kb.search("Can I return an item?"))
+    assert all(h.id != "ret-1" for h in await kb.search("Can I return an item?"))
     assert await kb.repository.keyword_search("return", tenant="") == []
 
 
@@ -204,7 +204,7 @@ async def test_faq_mode_never_calls_the_model(
 
 
 def test_guard_rejects_uncited_unrelated_and_foreign_citations() -> None:
-    from bot.knowledge.index import Hit
+    from bot.knowledge.faq_source import entry_passage
     from storage.knowledge_repo import FaqEntry
 
     entry = FaqEntry(
@@ -219,7 +219,7 @@ def test_guard_rejects_uncited_unrelated_and_foreign_citations() -> None:
         "Returns",
         None,  # type: ignore[arg-type]
     )
-    hits = [Hit(entry, 0.7, 0.7, 0.0)]
+    hits = [entry_passage(entry, 0.7, 0.7, 0.0)]
     assert check_grounded("Yes, within 30 days of delivery [1].", "returns?", hits) == ""
     assert check_grounded("Yes, within 30 days.", "returns?", hits) == "no citation"
     assert "not given" in check_grounded("Within 30 days [2].", "returns?", hits)
@@ -243,7 +243,7 @@ async def test_another_process_sees_changes(kb: KnowledgeBase, tmp_path: Path) -
         refresh_interval=0.0,
     )
     await kb.import_file(_write(tmp_path, "faq.csv", CSV))
-    assert (await other.search("Which payment methods do you accept?"))[0].entry.answer == (
+    assert (await other.search("Which payment methods do you accept?"))[0].text == (
         "Card and invoice."
     )
     # An edit that carries an old updated_at (from the file) is still noticed.
@@ -258,7 +258,7 @@ async def test_another_process_sees_changes(kb: KnowledgeBase, tmp_path: Path) -
     )
     report = await kb.import_file(_write(tmp_path, "edited.csv", edited))
     assert report.updated >= 1
-    hit = (await other.search("Which payment methods do you accept?"))[0].entry
+    hit = (await other.retriever.search("Which payment methods do you accept?"))[0].entry
     assert hit.answer == "Card only."
     assert hit.updated_at.year == 2020
 
@@ -353,10 +353,10 @@ async def test_a_question_like_everyday_background_traffic_is_out_of_scope(
     coverage = (await kb.retriever.refresh()).coverage(weather, "")
     expected = best - COVERAGE_WEIGHT * (1 - coverage) - BACKGROUND_WEIGHT * 1.0
     assert found.scope == pytest.approx(expected, abs=1e-5)
-    assert kb.decide_hits(found.hits, found.scope).path == "escalated"
+    assert kb.decide_hits(found.passages, found.scope).path == "escalated"
     # The FAQ's own question is still in scope: the background list left it alone.
     returns = await kb.lookup("Can I return an item?", limit=3)
-    assert kb.decide_hits(returns.hits, returns.scope).path == "verbatim"
+    assert kb.decide_hits(returns.passages, returns.scope).path == "verbatim"
     # The shipped list: plain questions, comments dropped.
     shipped = load_background()
     assert len(shipped) > 200 and not any(q.startswith("#") for q in shipped)

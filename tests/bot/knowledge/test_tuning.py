@@ -70,7 +70,7 @@ async def test_tune_switches_every_process_to_the_adapted_model(
         EntryInput(question="Where is the Oslo office?", answer="Storgata 1."), tenant="t1"
     )
     other = _kb(repository, store)  # a second bot process on the same database
-    assert {h.entry.ref for h in await other.search("building permit")}
+    assert {h.ref for h in await other.search("building permit")}
     assert other.retriever.embedder.name == BASE_MODEL_NAME
 
     steps: list[tuple[int, int]] = []
@@ -85,7 +85,7 @@ async def test_tune_switches_every_process_to_the_adapted_model(
 
     hits = await other.search("how long until the council decides on my permit?")
     assert other.retriever.embedder.name == report.model
-    assert hits[0].entry.ref == "bygglov-002"
+    assert hits[0].ref == "bygglov-002"
 
     # The same entries and settings give the same model: nothing is trained again.
     again = await tuning.tune(kb, epochs=1)
