@@ -98,6 +98,19 @@ def create_backend(settings: Settings) -> Backend:
     )
 
 
+def create_team(db: Database, settings: Settings) -> Team:
+    """Roles per tenant, the audit trail, quotas and ratings, on ``db``."""
+    return Team(
+        TeamRepository(db),
+        owners=settings.admins,
+        settings=TeamSettings(
+            ask_rating=settings.ask_rating,
+            daily_user_tokens=settings.daily_user_tokens,
+            daily_tenant_tokens=settings.daily_tenant_tokens,
+        ),
+    )
+
+
 def create_knowledge_base(
     db: Database, settings: Settings, backend: Backend | None = None
 ) -> KnowledgeBase:
@@ -223,15 +236,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 admins=settings.admins,
                 knowledge=create_knowledge_base(db, settings, backend),
                 desk=desk,
-                team=Team(
-                    TeamRepository(db),
-                    owners=settings.admins,
-                    settings=TeamSettings(
-                        ask_rating=settings.ask_rating,
-                        daily_user_tokens=settings.daily_user_tokens,
-                        daily_tenant_tokens=settings.daily_tenant_tokens,
-                    ),
-                ),
+                team=create_team(db, settings),
                 metrics=metrics,
                 user_rate=settings.user_rate,
             )

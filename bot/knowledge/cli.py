@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.app import create_knowledge_base
+from bot.app import create_knowledge_base, create_team
 from bot.errors import CONFIG_ERRORS, FAILURES
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import FIELDS, FORMATS, parse_mapping
@@ -123,9 +123,7 @@ async def run(
                 print(line, file=stderr)
             print(report.lines()[0], file=stdout)
             if report.created or report.updated:
-                from storage.team_repo import TeamRepository
-
-                await TeamRepository(db).audit(
+                await create_team(db, settings).repository.audit(
                     args.tenant,
                     "cli",
                     "faq.import",
