@@ -34,6 +34,8 @@ class Settings:
     port: int = 8080
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
+    # At DEBUG, also the platform SDKs' debug lines (they carry messages and names).
+    log_sdk_debug: bool = False
 
     # Model
     model: str = "embedded"  # "embedded", a model directory, or a .gguf file
@@ -332,6 +334,7 @@ ENV_VARS: dict[str, str] = {
     "port": "PORT",
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
+    "log_sdk_debug": "LOG_SDK_DEBUG",
     "model": "DESKMATE_MODEL",
     "quantization": "DESKMATE_QUANTIZATION",
     "allow_quantization_fallback": "DESKMATE_ALLOW_QUANTIZATION_FALLBACK",
