@@ -29,6 +29,32 @@ async def test_one_person_flooding_is_asked_once_to_wait_and_others_are_answered
     assert calm.text == "echo: hello"
 
 
+async def test_a_flood_is_counted_as_it_arrives_not_as_a_slow_model_answers(
+    repository: Repository,
+) -> None:
+    """Eight messages in a burst, at three a "minute": the model answers three,
+    though each answer takes long enough for the bucket to refill."""
+    slow = FakeBackend(chunk_delay=0.25)  # three words: 0.75 s an answer
+    manager = make_manager(repository, slow, user_rate=3)
+    [limit] = [r for r in manager.router.routes if isinstance(r, RateLimitRoute)]
+    assert limit.buckets is not None
+    limit.buckets.per = 1.5  # a "minute" of 1.5 s: one answer refills 1.5 turns
+    accepted = [await manager.accept(make_inbound(f"question {i}", user="flood")) for i in range(8)]
+    replies = await asyncio.gather(*(manager.process(a, Rendered()) for a in accepted))
+    texts = [reply.text for reply in replies]
+    assert texts[:3] == ["echo: question 0", "echo: question 1", "echo: question 2"]
+    assert texts[3].startswith("You're sending messages faster than I can answer them")
+    assert texts[4:] == [""] * 4  # told once; the rest is taken without a word
+    assert len(slow.requests) == 3
+    # Once the spell is over, the next message is answered again.
+    await asyncio.sleep(1.0)
+    later = await manager.handle(make_inbound("question 8", user="flood"), Rendered())
+    assert later.text == "echo: question 8"
+    # Commands are not counted: they cost no model time.
+    help_reply = await manager.handle(make_inbound("/help", user="flood"), Rendered())
+    assert help_reply.text and "faster than" not in help_reply.text
+
+
 async def test_a_hung_model_opens_the_circuit_and_customers_are_told_at_once(
     sqlite_repository: Repository,
 ) -> None:
