@@ -46,8 +46,8 @@ class Route(ABC, Generic[T]):
 
     Routes are asked in order, each at most once per message: ``matches``
     returns what it found (None: not this route's message) and may do the
-    work that decides it (a rating is recorded, a turn of the rate limit
-    taken); ``handle`` answers with what ``matches`` found.
+    work that decides it (a rating is recorded, the rate limit's verdict
+    on the message read); ``handle`` answers with what ``matches`` found.
     """
 
     @abstractmethod

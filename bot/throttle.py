@@ -40,7 +40,6 @@ class TokenBuckets:
 
 @dataclass(frozen=True, slots=True)
 class _Arrival:
-    who: str
     wait: float  # 0: within the limit when it arrived
     at: float  # time.monotonic() at arrival
 
@@ -69,7 +68,7 @@ class PersonThrottle:
         now = time.monotonic() if now is None else now
         if inbound_id in self._arrivals:
             return  # counted once, however often it is handed back
-        self._arrivals[inbound_id] = _Arrival(who, self.buckets.take(who, now), now)
+        self._arrivals[inbound_id] = _Arrival(self.buckets.take(who, now), now)
         while len(self._arrivals) > self._memory:
             # Messages that never reached the limit (commands, relays) go first.
             self._arrivals.popitem(last=False)
@@ -81,7 +80,7 @@ class PersonThrottle:
         now = time.monotonic() if now is None else now
         arrival = self._arrivals.pop(inbound_id, None)
         if arrival is None:
-            arrival = _Arrival(who, self.buckets.take(who, now), now)
+            arrival = _Arrival(self.buckets.take(who, now), now)
         if not arrival.wait:
             self._told_until.pop(who, None)
             return None
