@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from bot.knowledge.rerank import LikelihoodReranker
 from bot.manager import ConversationManager
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.services import ConsoleParts
-from bot.settings import Settings
+from bot.settings import IPNetwork, Settings
 from bot.team.commands import register_team_commands
 from bot.team.service import Team, TeamSettings
 from bot.throttle import CircuitBreaker
@@ -291,7 +292,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         if settings.web_chat_enabled:
             adapters.insert(0, WebChat(http=http, token=settings.web_token))
         http.checks["database"] = core.repository.db.ping
-        http.add_route("GET", "/metrics", _metrics_endpoint(core.manager.metrics))
+        http.add_route(
+            "GET",
+            "/metrics",
+            _metrics_endpoint(
+                core.manager.metrics,
+                token=settings.metrics_token,
+                trusted=settings.proxy_networks,
+            ),
+        )
         from adapters.webconsole import mount_console
 
         mount_console(http, settings=settings, services=create_console_services(core))
@@ -344,8 +353,38 @@ def create_console_services(core: Core) -> ConsoleParts:
     )
 
 
-def _metrics_endpoint(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _metrics_endpoint(
+    metrics: Metrics, *, token: str = "", trusted: Sequence[IPNetwork] = ()
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /metrics``: with ``token``, for its bearer only (401); without,
+    for clients on this machine only (403), as the trusted proxies tell."""
+    from adapters.clients import client_of
+
+    expected = f"Bearer {token}".encode()
+    refused: set[str] = set()  # told the operator once per address
+
     async def handler(request: web.Request) -> web.Response:
+        if token:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return web.json_response(
+                    {"error": "send Authorization: Bearer <DESKMATE_METRICS_TOKEN>"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        else:
+            client = client_of(request, trusted)
+            if not client.loopback:
+                if client.address not in refused and len(refused) < 1000:
+                    refused.add(client.address)
+                    log.warning(
+                        "/metrics refused to %s: without DESKMATE_METRICS_TOKEN it is served "
+                        "to this machine only",
+                        client.address,
+                    )
+                return web.json_response(
+                    {"error": "metrics are served to this machine only"}, status=403
+                )
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     return handler

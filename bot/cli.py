@@ -71,7 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deskmate: configuration error: {exc}", file=sys.stderr)
         return 2
     quiet = args.command in ("chat", "ask", "console")
-    _setup_logging(settings.log_level, quiet=quiet, json_lines=settings.log_format == "json")
+    _setup_logging(
+        settings.log_level,
+        quiet=quiet,
+        json_lines=settings.log_format == "json",
+        sdk_debug=settings.log_sdk_debug,
+    )
     try:
         if args.command == "run":
             from bot.app import serve
@@ -104,10 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _setup_logging(level: str, *, quiet: bool, json_lines: bool = False) -> None:
+def _setup_logging(
+    level: str, *, quiet: bool, json_lines: bool = False, sdk_debug: bool = False
+) -> None:
     from bot.logs import setup
 
-    setup("WARNING" if quiet else level, json_lines=json_lines)
+    setup("WARNING" if quiet else level, json_lines=json_lines, sdk_debug=sdk_debug)
     if not quiet:
         # Per-request HTTP logs from the platform SDKs drown the bot's own.
         for noisy in ("httpx", "httpcore", "aiohttp.access", "alembic.runtime.plugins"):

@@ -17,7 +17,8 @@ from typing import TextIO
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _SLACK_TOKEN = re.compile(r"\bx(?:ox[abposre]|app)-[A-Za-z0-9-]{6,}")
-_TELEGRAM_TOKEN = re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}\b")
+# Not \b-anchored: in the Bot API's URLs the token follows "bot" ("/bot123:AA…/").
+_TELEGRAM_TOKEN = re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}(?![A-Za-z0-9_-])")
 _BEARER = re.compile(
     r"(?i)\b(bearer|token|secret|api[_-]?key)([\"']?\s*[:=]\s*[\"']?|\s+)[^\s\"',]{8,}"
 )
@@ -27,6 +28,10 @@ _PHONE = re.compile(
     r"(?:\+\d[\d ().-]{6,}\d|\(?\d{2,4}\)?[ .-]\d{2,4}[ .-]\d{2,4}(?:[ .-]\d{2,4})?)"
     r"(?![\w/])"
 )
+# Local numbers written without separators start with the trunk prefix 0
+# ("0701234567", "07911123456", or "0046701234567" for abroad); ids never do.
+# A run of digits without it cannot be told from a platform id and is kept.
+_LOCAL_PHONE = re.compile(r"(?<![\w:/.+-])0\d{8,12}(?![\w/])")
 _CARD = re.compile(r"(?<![\w:.-])(?:\d[ -]?){12,18}\d(?![\w-])")
 
 
@@ -52,7 +57,8 @@ def redact(text: str) -> str:
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}[secret]", text)
     text = _EMAIL.sub("[email]", text)
     text = _CARD.sub(_card, text)
-    return _PHONE.sub("[phone]", text)
+    text = _PHONE.sub("[phone]", text)
+    return _LOCAL_PHONE.sub("[phone]", text)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -84,8 +90,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup(level: str, *, json_lines: bool = False, stream: TextIO | None = None) -> None:
-    """Send every log record to ``stream`` (stderr), masked, as text or JSON."""
+# The platform SDKs' loggers: at DEBUG they write whole API calls, with
+# customers' messages and names (which no pattern can mask).
+SDK_LOGGERS = ("telegram", "slack_sdk", "slack_bolt", "httpx", "httpcore")
+
+
+def setup(
+    level: str,
+    *,
+    json_lines: bool = False,
+    stream: TextIO | None = None,
+    sdk_debug: bool = False,
+) -> None:
+    """Send every log record to ``stream`` (stderr), masked, as text or JSON.
+
+    At DEBUG the platform SDKs (``SDK_LOGGERS``) still log at INFO only,
+    unless ``sdk_debug`` lets their debug lines through too.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         JsonFormatter()
@@ -97,3 +118,12 @@ def setup(level: str, *, json_lines: bool = False, stream: TextIO | None = None)
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    held = root.level < logging.INFO and not sdk_debug
+    for name in SDK_LOGGERS:
+        # NOTSET: as verbose as the root, and never more (a level of their own
+        # would let their records through below the root's level).
+        logging.getLogger(name).setLevel(logging.INFO if held else logging.NOTSET)
+    if sdk_debug and root.level < logging.INFO:
+        logging.getLogger(__name__).warning(
+            "LOG_SDK_DEBUG is on: the platform SDKs log customers' messages and names"
+        )

@@ -34,7 +34,7 @@ from bot.metrics import Metrics
 from bot.routing import Router, standard_routes
 from bot.team.access import Access
 from bot.team.service import Team
-from bot.throttle import CircuitBreaker
+from bot.throttle import CircuitBreaker, PersonThrottle
 from bot.turns import Turns, address
 from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind
 from llm.base import Backend, SamplingParams
@@ -102,6 +102,7 @@ class ConversationManager:
             history_messages=history_messages,
             memory=memory,
             heartbeat=heartbeat,
+            throttle=PersonThrottle(rate=user_rate, memory=memory) if user_rate else None,
         )
         self.answers = Answers(
             repository=repository,
@@ -120,9 +121,9 @@ class ConversationManager:
             sampling=sampling,
             llm_timeout=llm_timeout,
         )
-        self.executors, self.router = self._rooms(user_rate=user_rate, memory=memory)
+        self.executors, self.router = self._rooms()
 
-    def _rooms(self, *, user_rate: int, memory: int) -> tuple[Executors, Router]:
+    def _rooms(self) -> tuple[Executors, Router]:
         """The plan executors and the routes, over the parts already in place."""
         escalation = Escalation(
             desk=self.desk,
@@ -144,8 +145,7 @@ class ConversationManager:
             metrics=self.metrics,
             answers=self.answers,
             executors=executors,
-            user_rate=user_rate,
-            memory=memory,
+            throttle=self.turns.throttle,
         )
         return executors, Router(routes)
 

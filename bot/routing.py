@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
@@ -32,8 +31,8 @@ from bot.messages import say
 from bot.metrics import Metrics
 from bot.plans import Chat, Escalate, HandOff, Plan
 from bot.team.service import QUOTA_NOTICE, Team, looks_like_rating
-from bot.throttle import TokenBuckets
-from bot.types import Accepted, Inbound, Render, Reply, ReplyKind
+from bot.throttle import PersonThrottle, TokenBuckets
+from bot.types import Accepted, Render, Reply, ReplyKind
 from storage.handoff_repo import Ticket
 from storage.repository import Repository
 
@@ -47,8 +46,8 @@ class Route(ABC, Generic[T]):
 
     Routes are asked in order, each at most once per message: ``matches``
     returns what it found (None: not this route's message) and may do the
-    work that decides it (a rating is recorded, a turn of the rate limit
-    taken); ``handle`` answers with what ``matches`` found.
+    work that decides it (a rating is recorded, the rate limit's verdict
+    on the message read); ``handle`` answers with what ``matches`` found.
     """
 
     @abstractmethod
@@ -270,18 +269,25 @@ class RatingRoute(Route[str]):
 
 
 class RateLimitRoute(Route[float]):
-    """Someone sending faster than ``rate`` messages a minute is asked, once a
-    spell, to wait; what they send meanwhile is taken without a word."""
+    """Someone sending faster than the throttle's rate is asked, once a
+    spell, to wait; what they send meanwhile is taken without a word.
 
-    def __init__(self, *, rate: int, memory: int, answers: Answers) -> None:
-        # 0: no limit.
-        self.buckets = TokenBuckets(rate=rate, capacity=memory) if rate else None
-        self._told_to_wait: dict[str, float] = {}
-        self._memory = memory
+    The messages were counted when they arrived (``Turns.accept``): here
+    only what was found then is read."""
+
+    def __init__(self, *, throttle: PersonThrottle | None, answers: Answers) -> None:
+        # None: no limit.
+        self.throttle = throttle
         self.answers = answers
 
+    @property
+    def buckets(self) -> TokenBuckets | None:
+        return None if self.throttle is None else self.throttle.buckets
+
     async def matches(self, accepted: Accepted) -> float | None:
-        return self._too_fast(accepted.inbound)
+        if self.throttle is None:
+            return None
+        return self.throttle.verdict(accepted.inbound_id, accepted.inbound.platform_user)
 
     async def handle(
         self, accepted: Accepted, render: Render, stop: asyncio.Event, found: float
@@ -291,24 +297,6 @@ class RateLimitRoute(Route[float]):
         text = say("conversation.too_fast", seconds=max(1, round(found)))
         reply = Reply(ReplyKind.NOTICE, text=text, inbound_id=accepted.inbound_id)
         return await self.answers.deliver(accepted, reply, render, kind="command")
-
-    def _too_fast(self, inbound: Inbound) -> float | None:
-        """None when the person may be answered; else the seconds to wait (0.0:
-        they were told already in this spell, so nothing more is said)."""
-        if self.buckets is None:
-            return None
-        who = inbound.platform_user
-        wait = self.buckets.take(who)
-        now = time.monotonic()
-        if not wait:
-            self._told_to_wait.pop(who, None)
-            return None
-        if self._told_to_wait.get(who, 0.0) > now:
-            return 0.0
-        self._told_to_wait[who] = now + wait
-        if len(self._told_to_wait) > self._memory:
-            self._told_to_wait = {k: t for k, t in self._told_to_wait.items() if t > now}
-        return wait
 
 
 class PlanRoute(Route[bool]):
@@ -387,8 +375,7 @@ def standard_routes(
     metrics: Metrics,
     answers: Answers,
     executors: Executors,
-    user_rate: int,
-    memory: int,
+    throttle: PersonThrottle | None,
 ) -> list[Route[Any]]:
     """Every route, in the order they are asked."""
     command = CommandRoute(
@@ -408,6 +395,6 @@ def standard_routes(
         command,
         EmptyRoute(answers=answers),
         RatingRoute(team=team, answers=answers),
-        RateLimitRoute(rate=user_rate, memory=memory, answers=answers),
+        RateLimitRoute(throttle=throttle, answers=answers),
         PlanRoute(knowledge=knowledge, team=team, answers=answers, executors=executors),
     ]

@@ -34,6 +34,8 @@ class Settings:
     port: int = 8080
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
+    # At DEBUG, also the platform SDKs' debug lines (they carry messages and names).
+    log_sdk_debug: bool = False
 
     # Model
     model: str = "embedded"  # "embedded", a model directory, or a .gguf file
@@ -103,6 +105,11 @@ class Settings:
     # The operator console at /console: this token signs in; "" leaves only
     # the one-time links of `deskmate console link`.
     console_token: str = ""
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed:
+    # comma-separated addresses or CIDR ranges ("" : none, the peer is the client).
+    trusted_proxies: str = ""
+    # The bearer token /metrics needs; "" serves it to loopback clients only.
+    metrics_token: str = ""
 
     # Human handoff (bot.handoff): where tickets go, how the team signs, and its clocks.
     handoff_chat: str = ""
@@ -127,6 +134,11 @@ class Settings:
             remind=timedelta(minutes=self.handoff_remind),
             hours=BusinessHours.parse(self.business_hours) if self.business_hours else None,
         )
+
+    @property
+    def proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """``trusted_proxies``, parsed (``validate`` has checked they parse)."""
+        return parse_networks(self.trusted_proxies)
 
     @property
     def effective_database_url(self) -> str:
@@ -262,6 +274,15 @@ class Settings:
                 "DESKMATE_CONSOLE_TOKEN is too short to guess safely: use at least 16 random "
                 "characters, or leave it unset and sign in with `deskmate console link`"
             )
+        if self.metrics_token and len(self.metrics_token) < 16:
+            raise ConfigError(
+                "DESKMATE_METRICS_TOKEN is too short to guess safely: use at least 16 random "
+                "characters, or leave it unset to serve /metrics to this machine only"
+            )
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"DESKMATE_TRUSTED_PROXIES: {exc}") from None
         if self.web_chat_enabled and not self.web_token and not _loopback(self.host):
             raise ConfigError(
                 f"the web chat would be open to anyone on HOST={self.host}: set "
@@ -332,6 +353,7 @@ ENV_VARS: dict[str, str] = {
     "port": "PORT",
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
+    "log_sdk_debug": "LOG_SDK_DEBUG",
     "model": "DESKMATE_MODEL",
     "quantization": "DESKMATE_QUANTIZATION",
     "allow_quantization_fallback": "DESKMATE_ALLOW_QUANTIZATION_FALLBACK",
@@ -377,6 +399,8 @@ ENV_VARS: dict[str, str] = {
     "web_chat": "DESKMATE_WEB_CHAT",
     "web_token": "DESKMATE_WEB_TOKEN",
     "console_token": "DESKMATE_CONSOLE_TOKEN",
+    "trusted_proxies": "DESKMATE_TRUSTED_PROXIES",
+    "metrics_token": "DESKMATE_METRICS_TOKEN",
     "handoff_chat": "DESKMATE_HANDOFF_CHAT",
     "handoff_signature": "DESKMATE_HANDOFF_SIGNATURE",
     "handoff_idle": "DESKMATE_HANDOFF_IDLE",
@@ -386,6 +410,29 @@ ENV_VARS: dict[str, str] = {
     "daily_user_tokens": "DESKMATE_DAILY_USER_TOKENS",
     "daily_tenant_tokens": "DESKMATE_DAILY_TENANT_TOKENS",
 }
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(raw: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or CIDR ranges; ``ValueError`` names the bad one."""
+    found: list[IPNetwork] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            found.append(ipaddress.ip_network(part))
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{part!r} is not an IP address or CIDR range "
+                    "(write e.g. 10.0.0.5, 10.0.0.0/8 or fd00::/8)"
+                ) from None
+            raise ValueError(f"{part!r} has bits set beyond its prefix: write {loose}") from None
+    return tuple(found)
 
 
 def _loopback(host: str) -> bool:

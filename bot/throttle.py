@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 
 class TokenBuckets:
@@ -35,6 +36,60 @@ class TokenBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    wait: float  # 0: within the limit when it arrived
+    at: float  # time.monotonic() at arrival
+
+
+class PersonThrottle:
+    """At most ``rate`` messages a person a ``per`` seconds, counted when the
+    messages arrive and decided when each is answered.
+
+    Counting at answer time would let a flood through: a conversation's
+    messages are answered one after another, and while a slow model answers
+    one the bucket refills for the next. So ``arrived`` takes a turn of the
+    person's bucket as the message is stored, and ``verdict`` later reads what
+    was found then. Kept in this process's memory: a message accepted by
+    another process (or before a restart) is counted when it is answered.
+    """
+
+    def __init__(self, *, rate: int, per: float = 60.0, memory: int = 10_000) -> None:
+        self.buckets = TokenBuckets(rate=rate, per=per, capacity=memory)
+        self._memory = memory
+        self._arrivals: OrderedDict[int, _Arrival] = OrderedDict()
+        # Per person: until when the last "wait" they were told holds.
+        self._told_until: dict[str, float] = {}
+
+    def arrived(self, inbound_id: int, who: str, now: float | None = None) -> None:
+        """Count the message ``inbound_id`` of ``who``, just stored."""
+        now = time.monotonic() if now is None else now
+        if inbound_id in self._arrivals:
+            return  # counted once, however often it is handed back
+        self._arrivals[inbound_id] = _Arrival(self.buckets.take(who, now), now)
+        while len(self._arrivals) > self._memory:
+            # Messages that never reached the limit (commands, relays) go first.
+            self._arrivals.popitem(last=False)
+
+    def verdict(self, inbound_id: int, who: str, now: float | None = None) -> float | None:
+        """None when the message was within the limit; else the seconds the
+        person should still wait (0.0: told already in this spell, so nothing
+        more is said)."""
+        now = time.monotonic() if now is None else now
+        arrival = self._arrivals.pop(inbound_id, None)
+        if arrival is None:
+            arrival = _Arrival(self.buckets.take(who, now), now)
+        if not arrival.wait:
+            self._told_until.pop(who, None)
+            return None
+        if self._told_until.get(who, 0.0) > arrival.at:
+            return 0.0
+        self._told_until[who] = arrival.at + arrival.wait
+        if len(self._told_until) > self._memory:
+            self._told_until = {k: t for k, t in self._told_until.items() if t > now}
+        return max(arrival.at + arrival.wait - now, 0.5)
 
 
 class CircuitBreaker:

@@ -22,6 +22,7 @@ from bot.commands import parse_command
 from bot.errors import ConfigError, StorageError
 from bot.metrics import Metrics
 from bot.text import clean
+from bot.throttle import PersonThrottle
 from bot.types import Accepted, ConversationRef, Inbound, Reply
 from storage.repository import (
     ConversationAddress,
@@ -57,8 +58,11 @@ class Turns:
         history_messages: int,
         memory: int = 10_000,
         heartbeat: float | None = None,
+        throttle: PersonThrottle | None = None,
     ) -> None:
         self.repository = repository
+        # The per-person limit, counted here as messages arrive (None: no limit).
+        self.throttle = throttle
         self.metrics = metrics
         self.max_input_chars = max_input_chars
         self.history_messages = history_messages
@@ -168,6 +172,10 @@ class Turns:
         self.metrics.events.labels(
             inbound.ref.platform, "duplicate" if stored.status == "duplicate" else "received"
         ).inc()
+        if self.throttle is not None and kind == "chat" and stored.status != "duplicate":
+            # Counted now, not when its turn comes: by then the answers to
+            # earlier messages have let the person's bucket refill.
+            self.throttle.arrived(stored.inbound_id, inbound.platform_user)
         if stored.status == "duplicate":
             log.info("redelivered %s event %s ignored", inbound.ref.platform, inbound.event_id)
         elif stored.status == "queued":

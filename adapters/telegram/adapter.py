@@ -342,14 +342,19 @@ class TelegramAdapter:
             log.info("telegram: after a button press in %s: %s", target.ref.key, exc)
 
     async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
-        """``POST /telegram/webhook``: 403 without the right secret, 200 only
-        once the update is stored, 500 if storing failed (Telegram retries)."""
+        """``POST /telegram/webhook``: 403 without the right secret, 415 for a
+        body that is not JSON, 200 only once the update is stored, 500 if
+        storing failed (Telegram retries)."""
         given = request.headers.get(SECRET_HEADER, "").encode()
         if not self._secret or not hmac.compare_digest(given, self._secret):
             log.warning(
                 "telegram webhook call with a wrong or missing secret from %s", request.remote
             )
             return web.json_response({"error": "forbidden"}, status=403)
+        if request.content_type != "application/json":
+            # Telegram always sends JSON: anything else is not an update.
+            log.warning("telegram webhook call with Content-Type %r refused", request.content_type)
+            return web.json_response({"error": "send application/json"}, status=415)
         if not self._ready.is_set() or self._stopping:
             return web.json_response({"error": "starting or stopping"}, status=503)
         try:

@@ -35,7 +35,7 @@ from storage.console_repo import ConsoleSession
 log = logging.getLogger(__name__)
 
 LOGIN_COOKIE = "deskmate_console_login"
-FAILED_SIGN_INS = 10  # a minute, per client address
+FAILED_SIGN_INS = 10  # a minute, per client address (behind a trusted proxy, the real one)
 
 
 class SignIn(Room):
@@ -121,7 +121,7 @@ class SignIn(Room):
             httponly=True,
             samesite="Strict",
             path="/console/login",
-            secure=request.secure,
+            secure=self.client(request).secure,
             max_age=3600,
         )
         return _secure(response)
@@ -134,7 +134,8 @@ class SignIn(Room):
         given = str(form.get("csrf", ""))
         if not pre or not hmac.compare_digest(pre.encode(), given.encode()):
             return _secure(web.json_response({"error": "missing CSRF token"}, status=403))
-        remote = request.remote or "?"
+        client = self.client(request)
+        remote = client.address
         if self._refused(remote):
             return _secure(
                 web.json_response({"error": "too many failed sign-ins; wait a minute"}, status=429)
@@ -165,7 +166,7 @@ class SignIn(Room):
             return await self.login_page(request, error=error)
         session, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         await self.repo.create_session(session, csrf=csrf, via=via, valid_for=SESSION_LIFETIME)
-        log.info("console: signed in with a %s from %s", via, request.remote)
+        log.info("console: signed in with a %s from %s", via, remote)
         response = _redirect(_safe_next(str(form.get("next", ""))) or "/console")
         response.set_cookie(
             COOKIE,
@@ -173,7 +174,7 @@ class SignIn(Room):
             httponly=True,
             samesite="Strict",
             path="/console",
-            secure=request.secure,
+            secure=client.secure,
             max_age=int(SESSION_LIFETIME.total_seconds()),
         )
         response.del_cookie(LOGIN_COOKIE, path="/console/login")

@@ -15,6 +15,7 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from adapters.clients import Client, client_of
 from adapters.webconsole.reports import PATH_NAMES
 from bot.handoff.desk import HelpDesk
 from bot.knowledge.knowledge_base import KnowledgeBase
@@ -62,6 +63,10 @@ class Room:
         self.repo = context.services.repository
         self.env = context.env
         self._flash = context.flash
+
+    def client(self, request: web.Request) -> Client:
+        """Who sent ``request``, as the trusted proxies in front tell."""
+        return client_of(request, self.settings.proxy_networks)
 
     @property
     def knowledge(self) -> KnowledgeBase | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.routing import RateLimitRoute
-from bot.throttle import CircuitBreaker
+from bot.throttle import CircuitBreaker, PersonThrottle
 from llm.fake import FakeBackend
 from storage.repository import Repository
 from tests.conftest import make_manager
@@ -29,6 +29,32 @@ async def test_one_person_flooding_is_asked_once_to_wait_and_others_are_answered
     assert calm.text == "echo: hello"
 
 
+async def test_a_flood_is_counted_as_it_arrives_not_as_a_slow_model_answers(
+    repository: Repository,
+) -> None:
+    """Eight messages in a burst, at three a "minute": the model answers three,
+    though each answer takes long enough for the bucket to refill."""
+    slow = FakeBackend(chunk_delay=0.35)  # three words: over 1 s an answer
+    manager = make_manager(repository, slow, user_rate=3)
+    [limit] = [r for r in manager.router.routes if isinstance(r, RateLimitRoute)]
+    assert limit.buckets is not None
+    limit.buckets.per = 3.0  # a "minute" of 3 s: each answer refills more than a turn
+    accepted = [await manager.accept(make_inbound(f"question {i}", user="flood")) for i in range(8)]
+    replies = await asyncio.gather(*(manager.process(a, Rendered()) for a in accepted))
+    texts = [reply.text for reply in replies]
+    assert texts[:3] == ["echo: question 0", "echo: question 1", "echo: question 2"]
+    assert texts[3].startswith("You're sending messages faster than I can answer them")
+    assert texts[4:] == [""] * 4  # told once; the rest is taken without a word
+    assert len(slow.requests) == 3
+    # Once the spell is over, the next message is answered again.
+    await asyncio.sleep(1.0)
+    later = await manager.handle(make_inbound("question 8", user="flood"), Rendered())
+    assert later.text == "echo: question 8"
+    # Commands are not counted: they cost no model time.
+    help_reply = await manager.handle(make_inbound("/help", user="flood"), Rendered())
+    assert help_reply.text and "faster than" not in help_reply.text
+
+
 async def test_a_hung_model_opens_the_circuit_and_customers_are_told_at_once(
     sqlite_repository: Repository,
 ) -> None:
@@ -46,6 +72,24 @@ async def test_a_hung_model_opens_the_circuit_and_customers_are_told_at_once(
     hung.enqueue("back again")
     assert (await manager.handle(make_inbound("q3", chat="c3"), Rendered())).text == "back again"
     assert not breaker.open
+
+
+def test_the_limit_is_what_was_counted_at_arrival_however_late_the_answer() -> None:
+    throttle = PersonThrottle(rate=2, per=60.0)
+    for inbound_id in range(1, 6):
+        throttle.arrived(inbound_id, "p", now=0.0)
+    throttle.arrived(6, "other", now=0.0)
+    # Answered a minute later, when the bucket would be full again.
+    assert throttle.verdict(1, "p", now=60.0) is None
+    assert throttle.verdict(2, "p", now=60.0) is None
+    assert throttle.verdict(3, "p", now=60.0) == 0.5  # told (the wait is over by now)
+    assert throttle.verdict(4, "p", now=60.0) == 0.0  # same spell: nothing more said
+    assert throttle.verdict(6, "other", now=60.0) is None
+    # Counted once, however often the message is handed back.
+    throttle.arrived(5, "p", now=61.0)
+    assert throttle.verdict(5, "p", now=61.0) == 0.0
+    # One accepted by another process is counted when it is answered.
+    assert throttle.verdict(99, "p", now=61.0) is None
 
 
 def test_the_breaker_reopens_when_its_probe_fails() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -285,11 +286,38 @@ async def test_webhook_answers_500_when_storage_fails(
     await fake.wait_for(lambda: fake.texts(42) == ["echo: lost?"])
 
 
+async def test_webhook_refuses_a_body_that_is_not_json(
+    fake: FakeTelegram, webhook: TelegramAdapter, manager: ConversationManager
+) -> None:
+    """An update sent as anything but application/json, even with the right
+    secret and a well-formed body, is refused with 415 and never stored."""
+    from aiohttp import ClientSession
+
+    assert fake.webhook is not None
+    body = json.dumps(fake.message_update(42, "sent as text"))
+    async with ClientSession() as session:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            data = body.encode() if content_type is None else body
+            async with session.post(fake.webhook["url"], data=data, headers=headers) as resp:
+                assert resp.status == 415, content_type
+                assert await resp.json() == {"error": "send application/json"}
+    assert await stored_events(manager) == 0
+    await asyncio.sleep(0.2)
+    assert fake.calls_to("sendMessage") == []
+    # The same update as JSON is taken.
+    update = json.loads(body)
+    assert (await fake.deliver_webhook(update, secret=SECRET))[0] == 200
+    await fake.wait_for(lambda: fake.texts(42) == ["echo: sent as text"])
+
+
 async def test_webhook_rejects_garbage(fake: FakeTelegram, webhook: TelegramAdapter) -> None:
     from aiohttp import ClientSession
 
     assert fake.webhook is not None
-    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"}
     async with ClientSession() as session:
         async with session.post(fake.webhook["url"], data="{not json", headers=headers) as resp:
             assert resp.status == 400
