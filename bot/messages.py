@@ -216,6 +216,11 @@ _COMMANDS: dict[str, str] = {
     "commands.reset_done": (
         "Done — I've forgotten this conversation ({removed} messages). Let's start fresh."
     ),
+    "commands.reset_own_done": (
+        "Done — I've forgotten your part of this group's conversation ({removed} messages: "
+        "yours and my answers to them). What the others said stays; this bot's admins "
+        "can clear all of it with /reset."
+    ),
     "commands.forget_done": (
         "Done — I deleted {messages} stored messages from and to you, "
         "and your profile.{also} New messages you send will be stored again."

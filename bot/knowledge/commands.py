@@ -215,7 +215,7 @@ def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) ->
             # One draft per conversation, and it is its author's alone.
             return (
                 "Someone else's draft is open in this conversation; only they can revise "
-                "or close it (it expires a day after its last change, and /reset removes it)."
+                "or close it (it expires a day after its last change, and their /reset removes it)."
             )
         if ctx.args.strip().lower() in ("done", "close", "off"):
             await kb.set_draft(key, None)
