@@ -44,24 +44,37 @@ class Scope(StrEnum):
 
 
 class Housekeeping(Protocol):
-    """What the built-in commands may ask of the conversation manager."""
+    """What the built-in commands may ask of the conversation manager.
 
-    async def reset(self, conversation_id: int) -> int:
-        """Forget a conversation's history; returns how many messages went."""
+    ``upto_inbound`` is the inbound event of the command that asks: what was
+    stored after it (a message sent right after ``/reset``, stored while an
+    earlier answer streamed) is never touched. None: everything stored so far.
+    """
+
+    async def reset(
+        self, conversation_id: int, *, upto_inbound: int | None, author: str | None = None
+    ) -> int:
+        """Forget a conversation's history (with ``author``: only that
+        person's messages and the answers to them); returns how many
+        messages went."""
         ...
 
-    async def clear_draft(self, conversation_key: str) -> None:
-        """Close the conversation's open draft, whoever opened it."""
+    async def clear_draft(self, conversation_key: str, *, author: str) -> bool:
+        """Close the conversation's open draft if ``author`` opened it (or it
+        expired); returns whether one was closed."""
         ...
 
-    async def forget_user(self, platform_user: str) -> ForgetResult: ...
+    async def forget_user(
+        self, platform_user: str, *, upto_inbound: int | None = None
+    ) -> ForgetResult: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CommandContext:
     """What a command handler gets: the message, its arguments, the sender's
     access level in this tenant, the few services commands use, and, for a
-    message in a support space, that space (``support``)."""
+    message in a support space, that space (``support``). ``inbound_id``
+    is the command's own stored event (None where it was not stored)."""
 
     inbound: Inbound
     conversation_id: int
@@ -71,6 +84,7 @@ class CommandContext:
     house: Housekeeping
     team: Team
     support: SpaceContext | None = None
+    inbound_id: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -231,6 +245,7 @@ class CommandRegistry:
         team: Team,
         scope: Scope = Scope.ANYWHERE,
         support: SpaceContext | None = None,
+        inbound_id: int | None = None,
     ) -> str | Plan:
         """Run /name written where ``scope`` says (``support``: the support
         space it was written in); returns the handler's text or plan, or what
@@ -260,6 +275,7 @@ class CommandRegistry:
                 house=house,
                 team=team,
                 support=support,
+                inbound_id=inbound_id,
             )
             return await command.handler(ctx)
         except (*FAILURES, *CONFIG_ERRORS) as exc:
@@ -285,14 +301,12 @@ def builtin_commands() -> CommandRegistry:
 
     @registry.command("reset", "forget this conversation's history", customer_runs=True)
     async def reset(ctx: CommandContext) -> str:
-        removed = await ctx.house.reset(ctx.conversation_id)
-        await ctx.house.clear_draft(ctx.inbound.ref.key)
-        return say("commands.reset_done", removed=removed)
+        return await reset_conversation(ctx)
 
     @registry.command("forget", "delete everything I stored about you", customer_runs=True)
     async def forget(ctx: CommandContext) -> str:
         me = ctx.inbound.platform_user
-        result = await ctx.house.forget_user(me)
+        result = await ctx.house.forget_user(me, upto_inbound=ctx.inbound_id)
         # The request itself is kept, without anything they said.
         await ctx.team.audit(
             ctx.tenant, me, "forget", me, {"messages": result.messages, "drafts": result.drafts}
@@ -359,6 +373,21 @@ def add_space_commands(registry: CommandRegistry) -> None:
             usage="/takeover N",
         )
     )
+
+
+async def reset_conversation(ctx: CommandContext) -> str:
+    """/reset: forget the conversation up to this command. In a group a
+    customer forgets only their own part (their messages, the answers to
+    them, their draft); the group's whole history is its admins' to wipe."""
+    me = ctx.inbound.platform_user
+    whole = not ctx.inbound.in_group or ctx.is_admin
+    removed = await ctx.house.reset(
+        ctx.conversation_id, upto_inbound=ctx.inbound_id, author=None if whole else me
+    )
+    await ctx.house.clear_draft(ctx.inbound.ref.key, author=me)
+    if whole:
+        return say("commands.reset_done", removed=removed)
+    return say("commands.reset_own_done", removed=removed)
 
 
 async def tenant_stats(ctx: CommandContext) -> str:

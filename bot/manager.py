@@ -19,6 +19,7 @@ built and wired by the composition root, ``bot.app``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Collection
 
 from bot.answers import RECORD_RETRY_FOR, Answers, Delivered
@@ -28,6 +29,7 @@ from bot.executors import Executors
 from bot.generation import GenerationPath
 from bot.handoff.desk import HelpDesk
 from bot.handoff.escalation import Escalation
+from bot.knowledge.drafting import Draft
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.messages import say
 from bot.metrics import Metrics
@@ -103,6 +105,7 @@ class ConversationManager:
             memory=memory,
             heartbeat=heartbeat,
             throttle=PersonThrottle(rate=user_rate, memory=memory) if user_rate else None,
+            stops_others=self._wipes_groups,
         )
         self.answers = Answers(
             repository=repository,
@@ -223,22 +226,45 @@ class ConversationManager:
 
     # -- housekeeping --------------------------------------------------------------
 
-    async def forget_user(self, platform_user: str) -> ForgetResult:
-        """Delete a person's messages (in every conversation) and the answers to them."""
-        result = await self.repository.forget_user(platform_user)
+    async def forget_user(
+        self, platform_user: str, *, upto_inbound: int | None = None
+    ) -> ForgetResult:
+        """Delete a person's messages (in every conversation) and the answers to
+        them; with ``upto_inbound``, only those stored up to that event."""
+        result = await self.repository.forget_user(platform_user, upto_inbound=upto_inbound)
         if self.desk is not None:
             await self.desk.tickets.forget(platform_user)
         await self.team.repository.forget(platform_user)
         self.turns.invalidate()
         return result
 
-    async def reset(self, conversation_id: int) -> int:
-        """Forget a conversation's history; returns how many messages went."""
-        return await self.repository.reset_conversation(conversation_id)
+    async def reset(
+        self, conversation_id: int, *, upto_inbound: int | None, author: str | None = None
+    ) -> int:
+        """Forget a conversation's history up to ``upto_inbound`` (with
+        ``author``: only theirs); returns how many messages went."""
+        return await self.repository.reset_conversation(
+            conversation_id, upto_inbound=upto_inbound, author=author
+        )
 
-    async def clear_draft(self, conversation_key: str) -> None:
-        if self.knowledge is not None:
-            await self.knowledge.set_draft(conversation_key, None)
+    async def clear_draft(self, conversation_key: str, *, author: str) -> bool:
+        """Close the open draft if ``author`` opened it or it expired; another
+        member's live draft stays."""
+        if self.knowledge is None:
+            return False
+        raw = await self.knowledge.open_draft(conversation_key)
+        if not raw:
+            return False
+        draft = Draft.loads(raw)
+        if not (draft.belongs_to(author) or draft.expired(time.time())):
+            return False
+        await self.knowledge.set_draft(conversation_key, None)
+        return True
+
+    async def _wipes_groups(self, inbound: Inbound) -> bool:
+        """Whether the sender's /reset in a group wipes everyone's part: the
+        tenant's admins' does (and stops the answer in progress)."""
+        return await self.team.access_of(inbound) >= Access.ADMIN
 
     async def stats(self) -> Stats:
         return await self.repository.stats()

@@ -214,7 +214,7 @@ _KNOWLEDGE: dict[str, str] = {
     "knowledge.draft.unknown_length": "unknown length {length!r}; use short, medium or long",
     "knowledge.draft.someone_elses": (
         "Someone else's draft is open in this conversation; only they can revise "
-        "or close it (it expires a day after its last change, and /reset removes it)."
+        "or close it (it expires a day after its last change, and their /reset removes it)."
     ),
     "knowledge.draft.closed": "Draft closed. Nothing was sent.",
     # The knowledge commands: what /help says of them, and their replies.
@@ -331,6 +331,11 @@ _COMMANDS: dict[str, str] = {
     ),
     "commands.reset_done": (
         "Done — I've forgotten this conversation ({removed} messages). Let's start fresh."
+    ),
+    "commands.reset_own_done": (
+        "Done — I've forgotten your part of this group's conversation ({removed} messages: "
+        "yours and my answers to them). What the others said stays; this bot's admins "
+        "can clear all of it with /reset."
     ),
     "commands.forget_done": (
         "Done — I deleted {messages} stored messages from and to you, "

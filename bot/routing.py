@@ -121,6 +121,7 @@ class CommandRoute(Route[tuple[str, str]]):
             team=self.team,
             scope=scope,
             support=support,
+            inbound_id=accepted.inbound_id,
         )
 
 

@@ -4,8 +4,9 @@ are answered, and answered one at a time per conversation.
 ``accept`` stores an inbound event (a redelivery is recognised, never
 answered twice); ``run`` answers it in its conversation's turn, under the
 conversation's lock, after older events this process holds. A ``/reset``
-stops the answer in progress instead of waiting behind it. The keeper task
-renews this process's claims and leases while it runs.
+stops the answer in progress instead of waiting behind it (in a group, only
+its sender's own answer, unless ``stops_others`` says they may stop anyone's).
+The keeper task renews this process's claims and leases while it runs.
 """
 
 from __future__ import annotations
@@ -38,11 +39,18 @@ log = logging.getLogger(__name__)
 Work = Callable[[asyncio.Event], Awaitable[Reply]]
 
 
+# Whether the sender of a /reset in a group may stop another member's answer.
+StopsOthers = Callable[[Inbound], Awaitable[bool]]
+
+
 @dataclass(slots=True)
 class _Slot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
-    # Set to stop the generation in progress (a /reset arrived).
+    # The answer in progress: who sent the message it answers, and the event
+    # that stops it (set when a /reset arrives). A fresh event per answer, so
+    # a late stop cannot reach the next one.
+    answering: str = ""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -59,10 +67,15 @@ class Turns:
         memory: int = 10_000,
         heartbeat: float | None = None,
         throttle: PersonThrottle | None = None,
+        stops_others: StopsOthers | None = None,
     ) -> None:
         self.repository = repository
         # The per-person limit, counted here as messages arrive (None: no limit).
         self.throttle = throttle
+        # In a group a /reset stops its sender's own answer; another member's
+        # only when this says so (an admin wiping the group's history).
+        self.stops_others = stops_others
+        self._checks: set[asyncio.Task[None]] = set()
         self.metrics = metrics
         self.max_input_chars = max_input_chars
         self.history_messages = history_messages
@@ -98,6 +111,8 @@ class Turns:
 
     async def aclose(self) -> None:
         """Stop renewing, and release the leases (the next process need not wait)."""
+        for check in list(self._checks):
+            check.cancel()
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             keeper.cancel()
@@ -249,16 +264,15 @@ class Turns:
         key = accepted.inbound.ref.key
         if accepted.command and accepted.command[0] == "reset":
             # /reset must not wait behind the answer it is meant to interrupt.
-            slot = self._slots.get(key)
-            if slot is not None:
-                slot.stop.set()
+            self._interrupt(accepted.inbound)
         slot = self._slots.setdefault(key, _Slot())
         slot.users += 1
         platform = accepted.inbound.ref.platform
         outcome = "failed"
         try:
             async with slot.lock:
-                slot.stop.clear()
+                slot.answering = accepted.inbound.platform_user
+                slot.stop = asyncio.Event()
                 try:
                     reply = await work(slot.stop)
                     outcome = "failed" if reply.failed else "answered"
@@ -274,6 +288,29 @@ class Turns:
             slot.users -= 1
             if slot.users == 0:
                 self._slots.pop(key, None)
+
+    def _interrupt(self, sender: Inbound) -> None:
+        """Stop the answer in progress in ``sender``'s conversation: in a group
+        only if it answers ``sender``, or ``stops_others`` allows them more
+        (checked on the side, so that the /reset keeps its place in line)."""
+        slot = self._slots.get(sender.ref.key)
+        if slot is None or not slot.lock.locked():
+            return
+        stop = slot.stop
+        if not sender.in_group or slot.answering == sender.platform_user:
+            stop.set()
+        elif self.stops_others is not None:
+            check = asyncio.create_task(self._stop_if_allowed(sender, stop))
+            self._checks.add(check)
+            check.add_done_callback(self._checks.discard)
+
+    async def _stop_if_allowed(self, sender: Inbound, stop: asyncio.Event) -> None:
+        assert self.stops_others is not None
+        try:
+            if await self.stops_others(sender):
+                stop.set()
+        except StorageError as exc:
+            log.warning("/reset by %s stops only their own answer: %s", sender.platform_user, exc)
 
     # -- history read at accept time ----------------------------------------------
 

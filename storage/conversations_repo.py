@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.addresses import ConversationAddress
@@ -147,13 +147,37 @@ class ConversationRepository(Store):
 
     # -- a conversation's state and place -----------------------------------------
 
-    async def reset_conversation(self, conversation_id: int) -> int:
-        """Forget a conversation's history; returns how many messages went."""
+    async def reset_conversation(
+        self, conversation_id: int, *, upto_inbound: int | None = None, author: str | None = None
+    ) -> int:
+        """Forget a conversation's history; returns how many messages went.
+
+        ``upto_inbound``: only what was stored up to that inbound event (the
+        ``/reset`` itself) goes, with the answers to it; a message that
+        arrived after it stays, however early it was stored. ``author``: only
+        that person's messages and the answers to them go (one member of a
+        group), not what the others said.
+        """
 
         def op(conn: Connection) -> int:
-            result = conn.execute(
-                delete(messages).where(messages.c.conversation_id == conversation_id)
-            )
+            doomed: ColumnElement[bool] = messages.c.conversation_id == conversation_id
+            if upto_inbound is not None:
+                bound = _message_bound(conn, conversation_id=conversation_id, upto=upto_inbound)
+                if bound is None:
+                    return 0
+                doomed = and_(doomed, func.coalesce(messages.c.reply_to, messages.c.id) <= bound)
+            if author is not None:
+                theirs = select(messages.c.id).where(
+                    messages.c.conversation_id == conversation_id, messages.c.user_id == author
+                )
+                doomed = and_(
+                    doomed,
+                    or_(
+                        messages.c.user_id == author,
+                        messages.c.reply_to.in_(theirs.scalar_subquery()),
+                    ),
+                )
+            result = conn.execute(delete(messages).where(doomed))
             return result.rowcount or 0
 
         return await self._run("reset the conversation", op)
@@ -205,7 +229,9 @@ class ConversationRepository(Store):
 
     # -- users ---------------------------------------------------------------------
 
-    async def forget_user(self, platform_user: str) -> ForgetResult:
+    async def forget_user(
+        self, platform_user: str, *, upto_inbound: int | None = None
+    ) -> ForgetResult:
         """Delete everything stored about a person, in one transaction.
 
         Goes: what they said and the answers to it, the knowledge base's
@@ -214,30 +240,37 @@ class ConversationRepository(Store):
         event rows stay, emptied of text, names, ids and adapter data, so a
         late redelivery of one of their events is still recognised and not
         answered again.
+
+        ``upto_inbound``: only what they sent up to that inbound event (the
+        ``/forget`` itself) goes; messages that arrived after it, stored
+        already but not yet answered, stay and are answered as usual, and so
+        does the profile they keep alive.
         """
 
         def op(conn: Connection) -> ForgetResult:
+            theirs: ColumnElement[bool] = inbound_events.c.user_id == platform_user
+            if upto_inbound is not None:
+                theirs = and_(theirs, inbound_events.c.id <= upto_inbound)
             # Read before the events are emptied: afterwards nothing ties them
             # to this person.
-            questions, own = _asked(conn, platform_user)
+            questions, own = _asked(conn, platform_user, theirs)
             knowledge = forget_knowledge(
                 conn, platform_user, questions=questions, own_conversations=own
             )
-            said = select(messages.c.id).where(messages.c.user_id == platform_user)
+            said_by: ColumnElement[bool] = messages.c.user_id == platform_user
+            if upto_inbound is not None:
+                sent = select(inbound_events.c.message_id).where(theirs)
+                said_by = and_(said_by, messages.c.id.in_(sent.scalar_subquery()))
+            said = select(messages.c.id).where(said_by)
             answers = conn.execute(
                 delete(messages).where(messages.c.reply_to.in_(said.scalar_subquery()))
             )
-            messages_said = conn.execute(
-                delete(messages).where(messages.c.user_id == platform_user)
-            )
+            messages_said = conn.execute(delete(messages).where(said_by))
             # An emptied event has nothing left to answer: recovery and
             # redeliveries must leave the unanswered ones alone.
             conn.execute(
                 update(inbound_events)
-                .where(
-                    inbound_events.c.user_id == platform_user,
-                    inbound_events.c.status != "answered",
-                )
+                .where(theirs, inbound_events.c.status != "answered")
                 .values(
                     status="failed",
                     attempts=self.max_attempts,
@@ -248,10 +281,16 @@ class ConversationRepository(Store):
             )
             events = conn.execute(
                 update(inbound_events)
-                .where(inbound_events.c.user_id == platform_user)
+                .where(theirs)
                 .values(user_id="", user_name="", text="", meta={})
             )
-            conn.execute(delete(users).where(users.c.platform_user == platform_user))
+            later = conn.execute(
+                select(inbound_events.c.id)
+                .where(inbound_events.c.user_id == platform_user)
+                .limit(1)
+            ).first()
+            if later is None:
+                conn.execute(delete(users).where(users.c.platform_user == platform_user))
             return _forgotten(answers.rowcount, messages_said.rowcount, events.rowcount, knowledge)
 
         result = await self._run("forget a user", op)
@@ -314,13 +353,15 @@ def _forgotten(
     )
 
 
-def _asked(conn: Connection, platform_user: str) -> tuple[dict[str, set[str]], list[str]]:
-    """What ``platform_user`` asked, by conversation key, and the keys of the
-    conversations only they wrote in."""
+def _asked(
+    conn: Connection, platform_user: str, theirs: ColumnElement[bool]
+) -> tuple[dict[str, set[str]], list[str]]:
+    """What ``platform_user`` asked in the events ``theirs`` selects, by
+    conversation key, and the keys of the conversations only they wrote in."""
     asked = conn.execute(
         select(conversations.c.id, *ADDRESS_COLUMNS, inbound_events.c.text)
         .join(conversations, conversations.c.id == inbound_events.c.conversation_id)
-        .where(inbound_events.c.user_id == platform_user)
+        .where(theirs)
     ).all()
     keys: dict[int, str] = {}
     questions: dict[str, set[str]] = {}
@@ -343,6 +384,16 @@ def _asked(conn: Connection, platform_user: str) -> tuple[dict[str, set[str]], l
     )
     own = [key for conversation_id, key in keys.items() if conversation_id not in shared]
     return questions, own
+
+
+def _message_bound(conn: Connection, *, conversation_id: int, upto: int) -> int | None:
+    """The newest message of the conversation stored with an inbound event up
+    to ``upto``; None when there is none."""
+    return conn.execute(
+        select(func.max(inbound_events.c.message_id)).where(
+            inbound_events.c.conversation_id == conversation_id, inbound_events.c.id <= upto
+        )
+    ).scalar()
 
 
 def _cache_key(ref: ConversationAddress) -> tuple[str, str, str, str]:

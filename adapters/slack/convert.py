@@ -187,6 +187,8 @@ def event_to_inbound(
         meta["attachment"] = attachment
     if space:
         meta["space"] = True
+    if not direct:
+        meta["group"] = True
     return Inbound(ref=ref, user=f"{team}/{user}", text=text, event_id=str(event_id), meta=meta)
 
 
@@ -301,6 +303,8 @@ def action_to_inbound(body: Mapping[str, Any]) -> Inbound:
             "kind": "action",
             "space": not pressed,
             "value": str(action.get("value") or ""),
+            # Buttons in a DM have no thread; in a channel they are in one.
+            **({"group": True} if thread else {}),
         },
     )
 
@@ -366,8 +370,16 @@ def command_to_inbound(payload: Mapping[str, Any]) -> Inbound:
             "thread_ts": "",
             "kind": "command",
             "response_url": str(payload.get("response_url") or ""),
+            **({} if _direct_channel(payload) else {"group": True}),
         },
     )
+
+
+def _direct_channel(payload: Mapping[str, Any]) -> bool:
+    """Whether a slash command was sent in a direct message (Slack names
+    those channels ``directmessage``; their ids start with D)."""
+    channel = str(payload.get("channel_id") or "")
+    return payload.get("channel_name") == "directmessage" or channel.startswith("D")
 
 
 def as_slash_commands(text: str, command: str = "/deskmate") -> str:

@@ -226,6 +226,7 @@ def classify_update(
         "message_id": message.message_id,
         "chat_type": chat.type,
         "thread_id": thread_id,
+        **({"group": True} if in_group else {}),
     }
     reply_to = _replied_to(message)
     if in_group and reply_to is not None:
@@ -272,7 +273,12 @@ def _pressed(uid: int, query: CallbackQuery, me: BotIdentity) -> Pressed | Ignor
         user_name=sender.full_name or (sender.username or ""),
         # No ``message_id``: the answer quotes nothing, and nothing tells which
         # message of the chat is the latest (lost sends are looked for after it).
-        meta={"chat_type": chat.type, "thread_id": thread_id, "pressed": shown.message_id},
+        meta={
+            "chat_type": chat.type,
+            "thread_id": thread_id,
+            "pressed": shown.message_id,
+            **({"group": True} if chat.type in GROUP_TYPES else {}),
+        },
     )
     return Pressed(inbound, query.id, shown.message_id)
 

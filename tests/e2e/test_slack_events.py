@@ -561,7 +561,7 @@ async def test_the_answer_streams_through_paced_edits(bot: Bot) -> None:
 async def test_slash_command_over_socket_mode(socket_bot: SlackAdapter, fake: FakeSlack) -> None:
     from urllib.parse import parse_qsl
 
-    form = dict(parse_qsl(slash_command("reset", response_url=fake.response_url())))
+    form = dict(parse_qsl(slash_command("reset", response_url=fake.response_url(), channel="D1")))
     ack = await fake.wait_for_ack(await fake.send_envelope(form, kind="slash_commands"))
     assert ack["envelope_id"]
     await fake.wait_for(lambda: bool(fake.webhook_posts))

@@ -268,9 +268,11 @@ async def test_a_group_member_cannot_read_or_steer_an_agents_draft(
     await kb.set_draft(key, old.dumps())
     backend.enqueue("Plain answer.")
     assert await ask(manager, "shorter", user="agent1", **group) == "Plain answer."
-    # /reset removes a draft, whoever's it is.
+    # Another member's /reset leaves it; its author's removes it.
     await kb.set_draft(key, stale.dumps())
     await ask(manager, "/reset", user="member", **group)
+    assert await kb.open_draft(key) is not None
+    await ask(manager, "/reset", user="agent1", **group)
     assert await kb.open_draft(key) is None
 
 
