@@ -225,10 +225,13 @@ class ConversationManager:
 
     async def forget_user(self, platform_user: str) -> ForgetResult:
         """Delete a person's messages (in every conversation) and the answers to them."""
-        result = await self.repository.forget_user(platform_user)
+        # Tickets and learned answers find the person's words through their
+        # stored messages: erased before those, and a retry after a failure
+        # still finds whatever is left.
         if self.desk is not None:
             await self.desk.tickets.forget(platform_user)
         await self.team.repository.forget(platform_user)
+        result = await self.repository.forget_user(platform_user)
         self.turns.invalidate()
         return result
 

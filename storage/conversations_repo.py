@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.addresses import ConversationAddress
 from storage.db import Database
+from storage.forget_quotes import scrub_quotes
 from storage.knowledge_repo import KnowledgeForgotten, forget_knowledge
 from storage.models import conversations, inbound_events, messages, users
 from storage.sql import ADDRESS_COLUMNS, Store, address_of, at_address, nearest_rank, select_address
@@ -247,6 +248,7 @@ class ConversationRepository(Store):
             # Read before the events are emptied: afterwards nothing ties them
             # to this person.
             questions, own = _asked(conn, platform_user)
+            scrub_quotes(conn, platform_user)
             knowledge = forget_knowledge(
                 conn, platform_user, questions=questions, own_conversations=own
             )
