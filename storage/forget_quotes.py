@@ -7,7 +7,7 @@ words; those rows belong to other people and stay, with the quotes taken out.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, not_, or_, select, update
 
 from storage.models import messages
 
@@ -35,10 +35,14 @@ def scrub_quotes(conn: Connection, platform_user: str) -> int:
     command output, and answers in the conversations they wrote in, since
     their first message. Runs inside the caller's transaction, before their
     own messages go; returns the messages changed."""
+    return scrub_quotes_of(conn, messages.c.user_id == platform_user)
+
+
+def scrub_quotes_of(conn: Connection, who: ColumnElement[bool]) -> int:
+    """``scrub_quotes`` for everyone whose messages match ``who`` (a condition
+    on ``messages.user_id``), e.g. a workspace's people."""
     said = conn.execute(
-        select(messages.c.conversation_id, messages.c.text, messages.c.created_at).where(
-            messages.c.user_id == platform_user
-        )
+        select(messages.c.conversation_id, messages.c.text, messages.c.created_at).where(who)
     ).all()
     forms = {form for row in said for form in quoted_forms(row.text)}
     if not forms:
@@ -46,17 +50,15 @@ def scrub_quotes(conn: Connection, platform_user: str) -> int:
     # Longest first: a cut quote is a prefix of the whole text.
     ordered = sorted(forms, key=len, reverse=True)
     since = min(row.created_at for row in said)
-    theirs = select(messages.c.conversation_id).where(messages.c.user_id == platform_user)
+    theirs = select(messages.c.conversation_id).where(who)
     candidates = conn.execute(
         select(messages.c.id, messages.c.text).where(
             messages.c.created_at >= since,
-            func.coalesce(messages.c.user_id, "") != platform_user,
+            or_(messages.c.user_id.is_(None), not_(who)),
+            messages.c.role == "assistant",
             or_(
-                and_(messages.c.role == "assistant", messages.c.kind == "command"),
-                and_(
-                    messages.c.role == "assistant",
-                    messages.c.conversation_id.in_(theirs.scalar_subquery()),
-                ),
+                messages.c.kind == "command",
+                messages.c.conversation_id.in_(theirs.scalar_subquery()),
             ),
         )
     ).all()

@@ -31,6 +31,7 @@ from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 
 from storage.db import Database, as_utc, utcnow
 from storage.errors import StorageError
+from storage.forget_quotes import scrub_quotes_of
 from storage.handoff_forget import forget_relays
 from storage.knowledge_forget import LearnedWording, forget_wordings
 from storage.models import (
@@ -43,6 +44,7 @@ from storage.models import (
     faq_proposals,
     inbound_events,
     knowledge_settings,
+    messages,
     model_usage,
     outbox,
     quota_notices,
@@ -490,7 +492,8 @@ class SlackRepository(Store):
     def _purge_elsewhere(conn: Connection, team_id: str, ours: Any) -> None:
         """What the workspace's people wrote into other tenants' records: their
         relays and notes in tickets a support space of theirs worked (a central
-        desk), and audit entries about them."""
+        desk), quotes of their words in others' command outputs, and audit
+        entries about them."""
         people = _people(team_id)
         said = conn.execute(
             select(inbound_events.c.id)
@@ -498,6 +501,8 @@ class SlackRepository(Store):
             .where(ours)
         ).scalars()
         forget_relays(conn, [f"relay:{inbound_id}" for inbound_id in said])
+        # Command outputs elsewhere quote them (an owner's list of learned answers).
+        scrub_quotes_of(conn, messages.c.user_id.like(people, escape="\\"))
         conn.execute(delete(ticket_events).where(ticket_events.c.author.like(people, escape="\\")))
         conn.execute(
             delete(audit_log).where(

@@ -136,6 +136,12 @@ async def _write_everywhere(repository: Repository) -> None:
         ticket_id=ticket.id,
     )
     await tickets.note(ticket.id, "to_customer", agent, f"it left today {MARK}")
+    # An owner's command output in their own chat quotes the customer's DM.
+    owner_chat = ConversationAddress("telegram", "bot1", "99")
+    listed = await repository.accept(
+        InboundEvent(owner_chat, "tg-2", "telegram:owner", "/tickets", "Olga"), kind="command"
+    )
+    await repository.record_answer(listed, text=f"#1 [{TEAM}] my order {MARK}", kind="command")
     # The admins: the workspace's persona and FAQ, and the audit entry.
     await knowledge.set_setting(f"tenant:{TEAM}", "persona", f"Be brief {MARK}")
     await team.audit(TEAM, admin, "persona", "workspace", {"to": f"Be brief {MARK}"})
@@ -205,8 +211,8 @@ async def test_a_purged_workspace_keeps_no_word_and_is_served_again_after_a_rein
     await _purged(repository)
     assert await where_written(repository.db, MARK) == []
     count = select(func.count()).select_from(conversations)
-    # The Telegram customer's conversation stays; only the workspace's went.
-    assert await repository.db.run(lambda conn: conn.execute(count).scalar()) == 1
+    # The Telegram conversations stay; only the workspace's went.
+    assert await repository.db.run(lambda conn: conn.execute(count).scalar()) == 2
 
     served.fake.workspace(TEAM).bot_token = "xoxb-second"
     await served.installs.save_installation(_install("xoxb-second"))
