@@ -54,7 +54,7 @@ def forget_in_others_tickets(conn: Connection, platform_user: str) -> int:
 def _forget_in_ticket(conn: Connection, ticket: Any, texts: set[str]) -> int:
     details = dict(ticket.details or {})
     turns = list(details.get("turns") or [])
-    kept = [t for t in turns if not (t.get("role") == "user" and t.get("text") in texts)]
+    kept = _without(turns, texts)
     summary = ticket.summary or ""
     # The summary was written from the turns; quoting them or not, it goes with them.
     if kept == turns and not any(t in summary for t in texts):
@@ -76,6 +76,21 @@ def _forget_in_ticket(conn: Connection, ticket: Any, texts: set[str]) -> int:
                 .values(text=_POST_REMOVED.format(id=ticket.id))
             )
     return 1
+
+
+def _without(turns: list[dict[str, Any]], texts: set[str]) -> list[dict[str, Any]]:
+    """The turns but the person's, and the answer right after each of theirs
+    (history puts an answer after its question; /forget removes both)."""
+    kept: list[dict[str, Any]] = []
+    dropped = False
+    for turn in turns:
+        if turn.get("role") == "user":
+            dropped = turn.get("text") in texts
+        elif turn.get("role") != "assistant":
+            dropped = False
+        if not dropped:
+            kept.append(turn)
+    return kept
 
 
 def forget_relays(conn: Connection, keys: Sequence[str]) -> None:
