@@ -231,10 +231,13 @@ class ConversationManager:
     ) -> ForgetResult:
         """Delete a person's messages (in every conversation) and the answers to
         them; with ``upto_inbound``, only those stored up to that event."""
-        result = await self.repository.forget_user(platform_user, upto_inbound=upto_inbound)
+        # Tickets and learned answers find the person's words through their
+        # stored messages: erased before those, and a retry after a failure
+        # still finds whatever is left.
         if self.desk is not None:
             await self.desk.tickets.forget(platform_user)
         await self.team.repository.forget(platform_user)
+        result = await self.repository.forget_user(platform_user, upto_inbound=upto_inbound)
         self.turns.invalidate()
         return result
 

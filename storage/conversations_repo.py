@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.addresses import ConversationAddress
 from storage.db import Database
+from storage.forget_quotes import scrub_quotes
 from storage.knowledge_repo import KnowledgeForgotten, forget_knowledge
 from storage.models import conversations, inbound_events, messages, users
 from storage.sql import ADDRESS_COLUMNS, Store, address_of, at_address, nearest_rank, select_address
@@ -63,11 +64,11 @@ class ConversationRepository(Store):
         super().__init__(db)
         # A forgotten person's unanswered events are settled as out of attempts.
         self.max_attempts = max_attempts
-        # Conversation ids never change, and a row is deleted only by the purge
-        # of a Slack workspace that uninstalled the app a retention period
-        # before, so a cached id is right unless that workspace comes back
-        # after its purge while this process still remembers it. Bounded only
-        # so that a long-lived process does not grow with every chat it saw.
+        # Conversation ids never change, but a row is deleted by the purge of
+        # a Slack workspace that uninstalled the app, in this process or in
+        # another one, and the workspace may come back: a cached id is checked
+        # inside the transaction that uses it (see ``_conversation_id``).
+        # Bounded so that a long-lived process does not grow with every chat.
         self._conversation_ids: _Lru[tuple[str, str, str, str], int] = _Lru(cache_size)
         self._known_users: _Lru[str, bool] = _Lru(cache_size)
         self._sql = Statements(db.dialect_impl, self._insert)
@@ -80,7 +81,11 @@ class ConversationRepository(Store):
     def _conversation_id(self, conn: Connection, ref: ConversationAddress, now: datetime) -> int:
         cached = self._conversation_ids.get(_cache_key(ref))
         if cached is not None:
-            return cached
+            if self._still_there(conn, cached, ref):
+                return cached
+            # Purged since it was cached (maybe by another worker): what this
+            # process remembers of the tenant is stale too.
+            self.drop_tenant(ref.platform, ref.tenant)
         conn.execute(
             self._insert(conversations)
             .values(
@@ -96,6 +101,29 @@ class ConversationRepository(Store):
         conversation_id = self._find_conversation(conn, ref)
         assert conversation_id is not None
         return conversation_id
+
+    def _still_there(
+        self, conn: Connection, conversation_id: int, ref: ConversationAddress
+    ) -> bool:
+        """Whether the cached id is still the conversation at ``ref``: a purge
+        deletes rows, and SQLite may hand a deleted row's id to a new one. On
+        PostgreSQL the row is locked, so a purge running now cannot delete it
+        before this transaction ends (the claims lock it anyway)."""
+        query = select(conversations.c.id).where(
+            conversations.c.id == conversation_id, at_address(ref)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        return conn.execute(query).first() is not None
+
+    def drop_tenant(self, platform: str, tenant: str) -> None:
+        """Forget what this process cached about a tenant's conversations and
+        people (after the tenant's data was purged)."""
+        for key in [k for k in self._conversation_ids if k[0] == platform and k[1] == tenant]:
+            del self._conversation_ids[key]
+        prefix = f"{platform}:{tenant}/"
+        for user in [u for u in self._known_users if u.startswith(prefix)]:
+            del self._known_users[user]
 
     def _remember(self, ref: ConversationAddress, conversation_id: int) -> None:
         """Cache a committed conversation id (a rolled-back insert must not be)."""
@@ -254,6 +282,7 @@ class ConversationRepository(Store):
             # Read before the events are emptied: afterwards nothing ties them
             # to this person.
             questions, own = _asked(conn, platform_user, theirs)
+            scrub_quotes(conn, platform_user)
             knowledge = forget_knowledge(
                 conn, platform_user, questions=questions, own_conversations=own
             )

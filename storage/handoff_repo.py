@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.addresses import ConversationAddress
 from storage.db import Database, as_utc, utcnow
+from storage.handoff_forget import forget_in_others_tickets
 from storage.models import conversations, inbound_events, outbox, ticket_events, tickets
 from storage.sql import ADDRESS_COLUMNS, Store, address_of
 
@@ -403,11 +404,14 @@ class HandoffRepository(Store):
 
     async def forget(self, platform_user: str) -> int:
         """Remove what tickets hold about a person: their name, their messages in
-        the ticket log and relays, the last turns shown to agents. Returns how
-        many tickets were theirs. The tickets themselves stay (agents' notes
-        and the timeline are the team's records)."""
+        the ticket log and relays, the last turns shown to agents, in their own
+        tickets and in others' (``forget_in_others_tickets``: call this before
+        their messages are erased). Returns how many tickets were theirs. The
+        tickets themselves stay (agents' notes and the timeline are the team's
+        records)."""
 
         def op(conn: Connection) -> int:
+            forget_in_others_tickets(conn, platform_user)
             theirs = list(
                 conn.execute(select(tickets.c.id).where(tickets.c.customer == platform_user))
                 .scalars()

@@ -9,9 +9,13 @@ not hand out working tokens without ``DESKMATE_SECRET_KEY``.
 When a workspace uninstalls the app (or its bot token is revoked) the tokens go
 at once and the workspace is marked; ``purge_workspace`` later deletes what
 Deskmate kept for that tenant: its conversations (messages, inbound events,
-tickets), queued messages, knowledge-base entries, answer log, escalations,
-settings, its people's profiles, and the support team's records (roles,
-quotas, model usage, ratings, proposed entries, the audit trail).
+tickets), queued messages, knowledge-base entries, customers' wordings of
+entries, answer log, escalations, settings, its people's profiles and
+installations, and the support team's records (roles, quotas, model usage,
+ratings, proposed entries, the audit trail). What its people wrote into other
+tenants' records goes too: learned questions approved into shared entries,
+their relays and notes in tickets a support space of theirs worked, and audit
+entries about them.
 """
 
 from __future__ import annotations
@@ -27,14 +31,20 @@ from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 
 from storage.db import Database, as_utc, utcnow
 from storage.errors import StorageError
+from storage.forget_quotes import scrub_quotes_of
+from storage.handoff_forget import forget_relays
+from storage.knowledge_forget import LearnedWording, forget_wordings
 from storage.models import (
     audit_log,
     conversations,
     escalations,
     faq_answers,
     faq_entries,
+    faq_phrasings,
     faq_proposals,
+    inbound_events,
     knowledge_settings,
+    messages,
     model_usage,
     outbox,
     quota_notices,
@@ -44,6 +54,7 @@ from storage.models import (
     slack_oauth_states,
     slack_workspaces,
     team_roles,
+    ticket_events,
     users,
 )
 from storage.sql import Store
@@ -121,6 +132,11 @@ class PurgeResult:
     team_id: str
     conversations: int
     faq_entries: int
+
+
+def _people(team_id: str) -> str:
+    """A LIKE pattern for the platform user ids of a workspace's people."""
+    return f"{PLATFORM}:{_like(team_id)}/%"
 
 
 def _like(value: str) -> str:
@@ -391,48 +407,111 @@ class SlackRepository(Store):
             if due is None:
                 return None
             ours = and_(conversations.c.platform == PLATFORM, conversations.c.tenant == team_id)
+            # Read before their conversations go: what the workspace's people
+            # said in other tenants' tickets is found through their events.
+            self._purge_elsewhere(conn, team_id, ours)
             # Messages, inbound events and tickets (with their events and
             # relays) go with their conversation (ON DELETE CASCADE).
             n_conversations = conn.execute(delete(conversations).where(ours)).rowcount
             conn.execute(
                 delete(outbox).where(outbox.c.platform == PLATFORM, outbox.c.tenant == team_id)
             )
-            entry_ids = list(
-                conn.execute(
-                    select(faq_entries.c.id).where(faq_entries.c.tenant == team_id)
-                ).scalars()
-            )
-            if entry_ids and self.db.dialect == "sqlite":
-                for entry_id in entry_ids:
-                    conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry_id})
-            conn.execute(delete(faq_entries).where(faq_entries.c.tenant == team_id))
-            conn.execute(delete(escalations).where(escalations.c.tenant == team_id))
-            conn.execute(delete(faq_answers).where(faq_answers.c.tenant == team_id))
+            n_entries = self._purge_knowledge(conn, team_id)
             conn.execute(
-                delete(knowledge_settings).where(
-                    or_(
-                        knowledge_settings.c.scope == f"tenant:{team_id}",
-                        knowledge_settings.c.scope.like(
-                            f"conversation:{PLATFORM}:{_like(team_id)}:%", escape="\\"
-                        ),
-                    )
-                )
+                delete(users).where(users.c.platform_user.like(_people(team_id), escape="\\"))
             )
-            conn.execute(
-                delete(users).where(
-                    users.c.platform_user.like(f"{PLATFORM}:{_like(team_id)}/%", escape="\\")
-                )
-            )
-            # What the support team kept for this workspace: roles, quotas, usage,
-            # ratings and proposed entries. The audit trail goes too: its
-            # details name the workspace's people.
-            for table in (team_roles, quotas, model_usage, quota_notices, ratings, faq_proposals):
+            # What the support team kept for this workspace: roles, quotas, usage
+            # and ratings. The audit trail goes too: its details name the
+            # workspace's people.
+            for table in (team_roles, quotas, model_usage, quota_notices, ratings):
                 conn.execute(delete(table).where(table.c.tenant == team_id))
             conn.execute(delete(audit_log).where(audit_log.c.tenant == team_id))
+            conn.execute(
+                delete(slack_installations).where(slack_installations.c.team_id == team_id)
+            )
             conn.execute(delete(slack_workspaces).where(slack_workspaces.c.team_id == team_id))
-            return PurgeResult(team_id, int(n_conversations or 0), len(entry_ids))
+            return PurgeResult(team_id, int(n_conversations or 0), n_entries)
 
         return await self._run("purge an uninstalled Slack workspace", op)
+
+    def _purge_knowledge(self, conn: Connection, team_id: str) -> int:
+        """The workspace's entries, the wordings its people gave (their own and
+        those shared with every tenant, and learned questions approved into
+        shared entries), its answer log, escalations, drafts and settings.
+        Returns the entries removed."""
+        sqlite = self.db.dialect == "sqlite"
+        people = _people(team_id)
+        approved = conn.execute(
+            select(faq_proposals).where(
+                faq_proposals.c.tenant == team_id,
+                faq_proposals.c.status == "approved",
+                faq_proposals.c.target_ref != "",
+                faq_proposals.c.target_tenant != team_id,
+            )
+        ).all()
+        forget_wordings(
+            conn,
+            [LearnedWording(p.target_tenant, p.entry_ref, p.question, False) for p in approved],
+            sqlite=sqlite,
+        )
+        conn.execute(delete(faq_proposals).where(faq_proposals.c.tenant == team_id))
+        conn.execute(
+            delete(faq_phrasings).where(
+                or_(
+                    faq_phrasings.c.tenant == team_id,
+                    faq_phrasings.c.user_id.like(people, escape="\\"),
+                )
+            )
+        )
+        entry_ids = list(
+            conn.execute(select(faq_entries.c.id).where(faq_entries.c.tenant == team_id)).scalars()
+        )
+        if sqlite:
+            for entry_id in entry_ids:
+                conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry_id})
+        conn.execute(delete(faq_entries).where(faq_entries.c.tenant == team_id))
+        for table in (escalations, faq_answers):
+            conn.execute(
+                delete(table).where(
+                    or_(table.c.tenant == team_id, table.c.user_id.like(people, escape="\\"))
+                )
+            )
+        conn.execute(
+            delete(knowledge_settings).where(
+                or_(
+                    knowledge_settings.c.scope == f"tenant:{team_id}",
+                    knowledge_settings.c.scope.like(
+                        f"conversation:{PLATFORM}:{_like(team_id)}:%", escape="\\"
+                    ),
+                )
+            )
+        )
+        return len(entry_ids)
+
+    @staticmethod
+    def _purge_elsewhere(conn: Connection, team_id: str, ours: Any) -> None:
+        """What the workspace's people wrote into other tenants' records: their
+        relays and notes in tickets a support space of theirs worked (a central
+        desk), quotes of their words in others' command outputs, and audit
+        entries about them."""
+        people = _people(team_id)
+        said = conn.execute(
+            select(inbound_events.c.id)
+            .join(conversations, conversations.c.id == inbound_events.c.conversation_id)
+            .where(ours)
+        ).scalars()
+        forget_relays(conn, [f"relay:{inbound_id}" for inbound_id in said])
+        # Command outputs elsewhere quote them (an owner's list of learned answers).
+        scrub_quotes_of(conn, messages.c.user_id.like(people, escape="\\"))
+        conn.execute(delete(ticket_events).where(ticket_events.c.author.like(people, escape="\\")))
+        conn.execute(
+            delete(audit_log).where(
+                or_(
+                    audit_log.c.actor.like(people, escape="\\"),
+                    audit_log.c.target.like(people, escape="\\"),
+                )
+            )
+        )
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -11,10 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from storage.db import as_utc, utcnow
-from storage.models import escalations, faq_proposals, ratings
+from storage.knowledge_forget import LearnedWording, forget_wordings
+from storage.models import (
+    escalations,
+    faq_proposals,
+    inbound_events,
+    ratings,
+    ticket_events,
+    tickets,
+)
 from storage.sql import Store
 from storage.team_roles import insert_audit
 
@@ -273,6 +281,55 @@ class TeamFeedback(Store):
             return found
 
         return await self._run("decide a learned answer", op)
+
+
+def forget_learned(conn: Connection, platform_user: str, *, sqlite: bool) -> int:
+    """Remove the learned answers that quote what ``platform_user`` asked in a
+    ticket (``/learn`` copies the customer's question), and take the approved
+    ones' questions back out of the knowledge base. Needs their messages still
+    stored: runs before their events are emptied, inside the caller's
+    transaction. Returns the proposals removed."""
+    theirs = select(inbound_events.c.conversation_id).where(
+        inbound_events.c.user_id == platform_user
+    )
+    said = list(
+        conn.execute(
+            select(inbound_events.c.text).where(inbound_events.c.user_id == platform_user)
+        ).scalars()
+    )
+    said += conn.execute(
+        select(ticket_events.c.text).where(
+            ticket_events.c.author == platform_user, ticket_events.c.kind == "from_customer"
+        )
+    ).scalars()
+    # As /learn takes it: the whole message, or the turn a ticket shows (cut at 500).
+    texts = {variant for t in said for variant in (t.strip(), t[:500].strip()) if variant}
+    in_their_tickets = select(tickets.c.id).where(
+        tickets.c.conversation_id.in_(theirs.scalar_subquery())
+    )
+    rows = [
+        row
+        for row in conn.execute(
+            select(faq_proposals).where(
+                faq_proposals.c.ticket_id.in_(in_their_tickets.scalar_subquery())
+            )
+        )
+        if row.question in texts
+    ]
+    learned = [
+        LearnedWording(
+            tenant=row.target_tenant if row.target_ref else row.tenant,
+            ref=row.entry_ref,
+            question=row.question,
+            new_entry=not row.target_ref,
+        )
+        for row in rows
+        if row.status == "approved" and row.entry_ref
+    ]
+    forget_wordings(conn, learned, sqlite=sqlite)
+    for row in rows:
+        conn.execute(delete(faq_proposals).where(faq_proposals.c.id == row.id))
+    return len(rows)
 
 
 def _rating(row: Any) -> Rating:

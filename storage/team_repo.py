@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, delete, update
 
 from storage.models import model_usage, quota_notices, quotas, ratings, team_roles
-from storage.team_feedback import GapQuestion, Proposal, Rating, TeamFeedback
+from storage.team_feedback import GapQuestion, Proposal, Rating, TeamFeedback, forget_learned
 from storage.team_roles import ROLES, AuditEntry, RoleGrant, TeamRoles
 from storage.team_usage import EACH_USER, TENANT, QuotaState, TeamStats, TeamUsage
 
@@ -40,10 +40,13 @@ class TeamRepository(TeamRoles, TeamUsage, TeamFeedback):
 
     async def forget(self, platform_user: str) -> int:
         """Remove what the team's tables hold about a person: their ratings (with
-        the questions they quote), roles, quotas and notices; their model usage
-        stays in the tenant's totals without their id. Returns the ratings removed."""
+        the questions they quote), roles, quotas and notices, and the learned
+        answers that quote their questions (see ``forget_learned``: call this
+        before their messages are erased); their model usage stays in the
+        tenant's totals without their id. Returns the ratings removed."""
 
         def op(conn: Connection) -> int:
+            forget_learned(conn, platform_user, sqlite=self.dialect == "sqlite")
             removed = conn.execute(delete(ratings).where(ratings.c.user_id == platform_user))
             conn.execute(delete(team_roles).where(team_roles.c.platform_user == platform_user))
             conn.execute(delete(quotas).where(quotas.c.subject == platform_user))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from aiohttp import web
 
@@ -10,6 +11,7 @@ from adapters.webconsole.pages import Room, _date, _redirect, _safe_next, _tenan
 from adapters.webconsole.reports import annotate, transcript_json, transcript_markdown
 
 log = logging.getLogger(__name__)
+_CONVERSATION_PAGE = re.compile(r"^/console/conversations/(\d+)$")
 
 
 class ConversationPages(Room):
@@ -81,7 +83,23 @@ class ConversationPages(Room):
         if not user or form.get("confirm") != "yes":
             self._say(request, "Tick the box to confirm, then delete.")
             return _redirect(back)
+        tenant = await self._tenant_of(back)
         result = await self.services.forget_user(user)
+        # The same entry as the chat's /forget: who was erased and how much.
+        await self.team.audit(
+            tenant,
+            _console_actor(request),
+            "forget",
+            user,
+            {
+                "messages": result.messages,
+                "drafts": result.drafts,
+                "events": result.events,
+                "faq_answers": result.faq_answers,
+                "escalations": result.escalations,
+                "via": "console",
+            },
+        )
         # Kept in the log: who was erased and how much, never what they said.
         log.warning(
             "console: deleted the data of %s on an operator's request: %d messages, "
@@ -98,3 +116,17 @@ class ConversationPages(Room):
             f"{result.faq_answers} logged answers, {result.escalations} escalations.",
         )
         return _redirect("/console/conversations")
+
+    async def _tenant_of(self, back: str) -> str:
+        """The tenant of the conversation a form was sent from ("" for none)."""
+        found = _CONVERSATION_PAGE.match(back)
+        if found is None:
+            return ""
+        transcript = await self.repo.transcript(int(found[1]))
+        return transcript.address.tenant if transcript is not None else ""
+
+
+def _console_actor(request: web.Request) -> str:
+    """Who acts in the console, as its ticket and learned-answer forms sign."""
+    name = " ".join(request.cookies.get("deskmate_console_agent", "").split())[:60]
+    return f"console:{name or 'Console'}"
