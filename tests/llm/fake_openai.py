@@ -41,6 +41,11 @@ class FakeOpenAI:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     disconnects: int = 0
+    # Like a serving engine with a bounded queue: with this many chat requests
+    # in progress, the next one is answered 429 at once. None: no bound.
+    max_running: int | None = None
+    running: int = 0
+    most_running: int = 0
     _scripts: deque[Script] = field(default_factory=deque)
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -86,6 +91,19 @@ class FakeOpenAI:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        if self.max_running is not None and self.running >= self.max_running:
+            return web.json_response(
+                {"error": {"message": "the server's queue is full", "type": "overloaded"}},
+                status=429,
+            )
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            return await self._answer(request, body)
+        finally:
+            self.running -= 1
+
+    async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         script = self._scripts.popleft() if self._scripts else Script()
         if script.reset_before_headers:
             assert request.transport is not None
