@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.convert import unescape
 from bot.messages import say
 from llm.fake import FakeBackend
 from llm.openai_http import OpenAIBackend
+from storage.models import inbound_events
 from storage.repository import Repository
 from tests.conftest import make_manager
 from tests.fakes.slack_api import FakeSlack, Workspace, message_event, sign
@@ -128,6 +130,11 @@ async def test_twenty_answers_at_once_with_the_model_full_each_end_answered_or_t
         assert told and len(answered) >= 4
         assert "send your message again" in busy
         assert model.most_running <= 4
+        # Settled: nothing is left to be tried again behind the people's backs.
+        query = select(inbound_events.c.status, inbound_events.c.retry_at)
+        rows = await sqlite_repository.db.run(lambda conn: conn.execute(query).all())
+        assert len(rows) == 20
+        assert all(status in ("answered", "failed") and retry is None for status, retry in rows)
 
         # Sent again once the model has room, the message is answered.
         model.max_running = None
