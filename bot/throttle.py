@@ -88,7 +88,12 @@ class PersonThrottle:
             return 0.0
         self._told_until[who] = arrival.at + arrival.wait
         if len(self._told_until) > self._memory:
-            self._told_until = {k: t for k, t in self._told_until.items() if t > now}
+            # Spells that ended first; then, in a flood of more people than
+            # remembered, the oldest (a dict keeps insertion order).
+            live = {k: t for k, t in self._told_until.items() if t > now}
+            while len(live) > self._memory:
+                del live[next(iter(live))]
+            self._told_until = live
         return max(arrival.at + arrival.wait - now, 0.5)
 
 

@@ -119,3 +119,14 @@ async def test_memory_stays_bounded_across_many_conversations(
     await manager.handle(make_inbound("and me?", chat="chat0", user="user0b"), Rendered())
     prompt = [m.content for m in backend.requests[-1].messages]
     assert "hi 0" in prompt and "echo: hi 0" in prompt
+
+
+def test_the_people_told_to_wait_stay_within_memory_in_a_flood() -> None:
+    throttle = PersonThrottle(rate=1, per=60.0, memory=8)
+    for n in range(50):
+        who = f"person-{n}"
+        throttle.arrived(2 * n, who, now=0.0)
+        throttle.arrived(2 * n + 1, who, now=0.0)
+        assert throttle.verdict(2 * n, who, now=1.0) is None
+        assert throttle.verdict(2 * n + 1, who, now=1.0)
+    assert len(throttle._told_until) <= 8
