@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 from slack_sdk.oauth.installation_store import Installation
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.convert import unescape
@@ -35,10 +35,11 @@ from llm.embeddings import HashingEmbedder
 from llm.fake import FakeBackend
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
-from storage.models import conversations, tickets
+from storage.models import tickets
 from storage.repository import Repository
 from storage.slack_repo import SlackRepository, TokenCipher
 from storage.team_repo import TeamRepository
+from tests.bot.handoff.test_desks import conversation_of
 from tests.conftest import make_manager
 from tests.e2e.test_slack_events import SECRET, _serve
 from tests.fakes.slack_api import (
@@ -208,22 +209,9 @@ async def deployment(
         await runner.cleanup()
 
 
-async def conversation_of(repository: Repository, team: str, chat: str) -> int:
-    def op(conn: object) -> int:
-        return int(
-            conn.execute(  # type: ignore[attr-defined]
-                select(conversations.c.id).where(
-                    conversations.c.tenant == team, conversations.c.chat == chat
-                )
-            ).scalar_one()
-        )
-
-    return await repository.db.run(op, what="find a conversation")
-
-
 async def ticket_count(repository: Repository) -> int:
-    def op(conn: object) -> int:
-        return len(conn.execute(select(tickets.c.id)).all())  # type: ignore[attr-defined]
+    def op(conn: Connection) -> int:
+        return len(conn.execute(select(tickets.c.id)).all())
 
     return await repository.db.run(op, what="count tickets")
 
