@@ -17,6 +17,7 @@ from aiohttp import web
 from bot.answers import RECORD_RETRY_FOR
 from bot.commands import CommandRegistry, builtin_commands
 from bot.handoff.desk import HelpDesk
+from bot.handoff.desk_command import register_desk_command
 from bot.handoff.worker import OutboxWorker
 from bot.knowledge.commands import register_knowledge_commands
 from bot.knowledge.knowledge_base import KnowledgeBase
@@ -183,6 +184,8 @@ def create_manager(
         register_team_commands(commands)
     if desk is not None and desk.team is None:
         desk.team = team
+    if desk is not None and commands.get("desk") is None:
+        register_desk_command(commands, desk)
     return ConversationManager(
         repository=repository,
         backend=backend,
@@ -217,6 +220,8 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
         await backend.load()
         try:
             desk = HelpDesk(settings=settings.handoff, tickets=HandoffRepository(db))
+            # Adapters ask whether a chat is a support space before any message is stored.
+            await desk.spaces.refresh()
             metrics = Metrics()
             stats = getattr(backend, "stats", None)
             if callable(stats):

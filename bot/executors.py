@@ -93,7 +93,7 @@ class Choices(FixedText):
 
 
 class EscalateExecutor(Executor[Escalate]):
-    """To the support team where one is connected; else the escalation text."""
+    """To the support space that serves the customer's tenant; else the escalation text."""
 
     def __init__(self, *, escalation: Escalation, fixed: FixedText) -> None:
         self.escalation = escalation
@@ -108,8 +108,11 @@ class EscalateExecutor(Executor[Escalate]):
         *,
         kind: MessageKind,
     ) -> Reply:
-        if self.escalation.connected:
-            return await self.escalation.escalate_to_team(accepted, plan, render, kind=kind)
+        space = await self.escalation.space_for(accepted)
+        if space is not None:
+            return await self.escalation.escalate_to_team(
+                accepted, plan, render, kind=kind, space=space
+            )
         return await self.fixed.execute(accepted, plan, render, stop, kind=kind)
 
 

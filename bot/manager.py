@@ -218,11 +218,7 @@ class ConversationManager:
         return [MenuEntry(c.name, c.description) for c in self.commands.visible(Access.EVERYONE)]
 
     def listens_to(self, ref: ConversationRef) -> bool:
-        desk = self.desk
-        return (
-            desk is not None
-            and desk.settings.space_of(ref.platform, ref.tenant, ref.chat) is not None
-        )
+        return self.desk is not None and self.desk.listens_to(ref)
 
     # -- housekeeping --------------------------------------------------------------
 

@@ -56,6 +56,10 @@ _HANDOFF: dict[str, str] = {
         "There's no support team connected to me yet, so I can't put you through to a "
         "person right now. I've noted your request for the team."
     ),
+    "handoff.no_desk": (
+        "No person from a support team can be reached here, so I can't put you through "
+        "to one. I've noted your request for the team that runs this bot."
+    ),
     "handoff.already_open": (
         "You're already in line for a person from the support team; they'll reply here. "
         "Anything you write now goes straight to them."
@@ -154,6 +158,47 @@ _HANDOFF: dict[str, str] = {
     "handoff.takeover_exists": ("Conversation {conversation} already has ticket #{id} ({state})."),
     "handoff.takeover_done": (
         "You have conversation {conversation} as ticket #{id}; it opens in its own thread."
+    ),
+    "handoff.not_served": (
+        "Conversation {conversation} belongs to a workspace this support space does not serve."
+    ),
+    "handoff.ticket_not_served": (
+        "Ticket #{id} belongs to a workspace this support space does not serve; nothing was done."
+    ),
+    # A tenant's own support space (/desk).
+    "handoff.desk_usage": (
+        "/desk here: this chat becomes the support space for this workspace's customers; "
+        "/desk off: no person is offered to them; /desk default: back to what the "
+        "deployment's settings say. /desk alone shows the current choice."
+    ),
+    "handoff.desk_off_deployment": (
+        "The help desk is not switched on in this deployment (DESKMATE_HANDOFF_CHAT is "
+        "not set), so a support space cannot be chosen here yet. Ask the operator."
+    ),
+    "handoff.desk_not_here": (
+        "A support space must be a group chat or a channel of this workspace where I "
+        "can post (a Telegram group or a Slack channel), not a direct message."
+    ),
+    "handoff.desk_deployment_space": (
+        "This chat is already one of the deployment's support spaces ({space})."
+    ),
+    "handoff.desk_set": (
+        "This chat is now the support space for this workspace's customers: their tickets "
+        "come here, and agents answer them in each ticket's thread."
+    ),
+    "handoff.desk_turned_off": (
+        "No support space for this workspace now: customers who ask for a person are "
+        "told that nobody can be reached here."
+    ),
+    "handoff.desk_default": (
+        "This workspace's own choice is removed; the deployment's settings decide again. {now}"
+    ),
+    "handoff.desk_shows_own": "This workspace's tickets go to {space} (set by {by}).",
+    "handoff.desk_shows_off": "This workspace's admins turned the help desk off (by {by}).",
+    "handoff.desk_shows_env": "This workspace's tickets go to {space} (the deployment's settings).",
+    "handoff.desk_shows_none": (
+        "No support space serves this workspace: customers who ask for a person are told "
+        "that nobody can be reached here."
     ),
     # The operator console.
     "handoff.no_ticket": "There is no ticket #{id}.",

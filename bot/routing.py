@@ -151,7 +151,7 @@ class SupportSpaceRoute(Route[SupportSpace]):
         desk = self.desk
         if desk is None or not desk.connected:
             return None
-        return desk.space_of(accepted.inbound)
+        return await desk.space_of(accepted.inbound)
 
     async def handle(
         self, accepted: Accepted, render: Render, stop: asyncio.Event, found: SupportSpace
@@ -171,7 +171,7 @@ class SupportSpaceRoute(Route[SupportSpace]):
         if command is None and ticket is not None:
             command = self.commands.commands.parse_bare(accepted.text)
         if command is None:
-            text = None if ticket is None else await from_agent(desk, accepted, ticket)
+            text = None if ticket is None else await from_agent(desk, accepted, ticket, space)
         else:
             support = SpaceContext(
                 desk=desk,

@@ -133,6 +133,7 @@ class Settings:
             idle=timedelta(minutes=self.handoff_idle),
             remind=timedelta(minutes=self.handoff_remind),
             hours=BusinessHours.parse(self.business_hours) if self.business_hours else None,
+            foreign_slack=self.slack_oauth_enabled,
         )
 
     @property

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.addresses import ConversationAddress
 from storage.db import Database, as_utc, utcnow
+from storage.desks_repo import DeskRepository
 from storage.handoff_forget import forget_in_others_tickets
 from storage.models import conversations, inbound_events, outbox, ticket_events, tickets
 from storage.sql import ADDRESS_COLUMNS, Store, address_of
@@ -104,6 +105,8 @@ class HandoffRepository(Store):
         # Called after a row is queued (the outbox worker's wake-up), so a relay
         # does not wait for the worker's next look.
         self.on_enqueue: Callable[[], None] | None = None
+        # Which support space each tenant chose for itself.
+        self.desks = DeskRepository(db)
 
     # -- tickets -------------------------------------------------------------------
 

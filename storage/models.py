@@ -536,3 +536,17 @@ slack_oauth_states = Table(
     Column("state", String(64), primary_key=True),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- support spaces chosen by tenants ------------------------------------------------
+# A tenant's own support space, set by its admin with /desk: it takes the place of
+# DESKMATE_HANDOFF_CHAT for that tenant. ``chat`` "" is "no desk": the tenant's
+# customers are told nobody can be reached, whatever the environment lists.
+tenant_desks = Table(
+    "tenant_desks",
+    metadata,
+    Column("platform", String(32), primary_key=True),
+    Column("tenant", String(128), primary_key=True),
+    Column("chat", String(128), nullable=False, server_default=""),
+    Column("set_by", String(160), nullable=False, server_default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -54,6 +54,7 @@ from storage.models import (
     slack_oauth_states,
     slack_workspaces,
     team_roles,
+    tenant_desks,
     ticket_events,
     users,
 )
@@ -425,6 +426,13 @@ class SlackRepository(Store):
             # workspace's people.
             for table in (team_roles, quotas, model_usage, quota_notices, ratings):
                 conn.execute(delete(table).where(table.c.tenant == team_id))
+            # Its own choice of support space goes with it: a reinstall starts
+            # from the deployment's settings.
+            conn.execute(
+                delete(tenant_desks).where(
+                    tenant_desks.c.platform == PLATFORM, tenant_desks.c.tenant == team_id
+                )
+            )
             conn.execute(delete(audit_log).where(audit_log.c.tenant == team_id))
             conn.execute(
                 delete(slack_installations).where(slack_installations.c.team_id == team_id)

@@ -9,13 +9,19 @@ action id in the console), so a replayed event or a double submit changes and
 relays nothing twice. The two places differ only in what they answer the
 agent, and the console copies what it did into the ticket's thread, where
 the other agents would otherwise not see it.
+
+An action taken in a support space acts only on tickets of the tenants that
+space serves; the console's actor has no space (the console is the operator's).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from bot.handoff.config import SupportSpace
 from bot.handoff.desk import HelpDesk
 from bot.messages import say
 from bot.team import learning
@@ -27,16 +33,18 @@ from storage.handoff_repo import Ticket
 class Actor:
     """Who acts on a ticket and why: ``agent`` is the platform user id (or
     ``console:NAME``), ``name`` what the customer and the team see, ``cause``
-    the inbound event id in chat or the form's action id in the console."""
+    the inbound event id in chat or the form's action id in the console,
+    ``space`` the support space a chat action is taken in."""
 
     agent: str
     name: str
     cause: str
     console: bool = False
+    space: SupportSpace | None = None
 
     @classmethod
-    def in_chat(cls, agent: str, name: str, inbound_id: int) -> Actor:
-        return cls(agent, name, str(inbound_id))
+    def in_chat(cls, agent: str, name: str, inbound_id: int, space: SupportSpace) -> Actor:
+        return cls(agent, name, str(inbound_id), space=space)
 
     @classmethod
     def at_console(cls, name: str, action_id: str) -> Actor:
@@ -46,8 +54,24 @@ class Actor:
 # What every ticket action looks like to its callers: the text for the agent,
 # or None where chat stays silent (a relayed reply).
 TicketAction = Callable[[HelpDesk, Ticket, Actor, str], Awaitable[str | None]]
+A = TypeVar("A", bound=Callable[..., Awaitable[str | None]])
 
 
+def served(action: A) -> A:
+    """Refuse the action on a ticket of a tenant the actor's support space does
+    not serve (a ticket left there by another setting, a stray thread)."""
+
+    @functools.wraps(action)
+    async def guarded(desk: HelpDesk, ticket: Ticket, actor: Actor, args: str = "") -> str | None:
+        space = actor.space
+        if space is not None and not await desk.serves(space, ticket.customer_address):
+            return say("handoff.ticket_not_served", id=ticket.id)
+        return await action(desk, ticket, actor, args)
+
+    return guarded  # type: ignore[return-value]
+
+
+@served
 async def claim(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "") -> str:
     """Take a waiting ticket: replies go to its customer, who is told a person joined."""
     if ticket.state == "human":
@@ -62,6 +86,7 @@ async def claim(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "") -
     return say("handoff.console_claimed" if actor.console else "handoff.claimed", id=ticket.id)
 
 
+@served
 async def reply(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str) -> str | None:
     """Relay an agent's answer to the ticket's customer (claiming a waiting ticket)."""
     if not ticket.open:
@@ -94,6 +119,7 @@ async def reply(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str) -> str 
     return say("handoff.console_reply_queued", id=ticket.id)
 
 
+@served
 async def note(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str) -> str:
     """A note on the ticket for the team; never sent to the customer."""
     text = text.strip()
@@ -112,6 +138,7 @@ async def note(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str) -> str:
     return say("handoff.noted", id=ticket.id)
 
 
+@served
 async def release(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "") -> str:
     """Give a claimed ticket back to the queue."""
     if not ticket.open and not actor.console:
@@ -125,6 +152,7 @@ async def release(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "")
     return say("handoff.released", id=ticket.id)
 
 
+@served
 async def resolve(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "") -> str:
     """Close the ticket: the bot answers the customer again, who is invited to rate
     the team's help where ratings are asked for."""
@@ -168,6 +196,7 @@ async def resolve(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "")
     return say("handoff.resolved", id=ticket.id)
 
 
+@served
 async def learn(desk: HelpDesk, ticket: Ticket, actor: Actor, args: str) -> str:
     """Propose the ticket's last question and the agent's answer as an FAQ entry
     (``args``: an FAQ id, to add a phrasing of that entry instead)."""
@@ -220,7 +249,11 @@ async def _take(desk: HelpDesk, ticket: Ticket, actor: Actor) -> bool:
 
 
 async def _tell_space(desk: HelpDesk, ticket: Ticket, key: str, text: str) -> bool:
-    """A copy for the ticket's thread in the support space; False if queued before."""
+    """A copy for the ticket's thread in the support space; False if queued before.
+
+    Nothing is copied into a space that no longer serves the ticket's tenant."""
+    if not await desk.reaches_space(ticket):
+        return True
     return await desk.tickets.enqueue(
         key, desk.space_address(ticket), text, kind="to_ticket", ticket_id=ticket.id
     )

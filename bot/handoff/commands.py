@@ -70,7 +70,9 @@ class DeskCommandContext(Protocol):
 
 def _actor(ctx: DeskCommandContext, support: SpaceContext) -> Actor:
     inbound = ctx.inbound
-    return Actor.in_chat(inbound.platform_user, inbound.user_name, support.inbound_id)
+    return Actor.in_chat(
+        inbound.platform_user, inbound.user_name, support.inbound_id, support.space
+    )
 
 
 async def _run(ctx: DeskCommandContext, action: TicketAction) -> str:
@@ -122,8 +124,10 @@ async def takeover(ctx: DeskCommandContext) -> str:
     address = await records.conversation(conversation)
     if address is None:
         return say("handoff.no_conversation", conversation=conversation)
-    if desk.settings.space_of(address.platform, address.tenant, address.chat) is not None:
+    if await desk.spaces.of_chat(address.platform, address.tenant, address.chat) is not None:
         return say("handoff.space_conversation")
+    if not await desk.serves(support.space, address):
+        return say("handoff.not_served", conversation=conversation)
     customer, name = await records.last_customer(conversation)
     agent = ctx.inbound
     ticket, created = await desk.take_over(
@@ -151,8 +155,10 @@ async def takeover(ctx: DeskCommandContext) -> str:
     return say("handoff.takeover_done", conversation=conversation, id=ticket.id)
 
 
-async def from_agent(desk: HelpDesk, accepted: Accepted, ticket: Ticket) -> str | None:
-    """An agent's message (not a command) in a ticket: the reply action.
+async def from_agent(
+    desk: HelpDesk, accepted: Accepted, ticket: Ticket, space: SupportSpace
+) -> str | None:
+    """An agent's message (not a command) in a ticket of ``space``: the reply action.
 
     Returns what the agent is told, or None when it went to the customer.
     """
@@ -160,7 +166,7 @@ async def from_agent(desk: HelpDesk, accepted: Accepted, ticket: Ticket) -> str 
     if refused is not None:
         return refused
     inbound = accepted.inbound
-    actor = Actor.in_chat(inbound.platform_user, inbound.user_name, accepted.inbound_id)
+    actor = Actor.in_chat(inbound.platform_user, inbound.user_name, accepted.inbound_id, space)
     return await actions.reply(desk, ticket, actor, accepted.text)
 
 

@@ -19,11 +19,16 @@ class SupportSpace:
     """A place agents work tickets: a Telegram group or a Slack channel.
 
     ``tenant`` is the Slack workspace ("" for Telegram, where the bot is the tenant).
+    ``central``: a central desk (written ``*slack:T/C``), which serves every tenant.
+    ``chosen``: a tenant's own choice (``/desk here``), which serves that tenant
+    only (``tenant`` is then always set, for Telegram the bot).
     """
 
     platform: str
     chat: str
     tenant: str = ""
+    central: bool = False
+    chosen: bool = False
 
     @property
     def key(self) -> str:
@@ -44,20 +49,25 @@ _SLACK = re.compile(r"^slack:([A-Z0-9]{2,20})/([A-Z0-9]{2,20})$")
 
 
 def parse_spaces(raw: str) -> tuple[SupportSpace, ...]:
-    """``telegram:-1001234,slack:T0123/C0456`` -> support spaces, in order."""
+    """``telegram:-1001234,slack:T0123/C0456,*slack:T0OPS/C0DESK`` -> support
+    spaces, in order; a leading ``*`` makes a central desk."""
     spaces = []
     for item in (part.strip() for part in raw.split(",")):
         if not item:
             continue
-        if match := _TELEGRAM.match(item):
-            spaces.append(SupportSpace("telegram", match.group(1)))
-        elif match := _SLACK.match(item):
-            spaces.append(SupportSpace("slack", match.group(2), match.group(1)))
+        central = item.startswith("*")
+        address = item.removeprefix("*").strip()
+        if match := _TELEGRAM.match(address):
+            spaces.append(SupportSpace("telegram", match.group(1), central=central))
+        elif match := _SLACK.match(address):
+            spaces.append(SupportSpace("slack", match.group(2), match.group(1), central=central))
         else:
             raise HandoffConfigError(
                 f"DESKMATE_HANDOFF_CHAT: {item!r} is not a support space; write "
                 "telegram:<group chat id> (e.g. telegram:-1001234567890) or "
-                "slack:<team id>/<channel id> (e.g. slack:T0123ABCD/C0456EFGH), comma-separated"
+                "slack:<team id>/<channel id> (e.g. slack:T0123ABCD/C0456EFGH), comma-separated; "
+                "a leading * makes a central desk that serves every tenant "
+                "(e.g. *slack:T0123ABCD/C0456EFGH)"
             )
     return tuple(spaces)
 
@@ -110,24 +120,52 @@ class BusinessHours:
 
 @dataclass(frozen=True, slots=True)
 class HandoffSettings:
+    """Where tickets go and the team's clocks.
+
+    The deployment's own tenants are the Telegram bot, the web chat and, with
+    one ``SLACK_BOT_TOKEN``, its workspace; with ``foreign_slack`` (Slack
+    installed through OAuth) every Slack workspace is a foreign tenant. A
+    Telegram space, and a Slack space while Slack runs on one token, serve the
+    deployment's own tenants; a foreign workspace's space serves that
+    workspace only; a central desk serves every tenant.
+    """
+
     spaces: tuple[SupportSpace, ...] = ()
     signature: str = "Support team"
     idle: timedelta = timedelta(hours=24)
     remind: timedelta = timedelta(minutes=10)
     hours: BusinessHours | None = None
+    foreign_slack: bool = False
 
     @property
     def connected(self) -> bool:
         return bool(self.spaces)
 
+    def own(self, platform: str) -> bool:
+        """Whether a tenant of ``platform`` is one of the deployment's own."""
+        return platform != "slack" or not self.foreign_slack
+
+    def serves(self, space: SupportSpace, platform: str, tenant: str) -> bool:
+        """Whether ``space`` serves the customers of (``platform``, ``tenant``) as
+        the environment says (a tenant's own choice is not looked at here)."""
+        if space.central:
+            return True
+        if space.chosen:
+            return (space.platform, space.tenant) == (platform, tenant)
+        if self.own(space.platform):
+            return self.own(platform)
+        return platform == space.platform and tenant == space.tenant
+
     def space_for(self, platform: str, tenant: str) -> SupportSpace | None:
-        """Where a customer's ticket goes: a space in their own workspace when
-        there is one, else the first space listed."""
-        for space in self.spaces:
+        """Where a customer's ticket goes as the environment says: a space in
+        their own workspace when there is one, else the first listed space that
+        serves them, a central desk last; None when no space serves them."""
+        serving = [s for s in self.spaces if self.serves(s, platform, tenant)]
+        for space in serving:
             if space.platform == platform and space.tenant and space.tenant == tenant:
                 return space
-        return self.spaces[0] if self.spaces else None
+        return next((s for s in serving if not s.central), serving[0] if serving else None)
 
     def space_of(self, platform: str, tenant: str, chat: str) -> SupportSpace | None:
-        """The support space a message was written in, if any."""
+        """The support space of the environment a message was written in, if any."""
         return next((s for s in self.spaces if s.holds(platform, tenant, chat)), None)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.handoff.config import HandoffSettings, SupportSpace
+from bot.handoff.spaces import Spaces
 from bot.knowledge.passages import Passage
 from bot.messages import say
 from bot.team.service import Team
@@ -34,7 +35,12 @@ TRIGGERS = {
     for trigger in ("request", "escalation", "model_failure", "takeover")
 }
 NO_TEAM = say("handoff.no_team")
+NO_DESK = say("handoff.no_desk")
 ALREADY_OPEN = say("handoff.already_open")
+# The ticket list offers this many recent conversations of the tenants the
+# space serves, found among the latest conversations of every tenant.
+RECENT_LISTED = 10
+RECENT_SCANNED = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +52,14 @@ class Opened:
 
 class HelpDesk:
     def __init__(
-        self, *, settings: HandoffSettings, tickets: HandoffRepository, team: Team | None = None
+        self,
+        *,
+        settings: HandoffSettings,
+        tickets: HandoffRepository,
+        team: Team | None = None,
+        spaces: Spaces | None = None,
     ) -> None:
+        self.spaces = spaces or Spaces(settings, tickets.desks)
         self.settings = settings
         self.tickets = tickets
         # Audit trail, ratings and learned answers; the manager gives its own
@@ -55,14 +67,38 @@ class HelpDesk:
         self.team = team
 
     @property
+    def settings(self) -> HandoffSettings:
+        return self.spaces.settings
+
+    @settings.setter
+    def settings(self, settings: HandoffSettings) -> None:
+        self.spaces.settings = settings
+
+    @property
     def connected(self) -> bool:
+        """Whether the help desk is on (the environment lists a support space)."""
         return self.settings.connected
 
     # -- where a message comes from ----------------------------------------------------
 
-    def space_of(self, inbound: Inbound) -> SupportSpace | None:
+    async def space_of(self, inbound: Inbound) -> SupportSpace | None:
         ref = inbound.ref
-        return self.settings.space_of(ref.platform, ref.tenant, ref.chat)
+        return await self.spaces.of_chat(ref.platform, ref.tenant, ref.chat)
+
+    def listens_to(self, ref: ConversationRef) -> bool:
+        """Whether a chat is a support space (every message there is for the desk)."""
+        return self.connected and self.spaces.listens(ref.platform, ref.tenant, ref.chat)
+
+    async def space_for(self, inbound: Inbound) -> SupportSpace | None:
+        """Where this customer's ticket goes; None: no person can be reached for them."""
+        if not self.connected:
+            return None
+        ref = inbound.ref
+        return await self.spaces.for_tenant(ref.platform, ref.tenant)
+
+    async def serves(self, space: SupportSpace, customer: ConversationAddress) -> bool:
+        """Whether ``space`` serves the tenant of a customer's conversation."""
+        return await self.spaces.serves(space, customer.platform, customer.tenant)
 
     async def open_ticket_of(self, conversation_id: int) -> Ticket | None:
         if not self.connected:
@@ -77,14 +113,14 @@ class HelpDesk:
         *,
         trigger: str,
         history: Sequence[HistoryItem],
+        space: SupportSpace,
         candidates: Sequence[Passage] = (),
         agent: str = "",
         agent_name: str = "",
     ) -> Opened:
-        """Open (or find) the conversation's ticket; the notice tells the customer."""
+        """Open (or find) the conversation's ticket in ``space`` (the space that
+        serves the customer); the notice tells the customer."""
         inbound = accepted.inbound
-        space = self.settings.space_for(inbound.ref.platform, inbound.ref.tenant)
-        assert space is not None, "open() needs a connected support space"
         details: dict[str, Any] = {
             "platform": inbound.ref.platform,
             "turns": [{"role": h.role, "text": h.text[:500]} for h in history[-8:]],
@@ -181,8 +217,16 @@ class HelpDesk:
     # -- the customer's side ------------------------------------------------------------
 
     async def from_customer(self, accepted: Accepted, ticket: Ticket) -> None:
-        """Relay a customer's message into their ticket (the model is not asked)."""
+        """Relay a customer's message into their ticket (the model is not asked).
+
+        A ticket left in a space that no longer serves the customer's tenant
+        keeps the message on the ticket only, for the console."""
         inbound = accepted.inbound
+        if not await self.reaches_space(ticket):
+            await self.tickets.note(
+                ticket.id, "from_customer", inbound.platform_user, accepted.text
+            )
+            return
         name = ticket.customer_name or inbound.user_name or say("handoff.customer_default_name")
         if accepted.text:
             text = say("handoff.customer_said", name=name, text=accepted.text)
@@ -216,7 +260,14 @@ class HelpDesk:
         return say("handoff.text_only", what=what)
 
     async def list_tickets(self, space: SupportSpace) -> str:
-        found = await self.tickets.open_tickets(space_chat=space.chat)
+        """The space's open tickets and the recent conversations it may take
+        over, of the tenants it serves only."""
+        serves = await self.spaces.serving(space)
+        found = [
+            t
+            for t in await self.tickets.open_tickets(space_chat=space.chat)
+            if serves(t.customer_address.platform, t.customer_address.tenant)
+        ]
         now = datetime.now(UTC)
         lines = [say("handoff.tickets_open" if found else "handoff.tickets_none")]
         for t in found:
@@ -235,9 +286,14 @@ class HelpDesk:
                     conversation=t.conversation_id,
                 )
             )
-        recent = await self.tickets.recent_conversations(
-            exclude_chats=[s.chat for s in self.settings.spaces]
-        )
+        recent = [
+            (number, address, name, when)
+            for number, address, name, when in await self.tickets.recent_conversations(
+                limit=RECENT_SCANNED, exclude_chats=[s.chat for s in self.settings.spaces]
+            )
+            if serves(address.platform, address.tenant)
+            and not self.spaces.chat_of_space(address.platform, address.chat)
+        ][:RECENT_LISTED]
         if recent:
             lines.append(say("handoff.tickets_recent"))
             for number, address, name, when in recent:
@@ -292,6 +348,8 @@ class HelpDesk:
         )
 
     async def remind(self, ticket: Ticket, at: datetime) -> None:
+        if not await self.reaches_space(ticket):
+            return  # the customer's name stays out of a space that does not serve them
         waited = int((at - ticket.created_at).total_seconds() // 60)
         await self.tickets.enqueue(
             f"remind:{ticket.id}:{at.isoformat(timespec='seconds')}",
@@ -312,6 +370,11 @@ class HelpDesk:
             kind="notice",
             ticket_id=ticket.id,
         )
+
+    async def reaches_space(self, ticket: Ticket) -> bool:
+        """Whether the ticket's support space still serves its customer's tenant
+        (the settings or the tenant's choice may have changed since it opened)."""
+        return await self.serves(self._space(ticket), ticket.customer_address)
 
     def _space(self, ticket: Ticket) -> SupportSpace:
         for space in self.settings.spaces:

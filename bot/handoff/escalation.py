@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from bot.answers import Answers
 from bot.errors import StorageError
 from bot.generation import Generation, GenerationPath
-from bot.handoff.desk import NO_TEAM, HelpDesk
+from bot.handoff.config import SupportSpace
+from bot.handoff.desk import NO_DESK, NO_TEAM, HelpDesk
 from bot.knowledge.passages import Passage
 from bot.messages import say
 from bot.metrics import Metrics
@@ -52,28 +53,44 @@ class Escalation:
 
     @property
     def connected(self) -> bool:
-        """Whether a support team can take conversations."""
+        """Whether the help desk is on (some tenants may still have no space)."""
         return self.desk is not None and self.desk.connected
+
+    async def space_for(self, accepted: Accepted) -> SupportSpace | None:
+        """The support space that serves this customer's tenant, if any."""
+        desk = self.desk
+        if desk is None or not desk.connected:
+            return None
+        return await desk.space_for(accepted.inbound)
 
     async def hand_off(
         self, accepted: Accepted, plan: HandOff, render: Render, *, kind: MessageKind
     ) -> Reply:
-        desk = self.desk
-        if desk is None or not desk.connected:
+        space = await self.space_for(accepted)
+        if space is None:
             # Kept for the operator to see, and said plainly: nobody is promised.
+            said = NO_TEAM if not self.connected else NO_DESK
             await self.answers.record_knowledge(
-                accepted, Escalate("the customer asked for a person", (), None), NO_TEAM
+                accepted, Escalate("the customer asked for a person", (), None), said
             )
-            reply = Reply(ReplyKind.NOTICE, text=NO_TEAM, inbound_id=accepted.inbound_id)
+            reply = Reply(ReplyKind.NOTICE, text=said, inbound_id=accepted.inbound_id)
             return await self.answers.deliver(accepted, reply, render, kind=kind)
-        notice = await self.open_ticket(accepted, trigger=plan.trigger)
+        notice = await self.open_ticket(accepted, space, trigger=plan.trigger)
         reply = Reply(ReplyKind.NOTICE, text=notice, inbound_id=accepted.inbound_id)
         return await self.answers.deliver(accepted, reply, render, kind=kind)
 
     async def escalate_to_team(
-        self, accepted: Accepted, plan: Escalate, render: Render, *, kind: MessageKind
+        self,
+        accepted: Accepted,
+        plan: Escalate,
+        render: Render,
+        *,
+        kind: MessageKind,
+        space: SupportSpace,
     ) -> Reply:
-        notice = await self.open_ticket(accepted, trigger="escalation", candidates=plan.candidates)
+        notice = await self.open_ticket(
+            accepted, space, trigger="escalation", candidates=plan.candidates
+        )
         text = f"{plan.preface}\n\n" if plan.preface else ""
         text += f"{say('knowledge.no_reliable_answer')} {notice}"
         await self.answers.record_knowledge(accepted, plan, text)
@@ -83,13 +100,14 @@ class Escalation:
     async def open_ticket(
         self,
         accepted: Accepted,
+        space: SupportSpace,
         *,
         trigger: str,
         candidates: Sequence[Passage] = (),
         summarize: bool = True,
     ) -> str:
-        """Open the conversation's ticket and queue it for the support space;
-        returns what the customer is told."""
+        """Open the conversation's ticket and queue it for ``space`` (the one that
+        serves the customer); returns what the customer is told."""
         desk = self.desk
         assert desk is not None
         history = await self.repository.history(
@@ -101,7 +119,9 @@ class Escalation:
             summary = await self.summarize(accepted, desk.summary_messages(history))
         else:
             summary = ""
-        opened = await desk.open(accepted, trigger=trigger, history=history, candidates=candidates)
+        opened = await desk.open(
+            accepted, trigger=trigger, history=history, space=space, candidates=candidates
+        )
         if opened.created:
             self.metrics.handoffs.labels(trigger).inc()
         if not opened.ticket.posted:
@@ -134,7 +154,12 @@ class Escalation:
                 return
             if await desk.open_ticket_of(conversation) is not None:
                 return
-            notice = await self.open_ticket(accepted, trigger="model_failure", summarize=False)
+            space = await self.space_for(accepted)
+            if space is None:
+                return
+            notice = await self.open_ticket(
+                accepted, space, trigger="model_failure", summarize=False
+            )
             ticket = await desk.open_ticket_of(conversation)
             if ticket is not None:
                 await desk.tickets.enqueue(
