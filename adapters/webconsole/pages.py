@@ -22,6 +22,7 @@ from bot.handoff.desk import HelpDesk
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.services import ConsoleServices
 from bot.settings import Settings
+from bot.team.access import Access
 from bot.team.service import Team
 from storage.console_repo import ConsoleSession
 from storage.knowledge_repo import GLOBAL
@@ -110,6 +111,8 @@ class Room:
             action_id=lambda: secrets.token_urlsafe(12),
             viewer=viewer,
             scoped=viewer is not None and not viewer.owner,
+            # An agent's console is the tickets: the other pages would refuse them.
+            admin_pages=viewer is None or viewer.tenants(Access.ADMIN) != [],
             **values,
         )
         response = web.Response(text=html, status=status, content_type="text/html")

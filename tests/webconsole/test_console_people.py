@@ -232,6 +232,7 @@ async def test_an_agent_sees_its_tenants_tickets_and_nothing_else(desk: Desk) ->
     async with client:
         status, html = await _get(client, base + "/console/tickets")
         assert status == 200 and f"#{desk.ticket_a.id}</a>" in html
+        assert ">Conversations</a>" not in html  # no links to pages that would refuse
         assert (await _get(client, base + f"/console/tickets/{desk.ticket_a.id}"))[0] == 200
         assert (await _get(client, base + f"/console/tickets/{desk.ticket_b.id}"))[0] == 403
         status, _ = await _get(client, base + "/console")
