@@ -1,5 +1,5 @@
-"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export, console link,
-audit export."""
+"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export, console
+link|token, audit export."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 import sys
 import time
 import uuid
@@ -22,8 +23,11 @@ from bot.types import ConversationRef, Inbound, Reply
 if TYPE_CHECKING:
     from bot.app import Core
     from bot.manager import Render
+    from storage.console_repo import ConsoleRepository
 
 log = logging.getLogger("deskmate")
+# A platform user id as the bot stores it: telegram:123, slack:T1/U1, web:…
+_PERSON = re.compile(r"^[a-z]+:[A-Za-z0-9][A-Za-z0-9_./:-]{0,150}$")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,12 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     console_sub = console.add_subparsers(
         dest="console_command", required=True, metavar="CONSOLE_COMMAND"
     )
-    link = console_sub.add_parser("link", help="print a one-time sign-in link")
+    link = console_sub.add_parser("link", help="print a one-time sign-in link for a person")
+    link.add_argument(
+        "--user",
+        default="",
+        help="who it signs in: a platform id with a role, e.g. telegram:123 or slack:T1/U1 "
+        "(without it, the owner's fallback)",
+    )
     link.add_argument(
         "--base-url", default="", help="how browsers reach this server (default: http://HOST:PORT)"
     )
     link.add_argument(
         "--minutes", type=int, default=15, help="how long the link stays valid (default 15)"
+    )
+    token = console_sub.add_parser("token", help="print a person's own sign-in token")
+    token.add_argument("--user", required=True, help="whose token: a platform id with a role")
+    token.add_argument(
+        "--revoke", action="store_true", help="remove their token and end their sessions"
     )
     from bot.knowledge.cli import register as register_faq
 
@@ -92,8 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_faq(args, settings))
         elif args.command == "db":
             asyncio.run(_db_upgrade(settings))
+        elif args.command == "console" and args.console_command == "token":
+            return asyncio.run(_console_token(settings, args.user, revoke=args.revoke))
         elif args.command == "console":
-            return asyncio.run(_console_link(settings, args.base_url, args.minutes))
+            return asyncio.run(_console_link(settings, args.base_url, args.minutes, user=args.user))
         elif args.command == "audit":
             return asyncio.run(_audit_export(settings, tenant=args.tenant, output=args.output))
     except CONFIG_ERRORS as exc:
@@ -196,7 +213,22 @@ async def _db_upgrade(settings: Settings) -> None:
         await db.dispose()
 
 
-async def _console_link(settings: Settings, base_url: str, minutes: int) -> int:
+async def _console_person(settings: Settings, repo: ConsoleRepository, user: str) -> str | None:
+    """Why ``user`` may not sign in to the console ("" when they may)."""
+    if not _PERSON.match(user):
+        return (
+            f"{user!r} is not a platform user id: name the person as the bot sees them, "
+            "e.g. telegram:123456 or slack:T0TEAM/U0MEMBER"
+        )
+    if user in settings.admins or await repo.roles_of(user):
+        return ""
+    return (
+        f"{user} has no role: the console is for owners (DESKMATE_ADMINS) and for agents "
+        "and admins of a tenant; give one with /role in the tenant's chat first"
+    )
+
+
+async def _console_link(settings: Settings, base_url: str, minutes: int, *, user: str = "") -> int:
     import secrets
     from datetime import timedelta
 
@@ -210,8 +242,12 @@ async def _console_link(settings: Settings, base_url: str, minutes: int) -> int:
     db = Database(settings.effective_database_url)
     try:
         await db.upgrade()
-        expires = await ConsoleRepository(db).create_link(
-            token, valid_for=timedelta(minutes=minutes)
+        repo = ConsoleRepository(db)
+        if user and (why := await _console_person(settings, repo, user)):
+            print(f"deskmate: {why}", file=sys.stderr)
+            return 2
+        expires = await repo.create_link(
+            token, valid_for=timedelta(minutes=minutes), platform_user=user
         )
     finally:
         await db.dispose()
@@ -222,9 +258,44 @@ async def _console_link(settings: Settings, base_url: str, minutes: int) -> int:
     base = (base_url or f"http://{host}:{settings.port}").rstrip("/")
     print(f"{base}/console/login?link={token}")
     print(
-        f"Signs in once, until {expires:%Y-%m-%d %H:%M} UTC.",
+        f"Signs in {user or 'as the owner'} once, until {expires:%Y-%m-%d %H:%M} UTC.",
         file=sys.stderr,
     )
+    return 0
+
+
+async def _console_token(settings: Settings, user: str, *, revoke: bool) -> int:
+    """Print ``user``'s new personal sign-in token (replacing theirs), or revoke it."""
+    import secrets
+
+    from storage.console_repo import ConsoleRepository
+    from storage.db import Database
+
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+        repo = ConsoleRepository(db)
+        if revoke:
+            tokens, sessions = await repo.revoke(user)
+            print(
+                f"revoked {tokens} token(s) of {user} and ended {sessions} session(s)",
+                file=sys.stderr,
+            )
+            return 0
+        if why := await _console_person(settings, repo, user):
+            print(f"deskmate: {why}", file=sys.stderr)
+            return 2
+        token = secrets.token_urlsafe(32)
+        await repo.issue_token(token, platform_user=user)
+    finally:
+        await db.dispose()
+    print(token)
+    print(
+        f"The console token of {user}: it signs in at /console/login until revoked with "
+        f"`deskmate console token --user {user} --revoke`; an earlier one no longer works.",
+        file=sys.stderr,
+    )
+    return 0
 
 
 async def _audit_export(settings: Settings, *, tenant: str | None, output: str) -> int:

@@ -102,8 +102,8 @@ class Settings:
     # The web chat at "/": auto = only when no platform is configured.
     web_chat: str = "auto"
     web_token: str = ""
-    # The operator console at /console: this token signs in; "" leaves only
-    # the one-time links of `deskmate console link`.
+    # The operator console at /console: the owner's fallback sign-in (every
+    # tenant); people sign in with their own `deskmate console link|token --user`.
     console_token: str = ""
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed:
     # comma-separated addresses or CIDR ranges ("" : none, the peer is the client).
@@ -273,7 +273,7 @@ class Settings:
         if self.console_token and len(self.console_token) < 16:
             raise ConfigError(
                 "DESKMATE_CONSOLE_TOKEN is too short to guess safely: use at least 16 random "
-                "characters, or leave it unset and sign in with `deskmate console link`"
+                "characters, or leave it unset and sign in with `deskmate console link --user ID`"
             )
         if self.metrics_token and len(self.metrics_token) < 16:
             raise ConfigError(

@@ -1,7 +1,11 @@
-"""What the operator console reads and writes: sign-in links, sessions, and the
-reports over conversations, answers, tickets, ratings and escalations.
+"""What the operator console reads and writes: sign-in links, personal tokens,
+sessions, the roles of the person signed in, and the reports over
+conversations, answers, tickets, ratings and escalations.
 
-Sign-in links and session cookies are stored as SHA-256 hashes only. The
+Sign-in links, personal tokens and session cookies are stored as SHA-256
+hashes only. A link, a token and a session each belong to one person (a
+platform user id, as ``Inbound.platform_user``); "" is the owner's fallback
+(the shared ``DESKMATE_CONSOLE_TOKEN`` or a link printed without ``--user``). The
 overview's figures per day are read by ``storage.console_overview``. Every
 public method is one transaction.
 """
@@ -24,6 +28,7 @@ from storage.knowledge_repo import FaqEntry, entry_from_row
 from storage.models import (
     console_links,
     console_sessions,
+    console_tokens,
     conversations,
     escalations,
     faq_answers,
@@ -31,6 +36,7 @@ from storage.models import (
     inbound_events,
     messages,
     ratings,
+    team_roles,
     tickets,
 )
 from storage.sql import ADDRESS_COLUMNS, Store, address_of, select_address
@@ -46,9 +52,13 @@ def _escape_like(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleSession:
+    """A signed-in browser: ``platform_user`` is the person ("" for the owner's
+    fallback), ``via`` how they signed in (token, personal, link)."""
+
     csrf: str
     via: str
     expires_at: datetime
+    platform_user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +121,11 @@ class EscalatedQuestion:
 class ConsoleRepository(Store):
     # -- sign-in ---------------------------------------------------------------------
 
-    async def create_link(self, token: str, *, valid_for: timedelta) -> datetime:
-        """Store a one-time sign-in link (its hash); returns when it expires."""
+    async def create_link(
+        self, token: str, *, valid_for: timedelta, platform_user: str = ""
+    ) -> datetime:
+        """Store a one-time sign-in link (its hash) for ``platform_user``; returns
+        when it expires."""
         now = utcnow()
         expires = now + valid_for
 
@@ -121,31 +134,119 @@ class ConsoleRepository(Store):
             conn.execute(delete(console_links).where(console_links.c.expires_at < now))
             conn.execute(
                 console_links.insert().values(
-                    token_hash=token_hash(token), created_at=now, expires_at=expires
+                    token_hash=token_hash(token),
+                    created_at=now,
+                    expires_at=expires,
+                    platform_user=platform_user,
                 )
             )
 
         await self._run("store a console sign-in link", op)
         return expires
 
-    async def use_link(self, token: str) -> bool:
-        """Spend a sign-in link: True once, for an unexpired link; False ever after."""
+    async def spend_link(self, token: str) -> str | None:
+        """Spend a sign-in link: the person it signs in ("" for the owner's
+        fallback) once, for an unexpired link; None ever after."""
         now = utcnow()
-        statement = (
-            update(console_links)
-            .where(
-                console_links.c.token_hash == token_hash(token),
-                console_links.c.used_at.is_(None),
-                console_links.c.expires_at > now,
-            )
-            .values(used_at=now)
-        )
-        return await self._run(
-            "use a console sign-in link", lambda conn: conn.execute(statement).rowcount == 1
+        where = and_(
+            console_links.c.token_hash == token_hash(token),
+            console_links.c.used_at.is_(None),
+            console_links.c.expires_at > now,
         )
 
+        def op(conn: Connection) -> str | None:
+            person = conn.execute(select(console_links.c.platform_user).where(where)).scalar()
+            if person is None:
+                return None
+            # The update decides: of two uses at once, only one changes the row.
+            spent = conn.execute(update(console_links).where(where).values(used_at=now)).rowcount
+            return str(person) if spent == 1 else None
+
+        return await self._run("use a console sign-in link", op)
+
+    async def use_link(self, token: str) -> bool:
+        """Spend a sign-in link: True once, for an unexpired link; False ever after."""
+        return await self.spend_link(token) is not None
+
+    async def issue_token(self, token: str, *, platform_user: str) -> None:
+        """Make ``token`` the person's personal sign-in token, replacing any earlier one."""
+        now = utcnow()
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                delete(console_tokens).where(console_tokens.c.platform_user == platform_user)
+            )
+            conn.execute(
+                console_tokens.insert().values(
+                    platform_user=platform_user, token_hash=token_hash(token), created_at=now
+                )
+            )
+
+        await self._run("store a personal console token", op)
+
+    async def token_owner(self, token: str) -> str | None:
+        """The person whose personal token ``token`` is; None for no such token."""
+        query = select(console_tokens.c.platform_user).where(
+            console_tokens.c.token_hash == token_hash(token)
+        )
+        return await self._run(
+            "read a personal console token", lambda conn: conn.execute(query).scalar()
+        )
+
+    async def revoke(self, platform_user: str) -> tuple[int, int]:
+        """Remove the person's personal token and end every console session of
+        theirs; returns how many tokens and sessions went."""
+
+        def op(conn: Connection) -> tuple[int, int]:
+            tokens = conn.execute(
+                delete(console_tokens).where(console_tokens.c.platform_user == platform_user)
+            ).rowcount
+            sessions = conn.execute(
+                delete(console_sessions).where(console_sessions.c.platform_user == platform_user)
+            ).rowcount
+            return int(tokens or 0), int(sessions or 0)
+
+        return await self._run("revoke a person's console sign-in", op)
+
+    async def roles_of(self, platform_user: str) -> dict[str, str]:
+        """The person's role (agent or admin) per tenant they have one in."""
+        query = select(team_roles.c.tenant, team_roles.c.role).where(
+            team_roles.c.platform_user == platform_user
+        )
+        return await self._run(
+            "read a person's roles",
+            lambda conn: {str(t): str(r) for t, r in conn.execute(query)},
+        )
+
+    async def tenants_of_user(self, platform_user: str) -> set[str]:
+        """The tenants of the conversations ``platform_user`` wrote in."""
+        query = (
+            select(conversations.c.tenant)
+            .select_from(
+                inbound_events.join(
+                    conversations, conversations.c.id == inbound_events.c.conversation_id
+                )
+            )
+            .where(inbound_events.c.user_id == platform_user)
+            .distinct()
+        )
+        return await self._run(
+            "read a person's tenants", lambda conn: set(conn.execute(query).scalars())
+        )
+
+    async def display_name(self, platform_user: str) -> str:
+        """The name the person last wrote under (their id when none is known)."""
+        query = (
+            select(inbound_events.c.user_name)
+            .where(inbound_events.c.user_id == platform_user, inbound_events.c.user_name != "")
+            .order_by(inbound_events.c.id.desc())
+            .limit(1)
+        )
+        found = await self._run("read a person's name", lambda conn: conn.execute(query).scalar())
+        return str(found or platform_user)
+
     async def create_session(
-        self, token: str, *, csrf: str, via: str, valid_for: timedelta
+        self, token: str, *, csrf: str, via: str, valid_for: timedelta, platform_user: str = ""
     ) -> None:
         now = utcnow()
 
@@ -158,6 +259,7 @@ class ConsoleRepository(Store):
                     via=via,
                     created_at=now,
                     expires_at=now + valid_for,
+                    platform_user=platform_user,
                 )
             )
 
@@ -165,7 +267,10 @@ class ConsoleRepository(Store):
 
     async def session(self, token: str) -> ConsoleSession | None:
         query = select(
-            console_sessions.c.csrf, console_sessions.c.via, console_sessions.c.expires_at
+            console_sessions.c.csrf,
+            console_sessions.c.via,
+            console_sessions.c.expires_at,
+            console_sessions.c.platform_user,
         ).where(console_sessions.c.token_hash == token_hash(token))
         row = await self._run("read a session", lambda conn: conn.execute(query).first())
         if row is None:
@@ -173,7 +278,7 @@ class ConsoleRepository(Store):
         expires = as_utc(row.expires_at) or row.expires_at
         if expires <= utcnow():
             return None
-        return ConsoleSession(row.csrf, row.via, expires)
+        return ConsoleSession(row.csrf, row.via, expires, row.platform_user or "")
 
     async def end_session(self, token: str) -> None:
         statement = delete(console_sessions).where(

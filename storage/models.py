@@ -360,6 +360,8 @@ console_links = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     # Set when the link is used; a link signs in once.
     Column("used_at", DateTime(timezone=True)),
+    # Whom the link signs in ("": the owner's fallback, a link printed without --user).
+    Column("platform_user", String(160), nullable=False, server_default=""),
     UniqueConstraint("token_hash", name="uq_console_links_token_hash"),
 )
 
@@ -370,10 +372,24 @@ console_sessions = Table(
     Column("token_hash", String(64), nullable=False),
     # The session's CSRF token: every write must echo it (form field or header).
     Column("csrf", String(64), nullable=False),
-    Column("via", String(16), nullable=False),  # token | link
+    Column("via", String(16), nullable=False),  # token | link | personal
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    # Who signed in ("": the owner's fallback, the shared token or an anonymous link).
+    Column("platform_user", String(160), nullable=False, server_default=""),
     UniqueConstraint("token_hash", name="uq_console_sessions_token_hash"),
+)
+
+# One personal sign-in token per person (``deskmate console token --user``).
+console_tokens = Table(
+    "console_tokens",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("platform_user", String(160), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("token_hash", name="uq_console_tokens_token_hash"),
+    UniqueConstraint("platform_user", name="uq_console_tokens_platform_user"),
 )
 # -- the support team ----------------------------------------------------------------
 # Roles, the audit trail, quotas and model usage, ratings and learned answers.

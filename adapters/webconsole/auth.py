@@ -1,11 +1,15 @@
 """Signing in to the console, its sessions and the guards on every page and write.
 
-Signing in: ``DESKMATE_CONSOLE_TOKEN`` typed into the sign-in form, or a
-one-time link from ``deskmate console link`` (stored hashed, spent on use,
-expiring). Either starts a session: a random cookie (HttpOnly, SameSite=Strict,
-path /console) whose hash is stored with the session's CSRF token. Every page
-and API needs the session; every write needs the CSRF token as well, in the
-form (``csrf``) or, for fetches, in the ``X-CSRF-Token`` header.
+Signing in is per person: a one-time link from ``deskmate console link --user
+ID`` or the personal token of ``deskmate console token --user ID`` (both stored
+hashed; a link is spent on use and expires, a token lasts until revoked). The
+shared ``DESKMATE_CONSOLE_TOKEN`` and a link printed without ``--user`` are the
+owner's fallback. Each starts a session: a random cookie (HttpOnly,
+SameSite=Strict, path /console) whose hash is stored with the session's CSRF
+token and the person. Every page and API needs the session and the person's
+role in the tenant it shows (``adapters.webconsole.people``); every write needs
+the CSRF token as well, in the form (``csrf``) or, for fetches, in the
+``X-CSRF-Token`` header.
 """
 
 from __future__ import annotations
@@ -27,10 +31,14 @@ from adapters.webconsole.pages import (
     ConsoleContext,
     Handler,
     Room,
+    _query_tenant,
     _redirect,
     _safe_next,
 )
+from adapters.webconsole.people import Viewer
+from bot.team.access import Access
 from storage.console_repo import ConsoleSession
+from storage.knowledge_repo import GLOBAL
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +61,54 @@ class SignIn(Room):
             return None
         return await self.repo.session(token)
 
-    def page(self, handler: Handler) -> Handler:
-        """``handler`` for a signed-in session only; others are sent to sign in
-        (APIs answer 401)."""
+    async def _viewer(self, person: str) -> Viewer:
+        if not person:
+            return Viewer("", owner=True)
+        if self.team.is_owner(person):
+            return Viewer(person, owner=True)
+        return Viewer(person, owner=False, roles=await self.repo.roles_of(person))
+
+    async def _admit(
+        self, request: web.Request, session: ConsoleSession, level: Access | None
+    ) -> web.StreamResponse | None:
+        """Put the person and the tenant the request may show on ``request``,
+        or the refusal when the person does not reach it at ``level`` (None:
+        any signed-in person, as signing out)."""
+        viewer = await self._viewer(session.platform_user)
+        request["session"], request["viewer"] = session, viewer
+        if level is None:
+            return None
+        reached = viewer.tenants(level)
+        asked = request.query.get("tenant", "")
+        if reached is None:
+            request["tenant"], request["tenant_arg"] = _query_tenant(request), asked
+            return None
+        if not reached:
+            if viewer.tenants(Access.AGENT) and request.path in ("/console", "/console/"):
+                return _redirect("/console/tickets")
+            needs = "an agent or admin" if level <= Access.AGENT else "an admin"
+            return self._refusal(
+                request,
+                f"{viewer.person} is not {needs} of any tenant, so this page is closed to "
+                "them. An admin gives roles with /role in the tenant's chat.",
+            )
+        tenant = _query_tenant(request) if asked else reached[0]
+        if tenant == GLOBAL or tenant not in reached:
+            shown = "the shared entries" if tenant == GLOBAL else f"tenant {asked}"
+            return self._refusal(request, f"{viewer.person} may not see {shown} here.")
+        request["tenant"], request["tenant_arg"] = tenant, tenant
+        request["reached"] = reached
+        return None
+
+    def _refusal(self, request: web.Request, text: str) -> web.StreamResponse:
+        log.warning("console: refused %s %s: %s", request.method, request.path, text)
+        if request.method != "GET" or request.path.startswith("/console/api/"):
+            return web.json_response({"error": text}, status=403)
+        return self._render(request, "missing.html", status=403, text=text, heading="Not yours")
+
+    def page(self, handler: Handler, level: Access = Access.ADMIN) -> Handler:
+        """``handler`` for a signed-in person who reaches its tenant at ``level``;
+        others are sent to sign in (APIs answer 401) or refused (403)."""
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
             session = await self._session(request)
@@ -64,15 +117,16 @@ class SignIn(Room):
                     return _secure(web.json_response({"error": "sign in first"}, status=401))
                 target = quote(request.path_qs, safe="")
                 return _secure(_redirect(f"/console/login?next={target}"))
-            request["session"] = session
-            return _secure(await handler(request))
+            refused = await self._admit(request, session, level)
+            return _secure(refused if refused is not None else await handler(request))
 
         return wrapped
 
-    def write(self, handler: Handler) -> Handler:
-        """``handler`` for a same-site request of a signed-in session that
-        carries the session's CSRF token; its form is read into ``request["form"]``
-        (left empty for multipart uploads, which the handler reads itself)."""
+    def write(self, handler: Handler, level: Access | None = Access.ADMIN) -> Handler:
+        """``handler`` for a same-site request of a signed-in person who reaches
+        its tenant at ``level`` and carries the session's CSRF token; its form
+        is read into ``request["form"]`` (left empty for multipart uploads,
+        which the handler reads itself)."""
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
             session = await self._session(request)
@@ -87,9 +141,9 @@ class SignIn(Room):
                 given = given or str(form.get("csrf", ""))
             if not given or not hmac.compare_digest(given.encode(), session.csrf.encode()):
                 return _secure(web.json_response({"error": "missing CSRF token"}, status=403))
-            request["session"] = session
             request["form"] = form
-            return _secure(await handler(request))
+            refused = await self._admit(request, session, level)
+            return _secure(refused if refused is not None else await handler(request))
 
         return wrapped
 
@@ -111,7 +165,7 @@ class SignIn(Room):
             login_csrf=pre,
             error=error,
             link_token=request.query.get("link", ""),
-            token_enabled=bool(self.settings.console_token),
+            shared_token=bool(self.settings.console_token),
             next=_safe_next(request.query.get("next", "")),
         )
         # Sign-in has no session yet: the form's token must match this cookie.
@@ -141,16 +195,8 @@ class SignIn(Room):
                 web.json_response({"error": "too many failed sign-ins; wait a minute"}, status=429)
             )
         token, link = str(form.get("token", "")), str(form.get("link", ""))
-        via = ""
-        if link and await self.repo.use_link(link):
-            via = "link"
-        elif (
-            token
-            and self.settings.console_token
-            and hmac.compare_digest(token.encode(), self.settings.console_token.encode())
-        ):
-            via = "token"
-        if not via:
+        via, person = await self._identify(token, link)
+        if via is None:
             self._failures.setdefault(remote, deque(maxlen=FAILED_SIGN_INS)).append(
                 time.monotonic()
             )
@@ -159,14 +205,24 @@ class SignIn(Room):
             log.warning("console: refused a sign-in from %s", remote)
             error = (
                 "That sign-in link is used up, expired or wrong. Print a new one with "
-                "`deskmate console link`."
+                "`deskmate console link --user ID`."
                 if link
                 else "Wrong token."
             )
             return await self.login_page(request, error=error)
+        viewer = await self._viewer(person)
+        if not viewer.owner and not viewer.roles:
+            log.warning("console: refused %s from %s: no role in any tenant", person, remote)
+            return await self.login_page(
+                request,
+                error=f"{person} has no role in any tenant any more. An admin gives one "
+                "with /role in the tenant's chat.",
+            )
         session, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        await self.repo.create_session(session, csrf=csrf, via=via, valid_for=SESSION_LIFETIME)
-        log.info("console: signed in with a %s from %s", via, remote)
+        await self.repo.create_session(
+            session, csrf=csrf, via=via, valid_for=SESSION_LIFETIME, platform_user=person
+        )
+        log.info("console: %s signed in with a %s from %s", person or "the owner", via, remote)
         response = _redirect(_safe_next(str(form.get("next", ""))) or "/console")
         response.set_cookie(
             COOKIE,
@@ -179,6 +235,20 @@ class SignIn(Room):
         )
         response.del_cookie(LOGIN_COOKIE, path="/console/login")
         return _secure(response)
+
+    async def _identify(self, token: str, link: str) -> tuple[str | None, str]:
+        """How and as whom the form signs in: (via, person), via None when it
+        does not; person "" is the owner's fallback."""
+        if link:
+            person = await self.repo.spend_link(link)
+            return ("link", person) if person is not None else (None, "")
+        if not token:
+            return None, ""
+        shared = self.settings.console_token
+        if shared and hmac.compare_digest(token.encode(), shared.encode()):
+            return "token", ""
+        person = await self.repo.token_owner(token)
+        return ("personal", person) if person else (None, "")
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         await self.repo.end_session(request.cookies.get(COOKIE, ""))

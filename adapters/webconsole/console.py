@@ -25,6 +25,7 @@ from adapters.webconsole.pages import ConsoleContext, Handler
 from adapters.webconsole.tickets import TicketPages
 from bot.services import ConsoleServices
 from bot.settings import Settings
+from bot.team.access import Access
 
 if TYPE_CHECKING:
     from adapters.web import HttpServer
@@ -39,6 +40,9 @@ def mount_console(http: HttpServer, *, settings: Settings, services: ConsoleServ
     )
     console.mount(http)
     return console
+
+
+AGENT = Access.AGENT
 
 
 class WebConsole:
@@ -61,7 +65,9 @@ class WebConsole:
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         """Every route of the console, each behind its guard: ``page`` needs a
-        session, ``write`` a session and its CSRF token; sign-in needs neither."""
+        session, ``write`` a session and its CSRF token; sign-in needs neither.
+        Tickets are for agents and admins of their tenants, every other page
+        for admins (owners reach everything)."""
         page, write = self.sign_in.page, self.sign_in.write
         overview, conversations, tickets = self.overview, self.conversations, self.tickets
         knowledge, learned, imports = self.knowledge, self.learned, self.imports
@@ -70,7 +76,7 @@ class WebConsole:
             ("GET", "/console/", page(overview.overview)),
             ("GET", "/console/login", self.sign_in.login_page),
             ("POST", "/console/login", self.sign_in.login),
-            ("POST", "/console/logout", write(self.sign_in.logout)),
+            ("POST", "/console/logout", write(self.sign_in.logout, None)),
             ("GET", "/console/api/overview", page(overview.overview_json)),
             ("GET", "/console/conversations", page(conversations.conversations)),
             ("GET", r"/console/conversations/{id:\d+}", page(conversations.transcript)),
@@ -80,12 +86,12 @@ class WebConsole:
                 page(conversations.export_transcript),
             ),
             ("POST", "/console/users/forget", write(conversations.forget_user)),
-            ("GET", "/console/tickets", page(tickets.tickets)),
-            ("GET", r"/console/tickets/{id:\d+}", page(tickets.ticket)),
+            ("GET", "/console/tickets", page(tickets.tickets, AGENT)),
+            ("GET", r"/console/tickets/{id:\d+}", page(tickets.ticket, AGENT)),
             (
                 "POST",
                 r"/console/tickets/{id:\d+}/{action:claim|reply|note|release|resolve}",
-                write(tickets.ticket_action),
+                write(tickets.ticket_action, AGENT),
             ),
             ("GET", "/console/knowledge", page(knowledge.knowledge_page)),
             ("POST", "/console/knowledge/entries", write(knowledge.add_entry)),

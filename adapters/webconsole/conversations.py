@@ -47,6 +47,8 @@ class ConversationPages(Room):
         found = await self.repo.transcript(int(request.match_info["id"]))
         if found is None:
             return await self._not_found(request, "There is no such conversation.")
+        if not self.reaches(request, found.address.tenant):
+            return await self._forbidden(request, f"Conversation {found.id}")
         turns = annotate(found)
         users = sorted({t.message.user_id for t in turns if t.message.user_id})
         return self._render(
@@ -63,6 +65,8 @@ class ConversationPages(Room):
         found = await self.repo.transcript(int(request.match_info["id"]))
         if found is None:
             raise web.HTTPNotFound(text="no such conversation")
+        if not self.reaches(request, found.address.tenant):
+            return await self._forbidden(request, f"Conversation {found.id}")
         turns = annotate(found)
         fmt = request.match_info["fmt"]
         name = f"conversation-{found.id}.{fmt}"
@@ -83,12 +87,17 @@ class ConversationPages(Room):
         if not user or form.get("confirm") != "yes":
             self._say(request, "Tick the box to confirm, then delete.")
             return _redirect(back)
+        if request.get("reached") is not None:
+            # Erasing reaches every tenant the person wrote in: all must be the admin's.
+            wrote_in = await self.repo.tenants_of_user(user)
+            if not wrote_in or not all(self.reaches(request, t) for t in wrote_in):
+                return await self._forbidden(request, f"{user} (or part of their data)")
         tenant = await self._tenant_of(back)
         result = await self.services.forget_user(user)
         # The same entry as the chat's /forget: who was erased and how much.
         await self.team.audit(
             tenant,
-            _console_actor(request),
+            self.viewer(request).actor,
             "forget",
             user,
             {
@@ -124,9 +133,3 @@ class ConversationPages(Room):
             return ""
         transcript = await self.repo.transcript(int(found[1]))
         return transcript.address.tenant if transcript is not None else ""
-
-
-def _console_actor(request: web.Request) -> str:
-    """Who acts in the console, as its ticket and learned-answer forms sign."""
-    name = " ".join(request.cookies.get("deskmate_console_agent", "").split())[:60]
-    return f"console:{name or 'Console'}"

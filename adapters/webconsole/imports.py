@@ -97,6 +97,9 @@ class ImportJobs(Room):
                             out.write(chunk)
             if saved is None:
                 return web.json_response({"error": "choose a file to import"}, status=400)
+            if not self.reaches(request, tenant):
+                _remove(folder)
+                return await self._forbidden(request, "The import's tenant")
         except BaseException:
             _remove(folder)
             raise
@@ -127,7 +130,7 @@ class ImportJobs(Room):
 
     async def import_status(self, request: web.Request) -> web.StreamResponse:
         job = self._imports.get(request.match_info["job"])
-        if job is None:
+        if job is None or not self.reaches(request, job.tenant):
             return web.json_response({"error": "no such import"}, status=404)
         return web.json_response(job.as_json())
 

@@ -47,6 +47,8 @@ class KnowledgePages(Room):
         entry = await self.repo.entry(int(request.match_info["id"]))
         if entry is None:
             return await self._not_found(request, "There is no such entry.")
+        if not self.reaches(request, entry.tenant):
+            return await self._forbidden(request, f"Entry {entry.ref}")
         return self._render(
             request,
             "entry.html",
@@ -91,6 +93,8 @@ class KnowledgePages(Room):
             self._say(request, entry)
             return _redirect("/console/knowledge")
         tenant = str(form.get("entry_tenant", "")).strip()
+        if not self.reaches(request, tenant):
+            return await self._forbidden(request, "The entry's tenant")
         result = await kb.add(entry, tenant=tenant)
         log.info("console: FAQ entry %s (%s)", "added" if result.created else "updated", entry.key)
         what = "Added" if result.created else "Updated" if result.updated else "Unchanged:"
@@ -102,6 +106,8 @@ class KnowledgePages(Room):
         old = await self.repo.entry(int(request.match_info["id"]))
         if kb is None or old is None:
             raise web.HTTPNotFound(text="no such entry")
+        if not self.reaches(request, old.tenant):
+            return await self._forbidden(request, f"Entry {old.ref}")
         entry = self._entry_input(request["form"], old.external_id)
         if isinstance(entry, str):
             self._say(request, entry)
@@ -120,6 +126,8 @@ class KnowledgePages(Room):
         old = await self.repo.entry(int(request.match_info["id"]))
         if kb is None or old is None:
             raise web.HTTPNotFound(text="no such entry")
+        if not self.reaches(request, old.tenant):
+            return await self._forbidden(request, f"Entry {old.ref}")
         await kb.remove(str(old.id), tenant=old.tenant)
         log.info("console: FAQ entry %s removed", old.ref)
         self._say(request, f"Removed the entry “{old.question}”.")
@@ -157,6 +165,10 @@ class KnowledgePages(Room):
         kb = self.knowledge
         question = request.query.get("q", "").strip()[:MAX_QUESTION_CHARS]
         asking = request.query.get("as", "").strip()
+        if not self.reaches(request, asking or GLOBAL):
+            if asking:
+                return await self._forbidden(request, f"Tenant {asking}")
+            asking = _tenant(request) or ""
         values: dict[str, Any] = {"question": question, "asking": asking, "tried": False}
         if kb is not None and question:
             # The same planning path a customer's message takes, with the

@@ -40,7 +40,7 @@ class LearnedPages(Room):
             proposals=found,
             targets=targets,
             available=kb is not None,
-            agent_name=request.cookies.get("deskmate_console_agent", "") or "Console",
+            actor=self.viewer(request).actor,
             **await self._page_values(request),
         )
 
@@ -56,11 +56,12 @@ class LearnedPages(Room):
         proposal = await self.team.repository.proposal(proposal_id)
         if proposal is None:
             raise web.HTTPNotFound(text="no such learned answer")
+        if not self.reaches(request, proposal.tenant):
+            return await self._forbidden(request, f"Learned answer #{proposal_id}")
         if proposal.status != "pending":
             self._say(request, f"Learned answer #{proposal_id} was already {proposal.status}.")
             return _redirect(back)
-        agent_name = " ".join(str(form.get("agent_name", "")).split())[:60] or "Console"
-        actor = f"console:{agent_name}"
+        actor = self.viewer(request).actor
         if request.match_info["decision"] == "reject":
             if await self.team.repository.decide(proposal.id, approved=False, by=actor) is None:
                 said = f"Learned answer #{proposal_id} was decided meanwhile."

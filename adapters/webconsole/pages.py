@@ -16,11 +16,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from adapters.clients import Client, client_of
+from adapters.webconsole.people import Viewer
 from adapters.webconsole.reports import PATH_NAMES
 from bot.handoff.desk import HelpDesk
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.services import ConsoleServices
 from bot.settings import Settings
+from bot.team.access import Access
 from bot.team.service import Team
 from storage.console_repo import ConsoleSession
 from storage.knowledge_repo import GLOBAL
@@ -84,8 +86,9 @@ class Room:
         self, request: web.Request, template: str, *, status: int = 200, **values: Any
     ) -> web.Response:
         session: ConsoleSession | None = request.get("session")
+        viewer: Viewer | None = request.get("viewer")
         nonce = secrets.token_urlsafe(16)
-        tenant_arg = request.query.get("tenant", "")
+        tenant_arg = request.get("tenant_arg", request.query.get("tenant", ""))
 
         def link(path: str, **params: object) -> str:
             query = {k: v for k, v in params.items() if v not in (None, "")}
@@ -106,6 +109,10 @@ class Room:
             link=link,
             flash=flash,
             action_id=lambda: secrets.token_urlsafe(12),
+            viewer=viewer,
+            scoped=viewer is not None and not viewer.owner,
+            # An agent's console is the tickets: the other pages would refuse them.
+            admin_pages=viewer is None or viewer.tenants(Access.ADMIN) != [],
             **values,
         )
         response = web.Response(text=html, status=status, content_type="text/html")
@@ -124,7 +131,33 @@ class Room:
                 self._flash.popitem(last=False)
 
     async def _page_values(self, request: web.Request) -> dict[str, Any]:
-        return {"tenants": await self.repo.tenants(), "tenant": _tenant(request)}
+        reached: list[str] | None = request.get("reached")
+        tenants = reached if reached is not None else await self.repo.tenants()
+        return {"tenants": tenants, "tenant": _tenant(request)}
+
+    def viewer(self, request: web.Request) -> Viewer:
+        """The person signed in (set by the guard in front of every handler)."""
+        viewer: Viewer = request["viewer"]
+        return viewer
+
+    def reaches(self, request: web.Request, tenant: str) -> bool:
+        """Whether the person signed in may see and act on ``tenant`` on this page."""
+        reached: list[str] | None = request.get("reached")
+        return reached is None or tenant in reached
+
+    async def _forbidden(self, request: web.Request, what: str) -> web.StreamResponse:
+        """The refusal of something of a tenant the person does not reach."""
+        text = f"{what} belongs to a tenant you do not serve."
+        if request.method != "GET":
+            return web.json_response({"error": text}, status=403)
+        return self._render(
+            request,
+            "missing.html",
+            status=403,
+            text=text,
+            heading="Not yours",
+            **await self._page_values(request),
+        )
 
     async def _not_found(self, request: web.Request, text: str) -> web.Response:
         return self._render(
@@ -147,6 +180,15 @@ def _safe_next(target: str) -> str:
 
 
 def _tenant(request: web.Request) -> str | None:
+    """The tenant a page shows (None: every tenant): the guard's choice for the
+    person signed in, which is the query's filter for owners."""
+    if "tenant" in request:
+        tenant: str | None = request["tenant"]
+        return tenant
+    return _query_tenant(request)
+
+
+def _query_tenant(request: web.Request) -> str | None:
     raw = request.query.get("tenant", "")
     if not raw:
         return None

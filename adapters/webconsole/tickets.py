@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from adapters.webconsole.pages import SESSION_LIFETIME, Room, _redirect, _tenant
+from adapters.webconsole.pages import Room, _redirect, _tenant
 from bot.handoff.actions import CONSOLE_ACTIONS, Actor
 from bot.handoff.desk import TRIGGERS
 from bot.messages import say
@@ -44,6 +44,8 @@ class TicketPages(Room):
         ticket = await self.desk.tickets.get(int(request.match_info["id"]))
         if ticket is None:
             return await self._not_found(request, "There is no such ticket.")
+        if not self.reaches(request, ticket.customer_address.tenant):
+            return await self._forbidden(request, f"Ticket #{ticket.id}")
         return self._render(
             request,
             "ticket.html",
@@ -51,7 +53,7 @@ class TicketPages(Room):
             ticket=ticket,
             events=await self.desk.tickets.events(ticket.id),
             triggers=TRIGGERS,
-            agent_name=request.cookies.get("deskmate_console_agent", "") or "Console",
+            agent_name=await self._name(request),
             **await self._page_values(request),
         )
 
@@ -63,28 +65,24 @@ class TicketPages(Room):
         back = f"/console/tickets/{ticket_id}"
         if not _ACTION.match(action_id):
             return web.json_response({"error": "the form has no action id"}, status=400)
-        agent_name = " ".join(str(form.get("agent_name", "")).split())[:60] or "Console"
-        agent = f"console:{agent_name}"
         text = str(form.get("text", ""))
         desk = self.desk
         # The same action as the chat command: same audit entry, same notices.
         ticket = await desk.tickets.get(ticket_id)
+        agent = self.viewer(request).actor
         if ticket is None:
             said = say("handoff.no_ticket", id=ticket_id)
+        elif not self.reaches(request, ticket.customer_address.tenant):
+            return await self._forbidden(request, f"Ticket #{ticket_id}")
         else:
-            actor = Actor.at_console(agent_name, action_id)
+            actor = Actor.at_console(agent, await self._name(request), action_id)
             said = await CONSOLE_ACTIONS[action](desk, ticket, actor, text) or ""
         log.info("console: %s on ticket #%d by %s", action, ticket_id, agent)
         self._say(request, said)
-        response = _redirect(back)
-        # Remembered so the next form is signed the same way.
-        response.set_cookie(
-            "deskmate_console_agent",
-            agent_name,
-            httponly=True,
-            samesite="Strict",
-            path="/console",
-            secure=request.secure,
-            max_age=int(SESSION_LIFETIME.total_seconds()),
-        )
-        return response
+        return _redirect(back)
+
+    async def _name(self, request: web.Request) -> str:
+        """What the customer and the team see of the person signed in: the
+        name they last wrote under, their id without one."""
+        person = self.viewer(request).person
+        return await self.repo.display_name(person) if person else "Console"

@@ -31,10 +31,11 @@ from storage.handoff_repo import Ticket
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who acts on a ticket and why: ``agent`` is the platform user id (or
-    ``console:NAME``), ``name`` what the customer and the team see, ``cause``
-    the inbound event id in chat or the form's action id in the console,
-    ``space`` the support space a chat action is taken in."""
+    """Who acts on a ticket and why: ``agent`` is the platform user id (in the
+    console, of the person signed in; ``console:owner`` for the owner's shared
+    sign-in), ``name`` what the customer and the team see, ``cause`` the
+    inbound event id in chat or the form's action id in the console, ``space``
+    the support space a chat action is taken in."""
 
     agent: str
     name: str
@@ -47,8 +48,10 @@ class Actor:
         return cls(agent, name, str(inbound_id), space=space)
 
     @classmethod
-    def at_console(cls, name: str, action_id: str) -> Actor:
-        return cls(f"console:{name}", name, f"console:{action_id}", console=True)
+    def at_console(cls, agent: str, name: str, action_id: str) -> Actor:
+        """The person signed in to the console (``agent``, who the audit
+        records) acting through the form with ``action_id``."""
+        return cls(agent, name, f"console:{action_id}", console=True)
 
 
 # What every ticket action looks like to its callers: the text for the agent,

@@ -50,6 +50,7 @@ PAYPAL_QUESTION = "Can I pay with PayPal?"
 PAYPAL_PROPOSED = "I think PayPal works."
 PAYPAL_APPROVED = "Yes: PayPal is accepted at checkout, in every country we ship to."
 RESET_PHRASING = "I forgot my password, what now?"
+AGENT = 5150  # a Telegram agent of the bot's tenant, signed in by a link of their own
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -259,6 +260,7 @@ async def _seed(url: str) -> None:
 
     await db.run(op)
     team = TeamRepository(db)
+    await team.set_role(TENANT, f"telegram:{AGENT}", "agent", by="telegram:1")
     await team.propose(
         tenant=TENANT,
         question=PAYPAL_QUESTION,
@@ -344,9 +346,10 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         print(stack.logs())  # shown by pytest only when a test failed
 
 
-async def _console_link(stack: Stack) -> str:
+async def _console_link(stack: Stack, *, user: str = "") -> str:
+    person = ("--user", user) if user else ()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "console", "link", "--minutes", "5",
+        sys.executable, "-m", "bot", "console", "link", "--minutes", "5", *person,
         cwd=ROOT, env=stack.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
@@ -356,13 +359,14 @@ async def _console_link(stack: Stack) -> str:
     return link
 
 
-async def _signed_in_page(stack: Stack, *, width: int = 1280) -> Any:
-    """A browser tab signed in through a one-time link, as an operator would."""
+async def _signed_in_page(stack: Stack, *, width: int = 1280, user: str = "") -> Any:
+    """A browser tab signed in through a one-time link, as an operator would
+    (as ``user``; without one, as the owner)."""
     context = await stack.browser.new_context(viewport={"width": width, "height": 900})
     page = await context.new_page()
-    await page.goto(await _console_link(stack))
+    await page.goto(await _console_link(stack, user=user))
     await page.get_by_role("button", name="Sign in with this link").click()
-    await page.wait_for_url(re.compile(r"/console$"))
+    await page.wait_for_url(re.compile(r"/console(/tickets)?$"))
     return page
 
 
@@ -549,18 +553,22 @@ async def test_a_console_reply_reaches_the_telegram_customer_once(stack: Stack) 
     await fake.wait_for(
         lambda: any(t.startswith("Ticket #") for t in fake.texts(GROUP)), within=30, what="ticket"
     )
-    page = await _signed_in_page(stack)
+    # The agent wrote to the bot once, so the team sees their name.
+    fake.send_user_message(AGENT, "hello", first_name="Robin")
+    await fake.wait_for(lambda: bool(fake.texts(AGENT)), within=30, what="the agent's answer")
+    page = await _signed_in_page(stack, user=f"telegram:{AGENT}")
     await page.goto(stack.base + "/console/tickets")
     await page.locator("#queue tbody tr").first.get_by_role("link").click()
     await _shot(page, "ticket")
+    signed = await page.locator("#signed-as").inner_text()
+    assert "Robin" in signed and f"telegram:{AGENT}" in signed
     reply = "Your parcel left the depot this morning."
     form = page.locator("#reply-form")
     await form.get_by_label("Reply to the customer").fill(reply)
-    await form.get_by_label("Signed in the ticket as").fill("Robin")
     # The values the browser will submit, to submit them a second time below.
     fields = {
         name: await form.locator(f'input[name="{name}"]').input_value()
-        for name in ("csrf", "action", "agent_name")
+        for name in ("csrf", "action")
     }
     await form.get_by_role("button", name="Send reply").click()
     await page.wait_for_load_state()
@@ -594,6 +602,15 @@ async def test_a_console_reply_reaches_the_telegram_customer_once(stack: Stack) 
     )
     await _shot(page, "ticket-resolved")
     await page.context.close()
+    # The audit names the person signed in, not a name typed into a form.
+    db = Database(stack.env["DATABASE_URL"])
+    try:
+        audit = await TeamRepository(db).audit_entries(tenant=TENANT, limit=20)
+    finally:
+        await db.dispose()
+    acted = {(e.action, e.actor) for e in audit if e.action.startswith("ticket.")}
+    assert ("ticket.claim", f"telegram:{AGENT}") in acted
+    assert ("ticket.resolve", f"telegram:{AGENT}") in acted
 
 
 async def test_an_entry_added_in_the_console_is_answered_verbatim(stack: Stack) -> None:
@@ -691,6 +708,6 @@ async def test_learned_answers_are_approved_edited_or_rejected_in_the_console(
     finally:
         await db.dispose()
     decided = {(e.action, e.target, e.actor) for e in audit}
-    assert ("faq.approve", "proposal 1", "console:Console") in decided
-    assert ("faq.reject", "proposal 2", "console:Console") in decided
+    assert ("faq.approve", "proposal 1", "console:owner") in decided
+    assert ("faq.reject", "proposal 2", "console:owner") in decided
     await page.context.close()

@@ -29,6 +29,7 @@ from tests.storage.support import make_event
 from tests.storage.words import where_written
 
 MARK = "NARWHAL-0419"
+ADMIN = "test:dana"
 
 
 @dataclass
@@ -37,10 +38,16 @@ class Console:
     repo: ConsoleRepository
 
     async def sign_in(self) -> dict[str, str]:
+        """A session of t1's admin, made directly in storage."""
+        await TeamRepository(self.repo.db).set_role("t1", ADMIN, "admin", by="test:owner")
         await self.repo.create_session(
-            "session-cookie", csrf="csrf-token", via="token", valid_for=timedelta(hours=1)
+            "session-cookie",
+            csrf="csrf-token",
+            via="link",
+            valid_for=timedelta(hours=1),
+            platform_user=ADMIN,
         )
-        return {"Cookie": "deskmate_console=session-cookie; deskmate_console_agent=Dana"}
+        return {"Cookie": "deskmate_console=session-cookie"}
 
 
 @pytest.fixture
@@ -87,10 +94,10 @@ async def test_a_console_erasure_is_audited_without_the_erased_words(
         ) as response,
     ):
         assert response.status == 303
-    [entry] = await TeamRepository(repository.db).audit_entries()
+    [entry] = await TeamRepository(repository.db).audit_entries(tenant="t1", limit=1)
     assert (entry.tenant, entry.actor, entry.action, entry.target) == (
         "t1",
-        "console:Dana",
+        ADMIN,
         "forget",
         "test:u1",
     )

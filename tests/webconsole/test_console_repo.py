@@ -58,7 +58,9 @@ async def test_overview_counts_by_day_and_a_console_reply_is_relayed_once(
         details={},
     )
     for _ in range(2):  # a double submit
-        await actions.reply(desk, ticket, Actor.at_console("Robin", "act-000001"), "Hi")
+        await actions.reply(
+            desk, ticket, Actor.at_console("slack:T1/U7", "Robin", "act-000001"), "Hi"
+        )
     to_customer = [r for r in await tickets.outbox_rows() if r["kind"] == "to_customer"]
     assert [r["text"] for r in to_customer] == ["Team: Hi"]
 

@@ -54,7 +54,9 @@ async def _audited(manager: ConversationManager, ticket: Ticket) -> list[tuple[s
 async def _console(desk: HelpDesk, action: str, ticket_id: int, form: str, text: str = "") -> str:
     ticket = await desk.tickets.get(ticket_id)
     assert ticket is not None
-    said = await CONSOLE_ACTIONS[action](desk, ticket, Actor.at_console("Robin", form), text)
+    said = await CONSOLE_ACTIONS[action](
+        desk, ticket, Actor.at_console("console:owner", "Robin", form), text
+    )
     return said or ""
 
 
