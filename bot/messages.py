@@ -95,6 +95,9 @@ _HANDOFF: dict[str, str] = {
     "handoff.idle_space": (
         "Ticket #{id} closed after a quiet spell; the bot answers this customer again."
     ),
+    # The topic or thread a ticket opens in (at most 120 characters are kept).
+    "handoff.ticket_title": "#{id} {customer} ({platform})",
+    "handoff.undelivered": "Your message could not be delivered to the customer ({error}):\n{text}",
     "handoff.remind": (
         "Ticket #{id} ({customer}) has waited {minutes} min for a person. Reply here, or /claim it."
     ),
@@ -104,7 +107,11 @@ _HANDOFF: dict[str, str] = {
     "handoff.ticket_taken": "Taken over by {agent}",
     "handoff.ticket_summary": "Summary: {summary}",
     "handoff.ticket_turns": "Last messages:",
+    "handoff.ticket_turn": "  {who}: {text}",
+    "handoff.ticket_customer": "customer",
+    "handoff.ticket_bot": "bot",
     "handoff.ticket_candidates": "Knowledge base considered:",
+    "handoff.ticket_candidate": "  {ref} ({score:.2f}) {question}",
     "handoff.ticket_foot": (
         "Reply here to answer the customer. /claim · /resolve · /release · /note TEXT"
     ),
@@ -359,6 +366,105 @@ _TEAM: dict[str, str] = {
     "team.rated_bad": (
         "Thanks for telling us. If you like, say what was missing: /rate bad WHAT WAS MISSING."
     ),
+    # Who a command is for, as refusals and /help name them.
+    "team.who.everyone": "everyone",
+    "team.who.agents": "agents and admins",
+    "team.who.admins": "admins",
+    "team.who.owners": "owners",
+    # Naming a person in /role and /quota.
+    "team.user_id_help": (
+        "Name the person by their platform id, which never changes: a Telegram user id "
+        "(digits), a Slack member id (U…) or an @-mention in Slack. Display names and "
+        "usernames can change, so they are not accepted."
+    ),
+    "team.not_a_member": "{raw} is not a member of this workspace. {help}",
+    "team.not_a_slack_id": "{raw!r} is not a Slack member id. {help}",
+    "team.not_a_telegram_id": "{raw!r} is not a Telegram user id. {help}",
+    "team.not_a_user_id": "{raw!r} is not a user id. {help}",
+    # The team commands: what /help says of them, and their replies.
+    "team.command.role": "give someone a role here: /role USER admin|agent|customer",
+    "team.command.roles": "list the admins and agents here",
+    "team.command.audit": "the last staff actions here: /audit [N]",
+    "team.command.quota": "today's model usage and limits",
+    "team.command.rate": "rate my last answer: /rate good, or /rate bad COMMENT",
+    "team.owners_only_elsewhere": "Only owners act on another tenant; leave out --tenant.",
+    "team.which_tenant": "Which tenant? --tenant TENANT",
+    "team.shared_faq": "the shared FAQ",
+    "team.tenant": "tenant {tenant}",
+    "team.every_tenant": "every tenant",
+    "team.in_tenant": " [{tenant}]",
+    "team.shared": "shared",
+    "team.role_usage": (
+        "Usage: /role USER admin|agent|customer (customer removes the role). USER is the "
+        "person's platform id: a Telegram user id, a Slack member id (U…) or an @-mention."
+    ),
+    "team.role_of_owner": "{user} is an owner (DESKMATE_ADMINS); /role does not change owners.",
+    "team.role_own": "You can't change your own role; ask another admin or an owner.",
+    "team.role_set": "{user} is now {role} in {where} (was {before}).",
+    "team.roles_head": "Roles in {where}:",
+    "team.roles_line": "{user}: {role} (by {by})",
+    "team.roles_none": "nobody yet; everyone is a customer (owners aside).",
+    "team.roles_owners": "Owners (DESKMATE_ADMINS) act everywhere.",
+    "team.audit_own_only": "Admins see their own workspace's audit trail: /audit [N].",
+    "team.audit_none": "No staff actions recorded here yet.",
+    "team.audit_head": "Last {count} staff actions in {where}:",
+    "team.audit_line": "{when}{where} {actor} {action}{target}{details}",
+    "team.audit_details": " ({details})",
+    "team.quota_usage": (
+        "Usage: /quota (today's usage and limits); admins: /quota user USER N|off "
+        "(USER * for everyone without a limit of their own), /quota tenant N|off. "
+        "N is tokens a day."
+    ),
+    "team.quota_admins_only": "Only admins change quotas; /quota shows yours.",
+    "team.quota_whole_tenant": "the whole tenant",
+    "team.quota_each_user": "each user",
+    "team.quota_no_limit": "no limit",
+    "team.quota_per_day": "{limit} tokens a day",
+    "team.quota_set": "Quota for {who} in {where}: {amount}.",
+    "team.quota_head": "Model usage today (UTC):",
+    "team.quota_you": "you",
+    "team.quota_line": "{who}: {usage}",
+    "team.quota_used_of": "{used} tokens of {limit}",
+    "team.quota_used_unlimited": "{used} tokens (no limit)",
+    "team.quota_defaults": "defaults from the settings: {user} per user, {tenant} per tenant",
+    "team.quota_none": "none",
+    "team.rate_how": "Rate with /rate good, or /rate bad and what was missing.",
+    # Learned answers: /learn in a ticket, /faq approve, /faq pending, /faq gaps.
+    # Stored as the source of an entry learned from a ticket (and cited as such).
+    "team.learned_source": "support team",
+    "team.learn_nothing_yet": (
+        "Nothing to learn from ticket #{id} yet: answer the customer here first, then /learn."
+    ),
+    "team.learn_no_question": "I can't find the customer's question in ticket #{id}.",
+    "team.learn_no_entry": (
+        "There is no FAQ entry {ref} this customer's questions are answered from."
+    ),
+    "team.learn_new_entry": "a new FAQ entry",
+    "team.learn_phrasing": "another phrasing of FAQ entry {ref}",
+    "team.learn_proposed": (
+        "Proposed {what} (#{id}) for an admin to approve:\n"
+        "Q: {question}\nA: {answer}\n"
+        "Admins: /faq approve {id} [| edited answer] or /faq reject {id}."
+    ),
+    "team.approve_gone": "FAQ entry {ref} is gone; /faq reject {id} it.",
+    "team.approve_meanwhile": (
+        "Proposal #{id} was decided meanwhile; FAQ entry {ref} is up to date."
+    ),
+    "team.approved_phrasing": "Approved: FAQ entry {ref} now also answers “{question}”.",
+    "team.approved": "Approved: FAQ entry {ref} answers “{question}”.",
+    "team.pending_none": "No learned answers are waiting for approval.",
+    "team.pending_head": "Learned answers waiting for approval:",
+    "team.pending_line": "#{id}{where}{what} Q: {question}",
+    "team.pending_phrasing": " (phrasing of {ref})",
+    "team.pending_answer": "    A: {answer}",
+    "team.pending_foot": "/faq approve ID [| edited answer] · /faq reject ID",
+    "team.gaps_none": "No gaps found: nothing was escalated or rated bad.",
+    "team.gaps_head": "Knowledge gaps ({questions} questions in {groups} groups):",
+    "team.gaps_line": "{count}× “{question}” ({why})",
+    "team.gaps_escalated": "{count} escalated",
+    "team.gaps_rated_bad": "{count} rated bad",
+    "team.gaps_also": "    also: “{question}”",
+    "team.gaps_more": "… and {count} smaller groups.",
 }
 
 # -- commands: help, refusals, housekeeping ------------------------------------

@@ -415,13 +415,22 @@ def ticket_text(ticket: Ticket, summary: str) -> str:
     if turns:
         lines.append(say("handoff.ticket_turns"))
         for turn in turns[-6:]:
-            who = "customer" if turn.get("role") == "user" else "bot"
-            lines.append(f"  {who}: {str(turn.get('text', ''))[:300]}")
+            who = say(
+                "handoff.ticket_customer" if turn.get("role") == "user" else "handoff.ticket_bot"
+            )
+            lines.append(say("handoff.ticket_turn", who=who, text=str(turn.get("text", ""))[:300]))
     candidates = details.get("candidates") or []
     if candidates:
         lines.append(say("handoff.ticket_candidates"))
         for c in candidates:
-            lines.append(f"  {c['ref']} ({c['score']:.2f}) {c['question']}")
+            lines.append(
+                say(
+                    "handoff.ticket_candidate",
+                    ref=c["ref"],
+                    score=c["score"],
+                    question=c["question"],
+                )
+            )
     lines.append(say("handoff.ticket_foot"))
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from bot.handoff.desk import HelpDesk, space_ref
+from bot.messages import say
 from bot.types import Channel, ConversationRef, Undeliverable
 from storage.errors import StorageError
 from storage.handoff_repo import HandoffRepository, OutboxItem
@@ -132,7 +133,12 @@ class OutboxWorker:
                 raise Undeliverable("the ticket is gone")
             if ticket.posted:
                 return ticket.space_message  # posted before a crash; not twice
-            title = f"#{ticket.id} {ticket.customer_name} ({ticket.customer_address.platform})"
+            title = say(
+                "handoff.ticket_title",
+                id=ticket.id,
+                customer=ticket.customer_name,
+                platform=ticket.customer_address.platform,
+            )
             posted = await channel.open_ticket(
                 space_ref(address), title=title[:120], text=item.text, ticket_id=ticket.id
             )
@@ -165,8 +171,7 @@ class OutboxWorker:
                 await self.tickets.enqueue(
                     f"undelivered:{item.id}",
                     self.desk.space_address(ticket),
-                    f"Your message could not be delivered to the customer ({error[:200]}):\n"
-                    f"{item.text[:500]}",
+                    say("handoff.undelivered", error=error[:200], text=item.text[:500]),
                     kind="to_ticket",
                     ticket_id=ticket.id,
                 )

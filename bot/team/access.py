@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from enum import IntEnum
 
+from bot.messages import say
+
 
 class Access(IntEnum):
     """What a command requires; a higher level may do everything a lower one may."""
@@ -29,17 +31,13 @@ class Access(IntEnum):
 
 
 _WHO = {
-    Access.EVERYONE: "everyone",
-    Access.AGENT: "agents and admins",
-    Access.ADMIN: "admins",
-    Access.OWNER: "owners",
+    Access.EVERYONE: say("team.who.everyone"),
+    Access.AGENT: say("team.who.agents"),
+    Access.ADMIN: say("team.who.admins"),
+    Access.OWNER: say("team.who.owners"),
 }
 
-USER_ID_HELP = (
-    "Name the person by their platform id, which never changes: a Telegram user id "
-    "(digits), a Slack member id (U…) or an @-mention in Slack. Display names and "
-    "usernames can change, so they are not accepted."
-)
+USER_ID_HELP = say("team.user_id_help")
 
 _SLACK_MENTION = re.compile(r"^<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>$")
 _SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
@@ -62,17 +60,17 @@ def parse_user(platform: str, tenant: str, raw: str) -> str:
         if platform == "slack":
             team, _, text = text.rpartition("/")
             if team != tenant:
-                raise UserIdError(f"{raw} is not a member of this workspace. {USER_ID_HELP}")
+                raise UserIdError(say("team.not_a_member", raw=raw, help=USER_ID_HELP))
     if platform == "slack":
         mention = _SLACK_MENTION.match(text)
         member = mention.group(1) if mention else text
         if not _SLACK_ID.match(member):
-            raise UserIdError(f"{raw!r} is not a Slack member id. {USER_ID_HELP}")
+            raise UserIdError(say("team.not_a_slack_id", raw=raw, help=USER_ID_HELP))
         return f"slack:{tenant}/{member}"
     if platform == "telegram":
         if not _TELEGRAM_ID.match(text):
-            raise UserIdError(f"{raw!r} is not a Telegram user id. {USER_ID_HELP}")
+            raise UserIdError(say("team.not_a_telegram_id", raw=raw, help=USER_ID_HELP))
         return f"telegram:{text}"
     if not _OTHER_ID.match(text):
-        raise UserIdError(f"{raw!r} is not a user id. {USER_ID_HELP}")
+        raise UserIdError(say("team.not_a_user_id", raw=raw, help=USER_ID_HELP))
     return f"{platform}:{text}"

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from bot.commands import CommandContext, CommandRegistry, Handler
+from bot.messages import say
 from bot.team.access import Access, UserIdError, parse_user
 from storage.team_repo import EACH_USER, TENANT, AuditEntry
 
-ROLE_USAGE = (
-    "Usage: /role USER admin|agent|customer (customer removes the role). USER is the "
-    "person's platform id: a Telegram user id, a Slack member id (U…) or an @-mention."
-)
-QUOTA_USAGE = (
-    "Usage: /quota (today's usage and limits); admins: /quota user USER N|off "
-    "(USER * for everyone without a limit of their own), /quota tenant N|off. "
-    "N is tokens a day."
-)
+ROLE_USAGE = say("team.role_usage")
+QUOTA_USAGE = say("team.quota_usage")
 AUDIT_MAX = 100
 
 
@@ -24,14 +18,14 @@ def _tenant_option(ctx: CommandContext, words: list[str]) -> tuple[str | None, l
         return ctx.tenant, words, ""
     at = words.index("--tenant")
     if not ctx.is_owner:
-        return None, words, "Only owners act on another tenant; leave out --tenant."
+        return None, words, say("team.owners_only_elsewhere")
     if at + 1 >= len(words):
-        return None, words, "Which tenant? --tenant TENANT"
+        return None, words, say("team.which_tenant")
     return words[at + 1], words[:at] + words[at + 2 :], ""
 
 
 def _label(tenant: str) -> str:
-    return "the shared FAQ" if tenant == "" else f"tenant {tenant}"
+    return say("team.shared_faq") if tenant == "" else say("team.tenant", tenant=tenant)
 
 
 def register_team_commands(registry: CommandRegistry) -> None:
@@ -55,14 +49,17 @@ async def _role(ctx: CommandContext) -> str:
     except UserIdError as exc:
         return str(exc)
     if ctx.team.is_owner(user):
-        return f"{user} is an owner (DESKMATE_ADMINS); /role does not change owners."
+        return say("team.role_of_owner", user=user)
     if user == ctx.inbound.platform_user:
-        return "You can't change your own role; ask another admin or an owner."
+        return say("team.role_own")
     wanted = words[-1].lower()
     before = await ctx.team.repository.set_role(
         tenant, user, None if wanted == "customer" else wanted, by=ctx.inbound.platform_user
     )
-    return f"{user} is now {wanted} in {_label(tenant)} (was {before or 'customer'})."
+    # Role names are the words /role takes; having none is being a customer.
+    return say(
+        "team.role_set", user=user, role=wanted, where=_label(tenant), before=before or "customer"
+    )
 
 
 async def _roles(ctx: CommandContext) -> str:
@@ -70,11 +67,14 @@ async def _roles(ctx: CommandContext) -> str:
     if error or tenant is None:
         return error
     grants = await ctx.team.repository.roles(tenant)
-    lines = [f"Roles in {_label(tenant)}:"]
-    lines += [f"{g.platform_user}: {g.role} (by {g.granted_by or '?'})" for g in grants]
+    lines = [say("team.roles_head", where=_label(tenant))]
+    lines += [
+        say("team.roles_line", user=g.platform_user, role=g.role, by=g.granted_by or "?")
+        for g in grants
+    ]
     if not grants:
-        lines.append("nobody yet; everyone is a customer (owners aside).")
-    lines.append("Owners (DESKMATE_ADMINS) act everywhere.")
+        lines.append(say("team.roles_none"))
+    lines.append(say("team.roles_owners"))
     return "\n".join(lines)
 
 
@@ -86,14 +86,14 @@ async def _audit(ctx: CommandContext) -> str:
     tenant: str | None = ctx.tenant
     if rest:
         if not ctx.is_owner:
-            return "Admins see their own workspace's audit trail: /audit [N]."
+            return say("team.audit_own_only")
         tenant = None if rest[0].lower() == "all" else rest[0]
     entries = await ctx.team.repository.audit_entries(tenant=tenant, limit=count)
     if not entries:
-        return "No staff actions recorded here yet."
-    where = "every tenant" if tenant is None else _label(tenant)
+        return say("team.audit_none")
+    where = say("team.every_tenant") if tenant is None else _label(tenant)
     return "\n".join(
-        [f"Last {len(entries)} staff actions in {where}:"]
+        [say("team.audit_head", count=len(entries), where=where)]
         + [_audit_line(e, show_tenant=tenant is None) for e in entries]
     )
 
@@ -105,7 +105,7 @@ async def _quota(ctx: CommandContext) -> str:
     if not words:
         return await _show_quota(ctx, tenant)
     if not ctx.is_admin:
-        return "Only admins change quotas; /quota shows yours."
+        return say("team.quota_admins_only")
     which = words[0].lower()
     if which == "tenant" and len(words) == 2:
         subject, value = TENANT, words[1]
@@ -127,25 +127,27 @@ async def _quota(ctx: CommandContext) -> str:
     else:
         return QUOTA_USAGE
     await ctx.team.repository.set_quota(tenant, subject, limit, by=ctx.inbound.platform_user)
-    who = {TENANT: "the whole tenant", EACH_USER: "each user"}.get(subject, subject)
-    amount = "no limit" if limit is None else f"{limit} tokens a day"
-    return f"Quota for {who} in {_label(tenant)}: {amount}."
+    who = {TENANT: say("team.quota_whole_tenant"), EACH_USER: say("team.quota_each_user")}.get(
+        subject, subject
+    )
+    amount = say("team.quota_no_limit") if limit is None else say("team.quota_per_day", limit=limit)
+    return say("team.quota_set", who=who, where=_label(tenant), amount=amount)
 
 
 async def _rate(ctx: CommandContext) -> str:
     reply = await ctx.team.rate(ctx.inbound, ctx.conversation_id, ctx.args)
-    return reply or "Rate with /rate good, or /rate bad and what was missing."
+    return reply or say("team.rate_how")
 
 
 # A customer whose conversation is with a person still rates the bot's answers.
 _CUSTOMER_RUNS = frozenset({"rate"})
 
 _COMMANDS: tuple[tuple[str, str, Access, Handler], ...] = (
-    ("role", "give someone a role here: /role USER admin|agent|customer", Access.ADMIN, _role),
-    ("roles", "list the admins and agents here", Access.ADMIN, _roles),
-    ("audit", "the last staff actions here: /audit [N]", Access.ADMIN, _audit),
-    ("quota", "today's model usage and limits", Access.EVERYONE, _quota),
-    ("rate", "rate my last answer: /rate good, or /rate bad COMMENT", Access.EVERYONE, _rate),
+    ("role", say("team.command.role"), Access.ADMIN, _role),
+    ("roles", say("team.command.roles"), Access.ADMIN, _roles),
+    ("audit", say("team.command.audit"), Access.ADMIN, _audit),
+    ("quota", say("team.command.quota"), Access.EVERYONE, _quota),
+    ("rate", say("team.command.rate"), Access.EVERYONE, _rate),
 )
 
 
@@ -153,34 +155,50 @@ async def _show_quota(ctx: CommandContext, tenant: str) -> str:
     state = await ctx.team.quota(tenant, ctx.inbound.platform_user)
 
     def of(used: int, limit: int | None) -> str:
-        return f"{used} tokens" + (f" of {limit}" if limit is not None else " (no limit)")
+        if limit is None:
+            return say("team.quota_used_unlimited", used=used)
+        return say("team.quota_used_of", used=used, limit=limit)
+
+    def line(who: str, usage: str) -> str:
+        return say("team.quota_line", who=who, usage=usage)
 
     lines = [
-        "Model usage today (UTC):",
-        f"you: {of(state.user_used, state.user_limit)}",
-        f"{_label(tenant)}: {of(state.tenant_used, state.tenant_limit)}",
+        say("team.quota_head"),
+        line(say("team.quota_you"), of(state.user_used, state.user_limit)),
+        line(_label(tenant), of(state.tenant_used, state.tenant_limit)),
     ]
     if ctx.is_admin:
         limits = await ctx.team.repository.quotas(tenant)
         people = {k: v for k, v in limits.items() if k not in (TENANT, EACH_USER)}
         if EACH_USER in limits:
-            lines.append(f"each user: {limits[EACH_USER]} tokens a day")
-        lines += [f"{who}: {n} tokens a day" for who, n in sorted(people.items())]
+            per_day = say("team.quota_per_day", limit=limits[EACH_USER])
+            lines.append(line(say("team.quota_each_user"), per_day))
+        lines += [
+            line(who, say("team.quota_per_day", limit=n)) for who, n in sorted(people.items())
+        ]
         settings = ctx.team.settings
         if settings.daily_user_tokens or settings.daily_tenant_tokens:
+            none = say("team.quota_none")
             lines.append(
-                "defaults from the settings: "
-                f"{settings.daily_user_tokens or 'none'} per user, "
-                f"{settings.daily_tenant_tokens or 'none'} per tenant"
+                say(
+                    "team.quota_defaults",
+                    user=settings.daily_user_tokens or none,
+                    tenant=settings.daily_tenant_tokens or none,
+                )
             )
     return "\n".join(lines)
 
 
 def _audit_line(entry: AuditEntry, *, show_tenant: bool) -> str:
     when = entry.created_at.strftime("%Y-%m-%d %H:%M")
-    where = f" [{entry.tenant or 'shared'}]" if show_tenant else ""
+    where = say("team.in_tenant", tenant=entry.tenant or say("team.shared")) if show_tenant else ""
     details = ", ".join(f"{k}={v}" for k, v in entry.details.items() if v not in (None, ""))
-    target = f" {entry.target}" if entry.target else ""
-    return f"{when}{where} {entry.actor} {entry.action}{target}" + (
-        f" ({details})" if details else ""
+    return say(
+        "team.audit_line",
+        when=when,
+        where=where,
+        actor=entry.actor,
+        action=entry.action,
+        target=f" {entry.target}" if entry.target else "",
+        details=say("team.audit_details", details=details) if details else "",
     )

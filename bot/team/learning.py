@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bot.messages import say
 from bot.team.access import Access
 from bot.team.service import Team
 from storage.handoff_repo import HandoffRepository, Ticket
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 # Questions at least this similar (cosine, the knowledge base's embedder) are
 # one gap in the report.
 GAP_SIMILARITY = 0.7
-LEARNED_SOURCE = "support team"
+LEARNED_SOURCE = say("team.learned_source")
 
 
 async def learn(
@@ -32,12 +33,9 @@ async def learn(
     """Propose the ticket's last question and the agent's answer to it."""
     question, answer = await _exchange(tickets, ticket)
     if not answer:
-        return (
-            f"Nothing to learn from ticket #{ticket.id} yet: answer the customer here first, "
-            "then /learn."
-        )
+        return say("team.learn_nothing_yet", id=ticket.id)
     if not question:
-        return f"I can't find the customer's question in ticket #{ticket.id}."
+        return say("team.learn_no_question", id=ticket.id)
     tenant = ticket.customer_address.tenant
     target_ref = args.split()[0] if args.strip() else ""
     target_tenant = ""
@@ -45,9 +43,7 @@ async def learn(
         kb = team.knowledge
         entry = await find_entry(kb, tenant, target_ref) if kb is not None else None
         if entry is None:
-            return (
-                f"There is no FAQ entry {target_ref} this customer's questions are answered from."
-            )
+            return say("team.learn_no_entry", ref=target_ref)
         target_tenant = entry.tenant
     proposal = await team.repository.propose(
         tenant=tenant,
@@ -58,11 +54,13 @@ async def learn(
         target_tenant=target_tenant,
         ticket_id=ticket.id,
     )
-    what = f"another phrasing of FAQ entry {target_ref}" if target_ref else "a new FAQ entry"
-    return (
-        f"Proposed {what} (#{proposal}) for an admin to approve:\n"
-        f"Q: {_short(question)}\nA: {_short(answer)}\n"
-        f"Admins: /faq approve {proposal} [| edited answer] or /faq reject {proposal}."
+    what = say("team.learn_phrasing", ref=target_ref) if target_ref else say("team.learn_new_entry")
+    return say(
+        "team.learn_proposed",
+        what=what,
+        id=proposal,
+        question=_short(question),
+        answer=_short(answer),
     )
 
 
@@ -119,7 +117,7 @@ async def approve(
     if proposal.target_ref:
         entry = await find_entry(kb, proposal.tenant, proposal.target_ref)
         if entry is None or entry.tenant != proposal.target_tenant:
-            return f"FAQ entry {proposal.target_ref} is gone; /faq reject {proposal.id} it."
+            return say("team.approve_gone", ref=proposal.target_ref, id=proposal.id)
         phrasings = tuple(dict.fromkeys([*entry.alternatives, proposal.question]))
         item = EntryInput(
             question=entry.question,
@@ -140,22 +138,23 @@ async def approve(
         proposal.id, approved=True, by=by, entry_ref=ref, answer=answer or None
     )
     if decided is None:
-        return f"Proposal #{proposal.id} was decided meanwhile; FAQ entry {ref} is up to date."
-    if proposal.target_ref:
-        return f"Approved: FAQ entry {ref} now also answers “{_short(proposal.question)}”."
-    return f"Approved: FAQ entry {ref} answers “{_short(proposal.question)}”."
+        return say("team.approve_meanwhile", id=proposal.id, ref=ref)
+    key = "team.approved_phrasing" if proposal.target_ref else "team.approved"
+    return say(key, ref=ref, question=_short(proposal.question))
 
 
 def pending_text(found: Sequence[Proposal], *, show_tenant: bool) -> str:
     if not found:
-        return "No learned answers are waiting for approval."
-    lines = ["Learned answers waiting for approval:"]
+        return say("team.pending_none")
+    lines = [say("team.pending_head")]
     for p in found:
-        where = f" [{p.tenant or 'shared'}]" if show_tenant else ""
-        what = f" (phrasing of {p.target_ref})" if p.target_ref else ""
-        lines.append(f"#{p.id}{where}{what} Q: {_short(p.question)}")
-        lines.append(f"    A: {_short(p.answer, 200)}")
-    lines.append("/faq approve ID [| edited answer] · /faq reject ID")
+        where = say("team.in_tenant", tenant=p.tenant or say("team.shared")) if show_tenant else ""
+        what = say("team.pending_phrasing", ref=p.target_ref) if p.target_ref else ""
+        lines.append(
+            say("team.pending_line", id=p.id, where=where, what=what, question=_short(p.question))
+        )
+        lines.append(say("team.pending_answer", answer=_short(p.answer, 200)))
+    lines.append(say("team.pending_foot"))
     return "\n".join(lines)
 
 
@@ -164,26 +163,27 @@ async def gap_report(
 ) -> str:
     """Escalated and badly rated questions, similar ones together, most frequent first."""
     if not questions:
-        return "No gaps found: nothing was escalated or rated bad."
+        return say("team.gaps_none")
     groups = await _group([q.question for q in questions], kb)
-    lines = [f"Knowledge gaps ({len(questions)} questions in {len(groups)} groups):"]
+    lines = [say("team.gaps_head", questions=len(questions), groups=len(groups))]
     for members in groups[:limit]:
         escalated = sum(1 for i in members if questions[i].why == "escalated")
         bad = len(members) - escalated
         why = ", ".join(
             part
             for part in (
-                f"{escalated} escalated" if escalated else "",
-                f"{bad} rated bad" if bad else "",
+                say("team.gaps_escalated", count=escalated) if escalated else "",
+                say("team.gaps_rated_bad", count=bad) if bad else "",
             )
             if part
         )
-        lines.append(f"{len(members)}× “{_short(questions[members[0]].question)}” ({why})")
+        head = _short(questions[members[0]].question)
+        lines.append(say("team.gaps_line", count=len(members), question=head, why=why))
         others = list(dict.fromkeys(questions[i].question for i in members[1:]))
         others = [q for q in others if q != questions[members[0]].question][:2]
-        lines += [f"    also: “{_short(q)}”" for q in others]
+        lines += [say("team.gaps_also", question=_short(q)) for q in others]
     if len(groups) > limit:
-        lines.append(f"… and {len(groups) - limit} smaller groups.")
+        lines.append(say("team.gaps_more", count=len(groups) - limit))
     return "\n".join(lines)
 
 

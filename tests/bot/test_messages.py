@@ -1,0 +1,234 @@
+"""The text catalog and the code that looks texts up agree, checked on the source.
+
+Every ``say(...)`` in ``bot/`` and ``adapters/`` names a key the English
+catalog has and passes exactly the placeholders its template uses; every key
+of the catalog is used somewhere. Keys built at run time are listed in
+``BUILT`` by the f-string that builds them, so a new one has to be named here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bot.messages import CATALOG, DEFAULT_LANGUAGE, keys, say
+
+ROOT = Path(__file__).resolve().parents[2]
+SCANNED = ("bot", "adapters")
+CATALOG_MODULE = ROOT / "bot" / "messages.py"
+ENGLISH = CATALOG[DEFAULT_LANGUAGE]
+AREAS = frozenset(key.partition(".")[0] for key in ENGLISH)
+# A string literal of this shape is a key wherever it stands (a variable
+# holding one, a table of them), so it must exist and it counts as a use.
+KEY_SHAPE = re.compile(rf"^(?:{'|'.join(sorted(AREAS))})\.[a-z0-9_.]+$")
+# Literals of that shape that are something else.
+NOT_KEYS = frozenset(
+    {
+        "team.id",  # a field of a Slack payload (adapters/slack/convert.py)
+        "knowledge.html",  # a console template (adapters/webconsole/knowledge.py)
+    }
+)
+
+# Keys built at run time: the f-string's shape ("{}" for each value put in)
+# and every key it builds; None where the value is open-ended and every key
+# that starts as the shape does counts (a knowledge source's kind).
+BUILT: dict[str, frozenset[str] | None] = {
+    # bot/handoff/desk.py TRIGGERS: the reason a ticket was opened.
+    "handoff.why.{}": frozenset(
+        f"handoff.why.{trigger}"
+        for trigger in ("request", "escalation", "model_failure", "takeover")
+    ),
+    # bot/knowledge/commands.py: what /faq add did to the entry.
+    "knowledge.faq.{}": frozenset(
+        f"knowledge.faq.{said}" for said in ("added", "updated", "unchanged")
+    ),
+    # bot/knowledge/commands.py: /mode for this conversation or the workspace.
+    "knowledge.mode.set_{}": frozenset(
+        f"knowledge.mode.set_{where}" for where in ("here", "workspace")
+    ),
+    # bot/knowledge/passages.py kind_name: how citations name a source's kind.
+    "knowledge.kind.{}": None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    where: str
+    keys: tuple[str, ...] | None  # None: built at run time
+    names: frozenset[str]
+    spread: bool  # passes **values, whose names the source does not show
+
+
+def _sources() -> Iterator[tuple[str, ast.Module]]:
+    for package in SCANNED:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            # The catalog's own keys are no use of them.
+            if "migrations" in path.parts or path == CATALOG_MODULE:
+                continue
+            yield str(path.relative_to(ROOT)), ast.parse(path.read_text(encoding="utf-8"))
+
+
+SOURCES = list(_sources())
+
+
+def _is_say(node: ast.Call) -> bool:
+    func = node.func
+    return (isinstance(func, ast.Name) and func.id == "say") or (
+        isinstance(func, ast.Attribute) and func.attr == "say"
+    )
+
+
+def _literal_keys(node: ast.expr) -> tuple[str, ...] | None:
+    """The keys an argument can be when the source spells them out: a literal,
+    or a choice between literals (``"a" if x else "b"``)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return (node.value,)
+    if isinstance(node, ast.IfExp):
+        body, orelse = _literal_keys(node.body), _literal_keys(node.orelse)
+        if body is not None and orelse is not None:
+            return body + orelse
+    return None
+
+
+def _shape(node: ast.JoinedStr) -> str:
+    return "".join(part.value if isinstance(part, ast.Constant) else "{}" for part in node.values)
+
+
+def _calls() -> list[Call]:
+    found = []
+    for name, tree in SOURCES:
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and _is_say(node) and node.args):
+                continue
+            found.append(
+                Call(
+                    where=f"{name}:{node.lineno}",
+                    keys=_literal_keys(node.args[0]),
+                    names=frozenset(k.arg for k in node.keywords if k.arg is not None),
+                    spread=any(k.arg is None for k in node.keywords),
+                )
+            )
+    return found
+
+
+CALLS = _calls()
+
+
+def _key_literals() -> list[tuple[str, str]]:
+    """Every whole string literal shaped like a key (not a piece of an
+    f-string), with where it stands."""
+    found = []
+    for name, tree in SOURCES:
+        pieces = {
+            id(part)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.JoinedStr)
+            for part in node.values
+        }
+        found += [
+            (f"{name}:{node.lineno}", node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and id(node) not in pieces
+            and isinstance(node.value, str)
+            and KEY_SHAPE.match(node.value)
+            and node.value not in NOT_KEYS
+        ]
+    return found
+
+
+def _built_shapes() -> list[tuple[str, str]]:
+    """Every f-string that builds a key (it starts with an area and a dot)."""
+    found = []
+    for name, tree in SOURCES:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr):
+                area, dot, _ = _shape(node).partition(".")
+                if dot and area in AREAS:
+                    found.append((f"{name}:{node.lineno}", _shape(node)))
+    return found
+
+
+def _fields(template: str) -> frozenset[str]:
+    names = set()
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field is not None:
+            names.add(re.split(r"[.\[]", field, maxsplit=1)[0])
+    return frozenset(names)
+
+
+def test_the_scan_sees_the_lookups() -> None:
+    # A scan that found nothing would pass every check below.
+    assert len(CALLS) > 100
+    assert any(call.keys == ("team.role_usage",) for call in CALLS)
+
+
+def test_every_key_looked_up_is_in_the_catalog() -> None:
+    missing = [
+        f"{call.where}: {key}" for call in CALLS for key in call.keys or () if key not in ENGLISH
+    ]
+    missing += [f"{where}: {key}" for where, key in _key_literals() if key not in ENGLISH]
+    assert missing == []
+
+
+def test_every_key_built_at_run_time_is_listed_and_exists() -> None:
+    unlisted = [f"{where}: {shape}" for where, shape in _built_shapes() if shape not in BUILT]
+    assert unlisted == []
+    for shape, built in BUILT.items():
+        if built is None:
+            prefix = shape.partition("{}")[0]
+            assert any(key.startswith(prefix) for key in ENGLISH), shape
+        else:
+            assert built <= keys(), sorted(built - keys())
+
+
+def test_every_key_in_the_catalog_is_used() -> None:
+    used = {key for call in CALLS for key in call.keys or ()}
+    used |= {key for _, key in _key_literals()}
+    for shape, built in BUILT.items():
+        if built is None:
+            prefix = shape.partition("{}")[0]
+            used |= {key for key in ENGLISH if key.startswith(prefix)}
+        else:
+            used |= built
+    assert sorted(keys() - used) == []
+
+
+def test_every_lookup_passes_the_placeholders_of_its_text() -> None:
+    wrong = []
+    for call in CALLS:
+        for key in call.keys or ():
+            if key not in ENGLISH:
+                continue  # reported by the test of the keys
+            fields = _fields(ENGLISH[key])
+            if call.names != fields and not (call.spread and call.names <= fields):
+                wrong.append(
+                    f"{call.where}: {key} takes {sorted(fields)}, given {sorted(call.names)}"
+                )
+    assert wrong == []
+
+
+@pytest.mark.parametrize("key", sorted(ENGLISH))
+def test_every_text_names_its_placeholders(key: str) -> None:
+    # Positional fields ("{}", "{0}") cannot be filled by say(key, **values).
+    assert all(field and not field[0].isdigit() for field in _fields(ENGLISH[key]))
+
+
+def test_every_translation_translates_known_keys_with_the_same_placeholders() -> None:
+    for language, texts in CATALOG.items():
+        for key, template in texts.items():
+            assert key in ENGLISH, (language, key)
+            assert _fields(template) == _fields(ENGLISH[key]), (language, key)
+
+
+def test_say_fills_the_placeholders_and_refuses_an_unknown_key() -> None:
+    assert say("team.tenant", tenant="T1") == "tenant T1"
+    assert say("team.tenant", "xx", tenant="T1") == "tenant T1"  # falls back to English
+    with pytest.raises(KeyError):
+        say("team.no_such_text")
