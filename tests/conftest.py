@@ -23,6 +23,13 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Model work is what makes the suite long: `pytest -m "not slow"` leaves it out.
+    for item in items:
+        if item.get_closest_marker("model") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 def _run(coro_fn: object) -> object:
     """Run a coroutine to completion from sync code, even inside a running loop."""
     from concurrent.futures import ThreadPoolExecutor
