@@ -49,12 +49,12 @@ class VisitorKeys:
 
     @classmethod
     def of(cls, *, configured: str, stored: str) -> VisitorKeys:
-        """The keys of ``DESKMATE_SECRET_KEY`` (comma-separated, first signs) if
-        any, then the one the server generated and ``stored``. Each is
-        derived for this purpose alone, so a signature says nothing about the
-        key's other uses (encrypting Slack tokens)."""
-        raw = [part.strip() for part in configured.split(",") if part.strip()]
-        raw.append(stored)
+        """The keys of ``DESKMATE_SECRET_KEY`` (comma-separated, first signs)
+        when it is set, else the one the server generated and ``stored`` (a
+        copy of the database then does not let anyone sign). Each is derived
+        for this purpose alone, so a signature says nothing about the key's
+        other uses (encrypting Slack tokens)."""
+        raw = [part.strip() for part in configured.split(",") if part.strip()] or [stored]
         return cls([hmac.new(k.encode(), _PURPOSE, hashlib.sha256).digest() for k in raw])
 
     def issue(self) -> Visitor:

@@ -97,9 +97,13 @@ class WebRepository(Store):
         are read: two polls at once, on two workers, never both get one."""
 
         def op(conn: Connection) -> list[WaitingMessage]:
+            # Pages poll every few seconds, mostly for nothing: a read settles that.
+            mine = web_messages.c.visitor == visitor
+            if conn.execute(select(web_messages.c.id).where(mine).limit(1)).first() is None:
+                return []
             rows = conn.execute(
                 delete(web_messages)
-                .where(web_messages.c.visitor == visitor)
+                .where(mine)
                 .returning(
                     web_messages.c.id,
                     web_messages.c.chat,

@@ -12,7 +12,7 @@ from ipaddress import ip_network
 import aiohttp
 import pytest
 
-from adapters.visitors import VisitorKeys
+from adapters.visitors import Visitor, VisitorKeys
 from adapters.web import HttpServer, WebChat
 from bot.manager import ConversationManager
 from bot.types import ConversationRef
@@ -175,12 +175,17 @@ async def test_wrong_tokens_are_limited_per_real_client_behind_a_trusted_proxy(
             assert "deskmate_web=" in cookie and "Secure" in cookie
 
 
-def test_a_visitor_token_is_checked_against_every_key() -> None:
-    old = VisitorKeys.of(configured="", stored="generated-key")
-    new = VisitorKeys.of(configured="operator-key", stored="generated-key")
+def test_a_visitor_token_is_checked_against_the_deployments_keys() -> None:
+    old = VisitorKeys.of(configured="old-operator-key", stored="generated-key")
+    # A new key in front: it signs, and the old one's visitors stay who they are.
+    new = VisitorKeys.of(configured="new-operator-key, old-operator-key", stored="generated-key")
     issued = old.issue()
-    assert issued.fresh and new.check(issued.token) == type(issued)(issued.id, issued.token)
-    assert VisitorKeys.of(configured="", stored="another-key").check(issued.token) is None
+    assert issued.fresh and new.check(issued.token) == Visitor(issued.id, issued.token)
+    assert old.check(new.issue().token) is None
+    # Without DESKMATE_SECRET_KEY the generated key signs; with it, it does not.
+    generated = VisitorKeys.of(configured="", stored="generated-key")
+    assert old.check(generated.issue().token) is None
+    assert generated.check(issued.token) is None
     visitor = issued.id
     for bad in ("", visitor, f"{visitor}.", f"{visitor[:-1]}x.{issued.token.split('.')[1]}"):
         assert old.check(bad) is None
