@@ -210,6 +210,11 @@ class WebChat:
         stored = await self._store.signing_key()
         self._keys = VisitorKeys.of(configured=self._secret_key, stored=stored)
         self._conversations = conversations
+        if not self._token and self._trusted:
+            log.warning(
+                "web chat: DESKMATE_TRUSTED_PROXIES is set but DESKMATE_WEB_TOKEN is not: the "
+                "chat answers browsers on this machine only, and refuses what the proxies pass on"
+            )
 
     async def stop(self) -> None:
         self._conversations = None

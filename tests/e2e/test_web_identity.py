@@ -143,7 +143,8 @@ def test_a_proxy_that_is_trusted_is_not_this_machine(tmp_path: Path) -> None:
     try:
         assert Browser(server).call("GET", "/").status == 403
     finally:
-        stop(server)
+        _, log = stop(server)
+    assert "DESKMATE_TRUSTED_PROXIES is set but DESKMATE_WEB_TOKEN is not" in log
 
 
 def test_wrong_tokens_are_limited_per_address(tmp_path: Path) -> None:
