@@ -39,6 +39,7 @@ from storage.knowledge_repo import KnowledgeRepository
 from storage.repository import Repository
 from storage.slack_repo import SlackRepository, TokenCipher
 from storage.team_repo import TeamRepository
+from storage.web_repo import WebRepository
 
 if TYPE_CHECKING:
     from adapters.web import HttpServer
@@ -295,7 +296,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         http = HttpServer(host=settings.host, port=settings.port)
         adapters: list[ChatAdapter] = create_platform_adapters(settings, http, core.repository.db)
         if settings.web_chat_enabled:
-            adapters.insert(0, WebChat(http=http, token=settings.web_token))
+            web_chat = WebChat(
+                http=http,
+                store=WebRepository(core.repository.db),
+                token=settings.web_token,
+                secret_key=settings.secret_key,
+                trusted=settings.proxy_networks,
+            )
+            adapters.insert(0, web_chat)
         http.checks["database"] = core.repository.db.ping
         http.add_route(
             "GET",

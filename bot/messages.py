@@ -526,8 +526,33 @@ _COMMANDS: dict[str, str] = {
     "commands.stats_per_answer_line": "{per_answer} ({timing})",
 }
 
+# -- the local web chat's HTTP API: refusals and errors ------------------------
+_WEB: dict[str, str] = {
+    "web.starting": "Deskmate is starting, try again",
+    "web.local_only": (
+        "This chat answers this machine only; it was reached through a proxy or from another "
+        "address. The operator can set DESKMATE_WEB_TOKEN and share its link (/?token=...)."
+    ),
+    "web.token_needed": "This chat needs its access link (/?token=...).",
+    "web.wrong_token": "wrong token",
+    "web.too_many_tokens": "too many wrong tokens from your address; wait a minute",
+    "web.who_are_you": (
+        "no visitor identity: open the chat page first, or send the one Deskmate gave you "
+        "(X-Deskmate-Visitor)"
+    ),
+    "web.too_fast": "too many messages; wait a moment",
+    "web.not_stored": "could not store your message",
+    "web.storage_down": "could not read your messages; try again in a moment",
+    "web.send_json": "send JSON (application/json)",
+    "web.body_not_json": "body must be JSON",
+    "web.body_not_object": "body must be a JSON object",
+    "web.bad_session": "session must be 8-64 letters/digits",
+    "web.bad_message_id": "message_id must be 8-64 letters/digits",
+    "web.bad_text": "text must be a string",
+}
+
 CATALOG: Mapping[str, Mapping[str, str]] = {
-    "en": {**_CONVERSATION, **_HANDOFF, **_KNOWLEDGE, **_TEAM, **_COMMANDS},
+    "en": {**_CONVERSATION, **_HANDOFF, **_KNOWLEDGE, **_TEAM, **_COMMANDS, **_WEB},
 }
 
 

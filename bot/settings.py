@@ -275,6 +275,11 @@ class Settings:
                 "DESKMATE_CONSOLE_TOKEN is too short to guess safely: use at least 16 random "
                 "characters, or leave it unset and sign in with `deskmate console link --user ID`"
             )
+        if self.web_token and len(self.web_token) < 16:
+            raise ConfigError(
+                "DESKMATE_WEB_TOKEN is too short to guess safely: use at least 16 random "
+                "characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
         if self.metrics_token and len(self.metrics_token) < 16:
             raise ConfigError(
                 "DESKMATE_METRICS_TOKEN is too short to guess safely: use at least 16 random "

@@ -23,6 +23,7 @@ from storage.knowledge_repo import KnowledgeForgotten, forget_knowledge
 from storage.models import conversations, inbound_events, messages, users
 from storage.sql import ADDRESS_COLUMNS, Store, address_of, at_address, nearest_rank, select_address
 from storage.statements import Statements
+from storage.web_repo import forget_web_messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +284,8 @@ class ConversationRepository(Store):
             # to this person.
             questions, own = _asked(conn, platform_user, theirs)
             scrub_quotes(conn, platform_user)
+            # Agents' relays waiting for a web visitor quote what they asked.
+            forget_web_messages(conn, platform_user)
             knowledge = forget_knowledge(
                 conn, platform_user, questions=questions, own_conversations=own
             )

@@ -566,3 +566,32 @@ tenant_desks = Table(
     Column("set_by", String(160), nullable=False, server_default=""),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- the web chat ----------------------------------------------------------------------
+# Messages waiting for a web visitor outside a reply (an agent's relay, a
+# notice): written by whichever process sends them, taken by whichever process
+# the visitor's page polls, each once.
+web_messages = Table(
+    "web_messages",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    # The signed visitor identity's id: only its holder takes these.
+    Column("visitor", String(64), nullable=False),
+    # The visitor's conversation it belongs to (``conversations.chat``).
+    Column("chat", String(128), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("buttons", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_web_messages_visitor", "visitor", "id"),
+    Index("ix_web_messages_created", "created_at"),
+)
+
+# Keys the server generated for itself once and every worker shares (the web
+# chat's visitor signatures when DESKMATE_SECRET_KEY is not set).
+server_keys = Table(
+    "server_keys",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

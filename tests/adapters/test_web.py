@@ -8,13 +8,17 @@ import aiohttp
 import pytest
 
 from adapters.web import HttpServer, SessionThrottle, WebChat
+from storage.repository import Repository
+from storage.web_repo import WebRepository
 from tests.adapters.conversations import Echo
+
+TOKEN = "s3cret-token-0123456789"
 
 
 @pytest.fixture
-async def chat_url() -> AsyncIterator[str]:
+async def chat_url(sqlite_repository: Repository) -> AsyncIterator[str]:
     http = HttpServer(host="127.0.0.1", port=0)
-    chat = WebChat(http=http)
+    chat = WebChat(http=http, store=WebRepository(sqlite_repository.db))
     await http.start()
     await chat.start(Echo())
     yield f"http://127.0.0.1:{http.port}/api/chat"
@@ -48,9 +52,14 @@ async def test_an_unreadable_body_gets_400(chat_url: str, body: bytes, content_t
 
 
 @pytest.fixture
-async def guarded() -> AsyncIterator[str]:
+async def guarded(sqlite_repository: Repository) -> AsyncIterator[str]:
     http = HttpServer(host="127.0.0.1", port=0)
-    chat = WebChat(http=http, token="s3cret-token", throttle=SessionThrottle(rate=2, per=60))
+    chat = WebChat(
+        http=http,
+        store=WebRepository(sqlite_repository.db),
+        token=TOKEN,
+        throttle=SessionThrottle(rate=2, per=60),
+    )
     await http.start()
     await chat.start(Echo())
     yield f"http://127.0.0.1:{http.port}"
@@ -70,22 +79,23 @@ async def test_a_token_guards_the_page_and_the_api(guarded: str) -> None:
             assert response.status == 401
         async with session.get(guarded + "/?token=wrong") as response:
             assert response.status == 401
-        async with session.get(guarded + "/?token=s3cret-token") as response:
+        async with session.get(guarded + f"/?token={TOKEN}") as response:
             # Redirected to the bare page, the token now in an HttpOnly cookie.
             assert response.status == 200 and response.url.query_string == ""
             assert "<html" in (await response.text()).lower()
         async with session.post(guarded + "/api/chat", json=body) as response:
             assert response.status == 200 and await response.text() == "echo: hi"
-    headers = {"Authorization": "Bearer s3cret-token"}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession(headers=headers) as session:
         body["message_id"] = "msg-000002"
         async with session.post(guarded + "/api/chat", json=body) as response:
             assert response.status == 200
 
 
-async def test_a_session_is_throttled_and_only_json_is_taken(guarded: str) -> None:
-    headers = {"Authorization": "Bearer s3cret-token"}
-    async with aiohttp.ClientSession(headers=headers) as session:
+async def test_a_visitor_is_throttled_and_only_json_is_taken(guarded: str) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(headers=headers, cookie_jar=jar) as session:
         url = guarded + "/api/chat"
         plain = "session=session-abc123&text=hi"
         async with session.post(url, data=plain, headers={"Content-Type": "text/plain"}) as r:
@@ -97,9 +107,16 @@ async def test_a_session_is_throttled_and_only_json_is_taken(guarded: str) -> No
                 statuses.append(response.status)
                 retry = response.headers.get("Retry-After")
         assert statuses == [200, 200, 429] and retry is not None and int(retry) >= 1
+        # Another conversation of the same visitor shares the limit...
         other = {"session": "session-other1", "text": "hi", "message_id": "msg-000009"}
         async with session.post(url, json=other) as response:
-            assert response.status == 200
+            assert response.status == 429
+    # ...another visitor has their own.
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.post(url, json=other) as response,
+    ):
+        assert response.status == 200
 
 
 def test_the_throttle_refills_and_forgets_idle_sessions() -> None:

@@ -20,6 +20,7 @@ from bot.types import ConversationRef
 from llm.fake import FakeBackend
 from storage.repository import Repository
 from storage.team_repo import TeamRepository
+from storage.web_repo import WebRepository
 from tests.conftest import make_manager
 
 SESSION = "session-buttons1"
@@ -42,7 +43,7 @@ async def served(sqlite_repository: Repository, backend: FakeBackend) -> AsyncIt
     )
     manager = make_manager(sqlite_repository, backend, team=team)
     http = HttpServer(host="127.0.0.1", port=0)
-    chat = WebChat(http=http)
+    chat = WebChat(http=http, store=WebRepository(sqlite_repository.db))
     await http.start()
     await chat.start(manager)
     yield Served(f"http://127.0.0.1:{http.port}", chat, manager)
@@ -60,8 +61,19 @@ async def say(
         return response.status, await response.text(), buttons
 
 
+def visitor_of(session: aiohttp.ClientSession) -> str:
+    """The visitor id the server gave this client (its cookie)."""
+    [cookie] = [c for c in session.cookie_jar if c.key == "deskmate_visitor"]
+    return cookie.value.partition(".")[0]
+
+
+def browser() -> aiohttp.ClientSession:
+    # unsafe: keep cookies for an IP address such as 127.0.0.1, as browsers do.
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
 async def test_a_reply_streams_plain_text_with_its_buttons_in_a_header(served: Served) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with browser() as session:
         status, text, buttons = await say(session, served.base, "hello", "msg-0000001")
         assert status == 200 and text.startswith("echo: hello") and "How did I do?" in text
         assert buttons == RATING
@@ -70,24 +82,25 @@ async def test_a_reply_streams_plain_text_with_its_buttons_in_a_header(served: S
         assert (status, text, buttons) == (200, "Thanks for the feedback!", [])
         status, _, _ = await say(session, served.base, "/rate good", "msg-0000002")
         assert status == 409
+        visitor = visitor_of(session)
     assert served.manager.team is not None
     [rating] = await served.manager.team.repository.ratings()
-    assert rating.score == 1 and rating.user_id == f"web:{SESSION}"
+    assert rating.score == 1 and rating.user_id == f"web:{visitor}"
 
 
 async def test_notices_in_the_outbox_carry_their_buttons(served: Served) -> None:
-    ref = ConversationRef("web", "local", SESSION)
-    await served.chat.post(ref, "Resolved; how did we do?", buttons=RATING_BUTTONS)
-    await served.chat.send(ref, "A plain notice")
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(served.base + f"/api/outbox?session={SESSION}") as response,
-    ):
-        body = await response.json()
+    async with browser() as session:
+        async with session.get(served.base + "/") as page:
+            assert page.status == 200
+        ref = ConversationRef("web", "local", f"{visitor_of(session)}.{SESSION}")
+        await served.chat.post(ref, "Resolved; how did we do?", buttons=RATING_BUTTONS)
+        await served.chat.send(ref, "A plain notice")
+        async with session.get(served.base + "/api/outbox") as response:
+            body = await response.json()
     assert body["messages"] == ["Resolved; how did we do?", "A plain notice"]
     assert body["entries"] == [
-        {"text": "Resolved; how did we do?", "buttons": RATING},
-        {"text": "A plain notice", "buttons": []},
+        {"text": "Resolved; how did we do?", "buttons": RATING, "session": SESSION},
+        {"text": "A plain notice", "buttons": [], "session": SESSION},
     ]
 
 
@@ -120,8 +133,10 @@ async def test_the_page_draws_buttons_that_send_their_command(served: Served) ->
             assert await thumbs_up.is_disabled()
             # A notice polled from the outbox gets its buttons too.
             session = await page.evaluate("session")
+            [cookie] = [c for c in await page.context.cookies() if c["name"] == "deskmate_visitor"]
+            visitor = cookie["value"].partition(".")[0]
             await served.chat.post(
-                ConversationRef("web", "local", session),
+                ConversationRef("web", "local", f"{visitor}.{session}"),
                 "Anything else?",
                 buttons=[("Ask a person", "/human")],
             )

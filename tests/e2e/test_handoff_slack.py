@@ -207,7 +207,9 @@ async def test_web_chat_customer_handed_to_a_slack_channel(
 ) -> None:
     deskmate = await Deskmate.start(tmp_path, handoff_env(database_url, slack, llm))
     try:
-        async with aiohttp.ClientSession() as session:
+        # The visitor's identity comes back as a cookie, kept as a browser does.
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as session:
             customer = WebCustomer(deskmate, session)
             assert "I've asked a person" in await customer.say("/human")
             ticket = await one_ticket(slack)

@@ -264,7 +264,8 @@ async def test_web_customer_handed_to_a_group_without_topics(
     tab = "session-" + uuid.uuid4().hex[:12]
     seen: list[str] = []
 
-    async with aiohttp.ClientSession() as session:
+    # The visitor's identity comes back as a cookie, kept as a browser does.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
 
         async def ask(text: str) -> str:
             body = {"session": tab, "text": text, "message_id": uuid.uuid4().hex}

@@ -24,15 +24,20 @@ class Server:
     def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
         self.proc = proc
         self.base = f"http://127.0.0.1:{port}"
+        # The visitor identity the server issued, sent back as a client that
+        # keeps no cookies does.
+        self.visitor = ""
 
     def post_chat(self, body: dict[str, object]) -> tuple[int, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.visitor:
+            headers["X-Deskmate-Visitor"] = self.visitor
         request = urllib.request.Request(
-            f"{self.base}/api/chat",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
+            f"{self.base}/api/chat", data=json.dumps(body).encode(), headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
+                self.visitor = response.headers.get("X-Deskmate-Visitor") or self.visitor
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode()
@@ -112,8 +117,10 @@ def test_run_serves_local_chat_and_stops_cleanly(fake_model_server: Server) -> N
 def test_history_survives_restart(tmp_path: Path) -> None:
     server = start_deskmate(tmp_path, {"DESKMATE_MODEL": "fake"})
     server.post_chat({"session": "session-keep01", "text": "first", "message_id": "m-00000001"})
+    visitor = server.visitor
     assert stop(server)[0] == 0
     server = start_deskmate(tmp_path, {"DESKMATE_MODEL": "fake"})
+    server.visitor = visitor  # the same visitor, after the restart
     try:
         status, _ = server.post_chat(
             {"session": "session-keep01", "text": "first", "message_id": "m-00000001"}

@@ -136,15 +136,18 @@ async def test_web_chat_offers_options_and_a_number_chooses(
     import aiohttp
 
     from adapters.web import HttpServer, WebChat
+    from storage.web_repo import WebRepository
 
     manager, _ = setup
     http = HttpServer(host="127.0.0.1", port=0)
-    chat = WebChat(http=http, tenant="t1")
+    chat = WebChat(http=http, tenant="t1", store=WebRepository(manager.repository.db))
     await http.start()
     await chat.start(manager)
     url = f"http://127.0.0.1:{http.port}/api/chat"
     try:
-        async with aiohttp.ClientSession() as session:
+        # One visitor (its identity kept in the cookie jar) in two conversations.
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as session:
 
             async def post(session_id: str, text: str, n: int) -> str:
                 body = {"session": session_id, "text": text, "message_id": f"message-{n:04d}"}
