@@ -7,7 +7,9 @@ so the row is never left both unsent and unexplained. A person may then queue
 it again once (``resend``), which is a row of the same ticket only from the
 support space that ticket lives in.
 
-``storage.handoff_repo`` runs these inside its own transactions.
+``storage.handoff_repo`` runs these inside its own transactions. A warning
+quotes the row it is about, so it is emptied with that row when its author's
+words are erased (``forget_warnings``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, case, or_, select, update
 
 from storage.addresses import ConversationAddress
 from storage.db import utcnow
@@ -105,3 +107,26 @@ def resend(conn: Connection, item_id: int, space_chat: str) -> Resent:
         .values(status="pending", next_attempt_at=utcnow(), claimed_until=None, error=None)
     ).rowcount
     return Resent.QUEUED if moved else Resent.SETTLED
+
+
+def warning_key(item_id: int, attempt: int) -> str:
+    """The key of the warning about the ``attempt``-th unconfirmed send of row ``item_id``."""
+    return f"unconfirmed:{item_id}:{attempt}"
+
+
+def forget_warnings(conn: Connection, item_ids: Sequence[int]) -> None:
+    """Empty the messages to agents that quote rows ``item_ids`` (warnings that a
+    send was unconfirmed, or failed for good); one still waiting is not sent."""
+    if not item_ids:
+        return
+    about = [outbox.c.key.like(f"unconfirmed:{i}:%") for i in item_ids]
+    about += [outbox.c.key == f"undelivered:{i}" for i in item_ids]
+    conn.execute(
+        update(outbox)
+        .where(or_(*about))
+        .values(
+            text="",
+            status=case((outbox.c.status == "pending", "failed"), else_=outbox.c.status),
+            error=case((outbox.c.status == "pending", "forgotten"), else_=outbox.c.error),
+        )
+    )

@@ -29,7 +29,7 @@ from bot.messages import say
 from bot.types import Channel, ConversationRef, DeliveryUnconfirmed, Undeliverable
 from storage.errors import StorageError
 from storage.handoff_repo import HandoffRepository, OutboxItem
-from storage.outbox_doubts import Queued
+from storage.outbox_doubts import Queued, warning_key
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class OutboxWorker:
             return
         tell = Queued(
             # One warning per unconfirmed send: a row sent again can be unconfirmed again.
-            f"unconfirmed:{item.id}:{item.attempts}",
+            warning_key(item.id, item.attempts),
             self.desk.space_address(ticket),
             say("handoff.unconfirmed", id=ticket.id, row=item.id, text=item.text[:500]),
             kind="to_ticket",
@@ -205,7 +205,7 @@ class OutboxWorker:
             ticket = await self.tickets.get(item.ticket_id)
             if ticket is not None:
                 await self.tickets.enqueue(
-                    f"undelivered:{item.id}",
+                    f"undelivered:{item.id}",  # storage.outbox_doubts.forget_warnings
                     self.desk.space_address(ticket),
                     f"Your message could not be delivered to the customer ({error[:200]}):\n"
                     f"{item.text[:500]}",

@@ -216,3 +216,18 @@ async def test_a_retry_never_edits_a_message_another_worker_sent(
     assert fake.calls_to("editMessageText", CUSTOMER) == []
     assert fake.calls_to("editMessageReplyMarkup", CUSTOMER) == []
     assert len(desk.warnings()) == 1
+
+
+async def test_the_warning_goes_with_the_words_it_quotes(desk: Desk) -> None:
+    """An agent's words erased at their request leave the warning quoting them too."""
+    desk.fake.stall("sendMessage", STALL, apply=True)
+    await desk.agent("Your refund is on its way")
+    await desk.worker.flush()
+    await desk.worker.flush()
+    assert len(desk.warnings()) == 1
+    await desk.repository.forget("slack:U9")
+    rows = await desk.repository.outbox_rows()
+    assert not [r for r in rows if "Your refund" in r["text"]]
+    [row] = [r for r in rows if r["status"] == "unconfirmed"]
+    refused = await desk.agent(f"/resend {row['id']}")
+    assert refused.text.endswith("it cannot be sent again.")
