@@ -174,10 +174,10 @@ _HANDOFF: dict[str, str] = {
     # A send to the customer that failed after it may have arrived: resending
     # blindly could show it twice, so the agents decide.
     "handoff.unconfirmed": (
-        "Delivery to the customer of ticket #{id} could not be confirmed: the connection "
-        "failed after the message went out, so it may have arrived or not. It is not sent "
-        "again by itself, so the customer never gets it twice. If they did not get it, "
-        "press Send again or write /resend {row}:\n{text}"
+        "Delivery to the customer of ticket #{id} could not be confirmed: the send failed "
+        "after the message went out, so it may have arrived (in whole or in part) or not. "
+        "It is not sent again by itself, so the customer never gets it twice. If they did "
+        "not get it, press Send again or write /resend {row}:\n{text}"
     ),
     "handoff.resend_button": "Send again",
     "handoff.resend_usage": (

@@ -212,9 +212,8 @@ class Undeliverable(Exception):
 
 class DeliveryUnconfirmed(Exception):
     """A send that failed after the message, or a part of it, may have reached
-    the chat (the request went out and no answer came back): sending it again
-    could show it twice, and no platform call can tell without risking another
-    message, so it is never resent blindly."""
+    the chat (the request went out and no answer came back, or a later part
+    failed): sending it again could show it twice, so it is not resent blindly."""
 
 
 @runtime_checkable
