@@ -373,6 +373,15 @@ def add_space_commands(registry: CommandRegistry) -> None:
             usage="/takeover N",
         )
     )
+    registry.add(
+        Command(
+            "resend",
+            "sends message N to its customer again, when its delivery could not be confirmed",
+            desk_commands.resend,
+            scope=Scope.SPACE,
+            usage="/resend N",
+        )
+    )
 
 
 async def reset_conversation(ctx: CommandContext) -> str:

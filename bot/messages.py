@@ -223,6 +223,26 @@ _HANDOFF: dict[str, str] = {
     "handoff.console_space_resolved": (
         "Ticket #{id} resolved by {agent} (console); the bot answers this customer again."
     ),
+    # A send to the customer that failed after it may have arrived: resending
+    # blindly could show it twice, so the agents decide.
+    "handoff.unconfirmed": (
+        "Delivery to the customer of ticket #{id} could not be confirmed: the send failed "
+        "after the message went out, so it may have arrived (in whole or in part) or not. "
+        "It is not sent again by itself, so the customer never gets it twice. If they did "
+        "not get it, press Send again or write /resend {row}:\n{text}"
+    ),
+    "handoff.resend_button": "Send again",
+    "handoff.resend_usage": (
+        "Write /resend N, N being the number in a warning that a delivery could not be confirmed."
+    ),
+    "handoff.resend_queued": "Sending message {row} to the customer again.",
+    "handoff.resend_unknown": "No message {row} of a ticket in this support space.",
+    "handoff.resend_settled": (
+        "Message {row} is not waiting for a decision: it was sent again already, or delivered."
+    ),
+    "handoff.resend_erased": (
+        "Message {row} was erased at the customer's request; it cannot be sent again."
+    ),
 }
 
 # -- knowledge: escalation, "did you mean", citations -------------------------

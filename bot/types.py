@@ -210,6 +210,12 @@ class Undeliverable(Exception):
     """A message the platform will never take (chat gone, bot removed): not retried."""
 
 
+class DeliveryUnconfirmed(Exception):
+    """A send that failed after the message, or a part of it, may have reached
+    the chat (the request went out and no answer came back, or a later part
+    failed): sending it again could show it twice, so it is not resent blindly."""
+
+
 @runtime_checkable
 class Channel(Protocol):
     """What the outbox worker sends through: one per platform.
@@ -219,8 +225,11 @@ class Channel(Protocol):
     message where the platform can (pressing one sends the command, as if
     typed); ``open_ticket`` posts a ticket into a support space
     (a forum topic, a thread root, or a message agents reply to). Both raise
-    ``Undeliverable`` for a refusal that retrying cannot fix; any other error
-    is retried.
+    ``Undeliverable`` for a refusal that retrying cannot fix, and
+    ``DeliveryUnconfirmed`` for a failure after which the message may be in
+    the chat all the same (a timeout once the request was sent, a later part
+    failing after the first arrived); any other error means nothing arrived
+    and is retried.
     """
 
     name: str

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, case, select, update
 
 from storage.models import inbound_events, outbox, tickets
+from storage.outbox_doubts import forget_warnings
 
 T = TypeVar("T")
 # Ids per IN (...) list: well under SQLite's and asyncpg's bound-parameter limits.
@@ -94,8 +95,11 @@ def _without(turns: list[dict[str, Any]], texts: set[str]) -> list[dict[str, Any
 
 
 def forget_relays(conn: Connection, keys: Sequence[str]) -> None:
-    """Empty the outbox rows written under ``keys``; one still waiting is not sent."""
+    """Empty the outbox rows written under ``keys``, and the warnings to agents
+    that quote them; one still waiting is not sent."""
     for chunk in _chunks(keys):
+        ids = list(conn.execute(select(outbox.c.id).where(outbox.c.key.in_(chunk))).scalars())
+        forget_warnings(conn, ids)
         conn.execute(
             update(outbox)
             .where(outbox.c.key.in_(chunk))

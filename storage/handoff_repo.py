@@ -24,11 +24,13 @@ from typing import Any, Literal
 from sqlalchemy import Connection, and_, case, delete, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from storage import outbox_doubts
 from storage.addresses import ConversationAddress
 from storage.db import Database, as_utc, utcnow
 from storage.desks_repo import DeskRepository
 from storage.handoff_forget import forget_in_others_tickets
 from storage.models import conversations, inbound_events, outbox, ticket_events, tickets
+from storage.outbox_doubts import Queued, Resent
 from storage.sql import ADDRESS_COLUMNS, Store, address_of
 
 TicketState = Literal["waiting", "human", "closed"]
@@ -596,6 +598,25 @@ class HandoffRepository(Store):
             )
 
         await self._run("reschedule an outgoing message", op)
+
+    async def unconfirmed(self, item_id: int, error: str, *, tell: Queued | None = None) -> None:
+        """Set aside a row whose send may have arrived (never resent by itself),
+        queuing ``tell`` for the people who can tell in the same transaction."""
+        told = await self._run(
+            "set aside an unconfirmed message",
+            lambda conn: outbox_doubts.mark_unconfirmed(conn, self._insert, item_id, error, tell),
+        )
+        if told and self.on_enqueue is not None:
+            self.on_enqueue()
+
+    async def resend(self, item_id: int, *, space_chat: str) -> Resent:
+        """Queue an unconfirmed row of a ticket of the space ``space_chat`` again."""
+        resent = await self._run(
+            "queue a message again", lambda conn: outbox_doubts.resend(conn, item_id, space_chat)
+        )
+        if resent is Resent.QUEUED and self.on_enqueue is not None:
+            self.on_enqueue()
+        return resent
 
     async def defer(self, item_id: int, *, delay: float) -> None:
         """Put a row back unsent without counting an attempt (its ticket is not posted yet)."""

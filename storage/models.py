@@ -330,7 +330,7 @@ outbox = Table(
     Column("chat", String(128), nullable=False),
     Column("thread", String(128), nullable=False, server_default=""),
     Column("text", Text, nullable=False),
-    # pending -> sent | failed
+    # pending -> sent | failed | unconfirmed (may have arrived; resent only on request)
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("error", Text),

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from adapters.common import EditPacer
@@ -24,7 +25,7 @@ from adapters.slack.convert import (
 )
 from adapters.slack.render import pacing_keys, take_slot
 from adapters.slack.workspaces import Workspaces
-from bot.types import ConversationRef, TicketThread, Undeliverable
+from bot.types import ConversationRef, DeliveryUnconfirmed, TicketThread, Undeliverable
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,11 @@ class Outbound:
         outbox, ``buttons`` in an actions block under its last message; returns
         the ts of the first message.
 
-        Raises ``Undeliverable`` for a refusal that sending again cannot fix.
+        Raises ``Undeliverable`` for a refusal that sending again cannot fix,
+        and ``DeliveryUnconfirmed`` when the message may be in the channel
+        although the call failed: no answer in time, or the connection dropped,
+        once the request was sent (Slack has no idempotency key for it), or a
+        later part failing after the first arrived.
         """
         if not text.strip():
             raise Undeliverable("Slack refuses empty messages")
@@ -94,16 +99,25 @@ class Outbound:
         thread = ref.thread or reply_to
         actions = actions_block(buttons, ref)
         first = ""
+        chunks = split_text(text, POST_LIMIT)
         try:
-            chunks = split_text(text, POST_LIMIT)
             for i, chunk in enumerate(chunks):
                 last = i == len(chunks) - 1
                 ts = await self.paced_post(
                     ref.tenant, ref.chat, thread, chunk, actions=actions if last else None
                 )
                 first = first or ts
+        except (TimeoutError, aiohttp.ServerDisconnectedError) as exc:
+            raise DeliveryUnconfirmed(
+                f"Slack did not confirm a message for {ref.chat}: {exc!r}"
+            ) from exc
         except SlackApiError as exc:
             _refuse_for_good(exc, ref.chat)
+            if first:
+                raise DeliveryUnconfirmed(
+                    f"Slack refused a later part of a message for {ref.chat} after the first "
+                    f"arrived: {exc.response.get('error')}"
+                ) from exc
             raise
         return first
 

@@ -45,6 +45,7 @@ from adapters.telegram.pacing import ChatLimiter
 from adapters.telegram.render import (
     ChatGone,
     DeliveryError,
+    DeliveryUncertain,
     ReplyView,
     Sender,
     Target,
@@ -57,6 +58,7 @@ from bot.types import (
     Accepted,
     ConversationRef,
     Conversations,
+    DeliveryUnconfirmed,
     Inbound,
     TicketThread,
     Undeliverable,
@@ -439,15 +441,20 @@ class TelegramAdapter:
         the first message sent.
 
         Raises ``Undeliverable`` when the chat will never take it (the bot was
-        blocked or removed, the chat or the topic is gone); other failures
-        propagate, for the outbox to retry.
+        blocked or removed, the chat or the topic is gone), and
+        ``DeliveryUnconfirmed`` when it may be in the chat although the send
+        failed: a timeout after the request went out (the Bot API has no call
+        that reads a message, and an edit to find it would overwrite whatever
+        other message holds that id), or a later part failing after the first
+        arrived. Other failures, where nothing arrived, propagate for the
+        outbox to retry.
         """
         target = self._target(ref)
         quote = int(reply_to) if reply_to else None
         markup = inline_keyboard(buttons, where=ref.key)
         first = ""
+        pieces = split_message(text)
         try:
-            pieces = split_message(text)
             for i, piece in enumerate(pieces):
                 message_id, _ = await self.sender.send_text(
                     target, piece, reply_to=quote, markup=markup if i == len(pieces) - 1 else None
@@ -456,9 +463,16 @@ class TelegramAdapter:
         except ChatGone as exc:
             await self._gone(target.ref)
             raise Undeliverable(str(exc)) from exc
-        except BadRequest as exc:
-            if _is_gone(exc):
+        except DeliveryUncertain as exc:
+            raise DeliveryUnconfirmed(f"sending to {ref.key}: {exc}") from exc
+        except (TelegramError, DeliveryError) as exc:
+            if isinstance(exc, BadRequest) and _is_gone(exc):
                 raise Undeliverable(f"sending to {ref.key}: {exc.message}") from exc
+            if first:
+                raise DeliveryUnconfirmed(
+                    f"sending to {ref.key}: a later part of {len(pieces)} failed after the "
+                    f"first arrived ({exc})"
+                ) from exc
             raise
         return first
 

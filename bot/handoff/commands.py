@@ -23,6 +23,7 @@ from bot.metrics import Metrics
 from bot.team.service import Team
 from bot.types import Accepted, Inbound
 from storage.handoff_repo import Ticket
+from storage.outbox_doubts import Resent
 from storage.repository import ConversationAddress, HistoryItem
 
 
@@ -153,6 +154,27 @@ async def takeover(ctx: DeskCommandContext) -> str:
         {"ticket": ticket.id},
     )
     return say("handoff.takeover_done", conversation=conversation, id=ticket.id)
+
+
+_RESENT = {
+    Resent.QUEUED: "handoff.resend_queued",
+    Resent.UNKNOWN: "handoff.resend_unknown",
+    Resent.SETTLED: "handoff.resend_settled",
+    Resent.ERASED: "handoff.resend_erased",
+}
+
+
+async def resend(ctx: DeskCommandContext) -> str:
+    """Send again a message to a customer whose delivery could not be confirmed
+    (the agents were told, with its number), once, from the ticket's own space."""
+    support = ctx.support
+    assert support is not None
+    wanted = ctx.args.strip()
+    if not wanted.isdigit():
+        return say("handoff.resend_usage")
+    row = int(wanted)
+    resent = await support.desk.tickets.resend(row, space_chat=support.space.chat)
+    return say(_RESENT[resent], row=row)
 
 
 async def from_agent(

@@ -5,6 +5,15 @@ Each row is claimed with a lease before it is sent and marked sent right
 after, so a row is sent again only if the process dies in between (then at
 most once more). A refusal is retried with a growing pause; a relay that
 finally fails is reported to the agents in the ticket, never dropped silently.
+
+A message for a customer whose send may have arrived all the same
+(``DeliveryUnconfirmed``: a timeout after the request went out) is not sent
+again by itself: it is marked unconfirmed and the agents are told in the
+ticket, with a button to send it again (``/resend``) if the customer did not
+get it. No platform call can look for the lost message without risking an
+edit of another message, so the customer gets it at most once unless a person
+decides otherwise. Rows for the support space are retried as before: a copy
+among agents is plain to see, a customer's message lost is not.
 """
 
 from __future__ import annotations
@@ -17,14 +26,17 @@ from datetime import UTC, datetime
 
 from bot.handoff.desk import HelpDesk, space_ref
 from bot.messages import say
-from bot.types import Channel, ConversationRef, Undeliverable
+from bot.types import Channel, ConversationRef, DeliveryUnconfirmed, Undeliverable
 from storage.errors import StorageError
 from storage.handoff_repo import HandoffRepository, OutboxItem
+from storage.outbox_doubts import Queued, warning_key
 
 log = logging.getLogger(__name__)
 
 # Seconds before each retry; after the last the message is given up.
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+# Rows whose reader is the customer: at most once when a send is unconfirmed.
+TO_CUSTOMER = ("to_customer", "notice")
 
 
 class OutboxWorker:
@@ -114,15 +126,44 @@ class OutboxWorker:
         except Undeliverable as exc:
             await self._give_up(item, str(exc))
             return
-        except Exception as exc:
-            if item.attempts + 1 >= len(RETRY_DELAYS):
-                await self._give_up(item, f"{exc!r}")
+        except DeliveryUnconfirmed as exc:
+            if item.kind in TO_CUSTOMER:
+                await self._unconfirmed(item, str(exc))
             else:
-                delay = RETRY_DELAYS[item.attempts]
-                log.warning("outbox %s: %r; retrying in %.0f s", item.key, exc, delay)
-                await self.tickets.retry(item.id, repr(exc), delay=delay)
+                await self._retry(item, exc)
+            return
+        except Exception as exc:
+            await self._retry(item, exc)
             return
         await self.tickets.sent(item.id, message=message)
+
+    async def _retry(self, item: OutboxItem, exc: Exception) -> None:
+        if item.attempts + 1 >= len(RETRY_DELAYS):
+            await self._give_up(item, f"{exc!r}")
+        else:
+            delay = RETRY_DELAYS[item.attempts]
+            log.warning("outbox %s: %r; retrying in %.0f s", item.key, exc, delay)
+            await self.tickets.retry(item.id, repr(exc), delay=delay)
+
+    async def _unconfirmed(self, item: OutboxItem, error: str) -> None:
+        """Stop sending a customer's message that may have arrived, and ask the
+        ticket's agents (in the same transaction) whether to send it again."""
+        log.error("outbox %s: not confirmed, so not sent again by itself: %s", item.key, error)
+        ticket = await self.tickets.get(item.ticket_id) if item.ticket_id is not None else None
+        if ticket is None or not (ticket.posted or ticket.open):
+            # A ticket that never reached its space (abandoned): nobody to ask.
+            await self.tickets.unconfirmed(item.id, error)
+            return
+        tell = Queued(
+            # One warning per unconfirmed send: a row sent again can be unconfirmed again.
+            warning_key(item.id, item.attempts),
+            self.desk.space_address(ticket),
+            say("handoff.unconfirmed", id=ticket.id, row=item.id, text=item.text[:500]),
+            kind="to_ticket",
+            ticket_id=ticket.id,
+            buttons=((say("handoff.resend_button"), f"/resend {item.id}"),),
+        )
+        await self.tickets.unconfirmed(item.id, error, tell=tell)
 
     async def _send(self, channel: Channel, item: OutboxItem) -> str:
         address = item.address
@@ -169,7 +210,7 @@ class OutboxWorker:
             ticket = await self.tickets.get(item.ticket_id)
             if ticket is not None:
                 await self.tickets.enqueue(
-                    f"undelivered:{item.id}",
+                    f"undelivered:{item.id}",  # storage.outbox_doubts.forget_warnings
                     self.desk.space_address(ticket),
                     say("handoff.undelivered", error=error[:200], text=item.text[:500]),
                     kind="to_ticket",

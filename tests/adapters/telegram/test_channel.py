@@ -8,8 +8,7 @@ import pytest
 
 from adapters.telegram import TelegramAdapter
 from adapters.telegram.adapter import TOPIC_NAME_LIMIT
-from adapters.telegram.render import DeliveryError
-from bot.types import Channel, ConversationRef, TicketThread, Undeliverable
+from bot.types import Channel, ConversationRef, DeliveryUnconfirmed, TicketThread, Undeliverable
 from tests.fakes.telegram_api import FakeTelegram
 
 FORUM = -100111
@@ -68,6 +67,24 @@ async def test_post_that_can_never_arrive_is_undeliverable(
         await adapter.post(ref(FORUM, "999"), "into a topic that was deleted")
 
 
+async def test_post_that_may_have_arrived_is_unconfirmed_and_not_sent_again(
+    fake: FakeTelegram, adapter: TelegramAdapter
+) -> None:
+    # Answered after the client's timeout (1 s): carried out, or never.
+    fake.stall("sendMessage", 1.5, apply=True)
+    with pytest.raises(DeliveryUnconfirmed, match="Timed out"):
+        await adapter.post(ref(42), "Support team: it ships today")
+    assert fake.texts(42) == ["Support team: it ships today"]
+    # The second of two parts is lost after the first arrived.
+    fake.stall("sendMessage", 0.0)
+    fake.stall("sendMessage", 1.5, apply=False)
+    with pytest.raises(DeliveryUnconfirmed):
+        await adapter.post(ref(43), ("word " * 1500).strip())
+    assert len(fake.texts(43)) == 1
+    assert len(fake.calls_to("sendMessage")) == 3
+    assert fake.calls_to("editMessageText") == []
+
+
 async def test_ticket_in_a_forum_gets_a_topic_of_its_own(
     fake: FakeTelegram, adapter: TelegramAdapter
 ) -> None:
@@ -123,9 +140,10 @@ async def test_a_retried_ticket_reuses_the_topic_it_opened(
     fake: FakeTelegram, adapter: TelegramAdapter
 ) -> None:
     fake.make_forum(FORUM)
-    # The ticket message's answer comes too late: the outbox will try again.
+    # The ticket message's answer comes too late: the outbox will try again
+    # (a copy among agents beats a ticket nobody sees).
     fake.stall("sendMessage", 1.5)
-    with pytest.raises(DeliveryError):
+    with pytest.raises(DeliveryUnconfirmed):
         await adapter.open_ticket(ref(FORUM), title="#5 Di", text="Ticket #5", ticket_id=5)
     assert len(fake.topics[FORUM]) == 1
     posted = await adapter.open_ticket(ref(FORUM), title="#5 Di", text="Ticket #5", ticket_id=5)
