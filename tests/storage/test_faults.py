@@ -105,6 +105,8 @@ HANDOFF_CALLS: dict[str, Call] = {
     "outbox_rows": lambda r, k: _h(r).outbox_rows(),
     "forget": lambda r, k: _h(r).forget("test:u1"),
     "recent_conversations": lambda r, k: _h(r).recent_conversations(),
+    "unconfirmed": lambda r, k: _h(r).unconfirmed(1, "timed out"),
+    "resend": lambda r, k: _h(r).resend(1, space_chat="C1"),
 }
 KNOWLEDGE_CALLS: dict[str, Call] = {
     "upsert_many": lambda r, k: k.upsert_many(
