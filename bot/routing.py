@@ -364,7 +364,7 @@ class PlanRoute(Route[bool]):
                 # Guessing the company's facts is the worse failure.
                 log.warning("inbound %s: mode unknown, not guessing", accepted.inbound_id)
         log.info(
-            "inbound %s: a question about the company's %s, no knowledge source: escalated",
+            "inbound %s: a question of company facts (%s), no knowledge source: escalated",
             accepted.inbound_id,
             subject,
         )
