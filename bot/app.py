@@ -16,10 +16,12 @@ from aiohttp import web
 
 from bot.answers import RECORD_RETRY_FOR
 from bot.commands import CommandRegistry, builtin_commands
+from bot.guard import OutputGuard
 from bot.handoff.desk import HelpDesk
 from bot.handoff.desk_command import register_desk_command
 from bot.handoff.worker import OutboxWorker
 from bot.knowledge.commands import register_knowledge_commands
+from bot.knowledge.company_facts import CompanyFacts
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import Policy
 from bot.knowledge.rerank import LikelihoodReranker
@@ -32,6 +34,7 @@ from bot.team.service import Team, TeamSettings
 from bot.throttle import CircuitBreaker
 from bot.types import Channel, ChatAdapter
 from llm.base import Backend, SamplingParams, Scorer
+from llm.embeddings import BASE_MODEL_NAME
 from storage.console_repo import ConsoleRepository
 from storage.db import Database
 from storage.handoff_repo import HandoffRepository
@@ -147,6 +150,19 @@ def create_knowledge_base(
     return kb
 
 
+def create_company_facts(settings: Settings, knowledge: KnowledgeBase) -> CompanyFacts | None:
+    """The check that keeps the model from answering for the company in
+    support mode (None with ``DESKMATE_COMPANY_FACTS=answer``); its embedding
+    model warms up in the background."""
+    if settings.company_facts != "refuse":
+        return None
+    embedder = knowledge.retriever.base_embedder
+    # Its margin was measured with the shipped model: another gets the patterns alone.
+    facts = CompanyFacts(embedder=embedder if embedder.name == BASE_MODEL_NAME else None)
+    facts.start_warming()
+    return facts
+
+
 def create_manager(
     *,
     repository: Repository,
@@ -167,6 +183,8 @@ def create_manager(
     memory: int = 10_000,
     heartbeat: float | None = None,
     record_retry_for: float = RECORD_RETRY_FOR,
+    guard: OutputGuard | None = None,
+    company_facts: CompanyFacts | None = None,
 ) -> ConversationManager:
     """The conversation manager, with every part not given built here.
 
@@ -206,6 +224,8 @@ def create_manager(
         memory=memory,
         heartbeat=heartbeat,
         record_retry_for=record_retry_for,
+        guard=guard,
+        company_facts=company_facts,
     )
 
 
@@ -227,6 +247,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
             stats = getattr(backend, "stats", None)
             if callable(stats):
                 metrics.watch_model(stats)
+            knowledge = create_knowledge_base(db, settings, backend)
             manager = create_manager(
                 repository=repository,
                 backend=backend,
@@ -241,11 +262,13 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 max_input_chars=settings.max_input_chars,
                 history_messages=settings.history_messages,
                 admins=settings.admins,
-                knowledge=create_knowledge_base(db, settings, backend),
+                knowledge=knowledge,
                 desk=desk,
                 team=create_team(db, settings),
                 metrics=metrics,
                 user_rate=settings.user_rate,
+                guard=OutputGuard(secrets=settings.configured_secrets),
+                company_facts=create_company_facts(settings, knowledge),
             )
             manager.start()
             try:

@@ -3,8 +3,11 @@
 ``model_text`` streams the model's text, stops when ``/reset`` arrives,
 notes the tokens and model time, keeps the circuit breaker informed, and
 turns every LLM failure into what the user is told (``bot.errors``);
-nothing is raised. The chunk functions shape one plan's answer around it:
-plain chat, a grounded answer behind its citation guard, a draft.
+nothing is raised. Every request carries the output guard's canary, and
+every text passes the guard (``bot.guard``) before it is yielded: an answer
+that leaks the prompt or a secret is withheld and replaced by a safe text.
+The chunk functions shape one plan's answer around it: plain chat, a
+grounded answer behind its citation guard, a draft.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from bot.errors import StorageError, user_message
+from bot.guard import OutputGuard, Verdict, Watch
 from bot.knowledge import drafting
 from bot.knowledge.policy import GroundedGate
 from bot.messages import say
 from bot.metrics import Metrics
 from bot.plans import Chat, Grounded, KnowledgePlan, ReviseDraft
-from bot.prompting import build_messages
+from bot.prompting import build_messages, with_canary
 from bot.team.service import Team
 from bot.throttle import CircuitBreaker
 from bot.turns import Turns
@@ -54,6 +58,8 @@ class Generation:
     wall_seconds: float = 0.0
     error: str | None = None
     stopped: bool = False
+    # Why the output guard withheld the answer (None: it did not).
+    withheld: Verdict | None = None
     # How a grounded answer ended up being answered (itself, or its fallback).
     settled: KnowledgePlan | None = None
     _notice: str = ""
@@ -85,8 +91,10 @@ class GenerationPath:
         system_prompt: str,
         sampling: SamplingParams,
         llm_timeout: float | None,
+        guard: OutputGuard | None = None,
     ) -> None:
         self.backend = backend
+        self.guard = guard or OutputGuard()
         self.breaker = breaker
         self.turns = turns
         self.team = team
@@ -105,6 +113,7 @@ class GenerationPath:
     ) -> GenerationRequest:
         """A request for ``accepted``'s answer from prepared ``messages``."""
         tag = f"inbound:{accepted.inbound_id}"
+        messages = with_canary(messages, self.guard.marker)
         return GenerationRequest(messages, sampling, self.llm_timeout, tag)
 
     async def chat_request(self, accepted: Accepted, plan: Chat) -> GenerationRequest:
@@ -129,13 +138,15 @@ class GenerationPath:
         stopped it are noted on ``generation``; nothing is raised.
         """
         request = generation.request
-        parts = generation.parts
         if not self.breaker.allow():
             # The model failed the last requests in a row: fail at once rather
             # than make every customer wait out the timeout in turn.
             generation.fail("LLM circuit open after repeated failures", say("conversation.failed"))
             log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
             return
+        # What the model may not repeat: its instructions, never the
+        # customer's words or the passages it is asked to quote.
+        watch = self.guard.watch([m.content for m in request.messages if m.role == "system"])
         stream = self.backend.stream(request)
         started = time.monotonic()
         try:
@@ -146,11 +157,10 @@ class GenerationPath:
                         generation.completion_tokens = delta.usage.completion_tokens
                         generation.model_seconds = delta.usage.model_seconds
                     if delta.text:
-                        parts.append(delta.text)
-                        # Leading whitespace is the model's, not the customer's concern.
-                        text = delta.text.lstrip() if len(parts) == 1 else delta.text
-                        if text:
-                            yield text
+                        if shown := self._shown(generation, watch, watch.feed(delta.text)):
+                            yield shown
+                        if watch.verdict is not None:
+                            break
                     if stop.is_set():
                         generation.stopped = True
                         break
@@ -178,6 +188,30 @@ class GenerationPath:
             closer = getattr(stream, "aclose", None)
             if closer is not None:
                 await closer()
+        if shown := self._shown(generation, watch, watch.finish()):
+            yield shown
+        if watch.verdict is not None:
+            self._withhold(accepted, generation, watch.verdict)
+
+    def _shown(self, generation: Generation, watch: Watch, text: str) -> str:
+        """Note ``text`` as the answer's (only released text is ever kept)."""
+        if not generation.parts:
+            # Leading whitespace is the model's, not the customer's concern.
+            text = text.lstrip()
+        if text:
+            generation.parts.append(text)
+        return text
+
+    def _withhold(self, accepted: Accepted, generation: Generation, verdict: Verdict) -> None:
+        """The guard stopped the answer: the customer gets the safe text, the
+        event its failure, the operator the reason (never the text itself)."""
+        generation.withheld = verdict
+        generation.stopped = False
+        generation.fail(f"output guard: {verdict}", say("conversation.withheld"))
+        self.metrics.guarded.labels(verdict.kind).inc()
+        log.warning(
+            "inbound %s: answer withheld by the output guard: %s", accepted.inbound_id, verdict
+        )
 
     # -- one plan's answer around the stream ---------------------------------------
 

@@ -27,8 +27,10 @@ from bot.commands import CommandRegistry
 from bot.errors import StorageError, busy_message
 from bot.executors import Executors
 from bot.generation import GenerationPath
+from bot.guard import OutputGuard
 from bot.handoff.desk import HelpDesk
 from bot.handoff.escalation import Escalation
+from bot.knowledge.company_facts import CompanyFacts
 from bot.knowledge.drafting import Draft
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.messages import say
@@ -84,6 +86,8 @@ class ConversationManager:
         memory: int = 10_000,
         heartbeat: float | None = None,
         record_retry_for: float = RECORD_RETRY_FOR,
+        guard: OutputGuard | None = None,
+        company_facts: CompanyFacts | None = None,
     ) -> None:
         self.repository = repository
         self.backend = backend
@@ -123,7 +127,9 @@ class ConversationManager:
             system_prompt=system_prompt,
             sampling=sampling,
             llm_timeout=llm_timeout,
+            guard=guard,
         )
+        self.company_facts = company_facts
         self.executors, self.router = self._rooms()
 
     def _rooms(self) -> tuple[Executors, Router]:
@@ -149,6 +155,7 @@ class ConversationManager:
             answers=self.answers,
             executors=executors,
             throttle=self.turns.throttle,
+            company_facts=self.company_facts,
         )
         return executors, Router(routes)
 

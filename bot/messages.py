@@ -47,6 +47,11 @@ _CONVERSATION: dict[str, str] = {
     "conversation.records_delayed": (
         "Sorry, I can't reach my records just now. I'll answer this as soon as they're back."
     ),
+    # The output guard withheld the model's answer; why is for the operator's log only.
+    "conversation.withheld": (
+        "Sorry, I can't send that answer. Please ask in other words, or send /human "
+        "to reach a person."
+    ),
 }
 
 # -- the help desk: tickets, agents, notices -----------------------------------

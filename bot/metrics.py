@@ -55,6 +55,12 @@ class Metrics:
             ["trigger"],
             registry=self.registry,
         )
+        self.guarded = Counter(
+            "deskmate_guarded_answers",
+            "Model answers withheld by the output guard, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def watch_model(self, stats: Callable[[], SchedulerStats | None]) -> None:
         """Report the local model's queue and batch when scraped."""

@@ -52,3 +52,16 @@ def _shorten(text: str, budget: int, count_tokens: Callable[[str], int]) -> str:
         else:
             hi = mid - 1
     return text[:lo]
+
+
+def with_canary(messages: Sequence[ChatMessage], marker: str) -> list[ChatMessage]:
+    """``messages`` with ``marker`` (the output guard's canary line) closing
+    their system message, or opening the prompt as one when there is none:
+    an answer that repeats it has repeated the instructions."""
+    if not marker:
+        return list(messages)
+    for i, message in enumerate(messages):
+        if message.role == "system":
+            content = f"{message.content.rstrip()}\n\n{marker}" if message.content else marker
+            return [*messages[:i], ChatMessage("system", content), *messages[i + 1 :]]
+    return [ChatMessage("system", marker), *messages]

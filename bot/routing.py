@@ -5,8 +5,9 @@ In order: a message in a support space goes to the help desk; a customer
 with an open ticket is relayed to it (the model is not asked); a command
 runs its handler; an empty message is told to type; a thumbs-up or -down
 rates the last answer; someone sending too fast is asked to wait; anything
-else gets a plan from the knowledge base (or plain chat), within the daily
-quota when it needs the model. Adding a route is one class and one place in
+else gets a plan from the knowledge base (or plain chat, though not about
+the company's own facts in support mode), within the daily quota when it
+needs the model. Adding a route is one class and one place in
 ``standard_routes``.
 """
 
@@ -26,6 +27,7 @@ from bot.handoff.commands import SpaceContext, from_agent
 from bot.handoff.config import SupportSpace
 from bot.handoff.desk import HelpDesk
 from bot.handoff.intent import wants_human
+from bot.knowledge.company_facts import CompanyFacts
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.messages import say
 from bot.metrics import Metrics
@@ -311,11 +313,15 @@ class PlanRoute(Route[bool]):
         team: Team,
         answers: Answers,
         executors: Executors,
+        company_facts: CompanyFacts | None = None,
     ) -> None:
         self.knowledge = knowledge
         self.team = team
         self.answers = answers
         self.executors = executors
+        # DESKMATE_COMPANY_FACTS=refuse: the model does not answer for the
+        # company (None: it may).
+        self.company_facts = company_facts
 
     async def matches(self, accepted: Accepted) -> bool | None:
         return True
@@ -334,6 +340,37 @@ class PlanRoute(Route[bool]):
         return await self.executors.execute(accepted, plan, render, stop, kind="chat")
 
     async def _plan(self, accepted: Accepted) -> Plan:
+        plan = await self._knowledge_plan(accepted)
+        if type(plan) is Chat and self.company_facts is not None:
+            return await self._unsupported_fact(accepted, plan, self.company_facts)
+        return plan
+
+    async def _unsupported_fact(
+        self, accepted: Accepted, plan: Chat, company_facts: CompanyFacts
+    ) -> Plan:
+        """Plain chat, unless the message asks the company's own facts in
+        support mode: with no knowledge source behind them (the only way
+        support mode plans plain chat), the model would make them up, so the
+        question is escalated like one the knowledge base cannot answer."""
+        subject = await company_facts.subject(accepted.text)
+        if subject is None:
+            return plan
+        if self.knowledge is not None:
+            ref = accepted.inbound.ref
+            try:
+                if await self.knowledge.mode_for(ref.key, ref.tenant) != "support":
+                    return plan
+            except StorageError:
+                # Guessing the company's facts is the worse failure.
+                log.warning("inbound %s: mode unknown, not guessing", accepted.inbound_id)
+        log.info(
+            "inbound %s: a question of company facts (%s), no knowledge source: escalated",
+            accepted.inbound_id,
+            subject,
+        )
+        return Escalate(f"company facts ({subject}) with no knowledge source", (), None)
+
+    async def _knowledge_plan(self, accepted: Accepted) -> Plan:
         """The knowledge base's plan for a plain message; plain chat without one.
 
         A knowledge base that fails escalates (the model must not stand in for
@@ -377,6 +414,7 @@ def standard_routes(
     answers: Answers,
     executors: Executors,
     throttle: PersonThrottle | None,
+    company_facts: CompanyFacts | None = None,
 ) -> list[Route[Any]]:
     """Every route, in the order they are asked."""
     command = CommandRoute(
@@ -397,5 +435,11 @@ def standard_routes(
         EmptyRoute(answers=answers),
         RatingRoute(team=team, answers=answers),
         RateLimitRoute(throttle=throttle, answers=answers),
-        PlanRoute(knowledge=knowledge, team=team, answers=answers, executors=executors),
+        PlanRoute(
+            knowledge=knowledge,
+            team=team,
+            answers=answers,
+            executors=executors,
+            company_facts=company_facts,
+        ),
     ]

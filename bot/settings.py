@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bot.errors import ConfigError
 from bot.handoff.config import BusinessHours, HandoffConfigError, HandoffSettings, parse_spaces
@@ -76,6 +77,10 @@ class Settings:
     # A sentence-transformers model folder for knowledge-base retrieval; None: the
     # shipped all-MiniLM-L6-v2.
     embedding_model: Path | None = None
+    # In support mode, a question about the company's own facts (hours, prices,
+    # refunds, accounts, ...) that no knowledge source answers: "refuse" says so
+    # and offers a person, "answer" lets the model answer it.
+    company_facts: str = "refuse"
 
     # Platforms
     telegram_bot_token: str = ""
@@ -238,6 +243,33 @@ class Settings:
                 "model folder (it has no modules.json)"
             )
 
+    @property
+    def configured_secrets(self) -> tuple[str, ...]:
+        """Every token, key and password set here: no answer may contain one."""
+        keys = tuple(k.strip() for k in self.secret_key.split(","))
+        try:
+            password = urlsplit(self.database_url).password or ""
+        except ValueError:
+            password = ""
+        return tuple(
+            s
+            for s in (
+                self.llm_api_key,
+                self.telegram_bot_token,
+                self.telegram_webhook_secret,
+                self.slack_bot_token,
+                self.slack_app_token,
+                self.slack_signing_secret,
+                self.slack_client_secret,
+                self.web_token,
+                self.console_token,
+                self.metrics_token,
+                password,
+                *keys,
+            )
+            if s
+        )
+
     def _validate_generation(self) -> None:
         """Batching, threads and answer length."""
         if self.max_batch_size is not None and self.max_batch_size < 1:
@@ -246,6 +278,10 @@ class Settings:
             raise ConfigError("DESKMATE_THREADS must be auto or at least 1")
         if self.max_new_tokens < 1:
             raise ConfigError("DESKMATE_MAX_NEW_TOKENS must be at least 1")
+        if self.company_facts not in ("refuse", "answer"):
+            raise ConfigError(
+                f"DESKMATE_COMPANY_FACTS must be refuse or answer, not {self.company_facts!r}"
+            )
 
     def _validate_limits(self) -> None:
         """Per-person rate, rating invitations and token quotas."""
@@ -386,6 +422,7 @@ ENV_VARS: dict[str, str] = {
     "faq_grounded_score": "DESKMATE_FAQ_GROUNDED_SCORE",
     "faq_rerank": "DESKMATE_FAQ_RERANK",
     "embedding_model": "DESKMATE_EMBEDDING_MODEL",
+    "company_facts": "DESKMATE_COMPANY_FACTS",
     "telegram_bot_token": "TELEGRAM_BOT_TOKEN",
     "telegram_api_url": "TELEGRAM_API_URL",
     "telegram_webhook_url": "TELEGRAM_WEBHOOK_URL",

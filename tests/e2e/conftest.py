@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -16,3 +17,18 @@ async def fake() -> AsyncIterator[FakeTelegram]:
     await server.start()
     yield server
     await server.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def echoes_company_questions_too() -> Iterator[None]:
+    """The processes these tests start answer with an echoing model whatever
+    is asked ("where is my order?"): with no FAQ loaded, the check that
+    escalates company questions instead would stand in its way. It has its
+    own tests (tests/bot/knowledge/test_company_facts.py)."""
+    before = os.environ.get("DESKMATE_COMPANY_FACTS")
+    os.environ["DESKMATE_COMPANY_FACTS"] = "answer"
+    yield
+    if before is None:
+        os.environ.pop("DESKMATE_COMPANY_FACTS", None)
+    else:
+        os.environ["DESKMATE_COMPANY_FACTS"] = before

@@ -137,15 +137,20 @@ async def test_persona_is_the_system_prompt_of_plain_chat(
     await ask(manager, "/mode assistant --tenant", **admin)
     backend.enqueue("Volcanoes are mountains.")
     await ask(manager, "Where is the nearest volcano?")
-    assert backend.requests[-1].messages[0].content == manager.system_prompt
+    # Every system prompt closes with the output guard's canary line.
+    marker = manager.generation.guard.marker
+    assert backend.requests[-1].messages[0].content == f"{manager.system_prompt}\n\n{marker}"
 
     await ask(manager, "/persona You are Ava, Acme's cheerful helper.", **admin)
     backend.enqueue("Hi, Ava here!")
     assert await ask(manager, "Who are you?") == "Hi, Ava here!"
     system = backend.requests[-1].messages[0]
-    assert (system.role, system.content) == ("system", "You are Ava, Acme's cheerful helper.")
+    assert (system.role, system.content) == (
+        "system",
+        f"You are Ava, Acme's cheerful helper.\n\n{marker}",
+    )
     # Another tenant keeps the configured prompt.
     await ask(manager, "/mode assistant --tenant", tenant="t2", chat="c2", **admin)
     backend.enqueue("Volcanoes again.")
     await ask(manager, "Where is the nearest volcano?", tenant="t2", chat="c2")
-    assert backend.requests[-1].messages[0].content == manager.system_prompt
+    assert backend.requests[-1].messages[0].content == f"{manager.system_prompt}\n\n{marker}"
