@@ -110,12 +110,14 @@ class ConversationRepository(Store):
         deletes rows, and SQLite may hand a deleted row's id to a new one. On
         PostgreSQL the row is locked, so a purge running now cannot delete it
         before this transaction ends (the claims lock it anyway)."""
-        query = select(conversations.c.id).where(
-            conversations.c.id == conversation_id, at_address(ref)
-        )
-        if self.dialect == "postgresql":
-            query = query.with_for_update()
-        return conn.execute(query).first() is not None
+        params = {
+            "id": conversation_id,
+            "platform": ref.platform,
+            "tenant": ref.tenant,
+            "chat": ref.chat,
+            "thread": ref.thread,
+        }
+        return bool(self._sql.rows(conn, self._sql.conversation_at, params))
 
     def drop_tenant(self, platform: str, tenant: str) -> None:
         """Forget what this process cached about a tenant's conversations and

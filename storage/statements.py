@@ -56,6 +56,18 @@ class Statements:
             )
             .returning(inbound_events.c.id)
         )
+        # A cached conversation id is still the row at its address (a purge
+        # may have deleted it, and SQLite may give its id to a new row); on
+        # PostgreSQL the row is also locked until the transaction ends.
+        self.conversation_at = select(conversations.c.id).where(
+            conversations.c.id == bindparam("id"),
+            conversations.c.platform == bindparam("platform"),
+            conversations.c.tenant == bindparam("tenant"),
+            conversations.c.chat == bindparam("chat"),
+            conversations.c.thread == bindparam("thread"),
+        )
+        if not self.raw:
+            self.conversation_at = self.conversation_at.with_for_update()
         self.lock_conversation = (
             select(conversations.c.id)
             .where(conversations.c.id == bindparam("id"))
