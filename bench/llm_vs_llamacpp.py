@@ -361,6 +361,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
         "DESKMATE_MAX_NEW_TOKENS": str(max_new),
         "DESKMATE_TEMPERATURE": "0",
         "DESKMATE_REPETITION_PENALTY": str(REPETITION_PENALTY),
+        # The model answers every prompt, company questions included: the
+        # work is the same as llama-server's (an older tree ignores this).
+        "DESKMATE_COMPANY_FACTS": "answer",
         "LOG_LEVEL": "WARNING",
     }
     modes: dict[str, tuple[Ask, int, bool]] = {}

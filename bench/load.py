@@ -222,6 +222,8 @@ async def run(args: argparse.Namespace) -> None:
         "DESKMATE_LLM_URL": model.url,
         "DESKMATE_LLM_TIMEOUT": "30",
         "DESKMATE_USER_RATE": "0",
+        # Every message reaches the model server being measured.
+        "DESKMATE_COMPANY_FACTS": "answer",
         "HOST": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
     }
