@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import shutil
 import sys
 import uuid
 from typing import TextIO
 
-from bot.types import ConversationRef, Conversations, Inbound, Reply
+from bot.types import ConversationRef, Conversations, Inbound, Reply, Retraction
 
 PROMPT = "you> "
+ANSWER = "deskmate> "
 
 
 class ConsoleChat:
@@ -50,9 +52,27 @@ class ConsoleChat:
             await conversations.process(accepted, self._render)
 
     async def _render(self, reply: Reply) -> None:
-        self.stdout.write("deskmate> ")
+        self.stdout.write(ANSWER)
+        shown = ANSWER
         async for chunk in reply:
+            if isinstance(chunk, Retraction):
+                self._take_back(shown)
+                self.stdout.write(ANSWER)
+                shown = ANSWER
             self.stdout.write(chunk)
             self.stdout.flush()
+            shown += chunk
         self.stdout.write("\n")
         self.stdout.flush()
+
+    def _take_back(self, shown: str) -> None:
+        """Erase ``shown`` (the answer so far) from a terminal; output that is
+        not a terminal cannot be erased, so the text that replaces it starts
+        on a line of its own."""
+        if not self.stdout.isatty():
+            self.stdout.write("\n")
+            return
+        width = max(shutil.get_terminal_size().columns, 1)
+        # Rows above the cursor: each line, wrapped at the terminal's width.
+        rows = sum(max(len(line) - 1, 0) // width + 1 for line in shown.split("\n")) - 1
+        self.stdout.write("\r" + (f"\033[{rows}A" if rows else "") + "\033[J")

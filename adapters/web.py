@@ -35,6 +35,7 @@ from bot.types import (
     Conversations,
     Inbound,
     Reply,
+    Retraction,
     TicketThread,
     Undeliverable,
 )
@@ -60,6 +61,10 @@ HEALTH_TIMEOUT = 2.0
 # The buttons of a streamed reply, known when it starts: a JSON list of
 # {"label", "command"}, percent-encoded (a header carries Latin-1 only).
 BUTTONS_HEADER = "X-Deskmate-Buttons"
+# In a streamed answer, the text after this character replaces everything
+# before it (an answer taken back: ``bot.types.Retraction``); it is never
+# part of an answer's own text.
+RETRACT = "\f"
 
 
 def buttons_json(buttons: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
@@ -426,7 +431,10 @@ class WebChat:
             if not response.prepared:
                 await response.prepare(request)
             async for chunk in reply:
-                await response.write(chunk.encode("utf-8"))
+                text = chunk.replace(RETRACT, "")
+                if isinstance(chunk, Retraction):
+                    text = RETRACT + text
+                await response.write(text.encode("utf-8"))
 
         try:
             await conversations.process(accepted, render)

@@ -5,7 +5,8 @@ notes the tokens and model time, keeps the circuit breaker informed, and
 turns every LLM failure into what the user is told (``bot.errors``);
 nothing is raised. Every request carries the output guard's canary, and
 every text passes the guard (``bot.guard``) before it is yielded: an answer
-that leaks the prompt or a secret is withheld and replaced by a safe text.
+that leaks the prompt, a secret or another group member's personal data is
+withheld, and the safe text that replaces it takes back what was shown.
 The chunk functions shape one plan's answer around it: plain chat, a
 grounded answer behind its citation guard, a draft.
 """
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from bot.errors import StorageError, user_message
-from bot.guard import OutputGuard, Verdict, Watch
+from bot.guard import OutputGuard, Verdict, Watch, foreign_data
 from bot.knowledge import drafting
 from bot.knowledge.policy import GroundedGate
 from bot.messages import say
@@ -30,7 +31,7 @@ from bot.prompting import build_messages, with_canary
 from bot.team.service import Team
 from bot.throttle import CircuitBreaker
 from bot.turns import Turns
-from bot.types import Accepted
+from bot.types import Accepted, Retraction
 from llm.base import (
     Backend,
     ChatMessage,
@@ -73,7 +74,10 @@ class Generation:
         self.error, self._notice, self._separate = error, notice, separate
 
     def notice(self, *, after_text: bool) -> str:
-        """What the user is told about the failure, set apart from text already shown."""
+        """What the user is told about the failure, set apart from text already
+        shown; a withheld answer's notice takes back all of it."""
+        if self.withheld is not None:
+            return Retraction(self._notice)
         return ("\n\n" if after_text and self._separate else "") + self._notice
 
 
@@ -146,7 +150,10 @@ class GenerationPath:
             return
         # What the model may not repeat: its instructions, never the
         # customer's words or the passages it is asked to quote.
-        watch = self.guard.watch([m.content for m in request.messages if m.role == "system"])
+        watch = self.guard.watch(
+            [m.content for m in request.messages if m.role == "system"],
+            await self._foreign_data(accepted),
+        )
         stream = self.backend.stream(request)
         started = time.monotonic()
         try:
@@ -192,6 +199,19 @@ class GenerationPath:
             yield shown
         if watch.verdict is not None:
             self._withhold(accepted, generation, watch.verdict)
+
+    async def _foreign_data(self, accepted: Accepted) -> dict[str, str]:
+        """In a group, the personal data other members wrote in its history:
+        not for the model to hand to this one."""
+        if not accepted.inbound.in_group:
+            return {}
+        try:
+            history = await self.turns.history(accepted)
+        except StorageError:
+            log.exception("inbound %s: could not read the history to guard", accepted.inbound_id)
+            return {}
+        asker = accepted.inbound.platform_user
+        return foreign_data(((item.author, item.text) for item in history), asker)
 
     def _shown(self, generation: Generation, watch: Watch, text: str) -> str:
         """Note ``text`` as the answer's (only released text is ever kept)."""

@@ -62,11 +62,21 @@ class ReplyKind(StrEnum):
     SILENT = "silent"
 
 
+class Retraction(str):
+    """A chunk that takes back everything the reply showed before it: the
+    reply's text becomes this chunk alone (an answer the output guard
+    withheld after some of it was shown ends as only the safe notice).
+    Renderers that cannot unsay text show it after what they showed."""
+
+    __slots__ = ()
+
+
 class Reply:
     """The manager's answer to one inbound message.
 
     Iterate it (``async for chunk in reply``) to get text as it is produced;
     once exhausted, ``text`` holds the whole answer. A reply is iterated once.
+    A ``Retraction`` chunk replaces all the text before it.
     """
 
     def __init__(
@@ -113,6 +123,8 @@ class Reply:
         assert self._chunks is not None
         async for chunk in self._chunks:
             if chunk:
+                if isinstance(chunk, Retraction):
+                    self._parts.clear()
                 self._parts.append(chunk)
                 yield chunk
 

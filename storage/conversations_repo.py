@@ -30,6 +30,8 @@ from storage.web_repo import forget_web_messages
 class HistoryItem:
     role: str
     text: str
+    # The platform user id of who wrote it ("" for answers and older rows).
+    author: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +176,7 @@ class ConversationRepository(Store):
         query = self._sql.history if upto_message_id is not None else self._sql.history_all
         params = {"conversation_id": conversation_id, "upto": upto_message_id, "limit": limit}
         rows = self._sql.rows(conn, query, params)
-        return [HistoryItem(role, text) for role, text in reversed(rows)]
+        return [HistoryItem(role, text, author or "") for role, text, author in reversed(rows)]
 
     # -- a conversation's state and place -----------------------------------------
 

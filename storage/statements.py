@@ -78,7 +78,7 @@ class Statements:
         ).where(inbound_events.c.conversation_id == bindparam("conversation_id"), UNSETTLED)
         position = func.coalesce(messages.c.reply_to, messages.c.id)
         self.history_all = (
-            select(messages.c.role, messages.c.text)
+            select(messages.c.role, messages.c.text, messages.c.user_id)
             .where(
                 messages.c.conversation_id == bindparam("conversation_id"),
                 messages.c.kind == "chat",

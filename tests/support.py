@@ -42,7 +42,8 @@ class Rendered:
     async def __call__(self, reply: Reply) -> None:
         chunks = [chunk async for chunk in reply]
         self.chunks.append(chunks)
-        self.replies.append("".join(chunks))
+        # The reply's final text: a retraction takes back the chunks before it.
+        self.replies.append(reply.text)
 
 
 def free_port() -> int:

@@ -12,10 +12,13 @@ the algorithm is tested without any HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
+
+from bot.types import Retraction
 
 M = TypeVar("M")
 
@@ -24,6 +27,9 @@ M = TypeVar("M")
 # cut must not move as text is appended after the rest: frozen messages are
 # never revisited.
 Split = Callable[[str], tuple[str, str]]
+
+# What a message past the first holds once its text is taken back.
+RETRACTED = "…"
 
 
 class MessageLost(Exception):
@@ -104,6 +110,10 @@ class StreamRenderer(Generic[M]):
     (nothing when ``empty`` is ``""``); a frozen piece that is only whitespace
     shows ``blank_piece`` (skipped when ``None``), since platforms refuse blank
     messages. ``messages`` lists every message posted, in order.
+
+    A ``Retraction`` chunk takes back what was shown: the next write puts
+    it alone in the first message, and any later message holds
+    ``blank_piece`` (or ``RETRACTED``), since messages are never deleted.
     """
 
     def __init__(
@@ -134,6 +144,7 @@ class StreamRenderer(Generic[M]):
         self._text = ""
         self._changed = asyncio.Event()
         self._done = False
+        self._retracted = False
 
     async def render(self, chunks: AsyncIterable[str]) -> str:
         """Consume ``chunks`` to the end and return the text shown.
@@ -147,7 +158,11 @@ class StreamRenderer(Generic[M]):
         writer = asyncio.create_task(self._write_loop())
         try:
             async for chunk in chunks:
-                self._text += chunk
+                if isinstance(chunk, Retraction):
+                    self._text = chunk
+                    self._retracted = True
+                else:
+                    self._text += chunk
                 self._changed.set()
         except BaseException:
             writer.cancel()
@@ -175,6 +190,9 @@ class StreamRenderer(Generic[M]):
                 await self._wait_slot()
             # Checked after the wait: text that arrived meanwhile goes in this write.
             final = self._done
+            if self._retracted:
+                self._retracted = False
+                await self._retract()
             await self._show(self._final_text() if final else self._text)
             self.pacer.mark(*self.keys)
             if final:
@@ -184,6 +202,19 @@ class StreamRenderer(Generic[M]):
         wait = self.pacer.reserve(*self.keys)
         if wait > 0:
             await asyncio.sleep(wait)
+
+    async def _retract(self) -> None:
+        """Take back every piece shown: the first message is written again
+        from the start, later ones are emptied."""
+        if not self.messages:
+            return
+        first, *later = self.messages
+        for message in later:
+            with contextlib.suppress(MessageLost):
+                await self.sink.update(message, self.blank_piece or RETRACTED)
+        self._offset = 0
+        # Unknown text: the next write always updates it.
+        self._live = _Live(first, "\0")
 
     async def _show(self, text: str) -> None:
         """Bring the messages in line with ``text``."""

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
-from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind
+from bot.types import (
+    Accepted,
+    ConversationRef,
+    Inbound,
+    MenuEntry,
+    Render,
+    Reply,
+    ReplyKind,
+    Retraction,
+)
 from storage.repository import StoredInbound
 
 
@@ -48,3 +57,17 @@ class Echo:
 
     def listens_to(self, ref: ConversationRef) -> bool:
         return False
+
+
+class TakesBack(Echo):
+    """Answers ``sure: <text>``, then takes it back for ``Withheld.``."""
+
+    async def process(self, accepted: Accepted, render: Render) -> Reply:
+        async def chunks() -> AsyncIterator[str]:
+            yield f"sure: {accepted.text}\n"
+            yield "more"
+            yield Retraction("Withheld.")
+
+        reply = Reply(ReplyKind.ANSWER, chunks())
+        await render(reply)
+        return reply

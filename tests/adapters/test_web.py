@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from adapters.web import HttpServer, SessionThrottle, WebChat
+from adapters.web import RETRACT, HttpServer, SessionThrottle, WebChat
 from storage.repository import Repository
 from storage.web_repo import WebRepository
-from tests.adapters.conversations import Echo
+from tests.adapters.conversations import Echo, TakesBack
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -126,3 +126,22 @@ def test_the_throttle_refills_and_forgets_idle_sessions() -> None:
     throttle.take("b", now=5.0)
     throttle.take("c", now=5.0)
     assert len(throttle) == 2 and "a" not in throttle._buckets
+
+
+async def test_an_answer_taken_back_is_marked_for_the_page(sqlite_repository: Repository) -> None:
+    http = HttpServer(host="127.0.0.1", port=0)
+    chat = WebChat(http=http, store=WebRepository(sqlite_repository.db))
+    await http.start()
+    await chat.start(TakesBack())
+    try:
+        async with aiohttp.ClientSession() as session:
+            body = {"session": "session-abc123", "text": "hi", "message_id": "msg-000001"}
+            url = f"http://127.0.0.1:{http.port}/api/chat"
+            async with session.post(url, json=body) as response:
+                text = await response.text()
+    finally:
+        await chat.stop()
+        await http.stop()
+    # The page shows what follows the last form feed: the notice alone.
+    assert text == f"sure: hi\nmore{RETRACT}Withheld."
+    assert text.rsplit(RETRACT, 1)[-1] == "Withheld."

@@ -14,8 +14,15 @@ from telegram.request import HTTPXRequest
 from adapters.telegram.pacing import ChatLimiter
 from adapters.telegram.render import ReplyView, Sender, Target
 from adapters.telegram.text import MESSAGE_LIMIT, utf16_len
+from bot.guard import OutputGuard
+from bot.messages import say
 from bot.types import ConversationRef, Reply, ReplyKind
+from llm.base import GenerationRequest, TextDelta, Usage
+from llm.fake import FakeBackend
+from storage.repository import Repository
+from tests.conftest import make_manager
 from tests.fakes.telegram_api import FakeTelegram
+from tests.support import make_inbound
 
 
 class Recorder:
@@ -304,3 +311,27 @@ async def test_pacing_keeps_telegrams_limits_under_load(
     assert group_sends[1].at - group_sends[0].at >= 1.5 - 0.1
     busy_sends = fake.calls_to("sendMessage", busy)
     assert busy_sends[1].at - busy_sends[0].at >= 0.5 - 0.1
+
+
+class LeakingBackend(FakeBackend):
+    """Writes a harmless start slowly enough to be shown, then a token."""
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
+        self.requests.append(request)
+        for word in ["Happy", " to", " help", " with", " that", " one", "!", " Our", " token"]:
+            yield TextDelta(word)
+            await asyncio.sleep(0.1)
+        yield TextDelta(" xoxb-2048-1234567890-AbCdEfGhIjKlMnOpQrStUvWx")
+        yield TextDelta(" works.", usage=Usage(prompt_tokens=10, completion_tokens=11))
+
+
+async def test_a_withheld_answer_ends_as_the_notice_alone(
+    fake: FakeTelegram, sender: Sender, recorder: Recorder, sqlite_repository: Repository
+) -> None:
+    manager = make_manager(sqlite_repository, LeakingBackend(), guard=OutputGuard())
+    await manager.handle(make_inbound("which token?"), view(sender, recorder, 42).render)
+    writes = fake.calls_to("sendMessage", 42) + fake.calls_to("editMessageText", 42)
+    shown = [str(c.params.get("text", "")) for c in writes]
+    assert any("Happy to help" in text for text in shown), "the start was streamed"
+    assert not any("xoxb" in text or "token" in text for text in shown)
+    assert fake.texts(42) == [say("conversation.withheld")]

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.common import EditPacer, MessageLost, StreamRenderer
+from adapters.common.render import RETRACTED
+from bot.types import Retraction
 
 
 class Sink:
@@ -212,3 +214,32 @@ def test_pacer_hands_out_one_slot_per_interval_per_key() -> None:
 def test_pacer_refuses_a_negative_interval() -> None:
     with pytest.raises(ValueError):
         EditPacer(-1)
+
+
+async def test_a_retraction_leaves_only_its_text_in_the_message() -> None:
+    sink = Sink()
+    notice = "Sorry, I can't send that answer."
+    parts = ["Here ", "is ", "what ", "you ", "asked: ", Retraction(notice)]
+    shown = await renderer(sink, pacer=EditPacer(0.02)).render(stream(parts, 0.03))
+    assert shown == notice
+    # The words were shown first, then taken back: one message, the notice alone.
+    assert any(text.startswith("Here is") for _, _, text, _ in sink.calls)
+    assert sink.messages == {1: notice}
+
+
+async def test_a_retraction_takes_back_frozen_messages_and_the_placeholder() -> None:
+    sink = Sink()
+    parts = ["0123456789", "abcdefghij", "klm", Retraction("Withheld.")]
+    shown = await renderer(
+        sink, split=split_at(10), placeholder="…thinking", empty="(nothing)"
+    ).render(stream(parts, 0.01))
+    assert shown == "Withheld."
+    # The placeholder's message holds the notice; the later ones are emptied.
+    assert sink.messages[1] == "Withheld."
+    assert set(list(sink.messages.values())[1:]) == {RETRACTED}
+
+
+async def test_a_retraction_before_anything_was_shown_is_just_the_text() -> None:
+    sink = Sink()
+    shown = await renderer(sink).render(stream([Retraction("Withheld.")]))
+    assert shown == "Withheld." and sink.messages == {1: "Withheld."}
