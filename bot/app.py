@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bot.answers import RECORD_RETRY_FOR
 from bot.commands import CommandRegistry, builtin_commands
-from bot.guard import OutputGuard
+from bot.guard import OutputGuard, stable_canary
 from bot.handoff.desk import HelpDesk
 from bot.handoff.desk_command import register_desk_command
 from bot.handoff.worker import OutboxWorker
@@ -267,7 +267,10 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 team=create_team(db, settings),
                 metrics=metrics,
                 user_rate=settings.user_rate,
-                guard=OutputGuard(secrets=settings.configured_secrets),
+                guard=OutputGuard(
+                    secrets=settings.configured_secrets,
+                    canary=stable_canary(settings.secret_key),
+                ),
                 company_facts=create_company_facts(settings, knowledge),
             )
             manager.start()

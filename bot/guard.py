@@ -18,6 +18,7 @@ released.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets as random_tokens
 from collections.abc import Iterable, Mapping, Sequence
@@ -76,12 +77,23 @@ class Verdict:
         return f"{self.kind}: {self.detail}" if self.detail else self.kind
 
 
+def stable_canary(seed: str) -> str:
+    """The deployment's canary, the same in every process and after every
+    restart, so the system prompt, and with it a greedy answer, does not
+    change from one start to the next (a small model's answer moves with any
+    token of its prompt). Derived from ``seed`` (the deployment's secret key,
+    "" when none) by a one-way hash: repeating it reveals nothing, and a
+    person who knows it can only get their own answer withheld."""
+    digest = hashlib.sha256(f"deskmate output guard:{seed}".encode()).hexdigest()
+    return f"dmk-{digest[:20]}"
+
+
 class OutputGuard:
     """The deployment's guard: its canary and the secrets it must never show.
 
     ``secrets``: the configured tokens, keys and passwords (any empty or
-    shorter than ``MIN_SECRET`` are ignored). The canary is random per
-    process: it only has to be unknown to the model and to customers.
+    shorter than ``MIN_SECRET`` are ignored). ``canary``: see
+    ``stable_canary``; random when not given (one process's tests).
     """
 
     def __init__(self, *, secrets: Iterable[str] = (), canary: str | None = None) -> None:
