@@ -24,7 +24,7 @@ import secrets as random_tokens
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.logs import _CARD, _EMAIL, _LOCAL_PHONE, _PHONE, _luhn
+from bot.logs import CARD, EMAIL, LOCAL_PHONE, PHONE, luhn
 
 # Consecutive words of the system prompt that make an answer a leak of it;
 # shorter runs are everyday phrases ("offer to bring in a human agent").
@@ -119,16 +119,16 @@ def personal_data(text: str) -> dict[str, str]:
     """The e-mail addresses, phone, card and IBAN numbers in ``text``: each
     in a form that ignores how it is written, mapped to how it was."""
     found: dict[str, str] = {}
-    for match in _EMAIL.finditer(text):
+    for match in EMAIL.finditer(text):
         found[match.group().lower()] = match.group()
     for match in _IBAN.finditer(text):
         found[match.group().replace(" ", "")] = match.group()
     # An IBAN's digit groups are not a phone number of their own.
     text = _IBAN.sub(" ", text)
-    for pattern in (_PHONE, _LOCAL_PHONE, _CARD):
+    for pattern in (PHONE, LOCAL_PHONE, CARD):
         for match in pattern.finditer(text):
             digits = _DIGITS.sub("", match.group())
-            if pattern is not _CARD or (13 <= len(digits) <= 19 and _luhn(digits)):
+            if pattern is not CARD or (13 <= len(digits) <= 19 and luhn(digits)):
                 found[digits] = match.group()
     return found
 

@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TextIO
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _SLACK_TOKEN = re.compile(r"\bx(?:ox[abposre]|app)-[A-Za-z0-9-]{6,}")
 # Not \b-anchored: in the Bot API's URLs the token follows "bot" ("/bot123:AA…/").
 _TELEGRAM_TOKEN = re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}(?![A-Za-z0-9_-])")
@@ -23,7 +23,7 @@ _BEARER = re.compile(
     r"(?i)\b(bearer|token|secret|api[_-]?key)([\"']?\s*[:=]\s*[\"']?|\s+)[^\s\"',]{8,}"
 )
 # International numbers, or local ones written in groups ("070-123 45 67").
-_PHONE = re.compile(
+PHONE = re.compile(
     r"(?<![\w:/.-])(?!\d{4}-\d{2}-\d{2})"
     r"(?:\+\d[\d ().-]{6,}\d|\(?\d{2,4}\)?[ .-]\d{2,4}[ .-]\d{2,4}(?:[ .-]\d{2,4})?)"
     r"(?![\w/])"
@@ -31,11 +31,11 @@ _PHONE = re.compile(
 # Local numbers written without separators start with the trunk prefix 0
 # ("0701234567", "07911123456", or "0046701234567" for abroad); ids never do.
 # A run of digits without it cannot be told from a platform id and is kept.
-_LOCAL_PHONE = re.compile(r"(?<![\w:/.+-])0\d{8,12}(?![\w/])")
-_CARD = re.compile(r"(?<![\w:.-])(?:\d[ -]?){12,18}\d(?![\w-])")
+LOCAL_PHONE = re.compile(r"(?<![\w:/.+-])0\d{8,12}(?![\w/])")
+CARD = re.compile(r"(?<![\w:.-])(?:\d[ -]?){12,18}\d(?![\w-])")
 
 
-def _luhn(digits: str) -> bool:
+def luhn(digits: str) -> bool:
     total = 0
     for i, char in enumerate(reversed(digits)):
         n = int(char)
@@ -47,7 +47,7 @@ def _luhn(digits: str) -> bool:
 
 def _card(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group())
-    return "[card]" if 13 <= len(digits) <= 19 and _luhn(digits) else match.group()
+    return "[card]" if 13 <= len(digits) <= 19 and luhn(digits) else match.group()
 
 
 def redact(text: str) -> str:
@@ -55,10 +55,10 @@ def redact(text: str) -> str:
     text = _SLACK_TOKEN.sub("[token]", text)
     text = _TELEGRAM_TOKEN.sub("[token]", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}[secret]", text)
-    text = _EMAIL.sub("[email]", text)
-    text = _CARD.sub(_card, text)
-    text = _PHONE.sub("[phone]", text)
-    return _LOCAL_PHONE.sub("[phone]", text)
+    text = EMAIL.sub("[email]", text)
+    text = CARD.sub(_card, text)
+    text = PHONE.sub("[phone]", text)
+    return LOCAL_PHONE.sub("[phone]", text)
 
 
 class RedactingFormatter(logging.Formatter):

@@ -39,7 +39,7 @@ from bot.routing import Router, standard_routes
 from bot.team.access import Access
 from bot.team.service import Team
 from bot.throttle import CircuitBreaker, PersonThrottle
-from bot.turns import Turns, address
+from bot.turns import Turns
 from bot.types import Accepted, ConversationRef, Inbound, MenuEntry, Render, Reply, ReplyKind
 from llm.base import Backend, SamplingParams
 from storage.repository import ForgetResult, Repository, Stats
@@ -215,10 +215,10 @@ class ConversationManager:
         return await self.turns.pending_of_tenant(platform, tenant)
 
     async def set_active(self, ref: ConversationRef, active: bool) -> None:
-        await self.repository.set_active(address(ref), active)
+        await self.repository.set_active(ref, active)
 
     async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None:
-        await self.repository.move_conversation(address(old), address(new))
+        await self.repository.move_conversation(old, new)
         self.turns.invalidate()
 
     def menu(self) -> list[MenuEntry]:

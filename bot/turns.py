@@ -26,7 +26,6 @@ from bot.text import clean
 from bot.throttle import PersonThrottle
 from bot.types import Accepted, ConversationRef, Inbound, Reply
 from storage.repository import (
-    ConversationAddress,
     HistoryItem,
     InboundEvent,
     MessageKind,
@@ -344,14 +343,9 @@ class Turns:
         return history
 
 
-def address(ref: ConversationRef) -> ConversationAddress:
-    """Where ``ref`` is, as storage names it."""
-    return ConversationAddress(ref.platform, ref.tenant, ref.chat, ref.thread)
-
-
 def _event(inbound: Inbound, text: str) -> InboundEvent:
     return InboundEvent(
-        conversation=address(inbound.ref),
+        conversation=inbound.ref,
         event_id=inbound.event_id,
         user_id=inbound.platform_user,
         text=text,

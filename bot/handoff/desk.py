@@ -433,7 +433,3 @@ def ticket_text(ticket: Ticket, summary: str) -> str:
             )
     lines.append(say("handoff.ticket_foot"))
     return "\n".join(lines)
-
-
-def space_ref(address: ConversationAddress) -> ConversationRef:
-    return ConversationRef(address.platform, address.tenant, address.chat, address.thread)

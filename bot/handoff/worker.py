@@ -24,7 +24,7 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from bot.handoff.desk import HelpDesk, space_ref
+from bot.handoff.desk import HelpDesk
 from bot.messages import say
 from bot.types import Channel, ConversationRef, DeliveryUnconfirmed, Undeliverable
 from storage.errors import StorageError
@@ -181,7 +181,7 @@ class OutboxWorker:
                 platform=ticket.customer_address.platform,
             )
             posted = await channel.open_ticket(
-                space_ref(address), title=title[:120], text=item.text, ticket_id=ticket.id
+                address, title=title[:120], text=item.text, ticket_id=ticket.id
             )
             await self.tickets.set_posted(ticket.id, thread=posted.thread, message=posted.message)
             return posted.message
@@ -198,7 +198,7 @@ class OutboxWorker:
             # In a group without topics the conversation hangs off the ticket message.
             reply_to = "" if ticket.space_thread else ticket.space_message
             return await channel.post(ref, item.text, reply_to=reply_to, buttons=item.buttons)
-        return await channel.post(space_ref(address), item.text, buttons=item.buttons)
+        return await channel.post(address, item.text, buttons=item.buttons)
 
     async def _give_up(self, item: OutboxItem, error: str) -> None:
         log.error("outbox %s: giving up: %s", item.key, error)
