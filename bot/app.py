@@ -33,6 +33,7 @@ from bot.team.commands import register_team_commands
 from bot.team.service import Team, TeamSettings
 from bot.throttle import CircuitBreaker
 from bot.types import Channel, ChatAdapter
+from bot.widget_sites import WidgetSites
 from llm.base import Backend, SamplingParams, Scorer
 from llm.embeddings import BASE_MODEL_NAME
 from storage.console_repo import ConsoleRepository
@@ -43,6 +44,7 @@ from storage.repository import Repository
 from storage.slack_repo import SlackRepository, TokenCipher
 from storage.team_repo import TeamRepository
 from storage.web_repo import WebRepository
+from storage.widget_repo import WidgetRepository
 
 if TYPE_CHECKING:
     from adapters.web import HttpServer
@@ -115,6 +117,11 @@ def create_team(db: Database, settings: Settings) -> Team:
             daily_tenant_tokens=settings.daily_tenant_tokens,
         ),
     )
+
+
+def create_widget_sites(db: Database, settings: Settings) -> WidgetSites:
+    """The websites that embed the chat widget, their changes audited."""
+    return WidgetSites(WidgetRepository(db), team=create_team(db, settings))
 
 
 def create_knowledge_base(
@@ -330,6 +337,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 trusted=settings.proxy_networks,
             )
             adapters.insert(0, web_chat)
+        adapters.append(create_widget(settings, http, core.repository.db))
         http.checks["database"] = core.repository.db.ping
         http.add_route(
             "GET",
@@ -375,6 +383,22 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 except Exception:
                     log.exception("adapter %s did not stop cleanly", adapter.name)
             await http.stop()
+
+
+def create_widget(settings: Settings, http: HttpServer, db: Database) -> ChatAdapter:
+    """The website chat widget: served whenever a site exists, whatever
+    ``DESKMATE_WEB_CHAT`` says about the local page."""
+    from adapters.widget import WidgetChat
+
+    hours = settings.handoff.hours
+    return WidgetChat(
+        http=http,
+        sites=create_widget_sites(db, settings),
+        store=WebRepository(db),
+        secret_key=settings.secret_key,
+        trusted=settings.proxy_networks,
+        is_open=hours.is_open if hours is not None else None,
+    )
 
 
 def create_console_services(core: Core) -> ConsoleParts:

@@ -1,0 +1,1 @@
+"""Blocks of fixed texts, one module per area, merged into ``bot.messages.CATALOG``."""

@@ -1,0 +1,153 @@
+"""The websites that embed the chat widget.
+
+A site is a key the snippet names (``data-site``), the tenant its visitors
+belong to, the origins whose pages may use it, the secret a site's own server
+signs its signed-in users' ids with, and how the widget looks there. Every
+worker reads the same rows, so a site added or revoked is seen by all of them
+within the cache's lifetime.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, select, update
+
+from storage.db import utcnow
+from storage.models import slack_installations, widget_sites
+from storage.sql import Store
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLook:
+    """What a site's visitors see: the panel's title, its accent colour
+    (``#rrggbb``), the first message and the corner it sits in."""
+
+    title: str = "Chat with us"
+    color: str = "#2f6fde"
+    greeting: str = ""
+    position: str = "right"
+
+
+@dataclass(frozen=True, slots=True)
+class WidgetSite:
+    key: str
+    tenant: str
+    origins: tuple[str, ...]
+    secret: str
+    look: SiteLook
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``deskmate widget add|list --json`` prints (the secret is not part of it)."""
+        return {"site": self.key, "origins": list(self.origins), "tenant": self.tenant}
+
+
+class WidgetRepository(Store):
+    """Sites: add, list, read, change the look of, and remove."""
+
+    async def add(self, *, origins: Sequence[str], tenant: str, look: SiteLook) -> WidgetSite:
+        """A new site with a fresh key and secret."""
+        site = WidgetSite(
+            key="site_" + secrets.token_urlsafe(15),
+            tenant=tenant,
+            origins=tuple(origins),
+            secret=secrets.token_urlsafe(32),
+            look=look,
+            created_at=utcnow(),
+        )
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                widget_sites.insert().values(
+                    key=site.key,
+                    tenant=site.tenant,
+                    origins=list(site.origins),
+                    secret=site.secret,
+                    title=look.title,
+                    color=look.color,
+                    greeting=look.greeting,
+                    position=look.position,
+                    created_at=site.created_at,
+                )
+            )
+
+        await self._run("add a widget site", op)
+        return site
+
+    async def sites(self) -> list[WidgetSite]:
+        """Every site, oldest first."""
+
+        def op(conn: Connection) -> list[WidgetSite]:
+            rows = conn.execute(select(widget_sites).order_by(widget_sites.c.created_at)).all()
+            return [_site(row) for row in rows]
+
+        return await self._run("list the widget sites", op)
+
+    async def site(self, key: str) -> WidgetSite | None:
+        def op(conn: Connection) -> WidgetSite | None:
+            row = conn.execute(select(widget_sites).where(widget_sites.c.key == key)).first()
+            return _site(row) if row is not None else None
+
+        return await self._run("read a widget site", op)
+
+    async def change(
+        self, key: str, *, look: SiteLook, origins: Sequence[str] | None = None
+    ) -> WidgetSite | None:
+        """Give site ``key`` this look (and these origins); None when there is no such site."""
+        values: dict[str, Any] = {
+            "title": look.title,
+            "color": look.color,
+            "greeting": look.greeting,
+            "position": look.position,
+        }
+        if origins is not None:
+            values["origins"] = list(origins)
+
+        def op(conn: Connection) -> int:
+            return conn.execute(
+                update(widget_sites).where(widget_sites.c.key == key).values(**values)
+            ).rowcount
+
+        if not await self._run("change a widget site", op):
+            return None
+        return await self.site(key)
+
+    async def remove(self, key: str) -> bool:
+        """Revoke site ``key``: its snippet shows nothing from now on. False
+        when there was no such site."""
+
+        def op(conn: Connection) -> int:
+            return conn.execute(delete(widget_sites).where(widget_sites.c.key == key)).rowcount
+
+        return bool(await self._run("remove a widget site", op))
+
+    async def installed_workspace(self, team_id: str) -> bool:
+        """Whether Slack workspace ``team_id`` installed the app (a site may belong to it)."""
+
+        def op(conn: Connection) -> bool:
+            found = conn.execute(
+                select(slack_installations.c.id)
+                .where(slack_installations.c.team_id == team_id)
+                .limit(1)
+            ).first()
+            return found is not None
+
+        return await self._run("look up a Slack workspace", op)
+
+
+def _site(row: Any) -> WidgetSite:
+    return WidgetSite(
+        key=row.key,
+        tenant=row.tenant,
+        origins=tuple(str(o) for o in (row.origins or [])),
+        secret=row.secret,
+        look=SiteLook(
+            title=row.title, color=row.color, greeting=row.greeting, position=row.position
+        ),
+        created_at=row.created_at,
+    )
