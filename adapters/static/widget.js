@@ -147,7 +147,7 @@
         button.addEventListener("click", function () {
           if (busy) return;
           group.querySelectorAll("button").forEach(function (x) { x.disabled = true; });
-          ask(b.command, "chat");
+          ask(b.command, "chat", b.label);
         });
         group.appendChild(button);
       });
@@ -180,7 +180,7 @@
       input.value = "";
       ask(text, "chat");
     });
-    human.addEventListener("click", function () { if (!busy) ask("/human", "chat"); });
+    human.addEventListener("click", function () { if (!busy) ask("/human", "chat", human.textContent); });
 
     function emailForm() {
       if (root.querySelector(".email")) return;
@@ -226,10 +226,10 @@
     }
 
     // One question (or the email address left for the team) and its streamed answer.
-    function ask(text, route) {
+    function ask(text, route, shownAs) {
       busy = true;
       send.disabled = true;
-      if (route === "chat") say("user", text);
+      say("user", shownAs || text);
       var shown = [];
       var buttons = [];
       var ok = false;
