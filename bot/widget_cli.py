@@ -39,9 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 async def run(
     args: argparse.Namespace,
     settings: Settings,
-    stdout: TextIO = sys.stdout,
-    stderr: TextIO = sys.stderr,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
 ) -> int:
+    """Run one ``widget`` command: 2, with the reason, for a setting that cannot work."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     from bot.app import create_widget_sites
     from storage.db import Database
 
