@@ -119,9 +119,9 @@ def create_team(db: Database, settings: Settings) -> Team:
     )
 
 
-def create_widget_sites(db: Database, settings: Settings) -> WidgetSites:
-    """The websites that embed the chat widget, their changes audited."""
-    return WidgetSites(WidgetRepository(db), team=create_team(db, settings))
+def create_widget_sites(db: Database, settings: Settings, team: Team | None = None) -> WidgetSites:
+    """The websites that embed the chat widget, their changes audited (by ``team``)."""
+    return WidgetSites(WidgetRepository(db), team=team or create_team(db, settings))
 
 
 def create_knowledge_base(
@@ -413,6 +413,7 @@ def create_console_services(core: Core) -> ConsoleParts:
         backend_name=core.backend.name,
         model_stats=stats if callable(stats) else None,
         forget=core.manager.forget_user,
+        sites=create_widget_sites(core.repository.db, core.settings, core.manager.team),
     )
 
 
