@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from bot.handoff.config import OWN_WIDGET_TENANT
 from storage.widget_repo import SiteLook, WidgetRepository, WidgetSite
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 # The tenant of a site unless it belongs to an installed Slack workspace: the
 # deployment's own, shared with the local web chat.
-OWN_TENANT = "local"
+OWN_TENANT = OWN_WIDGET_TENANT
 POSITIONS = ("right", "left")
 MAX_TITLE = 60
 MAX_GREETING = 300

@@ -115,3 +115,16 @@ def test_mistakes_get_a_clear_message_and_change_nothing(cli) -> None:  # type: 
     assert code == 2 and "#rrggbb" in err
     code, out, _ = cli("widget", "list", "--json")
     assert len(out.splitlines()) == 1
+
+
+def test_a_site_of_a_foreign_workspace_is_served_by_that_workspace_only() -> None:
+    from bot.handoff.config import HandoffSettings, parse_spaces
+
+    settings = HandoffSettings(
+        spaces=parse_spaces("telegram:-1001,slack:T0FOREIGN/C0DESK"), foreign_slack=True
+    )
+    own, foreign = settings.spaces
+    assert settings.space_for("widget", "local") == own
+    assert settings.space_for("widget", "T0FOREIGN") == foreign
+    assert not settings.serves(own, "widget", "T0FOREIGN")
+    assert settings.space_for("widget", "T0OTHER") is None
