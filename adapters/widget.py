@@ -119,12 +119,13 @@ class WidgetChat:
         self._told: set[str] = set()
         self._script = resources.files("adapters").joinpath("static/widget.js").read_bytes()
         http.add_route("GET", "/widget.js", self._widget_js)
-        for route in ("config", "chat", "outbox", "email"):
+        for route in ("config", "chat", "outbox", "email", "history"):
             http.add_route("OPTIONS", f"/widget/api/{route}", self._preflight)
         http.add_route("GET", "/widget/api/config", self._config)
         http.add_route("POST", "/widget/api/chat", self._chat)
         http.add_route("GET", "/widget/api/outbox", self._outbox)
         http.add_route("POST", "/widget/api/email", self._email)
+        http.add_route("GET", "/widget/api/history", self._history)
 
     async def start(self, conversations: Conversations) -> None:
         self._stored_key = await self._store.signing_key()
@@ -303,6 +304,29 @@ class WidgetChat:
             return _refuse(say("web.storage_down", language), 503, origin=origin)
         entries = [{"text": m.text, "buttons": buttons_json(m.buttons)} for m in waiting]
         response = web.json_response({"entries": entries}, headers={"Cache-Control": "no-store"})
+        _cors(response, origin)
+        return response
+
+    async def _history(self, request: web.Request) -> web.Response:
+        """The conversation's questions and answers so far, for a panel that
+        has none kept (a signed-in user's new device, a cleared browser)."""
+        allowed = await self._allowed(request)
+        if isinstance(allowed, web.Response):
+            return allowed
+        site, origin = allowed
+        language = _language(request)
+        who = self._person(request, site, issue=False)
+        if isinstance(who, str):
+            return _refuse(say(who, language), 401, origin=origin)
+        person, _, _ = who
+        ref = ConversationRef("widget", site.tenant, f"{site.key}.{person}")
+        try:
+            turns = await self._sites.transcript(ref)
+        except StorageError:
+            log.exception("widget: could not read a conversation")
+            return _refuse(say("web.storage_down", language), 503, origin=origin)
+        body = {"messages": [{"role": role, "text": text} for role, text in turns]}
+        response = web.json_response(body, headers={"Cache-Control": "no-store"})
         _cors(response, origin)
         return response
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from bot.handoff.config import OWN_WIDGET_TENANT
+from storage.addresses import ConversationAddress
 from storage.widget_repo import SiteLook, WidgetRepository, WidgetSite
 
 if TYPE_CHECKING:
@@ -130,6 +131,10 @@ class WidgetSites:
 
     async def site(self, key: str) -> WidgetSite | None:
         return await self.repository.site(key)
+
+    async def transcript(self, ref: ConversationAddress) -> list[tuple[str, str]]:
+        """The conversation's stored questions and answers, oldest first."""
+        return await self.repository.transcript(ref)
 
     async def add(
         self, origins: Sequence[str], *, tenant: str = "", actor: str, look: SiteLook | None = None

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
+from storage.addresses import ConversationAddress
 from storage.db import utcnow
-from storage.models import slack_installations, widget_sites
-from storage.sql import Store
+from storage.models import conversations, messages, slack_installations, widget_sites
+from storage.sql import Store, at_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,26 @@ class WidgetRepository(Store):
             return conn.execute(delete(widget_sites).where(widget_sites.c.key == key)).rowcount
 
         return bool(await self._run("remove a widget site", op))
+
+    async def transcript(
+        self, ref: ConversationAddress, *, limit: int = 50
+    ) -> list[tuple[str, str]]:
+        """The newest ``limit`` questions and answers of the conversation at
+        ``ref``, oldest first, as (role, text): what a visitor's panel shows
+        on a device that has not seen the conversation yet."""
+
+        def op(conn: Connection) -> list[tuple[str, str]]:
+            position = func.coalesce(messages.c.reply_to, messages.c.id)
+            rows = conn.execute(
+                select(messages.c.role, messages.c.text)
+                .join(conversations, conversations.c.id == messages.c.conversation_id)
+                .where(at_address(ref))
+                .order_by(position.desc(), messages.c.id.desc())
+                .limit(limit)
+            ).all()
+            return [(row.role, row.text) for row in reversed(rows)]
+
+        return await self._run("read a widget conversation", op)
 
     async def installed_workspace(self, team_id: str) -> bool:
         """Whether Slack workspace ``team_id`` installed the app (a site may belong to it)."""

@@ -280,8 +280,17 @@
         .catch(function () { /* the server is restarting: next tick */ });
     }
 
+    if (config.greeting) bubble("bot", config.greeting);
     if (transcript.length) transcript.forEach(function (m) { bubble(m.kind, m.text); });
-    else if (config.greeting) say("bot", config.greeting);
+    else if (user || visitor) {
+      // Nothing kept here (a signed-in user's other device): the stored conversation.
+      fetch(api("history"), {headers: headers(false)})
+        .then(function (r) { return r.ok ? r.json() : {messages: []}; })
+        .then(function (body) {
+          (body.messages || []).forEach(function (m) { say(m.role === "user" ? "user" : "bot", m.text); });
+        })
+        .catch(function () { /* the panel starts empty */ });
+    }
     poll();
     setInterval(poll, POLL_MS);
     // A panel left open stays open on the next page, without taking the page's focus.

@@ -4,6 +4,7 @@ messages that wait for a visitor."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -200,6 +201,12 @@ async def test_a_signed_user_is_the_same_person_on_every_device(served: Served) 
             assert (await response.json())["entries"] == [
                 {"text": "An agent's answer", "buttons": []}
             ]
+        # The phone's panel has nothing kept: it shows the stored conversation.
+        async with phone.get(served.url("history"), headers=headers) as response:
+            assert (await response.json())["messages"] == [
+                {"role": "user", "text": "hi from the laptop"},
+                {"role": "assistant", "text": "echo: hi from the laptop"},
+            ]
         forged = {**signed, "X-Deskmate-User": "customer-43"}
         status, _, events = await ask(phone, served, "let me in", headers=forged)
         assert status == 403
@@ -317,3 +324,41 @@ async def _conversations(served: Served) -> list[ConversationRef]:
         return [ConversationRef(*row) for row in rows]
 
     return await served.manager.repository.db.run(op, what="list conversations")
+
+
+async def test_with_two_workers_each_waiting_message_is_handed_out_once(
+    repository: Repository, backend: FakeBackend
+) -> None:
+    """Two processes' widgets on one database (SQLite file, PostgreSQL): a
+    page polling both at once still gets every agent message exactly once."""
+    first_http, first = await serve(repository, backend)
+    second_http = HttpServer(host="127.0.0.1", port=0)
+    second = WidgetChat(
+        http=second_http, sites=first.sites, store=WebRepository(repository.db), site_ttl=0
+    )
+    await second_http.start()
+    await second.start(first.manager)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(first.url("config"), headers={"Origin": SHOP}) as response:
+                token = (await response.json())["visitor"]
+            ref = ConversationRef("widget", "local", f"{first.shop.key}.{token.partition('.')[0]}")
+            headers = {"Origin": SHOP, VISITOR: token}
+            bases = (first.base, f"http://127.0.0.1:{second_http.port}")
+
+            async def poll(base: str) -> list[str]:
+                url = f"{base}/widget/api/outbox?site={first.shop.key}"
+                async with session.get(url, headers=headers) as response:
+                    return [e["text"] for e in (await response.json())["entries"]]
+
+            seen: list[str] = []
+            for n in range(20):
+                await first.chat.post(ref, f"agent message {n}")
+                for got in await asyncio.gather(*(poll(b) for b in bases * 2)):
+                    seen += got
+        assert sorted(seen) == sorted(f"agent message {n}" for n in range(20))
+    finally:
+        await second.stop()
+        await second_http.stop()
+        await first.chat.stop()
+        await first_http.stop()

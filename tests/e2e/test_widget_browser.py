@@ -176,6 +176,9 @@ async def ask_and_reload(page: Any, shop: HostPage) -> None:
     await page.goto(shop.origin + "/")
     launcher = page.get_by_role("button", name="Open chat")
     await launcher.wait_for(timeout=15_000)
+    # The site's colour reached the shadow root's stylesheet under the page's strict CSP.
+    colour = await launcher.evaluate("b => getComputedStyle(b).backgroundColor")
+    assert colour == "rgb(10, 125, 90)"
     # The keyboard opens it, and focus lands in the message box.
     await launcher.focus()
     await page.keyboard.press("Enter")
