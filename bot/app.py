@@ -397,6 +397,8 @@ def create_widget(settings: Settings, http: HttpServer, db: Database) -> ChatAda
         store=WebRepository(db),
         secret_key=settings.secret_key,
         trusted=settings.proxy_networks,
+        visitor_rate=settings.widget_visitor_rate,
+        site_rate=settings.widget_site_rate,
         is_open=hours.is_open if hours is not None else None,
     )
 

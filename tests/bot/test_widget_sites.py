@@ -128,3 +128,13 @@ def test_a_site_of_a_foreign_workspace_is_served_by_that_workspace_only() -> Non
     assert settings.space_for("widget", "T0FOREIGN") == foreign
     assert not settings.serves(own, "widget", "T0FOREIGN")
     assert settings.space_for("widget", "T0OTHER") is None
+
+
+def test_the_widget_limits_come_from_the_environment() -> None:
+    from bot.errors import ConfigError
+    from bot.settings import Settings
+
+    settings = Settings.from_env({"DESKMATE_WIDGET_VISITOR_RATE": "30"})
+    assert (settings.widget_visitor_rate, settings.widget_site_rate) == (30, 600)
+    with pytest.raises(ConfigError, match="DESKMATE_WIDGET_SITE_RATE"):
+        Settings.from_env({"DESKMATE_WIDGET_SITE_RATE": "0"})
