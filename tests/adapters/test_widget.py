@@ -362,3 +362,27 @@ async def test_with_two_workers_each_waiting_message_is_handed_out_once(
         await second_http.stop()
         await first.chat.stop()
         await first_http.stop()
+
+
+async def test_a_visitors_messages_are_one_conversation_in_the_console(served: Served) -> None:
+    from storage.console_repo import ConsoleRepository
+
+    async with aiohttp.ClientSession() as session:
+        status, headers, _ = await ask(session, served, "first question")
+        assert status == 200
+        token = {VISITOR: headers[VISITOR]}
+        # The next page load sends the identity it kept: the same conversation.
+        assert (await ask(session, served, "second question", headers=token))[0] == 200
+    console = ConsoleRepository(served.manager.repository.db)
+    [row] = await console.find_conversations(platform="widget")
+    person = headers[VISITOR].partition(".")[0]
+    assert row.address.chat == f"{served.shop.key}.{person}"
+    assert row.users == (f"widget:{person}",)
+    transcript = await console.transcript(row.id)
+    assert transcript is not None
+    assert [m.text for m in transcript.messages] == [
+        "first question",
+        "echo: first question",
+        "second question",
+        "echo: second question",
+    ]
