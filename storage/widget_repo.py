@@ -19,8 +19,19 @@ from sqlalchemy import Connection, delete, func, select, update
 
 from storage.addresses import ConversationAddress
 from storage.db import utcnow
-from storage.models import conversations, messages, slack_installations, widget_sites
+from storage.models import (
+    conversations,
+    inbound_events,
+    messages,
+    slack_installations,
+    users,
+    web_messages,
+    widget_sites,
+)
 from storage.sql import Store, at_address
+
+# The platform name of the widget's conversations.
+WIDGET = "widget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +170,29 @@ class WidgetRepository(Store):
             return found is not None
 
         return await self._run("look up a Slack workspace", op)
+
+
+def purge_widget_tenant(conn: Connection, tenant: str) -> None:
+    """Inside the caller's transaction, remove what the widget keeps for a
+    Slack workspace's sites beyond their conversations (which the caller
+    deletes): the sites, what waits for their visitors, and the names of
+    the people who wrote through them."""
+    keys = list(
+        conn.execute(select(widget_sites.c.key).where(widget_sites.c.tenant == tenant)).scalars()
+    )
+    people = conn.execute(
+        select(inbound_events.c.user_id)
+        .join(conversations, conversations.c.id == inbound_events.c.conversation_id)
+        .where(conversations.c.platform == WIDGET, conversations.c.tenant == tenant)
+        .distinct()
+    ).scalars()
+    # Stored as their platform user ids (``widget:<person>``).
+    written = [str(person) for person in people]
+    for start in range(0, len(written), 500):
+        conn.execute(delete(users).where(users.c.platform_user.in_(written[start : start + 500])))
+    for key in keys:
+        conn.execute(delete(web_messages).where(web_messages.c.visitor.like(f"{key}.%")))
+    conn.execute(delete(widget_sites).where(widget_sites.c.tenant == tenant))
 
 
 def _site(row: Any) -> WidgetSite:
