@@ -45,9 +45,12 @@ class Served:
 
 
 async def serve(
-    repository: Repository, backend: FakeBackend, **options: Any
+    repository: Repository,
+    backend: FakeBackend,
+    manager: ConversationManager | None = None,
+    **options: Any,
 ) -> tuple[HttpServer, Served]:
-    manager = make_manager(repository, backend)
+    manager = manager or make_manager(repository, backend)
     sites = WidgetSites(WidgetRepository(repository.db))
     shop = await sites.add([SHOP], actor="test")
     blog = await sites.add([BLOG], actor="test")
@@ -386,3 +389,30 @@ async def test_a_visitors_messages_are_one_conversation_in_the_console(served: S
         "second question",
         "echo: second question",
     ]
+
+
+async def test_an_answer_taken_back_ends_as_the_notice_alone(
+    sqlite_repository: Repository, backend: FakeBackend
+) -> None:
+    """The output guard withholds an answer after some of it was shown: the
+    renderer rewrites the same message with the notice alone."""
+    from bot.guard import OutputGuard
+    from bot.messages import say
+
+    guarded = make_manager(sqlite_repository, backend, guard=OutputGuard())
+    http, served = await serve(sqlite_repository, backend, manager=guarded)
+    token = "xoxb-2048-1234567890-AbCdEfGhIjKlMnOpQrStUvWx"
+    words = "Sure, happy to help with that question of yours today. " * 3
+    backend.enqueue(f"{words}The token is {token} for everything.", chunk_delay=0.02)
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, _, events = await ask(session, served, "what token do you use?")
+    finally:
+        await served.chat.stop()
+        await http.stop()
+    assert status == 200
+    texts = [data for name, data in events if name == "text"]
+    assert any("Sure" in t["text"] for t in texts), "some words were shown first"
+    assert {t["n"] for t in texts} == {0}, "one bubble, rewritten"
+    assert texts[-1]["text"] == say("conversation.withheld")
+    assert all("xoxb" not in t["text"] for t in texts)
