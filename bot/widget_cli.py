@@ -64,14 +64,11 @@ async def _run(args: argparse.Namespace, sites: WidgetSites, stdout: TextIO, std
     command = args.widget_command
     if command == "add":
         site = await sites.add(args.origins, tenant=args.tenant, actor=ACTOR)
-        if args.json:
-            print(json.dumps(site.as_json()), file=stdout)
-        else:
-            print(site.key, file=stdout)
-            print(
-                f"Secret for data-user-hash (HMAC-SHA256 of the user id): {site.secret}",
-                file=stderr,
-            )
+        print(json.dumps(site.as_json()) if args.json else site.key, file=stdout)
+        print(
+            f"Secret for data-user-hash (HMAC-SHA256 of the user id): {site.secret}",
+            file=stderr,
+        )
         return 0
     if command == "list":
         for site in await sites.sites():

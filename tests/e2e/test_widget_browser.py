@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 
 from adapters.slack.convert import unescape
+from bot.widget_sites import user_hash
 from tests.e2e.test_handoff_telegram import (
     AGENT,
     GROUP,
@@ -43,7 +44,7 @@ SLACK_SECRET = "widget-signing-secret"
 SPACE = "CSUP"
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 </head><body><h1>{title}</h1><p>Products, prices and parcels.</p>
-<script src="{deskmate}/widget.js" data-site="{site}" async></script></body></html>"""
+<script src="{deskmate}/widget.js" data-site="{site}"{signed} async></script></body></html>"""
 
 
 def _chromium() -> str:
@@ -64,6 +65,7 @@ class HostPage:
         self.origin = f"http://127.0.0.1:{self.port}"
         self.deskmate = ""
         self.site = ""
+        self.secret = ""
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> HostPage:
@@ -79,7 +81,15 @@ class HostPage:
             await self._runner.cleanup()
 
     async def _page(self, request: web.Request) -> web.Response:
-        html = PAGE.format(title=self.title, deskmate=self.deskmate, site=self.site)
+        # A signed-in user's page: the id and its HMAC, as the site's own server writes them.
+        user = request.query.get("user", "")
+        signed = ""
+        if user:
+            given = user_hash(self.secret, user)
+            if request.query.get("forged"):
+                given = user_hash("not the secret", user)
+            signed = f' data-user="{user}" data-user-hash="{given}"'
+        html = PAGE.format(title=self.title, deskmate=self.deskmate, site=self.site, signed=signed)
         response = web.Response(text=html, content_type="text/html")
         response.headers["Content-Security-Policy"] = (
             f"default-src 'none'; script-src {self.deskmate}; connect-src {self.deskmate}; "
@@ -88,14 +98,14 @@ class HostPage:
         return response
 
 
-async def widget_cli(env: dict[str, str], *args: str) -> str:
+async def widget_cli(env: dict[str, str], *args: str) -> tuple[str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "widget", *args,
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
-    return out.decode()
+    return out.decode(), err.decode()
 
 
 def closed_hours() -> str:
@@ -140,7 +150,9 @@ async def deskmate_for(tmp_path: Path, shop: HostPage, env: dict[str, str]) -> t
             **env,
         },
     )
-    added = json.loads(await widget_cli(deskmate.env, "add", shop.origin, "--json"))
+    out, err = await widget_cli(deskmate.env, "add", shop.origin, "--json")
+    added = json.loads(out)
+    shop.secret = err.rsplit(": ", 1)[1].strip()
     assert added["origins"] == [shop.origin] and added["tenant"] == "local"
     await widget_cli(
         deskmate.env, "set", added["site"], "--title", "Acme help", "--color", "#0a7d5a",
@@ -332,3 +344,47 @@ async def test_a_visitor_talks_to_a_slack_agent_through_the_widget(
             deskmate.proc.kill()
         print(deskmate.logs())
         await slack.stop()
+
+
+async def test_a_signed_in_users_conversation_follows_them_to_another_device(
+    tmp_path: Path, model: FakeOpenAI, shop: HostPage
+) -> None:
+    deskmate, _ = await deskmate_for(
+        tmp_path, shop, {"DESKMATE_LLM_URL": model.url, "DESKMATE_WEB_CHAT": "on"}
+    )
+    try:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=_chromium(), headless=True)
+            try:
+                laptop = await (await browser.new_context()).new_page()
+                await laptop.goto(shop.origin + "/?user=customer-42")
+                await laptop.get_by_role("button", name="Open chat").click()
+                await laptop.get_by_role("textbox", name="Your message").fill("order 77?")
+                await laptop.keyboard.press("Enter")
+                await (
+                    laptop.get_by_role("log")
+                    .get_by_text("echo: order 77?")
+                    .wait_for(timeout=20_000)
+                )
+                # Another browser, nothing kept: the same person, the same conversation.
+                phone = await (await browser.new_context()).new_page()
+                await phone.goto(shop.origin + "/?user=customer-42")
+                await phone.get_by_role("button", name="Open chat").click()
+                log = phone.get_by_role("log")
+                await log.get_by_text("echo: order 77?").wait_for(timeout=15_000)
+                await log.get_by_text("order 77?", exact=True).wait_for()
+                await phone.screenshot(path=str(ARTIFACTS / "other-device.png"))
+                # A hash the site's secret did not make: no widget at all.
+                forged = await (await browser.new_context()).new_page()
+                await forged.goto(shop.origin + "/?user=customer-42&forged=1")
+                await asyncio.sleep(3)
+                assert await forged.locator("[data-deskmate-widget]").count() == 0
+            finally:
+                await browser.close()
+        assert await deskmate.stop() == 0
+    finally:
+        if deskmate.proc is not None and deskmate.proc.returncode is None:
+            deskmate.proc.kill()
+        print(deskmate.logs())

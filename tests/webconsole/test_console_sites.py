@@ -83,6 +83,7 @@ async def test_sites_are_added_changed_and_revoked_in_the_console(
         assert site.origins == ("https://shop.example", "http://127.0.0.1:9000")
         assert f'data-site="{site.key}"' in page.replace("&#34;", '"').replace("&quot;", '"')
         assert "/widget.js" in page
+        assert site.secret in page
 
         edit = {
             "csrf": "csrf-token",
