@@ -150,7 +150,8 @@ class WidgetRepository(Store):
             rows = conn.execute(
                 select(messages.c.role, messages.c.text)
                 .join(conversations, conversations.c.id == messages.c.conversation_id)
-                .where(at_address(ref))
+                # Questions and answers; commands (a rating, /human) stay with the device.
+                .where(at_address(ref), messages.c.kind == "chat")
                 .order_by(position.desc(), messages.c.id.desc())
                 .limit(limit)
             ).all()

@@ -350,7 +350,9 @@ async def test_a_signed_in_users_conversation_follows_them_to_another_device(
     tmp_path: Path, model: FakeOpenAI, shop: HostPage
 ) -> None:
     deskmate, _ = await deskmate_for(
-        tmp_path, shop, {"DESKMATE_LLM_URL": model.url, "DESKMATE_WEB_CHAT": "on"}
+        tmp_path,
+        shop,
+        {"DESKMATE_LLM_URL": model.url, "DESKMATE_WEB_CHAT": "on", "DESKMATE_ASK_RATING": "all"},
     )
     try:
         from playwright.async_api import async_playwright
@@ -368,6 +370,16 @@ async def test_a_signed_in_users_conversation_follows_them_to_another_device(
                     .get_by_text("echo: order 77?")
                     .wait_for(timeout=20_000)
                 )
+                # The rating under the answer is a pair of real buttons, pressed by keyboard.
+                thumbs_up = laptop.get_by_role("button", name="👍")
+                await thumbs_up.focus()
+                await laptop.keyboard.press("Enter")
+                await (
+                    laptop.get_by_role("log")
+                    .get_by_text("Thanks for the feedback!")
+                    .wait_for(timeout=15_000)
+                )
+                assert await thumbs_up.is_disabled()
                 # Another browser, nothing kept: the same person, the same conversation.
                 phone = await (await browser.new_context()).new_page()
                 await phone.goto(shop.origin + "/?user=customer-42")
