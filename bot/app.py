@@ -338,6 +338,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             )
             adapters.insert(0, web_chat)
         adapters.append(create_widget(settings, http, core.repository.db))
+        if len(adapters) == 1:
+            log.warning(
+                "no platform is configured and the web chat is off: only the website widget "
+                "answers (deskmate widget add ORIGIN adds a site)"
+            )
         http.checks["database"] = core.repository.db.ping
         http.add_route(
             "GET",
