@@ -126,7 +126,10 @@ class GenerationPath:
         messages = build_messages(
             system_prompt=plan.system_prompt or self.system_prompt,
             history=await self.turns.history(accepted),
-            budget=self.backend.context_window - self.sampling.max_new_tokens,
+            # The guard's canary joins the system prompt afterwards (``request``).
+            budget=self.backend.context_window
+            - self.sampling.max_new_tokens
+            - self._count_tokens(self.guard.marker),
             count_tokens=self._count_tokens,
         )
         return self.request(accepted, messages, self.sampling)

@@ -479,7 +479,10 @@ class BatchScheduler:
         if len(full) > len(prefix) and (final or not full.endswith(_INCOMPLETE)):
             seq.prefix_offset = seq.read_offset
             seq.read_offset = len(ids)
-            return full[len(prefix) :]
+            text = full[len(prefix) :]
+            # An answer cut by its token budget inside a character never gets the
+            # character's other bytes: drop the stub rather than show "\ufffd".
+            return text.rstrip(_INCOMPLETE) if final else text
         return ""
 
     def _finish(self, done: Sequence[_Sequence]) -> None:

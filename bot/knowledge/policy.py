@@ -26,6 +26,7 @@ from typing import Literal
 
 from bot.knowledge.passages import Passage, kind_name
 from bot.messages import say
+from bot.prompting import with_language
 from llm.base import ChatMessage
 from storage.knowledge_repo import keyword_terms
 
@@ -109,6 +110,7 @@ def grounded_prompt(
         f"If the entries do not answer the question, reply with exactly {NO_ANSWER}."
     )
     system = f"{system_prompt.strip()}\n\n{rules}" if system_prompt.strip() else rules
+    system = with_language(system, question)
     blocks = []
     for number, hit in enumerate(hits, start=1):
         source = f"\nSource: {hit.origin}" if hit.origin else ""

@@ -43,6 +43,36 @@ def test_ask_answers_from_the_embedded_model(model_data_dir: Path, tmp_path: Pat
     assert "Loading model" in result.stderr
 
 
+def test_a_chinese_question_gets_a_mostly_chinese_answer(
+    model_data_dir: Path, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "DESKMATE_DATA_DIR": str(model_data_dir),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'ask.db'}",
+        "DESKMATE_MAX_NEW_TOKENS": "40",
+        "DESKMATE_TEMPERATURE": "0",
+    }
+    env.pop("DESKMATE_MODEL", None)
+    question = "我的订单什么时候发货？"
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "ask", "--json", question],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["path"] == "model"
+    letters = [ch for ch in record["answer"] if ch.isalpha()]
+    cjk = [ch for ch in letters if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"]
+    assert len(letters) >= 10, record
+    assert len(cjk) * 2 >= len(letters), record
+    assert "\ufffd" not in record["answer"]
+
+
 def test_local_chat_streams_a_model_answer(model_data_dir: Path, tmp_path: Path) -> None:
     server = start_deskmate(
         tmp_path,

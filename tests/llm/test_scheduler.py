@@ -270,6 +270,15 @@ async def test_multibyte_characters_split_across_tokens_are_never_garbled() -> N
     assert not any("\ufffd" in d.text for d in deltas)
 
 
+async def test_an_answer_cut_inside_a_character_drops_the_unfinished_character() -> None:
+    scheduler = _make(ByteEngine())
+    # "reply:" is 6 bytes and 发 3: the token budget ends after the first byte of 货.
+    deltas = await _collect(scheduler, _request("发货", max_new_tokens=10))
+    await scheduler.aclose()
+    assert "".join(d.text for d in deltas) == "reply:发"
+    assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens == 10
+
+
 async def test_failed_prefill_fails_only_that_request() -> None:
     engine = ByteEngine(step_delay=0.002)
     scheduler = _make(engine)
