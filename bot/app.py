@@ -25,6 +25,7 @@ from bot.knowledge.company_facts import CompanyFacts
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import Policy
 from bot.knowledge.rerank import LikelihoodReranker
+from bot.language import Languages
 from bot.manager import ConversationManager
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.services import ConsoleParts
@@ -39,6 +40,7 @@ from storage.console_repo import ConsoleRepository
 from storage.db import Database
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
+from storage.languages_repo import LanguageRepository
 from storage.repository import Repository
 from storage.slack_repo import SlackRepository, TokenCipher
 from storage.team_repo import TeamRepository
@@ -185,6 +187,7 @@ def create_manager(
     record_retry_for: float = RECORD_RETRY_FOR,
     guard: OutputGuard | None = None,
     company_facts: CompanyFacts | None = None,
+    language: str = "en",
 ) -> ConversationManager:
     """The conversation manager, with every part not given built here.
 
@@ -226,6 +229,7 @@ def create_manager(
         record_retry_for=record_retry_for,
         guard=guard,
         company_facts=company_facts,
+        languages=Languages(LanguageRepository(repository.db), default=language),
     )
 
 
@@ -272,6 +276,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                     canary=stable_canary(settings.secret_key),
                 ),
                 company_facts=create_company_facts(settings, knowledge),
+                language=settings.language,
             )
             manager.start()
             try:

@@ -85,6 +85,8 @@ class CommandContext:
     team: Team
     support: SpaceContext | None = None
     inbound_id: int | None = None
+    # The sender's language (bot.language): the one the reply is written in.
+    language: str = "en"
 
     @property
     def is_admin(self) -> bool:
@@ -142,8 +144,8 @@ def parse_command(text: str) -> tuple[str, str] | None:
     return match.group(1).lower(), (match.group(2) or "").strip()
 
 
-def refusal(name: str, access: Access) -> str:
-    return say("commands.refusal", name=name, who=access.who)
+def refusal(name: str, access: Access, language: str = "en") -> str:
+    return say("commands.refusal", language, name=name, who=access.who_in(language))
 
 
 class CommandRegistry:
@@ -246,6 +248,7 @@ class CommandRegistry:
         scope: Scope = Scope.ANYWHERE,
         support: SpaceContext | None = None,
         inbound_id: int | None = None,
+        language: str = "en",
     ) -> str | Plan:
         """Run /name written where ``scope`` says (``support``: the support
         space it was written in); returns the handler's text or plan, or what
@@ -257,15 +260,15 @@ class CommandRegistry:
             and command.scope is not Scope.ANYWHERE
             and not command.elsewhere
         ):
-            return say("commands.unknown", name=name)
+            return say("commands.unknown", language, name=name)
         if scope is Scope.SPACE and command.scope is Scope.TICKET:
-            return say("handoff.inside_ticket", name=name)
+            return say("handoff.inside_ticket", language, name=name)
         try:
             access = await team.access_of(inbound)
             checked = command.scope is Scope.ANYWHERE or scope is Scope.ANYWHERE
             if checked and command.access > access:
                 log.warning("refused /%s to %s", name, inbound.platform_user)
-                return refusal(name, command.access)
+                return refusal(name, command.access, language)
             ctx = CommandContext(
                 inbound=inbound,
                 conversation_id=conversation_id,
@@ -276,11 +279,12 @@ class CommandRegistry:
                 team=team,
                 support=support,
                 inbound_id=inbound_id,
+                language=language,
             )
             return await command.handler(ctx)
         except (*FAILURES, *CONFIG_ERRORS) as exc:
             log.exception("command /%s failed", name)
-            return user_message(exc)
+            return user_message(exc, language)
 
 
 def builtin_commands() -> CommandRegistry:

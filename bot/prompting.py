@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from bot.language import answer_language_rule
 from llm.base import ChatMessage
 from storage.repository import HistoryItem
 
@@ -17,12 +18,17 @@ def build_messages(
     history: Sequence[HistoryItem],
     budget: int,
     count_tokens: Callable[[str], int],
+    language: str = "",
 ) -> list[ChatMessage]:
     """System prompt plus the newest history that fits in ``budget`` tokens.
 
     The system prompt and the last message (the question being answered) are
     always kept; the question is cut short if it alone would not fit.
+    ``language``: the customer's, which the answer must be written in ("":
+    the prompt says nothing of it).
     """
+    if language:
+        system_prompt = f"{system_prompt.rstrip()}\n\n{answer_language_rule(language)}".strip()
     system = ChatMessage("system", system_prompt)
     remaining = budget - count_tokens(system_prompt) - MESSAGE_OVERHEAD
     kept: list[ChatMessage] = []

@@ -287,6 +287,17 @@ class ConversationRepository(Store):
             # Read before the events are emptied: afterwards nothing ties them
             # to this person.
             questions, own = _asked(conn, platform_user, theirs)
+            # The language detected in what they wrote goes with it (in a
+            # group too: the next message detects it again).
+            conn.execute(
+                update(conversations)
+                .where(
+                    conversations.c.id.in_(
+                        select(inbound_events.c.conversation_id).where(theirs).scalar_subquery()
+                    )
+                )
+                .values(language=None)
+            )
             scrub_quotes(conn, platform_user)
             # Agents' relays waiting for a web visitor quote what they asked.
             forget_web_messages(conn, platform_user)

@@ -135,7 +135,7 @@ async def _quota(ctx: CommandContext) -> str:
 
 
 async def _rate(ctx: CommandContext) -> str:
-    reply = await ctx.team.rate(ctx.inbound, ctx.conversation_id, ctx.args)
+    reply = await ctx.team.rate(ctx.inbound, ctx.conversation_id, ctx.args, language=ctx.language)
     return reply or say("team.rate_how")
 
 
