@@ -26,6 +26,7 @@ from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import Policy
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.language import Languages
+from bot.language_commands import register_language_commands
 from bot.manager import ConversationManager
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.services import ConsoleParts
@@ -208,6 +209,9 @@ def create_manager(
         desk.team = team
     if desk is not None and commands.get("desk") is None:
         register_desk_command(commands, desk)
+    languages = Languages(LanguageRepository(repository.db), default=language)
+    if commands.get("language") is None:
+        register_language_commands(commands, languages)
     return ConversationManager(
         repository=repository,
         backend=backend,
@@ -229,7 +233,7 @@ def create_manager(
         record_retry_for=record_retry_for,
         guard=guard,
         company_facts=company_facts,
-        languages=Languages(LanguageRepository(repository.db), default=language),
+        languages=languages,
     )
 
 

@@ -27,6 +27,7 @@ from bot.plans import (
     HandOff,
     Plan,
     ReviseDraft,
+    Translate,
     Verbatim,
     in_language,
 )
@@ -251,7 +252,7 @@ class ChatAnswer(ModelAnswer[Chat]):
         # The model's words, without notices meant for this one delivery.
         stored = generation.text.strip()
         if generation.stopped:
-            stored += " " + say("conversation.stopped")
+            stored += " " + say("conversation.stopped", accepted.language)
         return stored
 
 
@@ -304,6 +305,30 @@ class DraftAnswer(ModelAnswer[ReviseDraft]):
         return
 
 
+class TranslateAnswer(ModelAnswer[Translate]):
+    """``/translate`` in a ticket: the model's translation, marked as one, for
+    the agent alone (nothing reaches the customer until the agent sends it)."""
+
+    usage = "translate"
+    rated = False
+
+    async def request(self, accepted: Accepted, plan: Translate) -> GenerationRequest:
+        sampling = SamplingParams(max_new_tokens=plan.max_new_tokens, temperature=0.0)
+        return self.generation.request(accepted, plan.messages, sampling)
+
+    def chunks(
+        self, accepted: Accepted, plan: Translate, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        return self.generation.translation_chunks(accepted, plan, generation, stop)
+
+    def stored_kind(self, kind: MessageKind) -> MessageKind:
+        return "command"
+
+    async def after_failure(self, accepted: Accepted) -> None:
+        # The agent asked and was told; no customer waits on it.
+        return
+
+
 class Executors:
     """The executor of each plan type."""
 
@@ -334,6 +359,7 @@ class Executors:
                 Chat: model(ChatAnswer),
                 Grounded: model(GroundedAnswer),
                 ReviseDraft: model(DraftAnswer),
+                Translate: model(TranslateAnswer),
             }
         )
 

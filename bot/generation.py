@@ -26,7 +26,7 @@ from bot.knowledge import drafting
 from bot.knowledge.policy import GroundedGate
 from bot.messages import say
 from bot.metrics import Metrics
-from bot.plans import Chat, Grounded, KnowledgePlan, ReviseDraft
+from bot.plans import Chat, Grounded, KnowledgePlan, ReviseDraft, Translate
 from bot.prompting import build_messages, with_canary
 from bot.team.service import Team
 from bot.throttle import CircuitBreaker
@@ -293,6 +293,19 @@ class GenerationPath:
             yield generation.notice(after_text=shown)
         elif not generation.text.strip():
             yield say("knowledge.draft.empty", accepted.language)
+
+    async def translation_chunks(
+        self, accepted: Accepted, plan: Translate, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        yield plan.heading
+        async for text in self.model_text(accepted, generation, stop):
+            yield text
+        if generation.stopped:
+            yield " " + say("conversation.stopped", accepted.language)
+        elif generation.error is not None:
+            yield generation.notice(after_text=True)
+        elif not generation.text.strip():
+            yield say("translate.empty", accepted.language)
 
     # -- what it cost --------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from llm.base import ChatMessage
 from storage.languages_repo import LanguageRepository
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,9 @@ class Languages:
     async def set_tenant(self, platform: str, tenant: str, language: str, *, by: str) -> None:
         await self.repository.set_tenant(platform, tenant, language, by=by)
 
+    async def clear_tenant(self, platform: str, tenant: str) -> None:
+        await self.repository.clear_tenant(platform, tenant)
+
 
 def answer_language_rule(language: str) -> str:
     """The instruction that makes the model write in ``language``; said in
@@ -182,3 +186,14 @@ def answer_language_rule(language: str) -> str:
 
 
 _WRITE_IN = "Always write your answer in {name}, whatever language the sources are in."
+
+
+def translation_messages(text: str, *, source: str, target: str) -> list[ChatMessage]:
+    """The prompt that asks the model to translate ``text`` from ``source``
+    into ``target`` and say nothing else."""
+    system = (
+        f"You translate customer support messages from {ENGLISH_NAMES[source]} into "
+        f"{ENGLISH_NAMES[target]}. Reply with the translation only: no notes, no quotes, "
+        "no explanations. Keep names, numbers, links, commands and Markdown as they are."
+    )
+    return [ChatMessage("system", system), ChatMessage("user", text)]

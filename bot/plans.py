@@ -153,6 +153,18 @@ class ReviseDraft:
 
 
 @dataclass(frozen=True, slots=True)
+class Translate:
+    """A machine translation for an agent (``/translate``): ``heading`` marks
+    it as one, ``messages`` ask the model for it."""
+
+    heading: str
+    messages: Sequence[ChatMessage]
+    max_new_tokens: int = 400
+
+    path = "translate"
+
+
+@dataclass(frozen=True, slots=True)
 class HandOff:
     """Hand the conversation to the support team (``trigger``: request, ...)."""
 
@@ -162,7 +174,7 @@ class HandOff:
     path = "handoff"
 
 
-Plan = Verbatim | Escalate | Clarify | Grounded | Chat | ReviseDraft | HandOff
+Plan = Verbatim | Escalate | Clarify | Grounded | Chat | ReviseDraft | HandOff | Translate
 
 
 def in_language(plan: P, language: str) -> P:

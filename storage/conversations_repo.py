@@ -158,6 +158,22 @@ class ConversationRepository(Store):
 
         return await self._run("read a conversation's customer", op)
 
+    async def last_customer_text(self, conversation_id: int) -> str:
+        """The text of the conversation's latest message from a person that is
+        not a command ("" when there is none)."""
+
+        def op(conn: Connection) -> str:
+            rows = conn.execute(
+                select(inbound_events.c.text)
+                .where(inbound_events.c.conversation_id == conversation_id)
+                .where(inbound_events.c.text != "")
+                .order_by(inbound_events.c.id.desc())
+                .limit(20)
+            ).scalars()
+            return next((text for text in rows if not text.lstrip().startswith("/")), "")
+
+        return await self._run("read a conversation's last message", op)
+
     # -- history -------------------------------------------------------------------
 
     async def history(

@@ -1,0 +1,2 @@
+"""Blocks of the texts catalog (``bot.messages``): English blocks of areas
+with many texts, and each shipped language's translations in its own module."""
