@@ -128,7 +128,10 @@ class GenerationPath:
             history=await self.turns.history(accepted),
             budget=self.backend.context_window - self.sampling.max_new_tokens,
             count_tokens=self._count_tokens,
-            language=accepted.language,
+            # Chat is over the conversation's own words, which the model
+            # answers in English unless told otherwise; an English answer
+            # needs no instruction (and the history keeps its tokens).
+            language="" if accepted.language == "en" else accepted.language,
         )
         return self.request(accepted, messages, self.sampling)
 
