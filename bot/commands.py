@@ -215,15 +215,19 @@ class CommandRegistry:
         also = [c for c in commands if c.scope is not Scope.ANYWHERE and c.elsewhere]
         return [c for c in anywhere + also if c.access <= access]
 
-    def help_text(self, access: Access = Access.EVERYONE) -> str:
-        lines = [say("commands.help_head")]
+    def help_text(self, access: Access = Access.EVERYONE, language: str = "en") -> str:
+        lines = [say("commands.help_head", language)]
         for cmd in self.visible(access):
             who = (
-                say("commands.help_who", who=cmd.access.who) if cmd.access > Access.EVERYONE else ""
+                say("commands.help_who", language, who=cmd.access.who_in(language))
+                if cmd.access > Access.EVERYONE
+                else ""
             )
             description = cmd.description if cmd.scope is Scope.ANYWHERE else cmd.elsewhere
-            lines.append(say("commands.help_line", name=cmd.name, description=description, who=who))
-        lines.append(say("commands.help_foot"))
+            lines.append(
+                say("commands.help_line", language, name=cmd.name, description=description, who=who)
+            )
+        lines.append(say("commands.help_foot", language))
         return "\n".join(lines)
 
     def space_help(self) -> str:
@@ -294,11 +298,11 @@ def builtin_commands() -> CommandRegistry:
 
     @registry.command("start", "introduce Deskmate", customer_runs=True)
     async def start(ctx: CommandContext) -> str:
-        return say("commands.start")
+        return say("commands.start", ctx.language)
 
     @registry.command("help", "list commands", customer_runs=True)
     async def help_(ctx: CommandContext) -> str:
-        text = ctx.registry.help_text(ctx.access)
+        text = ctx.registry.help_text(ctx.access, ctx.language)
         if ctx.support is not None:
             text += "\n" + ctx.registry.space_help()
         return text
@@ -316,7 +320,7 @@ def builtin_commands() -> CommandRegistry:
             ctx.tenant, me, "forget", me, {"messages": result.messages, "drafts": result.drafts}
         )
         extra = [
-            say(key, count=count)
+            say(key, ctx.language, count=count)
             for count, key in (
                 (result.faq_answers, "commands.forget_faq_answers"),
                 (result.escalations, "commands.forget_escalations"),
@@ -324,8 +328,8 @@ def builtin_commands() -> CommandRegistry:
             )
             if count
         ]
-        also = say("commands.forget_also", what=", ".join(extra)) if extra else ""
-        return say("commands.forget_done", messages=result.messages, also=also)
+        also = say("commands.forget_also", ctx.language, what=", ".join(extra)) if extra else ""
+        return say("commands.forget_done", ctx.language, messages=result.messages, also=also)
 
     @registry.command("human", "talk to a person from the support team", customer_runs=True)
     async def human(ctx: CommandContext) -> str | Plan:
@@ -399,8 +403,14 @@ async def reset_conversation(ctx: CommandContext) -> str:
     )
     await ctx.house.clear_draft(ctx.inbound.ref.key, author=me)
     if whole:
-        return say("commands.reset_done", removed=removed)
-    return say("commands.reset_own_done", removed=removed)
+        return say("commands.reset_done", ctx.language, removed=removed)
+    return say("commands.reset_own_done", ctx.language, removed=removed)
+
+
+def _seconds(value: float | None, language: str) -> str:
+    if value is None:
+        return say("commands.stats_none", language)
+    return say("commands.stats_seconds", language, value=value / 1000)
 
 
 async def tenant_stats(ctx: CommandContext) -> str:
@@ -409,57 +419,74 @@ async def tenant_stats(ctx: CommandContext) -> str:
     tenant: str | None = ctx.tenant
     if wanted:
         if not ctx.is_owner:
-            return say("commands.stats_own_only")
+            return say("commands.stats_own_only", ctx.language)
         tenant = None if wanted.lower() == "all" else wanted
     s = await ctx.team.repository.stats(tenant)
 
-    def seconds(value: float | None) -> str:
-        if value is None:
-            return say("commands.stats_none")
-        return say("commands.stats_seconds", value=value / 1000)
-
     if tenant is None:
-        where = say("commands.stats_every_tenant")
+        where = say("commands.stats_every_tenant", ctx.language)
     else:
-        where = say("commands.stats_tenant", tenant=tenant or say("commands.stats_shared"))
+        where = say(
+            "commands.stats_tenant",
+            ctx.language,
+            tenant=tenant or say("commands.stats_shared", ctx.language),
+        )
     n = s.model_answers
     tokens = s.prompt_tokens + s.completion_tokens
     per_answer = (
-        say("commands.stats_per_answer", tokens=tokens / n, seconds=s.model_seconds / n)
+        say(
+            "commands.stats_per_answer",
+            ctx.language,
+            tokens=tokens / n,
+            seconds=s.model_seconds / n,
+        )
         if n
-        else say("commands.stats_per_answer_none")
+        else say("commands.stats_per_answer_none", ctx.language)
     )
     timed = n and s.backend_timed == n
-    timing = say("commands.stats_timed_by_model" if timed else "commands.stats_timed_by_wall")
+    timing = say(
+        "commands.stats_timed_by_model" if timed else "commands.stats_timed_by_wall", ctx.language
+    )
     rated = s.rated_good + s.rated_bad
     ratings = (
         say(
             "commands.stats_ratings",
+            ctx.language,
             good=s.rated_good,
             bad=s.rated_bad,
             percent=100 * s.rated_good / rated,
         )
         if rated
-        else say("commands.stats_no_ratings")
+        else say("commands.stats_no_ratings", ctx.language)
     )
     return "\n".join(
         [
-            say("commands.stats_head", where=where),
-            say("commands.stats_conversations", count=s.conversations),
-            say("commands.stats_messages", messages=s.messages, answers=s.answers, failed=s.failed),
+            say("commands.stats_head", ctx.language, where=where),
+            say("commands.stats_conversations", ctx.language, count=s.conversations),
+            say(
+                "commands.stats_messages",
+                ctx.language,
+                messages=s.messages,
+                answers=s.answers,
+                failed=s.failed,
+            ),
             say(
                 "commands.stats_latency",
-                p50=seconds(s.latency_p50_ms),
-                p95=seconds(s.latency_p95_ms),
+                ctx.language,
+                p50=_seconds(s.latency_p50_ms, ctx.language),
+                p95=_seconds(s.latency_p95_ms, ctx.language),
             ),
             say(
                 "commands.stats_model",
+                ctx.language,
                 answers=n,
                 prompt=s.prompt_tokens,
                 completion=s.completion_tokens,
                 seconds=s.model_seconds,
             ),
-            say("commands.stats_per_answer_line", per_answer=per_answer, timing=timing),
+            say(
+                "commands.stats_per_answer_line", ctx.language, per_answer=per_answer, timing=timing
+            ),
             ratings,
         ]
     )

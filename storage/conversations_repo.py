@@ -303,17 +303,7 @@ class ConversationRepository(Store):
             # Read before the events are emptied: afterwards nothing ties them
             # to this person.
             questions, own = _asked(conn, platform_user, theirs)
-            # The language detected in what they wrote goes with it (in a
-            # group too: the next message detects it again).
-            conn.execute(
-                update(conversations)
-                .where(
-                    conversations.c.id.in_(
-                        select(inbound_events.c.conversation_id).where(theirs).scalar_subquery()
-                    )
-                )
-                .values(language=None)
-            )
+            _forget_languages(conn, theirs)
             scrub_quotes(conn, platform_user)
             # Agents' relays waiting for a web visitor quote what they asked.
             forget_web_messages(conn, platform_user)
@@ -414,6 +404,13 @@ def _forgotten(
         escalations=knowledge.escalations,
         drafts=knowledge.drafts,
     )
+
+
+def _forget_languages(conn: Connection, theirs: ColumnElement[bool]) -> None:
+    """The language detected in what they wrote goes with it (in a group
+    too: the next message there detects it again)."""
+    wrote = select(inbound_events.c.conversation_id).where(theirs).scalar_subquery()
+    conn.execute(update(conversations).where(conversations.c.id.in_(wrote)).values(language=None))
 
 
 def _asked(

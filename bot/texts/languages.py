@@ -32,7 +32,8 @@ LANGUAGES: dict[str, str] = {
         "Machine translation of the customer's last message ({source} → {target}):\n"
     ),
     "translate.for_customer": (
-        "Machine translation into {target}; check it, then send it as your reply:\n"
+        "Machine translation into the customer's language ({target}); check it, then send it "
+        "as your reply:\n"
     ),
     "translate.nothing": "The customer of ticket #{id} has not written anything to translate yet.",
     "translate.empty": "The model returned no translation; please try again.",
