@@ -17,6 +17,7 @@ from bot.commands import CommandContext, CommandRegistry
 from bot.knowledge import drafting
 from bot.knowledge.knowledge_base import MODES, KnowledgeBase
 from bot.knowledge.tuning import BackgroundTuner
+from bot.language import detect_language
 from bot.messages import say
 from bot.plans import Plan, ReviseDraft
 from bot.team import learning
@@ -250,7 +251,9 @@ class KnowledgeCommands:
             request = drafting.parse_request(ctx.args)
         except drafting.DraftError as exc:
             return str(exc)
-        request = dataclasses.replace(request, author=me, updated=time.time())
+        # Written in the language of its brief (the author's, when too short to tell).
+        language = detect_language(request.brief) or ctx.language
+        request = dataclasses.replace(request, author=me, updated=time.time(), language=language)
         persona = await kb.persona(ctx.inbound.ref.tenant)
         return ReviseDraft(request, drafting.draft_messages(request, persona))
 

@@ -275,3 +275,15 @@ async def test_translate_says_when_there_is_nothing_to_translate(
 
 def test_every_supported_language_has_texts() -> None:
     assert set(SUPPORTED_LANGUAGES) <= set(CATALOG)
+
+
+async def test_a_draft_is_written_in_the_language_of_its_brief(
+    repository: Repository, backend: FakeBackend
+) -> None:
+    manager = make_manager(repository, backend, knowledge=kb_for(repository))
+    backend.enqueue("Hej! Din leverans är tyvärr försenad.")
+    await ask(manager, "/draft email kunden ska få veta att leveransen är försenad", user="admin")
+    assert "Always write your answer in Swedish" in system_prompt(backend)
+    backend.enqueue("Hej! Leveransen är försenad.")
+    await ask(manager, "shorter", user="admin")  # the revision keeps the draft's language
+    assert "Always write your answer in Swedish" in system_prompt(backend)
