@@ -4,6 +4,7 @@ real storage and the scripted fake model."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -287,3 +288,23 @@ async def test_a_draft_is_written_in_the_language_of_its_brief(
     backend.enqueue("Hej! Leveransen är försenad.")
     await ask(manager, "shorter", user="admin")  # the revision keeps the draft's language
     assert "Always write your answer in Swedish" in system_prompt(backend)
+
+
+@pytest.mark.model
+def test_ask_json_reports_the_language_and_answers_chinese_in_chinese(tmp_path: Path) -> None:
+    from tests.bot.knowledge.test_cli import CSV, deskmate
+
+    faq = tmp_path / "faq.csv"
+    faq.write_text(CSV, encoding="utf-8")
+    assert deskmate(tmp_path, "faq", "import", str(faq), "--no-tune").returncode == 0
+    questions = "铅的沸点是多少度？请告诉我。\nok\nWhat is the boiling point of lead?\n"
+    result = deskmate(tmp_path, "ask", "-", "--json", stdin=questions)
+    assert result.returncode == 0, result.stderr
+    chinese, short, english = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (chinese["language"], chinese["detected"]) == ("zh", "zh")
+    assert chinese["path"] == "escalated"
+    assert chinese["answer"] == CATALOG["zh"]["knowledge.escalation"]
+    # Too short to tell: answered in the deployment's language, and said so.
+    assert (short["language"], short["detected"]) == ("en", None)
+    assert (english["language"], english["path"]) == ("en", "escalated")
+    assert english["answer"] == CATALOG["en"]["knowledge.escalation"]
