@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,8 @@ _identifier_lock = threading.Lock()
 
 
 def _classifier() -> Any:
-    """The model, loaded once (about 30 ms) and restricted to our languages."""
+    """The model, loaded once (about a second: it is unpacked from its
+    archive) and restricted to our languages."""
     global _identifier
     with _identifier_lock:
         if _identifier is None:
@@ -135,11 +137,33 @@ class Resolved:
 
 
 class Languages:
-    """Resolves each message's language and keeps what is stored about it."""
+    """Resolves each message's language and keeps what is stored about it.
+
+    A tenant's default is read once every ``TENANT_TTL`` seconds (it changes
+    rarely, and only by ``/language``, which this process sees at once);
+    another worker's ``/language`` reaches this one within that time.
+    """
+
+    TENANT_TTL = 30.0
 
     def __init__(self, repository: LanguageRepository, *, default: str = FALLBACK_LANGUAGE):
         self.repository = repository
         self.default = default
+        self._tenants: dict[tuple[str, str], tuple[float, str | None]] = {}
+        if _identifier is None:
+            # Loaded beside start-up, not in the first customer's answer.
+            threading.Thread(target=_classifier, name="language-model", daemon=True).start()
+
+    def accepted(
+        self, detected: str | None, conversation: str | None, tenant: str | None
+    ) -> Resolved:
+        """A message's language from what was read when it was accepted."""
+        return Resolved(
+            detected,
+            resolve_language(
+                detected, conversation=conversation, tenant=tenant, deployment=self.default
+            ),
+        )
 
     async def resolve(
         self, text: str, *, conversation_id: int, platform: str, tenant: str, command: bool
@@ -162,17 +186,28 @@ class Languages:
         if conversation in SUPPORTED_LANGUAGES:
             return str(conversation)
         return resolve_language(
-            None, tenant=await self.repository.of_tenant(platform, tenant), deployment=self.default
+            None, tenant=await self.of_tenant(platform, tenant), deployment=self.default
         )
 
     async def of_tenant(self, platform: str, tenant: str) -> str | None:
-        return await self.repository.of_tenant(platform, tenant)
+        key = (platform, tenant)
+        cached = self._tenants.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.TENANT_TTL:
+            return cached[1]
+        language = await self.repository.of_tenant(platform, tenant)
+        if len(self._tenants) > 10_000:
+            self._tenants.clear()
+        self._tenants[key] = (now, language)
+        return language
 
     async def set_tenant(self, platform: str, tenant: str, language: str, *, by: str) -> None:
         await self.repository.set_tenant(platform, tenant, language, by=by)
+        self._tenants[(platform, tenant)] = (time.monotonic(), language)
 
     async def clear_tenant(self, platform: str, tenant: str) -> None:
         await self.repository.clear_tenant(platform, tenant)
+        self._tenants[(platform, tenant)] = (time.monotonic(), None)
 
 
 def answer_language_rule(language: str) -> str:

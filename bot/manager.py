@@ -213,12 +213,24 @@ class ConversationManager:
         return await self.turns.run(accepted, answer)
 
     async def _in_language(self, accepted: Accepted) -> Accepted:
-        """``accepted`` with the language it is answered in (in its turn, so the
-        conversation's last detected language is that of the message before)."""
+        """``accepted`` with the language it is answered in: its own, else the
+        conversation's as of this message (read when it was accepted; an event
+        a sweep hands back reads it now), else the tenant's or deployment's."""
         if self.languages is None:
             return accepted
         ref = accepted.inbound.ref
         try:
+            if accepted.stored.language_read:
+                # Detected and stored when it was accepted: one look-up of the
+                # tenant's default at most (cached), no round trip of its own.
+                found = self.languages.accepted(
+                    accepted.detected,
+                    accepted.stored.language,
+                    None
+                    if accepted.detected or accepted.stored.language
+                    else await self.languages.of_tenant(ref.platform, ref.tenant),
+                )
+                return replace(accepted, language=found.language)
             found = await self.languages.resolve(
                 accepted.text,
                 conversation_id=accepted.stored.conversation_id,
