@@ -20,7 +20,7 @@ from typing import Protocol
 from bot.errors import CONFIG_ERRORS, FAILURES, user_message
 from bot.handoff import commands as desk_commands
 from bot.handoff.commands import SpaceContext
-from bot.messages import say
+from bot.messages import DEFAULT_LANGUAGE, keys, say
 from bot.plans import HandOff, Plan
 from bot.team.access import Access
 from bot.team.service import Team
@@ -135,6 +135,10 @@ class Command:
     usage: str = ""
     elsewhere: str = ""
 
+    def describe(self, language: str = DEFAULT_LANGUAGE) -> str:
+        """``description`` in ``language``: it may name a text of the catalog."""
+        return say(self.description, language) if self.description in keys() else self.description
+
 
 def parse_command(text: str) -> tuple[str, str] | None:
     """``"/Help@deskmate_bot  me"`` -> ``("help", "me")``; None if not a command."""
@@ -223,7 +227,7 @@ class CommandRegistry:
                 if cmd.access > Access.EVERYONE
                 else ""
             )
-            description = cmd.description if cmd.scope is Scope.ANYWHERE else cmd.elsewhere
+            description = cmd.describe(language) if cmd.scope is Scope.ANYWHERE else cmd.elsewhere
             lines.append(
                 say("commands.help_line", language, name=cmd.name, description=description, who=who)
             )
@@ -234,7 +238,7 @@ class CommandRegistry:
         """What the support space's own commands do, for /help there."""
         return desk_commands.space_help(
             [
-                (c.usage or f"/{c.name}", c.description)
+                (c.usage or f"/{c.name}", c.describe())
                 for c in self._commands.values()
                 if c.scope is not Scope.ANYWHERE
             ]
@@ -296,22 +300,22 @@ def builtin_commands() -> CommandRegistry:
     /stats, and the support space's commands."""
     registry = CommandRegistry()
 
-    @registry.command("start", "introduce Deskmate", customer_runs=True)
+    @registry.command("start", "commands.describe.start", customer_runs=True)
     async def start(ctx: CommandContext) -> str:
         return say("commands.start", ctx.language)
 
-    @registry.command("help", "list commands", customer_runs=True)
+    @registry.command("help", "commands.describe.help", customer_runs=True)
     async def help_(ctx: CommandContext) -> str:
         text = ctx.registry.help_text(ctx.access, ctx.language)
         if ctx.support is not None:
             text += "\n" + ctx.registry.space_help()
         return text
 
-    @registry.command("reset", "forget this conversation's history", customer_runs=True)
+    @registry.command("reset", "commands.describe.reset", customer_runs=True)
     async def reset(ctx: CommandContext) -> str:
         return await reset_conversation(ctx)
 
-    @registry.command("forget", "delete everything I stored about you", customer_runs=True)
+    @registry.command("forget", "commands.describe.forget", customer_runs=True)
     async def forget(ctx: CommandContext) -> str:
         me = ctx.inbound.platform_user
         result = await ctx.house.forget_user(me, upto_inbound=ctx.inbound_id)
@@ -331,13 +335,13 @@ def builtin_commands() -> CommandRegistry:
         also = say("commands.forget_also", ctx.language, what=", ".join(extra)) if extra else ""
         return say("commands.forget_done", ctx.language, messages=result.messages, also=also)
 
-    @registry.command("human", "talk to a person from the support team", customer_runs=True)
+    @registry.command("human", "commands.describe.human", customer_runs=True)
     async def human(ctx: CommandContext) -> str | Plan:
         return HandOff("request")
 
     @registry.command(
         "stats",
-        "usage, model cost and ratings here (owners: /stats TENANT|all)",
+        "commands.describe.stats",
         access=Access.ADMIN,
     )
     async def stats(ctx: CommandContext) -> str:

@@ -25,7 +25,7 @@ def _named(code: str) -> str:
 def register_language_commands(registry: CommandRegistry, languages: Languages) -> None:
     """``/language`` for everyone to read and admins to set; ``/translate`` in tickets."""
 
-    @registry.command("language", say("language.command"))
+    @registry.command("language", "language.command")
     async def language(ctx: CommandContext) -> str:
         platform, tenant = ctx.inbound.ref.platform, ctx.tenant
         raw = ctx.args.strip()
@@ -93,7 +93,7 @@ def register_language_commands(registry: CommandRegistry, languages: Languages) 
     registry.add(
         Command(
             "translate",
-            say("translate.command"),
+            "translate.command",
             translate,
             scope=Scope.TICKET,
             usage="/translate [TEXT]",

@@ -263,7 +263,7 @@ class ConversationManager:
         self.turns.invalidate()
 
     def menu(self) -> list[MenuEntry]:
-        return [MenuEntry(c.name, c.description) for c in self.commands.visible(Access.EVERYONE)]
+        return [MenuEntry(c.name, c.describe()) for c in self.commands.visible(Access.EVERYONE)]
 
     def listens_to(self, ref: ConversationRef) -> bool:
         return self.desk is not None and self.desk.listens_to(ref)

@@ -507,6 +507,12 @@ _COMMANDS: dict[str, str] = {
     "commands.help_line": "/{name} — {description}{who}",
     "commands.help_who": " ({who})",
     "commands.help_foot": "Anything else you write, I answer as a support question.",
+    "commands.describe.start": "introduce Deskmate",
+    "commands.describe.help": "list commands",
+    "commands.describe.reset": "forget this conversation's history",
+    "commands.describe.forget": "delete everything I stored about you",
+    "commands.describe.human": "talk to a person from the support team",
+    "commands.describe.stats": "usage, model cost and ratings here (owners: /stats TENANT|all)",
     "commands.start": (
         "Hi! I'm Deskmate, this team's support assistant. Ask me anything about "
         "our product or service and I'll do my best to help; if I can't, I'll say so. "

@@ -42,13 +42,13 @@ def _scope(ctx: CommandContext, args: str) -> tuple[str, str]:
 def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) -> None:
     commands = KnowledgeCommands(kb)
     for name, description, access, handler in (
-        ("faq", say("knowledge.command.faq"), Access.ADMIN, commands.faq),
+        ("faq", "knowledge.command.faq", Access.ADMIN, commands.faq),
         # /faq is for admins and hidden from customers' menus, so the "did you
         # mean" buttons (and customers typing an option's id) use their own command.
-        ("answer", say("knowledge.command.answer"), Access.EVERYONE, commands.answer),
-        ("mode", say("knowledge.command.mode"), Access.ADMIN, commands.mode),
-        ("persona", say("knowledge.command.persona"), Access.ADMIN, commands.persona),
-        ("draft", say("knowledge.command.draft"), Access.AGENT, commands.draft),
+        ("answer", "knowledge.command.answer", Access.EVERYONE, commands.answer),
+        ("mode", "knowledge.command.mode", Access.ADMIN, commands.mode),
+        ("persona", "knowledge.command.persona", Access.ADMIN, commands.persona),
+        ("draft", "knowledge.command.draft", Access.AGENT, commands.draft),
     ):
         registry.command(name, description, access=access)(handler)
 

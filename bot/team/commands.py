@@ -159,11 +159,11 @@ async def _rate(ctx: CommandContext) -> str:
 _CUSTOMER_RUNS = frozenset({"rate"})
 
 _COMMANDS: tuple[tuple[str, str, Access, Handler], ...] = (
-    ("role", say("team.command.role"), Access.ADMIN, _role),
-    ("roles", say("team.command.roles"), Access.ADMIN, _roles),
-    ("audit", say("team.command.audit"), Access.ADMIN, _audit),
-    ("quota", say("team.command.quota"), Access.EVERYONE, _quota),
-    ("rate", say("team.command.rate"), Access.EVERYONE, _rate),
+    ("role", "team.command.role", Access.ADMIN, _role),
+    ("roles", "team.command.roles", Access.ADMIN, _roles),
+    ("audit", "team.command.audit", Access.ADMIN, _audit),
+    ("quota", "team.command.quota", Access.EVERYONE, _quota),
+    ("rate", "team.command.rate", Access.EVERYONE, _rate),
 )
 
 

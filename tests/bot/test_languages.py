@@ -129,6 +129,9 @@ async def test_the_customer_is_answered_in_the_language_of_the_conversation(
     await ask(manager, "ok", chat="c1")
     assert "Always write your answer in Swedish" in system_prompt(backend)
     assert await ask(manager, "/start", chat="c1") == say("commands.start", "sv")
+    helped = await ask(manager, "/help", chat="c1")
+    assert helped.startswith("Det här kan jag göra:")
+    assert "/human — prata med en person från supportteamet" in helped
     # The language changes with the customer's.
     await ask(manager, "Where is my order? I placed it on Monday.", chat="c1")
     assert "Always write your answer" not in system_prompt(backend)
