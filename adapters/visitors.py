@@ -48,14 +48,15 @@ class VisitorKeys:
         self._keys = tuple(keys)
 
     @classmethod
-    def of(cls, *, configured: str, stored: str) -> VisitorKeys:
+    def of(cls, *, configured: str, stored: str, purpose: bytes = _PURPOSE) -> VisitorKeys:
         """The keys of ``DESKMATE_SECRET_KEY`` (comma-separated, first signs)
         when it is set, else the one the server generated and ``stored`` (a
         copy of the database then does not let anyone sign). Each is derived
         for this purpose alone, so a signature says nothing about the key's
-        other uses (encrypting Slack tokens)."""
+        other uses (encrypting Slack tokens); a ``purpose`` of its own (one per
+        widget site) makes identities that no other purpose accepts."""
         raw = [part.strip() for part in configured.split(",") if part.strip()] or [stored]
-        return cls([hmac.new(k.encode(), _PURPOSE, hashlib.sha256).digest() for k in raw])
+        return cls([hmac.new(k.encode(), purpose, hashlib.sha256).digest() for k in raw])
 
     def issue(self) -> Visitor:
         """A new visitor, never seen before."""

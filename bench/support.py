@@ -10,8 +10,11 @@ from storage.db import Database
 from storage.repository import Repository
 
 
-async def echo_manager(database_url: str) -> tuple[ConversationManager, Database]:
-    """A migrated database and a manager whose model answers instantly.
+async def echo_manager(
+    database_url: str, backend: FakeBackend | None = None
+) -> tuple[ConversationManager, Database]:
+    """A migrated database and a manager whose model answers instantly (or
+    as ``backend`` paces its words).
 
     The caller disposes of the database.
     """
@@ -19,7 +22,7 @@ async def echo_manager(database_url: str) -> tuple[ConversationManager, Database
     await db.upgrade()
     manager = create_manager(
         repository=Repository(db),
-        backend=FakeBackend(),
+        backend=backend or FakeBackend(),
         system_prompt="You are a benchmark.",
         sampling=SamplingParams(max_new_tokens=64),
         llm_timeout=30,

@@ -35,6 +35,7 @@ from bot.team.commands import register_team_commands
 from bot.team.service import Team, TeamSettings
 from bot.throttle import CircuitBreaker
 from bot.types import Channel, ChatAdapter
+from bot.widget_sites import WidgetSites
 from llm.base import Backend, SamplingParams, Scorer
 from llm.embeddings import BASE_MODEL_NAME
 from storage.console_repo import ConsoleRepository
@@ -46,6 +47,7 @@ from storage.repository import Repository
 from storage.slack_repo import SlackRepository, TokenCipher
 from storage.team_repo import TeamRepository
 from storage.web_repo import WebRepository
+from storage.widget_repo import WidgetRepository
 
 if TYPE_CHECKING:
     from adapters.web import HttpServer
@@ -118,6 +120,11 @@ def create_team(db: Database, settings: Settings) -> Team:
             daily_tenant_tokens=settings.daily_tenant_tokens,
         ),
     )
+
+
+def create_widget_sites(db: Database, settings: Settings, team: Team | None = None) -> WidgetSites:
+    """The websites that embed the chat widget, their changes audited (by ``team``)."""
+    return WidgetSites(WidgetRepository(db), team=team or create_team(db, settings))
 
 
 def create_knowledge_base(
@@ -339,6 +346,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 trusted=settings.proxy_networks,
             )
             adapters.insert(0, web_chat)
+        adapters.append(create_widget(settings, http, core.repository.db))
+        if len(adapters) == 1:
+            log.warning(
+                "no platform is configured and the web chat is off: only the website widget "
+                "answers (deskmate widget add ORIGIN adds a site)"
+            )
         http.checks["database"] = core.repository.db.ping
         http.add_route(
             "GET",
@@ -386,6 +399,24 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             await http.stop()
 
 
+def create_widget(settings: Settings, http: HttpServer, db: Database) -> ChatAdapter:
+    """The website chat widget: served whenever a site exists, whatever
+    ``DESKMATE_WEB_CHAT`` says about the local page."""
+    from adapters.widget import WidgetChat
+
+    hours = settings.handoff.hours
+    return WidgetChat(
+        http=http,
+        sites=create_widget_sites(db, settings),
+        store=WebRepository(db),
+        secret_key=settings.secret_key,
+        trusted=settings.proxy_networks,
+        visitor_rate=settings.widget_visitor_rate,
+        site_rate=settings.widget_site_rate,
+        is_open=hours.is_open if hours is not None else None,
+    )
+
+
 def create_console_services(core: Core) -> ConsoleParts:
     """The parts of a running core the operator console may use, and its own repository."""
     stats = getattr(core.backend, "stats", None)
@@ -398,6 +429,7 @@ def create_console_services(core: Core) -> ConsoleParts:
         backend_name=core.backend.name,
         model_stats=stats if callable(stats) else None,
         forget=core.manager.forget_user,
+        sites=create_widget_sites(core.repository.db, core.settings, core.manager.team),
     )
 
 

@@ -1,5 +1,5 @@
-"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export, console
-link|token, audit export."""
+"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export, widget
+add|list|remove|set, console link|token, audit export."""
 
 from __future__ import annotations
 
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.knowledge.cli import register as register_faq
 
     register_faq(sub)
+    from bot.widget_cli import register as register_widget
+
+    register_widget(sub)
     audit = sub.add_parser("audit", help="the support team's audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
     export = audit_sub.add_parser("export", help="write staff actions as JSON lines, oldest first")
@@ -86,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"deskmate: configuration error: {exc}", file=sys.stderr)
         return 2
-    quiet = args.command in ("chat", "ask", "console")
+    quiet = args.command in ("chat", "ask", "console", "widget")
     _setup_logging(
         settings.log_level,
         quiet=quiet,
@@ -106,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.knowledge.cli import run as run_faq
 
             return asyncio.run(run_faq(args, settings))
+        elif args.command == "widget":
+            from bot.widget_cli import run as run_widget
+
+            return asyncio.run(run_widget(args, settings))
         elif args.command == "db":
             asyncio.run(_db_upgrade(settings))
         elif args.command == "console" and args.console_command == "token":

@@ -16,6 +16,7 @@ from bot.texts.es import ES
 from bot.texts.fr import FR
 from bot.texts.languages import LANGUAGES
 from bot.texts.sv import SV
+from bot.texts.widget import WIDGET
 from bot.texts.zh import ZH
 
 DEFAULT_LANGUAGE = "en"
@@ -590,7 +591,16 @@ _WEB: dict[str, str] = {
 }
 
 CATALOG: Mapping[str, Mapping[str, str]] = {
-    "en": {**_CONVERSATION, **_HANDOFF, **_KNOWLEDGE, **_TEAM, **_COMMANDS, **_WEB, **LANGUAGES},
+    "en": {
+        **_CONVERSATION,
+        **_HANDOFF,
+        **_KNOWLEDGE,
+        **_TEAM,
+        **_COMMANDS,
+        **_WEB,
+        **WIDGET,
+        **LANGUAGES,
+    },
     # Each shipped language in its own module of bot/texts; a key one lacks
     # is said in English (tests/bot/test_messages.py lists any).
     "sv": SV,

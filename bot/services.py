@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from bot.knowledge.knowledge_base import KnowledgeBase
     from bot.metrics import Metrics
     from bot.team.service import Team
+    from bot.widget_sites import WidgetSites
     from llm.scheduler import SchedulerStats
     from storage.console_repo import ConsoleRepository
     from storage.repository import ForgetResult
@@ -66,6 +67,11 @@ class ConsoleServices(Protocol):
         """Delete everything stored about a person, as the bot's own erasure does."""
         ...
 
+    @property
+    def sites(self) -> WidgetSites | None:
+        """The websites that embed the chat widget; None when the console does not manage them."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ConsoleParts:
@@ -80,6 +86,7 @@ class ConsoleParts:
     model_stats: StatsSource | None
     # The bot's own erasure: stored rows, tickets, team records and cached history alike.
     forget: Callable[[str], Awaitable[ForgetResult]]
+    sites: WidgetSites | None = None
 
     async def forget_user(self, platform_user: str) -> ForgetResult:
         return await self.forget(platform_user)

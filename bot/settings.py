@@ -111,6 +111,9 @@ class Settings:
     # The web chat at "/": auto = only when no platform is configured.
     web_chat: str = "auto"
     web_token: str = ""
+    # The website widget: messages a minute per visitor and per site.
+    widget_visitor_rate: int = 10
+    widget_site_rate: int = 600
     # The operator console at /console: the owner's fallback sign-in (every
     # tenant); people sign in with their own `deskmate console link|token --user`.
     console_token: str = ""
@@ -296,6 +299,11 @@ class Settings:
         """Per-person rate, rating invitations and token quotas."""
         if self.user_rate < 0:
             raise ConfigError("DESKMATE_USER_RATE is messages a minute: 0 (no limit) or more")
+        if self.widget_visitor_rate < 1 or self.widget_site_rate < 1:
+            raise ConfigError(
+                "DESKMATE_WIDGET_VISITOR_RATE and DESKMATE_WIDGET_SITE_RATE are messages a "
+                "minute: 1 or more"
+            )
         if self.ask_rating not in ("off", "handoff", "all"):
             raise ConfigError(
                 f"DESKMATE_ASK_RATING must be off, handoff or all, not {self.ask_rating!r}"
@@ -307,14 +315,11 @@ class Settings:
             )
 
     def _validate_web(self) -> None:
-        """That something answers, and that the web chat and console are not open to anyone."""
+        """That the web chat and console are not open to anyone. (With the web chat
+        off and no platform, the website widget still answers: ``deskmate run``
+        says so when it starts.)"""
         if self.web_chat not in ("auto", "on", "off"):
             raise ConfigError(f"DESKMATE_WEB_CHAT must be auto, on or off, not {self.web_chat!r}")
-        if not (self.web_chat_enabled or self.telegram_enabled or self.slack_enabled):
-            raise ConfigError(
-                "DESKMATE_WEB_CHAT=off and no platform is configured: nothing would answer "
-                "(set TELEGRAM_BOT_TOKEN or SLACK_BOT_TOKEN, or turn the web chat on)"
-            )
         if self.console_token and len(self.console_token) < 16:
             raise ConfigError(
                 "DESKMATE_CONSOLE_TOKEN is too short to guess safely: use at least 16 random "
@@ -451,6 +456,8 @@ ENV_VARS: dict[str, str] = {
     "admins": "DESKMATE_ADMINS",
     "web_chat": "DESKMATE_WEB_CHAT",
     "web_token": "DESKMATE_WEB_TOKEN",
+    "widget_visitor_rate": "DESKMATE_WIDGET_VISITOR_RATE",
+    "widget_site_rate": "DESKMATE_WIDGET_SITE_RATE",
     "console_token": "DESKMATE_CONSOLE_TOKEN",
     "trusted_proxies": "DESKMATE_TRUSTED_PROXIES",
     "metrics_token": "DESKMATE_METRICS_TOKEN",

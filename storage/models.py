@@ -610,3 +610,20 @@ server_keys = Table(
     Column("value", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# Websites that embed the chat widget: the site key the snippet names, the
+# tenant its visitors belong to, the origins allowed to use it, the secret
+# that signs a signed-in user's id, and how the widget looks.
+widget_sites = Table(
+    "widget_sites",
+    metadata,
+    Column("key", String(40), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("origins", JSON, nullable=False),
+    Column("secret", String(100), nullable=False),
+    Column("title", String(80), nullable=False),
+    Column("color", String(7), nullable=False),
+    Column("greeting", Text, nullable=False),
+    Column("position", String(8), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

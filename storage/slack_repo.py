@@ -60,6 +60,7 @@ from storage.models import (
     users,
 )
 from storage.sql import Store
+from storage.widget_repo import WIDGET, purge_widget_tenant
 
 PLATFORM = "slack"
 # Fields of an installation that grant access; everything else is stored readable.
@@ -408,7 +409,12 @@ class SlackRepository(Store):
             ).first()
             if due is None:
                 return None
-            ours = and_(conversations.c.platform == PLATFORM, conversations.c.tenant == team_id)
+            # The workspace's website-widget visitors are its customers too.
+            ours = and_(
+                conversations.c.platform.in_((PLATFORM, WIDGET)),
+                conversations.c.tenant == team_id,
+            )
+            purge_widget_tenant(conn, team_id)
             # Read before their conversations go: what the workspace's people
             # said in other tenants' tickets is found through their events.
             self._purge_elsewhere(conn, team_id, ours)
@@ -416,7 +422,9 @@ class SlackRepository(Store):
             # relays) go with their conversation (ON DELETE CASCADE).
             n_conversations = conn.execute(delete(conversations).where(ours)).rowcount
             conn.execute(
-                delete(outbox).where(outbox.c.platform == PLATFORM, outbox.c.tenant == team_id)
+                delete(outbox).where(
+                    outbox.c.platform.in_((PLATFORM, WIDGET)), outbox.c.tenant == team_id
+                )
             )
             n_entries = self._purge_knowledge(conn, team_id)
             conn.execute(

@@ -8,6 +8,7 @@ taken by whichever worker the visitor's page polls next, once.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ KEEP_FOR = timedelta(days=30)
 MAX_WAITING = 100
 VISITOR_KEY = "web_visitors"
 _WEB = "web:"
+_WIDGET = "widget:"
+# A widget person's id (a visitor's, or a signed-in user's digest): no LIKE wildcards.
+_PERSON = re.compile(r"^[0-9a-z]{16,40}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +122,17 @@ class WebRepository(Store):
 
 def forget_web_messages(conn: Connection, platform_user: str) -> int:
     """Remove what waits for ``platform_user`` when they are a web visitor
-    (``web:<visitor>``), inside the caller's transaction; returns how many."""
-    if not platform_user.startswith(_WEB):
+    (``web:<visitor>``) or a widget visitor (``widget:<person>``, whose
+    messages wait under ``<site>.<person>`` on every site), inside the
+    caller's transaction; returns how many."""
+    if platform_user.startswith(_WEB):
+        visitor = platform_user.removeprefix(_WEB)
+        mine = web_messages.c.visitor == visitor
+    elif platform_user.startswith(_WIDGET) and _PERSON.match(platform_user.removeprefix(_WIDGET)):
+        mine = web_messages.c.visitor.like("%." + platform_user.removeprefix(_WIDGET))
+    else:
         return 0
-    visitor = platform_user.removeprefix(_WEB)
-    return conn.execute(delete(web_messages).where(web_messages.c.visitor == visitor)).rowcount
+    return conn.execute(delete(web_messages).where(mine)).rowcount
 
 
 def _waiting(row: Any) -> WaitingMessage:

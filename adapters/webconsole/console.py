@@ -2,10 +2,11 @@
 
 Each concern is a room of its own module: signing in and the guards
 (``auth``), the overview (``overview``), conversations (``conversations``),
-tickets (``tickets``), the FAQ (``knowledge``), learned answers (``learned``)
-and file imports (``imports``). ``WebConsole`` builds them on one
-``ConsoleContext`` and puts every route behind the guard it needs. The console
-sees the bot only through ``ConsoleServices`` (``bot/services.py``).
+tickets (``tickets``), the FAQ (``knowledge``), learned answers (``learned``),
+file imports (``imports``) and the website widget's sites (``sites``).
+``WebConsole`` builds them on one ``ConsoleContext`` and puts every route
+behind the guard it needs. The console sees the bot only through
+``ConsoleServices`` (``bot/services.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from adapters.webconsole.learned import LearnedPages
 from adapters.webconsole.live import ModelSampler
 from adapters.webconsole.overview import OverviewPages
 from adapters.webconsole.pages import ConsoleContext, Handler
+from adapters.webconsole.sites import SitePages
 from adapters.webconsole.tickets import TicketPages
 from bot.services import ConsoleServices
 from bot.settings import Settings
@@ -62,6 +64,7 @@ class WebConsole:
         self.knowledge = KnowledgePages(context)
         self.learned = LearnedPages(context)
         self.imports = ImportJobs(context)
+        self.sites = SitePages(context)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         """Every route of the console, each behind its guard: ``page`` needs a
@@ -113,6 +116,14 @@ class WebConsole:
             ("GET", "/console/knowledge/try", page(knowledge.try_question)),
             ("POST", "/console/api/knowledge/import", write(imports.start_import)),
             ("GET", "/console/api/knowledge/import/{job}", page(imports.import_status)),
+            ("GET", "/console/sites", page(self.sites.sites_page)),
+            ("POST", "/console/sites", write(self.sites.add_site)),
+            ("POST", r"/console/sites/{key:[A-Za-z0-9_-]+}", write(self.sites.edit_site)),
+            (
+                "POST",
+                r"/console/sites/{key:[A-Za-z0-9_-]+}/remove",
+                write(self.sites.remove_site),
+            ),
         ]
 
     def mount(self, http: HttpServer) -> None:

@@ -8,6 +8,18 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# The website widget's conversations: a site belongs to the deployment's own
+# tenant, or to the Slack workspace it names.
+WIDGET = "widget"
+OWN_WIDGET_TENANT = "local"
+
+
+def customer_platform(platform: str, tenant: str) -> str:
+    """The platform whose tenant a customer belongs to, for choosing their
+    support space: a widget site of a Slack workspace is that workspace's."""
+    if platform == WIDGET and tenant != OWN_WIDGET_TENANT:
+        return "slack"
+    return platform
 
 
 class HandoffConfigError(ValueError):
@@ -148,6 +160,7 @@ class HandoffSettings:
     def serves(self, space: SupportSpace, platform: str, tenant: str) -> bool:
         """Whether ``space`` serves the customers of (``platform``, ``tenant``) as
         the environment says (a tenant's own choice is not looked at here)."""
+        platform = customer_platform(platform, tenant)
         if space.central:
             return True
         if space.chosen:
@@ -160,6 +173,7 @@ class HandoffSettings:
         """Where a customer's ticket goes as the environment says: a space in
         their own workspace when there is one, else the first listed space that
         serves them, a central desk last; None when no space serves them."""
+        platform = customer_platform(platform, tenant)
         serving = [s for s in self.spaces if self.serves(s, platform, tenant)]
         for space in serving:
             if space.platform == platform and space.tenant and space.tenant == tenant:

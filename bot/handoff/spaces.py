@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from bot.handoff.config import HandoffSettings, SupportSpace
+from bot.handoff.config import HandoffSettings, SupportSpace, customer_platform
 from storage.desks_repo import DeskRepository, TenantDesk
 from storage.errors import StorageError
 
@@ -53,6 +53,7 @@ class Spaces:
     async def for_tenant(self, platform: str, tenant: str) -> SupportSpace | None:
         """The space a customer of (``platform``, ``tenant``) is put through to;
         None: no person can be reached for them."""
+        platform = customer_platform(platform, tenant)
         choice = await self.choices.get(platform, tenant)
         self._remember(platform, tenant, choice)
         if choice is not None:
@@ -91,7 +92,7 @@ class Spaces:
         self._copy, self._read_at = choices, time.monotonic()
 
         def serves(platform: str, tenant: str) -> bool:
-            choice = choices.get((platform, tenant))
+            choice = choices.get((customer_platform(platform, tenant), tenant))
             if choice is not None:
                 chosen = chosen_space(choice)
                 return chosen is not None and chosen.key == space.key
@@ -100,8 +101,8 @@ class Spaces:
         return serves
 
     async def serves(self, space: SupportSpace, platform: str, tenant: str) -> bool:
-        choice = await self.choices.get(platform, tenant)
-        self._remember(platform, tenant, choice)
+        choice = await self.choices.get(customer_platform(platform, tenant), tenant)
+        self._remember(customer_platform(platform, tenant), tenant, choice)
         if choice is not None:
             chosen = chosen_space(choice)
             return chosen is not None and chosen.key == space.key

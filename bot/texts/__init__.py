@@ -1,2 +1,3 @@
 """Blocks of the texts catalog (``bot.messages``): English blocks of areas
-with many texts, and each shipped language's translations in its own module."""
+with many texts, merged into ``CATALOG["en"]``, and each shipped language's
+translations in its own module."""

@@ -199,3 +199,47 @@ def test_a_malformed_key_is_refused() -> None:
 def test_records_are_plain_values() -> None:
     record = install("T1", "xoxb-1")
     assert dataclasses.replace(record, team_id="T2").bot_token == "xoxb-1"
+
+
+async def test_the_purge_takes_the_workspaces_widget_sites_and_their_visitors(
+    repository: Repository, slack: SlackRepository
+) -> None:
+    from storage.models import web_messages, widget_sites
+    from storage.web_repo import WebRepository
+    from storage.widget_repo import SiteLook, WidgetRepository
+
+    sites, waiting = WidgetRepository(repository.db), WebRepository(repository.db)
+    keys = {}
+    for team in ("T1", "T2"):
+        await slack.save_installation(install(team, f"xoxb-{team}"))
+        site = await sites.add(origins=[f"https://{team}.example"], tenant=team, look=SiteLook())
+        keys[team] = site.key
+        person = f"{team.lower()}visitor".ljust(32, "0")
+        chat = f"{site.key}.{person}"
+        await repository.accept(
+            make_event("my order", platform="widget", tenant=team, chat=chat, user=person),
+            kind="chat",
+        )
+        await waiting.put(visitor=chat, chat=chat, text=f"an agent's answer for {team}")
+    assert await slack.delete_installation(enterprise_id=None, team_id="T1") == ["T1"]
+    result = await slack.purge_workspace("T1", datetime.now(UTC))
+    assert result is not None and result.conversations == 1
+
+    def left(conn: Connection) -> tuple[list[str], list[str], list[str], list[str]]:
+        return (
+            sorted(conn.execute(select(widget_sites.c.tenant)).scalars()),
+            sorted(conn.execute(select(conversations.c.tenant)).scalars()),
+            sorted(conn.execute(select(web_messages.c.text)).scalars()),
+            sorted(
+                conn.execute(
+                    select(users.c.platform_user).where(users.c.platform_user.like("widget:%"))
+                ).scalars()
+            ),
+        )
+
+    site_tenants, conversation_tenants, texts, people = await repository.db.run(left)
+    assert site_tenants == ["T2"]
+    assert conversation_tenants == ["T2"]
+    assert texts == ["an agent's answer for T2"]
+    assert people == ["widget:" + "t2visitor".ljust(32, "0")]
+    assert await sites.site(keys["T1"]) is None

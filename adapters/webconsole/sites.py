@@ -1,0 +1,114 @@
+"""The console's widget sites: the websites that embed the chat widget, with
+their snippet, added, changed and revoked as ``deskmate widget`` does (the
+same audit entries, under the person signed in)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from adapters.webconsole.pages import Room, _redirect
+from bot.widget_sites import OWN_TENANT, POSITIONS, SiteError, WidgetSites
+from storage.widget_repo import WidgetSite
+
+log = logging.getLogger(__name__)
+
+BACK = "/console/sites"
+
+
+class SitePages(Room):
+    """The list of sites with their snippets, and add, change and revoke."""
+
+    @property
+    def sites(self) -> WidgetSites | None:
+        return self.services.sites
+
+    async def sites_page(self, request: web.Request) -> web.StreamResponse:
+        sites = self.sites
+        shown = []
+        if sites is not None:
+            shown = [s for s in await sites.sites() if self.reaches(request, s.tenant)]
+        client = self.client(request)
+        base = f"{'https' if client.secure else 'http'}://{request.host}"
+        return self._render(
+            request,
+            "sites.html",
+            nav="sites",
+            sites=shown,
+            available=sites is not None,
+            base=base,
+            positions=POSITIONS,
+            own_tenant=OWN_TENANT,
+            **await self._page_values(request),
+        )
+
+    async def add_site(self, request: web.Request) -> web.StreamResponse:
+        sites = self.sites
+        if sites is None:
+            return web.json_response({"error": "this console does not manage sites"}, status=503)
+        form = request["form"]
+        origins = str(form.get("origins", "")).split()
+        tenant = str(form.get("tenant", "")).strip() or OWN_TENANT
+        if not self.reaches(request, tenant):
+            return await self._forbidden(request, f"Tenant {tenant}")
+        actor = self.viewer(request).actor
+        try:
+            site = await sites.add(origins, tenant=tenant, actor=actor)
+        except SiteError as exc:
+            self._say(request, f"No site added: {exc}")
+            return _redirect(BACK)
+        log.info("console: widget site %s added by %s", site.key, actor)
+        self._say(request, f"Added site {site.key}: put its snippet on the pages of its origins.")
+        return _redirect(f"{BACK}#{site.key}")
+
+    async def edit_site(self, request: web.Request) -> web.StreamResponse:
+        found = await self._site(request)
+        if not isinstance(found, WidgetSite):
+            return found
+        assert self.sites is not None
+        form = request["form"]
+        actor = self.viewer(request).actor
+        try:
+            await self.sites.change(
+                found.key,
+                actor=actor,
+                origins=str(form.get("origins", "")).split(),
+                title=str(form.get("title", "")),
+                color=str(form.get("color", "")),
+                greeting=str(form.get("greeting", "")),
+                position=str(form.get("position", "")),
+            )
+        except SiteError as exc:
+            self._say(request, f"Site {found.key} is unchanged: {exc}")
+            return _redirect(f"{BACK}#{found.key}")
+        self._say(request, f"Saved site {found.key}.")
+        return _redirect(f"{BACK}#{found.key}")
+
+    async def remove_site(self, request: web.Request) -> web.StreamResponse:
+        found = await self._site(request)
+        if not isinstance(found, WidgetSite):
+            return found
+        assert self.sites is not None
+        actor = self.viewer(request).actor
+        try:
+            await self.sites.remove(found.key, actor=actor)
+        except SiteError as exc:
+            self._say(request, str(exc))
+            return _redirect(BACK)
+        log.info("console: widget site %s revoked by %s", found.key, actor)
+        self._say(request, f"Revoked site {found.key}: its snippet shows nothing any more.")
+        return _redirect(BACK)
+
+    async def _site(self, request: web.Request) -> WidgetSite | web.StreamResponse:
+        """The site the path names, when the person signed in reaches its tenant."""
+        if self.sites is None:
+            return web.json_response({"error": "this console does not manage sites"}, status=503)
+        key = request.match_info["key"]
+        site = await self.sites.site(key)
+        if site is None:
+            self._say(request, f"There is no site {key}.")
+            return _redirect(BACK)
+        if not self.reaches(request, site.tenant):
+            return await self._forbidden(request, f"Site {key}")
+        return site
