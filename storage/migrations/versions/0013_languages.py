@@ -2,7 +2,7 @@
 tenant's default set by its admins (``/language``).
 
 Revision ID: 0013_languages
-Revises: 0012_web_visitors
+Revises: 0013_widget_sites
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_languages"
-down_revision = "0012_web_visitors"
+down_revision = "0013_widget_sites"
 branch_labels = None
 depends_on = None
 
