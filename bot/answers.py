@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from bot.errors import STORAGE_MESSAGE, StorageError
+from bot.errors import StorageError
 from bot.generation import Generation
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.messages import say
@@ -193,7 +193,8 @@ class Answers:
         log.error("inbound %s: storage failed mid-answer: %s", accepted.inbound_id, exc)
         # Only where a sweep can answer it later is the customer promised that.
         later = self.sweeps(accepted.inbound.ref.platform)
-        text = say("conversation.records_delayed") if later else STORAGE_MESSAGE
+        key = "conversation.records_delayed" if later else "conversation.records_unreachable"
+        text = say(key, accepted.language)
         reply = Reply(ReplyKind.NOTICE, text=text, inbound_id=accepted.inbound_id)
         reply.failed = True
         if delivered.count:

@@ -25,6 +25,8 @@ from bot.knowledge.company_facts import CompanyFacts
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import Policy
 from bot.knowledge.rerank import LikelihoodReranker
+from bot.language import Languages
+from bot.language_commands import register_language_commands
 from bot.manager import ConversationManager
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.services import ConsoleParts
@@ -40,6 +42,7 @@ from storage.console_repo import ConsoleRepository
 from storage.db import Database
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
+from storage.languages_repo import LanguageRepository
 from storage.repository import Repository
 from storage.slack_repo import SlackRepository, TokenCipher
 from storage.team_repo import TeamRepository
@@ -192,6 +195,7 @@ def create_manager(
     record_retry_for: float = RECORD_RETRY_FOR,
     guard: OutputGuard | None = None,
     company_facts: CompanyFacts | None = None,
+    language: str = "en",
 ) -> ConversationManager:
     """The conversation manager, with every part not given built here.
 
@@ -212,6 +216,9 @@ def create_manager(
         desk.team = team
     if desk is not None and commands.get("desk") is None:
         register_desk_command(commands, desk)
+    languages = Languages(LanguageRepository(repository.db), default=language)
+    if commands.get("language") is None:
+        register_language_commands(commands, languages)
     return ConversationManager(
         repository=repository,
         backend=backend,
@@ -233,6 +240,7 @@ def create_manager(
         record_retry_for=record_retry_for,
         guard=guard,
         company_facts=company_facts,
+        languages=languages,
     )
 
 
@@ -279,6 +287,7 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                     canary=stable_canary(settings.secret_key),
                 ),
                 company_facts=create_company_facts(settings, knowledge),
+                language=settings.language,
             )
             manager.start()
             try:

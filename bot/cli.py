@@ -14,15 +14,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import CONFIG_ERRORS, FAILURES, ConfigError
+from bot.language import FALLBACK_LANGUAGE, detect_language
 from bot.settings import Settings
 from bot.types import ConversationRef, Inbound, Reply
 
 if TYPE_CHECKING:
     from bot.app import Core
-    from bot.manager import Render
+    from bot.manager import ConversationManager, Render
     from storage.console_repo import ConsoleRepository
 
 log = logging.getLogger("deskmate")
@@ -169,6 +170,7 @@ async def _ask(settings: Settings, question: str, *, as_json: bool, tenant: str 
             failed = failed or reply.failed
             if as_json:
                 record = {"question": q, "answer": reply.text, "path": "model", "sources": []}
+                record.update(await _language_of(core.manager, q, tenant))
                 if core.manager.knowledge is not None:
                     from bot.knowledge.cli import answer_json, answer_record
 
@@ -177,6 +179,17 @@ async def _ask(settings: Settings, question: str, *, as_json: bool, tenant: str 
                         record.update(answer_json(logged))
                 print(json.dumps(record, ensure_ascii=False), flush=True)
         return 1 if failed else 0
+
+
+async def _language_of(manager: ConversationManager, question: str, tenant: str) -> dict[str, Any]:
+    """``language``: the question's language as detected (the one it was
+    answered in: when it is too short to tell, the tenant's or deployment's);
+    ``detected``: null when the question alone did not tell."""
+    detected = detect_language(question)
+    if detected is not None or manager.languages is None:
+        return {"language": detected or FALLBACK_LANGUAGE, "detected": detected}
+    language = await manager.languages.fallback(None, "cli", tenant)
+    return {"language": language, "detected": None}
 
 
 def _read_questions() -> list[str]:

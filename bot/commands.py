@@ -20,7 +20,7 @@ from typing import Protocol
 from bot.errors import CONFIG_ERRORS, FAILURES, user_message
 from bot.handoff import commands as desk_commands
 from bot.handoff.commands import SpaceContext
-from bot.messages import say
+from bot.messages import DEFAULT_LANGUAGE, keys, say
 from bot.plans import HandOff, Plan
 from bot.team.access import Access
 from bot.team.service import Team
@@ -85,6 +85,8 @@ class CommandContext:
     team: Team
     support: SpaceContext | None = None
     inbound_id: int | None = None
+    # The sender's language (bot.language): the one the reply is written in.
+    language: str = "en"
 
     @property
     def is_admin(self) -> bool:
@@ -133,6 +135,10 @@ class Command:
     usage: str = ""
     elsewhere: str = ""
 
+    def describe(self, language: str = DEFAULT_LANGUAGE) -> str:
+        """``description`` in ``language``: it may name a text of the catalog."""
+        return say(self.description, language) if self.description in keys() else self.description
+
 
 def parse_command(text: str) -> tuple[str, str] | None:
     """``"/Help@deskmate_bot  me"`` -> ``("help", "me")``; None if not a command."""
@@ -142,8 +148,8 @@ def parse_command(text: str) -> tuple[str, str] | None:
     return match.group(1).lower(), (match.group(2) or "").strip()
 
 
-def refusal(name: str, access: Access) -> str:
-    return say("commands.refusal", name=name, who=access.who)
+def refusal(name: str, access: Access, language: str = "en") -> str:
+    return say("commands.refusal", language, name=name, who=access.who_in(language))
 
 
 class CommandRegistry:
@@ -213,22 +219,26 @@ class CommandRegistry:
         also = [c for c in commands if c.scope is not Scope.ANYWHERE and c.elsewhere]
         return [c for c in anywhere + also if c.access <= access]
 
-    def help_text(self, access: Access = Access.EVERYONE) -> str:
-        lines = [say("commands.help_head")]
+    def help_text(self, access: Access = Access.EVERYONE, language: str = "en") -> str:
+        lines = [say("commands.help_head", language)]
         for cmd in self.visible(access):
             who = (
-                say("commands.help_who", who=cmd.access.who) if cmd.access > Access.EVERYONE else ""
+                say("commands.help_who", language, who=cmd.access.who_in(language))
+                if cmd.access > Access.EVERYONE
+                else ""
             )
-            description = cmd.description if cmd.scope is Scope.ANYWHERE else cmd.elsewhere
-            lines.append(say("commands.help_line", name=cmd.name, description=description, who=who))
-        lines.append(say("commands.help_foot"))
+            description = cmd.describe(language) if cmd.scope is Scope.ANYWHERE else cmd.elsewhere
+            lines.append(
+                say("commands.help_line", language, name=cmd.name, description=description, who=who)
+            )
+        lines.append(say("commands.help_foot", language))
         return "\n".join(lines)
 
     def space_help(self) -> str:
         """What the support space's own commands do, for /help there."""
         return desk_commands.space_help(
             [
-                (c.usage or f"/{c.name}", c.description)
+                (c.usage or f"/{c.name}", c.describe())
                 for c in self._commands.values()
                 if c.scope is not Scope.ANYWHERE
             ]
@@ -246,6 +256,7 @@ class CommandRegistry:
         scope: Scope = Scope.ANYWHERE,
         support: SpaceContext | None = None,
         inbound_id: int | None = None,
+        language: str = "en",
     ) -> str | Plan:
         """Run /name written where ``scope`` says (``support``: the support
         space it was written in); returns the handler's text or plan, or what
@@ -257,15 +268,15 @@ class CommandRegistry:
             and command.scope is not Scope.ANYWHERE
             and not command.elsewhere
         ):
-            return say("commands.unknown", name=name)
+            return say("commands.unknown", language, name=name)
         if scope is Scope.SPACE and command.scope is Scope.TICKET:
-            return say("handoff.inside_ticket", name=name)
+            return say("handoff.inside_ticket", language, name=name)
         try:
             access = await team.access_of(inbound)
             checked = command.scope is Scope.ANYWHERE or scope is Scope.ANYWHERE
             if checked and command.access > access:
                 log.warning("refused /%s to %s", name, inbound.platform_user)
-                return refusal(name, command.access)
+                return refusal(name, command.access, language)
             ctx = CommandContext(
                 inbound=inbound,
                 conversation_id=conversation_id,
@@ -276,11 +287,12 @@ class CommandRegistry:
                 team=team,
                 support=support,
                 inbound_id=inbound_id,
+                language=language,
             )
             return await command.handler(ctx)
         except (*FAILURES, *CONFIG_ERRORS) as exc:
             log.exception("command /%s failed", name)
-            return user_message(exc)
+            return user_message(exc, language)
 
 
 def builtin_commands() -> CommandRegistry:
@@ -288,22 +300,22 @@ def builtin_commands() -> CommandRegistry:
     /stats, and the support space's commands."""
     registry = CommandRegistry()
 
-    @registry.command("start", "introduce Deskmate", customer_runs=True)
+    @registry.command("start", "commands.describe.start", customer_runs=True)
     async def start(ctx: CommandContext) -> str:
-        return say("commands.start")
+        return say("commands.start", ctx.language)
 
-    @registry.command("help", "list commands", customer_runs=True)
+    @registry.command("help", "commands.describe.help", customer_runs=True)
     async def help_(ctx: CommandContext) -> str:
-        text = ctx.registry.help_text(ctx.access)
+        text = ctx.registry.help_text(ctx.access, ctx.language)
         if ctx.support is not None:
             text += "\n" + ctx.registry.space_help()
         return text
 
-    @registry.command("reset", "forget this conversation's history", customer_runs=True)
+    @registry.command("reset", "commands.describe.reset", customer_runs=True)
     async def reset(ctx: CommandContext) -> str:
         return await reset_conversation(ctx)
 
-    @registry.command("forget", "delete everything I stored about you", customer_runs=True)
+    @registry.command("forget", "commands.describe.forget", customer_runs=True)
     async def forget(ctx: CommandContext) -> str:
         me = ctx.inbound.platform_user
         result = await ctx.house.forget_user(me, upto_inbound=ctx.inbound_id)
@@ -312,7 +324,7 @@ def builtin_commands() -> CommandRegistry:
             ctx.tenant, me, "forget", me, {"messages": result.messages, "drafts": result.drafts}
         )
         extra = [
-            say(key, count=count)
+            say(key, ctx.language, count=count)
             for count, key in (
                 (result.faq_answers, "commands.forget_faq_answers"),
                 (result.escalations, "commands.forget_escalations"),
@@ -320,16 +332,16 @@ def builtin_commands() -> CommandRegistry:
             )
             if count
         ]
-        also = say("commands.forget_also", what=", ".join(extra)) if extra else ""
-        return say("commands.forget_done", messages=result.messages, also=also)
+        also = say("commands.forget_also", ctx.language, what=", ".join(extra)) if extra else ""
+        return say("commands.forget_done", ctx.language, messages=result.messages, also=also)
 
-    @registry.command("human", "talk to a person from the support team", customer_runs=True)
+    @registry.command("human", "commands.describe.human", customer_runs=True)
     async def human(ctx: CommandContext) -> str | Plan:
         return HandOff("request")
 
     @registry.command(
         "stats",
-        "usage, model cost and ratings here (owners: /stats TENANT|all)",
+        "commands.describe.stats",
         access=Access.ADMIN,
     )
     async def stats(ctx: CommandContext) -> str:
@@ -395,8 +407,14 @@ async def reset_conversation(ctx: CommandContext) -> str:
     )
     await ctx.house.clear_draft(ctx.inbound.ref.key, author=me)
     if whole:
-        return say("commands.reset_done", removed=removed)
-    return say("commands.reset_own_done", removed=removed)
+        return say("commands.reset_done", ctx.language, removed=removed)
+    return say("commands.reset_own_done", ctx.language, removed=removed)
+
+
+def _seconds(value: float | None, language: str) -> str:
+    if value is None:
+        return say("commands.stats_none", language)
+    return say("commands.stats_seconds", language, value=value / 1000)
 
 
 async def tenant_stats(ctx: CommandContext) -> str:
@@ -405,57 +423,74 @@ async def tenant_stats(ctx: CommandContext) -> str:
     tenant: str | None = ctx.tenant
     if wanted:
         if not ctx.is_owner:
-            return say("commands.stats_own_only")
+            return say("commands.stats_own_only", ctx.language)
         tenant = None if wanted.lower() == "all" else wanted
     s = await ctx.team.repository.stats(tenant)
 
-    def seconds(value: float | None) -> str:
-        if value is None:
-            return say("commands.stats_none")
-        return say("commands.stats_seconds", value=value / 1000)
-
     if tenant is None:
-        where = say("commands.stats_every_tenant")
+        where = say("commands.stats_every_tenant", ctx.language)
     else:
-        where = say("commands.stats_tenant", tenant=tenant or say("commands.stats_shared"))
+        where = say(
+            "commands.stats_tenant",
+            ctx.language,
+            tenant=tenant or say("commands.stats_shared", ctx.language),
+        )
     n = s.model_answers
     tokens = s.prompt_tokens + s.completion_tokens
     per_answer = (
-        say("commands.stats_per_answer", tokens=tokens / n, seconds=s.model_seconds / n)
+        say(
+            "commands.stats_per_answer",
+            ctx.language,
+            tokens=tokens / n,
+            seconds=s.model_seconds / n,
+        )
         if n
-        else say("commands.stats_per_answer_none")
+        else say("commands.stats_per_answer_none", ctx.language)
     )
     timed = n and s.backend_timed == n
-    timing = say("commands.stats_timed_by_model" if timed else "commands.stats_timed_by_wall")
+    timing = say(
+        "commands.stats_timed_by_model" if timed else "commands.stats_timed_by_wall", ctx.language
+    )
     rated = s.rated_good + s.rated_bad
     ratings = (
         say(
             "commands.stats_ratings",
+            ctx.language,
             good=s.rated_good,
             bad=s.rated_bad,
             percent=100 * s.rated_good / rated,
         )
         if rated
-        else say("commands.stats_no_ratings")
+        else say("commands.stats_no_ratings", ctx.language)
     )
     return "\n".join(
         [
-            say("commands.stats_head", where=where),
-            say("commands.stats_conversations", count=s.conversations),
-            say("commands.stats_messages", messages=s.messages, answers=s.answers, failed=s.failed),
+            say("commands.stats_head", ctx.language, where=where),
+            say("commands.stats_conversations", ctx.language, count=s.conversations),
+            say(
+                "commands.stats_messages",
+                ctx.language,
+                messages=s.messages,
+                answers=s.answers,
+                failed=s.failed,
+            ),
             say(
                 "commands.stats_latency",
-                p50=seconds(s.latency_p50_ms),
-                p95=seconds(s.latency_p95_ms),
+                ctx.language,
+                p50=_seconds(s.latency_p50_ms, ctx.language),
+                p95=_seconds(s.latency_p95_ms, ctx.language),
             ),
             say(
                 "commands.stats_model",
+                ctx.language,
                 answers=n,
                 prompt=s.prompt_tokens,
                 completion=s.completion_tokens,
                 seconds=s.model_seconds,
             ),
-            say("commands.stats_per_answer_line", per_answer=per_answer, timing=timing),
+            say(
+                "commands.stats_per_answer_line", ctx.language, per_answer=per_answer, timing=timing
+            ),
             ratings,
         ]
     )

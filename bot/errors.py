@@ -8,7 +8,7 @@ function.
 
 from __future__ import annotations
 
-from bot.messages import say
+from bot.messages import DEFAULT_LANGUAGE, say
 from llm.errors import LLMBusy, LLMError, LLMTimeout, ModelConfigError, ModelNotFound
 from storage.errors import DatabaseConfigError, StorageError
 
@@ -44,25 +44,28 @@ FAILURES: tuple[type[Exception], ...] = (DeskmateError, StorageError)
 STORAGE_MESSAGE = say("conversation.records_unreachable")
 
 
-def busy_message(position: int | None) -> str:
+def busy_message(position: int | None, language: str = DEFAULT_LANGUAGE) -> str:
     """The model's queue is full; ``position``: where the message would have stood."""
     if position:
-        return say("conversation.busy_in_line", position=position)
-    return say("conversation.busy")
+        return say("conversation.busy_in_line", language, position=position)
+    return say("conversation.busy", language)
 
 
-def user_message(exc: BaseException) -> str:
+def user_message(exc: BaseException, language: str = DEFAULT_LANGUAGE) -> str:
     """What a user is told about ``exc`` (the cause goes to the log).
 
     The one mapping from failures to texts: the records unreachable, the
     model busy, timed out or failed, and any ``DeskmateError``'s own message.
     """
     if isinstance(exc, StorageError):
-        return STORAGE_MESSAGE
+        return say("conversation.records_unreachable", language)
     if isinstance(exc, LLMBusy):
-        return busy_message(exc.position)
+        return busy_message(exc.position, language)
     if isinstance(exc, TimeoutError | LLMTimeout):
-        return say("conversation.timeout")
+        return say("conversation.timeout", language)
     if isinstance(exc, LLMError):
-        return say("conversation.failed")
-    return getattr(exc, "user_message", DeskmateError.user_message)
+        return say("conversation.failed", language)
+    own = getattr(exc, "user_message", None)
+    if own is None or own == DeskmateError.user_message:
+        return say("conversation.error", language)
+    return str(own)

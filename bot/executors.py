@@ -19,8 +19,19 @@ from bot.generation import Generation, GenerationPath
 from bot.handoff.escalation import Escalation
 from bot.knowledge import drafting
 from bot.messages import say
-from bot.plans import Chat, Clarify, Escalate, Grounded, HandOff, Plan, ReviseDraft, Verbatim
-from bot.team.service import INVITATION, RATING_BUTTONS, Team
+from bot.plans import (
+    Chat,
+    Clarify,
+    Escalate,
+    Grounded,
+    HandOff,
+    Plan,
+    ReviseDraft,
+    Translate,
+    Verbatim,
+    in_language,
+)
+from bot.team.service import RATING_BUTTONS, Team, invitation
 from bot.types import Accepted, Render, Reply, ReplyKind
 from llm.base import GenerationRequest, SamplingParams
 from storage.repository import MessageKind
@@ -75,7 +86,7 @@ class FixedText(Executor[Verbatim | Escalate | Clarify]):
         invite = self.rated and self.team.rates_answers and kind == "chat"
         buttons = RATING_BUTTONS if invite else self.buttons(plan)
         await self.answers.record_knowledge(accepted, plan, plan.text)
-        text = plan.text + (f"\n\n{INVITATION}" if invite else "")
+        text = plan.text + (f"\n\n{invitation(accepted.language)}" if invite else "")
         reply = Reply(ReplyKind.ANSWER, text=text, inbound_id=accepted.inbound_id, buttons=buttons)
         reply = await self.answers.deliver(accepted, reply, render, kind=kind)
         if invite:
@@ -170,7 +181,7 @@ class ModelAnswer(Executor[P]):
     async def keep(self, accepted: Accepted, plan: P, generation: Generation, reply: Reply) -> str:
         """Log what the plan needs logged; returns the answer's text to store
         (by default the reply as shown, without the invitation to rate)."""
-        return _without_invitation(reply.text)
+        return _without_invitation(reply.text, accepted.language)
 
     def stored_kind(self, kind: MessageKind) -> MessageKind:
         return kind
@@ -197,7 +208,7 @@ class ModelAnswer(Executor[P]):
             buttons=RATING_BUTTONS if invite else (),
         )
         if invite:
-            chunks = _then_invite(chunks, generation, reply)
+            chunks = _then_invite(chunks, generation, reply, accepted.language)
         reply.attach(chunks)
         try:
             await render(reply)
@@ -241,7 +252,7 @@ class ChatAnswer(ModelAnswer[Chat]):
         # The model's words, without notices meant for this one delivery.
         stored = generation.text.strip()
         if generation.stopped:
-            stored += " " + say("conversation.stopped")
+            stored += " " + say("conversation.stopped", accepted.language)
         return stored
 
 
@@ -263,7 +274,7 @@ class GroundedAnswer(ModelAnswer[Grounded]):
         if generation.settled is not None:
             # The knowledge base's log gets the reply as shown, sources and all.
             await self.answers.record_knowledge(accepted, generation.settled, reply.text)
-        return _without_invitation(reply.text)
+        return _without_invitation(reply.text, accepted.language)
 
 
 class DraftAnswer(ModelAnswer[ReviseDraft]):
@@ -282,7 +293,7 @@ class DraftAnswer(ModelAnswer[ReviseDraft]):
         self, accepted: Accepted, plan: ReviseDraft, generation: Generation, reply: Reply
     ) -> str:
         await self.answers.keep_draft(accepted, plan, generation)
-        return _without_invitation(reply.text)
+        return _without_invitation(reply.text, accepted.language)
 
     def stored_kind(self, kind: MessageKind) -> MessageKind:
         # A draft stays out of the conversation's history: in a group, the
@@ -291,6 +302,30 @@ class DraftAnswer(ModelAnswer[ReviseDraft]):
 
     async def after_failure(self, accepted: Accepted) -> None:
         # A failed draft is the author's to retry, not a customer left unanswered.
+        return
+
+
+class TranslateAnswer(ModelAnswer[Translate]):
+    """``/translate`` in a ticket: the model's translation, marked as one, for
+    the agent alone (nothing reaches the customer until the agent sends it)."""
+
+    usage = "translate"
+    rated = False
+
+    async def request(self, accepted: Accepted, plan: Translate) -> GenerationRequest:
+        sampling = SamplingParams(max_new_tokens=plan.max_new_tokens, temperature=0.0)
+        return self.generation.request(accepted, plan.messages, sampling)
+
+    def chunks(
+        self, accepted: Accepted, plan: Translate, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        return self.generation.translation_chunks(accepted, plan, generation, stop)
+
+    def stored_kind(self, kind: MessageKind) -> MessageKind:
+        return "command"
+
+    async def after_failure(self, accepted: Accepted) -> None:
+        # The agent asked and was told; no customer waits on it.
         return
 
 
@@ -324,6 +359,7 @@ class Executors:
                 Chat: model(ChatAnswer),
                 Grounded: model(GroundedAnswer),
                 ReviseDraft: model(DraftAnswer),
+                Translate: model(TranslateAnswer),
             }
         )
 
@@ -348,21 +384,23 @@ class Executors:
         *,
         kind: MessageKind,
     ) -> Reply:
+        # Plans are made in English words; their fixed words are the customer's.
+        plan = in_language(plan, accepted.language)
         return await self.of(plan).execute(accepted, plan, render, stop, kind=kind)
 
 
 async def _then_invite(
-    chunks: AsyncIterator[str], generation: Generation, reply: Reply
+    chunks: AsyncIterator[str], generation: Generation, reply: Reply, language: str
 ) -> AsyncIterator[str]:
     async for chunk in chunks:
         yield chunk
     if generation.error is None and not generation.stopped:
-        yield f"\n\n{INVITATION}"
+        yield f"\n\n{invitation(language)}"
     else:
         # Adapters add buttons once the stream has ended: a failed or stopped
         # answer is nothing to rate.
         reply.buttons = ()
 
 
-def _without_invitation(text: str) -> str:
-    return text.removesuffix(f"\n\n{INVITATION}")
+def _without_invitation(text: str, language: str) -> str:
+    return text.removesuffix(f"\n\n{invitation(language)}")

@@ -26,7 +26,7 @@ from bot.knowledge import drafting
 from bot.knowledge.policy import GroundedGate
 from bot.messages import say
 from bot.metrics import Metrics
-from bot.plans import Chat, Grounded, KnowledgePlan, ReviseDraft
+from bot.plans import Chat, Grounded, KnowledgePlan, ReviseDraft, Translate
 from bot.prompting import build_messages, with_canary
 from bot.team.service import Team
 from bot.throttle import CircuitBreaker
@@ -131,6 +131,10 @@ class GenerationPath:
             - self.sampling.max_new_tokens
             - self._count_tokens(self.guard.marker),
             count_tokens=self._count_tokens,
+            # Chat is over the conversation's own words, which the model
+            # answers in English unless told otherwise; an English answer
+            # needs no instruction (and the history keeps its tokens).
+            language="" if accepted.language == "en" else accepted.language,
         )
         return self.request(accepted, messages, self.sampling)
 
@@ -148,7 +152,10 @@ class GenerationPath:
         if not self.breaker.allow():
             # The model failed the last requests in a row: fail at once rather
             # than make every customer wait out the timeout in turn.
-            generation.fail("LLM circuit open after repeated failures", say("conversation.failed"))
+            generation.fail(
+                "LLM circuit open after repeated failures",
+                say("conversation.failed", accepted.language),
+            )
             log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
             return
         # What the model may not repeat: its instructions, never the
@@ -176,20 +183,24 @@ class GenerationPath:
                         break
         except (TimeoutError, LLMTimeout) as exc:
             self.breaker.failed()
-            generation.fail(f"LLM timeout after {request.timeout}s: {exc}", user_message(exc))
+            generation.fail(
+                f"LLM timeout after {request.timeout}s: {exc}", user_message(exc, accepted.language)
+            )
             log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
         except LLMBusy as exc:
             self.breaker.inconclusive()  # a full queue says nothing about the model's health
-            generation.fail(f"LLM busy: {exc}", user_message(exc), separate=False)
+            generation.fail(
+                f"LLM busy: {exc}", user_message(exc, accepted.language), separate=False
+            )
             log.warning("inbound %s: %s", accepted.inbound_id, generation.error)
         except LLMError as exc:
             self.breaker.failed()
-            generation.fail(f"LLM failed: {exc}", user_message(exc))
+            generation.fail(f"LLM failed: {exc}", user_message(exc, accepted.language))
             log.error("inbound %s: %s", accepted.inbound_id, generation.error, exc_info=exc)
         except Exception as exc:
             # A bug in a backend must not take the adapter down with it.
             self.breaker.failed()
-            generation.fail(f"LLM crashed: {exc!r}", say("conversation.failed"))
+            generation.fail(f"LLM crashed: {exc!r}", say("conversation.failed", accepted.language))
             log.exception("inbound %s: backend raised", accepted.inbound_id)
         else:
             self.breaker.succeeded()
@@ -230,7 +241,7 @@ class GenerationPath:
         event its failure, the operator the reason (never the text itself)."""
         generation.withheld = verdict
         generation.stopped = False
-        generation.fail(f"output guard: {verdict}", say("conversation.withheld"))
+        generation.fail(f"output guard: {verdict}", say("conversation.withheld", accepted.language))
         self.metrics.guarded.labels(verdict.kind).inc()
         log.warning(
             "inbound %s: answer withheld by the output guard: %s", accepted.inbound_id, verdict
@@ -242,11 +253,11 @@ class GenerationPath:
         self, accepted: Accepted, generation: Generation, stop: asyncio.Event
     ) -> AsyncIterator[str]:
         if accepted.truncated:
-            yield say("conversation.truncated", chars=self.turns.max_input_chars)
+            yield say("conversation.truncated", accepted.language, chars=self.turns.max_input_chars)
         async for text in self.model_text(accepted, generation, stop):
             yield text
         if generation.stopped:
-            yield " " + say("conversation.stopped")
+            yield " " + say("conversation.stopped", accepted.language)
         elif generation.error is not None:
             yield generation.notice(after_text=bool(generation.text))
 
@@ -261,7 +272,7 @@ class GenerationPath:
             yield generation.notice(after_text=bool(gate.shown))
             return
         if generation.stopped:
-            yield (" " if gate.shown else "") + say("conversation.stopped")
+            yield (" " if gate.shown else "") + say("conversation.stopped", accepted.language)
             return
         if rest := gate.finish():
             yield rest
@@ -283,11 +294,24 @@ class GenerationPath:
                 yield drafting.heading(plan.draft)
             yield text
         if generation.stopped:
-            yield " " + say("conversation.stopped")
+            yield " " + say("conversation.stopped", accepted.language)
         elif generation.error is not None:
             yield generation.notice(after_text=shown)
         elif not generation.text.strip():
-            yield say("knowledge.draft.empty")
+            yield say("knowledge.draft.empty", accepted.language)
+
+    async def translation_chunks(
+        self, accepted: Accepted, plan: Translate, generation: Generation, stop: asyncio.Event
+    ) -> AsyncIterator[str]:
+        yield plan.heading
+        async for text in self.model_text(accepted, generation, stop):
+            yield text
+        if generation.stopped:
+            yield " " + say("conversation.stopped", accepted.language)
+        elif generation.error is not None:
+            yield generation.notice(after_text=True)
+        elif not generation.text.strip():
+            yield say("translate.empty", accepted.language)
 
     # -- what it cost --------------------------------------------------------------
 

@@ -19,8 +19,10 @@ built and wired by the composition root, ``bot.app``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Collection
+from dataclasses import replace
 
 from bot.answers import RECORD_RETRY_FOR, Answers, Delivered
 from bot.commands import CommandRegistry
@@ -33,6 +35,7 @@ from bot.handoff.escalation import Escalation
 from bot.knowledge.company_facts import CompanyFacts
 from bot.knowledge.drafting import Draft
 from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.language import Languages, detect_language, resolve_language
 from bot.messages import say
 from bot.metrics import Metrics
 from bot.routing import Router, standard_routes
@@ -53,6 +56,8 @@ __all__ = [
     "Render",
     "busy_message",
 ]
+
+log = logging.getLogger(__name__)
 
 # Texts the tests compare replies with (the catalog is bot.messages).
 EMPTY_MESSAGE = say("conversation.empty")
@@ -88,8 +93,11 @@ class ConversationManager:
         record_retry_for: float = RECORD_RETRY_FOR,
         guard: OutputGuard | None = None,
         company_facts: CompanyFacts | None = None,
+        languages: Languages | None = None,
     ) -> None:
         self.repository = repository
+        # Each message's language; None: every customer is answered in English.
+        self.languages = languages
         self.backend = backend
         self.system_prompt = system_prompt
         self.admins = frozenset(admins)
@@ -198,11 +206,44 @@ class ConversationManager:
         async def answer(stop: asyncio.Event) -> Reply:
             delivered = Delivered(render)
             try:
-                return await self.router.route(accepted, delivered, stop)
+                return await self.router.route(await self._in_language(accepted), delivered, stop)
             except StorageError as exc:
                 return await self.answers.storage_failed(accepted, delivered, exc)
 
         return await self.turns.run(accepted, answer)
+
+    async def _in_language(self, accepted: Accepted) -> Accepted:
+        """``accepted`` with the language it is answered in: its own, else the
+        conversation's as of this message (read when it was accepted; an event
+        a sweep hands back reads it now), else the tenant's or deployment's."""
+        if self.languages is None:
+            return accepted
+        ref = accepted.inbound.ref
+        try:
+            if accepted.stored.language_read:
+                # Detected and stored when it was accepted: one look-up of the
+                # tenant's default at most (cached), no round trip of its own.
+                found = self.languages.accepted(
+                    accepted.detected,
+                    accepted.stored.language,
+                    None
+                    if accepted.detected or accepted.stored.language
+                    else await self.languages.of_tenant(ref.platform, ref.tenant),
+                )
+                return replace(accepted, language=found.language)
+            found = await self.languages.resolve(
+                accepted.text,
+                conversation_id=accepted.stored.conversation_id,
+                platform=ref.platform,
+                tenant=ref.tenant,
+                command=accepted.command is not None,
+            )
+        except StorageError as exc:
+            detected = detect_language(accepted.text) if accepted.command is None else None
+            log.warning("inbound %s: language not stored: %s", accepted.inbound_id, exc)
+            language = resolve_language(detected, deployment=self.languages.default)
+            return replace(accepted, language=language, detected=detected)
+        return replace(accepted, language=found.language, detected=found.detected)
 
     async def pending(self, platform: str) -> list[Accepted]:
         """Stored events of ``platform`` whose turn it is and that nobody answers
@@ -222,7 +263,7 @@ class ConversationManager:
         self.turns.invalidate()
 
     def menu(self) -> list[MenuEntry]:
-        return [MenuEntry(c.name, c.description) for c in self.commands.visible(Access.EVERYONE)]
+        return [MenuEntry(c.name, c.describe()) for c in self.commands.visible(Access.EVERYONE)]
 
     def listens_to(self, ref: ConversationRef) -> bool:
         return self.desk is not None and self.desk.listens_to(ref)

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bot.texts.de import DE
+from bot.texts.es import ES
+from bot.texts.fr import FR
+from bot.texts.languages import LANGUAGES
+from bot.texts.sv import SV
 from bot.texts.widget import WIDGET
+from bot.texts.zh import ZH
 
 DEFAULT_LANGUAGE = "en"
 
@@ -502,6 +508,12 @@ _COMMANDS: dict[str, str] = {
     "commands.help_line": "/{name} — {description}{who}",
     "commands.help_who": " ({who})",
     "commands.help_foot": "Anything else you write, I answer as a support question.",
+    "commands.describe.start": "introduce Deskmate",
+    "commands.describe.help": "list commands",
+    "commands.describe.reset": "forget this conversation's history",
+    "commands.describe.forget": "delete everything I stored about you",
+    "commands.describe.human": "talk to a person from the support team",
+    "commands.describe.stats": "usage, model cost and ratings here (owners: /stats TENANT|all)",
     "commands.start": (
         "Hi! I'm Deskmate, this team's support assistant. Ask me anything about "
         "our product or service and I'll do my best to help; if I can't, I'll say so. "
@@ -579,7 +591,23 @@ _WEB: dict[str, str] = {
 }
 
 CATALOG: Mapping[str, Mapping[str, str]] = {
-    "en": {**_CONVERSATION, **_HANDOFF, **_KNOWLEDGE, **_TEAM, **_COMMANDS, **_WEB, **WIDGET},
+    "en": {
+        **_CONVERSATION,
+        **_HANDOFF,
+        **_KNOWLEDGE,
+        **_TEAM,
+        **_COMMANDS,
+        **_WEB,
+        **WIDGET,
+        **LANGUAGES,
+    },
+    # Each shipped language in its own module of bot/texts; a key one lacks
+    # is said in English (tests/bot/test_messages.py lists any).
+    "sv": SV,
+    "de": DE,
+    "es": ES,
+    "fr": FR,
+    "zh": ZH,
 }
 
 

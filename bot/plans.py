@@ -12,7 +12,8 @@ generation path (streaming, ``/reset``, token accounting, error messages).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from bot.knowledge.drafting import Draft
 from bot.knowledge.passages import Passage
@@ -29,6 +30,8 @@ from bot.knowledge.policy import (
 )
 from llm.base import ChatMessage
 
+P = TypeVar("P")
+
 
 @dataclass(frozen=True, slots=True)
 class Verbatim:
@@ -37,10 +40,12 @@ class Verbatim:
     passage: Passage
     decision: Decision
     reason: str
+    # The customer's language, for the fixed words around the quote.
+    language: str = "en"
 
     @property
     def text(self) -> str:
-        return verbatim_text(self.passage)
+        return verbatim_text(self.passage, self.language)
 
     path = "verbatim"
 
@@ -55,19 +60,24 @@ class Escalate:
     reason: str
     candidates: tuple[Passage, ...]
     decision: Decision | None
-    # Shown before the escalation notice (the closest passages, in faq mode).
-    preface: str = ""
+    # The closest passages are listed before the escalation notice (faq mode).
+    suggest: bool = False
+    language: str = "en"
+
+    @property
+    def preface(self) -> str:
+        return suggestions_text(self.candidates, self.language) if self.suggest else ""
 
     @property
     def text(self) -> str:
-        notice = escalation_text()
+        notice = escalation_text(self.language)
         return f"{self.preface}\n\n{notice}" if self.preface else notice
 
     path = "escalated"
 
     @classmethod
     def with_suggestions(cls, reason: str, decision: Decision) -> Escalate:
-        return cls(reason, decision.hits, decision, suggestions_text(decision.hits))
+        return cls(reason, decision.hits, decision, suggest=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +91,17 @@ class Clarify:
 
     options: tuple[Passage, ...]
     decision: Decision
+    language: str = "en"
 
     @property
     def text(self) -> str:
-        return clarify_text(self.options)
+        return clarify_text(self.options, self.language)
 
     @property
     def buttons(self) -> tuple[tuple[str, str], ...]:
         return (
             *((p.title, answer_command(p)) for p in self.options),
-            (none_of_these(), HUMAN_COMMAND),
+            (none_of_these(self.language), HUMAN_COMMAND),
         )
 
     @property
@@ -110,10 +121,11 @@ class Grounded:
     decision: Decision
     fallback: Verbatim | Escalate
     max_new_tokens: int
+    language: str = "en"
 
     @property
     def sources(self) -> str:
-        return cite_list(self.decision.hits)
+        return cite_list(self.decision.hits, self.language)
 
     path = "grounded"
 
@@ -141,6 +153,18 @@ class ReviseDraft:
 
 
 @dataclass(frozen=True, slots=True)
+class Translate:
+    """A machine translation for an agent (``/translate``): ``heading`` marks
+    it as one, ``messages`` ask the model for it."""
+
+    heading: str
+    messages: Sequence[ChatMessage]
+    max_new_tokens: int = 400
+
+    path = "translate"
+
+
+@dataclass(frozen=True, slots=True)
 class HandOff:
     """Hand the conversation to the support team (``trigger``: request, ...)."""
 
@@ -150,5 +174,18 @@ class HandOff:
     path = "handoff"
 
 
-Plan = Verbatim | Escalate | Clarify | Grounded | Chat | ReviseDraft | HandOff
+Plan = Verbatim | Escalate | Clarify | Grounded | Chat | ReviseDraft | HandOff | Translate
+
+
+def in_language(plan: P, language: str) -> P:
+    """``plan`` with its fixed words in ``language`` (a grounded answer's
+    fallback too); a plan without fixed words is returned as it is."""
+    if isinstance(plan, Grounded):
+        fallback = in_language(plan.fallback, language)
+        return replace(plan, language=language, fallback=fallback)  # type: ignore[return-value]
+    if isinstance(plan, Verbatim | Escalate | Clarify) and plan.language != language:
+        return replace(plan, language=language)  # type: ignore[return-value]
+    return plan
+
+
 KnowledgePlan = Verbatim | Escalate | Clarify | Grounded

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 
+from bot.language import answer_language_rule
 from llm.base import ChatMessage
 from storage.repository import HistoryItem
 
@@ -18,14 +18,17 @@ def build_messages(
     history: Sequence[HistoryItem],
     budget: int,
     count_tokens: Callable[[str], int],
+    language: str = "",
 ) -> list[ChatMessage]:
     """System prompt plus the newest history that fits in ``budget`` tokens.
 
     The system prompt and the last message (the question being answered) are
     always kept; the question is cut short if it alone would not fit.
+    ``language``: the customer's, which the answer must be written in ("":
+    the prompt says nothing of it).
     """
-    question = history[-1].text if history else ""
-    system_prompt = with_language(system_prompt, question)
+    if language:
+        system_prompt = f"{system_prompt.rstrip()}\n\n{answer_language_rule(language)}".strip()
     system = ChatMessage("system", system_prompt)
     remaining = budget - count_tokens(system_prompt) - MESSAGE_OVERHEAD
     kept: list[ChatMessage] = []
@@ -42,44 +45,6 @@ def build_messages(
     while len(kept) > 1 and kept[0].role == "assistant":
         kept.pop(0)
     return [system, *kept]
-
-
-def with_language(system_prompt: str, question: str) -> str:
-    """``system_prompt`` closed by a line asking for the answer in the question's language.
-
-    Small models ignore "the customer's language" but follow a language they
-    are told by name, so a script that names its language (Chinese, Japanese,
-    Korean) is named; other questions get the general line.
-    """
-    line = language_line(question)
-    return f"{system_prompt.rstrip()}\n\n{line}" if system_prompt.strip() else line
-
-
-def language_line(question: str) -> str:
-    """The instruction on the answer's language for ``question``."""
-    name = _script_language(question)
-    if name is None:
-        return "Answer in the language the customer writes in."
-    return f"The customer writes in {name}. Write your whole answer in {name}."
-
-
-_SCRIPTS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    # Kana first: Japanese text is full of Han characters as well.
-    ("Japanese (日本語)", re.compile(r"[\u3040-\u30ff]")),
-    ("Korean (한국어)", re.compile(r"[\uac00-\ud7af]")),
-    ("Chinese (中文)", re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")),
-)
-
-
-def _script_language(text: str) -> str | None:
-    letters = sum(1 for ch in text if ch.isalpha())
-    if not letters:
-        return None
-    for name, pattern in _SCRIPTS:
-        # A Latin-script question quoting one CJK word stays with the general line.
-        if len(pattern.findall(text)) * 3 >= letters:
-            return name
-    return None
 
 
 def _shorten(text: str, budget: int, count_tokens: Callable[[str], int]) -> str:

@@ -32,7 +32,7 @@ from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.messages import say
 from bot.metrics import Metrics
 from bot.plans import Chat, Escalate, HandOff, Plan
-from bot.team.service import QUOTA_NOTICE, Team, looks_like_rating
+from bot.team.service import Team, looks_like_rating, quota_notice
 from bot.throttle import PersonThrottle, TokenBuckets
 from bot.types import Accepted, Render, Reply, ReplyKind
 from storage.handoff_repo import Ticket
@@ -124,6 +124,7 @@ class CommandRoute(Route[tuple[str, str]]):
             scope=scope,
             support=support,
             inbound_id=accepted.inbound_id,
+            language=accepted.language,
         )
 
 
@@ -188,7 +189,7 @@ class SupportSpaceRoute(Route[SupportSpace]):
                 accepted, *command, scope=scope, support=support
             )
             if isinstance(result, HandOff):
-                result = say("handoff.human_in_space")
+                result = say("handoff.human_in_space", accepted.language)
             if not isinstance(result, str):
                 return await self.executors.execute(accepted, result, render, stop, kind="command")
             text = result
@@ -242,7 +243,7 @@ class EmptyRoute(Route[bool]):
     async def handle(
         self, accepted: Accepted, render: Render, stop: asyncio.Event, found: bool
     ) -> Reply:
-        text = say("conversation.empty")
+        text = say("conversation.empty", accepted.language)
         reply = Reply(ReplyKind.NOTICE, text=text, inbound_id=accepted.inbound_id)
         return await self.answers.deliver(accepted, reply, render, kind="command")
 
@@ -261,7 +262,11 @@ class RatingRoute(Route[str]):
         if not looks_like_rating(accepted.text):
             return None
         return await self.team.rate(
-            accepted.inbound, accepted.stored.conversation_id, accepted.text, invited=True
+            accepted.inbound,
+            accepted.stored.conversation_id,
+            accepted.text,
+            invited=True,
+            language=accepted.language,
         )
 
     async def handle(
@@ -297,7 +302,7 @@ class RateLimitRoute(Route[float]):
     ) -> Reply:
         if not found:
             return await self.answers.handled(accepted)  # told once already
-        text = say("conversation.too_fast", seconds=max(1, round(found)))
+        text = say("conversation.too_fast", accepted.language, seconds=max(1, round(found)))
         reply = Reply(ReplyKind.NOTICE, text=text, inbound_id=accepted.inbound_id)
         return await self.answers.deliver(accepted, reply, render, kind="command")
 
@@ -335,7 +340,11 @@ class PlanRoute(Route[bool]):
             # verbatim answers and commands, which cost no model time, go on.
             if not await self.team.first_quota_notice(accepted.inbound):
                 return await self.answers.handled(accepted)
-            reply = Reply(ReplyKind.NOTICE, text=QUOTA_NOTICE, inbound_id=accepted.inbound_id)
+            reply = Reply(
+                ReplyKind.NOTICE,
+                text=quota_notice(accepted.language),
+                inbound_id=accepted.inbound_id,
+            )
             return await self.answers.deliver(accepted, reply, render, kind="command")
         return await self.executors.execute(accepted, plan, render, stop, kind="chat")
 
@@ -388,6 +397,7 @@ class PlanRoute(Route[bool]):
                 tenant=ref.tenant,
                 conversation_key=ref.key,
                 user=accepted.inbound.platform_user,
+                language=accepted.language,
             )
         except Exception as exc:
             # Retrieval, embeddings or storage: whatever broke, the customer

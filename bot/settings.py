@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from bot.errors import ConfigError
 from bot.handoff.config import BusinessHours, HandoffConfigError, HandoffSettings, parse_spaces
+from bot.language import SUPPORTED_LANGUAGES
 from llm.base import DTYPES, QUANTIZATIONS
 from storage.slack_repo import TokenCipher
 
@@ -81,6 +82,9 @@ class Settings:
     # refunds, accounts, ...) that no knowledge source answers: "refuse" says so
     # and offers a person, "answer" lets the model answer it.
     company_facts: str = "refuse"
+    # The customers' language when a message is too short to tell and neither
+    # the conversation nor the tenant (`/language`) has one (bot.language).
+    language: str = "en"
 
     # Platforms
     telegram_bot_token: str = ""
@@ -281,6 +285,11 @@ class Settings:
             raise ConfigError("DESKMATE_THREADS must be auto or at least 1")
         if self.max_new_tokens < 1:
             raise ConfigError("DESKMATE_MAX_NEW_TOKENS must be at least 1")
+        if self.language not in SUPPORTED_LANGUAGES:
+            raise ConfigError(
+                f"DESKMATE_LANGUAGE must be one of {', '.join(SUPPORTED_LANGUAGES)}, "
+                f"not {self.language!r}"
+            )
         if self.company_facts not in ("refuse", "answer"):
             raise ConfigError(
                 f"DESKMATE_COMPANY_FACTS must be refuse or answer, not {self.company_facts!r}"
@@ -428,6 +437,7 @@ ENV_VARS: dict[str, str] = {
     "faq_rerank": "DESKMATE_FAQ_RERANK",
     "embedding_model": "DESKMATE_EMBEDDING_MODEL",
     "company_facts": "DESKMATE_COMPANY_FACTS",
+    "language": "DESKMATE_LANGUAGE",
     "telegram_bot_token": "TELEGRAM_BOT_TOKEN",
     "telegram_api_url": "TELEGRAM_API_URL",
     "telegram_webhook_url": "TELEGRAM_WEBHOOK_URL",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from bot.commands import parse_command
 from bot.errors import ConfigError, StorageError
+from bot.language import detect_language
 from bot.metrics import Metrics
 from bot.text import clean
 from bot.throttle import PersonThrottle
@@ -177,11 +178,15 @@ class Turns:
         command = parse_command(cleaned.text)
         kind: MessageKind = "command" if command or not cleaned.text else "chat"
         version = self.history_version(inbound.ref.key)
+        # Kept as the conversation's language in the accepting transaction
+        # (a command's words are the bot's, not the customer's language).
+        detected = detect_language(cleaned.text) if kind == "chat" else None
         stored = await self.repository.accept(
             _event(inbound, cleaned.text),
             kind=kind,
             history_limit=self.history_messages if kind == "chat" else 0,
             in_turn=inbound.ref.platform in self._swept,
+            language=detected,
         )
         self.metrics.events.labels(
             inbound.ref.platform, "duplicate" if stored.status == "duplicate" else "received"
@@ -211,6 +216,7 @@ class Turns:
             truncated=cleaned.truncated,
             command=command,
             history_version=version,
+            detected=detected,
         )
 
     async def pending_of_tenant(self, platform: str, tenant: str | None) -> list[Accepted]:

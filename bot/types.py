@@ -155,6 +155,10 @@ class Accepted:
     # Which state of the conversation ``stored.history`` was read at.
     history_version: tuple[int, int] | None = None
     received: float = field(default_factory=time.monotonic)
+    # The language the message is answered in (bot.language), and the one
+    # detected in its own text (None: too short to tell); set before routing.
+    language: str = "en"
+    detected: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

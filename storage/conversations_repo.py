@@ -158,6 +158,22 @@ class ConversationRepository(Store):
 
         return await self._run("read a conversation's customer", op)
 
+    async def last_customer_text(self, conversation_id: int) -> str:
+        """The text of the conversation's latest message from a person that is
+        not a command ("" when there is none)."""
+
+        def op(conn: Connection) -> str:
+            rows = conn.execute(
+                select(inbound_events.c.text)
+                .where(inbound_events.c.conversation_id == conversation_id)
+                .where(inbound_events.c.text != "")
+                .order_by(inbound_events.c.id.desc())
+                .limit(20)
+            ).scalars()
+            return next((text for text in rows if not text.lstrip().startswith("/")), "")
+
+        return await self._run("read a conversation's last message", op)
+
     # -- history -------------------------------------------------------------------
 
     async def history(
@@ -287,6 +303,7 @@ class ConversationRepository(Store):
             # Read before the events are emptied: afterwards nothing ties them
             # to this person.
             questions, own = _asked(conn, platform_user, theirs)
+            _forget_languages(conn, theirs)
             scrub_quotes(conn, platform_user)
             # Agents' relays waiting for a web visitor quote what they asked.
             forget_web_messages(conn, platform_user)
@@ -387,6 +404,13 @@ def _forgotten(
         escalations=knowledge.escalations,
         drafts=knowledge.drafts,
     )
+
+
+def _forget_languages(conn: Connection, theirs: ColumnElement[bool]) -> None:
+    """The language detected in what they wrote goes with it (in a group
+    too: the next message there detects it again)."""
+    wrote = select(inbound_events.c.conversation_id).where(theirs).scalar_subquery()
+    conn.execute(update(conversations).where(conversations.c.id.in_(wrote)).values(language=None))
 
 
 def _asked(

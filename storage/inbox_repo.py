@@ -62,6 +62,11 @@ class StoredInbound:
     # The conversation's history up to this message, read in the same
     # transaction when the caller asked for it (saves a round trip).
     history: tuple[HistoryItem, ...] | None = None
+    # The conversation's last detected language as of this message (its own
+    # when the caller gave one), read in the same transaction; None: none
+    # yet, or not read (``language_read``).
+    language: str | None = None
+    language_read: bool = False
 
 
 @dataclass(slots=True)
@@ -268,6 +273,7 @@ class InboxRepository(ConversationRepository):
         kind: MessageKind,
         history_limit: int = 0,
         in_turn: bool = True,
+        language: str | None = None,
     ) -> StoredInbound:
         """Store an inbound event and its message, or recognise a redelivery.
 
@@ -280,6 +286,8 @@ class InboxRepository(ConversationRepository):
         With ``history_limit``, a new event comes back with its history.
         Without ``in_turn`` nothing is queued (for a caller that answers each
         message in the request that brought it, and has nobody sweeping).
+        ``language``: the one detected in the message, kept as the
+        conversation's; the stored event comes back with the conversation's.
         """
 
         claimed: list[int] = []
@@ -296,6 +304,9 @@ class InboxRepository(ConversationRepository):
                     conn, stored.conversation_id, stored.message_id, history_limit
                 )
                 stored = replace(stored, history=tuple(history))
+            if stored.status == "new":
+                known = _language(conn, stored.conversation_id, language)
+                stored = replace(stored, language=known, language_read=True)
             return stored
 
         try:
@@ -643,3 +654,19 @@ class InboxRepository(ConversationRepository):
 
         await self._run("mark an inbound event failed", op)
         self.release(inbound_id)
+
+
+def _language(conn: Connection, conversation_id: int, detected: str | None) -> str | None:
+    """The conversation's last detected language, ``detected`` from now on
+    when given (read and written in the accepting transaction: no round trip)."""
+    if detected is not None:
+        conn.execute(
+            update(conversations)
+            .where(conversations.c.id == conversation_id)
+            .where(or_(conversations.c.language.is_(None), conversations.c.language != detected))
+            .values(language=detected)
+        )
+        return detected
+    return conn.execute(
+        select(conversations.c.language).where(conversations.c.id == conversation_id)
+    ).scalar()

@@ -47,6 +47,9 @@ conversations = Table(
     # False once the platform told us the chat is gone (bot blocked, kicked).
     Column("active", Boolean, nullable=False, server_default=true()),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The language last detected in a customer's message (ISO 639-1): short
+    # messages are answered in it. NULL: none detected yet.
+    Column("language", String(8), nullable=True),
     UniqueConstraint("platform", "tenant", "chat", "thread", name="uq_conversations_ref"),
 )
 
@@ -248,6 +251,18 @@ knowledge_settings = Table(
     Column("scope", String(700), primary_key=True),
     Column("name", String(32), primary_key=True),  # mode | persona
     Column("value", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# A tenant's default language for customers whose own cannot be told
+# (``/language xx`` by its admins); no row: the deployment's DESKMATE_LANGUAGE.
+tenant_languages = Table(
+    "tenant_languages",
+    metadata,
+    Column("platform", String(32), primary_key=True),
+    Column("tenant", String(128), primary_key=True),
+    Column("language", String(8), nullable=False),
+    Column("set_by", String(200), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 

@@ -55,6 +55,7 @@ from storage.models import (
     slack_workspaces,
     team_roles,
     tenant_desks,
+    tenant_languages,
     ticket_events,
     users,
 )
@@ -439,6 +440,11 @@ class SlackRepository(Store):
             conn.execute(
                 delete(tenant_desks).where(
                     tenant_desks.c.platform == PLATFORM, tenant_desks.c.tenant == team_id
+                )
+            )
+            conn.execute(
+                delete(tenant_languages).where(
+                    tenant_languages.c.platform == PLATFORM, tenant_languages.c.tenant == team_id
                 )
             )
             conn.execute(delete(audit_log).where(audit_log.c.tenant == team_id))

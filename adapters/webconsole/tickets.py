@@ -11,6 +11,7 @@ from aiohttp import web
 from adapters.webconsole.pages import Room, _redirect, _tenant
 from bot.handoff.actions import CONSOLE_ACTIONS, Actor
 from bot.handoff.desk import TRIGGERS
+from bot.language import SUPPORTED_LANGUAGES
 from bot.messages import say
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class TicketPages(Room):
             ticket=ticket,
             events=await self.desk.tickets.events(ticket.id),
             triggers=TRIGGERS,
+            languages=SUPPORTED_LANGUAGES,
             agent_name=await self._name(request),
             **await self._page_values(request),
         )

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from bot.handoff.config import SupportSpace
-from bot.handoff.desk import HelpDesk
+from bot.handoff.desk import HelpDesk, customer_language
 from bot.messages import say
 from bot.team import learning
-from bot.team.service import RATING_BUTTONS, TICKET_INVITATION
+from bot.team.service import RATING_BUTTONS, ticket_invitation
 from storage.handoff_repo import Ticket
 
 
@@ -168,7 +168,8 @@ async def resolve(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "")
     if not changed:
         return say("handoff.already_closed", id=ticket.id)
     await audit(desk, ticket, actor, "ticket.resolve")
-    text = say("handoff.resolved_notice")
+    language = customer_language(ticket)
+    text = say("handoff.resolved_notice", language)
     buttons: tuple[tuple[str, str], ...] = ()
     team = desk.team
     if team is not None and team.rates_tickets:
@@ -179,7 +180,7 @@ async def resolve(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "")
             question=await learning.ticket_question(desk.tickets, ticket),
             ticket_id=ticket.id,
         )
-        text += "\n\n" + TICKET_INVITATION
+        text += "\n\n" + ticket_invitation(language)
         buttons = RATING_BUTTONS
     await desk.tickets.enqueue(
         f"resolved:{ticket.id}",

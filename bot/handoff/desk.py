@@ -21,6 +21,7 @@ from typing import Any
 from bot.handoff.config import HandoffSettings, SupportSpace
 from bot.handoff.spaces import Spaces
 from bot.knowledge.passages import Passage
+from bot.language import SUPPORTED_LANGUAGES
 from bot.messages import say
 from bot.team.service import Team
 from bot.types import Accepted, ConversationRef, Inbound
@@ -128,6 +129,9 @@ class HelpDesk:
                 {"ref": h.ref, "question": h.title, "score": round(h.dense, 3)} for h in candidates
             ],
             "reason": TRIGGERS.get(trigger, trigger),
+            # The customer's language: the ticket shows it, and the notices
+            # sent to the customer later are written in it.
+            "language": accepted.language,
         }
         ticket, created = await self.tickets.open_ticket(
             accepted.stored.conversation_id,
@@ -141,8 +145,8 @@ class HelpDesk:
             agent_name=agent_name,
         )
         if not created:
-            return Opened(ticket, False, ALREADY_OPEN)
-        return Opened(ticket, True, self.opened_notice(datetime.now(UTC)))
+            return Opened(ticket, False, say("handoff.already_open", accepted.language))
+        return Opened(ticket, True, self.opened_notice(datetime.now(UTC), accepted.language))
 
     async def take_over(
         self,
@@ -178,11 +182,11 @@ class HelpDesk:
             await self.joined(ticket, f"{key}:notice")
         return ticket, created
 
-    def opened_notice(self, now: datetime) -> str:
-        text = say("handoff.opened")
+    def opened_notice(self, now: datetime, language: str = "en") -> str:
+        text = say("handoff.opened", language)
         hours = self.settings.hours
         if hours is not None and not hours.is_open(now):
-            text += say("handoff.opened_after_hours", hours=hours.text)
+            text += say("handoff.opened_after_hours", language, hours=hours.text)
         return text
 
     async def post(self, ticket: Ticket, summary: str) -> None:
@@ -318,7 +322,7 @@ class HelpDesk:
         await self.tickets.enqueue(
             f"idle:{ticket.id}",
             ticket.customer_address,
-            say("handoff.idle_notice"),
+            say("handoff.idle_notice", customer_language(ticket)),
             kind="notice",
             ticket_id=ticket.id,
         )
@@ -342,7 +346,7 @@ class HelpDesk:
         await self.tickets.enqueue(
             f"abandoned:{ticket_id}",
             ticket.customer_address,
-            say("handoff.abandoned"),
+            say("handoff.abandoned", customer_language(ticket)),
             kind="notice",
             ticket_id=ticket_id,
         )
@@ -366,7 +370,7 @@ class HelpDesk:
         await self.tickets.enqueue(
             key,
             ticket.customer_address,
-            say("handoff.joined", signature=self.settings.signature),
+            say("handoff.joined", customer_language(ticket), signature=self.settings.signature),
             kind="notice",
             ticket_id=ticket.id,
         )
@@ -392,6 +396,12 @@ class HelpDesk:
         return ConversationAddress(space.platform, space.tenant, space.chat)
 
 
+def customer_language(ticket: Ticket) -> str:
+    """The language the ticket's customer is written to in (English for a
+    ticket opened before languages were kept)."""
+    return str(ticket.details.get("language") or "en")
+
+
 def ticket_text(ticket: Ticket, summary: str) -> str:
     details = ticket.details
     lines = [
@@ -407,6 +417,10 @@ def ticket_text(ticket: Ticket, summary: str) -> str:
             reason=details.get("reason") or TRIGGERS.get(ticket.trigger, ticket.trigger),
         ),
     ]
+    language = details.get("language")
+    if language:
+        name = SUPPORTED_LANGUAGES.get(language, language)
+        lines.append(say("handoff.ticket_language", language=name, code=language))
     if ticket.state == "human" and ticket.agent:
         lines.append(say("handoff.ticket_taken", agent=ticket.agent_name or ticket.agent))
     if summary:

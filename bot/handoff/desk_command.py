@@ -33,7 +33,7 @@ def register_desk_command(registry: CommandRegistry, desk: HelpDesk) -> None:
 async def choose(desk: HelpDesk, ctx: CommandContext) -> str:
     """What ``/desk`` does with its argument; the text is for the admin."""
     if not desk.connected:
-        return say("handoff.desk_off_deployment")
+        return say("handoff.desk_off_deployment", ctx.language)
     ref = ctx.inbound.ref
     who = ctx.inbound.platform_user
     spaces = desk.spaces
@@ -42,26 +42,26 @@ async def choose(desk: HelpDesk, ctx: CommandContext) -> str:
         return await current(desk, ctx.inbound)
     if wanted == "here":
         if not can_host(ctx.inbound):
-            return say("handoff.desk_not_here")
+            return say("handoff.desk_not_here", ctx.language)
         deployment = desk.settings.space_of(ref.platform, ref.tenant, ref.chat)
         if deployment is not None:
-            return say("handoff.desk_deployment_space", space=deployment.key)
+            return say("handoff.desk_deployment_space", ctx.language, space=deployment.key)
         await spaces.choose(ref.platform, ref.tenant, chat=ref.chat, by=who)
         space = await spaces.for_tenant(ref.platform, ref.tenant)
         target = space.key if space is not None else ref.chat
         await ctx.team.audit(ref.tenant, who, "desk.here", target, {"platform": ref.platform})
-        return say("handoff.desk_set")
+        return say("handoff.desk_set", ctx.language)
     if wanted == "off":
         await spaces.choose(ref.platform, ref.tenant, chat="", by=who)
         await ctx.team.audit(ref.tenant, who, "desk.off", "", {"platform": ref.platform})
-        return say("handoff.desk_turned_off")
+        return say("handoff.desk_turned_off", ctx.language)
     if wanted == "default":
         removed = await spaces.unchoose(ref.platform, ref.tenant)
         await ctx.team.audit(
             ref.tenant, who, "desk.default", "", {"platform": ref.platform, "had": removed}
         )
-        return say("handoff.desk_default", now=await current(desk, ctx.inbound))
-    return say("handoff.desk_usage")
+        return say("handoff.desk_default", ctx.language, now=await current(desk, ctx.inbound))
+    return say("handoff.desk_usage", ctx.language)
 
 
 async def current(desk: HelpDesk, inbound: Inbound) -> str:

@@ -16,7 +16,7 @@ from bot.answers import Answers
 from bot.errors import StorageError
 from bot.generation import Generation, GenerationPath
 from bot.handoff.config import SupportSpace
-from bot.handoff.desk import NO_DESK, NO_TEAM, HelpDesk
+from bot.handoff.desk import HelpDesk
 from bot.knowledge.passages import Passage
 from bot.messages import say
 from bot.metrics import Metrics
@@ -69,7 +69,9 @@ class Escalation:
         space = await self.space_for(accepted)
         if space is None:
             # Kept for the operator to see, and said plainly: nobody is promised.
-            said = NO_TEAM if not self.connected else NO_DESK
+            said = say(
+                "handoff.no_team" if not self.connected else "handoff.no_desk", accepted.language
+            )
             await self.answers.record_knowledge(
                 accepted, Escalate("the customer asked for a person", (), None), said
             )
@@ -92,7 +94,7 @@ class Escalation:
             accepted, space, trigger="escalation", candidates=plan.candidates
         )
         text = f"{plan.preface}\n\n" if plan.preface else ""
-        text += f"{say('knowledge.no_reliable_answer')} {notice}"
+        text += f"{say('knowledge.no_reliable_answer', accepted.language)} {notice}"
         await self.answers.record_knowledge(accepted, plan, text)
         reply = Reply(ReplyKind.ANSWER, text=text, inbound_id=accepted.inbound_id)
         return await self.answers.deliver(accepted, reply, render, kind=kind)

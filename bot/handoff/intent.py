@@ -1,4 +1,5 @@
-"""Recognising a customer who asks for a person, in English and Chinese."""
+"""Recognising a customer who asks for a person, in English, Swedish, German,
+Spanish, French and Chinese."""
 
 from __future__ import annotations
 
@@ -18,6 +19,26 @@ _ENGLISH = re.compile(
     r")",
     re.IGNORECASE,
 )
+# The shipped languages' plain ways of asking for a person.
+_OTHERS = re.compile(
+    r"\b(?:"
+    # Swedish
+    r"(?:prata|tala)\s+med\s+(?:en\s+)?(?:riktig\s+)?(?:människa|person|handläggare|kundtjänst)"
+    r"|riktig\s+människa|mänsklig\s+handläggare"
+    # German
+    r"|(?:mit\s+)?(?:einem|einer)\s+(?:echten\s+)?(?:menschen|mitarbeiter(?:in)?|person|"
+    r"berater(?:in)?)\s+(?:sprechen|reden)"
+    r"|echte[nr]?\s+(?:menschen|mensch|person)"
+    # Spanish
+    r"|hablar\s+con\s+(?:una\s+|un\s+)?(?:persona|humano|agente|operador|asesor)"
+    r"|persona\s+real|agente\s+humano"
+    # French
+    r"|parler\s+(?:à|a|avec)\s+(?:un\s+|une\s+)?(?:vraie\s+)?(?:humain|personne|conseill[eè]re?|"
+    r"agent|opérateur)"
+    r"|vraie\s+personne"
+    r")",
+    re.IGNORECASE,
+)
 _CHINESE = re.compile(r"人工(?:客服|服务)?|转人工|真人|找客服|人工坐席|客服人员|联系客服")
 _ALONE = re.compile(r"^\s*(?:human|agent|operator|representative)\s*[.!?]*\s*$", re.IGNORECASE)
 
@@ -26,4 +47,6 @@ def wants_human(text: str) -> bool:
     """Whether ``text`` asks to be put through to a person (not a question about one)."""
     if len(text) > 300:
         return False  # a long message is a question that merely mentions people
-    return bool(_ALONE.match(text) or _ENGLISH.search(text) or _CHINESE.search(text))
+    return bool(
+        _ALONE.match(text) or _ENGLISH.search(text) or _OTHERS.search(text) or _CHINESE.search(text)
+    )

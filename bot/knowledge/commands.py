@@ -17,6 +17,7 @@ from bot.commands import CommandContext, CommandRegistry
 from bot.knowledge import drafting
 from bot.knowledge.knowledge_base import MODES, KnowledgeBase
 from bot.knowledge.tuning import BackgroundTuner
+from bot.language import detect_language
 from bot.messages import say
 from bot.plans import Plan, ReviseDraft
 from bot.team import learning
@@ -41,13 +42,13 @@ def _scope(ctx: CommandContext, args: str) -> tuple[str, str]:
 def register_knowledge_commands(registry: CommandRegistry, kb: KnowledgeBase) -> None:
     commands = KnowledgeCommands(kb)
     for name, description, access, handler in (
-        ("faq", say("knowledge.command.faq"), Access.ADMIN, commands.faq),
+        ("faq", "knowledge.command.faq", Access.ADMIN, commands.faq),
         # /faq is for admins and hidden from customers' menus, so the "did you
         # mean" buttons (and customers typing an option's id) use their own command.
-        ("answer", say("knowledge.command.answer"), Access.EVERYONE, commands.answer),
-        ("mode", say("knowledge.command.mode"), Access.ADMIN, commands.mode),
-        ("persona", say("knowledge.command.persona"), Access.ADMIN, commands.persona),
-        ("draft", say("knowledge.command.draft"), Access.AGENT, commands.draft),
+        ("answer", "knowledge.command.answer", Access.EVERYONE, commands.answer),
+        ("mode", "knowledge.command.mode", Access.ADMIN, commands.mode),
+        ("persona", "knowledge.command.persona", Access.ADMIN, commands.persona),
+        ("draft", "knowledge.command.draft", Access.AGENT, commands.draft),
     ):
         registry.command(name, description, access=access)(handler)
 
@@ -76,13 +77,17 @@ class KnowledgeCommands:
             "search": self._search,
         }
         edit = edits.get(sub)
-        return await edit(ctx, tenant, rest) if edit is not None else say("knowledge.faq.usage")
+        return (
+            await edit(ctx, tenant, rest)
+            if edit is not None
+            else say("knowledge.faq.usage", ctx.language)
+        )
 
     async def _add(self, ctx: CommandContext, tenant: str, rest: str) -> str:
         kb = self.kb
         parts = [p.strip() for p in rest.split("|")]
         if len(parts) < 2 or not parts[0] or not parts[1]:
-            return say("knowledge.faq.add_how")
+            return say("knowledge.faq.add_how", ctx.language)
         entry = EntryInput(
             question=parts[0],
             answer=parts[1],
@@ -99,15 +104,20 @@ class KnowledgeCommands:
                 f"entry {ref}",
                 {"question": entry.question[:200]},
             )
-        only = say("knowledge.faq.this_workspace_only") if tenant != GLOBAL else ""
+        only = say("knowledge.faq.this_workspace_only", ctx.language) if tenant != GLOBAL else ""
         adapting = ""
         # A tenant's own entries never shape the shared model.
         changed = bool(result.created or result.updated) and tenant == GLOBAL
         if changed and self.tuner.schedule():
-            adapting = say("knowledge.faq.adapting")
+            adapting = say("knowledge.faq.adapting", ctx.language)
         said = "added" if result.created else "updated" if result.updated else "unchanged"
         return say(
-            f"knowledge.faq.{said}", ref=ref, only=only, question=entry.question, adapting=adapting
+            f"knowledge.faq.{said}",
+            ctx.language,
+            ref=ref,
+            only=only,
+            question=entry.question,
+            adapting=adapting,
         )
 
     async def _list(self, ctx: CommandContext, tenant: str, rest: str) -> str:
@@ -117,22 +127,25 @@ class KnowledgeCommands:
         )
         if not entries:
             if page == 1:
-                return say("knowledge.faq.none_yet")
-            return say("knowledge.faq.page_empty", page=page)
-        lines = [say("knowledge.faq.page", page=page)]
-        lines += [say("knowledge.faq.page_line", ref=e.ref, question=e.question) for e in entries]
+                return say("knowledge.faq.none_yet", ctx.language)
+            return say("knowledge.faq.page_empty", ctx.language, page=page)
+        lines = [say("knowledge.faq.page", ctx.language, page=page)]
+        lines += [
+            say("knowledge.faq.page_line", ctx.language, ref=e.ref, question=e.question)
+            for e in entries
+        ]
         if len(entries) == PAGE:
-            lines.append(say("knowledge.faq.more", page=page + 1))
+            lines.append(say("knowledge.faq.more", ctx.language, page=page + 1))
         return "\n".join(lines)
 
     async def _remove(self, ctx: CommandContext, tenant: str, rest: str) -> str:
         if not rest:
-            return say("knowledge.faq.remove_which")
+            return say("knowledge.faq.remove_which", ctx.language)
         removed = await self.kb.remove(rest, tenant=tenant)
         if removed is None:
             if tenant != GLOBAL and await learning.find_entry(self.kb, GLOBAL, rest) is not None:
-                return say("knowledge.faq.shared_is_owners", ref=rest)
-            return say("knowledge.faq.no_entry", ref=rest)
+                return say("knowledge.faq.shared_is_owners", ctx.language, ref=rest)
+            return say("knowledge.faq.no_entry", ctx.language, ref=rest)
         await ctx.team.audit(
             tenant,
             ctx.inbound.platform_user,
@@ -140,20 +153,22 @@ class KnowledgeCommands:
             f"entry {removed.ref}",
             {"question": removed.question[:200]},
         )
-        return say("knowledge.faq.removed", ref=removed.ref, question=removed.question)
+        return say(
+            "knowledge.faq.removed", ctx.language, ref=removed.ref, question=removed.question
+        )
 
     async def _search(self, ctx: CommandContext, tenant: str, rest: str) -> str:
         """The best passages for a question as the asker's tenant sees them."""
         if not rest:
-            return say("knowledge.faq.search_what")
+            return say("knowledge.faq.search_what", ctx.language)
         found = await self.kb.lookup(rest, tenant=ctx.inbound.ref.tenant, limit=5)
         passages = found.passages
         if not passages:
-            return say("knowledge.faq.empty")
+            return say("knowledge.faq.empty", ctx.language)
         decision = self.kb.decide_hits(passages, found.scope)
-        lines = [say("knowledge.faq.matches", path=decision.path)]
+        lines = [say("knowledge.faq.matches", ctx.language, path=decision.path)]
         lines += [
-            say("knowledge.faq.match_line", ref=p.ref, score=p.dense, title=p.title)
+            say("knowledge.faq.match_line", ctx.language, ref=p.ref, score=p.dense, title=p.title)
             for p in passages
         ]
         return "\n".join(lines)
@@ -170,10 +185,12 @@ class KnowledgeCommands:
         scope = f"tenant:{ref.tenant}" if tenant_wide else f"conversation:{ref.key}"
         if not args:
             current = await kb.mode_for(ref.key, ref.tenant)
-            return say("knowledge.mode.current", mode=current)
+            return say("knowledge.mode.current", ctx.language, mode=current)
         choice = args[0].lower()
         if choice != "default" and choice not in MODES:
-            return say("knowledge.mode.unknown", choice=choice, modes=", ".join(MODES))
+            return say(
+                "knowledge.mode.unknown", ctx.language, choice=choice, modes=", ".join(MODES)
+            )
         await ctx.team.audit(
             ref.tenant,
             ctx.inbound.platform_user,
@@ -184,11 +201,14 @@ class KnowledgeCommands:
         if choice == "default":
             await kb.set_mode(scope, None)
             return say(
-                "knowledge.mode.cleared_workspace" if tenant_wide else "knowledge.mode.cleared_here"
+                "knowledge.mode.cleared_workspace"
+                if tenant_wide
+                else "knowledge.mode.cleared_here",
+                ctx.language,
             )
         await kb.set_mode(scope, choice)
         where = "workspace" if tenant_wide else "here"
-        return say(f"knowledge.mode.set_{where}", mode=choice)
+        return say(f"knowledge.mode.set_{where}", ctx.language, mode=choice)
 
     async def persona(self, ctx: CommandContext) -> str:
         kb = self.kb
@@ -197,21 +217,21 @@ class KnowledgeCommands:
         if not text:
             current = await kb.persona(tenant)
             said = (
-                say("knowledge.persona.current", persona=current)
+                say("knowledge.persona.current", ctx.language, persona=current)
                 if current
-                else say("knowledge.persona.none")
+                else say("knowledge.persona.none", ctx.language)
             )
-            return said + say("knowledge.persona.how")
+            return said + say("knowledge.persona.how", ctx.language)
         actor = ctx.inbound.platform_user
         if text.lower() == "clear":
             await kb.set_persona(tenant, None)
             await ctx.team.audit(tenant, actor, "persona", "workspace", {"to": None})
-            return say("knowledge.persona.removed")
+            return say("knowledge.persona.removed", ctx.language)
         if len(text) > 2000:
-            return say("knowledge.persona.too_long", length=len(text))
+            return say("knowledge.persona.too_long", ctx.language, length=len(text))
         await kb.set_persona(tenant, text)
         await ctx.team.audit(tenant, actor, "persona", "workspace", {"to": text[:200]})
-        return say("knowledge.persona.saved")
+        return say("knowledge.persona.saved", ctx.language)
 
     async def draft(self, ctx: CommandContext) -> str | Plan:
         kb = self.kb
@@ -223,15 +243,17 @@ class KnowledgeCommands:
             opened = None
         if opened is not None and not opened.belongs_to(me):
             # One draft per conversation, and it is its author's alone.
-            return say("knowledge.draft.someone_elses")
+            return say("knowledge.draft.someone_elses", ctx.language)
         if ctx.args.strip().lower() in ("done", "close", "off"):
             await kb.set_draft(key, None)
-            return say("knowledge.draft.closed")
+            return say("knowledge.draft.closed", ctx.language)
         try:
             request = drafting.parse_request(ctx.args)
         except drafting.DraftError as exc:
             return str(exc)
-        request = dataclasses.replace(request, author=me, updated=time.time())
+        # Written in the language of its brief (the author's, when too short to tell).
+        language = detect_language(request.brief) or ctx.language
+        request = dataclasses.replace(request, author=me, updated=time.time(), language=language)
         persona = await kb.persona(ctx.inbound.ref.tenant)
         return ReviseDraft(request, drafting.draft_messages(request, persona))
 
@@ -243,7 +265,7 @@ async def _learned(ctx: CommandContext, kb: KnowledgeBase, sub: str, rest: str) 
         tenant: str | None = ctx.tenant
         if rest.strip():
             if not ctx.is_owner:
-                return say("knowledge.faq.gaps_own")
+                return say("knowledge.faq.gaps_own", ctx.language)
             tenant = None if rest.strip().lower() == "all" else rest.strip()
         return await learning.gap_report(await team.repository.gap_questions(tenant=tenant), kb)
     if sub == "pending":
@@ -253,17 +275,17 @@ async def _learned(ctx: CommandContext, kb: KnowledgeBase, sub: str, rest: str) 
     ident, _, edited = rest.partition("|")
     ident = ident.strip().lstrip("#")
     if not ident.isdigit():
-        return say("knowledge.faq.decide_which", sub=sub)
+        return say("knowledge.faq.decide_which", ctx.language, sub=sub)
     proposal = await team.repository.proposal(int(ident))
     if proposal is None or not learning.may_decide(proposal, ctx.access, ctx.tenant):
-        return say("knowledge.faq.no_proposal", id=ident)
+        return say("knowledge.faq.no_proposal", ctx.language, id=ident)
     if proposal.status != "pending":
-        return say("knowledge.faq.already_decided", id=ident, status=proposal.status)
+        return say("knowledge.faq.already_decided", ctx.language, id=ident, status=proposal.status)
     actor = ctx.inbound.platform_user
     if sub == "reject":
         if await team.repository.decide(proposal.id, approved=False, by=actor) is None:
-            return say("knowledge.faq.decided_meanwhile", id=ident)
-        return say("knowledge.faq.rejected", id=ident)
+            return say("knowledge.faq.decided_meanwhile", ctx.language, id=ident)
+        return say("knowledge.faq.rejected", ctx.language, id=ident)
     return await learning.approve(team, kb, proposal, by=actor, answer=edited.strip() or None)
 
 
@@ -271,7 +293,7 @@ async def _answer(ctx: CommandContext, kb: KnowledgeBase, ref: str) -> str | Pla
     """A customer chose an entry (a "did you mean" option): its answer, verbatim."""
     ref = ref.split()[0] if ref else ""
     if not ref:
-        return say("knowledge.faq.answer_which")
+        return say("knowledge.faq.answer_which", ctx.language)
     inbound = ctx.inbound
     plan = await kb.choose(
         ref,
@@ -279,7 +301,7 @@ async def _answer(ctx: CommandContext, kb: KnowledgeBase, ref: str) -> str | Pla
         conversation_key=inbound.ref.key,
         user=inbound.platform_user,
     )
-    return plan if plan is not None else say("knowledge.faq.no_entry", ref=ref)
+    return plan if plan is not None else say("knowledge.faq.no_entry", ctx.language, ref=ref)
 
 
 async def _share(ctx: CommandContext, kb: KnowledgeBase, arg: str) -> str:
@@ -287,15 +309,15 @@ async def _share(ctx: CommandContext, kb: KnowledgeBase, arg: str) -> str:
     if not arg.isdigit():
         mine = await kb.repository.phrasings(tenant=ctx.tenant)
         if not mine:
-            return say("knowledge.faq.no_phrasings")
-        lines = [say("knowledge.faq.phrasings")]
+            return say("knowledge.faq.no_phrasings", ctx.language)
+        lines = [say("knowledge.faq.phrasings", ctx.language)]
         lines += [
-            say("knowledge.faq.phrasing_line", id=p.id, text=p.text, entry=p.entry_id)
+            say("knowledge.faq.phrasing_line", ctx.language, id=p.id, text=p.text, entry=p.entry_id)
             for p in mine[-PAGE:]
         ]
         return "\n".join(lines)
     if not await kb.repository.share_phrasing(int(arg)):
-        return say("knowledge.faq.no_phrasing", id=arg)
+        return say("knowledge.faq.no_phrasing", ctx.language, id=arg)
     kb.retriever.invalidate()
     await ctx.team.audit(ctx.tenant, ctx.inbound.platform_user, "faq.share", f"phrasing {arg}", {})
-    return say("knowledge.faq.shared", id=arg)
+    return say("knowledge.faq.shared", ctx.language, id=arg)

@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, replace
 
+from bot.language import answer_language_rule
 from bot.messages import say
 from llm.base import ChatMessage, SamplingParams
 
@@ -55,6 +56,8 @@ class Draft:
     author: str = ""
     # When it was opened or last revised (Unix time); it expires DRAFT_TTL later.
     updated: float = 0.0
+    # The language it is written in: its brief's ("": the model's choice).
+    language: str = ""
 
     def belongs_to(self, platform_user: str) -> bool:
         # Drafts stored before drafts had authors belong to whoever continues them.
@@ -108,6 +111,8 @@ def draft_messages(draft: Draft, persona: str, instruction: str = "") -> list[Ch
         f"Write {KINDS[draft.kind]}. Tone: {draft.tone}. Length: {LENGTHS[draft.length]}.\n"
         f"Brief: {draft.brief}"
     )
+    if draft.language:
+        system += " " + answer_language_rule(draft.language)
     messages = [ChatMessage("system", system), ChatMessage("user", spec)]
     if draft.text and instruction:
         messages.append(ChatMessage("assistant", draft.text))

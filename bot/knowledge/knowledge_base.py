@@ -41,6 +41,7 @@ from bot.plans import (
     Plan,
     ReviseDraft,
     Verbatim,
+    in_language,
 )
 from llm.embeddings import Embedder
 from storage.knowledge_repo import (
@@ -241,7 +242,13 @@ class KnowledgeBase:
     # -- planning ------------------------------------------------------------------
 
     async def plan(
-        self, question: str, *, tenant: str, conversation_key: str, user: str = ""
+        self,
+        question: str,
+        *,
+        tenant: str,
+        conversation_key: str,
+        user: str = "",
+        language: str = "",
     ) -> Plan:
         """What to do with a plain message.
 
@@ -252,6 +259,8 @@ class KnowledgeBase:
         (``faq`` never lets the model write), ``assistant`` only when a passage
         is relevant. Where the tenant sees no passages, messages are plain chat
         (in ``faq`` mode: escalated, since the model may not write there).
+        ``language``: the customer's (bot.language; "": not known), which the
+        plan's fixed words and a grounded answer are written in.
         """
         raw = await self.open_draft(conversation_key)
         persona = (await self.persona(tenant)).strip()
@@ -270,19 +279,27 @@ class KnowledgeBase:
                 )
                 if picked is not None:
                     return picked
-        return (await self._consider(question, tenant, mode, persona, shown=0)).plan
+        return (
+            await self._consider(question, tenant, mode, persona, shown=0, language=language)
+        ).plan
 
     async def consider(
-        self, question: str, *, tenant: str, conversation_key: str, shown: int = 5
+        self,
+        question: str,
+        *,
+        tenant: str,
+        conversation_key: str,
+        shown: int = 5,
+        language: str = "",
     ) -> Considered:
         """The plan ``plan`` would make for a plain message (open drafts and
         numbered choices aside), with the ``shown`` best passages it saw."""
         mode = await self.mode_for(conversation_key, tenant)
         persona = (await self.persona(tenant)).strip()
-        return await self._consider(question, tenant, mode, persona, shown=shown)
+        return await self._consider(question, tenant, mode, persona, shown=shown, language=language)
 
     async def _consider(
-        self, question: str, tenant: str, mode: str, persona: str, *, shown: int
+        self, question: str, tenant: str, mode: str, persona: str, *, shown: int, language: str
     ) -> Considered:
         if not await self.has_passages(tenant):
             if mode == "faq":
@@ -294,13 +311,19 @@ class KnowledgeBase:
         # Each source ranks its first ``limit`` passages the same however many
         # more are asked for, so the decision is the one ``decide`` makes.
         decision = self.decide_hits(found.passages[:limit], found.scope)
-        plan = self.plan_for(question, decision, mode, persona)
+        plan = self.plan_for(question, decision, mode, persona, language)
         return Considered(found.passages[:shown], decision, plan, mode)
 
     def plan_for(
-        self, question: str, decision: Decision, mode: str, persona: str = ""
+        self, question: str, decision: Decision, mode: str, persona: str = "", language: str = ""
     ) -> KnowledgePlan | Chat:
         """The plan for a decision under ``mode`` (pure: no I/O)."""
+        plan = self._plan_for(question, decision, mode, persona, language)
+        return in_language(plan, language) if language else plan
+
+    def _plan_for(
+        self, question: str, decision: Decision, mode: str, persona: str, language: str
+    ) -> KnowledgePlan | Chat:
         if decision.path == "verbatim":
             return Verbatim(decision.hits[0], decision, decision.reason)
         if decision.path == "escalated":
@@ -322,7 +345,7 @@ class KnowledgeBase:
             fallback = Escalate("model answer failed the guard", decision.hits, decision)
         return Grounded(
             question=question,
-            messages=grounded_prompt(question, decision.hits, persona),
+            messages=grounded_prompt(question, decision.hits, persona, language),
             decision=decision,
             fallback=fallback,
             max_new_tokens=self.policy.max_grounded_tokens,

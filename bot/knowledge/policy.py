@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.knowledge.passages import Passage, kind_name
+from bot.language import answer_language_rule
 from bot.messages import say
-from bot.prompting import with_language
 from llm.base import ChatMessage
 from storage.knowledge_repo import keyword_terms
 
@@ -97,9 +97,10 @@ def decide(hits: Sequence[Passage], policy: Policy, scope: float | None = None) 
 
 
 def grounded_prompt(
-    question: str, hits: Sequence[Passage], system_prompt: str = ""
+    question: str, hits: Sequence[Passage], system_prompt: str = "", language: str = ""
 ) -> list[ChatMessage]:
-    """Messages asking the model to answer only from ``hits``, citing ``[n]``.
+    """Messages asking the model to answer only from ``hits``, citing ``[n]``,
+    in ``language`` (the customer's; "": the question's own).
 
     A passage that answers a stated question (an FAQ entry) is given as that
     question and its answer; any other as its title and text."""
@@ -109,8 +110,9 @@ def grounded_prompt(
         "Do not add facts, prices, deadlines or policies that are not in the entries. "
         f"If the entries do not answer the question, reply with exactly {NO_ANSWER}."
     )
+    if language:
+        rules += " " + answer_language_rule(language)
     system = f"{system_prompt.strip()}\n\n{rules}" if system_prompt.strip() else rules
-    system = with_language(system, question)
     blocks = []
     for number, hit in enumerate(hits, start=1):
         source = f"\nSource: {hit.origin}" if hit.origin else ""
@@ -202,42 +204,47 @@ class GroundedGate:
         return piece
 
 
-def verbatim_text(passage: Passage) -> str:
+def verbatim_text(passage: Passage, language: str = "en") -> str:
     """A passage quoted word for word, with where it comes from."""
     return say(
         "knowledge.verbatim",
+        language,
         text=passage.text,
         source=passage.origin or kind_name(passage.kind),
         label=passage.label,
     )
 
 
-def cite_list(hits: Sequence[Passage]) -> str:
+def cite_list(hits: Sequence[Passage], language: str = "en") -> str:
     """The numbered sources under a grounded answer (``[n]`` as the model cites them)."""
-    lines = [say("knowledge.sources")]
+    lines = [say("knowledge.sources", language)]
     for number, hit in enumerate(hits, start=1):
         values = {"number": number, "title": hit.title, "label": hit.label}
         if hit.origin:
-            lines.append(say("knowledge.source_line_with_origin", origin=hit.origin, **values))
+            lines.append(
+                say("knowledge.source_line_with_origin", language, origin=hit.origin, **values)
+            )
         else:
-            lines.append(say("knowledge.source_line", **values))
+            lines.append(say("knowledge.source_line", language, **values))
     return "\n".join(lines)
 
 
-def suggestions_text(hits: Sequence[Passage]) -> str:
-    lines = [say("knowledge.suggestions")]
-    lines += [say("knowledge.suggestion_line", title=h.title, label=h.label) for h in hits]
+def suggestions_text(hits: Sequence[Passage], language: str = "en") -> str:
+    lines = [say("knowledge.suggestions", language)]
+    lines += [
+        say("knowledge.suggestion_line", language, title=h.title, label=h.label) for h in hits
+    ]
     return "\n".join(lines)
 
 
-def escalation_text() -> str:
+def escalation_text(language: str = "en") -> str:
     """What a customer is told when the knowledge base has no reliable answer."""
-    return say("knowledge.escalation")
+    return say("knowledge.escalation", language)
 
 
-def none_of_these() -> str:
+def none_of_these(language: str = "en") -> str:
     """The label of the "did you mean" button that asks a person instead."""
-    return say("knowledge.none_of_these")
+    return say("knowledge.none_of_these", language)
 
 
 def answer_command(passage: Passage) -> str:
@@ -245,12 +252,13 @@ def answer_command(passage: Passage) -> str:
     return f"/answer {passage.ref}"
 
 
-def clarify_text(hits: Sequence[Passage]) -> str:
+def clarify_text(hits: Sequence[Passage], language: str = "en") -> str:
     """The options as a numbered list, for platforms (and people) without buttons."""
-    lines = [say("knowledge.clarify")]
+    lines = [say("knowledge.clarify", language)]
     lines += [
-        say("knowledge.clarify_line", number=n, title=h.title) for n, h in enumerate(hits, start=1)
+        say("knowledge.clarify_line", language, number=n, title=h.title)
+        for n, h in enumerate(hits, start=1)
     ]
-    numbers = say("knowledge.clarify_or").join(str(n) for n in range(1, len(hits) + 1))
-    lines.append(say("knowledge.clarify_how", numbers=numbers, human=HUMAN_COMMAND))
+    numbers = say("knowledge.clarify_or", language).join(str(n) for n in range(1, len(hits) + 1))
+    lines.append(say("knowledge.clarify_how", language, numbers=numbers, human=HUMAN_COMMAND))
     return "\n".join(lines)

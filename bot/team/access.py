@@ -25,11 +25,21 @@ class Access(IntEnum):
     def who(self) -> str:
         return _WHO[self]
 
+    def who_in(self, language: str) -> str:
+        """``who`` in ``language``."""
+        return say(_WHO_KEYS[self], language)
+
     @classmethod
     def of_role(cls, role: str | None) -> Access:
         return {"admin": cls.ADMIN, "agent": cls.AGENT}.get(role or "", cls.EVERYONE)
 
 
+_WHO_KEYS = {
+    Access.EVERYONE: "team.who.everyone",
+    Access.AGENT: "team.who.agents",
+    Access.ADMIN: "team.who.admins",
+    Access.OWNER: "team.who.owners",
+}
 _WHO = {
     Access.EVERYONE: say("team.who.everyone"),
     Access.AGENT: say("team.who.agents"),

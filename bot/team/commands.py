@@ -18,9 +18,9 @@ def _tenant_option(ctx: CommandContext, words: list[str]) -> tuple[str | None, l
         return ctx.tenant, words, ""
     at = words.index("--tenant")
     if not ctx.is_owner:
-        return None, words, say("team.owners_only_elsewhere")
+        return None, words, say("team.owners_only_elsewhere", ctx.language)
     if at + 1 >= len(words):
-        return None, words, say("team.which_tenant")
+        return None, words, say("team.which_tenant", ctx.language)
     return words[at + 1], words[:at] + words[at + 2 :], ""
 
 
@@ -49,16 +49,21 @@ async def _role(ctx: CommandContext) -> str:
     except UserIdError as exc:
         return str(exc)
     if ctx.team.is_owner(user):
-        return say("team.role_of_owner", user=user)
+        return say("team.role_of_owner", ctx.language, user=user)
     if user == ctx.inbound.platform_user:
-        return say("team.role_own")
+        return say("team.role_own", ctx.language)
     wanted = words[-1].lower()
     before = await ctx.team.repository.set_role(
         tenant, user, None if wanted == "customer" else wanted, by=ctx.inbound.platform_user
     )
     # Role names are the words /role takes; having none is being a customer.
     return say(
-        "team.role_set", user=user, role=wanted, where=_label(tenant), before=before or "customer"
+        "team.role_set",
+        ctx.language,
+        user=user,
+        role=wanted,
+        where=_label(tenant),
+        before=before or "customer",
     )
 
 
@@ -67,14 +72,20 @@ async def _roles(ctx: CommandContext) -> str:
     if error or tenant is None:
         return error
     grants = await ctx.team.repository.roles(tenant)
-    lines = [say("team.roles_head", where=_label(tenant))]
+    lines = [say("team.roles_head", ctx.language, where=_label(tenant))]
     lines += [
-        say("team.roles_line", user=g.platform_user, role=g.role, by=g.granted_by or "?")
+        say(
+            "team.roles_line",
+            ctx.language,
+            user=g.platform_user,
+            role=g.role,
+            by=g.granted_by or "?",
+        )
         for g in grants
     ]
     if not grants:
-        lines.append(say("team.roles_none"))
-    lines.append(say("team.roles_owners"))
+        lines.append(say("team.roles_none", ctx.language))
+    lines.append(say("team.roles_owners", ctx.language))
     return "\n".join(lines)
 
 
@@ -86,14 +97,14 @@ async def _audit(ctx: CommandContext) -> str:
     tenant: str | None = ctx.tenant
     if rest:
         if not ctx.is_owner:
-            return say("team.audit_own_only")
+            return say("team.audit_own_only", ctx.language)
         tenant = None if rest[0].lower() == "all" else rest[0]
     entries = await ctx.team.repository.audit_entries(tenant=tenant, limit=count)
     if not entries:
-        return say("team.audit_none")
-    where = say("team.every_tenant") if tenant is None else _label(tenant)
+        return say("team.audit_none", ctx.language)
+    where = say("team.every_tenant", ctx.language) if tenant is None else _label(tenant)
     return "\n".join(
-        [say("team.audit_head", count=len(entries), where=where)]
+        [say("team.audit_head", ctx.language, count=len(entries), where=where)]
         + [_audit_line(e, show_tenant=tenant is None) for e in entries]
     )
 
@@ -105,7 +116,7 @@ async def _quota(ctx: CommandContext) -> str:
     if not words:
         return await _show_quota(ctx, tenant)
     if not ctx.is_admin:
-        return say("team.quota_admins_only")
+        return say("team.quota_admins_only", ctx.language)
     which = words[0].lower()
     if which == "tenant" and len(words) == 2:
         subject, value = TENANT, words[1]
@@ -127,27 +138,32 @@ async def _quota(ctx: CommandContext) -> str:
     else:
         return QUOTA_USAGE
     await ctx.team.repository.set_quota(tenant, subject, limit, by=ctx.inbound.platform_user)
-    who = {TENANT: say("team.quota_whole_tenant"), EACH_USER: say("team.quota_each_user")}.get(
-        subject, subject
+    who = {
+        TENANT: say("team.quota_whole_tenant", ctx.language),
+        EACH_USER: say("team.quota_each_user", ctx.language),
+    }.get(subject, subject)
+    amount = (
+        say("team.quota_no_limit", ctx.language)
+        if limit is None
+        else say("team.quota_per_day", ctx.language, limit=limit)
     )
-    amount = say("team.quota_no_limit") if limit is None else say("team.quota_per_day", limit=limit)
-    return say("team.quota_set", who=who, where=_label(tenant), amount=amount)
+    return say("team.quota_set", ctx.language, who=who, where=_label(tenant), amount=amount)
 
 
 async def _rate(ctx: CommandContext) -> str:
-    reply = await ctx.team.rate(ctx.inbound, ctx.conversation_id, ctx.args)
-    return reply or say("team.rate_how")
+    reply = await ctx.team.rate(ctx.inbound, ctx.conversation_id, ctx.args, language=ctx.language)
+    return reply or say("team.rate_how", ctx.language)
 
 
 # A customer whose conversation is with a person still rates the bot's answers.
 _CUSTOMER_RUNS = frozenset({"rate"})
 
 _COMMANDS: tuple[tuple[str, str, Access, Handler], ...] = (
-    ("role", say("team.command.role"), Access.ADMIN, _role),
-    ("roles", say("team.command.roles"), Access.ADMIN, _roles),
-    ("audit", say("team.command.audit"), Access.ADMIN, _audit),
-    ("quota", say("team.command.quota"), Access.EVERYONE, _quota),
-    ("rate", say("team.command.rate"), Access.EVERYONE, _rate),
+    ("role", "team.command.role", Access.ADMIN, _role),
+    ("roles", "team.command.roles", Access.ADMIN, _roles),
+    ("audit", "team.command.audit", Access.ADMIN, _audit),
+    ("quota", "team.command.quota", Access.EVERYONE, _quota),
+    ("rate", "team.command.rate", Access.EVERYONE, _rate),
 )
 
 
@@ -156,32 +172,34 @@ async def _show_quota(ctx: CommandContext, tenant: str) -> str:
 
     def of(used: int, limit: int | None) -> str:
         if limit is None:
-            return say("team.quota_used_unlimited", used=used)
-        return say("team.quota_used_of", used=used, limit=limit)
+            return say("team.quota_used_unlimited", ctx.language, used=used)
+        return say("team.quota_used_of", ctx.language, used=used, limit=limit)
 
     def line(who: str, usage: str) -> str:
-        return say("team.quota_line", who=who, usage=usage)
+        return say("team.quota_line", ctx.language, who=who, usage=usage)
 
     lines = [
-        say("team.quota_head"),
-        line(say("team.quota_you"), of(state.user_used, state.user_limit)),
+        say("team.quota_head", ctx.language),
+        line(say("team.quota_you", ctx.language), of(state.user_used, state.user_limit)),
         line(_label(tenant), of(state.tenant_used, state.tenant_limit)),
     ]
     if ctx.is_admin:
         limits = await ctx.team.repository.quotas(tenant)
         people = {k: v for k, v in limits.items() if k not in (TENANT, EACH_USER)}
         if EACH_USER in limits:
-            per_day = say("team.quota_per_day", limit=limits[EACH_USER])
-            lines.append(line(say("team.quota_each_user"), per_day))
+            per_day = say("team.quota_per_day", ctx.language, limit=limits[EACH_USER])
+            lines.append(line(say("team.quota_each_user", ctx.language), per_day))
         lines += [
-            line(who, say("team.quota_per_day", limit=n)) for who, n in sorted(people.items())
+            line(who, say("team.quota_per_day", ctx.language, limit=n))
+            for who, n in sorted(people.items())
         ]
         settings = ctx.team.settings
         if settings.daily_user_tokens or settings.daily_tenant_tokens:
-            none = say("team.quota_none")
+            none = say("team.quota_none", ctx.language)
             lines.append(
                 say(
                     "team.quota_defaults",
+                    ctx.language,
                     user=settings.daily_user_tokens or none,
                     tenant=settings.daily_tenant_tokens or none,
                 )

@@ -32,6 +32,21 @@ RATING_WINDOW = timedelta(hours=24)
 QUOTA_NOTICE = say("team.quota_notice")
 NOTHING_TO_RATE = say("team.nothing_to_rate")
 
+
+def invitation(language: str) -> str:
+    """The invitation to rate a bot answer, in the customer's language."""
+    return say("team.invitation", language)
+
+
+def ticket_invitation(language: str) -> str:
+    """The invitation to rate a resolved ticket, in the customer's language."""
+    return say("team.ticket_invitation", language)
+
+
+def quota_notice(language: str) -> str:
+    return say("team.quota_notice", language)
+
+
 _GOOD = {"good", "👍", "up", "yes", "+", "+1", "helpful"}
 _BAD = {"bad", "👎", "down", "no", "-", "-1", "unhelpful"}
 _THUMB = re.compile(r"^\s*(👍|👎)(?:\U0001f3fb|\U0001f3fc|\U0001f3fd|\U0001f3fe|\U0001f3ff)?\s*")
@@ -160,7 +175,13 @@ class Team:
         return await self.repository.open_invitation(conversation_id, since=since)
 
     async def rate(
-        self, inbound: Inbound, conversation_id: int, text: str, *, invited: bool = False
+        self,
+        inbound: Inbound,
+        conversation_id: int,
+        text: str,
+        *,
+        invited: bool = False,
+        language: str = "en",
     ) -> str | None:
         """Rate the conversation's open invitation from ``text``; the reply, or
         None when ``text`` is not a rating (or, with ``invited``, when nothing
@@ -171,12 +192,12 @@ class Team:
         score, comment = parsed
         invitation = await self.open_invitation(conversation_id)
         if invitation is None:
-            return None if invited else NOTHING_TO_RATE
+            return None if invited else say("team.nothing_to_rate", language)
         if invitation.user_id and invitation.user_id != inbound.platform_user:
-            return say("team.rating_not_yours")
+            return say("team.rating_not_yours", language)
         await self.repository.rate(invitation.id, score, comment)
         if score > 0:
-            return say("team.rated_good")
+            return say("team.rated_good", language)
         if comment:
-            return say("team.rated_bad_with_comment")
-        return say("team.rated_bad")
+            return say("team.rated_bad_with_comment", language)
+        return say("team.rated_bad", language)

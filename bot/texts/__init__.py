@@ -1,1 +1,3 @@
-"""Blocks of fixed texts, one module per area, merged into ``bot.messages.CATALOG``."""
+"""Blocks of the texts catalog (``bot.messages``): English blocks of areas
+with many texts, merged into ``CATALOG["en"]``, and each shipped language's
+translations in its own module."""

@@ -112,8 +112,8 @@ async def test_an_allowed_origin_gets_its_settings_and_a_visitor_of_its_site(
         assert body["title"] == "Chat with us"
         assert body["color"] == "#2f6fde"
         assert body["language"] == "de"
-        # No German catalog: every text falls back to English.
-        assert body["texts"]["open"] == "Open chat"
+        # The visitor's language: German texts from the catalog.
+        assert body["texts"]["open"] == "Chat öffnen"
         assert served.chat._visitor_keys(served.shop).check(body["visitor"]) is not None
         preflight = {
             "Origin": SHOP,

@@ -22,6 +22,9 @@ from bot.messages import CATALOG, DEFAULT_LANGUAGE, keys, say
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("bot", "adapters")
 CATALOG_MODULE = ROOT / "bot" / "messages.py"
+TEXTS = ROOT / "bot" / "texts"
+# Every language Deskmate ships texts in: each must translate every key.
+SHIPPED = ("sv", "de", "es", "fr", "zh")
 ENGLISH = CATALOG[DEFAULT_LANGUAGE]
 AREAS = frozenset(key.partition(".")[0] for key in ENGLISH)
 # A string literal of this shape is a key wherever it stands (a variable
@@ -68,8 +71,8 @@ class Call:
 def _sources() -> Iterator[tuple[str, ast.Module]]:
     for package in SCANNED:
         for path in sorted((ROOT / package).rglob("*.py")):
-            # The catalog's own keys are no use of them.
-            if "migrations" in path.parts or path == CATALOG_MODULE:
+            # The catalog's own keys (and its blocks in bot/texts) are no use of them.
+            if "migrations" in path.parts or path == CATALOG_MODULE or path.is_relative_to(TEXTS):
                 continue
             yield str(path.relative_to(ROOT)), ast.parse(path.read_text(encoding="utf-8"))
 
@@ -225,6 +228,36 @@ def test_every_translation_translates_known_keys_with_the_same_placeholders() ->
         for key, template in texts.items():
             assert key in ENGLISH, (language, key)
             assert _fields(template) == _fields(ENGLISH[key]), (language, key)
+
+
+@pytest.mark.parametrize("language", SHIPPED)
+def test_every_shipped_language_translates_every_key(language: str) -> None:
+    texts = CATALOG[language]
+    missing = sorted(set(ENGLISH) - set(texts))
+    assert missing == [], f"{language} lacks {len(missing)} texts: {missing}"
+    # The same format specs too ("{chars:,}", "{kind!r}"), not only the names.
+    specs = [key for key in ENGLISH if _specs(texts[key]) != _specs(ENGLISH[key])]
+    assert specs == []
+    # A translation that is the English text is a text nobody translated
+    # (a few are the same in every language: labels, numbers, placeholders).
+    untouched = [
+        k for k in ENGLISH if texts[k] == ENGLISH[k] and re.search(r"[a-z]{4} [a-z]{3}", ENGLISH[k])
+    ]
+    assert untouched == [], untouched
+
+
+def _specs(template: str) -> list[tuple[str, str, str | None]]:
+    return sorted(
+        (field, spec or "", conversion)
+        for _, field, spec, conversion in string.Formatter().parse(template)
+        if field is not None
+    )
+
+
+def test_a_text_missing_in_a_language_is_said_in_english(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert say("team.rated_good", "sv") == "Tack för återkopplingen!"
+    monkeypatch.delitem(CATALOG["sv"], "team.rated_good")  # type: ignore[attr-defined]
+    assert say("team.rated_good", "sv") == ENGLISH["team.rated_good"]
 
 
 def test_say_fills_the_placeholders_and_refuses_an_unknown_key() -> None:

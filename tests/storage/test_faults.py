@@ -25,6 +25,7 @@ from storage.db import Database
 from storage.errors import StorageError
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
+from storage.languages_repo import LanguageRepository
 from storage.models import users
 from storage.repository import ConversationAddress, Repository, StoredInbound
 from storage.slack_repo import SlackInstallation, SlackRepository, TokenCipher
@@ -56,6 +57,7 @@ REPOSITORY_CALLS: dict[str, Call] = {
     "mark_handled": lambda r, k: r.mark_handled(STORED),
     "conversation": lambda r, k: r.conversation(1),
     "last_customer": lambda r, k: r.last_customer(1),
+    "last_customer_text": lambda r, k: r.last_customer_text(1),
     "renew_claims": lambda r, k: _holding(r).renew_claims(),
     "take_lease": lambda r, k: r.take_lease("telegram-poll:1"),
     "release_leases": lambda r, k: _holding(r).release_leases(),
@@ -209,12 +211,21 @@ SLACK_CALLS: dict[str, Call] = {
     "uninstalled_before": lambda r, k: _s(r).uninstalled_before(datetime.now(UTC)),
     "purge_workspace": lambda r, k: _s(r).purge_workspace("T1", datetime.now(UTC)),
 }
+LANGUAGE_CALLS: dict[str, Call] = {
+    "of_conversation": lambda r, k: LanguageRepository(r.db).of_conversation(1),
+    "detected": lambda r, k: LanguageRepository(r.db).detected(1, "sv"),
+    "of_tenant": lambda r, k: LanguageRepository(r.db).of_tenant("test", "t1"),
+    "set_tenant": lambda r, k: LanguageRepository(r.db).set_tenant("test", "t1", "de", by="x"),
+    "clear_tenant": lambda r, k: LanguageRepository(r.db).clear_tenant("test", "t1"),
+}
+
 ALL_CALLS = (
     [("Repository", n, c) for n, c in REPOSITORY_CALLS.items()]
     + [("KnowledgeRepository", n, c) for n, c in KNOWLEDGE_CALLS.items()]
     + [("HandoffRepository", n, c) for n, c in HANDOFF_CALLS.items()]
     + [("TeamRepository", n, c) for n, c in TEAM_CALLS.items()]
     + [("SlackRepository", n, c) for n, c in SLACK_CALLS.items()]
+    + [("LanguageRepository", n, c) for n, c in LANGUAGE_CALLS.items()]
 )
 
 
@@ -234,6 +245,7 @@ def test_every_public_method_is_covered() -> None:
     assert _public_methods(HandoffRepository) == set(HANDOFF_CALLS)
     assert _public_methods(TeamRepository) == set(TEAM_CALLS)
     assert _public_methods(SlackRepository) == set(SLACK_CALLS)
+    assert _public_methods(LanguageRepository) == set(LANGUAGE_CALLS)
 
 
 def _assert_clean(error: StorageError, caplog: pytest.LogCaptureFixture) -> None:

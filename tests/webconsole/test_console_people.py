@@ -77,7 +77,8 @@ async def _seed(repository: Repository, desk: HandoffRepository) -> tuple[Ticket
             customer_name="Cust",
             space="telegram:-100",
             space_chat="-100",
-            details={},
+            # The customer's language, as a ticket opened by the bot records it.
+            details={"language": "sv"} if tenant == "TA" else {},
         )
         found.append(ticket)
         conversation_b = stored.conversation_id
@@ -233,7 +234,8 @@ async def test_an_agent_sees_its_tenants_tickets_and_nothing_else(desk: Desk) ->
         status, html = await _get(client, base + "/console/tickets")
         assert status == 200 and f"#{desk.ticket_a.id}</a>" in html
         assert ">Conversations</a>" not in html  # no links to pages that would refuse
-        assert (await _get(client, base + f"/console/tickets/{desk.ticket_a.id}"))[0] == 200
+        status, html = await _get(client, base + f"/console/tickets/{desk.ticket_a.id}")
+        assert status == 200 and "<strong>Language:</strong> svenska (sv)" in html
         assert (await _get(client, base + f"/console/tickets/{desk.ticket_b.id}"))[0] == 403
         status, _ = await _get(client, base + "/console")
         assert status == 303  # to the tickets, the agent's page

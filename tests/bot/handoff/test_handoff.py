@@ -17,6 +17,7 @@ from bot.handoff.worker import OutboxWorker
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.policy import Policy
 from bot.manager import ConversationManager
+from bot.messages import CATALOG
 from bot.types import ConversationRef, Inbound, Reply, ReplyKind, TicketThread, Undeliverable
 from llm.base import LLMError
 from llm.embeddings import HashingEmbedder
@@ -171,13 +172,16 @@ async def test_plain_requests_in_english_and_chinese_open_one_ticket(
     manager, worker, channels = handoff
     backend.enqueue(error=LLMError("no summary today"))
     first = await say(manager, "我要转人工")
-    assert first.text.startswith("I've asked a person")
+    # The customer is answered in their language, and a command's reply
+    # follows the conversation's language.
+    assert first.text == CATALOG["zh"]["handoff.opened"]
     second = await say(manager, "/human")
-    assert second.text == ALREADY_OPEN
+    assert second.text == CATALOG["zh"]["handoff.already_open"] != ALREADY_OPEN
     await worker.flush()
     assert len(channels["slack"].tickets) == 1
-    # No summary: the ticket shows the last messages instead.
+    # No summary: the ticket shows the last messages instead, and the language.
     assert "customer: 我要转人工" in channels["slack"].tickets[0][2]
+    assert "Language: 中文 (zh)" in channels["slack"].tickets[0][2]
 
 
 async def test_a_knowledge_base_escalation_becomes_a_ticket_with_its_candidates(
