@@ -129,9 +129,6 @@ async def test_draft_and_revisions(
     assert await kb.persona("t1") == "You are Acme's cheerful helper."
 
 
-SAME_LANGUAGE = "Answer in the language the customer writes in."
-
-
 async def test_persona_is_the_system_prompt_of_plain_chat(
     setup: tuple[ConversationManager, KnowledgeBase], backend: FakeBackend
 ) -> None:
@@ -142,10 +139,7 @@ async def test_persona_is_the_system_prompt_of_plain_chat(
     await ask(manager, "Where is the nearest volcano?")
     # Every system prompt closes with the output guard's canary line.
     marker = manager.generation.guard.marker
-    assert (
-        backend.requests[-1].messages[0].content
-        == f"{manager.system_prompt}\n\n{SAME_LANGUAGE}\n\n{marker}"
-    )
+    assert backend.requests[-1].messages[0].content == f"{manager.system_prompt}\n\n{marker}"
 
     await ask(manager, "/persona You are Ava, Acme's cheerful helper.", **admin)
     backend.enqueue("Hi, Ava here!")
@@ -153,13 +147,10 @@ async def test_persona_is_the_system_prompt_of_plain_chat(
     system = backend.requests[-1].messages[0]
     assert (system.role, system.content) == (
         "system",
-        f"You are Ava, Acme's cheerful helper.\n\n{SAME_LANGUAGE}\n\n{marker}",
+        f"You are Ava, Acme's cheerful helper.\n\n{marker}",
     )
     # Another tenant keeps the configured prompt.
     await ask(manager, "/mode assistant --tenant", tenant="t2", chat="c2", **admin)
     backend.enqueue("Volcanoes again.")
     await ask(manager, "Where is the nearest volcano?", tenant="t2", chat="c2")
-    assert (
-        backend.requests[-1].messages[0].content
-        == f"{manager.system_prompt}\n\n{SAME_LANGUAGE}\n\n{marker}"
-    )
+    assert backend.requests[-1].messages[0].content == f"{manager.system_prompt}\n\n{marker}"
