@@ -204,13 +204,16 @@ def prompts() -> list[tuple[str, str, str, list[ChatMessage]]]:
             history=[HistoryItem("user", question)],
             budget=2048,
             count_tokens=lambda text: len(text) // 3 + 1,
+            language=language,
         )
         out.append(("chat", language, question, messages))
     for language, question, faq_question, faq_answer in GROUNDED:
         entry = Passage(
             "faq", "1", faq_question, faq_answer, question=faq_question, language=language
         )
-        out.append(("grounded", language, question, grounded_prompt(question, [entry], "")))
+        out.append(
+            ("grounded", language, question, grounded_prompt(question, [entry], "", language))
+        )
     return out
 
 
