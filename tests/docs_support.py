@@ -134,11 +134,11 @@ def docx_bytes() -> bytes:
 def zip_bomb_docx() -> bytes:
     """A ".docx" whose one part inflates from a few KB to 300 MB."""
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        with archive.open("word/document.xml", "w", force_zip64=True) as part:
-            block = b"\0" * (1024 * 1024)
-            for _ in range(300):
-                part.write(block)
+    archive = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9)
+    with archive, archive.open("word/document.xml", "w", force_zip64=True) as part:
+        block = b"\0" * (1024 * 1024)
+        for _ in range(300):
+            part.write(block)
     return out.getvalue()
 
 
