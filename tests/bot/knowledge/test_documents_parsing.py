@@ -103,7 +103,7 @@ def test_bad_inputs_are_refused_with_their_reason(tmp_path: Path) -> None:
         with pytest.raises(DocumentError) as caught:
             parse((tmp_path / name).read_bytes(), name=name, fmt=fmt)
         assert reason in str(caught.value), (name, str(caught.value))
-    with pytest.raises(DocumentError, match="^no text layer; it needs OCR$"):
+    with pytest.raises(DocumentError, match=r"^no text layer; it needs OCR$"):
         parse(scanned_pdf_bytes(), name="s.pdf", fmt="pdf")
 
 
