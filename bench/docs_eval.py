@@ -23,6 +23,11 @@ alone and with the manual loaded.
     python bench/docs_eval.py                    # HTML and PDF, both halves
     python bench/docs_eval.py --only pdf --json answers.json
     python bench/docs_eval.py --with-faq         # FAQ figures, alone and beside the manual
+    python bench/docs_eval.py --baseline         # the bare embedding model over whole sections
+
+``--baseline`` is the yardstick for the question set: the embedding model
+alone, each HTML section (heading and text, up to 2,000 characters) one
+vector, no keywords, no chunking; top-1 and top-3 sections per half.
 """
 
 from __future__ import annotations
@@ -285,13 +290,42 @@ def run_with_faq(no_tune: bool) -> None:
         )
 
 
+def baseline(questions: Sequence[Question], texts: dict[str, str]) -> None:
+    import numpy as np
+
+    from llm.embeddings import shared_embedder
+
+    with (MANUAL / "sections.tsv").open(encoding="utf-8", newline="") as handle:
+        sections = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    anchors = [s["anchor"] for s in sections]
+    bodies = [f"{s['title']}. {' '.join(texts[s['anchor']].split())}"[:2000] for s in sections]
+    asked = [q for q in questions if q.on_topic]
+    embedder = shared_embedder(model_dir=None, name=None)
+    vectors = np.asarray(embedder.embed(bodies))
+    queries = np.asarray(embedder.embed([q.text for q in asked]))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    ranked = np.argsort(-(queries @ vectors.T), axis=1)[:, :3]
+    print("\n| half | questions | first section right | right in the top three |")
+    print("|---|---:|---:|---:|")
+    for half in HALVES:
+        rows = [(q, r) for q, r in zip(asked, ranked, strict=True) if q.split == half]
+        first = sum(anchors[r[0]] in q.anchors for q, r in rows)
+        top3 = sum(any(anchors[i] in q.anchors for i in r) for q, r in rows)
+        print(f"| {half} | {len(rows)} | {first / len(rows):.1%} | {top3 / len(rows):.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("html", "pdf"), help="one form of the manual")
     parser.add_argument("--with-faq", action="store_true", help="the FAQ's figures beside it")
     parser.add_argument("--no-tune", action="store_true", help="faq import --no-tune")
     parser.add_argument("--json", type=Path, help="also write every answer here")
+    parser.add_argument("--baseline", action="store_true", help="the bare embedding model")
     args = parser.parse_args()
+    if args.baseline:
+        baseline(load_questions(), section_texts())
+        return
     if args.with_faq:
         run_with_faq(args.no_tune)
         return
