@@ -81,6 +81,13 @@ class Settings:
     # refunds, accounts, ...) that no knowledge source answers: "refuse" says so
     # and offers a person, "answer" lets the model answer it.
     company_facts: str = "refuse"
+    # Documents (bot.knowledge.documents): where local files are published (their
+    # citations link there), the largest file or page read, a page's time limit,
+    # and how a document answers: "extractive" (its sentences, quoted) or "model".
+    docs_base_url: str = ""
+    docs_max_bytes: int = 50 * 1024 * 1024
+    docs_timeout: float = 20.0
+    docs_answers: str = "extractive"
 
     # Platforms
     telegram_bot_token: str = ""
@@ -278,6 +285,10 @@ class Settings:
             raise ConfigError("DESKMATE_THREADS must be auto or at least 1")
         if self.max_new_tokens < 1:
             raise ConfigError("DESKMATE_MAX_NEW_TOKENS must be at least 1")
+        if self.docs_answers not in ("extractive", "model"):
+            raise ConfigError(
+                f"DESKMATE_DOCS_ANSWERS must be extractive or model, not {self.docs_answers!r}"
+            )
         if self.company_facts not in ("refuse", "answer"):
             raise ConfigError(
                 f"DESKMATE_COMPANY_FACTS must be refuse or answer, not {self.company_facts!r}"
@@ -423,6 +434,10 @@ ENV_VARS: dict[str, str] = {
     "faq_rerank": "DESKMATE_FAQ_RERANK",
     "embedding_model": "DESKMATE_EMBEDDING_MODEL",
     "company_facts": "DESKMATE_COMPANY_FACTS",
+    "docs_base_url": "DESKMATE_DOCS_BASE_URL",
+    "docs_max_bytes": "DESKMATE_DOCS_MAX_BYTES",
+    "docs_timeout": "DESKMATE_DOCS_TIMEOUT",
+    "docs_answers": "DESKMATE_DOCS_ANSWERS",
     "telegram_bot_token": "TELEGRAM_BOT_TOKEN",
     "telegram_api_url": "TELEGRAM_API_URL",
     "telegram_webhook_url": "TELEGRAM_WEBHOOK_URL",

@@ -1,0 +1,1 @@
+"""Fixed texts of areas with many, merged into ``bot.messages.CATALOG``."""
