@@ -2,8 +2,8 @@
 
 Each concern is a room of its own module: signing in and the guards
 (``auth``), the overview (``overview``), conversations (``conversations``),
-tickets (``tickets``), the FAQ (``knowledge``), learned answers (``learned``)
-and file imports (``imports``). ``WebConsole`` builds them on one
+tickets (``tickets``), the FAQ (``knowledge``), learned answers (``learned``),
+file imports (``imports``) and documents (``documents``). ``WebConsole`` builds them on one
 ``ConsoleContext`` and puts every route behind the guard it needs. The console
 sees the bot only through ``ConsoleServices`` (``bot/services.py``).
 """
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from adapters.webconsole.auth import SignIn
 from adapters.webconsole.conversations import ConversationPages
+from adapters.webconsole.documents import DocumentPages
 from adapters.webconsole.imports import ImportJobs
 from adapters.webconsole.knowledge import KnowledgePages
 from adapters.webconsole.learned import LearnedPages
@@ -62,6 +63,7 @@ class WebConsole:
         self.knowledge = KnowledgePages(context)
         self.learned = LearnedPages(context)
         self.imports = ImportJobs(context)
+        self.documents = DocumentPages(context)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         """Every route of the console, each behind its guard: ``page`` needs a
@@ -71,6 +73,7 @@ class WebConsole:
         page, write = self.sign_in.page, self.sign_in.write
         overview, conversations, tickets = self.overview, self.conversations, self.tickets
         knowledge, learned, imports = self.knowledge, self.learned, self.imports
+        documents = self.documents
         return [
             ("GET", "/console", page(overview.overview)),
             ("GET", "/console/", page(overview.overview)),
@@ -113,6 +116,12 @@ class WebConsole:
             ("GET", "/console/knowledge/try", page(knowledge.try_question)),
             ("POST", "/console/api/knowledge/import", write(imports.start_import)),
             ("GET", "/console/api/knowledge/import/{job}", page(imports.import_status)),
+            ("GET", "/console/documents", page(documents.documents_page)),
+            ("POST", "/console/api/documents/upload", write(documents.upload)),
+            ("POST", "/console/api/documents/url", write(documents.add_url)),
+            ("POST", "/console/api/documents/sync", write(documents.sync)),
+            ("GET", "/console/api/documents/jobs/{job}", page(documents.job_status)),
+            ("POST", r"/console/documents/{id:\d+}/remove", write(documents.remove)),
         ]
 
     def mount(self, http: HttpServer) -> None:
@@ -127,3 +136,4 @@ class WebConsole:
     async def _on_cleanup(self, _app: web.Application) -> None:
         await self.sampler.stop()
         self.imports.cancel()
+        self.documents.cancel()
