@@ -387,6 +387,9 @@ def _pdf_sections(
         current = path
         for section_path, piece in pieces:
             body = "\n\n".join(_paragraphs(piece)) or " ".join(piece.split())
+            heading = section_path[-1] if section_path else ""
+            if heading and body.lower().startswith(heading.lower()):
+                body = body[len(heading) :].strip()  # the heading is in the path already
             if body:
                 yield Section(section_path, "", number + 1, body)
 
