@@ -22,7 +22,10 @@ from bot.handoff.desk_command import register_desk_command
 from bot.handoff.worker import OutboxWorker
 from bot.knowledge.commands import register_knowledge_commands
 from bot.knowledge.company_facts import CompanyFacts
+from bot.knowledge.documents.library import DocumentLibrary, Limits
+from bot.knowledge.documents.source import DocumentSource
 from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.knowledge.passages import DOCUMENT
 from bot.knowledge.policy import Policy
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.language import Languages
@@ -40,6 +43,7 @@ from llm.base import Backend, SamplingParams, Scorer
 from llm.embeddings import BASE_MODEL_NAME
 from storage.console_repo import ConsoleRepository
 from storage.db import Database
+from storage.documents_repo import DocumentsRepository
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
 from storage.languages_repo import LanguageRepository
@@ -156,8 +160,33 @@ def create_knowledge_base(
         ),
         model_store=settings.data_dir / "embeddings",
         reranker=reranker,
+        document_answers=settings.docs_answers,
+    )
+    kb.register(
+        DocumentSource(
+            repository=DocumentsRepository(db),
+            embedder=kb.retriever.base_embedder,
+            base_url=settings.docs_base_url,
+        )
     )
     return kb
+
+
+def create_document_library(
+    db: Database, settings: Settings, knowledge: KnowledgeBase | None
+) -> DocumentLibrary | None:
+    """The documents ``deskmate docs`` and the console add, list, remove and
+    sync; embedded with the knowledge base's base model, and seen at once by
+    this process's document source (other processes within seconds)."""
+    if knowledge is None:
+        return None
+    source = knowledge.source(DOCUMENT)
+    return DocumentLibrary(
+        repository=DocumentsRepository(db),
+        embedder=knowledge.retriever.base_embedder,
+        limits=Limits(max_bytes=settings.docs_max_bytes, timeout=settings.docs_timeout),
+        on_change=source.invalidate if isinstance(source, DocumentSource) else lambda: None,
+    )
 
 
 def create_company_facts(settings: Settings, knowledge: KnowledgeBase) -> CompanyFacts | None:
@@ -430,6 +459,9 @@ def create_console_services(core: Core) -> ConsoleParts:
         model_stats=stats if callable(stats) else None,
         forget=core.manager.forget_user,
         sites=create_widget_sites(core.repository.db, core.settings, core.manager.team),
+        documents=create_document_library(
+            core.repository.db, core.settings, core.manager.knowledge
+        ),
     )
 
 

@@ -1,4 +1,4 @@
-"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export, widget
+"""The ``deskmate`` command: run, chat, ask, db upgrade, faq import|export, docs, widget
 add|list|remove|set, console link|token, audit export."""
 
 from __future__ import annotations
@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.widget_cli import register as register_widget
 
     register_widget(sub)
+
+    from bot.knowledge.documents.cli import register as register_docs
+
+    register_docs(sub)
     audit = sub.add_parser("audit", help="the support team's audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
     export = audit_sub.add_parser("export", help="write staff actions as JSON lines, oldest first")
@@ -89,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"deskmate: configuration error: {exc}", file=sys.stderr)
         return 2
-    quiet = args.command in ("chat", "ask", "console", "widget")
+    quiet = args.command in ("chat", "ask", "console", "widget", "docs")
     _setup_logging(
         settings.log_level,
         quiet=quiet,
@@ -113,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.widget_cli import run as run_widget
 
             return asyncio.run(run_widget(args, settings))
+        elif args.command == "docs":
+            from bot.knowledge.documents.cli import run as run_docs
+
+            return asyncio.run(run_docs(args, settings))
         elif args.command == "db":
             asyncio.run(_db_upgrade(settings))
         elif args.command == "console" and args.console_command == "token":

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bot.texts.de import DE
+from bot.texts.documents import DOCUMENTS
 from bot.texts.es import ES
 from bot.texts.fr import FR
 from bot.texts.languages import LANGUAGES
@@ -600,6 +601,7 @@ CATALOG: Mapping[str, Mapping[str, str]] = {
         **_WEB,
         **WIDGET,
         **LANGUAGES,
+        **DOCUMENTS,
     },
     # Each shipped language in its own module of bot/texts; a key one lacks
     # is said in English (tests/bot/test_messages.py lists any).

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from bot.handoff.desk import HelpDesk
+    from bot.knowledge.documents.library import DocumentLibrary
     from bot.knowledge.knowledge_base import KnowledgeBase
     from bot.metrics import Metrics
     from bot.team.service import Team
@@ -63,6 +64,12 @@ class ConsoleServices(Protocol):
         """The backend's queue and batch as they are now; None when it reports neither."""
         ...
 
+    @property
+    def documents(self) -> DocumentLibrary | None:
+        """The document library (add by upload or URL, list, remove, sync);
+        None without a knowledge base."""
+        ...
+
     async def forget_user(self, platform_user: str) -> ForgetResult:
         """Delete everything stored about a person, as the bot's own erasure does."""
         ...
@@ -87,6 +94,7 @@ class ConsoleParts:
     # The bot's own erasure: stored rows, tickets, team records and cached history alike.
     forget: Callable[[str], Awaitable[ForgetResult]]
     sites: WidgetSites | None = None
+    documents: DocumentLibrary | None = None
 
     async def forget_user(self, platform_user: str) -> ForgetResult:
         return await self.forget(platform_user)

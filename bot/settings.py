@@ -85,6 +85,13 @@ class Settings:
     # The customers' language when a message is too short to tell and neither
     # the conversation nor the tenant (`/language`) has one (bot.language).
     language: str = "en"
+    # Documents (bot.knowledge.documents): where local files are published (their
+    # citations link there), the largest file or page read, a page's time limit,
+    # and how a document answers: "extractive" (its sentences, quoted) or "model".
+    docs_base_url: str = ""
+    docs_max_bytes: int = 50 * 1024 * 1024
+    docs_timeout: float = 20.0
+    docs_answers: str = "extractive"
 
     # Platforms
     telegram_bot_token: str = ""
@@ -290,6 +297,10 @@ class Settings:
                 f"DESKMATE_LANGUAGE must be one of {', '.join(SUPPORTED_LANGUAGES)}, "
                 f"not {self.language!r}"
             )
+        if self.docs_answers not in ("extractive", "model"):
+            raise ConfigError(
+                f"DESKMATE_DOCS_ANSWERS must be extractive or model, not {self.docs_answers!r}"
+            )
         if self.company_facts not in ("refuse", "answer"):
             raise ConfigError(
                 f"DESKMATE_COMPANY_FACTS must be refuse or answer, not {self.company_facts!r}"
@@ -438,6 +449,10 @@ ENV_VARS: dict[str, str] = {
     "embedding_model": "DESKMATE_EMBEDDING_MODEL",
     "company_facts": "DESKMATE_COMPANY_FACTS",
     "language": "DESKMATE_LANGUAGE",
+    "docs_base_url": "DESKMATE_DOCS_BASE_URL",
+    "docs_max_bytes": "DESKMATE_DOCS_MAX_BYTES",
+    "docs_timeout": "DESKMATE_DOCS_TIMEOUT",
+    "docs_answers": "DESKMATE_DOCS_ANSWERS",
     "telegram_bot_token": "TELEGRAM_BOT_TOKEN",
     "telegram_api_url": "TELEGRAM_API_URL",
     "telegram_webhook_url": "TELEGRAM_WEBHOOK_URL",

@@ -30,6 +30,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 
 from storage.db import Database, as_utc, utcnow
+from storage.documents_repo import forget_documents
 from storage.errors import StorageError
 from storage.forget_quotes import scrub_quotes_of
 from storage.handoff_forget import forget_relays
@@ -135,6 +136,7 @@ class PurgeResult:
     team_id: str
     conversations: int
     faq_entries: int
+    documents: int = 0
 
 
 def _people(team_id: str) -> str:
@@ -427,6 +429,7 @@ class SlackRepository(Store):
                 )
             )
             n_entries = self._purge_knowledge(conn, team_id)
+            n_documents = forget_documents(conn, team_id, sqlite=self.db.dialect == "sqlite")
             conn.execute(
                 delete(users).where(users.c.platform_user.like(_people(team_id), escape="\\"))
             )
@@ -452,7 +455,7 @@ class SlackRepository(Store):
                 delete(slack_installations).where(slack_installations.c.team_id == team_id)
             )
             conn.execute(delete(slack_workspaces).where(slack_workspaces.c.team_id == team_id))
-            return PurgeResult(team_id, int(n_conversations or 0), n_entries)
+            return PurgeResult(team_id, int(n_conversations or 0), n_entries, n_documents)
 
         return await self._run("purge an uninstalled Slack workspace", op)
 

@@ -3,9 +3,9 @@
 Each concern is a room of its own module: signing in and the guards
 (``auth``), the overview (``overview``), conversations (``conversations``),
 tickets (``tickets``), the FAQ (``knowledge``), learned answers (``learned``),
-file imports (``imports``) and the website widget's sites (``sites``).
-``WebConsole`` builds them on one ``ConsoleContext`` and puts every route
-behind the guard it needs. The console sees the bot only through
+file imports (``imports``), documents (``documents``) and the website widget's
+sites (``sites``). ``WebConsole`` builds them on one ``ConsoleContext`` and puts
+every route behind the guard it needs. The console sees the bot only through
 ``ConsoleServices`` (``bot/services.py``).
 """
 
@@ -17,6 +17,7 @@ from aiohttp import web
 
 from adapters.webconsole.auth import SignIn
 from adapters.webconsole.conversations import ConversationPages
+from adapters.webconsole.documents import DocumentPages
 from adapters.webconsole.imports import ImportJobs
 from adapters.webconsole.knowledge import KnowledgePages
 from adapters.webconsole.learned import LearnedPages
@@ -65,6 +66,7 @@ class WebConsole:
         self.learned = LearnedPages(context)
         self.imports = ImportJobs(context)
         self.sites = SitePages(context)
+        self.documents = DocumentPages(context)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         """Every route of the console, each behind its guard: ``page`` needs a
@@ -74,6 +76,7 @@ class WebConsole:
         page, write = self.sign_in.page, self.sign_in.write
         overview, conversations, tickets = self.overview, self.conversations, self.tickets
         knowledge, learned, imports = self.knowledge, self.learned, self.imports
+        documents = self.documents
         return [
             ("GET", "/console", page(overview.overview)),
             ("GET", "/console/", page(overview.overview)),
@@ -124,6 +127,12 @@ class WebConsole:
                 r"/console/sites/{key:[A-Za-z0-9_-]+}/remove",
                 write(self.sites.remove_site),
             ),
+            ("GET", "/console/documents", page(documents.documents_page)),
+            ("POST", "/console/api/documents/upload", write(documents.upload)),
+            ("POST", "/console/api/documents/url", write(documents.add_url)),
+            ("POST", "/console/api/documents/sync", write(documents.sync)),
+            ("GET", "/console/api/documents/jobs/{job}", page(documents.job_status)),
+            ("POST", r"/console/documents/{id:\d+}/remove", write(documents.remove)),
         ]
 
     def mount(self, http: HttpServer) -> None:
@@ -138,3 +147,4 @@ class WebConsole:
     async def _on_cleanup(self, _app: web.Application) -> None:
         await self.sampler.stop()
         self.imports.cancel()
+        self.documents.cancel()

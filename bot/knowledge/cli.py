@@ -232,10 +232,12 @@ def source_json(logged: dict[str, Any]) -> dict[str, Any]:
     out = {
         "id": logged.get("passage", logged["ref"]),
         "kind": kind,
+        "document": logged.get("document", ""),
         "title": logged.get("title", ""),
         "score": logged["score"],
     }
-    out.update((name, logged[name]) for name in LOCATION_FIELDS if logged.get(name))
+    # Every location field, null when the passage has none (a PDF page has no anchor).
+    out.update((name, logged.get(name) or None) for name in LOCATION_FIELDS)
     return out
 
 

@@ -161,7 +161,7 @@ class KnowledgeCommands:
         """The best passages for a question as the asker's tenant sees them."""
         if not rest:
             return say("knowledge.faq.search_what", ctx.language)
-        found = await self.kb.lookup(rest, tenant=ctx.inbound.ref.tenant, limit=5)
+        found = await self.kb.lookup(rest, tenant=ctx.inbound.ref.tenant, limit=5, agents=True)
         passages = found.passages
         if not passages:
             return say("knowledge.faq.empty", ctx.language)

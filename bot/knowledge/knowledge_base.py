@@ -25,10 +25,11 @@ from typing import Literal
 import numpy as np
 
 from bot.knowledge import drafting
+from bot.knowledge.documents.answer import extract
 from bot.knowledge.faq_source import FaqSource
 from bot.knowledge.importer import ParseResult, RowIssue, parse_file
 from bot.knowledge.index import embed_entries
-from bot.knowledge.passages import Found, KnowledgeSource, Passage, merge
+from bot.knowledge.passages import DOCUMENT, FAQ, Found, KnowledgeSource, Passage, merge
 from bot.knowledge.policy import Decision, Policy, decide, grounded_prompt
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.knowledge.retrieval import Retriever
@@ -104,10 +105,15 @@ class KnowledgeBase:
         model_store: Path | None = None,
         reranker: LikelihoodReranker | None = None,
         background: Sequence[str] | None = None,
+        document_answers: str = "extractive",
     ) -> None:
-        """``background``: see ``Retriever``."""
+        """``background``: see ``Retriever``. ``document_answers``: how a
+        question a document answers is answered, ``extractive`` (the passage's
+        own sentences, quoted) or ``model`` (written by the model from the
+        passages, cited; the extractive quote when it fails the guard)."""
         self.repository = repository
         self.policy = policy or Policy()
+        self.document_answers = document_answers
         self.retriever = Retriever(
             repository=repository,
             embedder=embedder,
@@ -126,6 +132,10 @@ class KnowledgeBase:
         if any(s.kind == source.kind for s in self._sources):
             raise ValueError(f"a {source.kind} source is registered already")
         self._sources.append(source)
+
+    def source(self, kind: str) -> KnowledgeSource | None:
+        """The registered source of ``kind``, if any."""
+        return next((s for s in self._sources if s.kind == kind), None)
 
     # -- content -------------------------------------------------------------------
 
@@ -184,14 +194,32 @@ class KnowledgeBase:
     async def search(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> list[Passage]:
         return list((await self.lookup(question, tenant=tenant, limit=limit)).passages)
 
-    async def lookup(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> Found:
-        """Every source's passages in one ranking, and the question's scope score."""
+    async def lookup(
+        self, question: str, *, tenant: str = GLOBAL, limit: int = 5, agents: bool = False
+    ) -> Found:
+        """Every source's passages in one ranking, and the question's scope
+        score; ``internal`` passages only for ``agents``.
+
+        A curated FAQ entry the policy would quote verbatim on its own comes
+        first whatever other sources score: a matching entry wins.
+        """
         if len(self._sources) == 1:
             return await self.faq.lookup(question, tenant=tenant, limit=limit)
+        # Internal passages a customer may not see must not crowd out the rest.
         found = await asyncio.gather(
-            *(s.lookup(question, tenant=tenant, limit=limit) for s in self._sources)
+            *(
+                s.lookup(question, tenant=tenant, limit=limit if s is self.faq else limit + 5)
+                for s in self._sources
+            )
         )
-        return merge(found, limit)
+        if not agents:
+            found = [Found(tuple(p for p in f.passages if not p.internal), f.scope) for f in found]
+        merged = merge(found, limit)
+        faq = found[0]
+        if faq.passages and decide(faq.passages, self.policy, faq.scope).path == "verbatim":
+            rest = (p for p in merged.passages if p.kind != FAQ)
+            return Found((*faq.passages, *rest)[:limit], merged.scope)
+        return merged
 
     async def has_passages(self, tenant: str = GLOBAL) -> bool:
         """Whether any source has a passage ``tenant`` sees."""
@@ -307,12 +335,16 @@ class KnowledgeBase:
                 return Considered((), None, empty, mode)
             return Considered((), None, Chat(persona), mode)
         limit = self._decision_limit()
-        found = await self.lookup(question, tenant=tenant, limit=max(limit, shown))
+        every = await self.lookup(question, tenant=tenant, limit=max(limit, shown), agents=True)
+        public = tuple(p for p in every.passages if not p.internal)
         # Each source ranks its first ``limit`` passages the same however many
         # more are asked for, so the decision is the one ``decide`` makes.
-        decision = self.decide_hits(found.passages[:limit], found.scope)
+        decision = self.decide_hits(public[:limit], every.scope)
         plan = self.plan_for(question, decision, mode, persona, language)
-        return Considered(found.passages[:shown], decision, plan, mode)
+        if isinstance(plan, Escalate) and len(public) < len(every.passages):
+            # The agents who take the question over see internal passages too.
+            plan = dataclasses.replace(plan, candidates=every.passages[:limit])
+        return Considered(public[:shown], decision, plan, mode)
 
     def plan_for(
         self, question: str, decision: Decision, mode: str, persona: str = "", language: str = ""
@@ -324,6 +356,8 @@ class KnowledgeBase:
     def _plan_for(
         self, question: str, decision: Decision, mode: str, persona: str, language: str
     ) -> KnowledgePlan | Chat:
+        if decision.path != "escalated" and decision.hits and decision.hits[0].kind == DOCUMENT:
+            return self._document_plan(question, decision, mode, persona, language)
         if decision.path == "verbatim":
             return Verbatim(decision.hits[0], decision, decision.reason)
         if decision.path == "escalated":
@@ -351,6 +385,23 @@ class KnowledgeBase:
             max_new_tokens=self.policy.max_grounded_tokens,
         )
 
+    def _document_plan(
+        self, question: str, decision: Decision, mode: str, persona: str, language: str
+    ) -> Verbatim | Grounded:
+        """A question the best passage of a document answers: its sentences
+        quoted and cited, or (``document_answers == "model"``, not in ``faq``
+        mode) the model's answer from the passages, with the quote as fallback."""
+        quote = Verbatim(extract(decision.hits[0], question), decision, "document passage quoted")
+        if self.document_answers != "model" or mode == "faq":
+            return quote
+        return Grounded(
+            question=question,
+            messages=grounded_prompt(question, decision.hits, persona, language),
+            decision=decision,
+            fallback=quote,
+            max_new_tokens=self.policy.max_grounded_tokens,
+        )
+
     async def _numbered_choice(self, number: int, conversation_key: str) -> str | None:
         """The passage a reply "1".."3" picks, when the last answer here offered options."""
         last = await self.repository.answers(conversation_key=conversation_key, limit=1)
@@ -370,7 +421,7 @@ class KnowledgeBase:
         asked again, it is answered directly.
         """
         passage = await self.passage(ref, tenant=tenant)
-        if passage is None:
+        if passage is None or passage.internal:
             return None
         last = await self.repository.answers(conversation_key=conversation_key, limit=1)
         offered = (

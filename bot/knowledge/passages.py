@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from bot.messages import keys, say
 
 FAQ = "faq"
+DOCUMENT = "document"
 # Where a passage sits in its document, in the order ``deskmate ask --json`` lists them.
 LOCATION_FIELDS = ("section", "anchor", "page", "url")
 
@@ -46,7 +47,8 @@ class Passage:
     answers a stated question (FAQ entries): the model then reads it as a
     question and its answer. ``language`` is the language of the text ("" when
     not known). ``entry_id`` is the stored FAQ row (None for other sources),
-    which answer logs and the console link to.
+    which answer logs and the console link to. ``internal`` passages serve
+    agents (``/faq search``, suggestions in tickets), never customers.
     """
 
     kind: str
@@ -65,6 +67,8 @@ class Passage:
     page: int | None = None
     url: str = ""
     entry_id: int | None = None
+    # For agents only (an ``--internal`` document): never quoted to customers.
+    internal: bool = False
 
     @property
     def ref(self) -> str:
@@ -94,6 +98,7 @@ class Passage:
             "ref": self.ref,
             "passage": self.id,
             "title": self.title,
+            "document": self.origin,
             **scores,
             **self.location(),
         }

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.knowledge.passages import Passage, kind_name
+from bot.knowledge.documents import answer as documents
+from bot.knowledge.passages import DOCUMENT, Passage, kind_name
 from bot.language import answer_language_rule
 from bot.messages import say
 from llm.base import ChatMessage
@@ -110,6 +111,8 @@ def grounded_prompt(
         "Do not add facts, prices, deadlines or policies that are not in the entries. "
         f"If the entries do not answer the question, reply with exactly {NO_ANSWER}."
     )
+    if any(h.kind == DOCUMENT for h in hits):
+        rules = rules.replace("FAQ entries", "passages").replace("entries", "passages")
     if language:
         rules += " " + answer_language_rule(language)
     system = f"{system_prompt.strip()}\n\n{rules}" if system_prompt.strip() else rules
@@ -118,9 +121,12 @@ def grounded_prompt(
         source = f"\nSource: {hit.origin}" if hit.origin else ""
         if hit.question:
             blocks.append(f"[{number}] Q: {hit.question}\nA: {hit.text}{source}")
+        elif hit.section:
+            blocks.append(f"[{number}] {hit.title} › {hit.section}\n{hit.text}")
         else:
             blocks.append(f"[{number}] {hit.title}\n{hit.text}{source}")
-    user = "FAQ entries:\n\n" + "\n\n".join(blocks) + f"\n\nCustomer question: {question}"
+    heading = "Passages" if any(h.kind == DOCUMENT for h in hits) else "FAQ entries"
+    user = f"{heading}:\n\n" + "\n\n".join(blocks) + f"\n\nCustomer question: {question}"
     return [ChatMessage("system", system), ChatMessage("user", user)]
 
 
@@ -206,6 +212,8 @@ class GroundedGate:
 
 def verbatim_text(passage: Passage, language: str = "en") -> str:
     """A passage quoted word for word, with where it comes from."""
+    if passage.kind == DOCUMENT:
+        return documents.quoted(passage, language)
     return say(
         "knowledge.verbatim",
         language,
@@ -220,7 +228,9 @@ def cite_list(hits: Sequence[Passage], language: str = "en") -> str:
     lines = [say("knowledge.sources", language)]
     for number, hit in enumerate(hits, start=1):
         values = {"number": number, "title": hit.title, "label": hit.label}
-        if hit.origin:
+        if hit.kind == DOCUMENT:
+            lines.append(documents.source_line(number, hit, language))
+        elif hit.origin:
             lines.append(
                 say("knowledge.source_line_with_origin", language, origin=hit.origin, **values)
             )

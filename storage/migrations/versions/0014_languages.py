@@ -1,7 +1,7 @@
 """The customer's language: the one last detected in each conversation, and a
 tenant's default set by its admins (``/language``).
 
-Revision ID: 0013_languages
+Revision ID: 0014_languages
 Revises: 0013_widget_sites
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_languages"
+revision = "0014_languages"
 down_revision = "0013_widget_sites"
 branch_labels = None
 depends_on = None
