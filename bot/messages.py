@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bot.texts.copilot import COPILOT
+
 DEFAULT_LANGUAGE = "en"
 
 # Each area of the bot keeps its texts in its own block; keys are
@@ -577,7 +579,7 @@ _WEB: dict[str, str] = {
 }
 
 CATALOG: Mapping[str, Mapping[str, str]] = {
-    "en": {**_CONVERSATION, **_HANDOFF, **_KNOWLEDGE, **_TEAM, **_COMMANDS, **_WEB},
+    "en": {**_CONVERSATION, **_HANDOFF, **_KNOWLEDGE, **_TEAM, **_COMMANDS, **_WEB, **COPILOT},
 }
 
 

@@ -32,6 +32,7 @@ from storage.handoff_forget import forget_in_others_tickets
 from storage.models import conversations, inbound_events, outbox, ticket_events, tickets
 from storage.outbox_doubts import Queued, Resent
 from storage.sql import ADDRESS_COLUMNS, Store, address_of
+from storage.suggestions_repo import SuggestionRepository, forget_suggestions
 
 TicketState = Literal["waiting", "human", "closed"]
 OPEN_STATES = ("waiting", "human")
@@ -109,6 +110,8 @@ class HandoffRepository(Store):
         self.on_enqueue: Callable[[], None] | None = None
         # Which support space each tenant chose for itself.
         self.desks = DeskRepository(db)
+        # Replies suggested to the agents of each ticket, and their outcomes.
+        self.suggestions = SuggestionRepository(db)
 
     # -- tickets -------------------------------------------------------------------
 
@@ -416,6 +419,11 @@ class HandoffRepository(Store):
         records)."""
 
         def op(conn: Connection) -> int:
+            said = list(
+                conn.execute(
+                    select(inbound_events.c.id).where(inbound_events.c.user_id == platform_user)
+                ).scalars()
+            )
             forget_in_others_tickets(conn, platform_user)
             theirs = list(
                 conn.execute(select(tickets.c.id).where(tickets.c.customer == platform_user))
@@ -423,6 +431,8 @@ class HandoffRepository(Store):
                 .all()
             )
             conn.execute(delete(ticket_events).where(ticket_events.c.author == platform_user))
+            # Drafted from their words (their own tickets, or their message in a group's).
+            forget_suggestions(conn, tickets=theirs, inbound_ids=list(said))
             if theirs:
                 conn.execute(
                     update(tickets)

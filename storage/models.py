@@ -595,3 +595,45 @@ server_keys = Table(
     Column("value", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- the agents' copilot -----------------------------------------------------------------
+# A reply drafted for the agents of a ticket from the knowledge sources, and
+# what they did with it: ``pending`` until sent as it is (``sent``), sent
+# changed (``edited``, with the share of characters changed), ``discarded``,
+# or ``ignored`` (the agent answered in their own words, or the ticket closed
+# first). ``unsupported``: the knowledge could not support a reply (nothing to
+# send). ``cause`` keys it, so a replayed message drafts nothing twice.
+suggestions = Table(
+    "suggestions",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("ticket_id", IdType, ForeignKey("tickets.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "conversation_id",
+        IdType,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # The customer's tenant: outcomes are that tenant's figures.
+    Column("tenant", String(128), nullable=False),
+    Column("cause", String(200), nullable=False, unique=True),
+    # The customer's message it answers (None when asked for with /suggest).
+    Column("inbound_id", IdType),
+    Column("question", Text, nullable=False, server_default=""),
+    Column("text", Text, nullable=False, server_default=""),
+    # quoted | written | unsupported
+    Column("path", String(16), nullable=False),
+    Column("language", String(16), nullable=False, server_default=""),
+    # What it is about, for the gap report: the best source's title.
+    Column("topic", String(300), nullable=False, server_default=""),
+    Column("sources", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("agent", String(160), nullable=False, server_default=""),
+    Column("agent_name", String(160), nullable=False, server_default=""),
+    Column("sent_text", Text, nullable=False, server_default=""),
+    Column("changed", Float),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+    Index("ix_suggestions_ticket", "ticket_id", "state"),
+    Index("ix_suggestions_tenant", "tenant", "created_at"),
+)

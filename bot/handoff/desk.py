@@ -315,6 +315,7 @@ class HelpDesk:
         )
         if not changed:
             return False
+        await self.tickets.suggestions.ignore_pending(ticket.id)
         await self.tickets.enqueue(
             f"idle:{ticket.id}",
             ticket.customer_address,

@@ -1,0 +1,1 @@
+"""English texts of the larger areas, by key; ``bot.messages`` merges them into its catalog."""
