@@ -419,11 +419,6 @@ class HandoffRepository(Store):
         records)."""
 
         def op(conn: Connection) -> int:
-            said = list(
-                conn.execute(
-                    select(inbound_events.c.id).where(inbound_events.c.user_id == platform_user)
-                ).scalars()
-            )
             forget_in_others_tickets(conn, platform_user)
             theirs = list(
                 conn.execute(select(tickets.c.id).where(tickets.c.customer == platform_user))
@@ -431,8 +426,7 @@ class HandoffRepository(Store):
                 .all()
             )
             conn.execute(delete(ticket_events).where(ticket_events.c.author == platform_user))
-            # Drafted from their words (their own tickets, or their message in a group's).
-            forget_suggestions(conn, tickets=theirs, inbound_ids=list(said))
+            forget_suggestions(conn, platform_user, tickets=theirs)
             if theirs:
                 conn.execute(
                     update(tickets)

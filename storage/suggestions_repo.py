@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, case, delete, func, select, update
 
 from storage.db import Database, as_utc, utcnow
-from storage.models import outbox, suggestions
+from storage.models import inbound_events, outbox, suggestions
 from storage.sql import Store
 
 # Outcomes an agent decides; ``ignored`` is decided by what happens meanwhile.
@@ -328,16 +328,14 @@ class SuggestionRepository(Store):
         return await self._run("read a ticket's last sent suggestion", op)
 
 
-def forget_suggestions(conn: Connection, *, tickets: list[int], inbound_ids: list[int]) -> None:
-    """Remove suggestions of a person's tickets and those answering their messages
-    (run inside the caller's transaction)."""
-    wanted = []
+def forget_suggestions(conn: Connection, platform_user: str, *, tickets: list[int]) -> None:
+    """Remove the suggestions drafted from a person's words: those of their own
+    tickets and those answering their messages in a group's (run inside the
+    caller's transaction, before their messages are erased)."""
+    said = select(inbound_events.c.id).where(inbound_events.c.user_id == platform_user)
+    conn.execute(delete(suggestions).where(suggestions.c.inbound_id.in_(said.scalar_subquery())))
     if tickets:
-        wanted.append(suggestions.c.ticket_id.in_(tickets))
-    if inbound_ids:
-        wanted.append(suggestions.c.inbound_id.in_(inbound_ids))
-    for condition in wanted:
-        conn.execute(delete(suggestions).where(condition))
+        conn.execute(delete(suggestions).where(suggestions.c.ticket_id.in_(tickets)))
 
 
 def _suggestion(row: Any) -> Suggestion:
