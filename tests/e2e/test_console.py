@@ -31,7 +31,15 @@ from sqlalchemy import Connection
 
 from storage.db import Database
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
-from storage.models import conversations, escalations, faq_answers, messages, ratings, tickets
+from storage.models import (
+    conversations,
+    escalations,
+    faq_answers,
+    messages,
+    ratings,
+    suggestions,
+    tickets,
+)
 from storage.team_repo import TeamRepository
 from tests.fakes.telegram_api import FakeTelegram
 from tests.support import free_port
@@ -199,6 +207,19 @@ async def _seed(url: str) -> None:
                     ticket_id = conn.execute(
                         tickets.select().where(tickets.c.conversation_id == cid)
                     ).one()
+                    # A suggested reply per ticket: sent on even days, discarded on odd ones.
+                    conn.execute(
+                        suggestions.insert().values(
+                            ticket_id=ticket_id.id,
+                            conversation_id=cid,
+                            tenant=TENANT,
+                            cause=f"seeded:{ticket_id.id}",
+                            path="quoted",
+                            sources=[],
+                            state="sent" if back % 2 == 0 else "discarded",
+                            created_at=opened,
+                        )
+                    )
                     conn.execute(
                         ratings.insert().values(
                             tenant=TENANT,
@@ -509,6 +530,27 @@ async def test_overview_plots_the_seeded_figures(stack: Stack) -> None:
     await _shot(phone, "overview-phone")
     await page.context.close()
     await phone.context.close()
+
+
+async def test_overview_plots_the_outcomes(stack: Stack) -> None:
+    page = await _signed_in_page(stack)
+    await page.goto(stack.base + "/console?days=14")
+    for figure in ("outcomes", "path-ratings"):
+        svg = page.locator(f"#plot-{figure} svg")
+        await svg.wait_for()
+        assert await svg.locator(".reactive").count() > 3, figure
+    # Each seeded conversation is one case; a ticket on each day hands one off.
+    totals = await page.locator("#outcome-totals").inner_text()
+    assert "handed off" in totals and "suggestions accepted 50 %" in totals, totals
+    table = await page.locator("#outcome-table").inner_text()
+    assert table.count("\n") >= 10, table
+    ratings = page.locator("#plot-path-ratings")
+    await ratings.get_by_text("Figures").click()
+    paths = await ratings.locator("table").inner_text()
+    assert "agent" in paths and "chat" in paths, paths
+    await page.locator("#plot-outcomes").scroll_into_view_if_needed()
+    await page.locator("#plot-outcomes").screenshot(path=str(ARTIFACTS / "overview-outcomes.png"))
+    await page.context.close()
 
 
 async def test_transcript_shows_each_answers_path_and_sources(stack: Stack) -> None:
