@@ -287,7 +287,7 @@ class SuggestionRepository(Store):
         return await self._run("count what became of suggested replies", op)
 
     async def discarded_topics(
-        self, tenants: list[str] | None, *, limit: int = 20
+        self, tenants: list[str] | None, *, since: datetime | None = None, limit: int = 20
     ) -> list[DiscardedTopic]:
         """Topics whose suggestions agents discard most (at least one discarded)."""
 
@@ -306,6 +306,8 @@ class SuggestionRepository(Store):
             )
             if tenants is not None:
                 query = query.where(suggestions.c.tenant.in_(tenants))
+            if since is not None:
+                query = query.where(suggestions.c.created_at >= since)
             return [DiscardedTopic(str(r[0]), int(r[1]), int(r[2])) for r in conn.execute(query)]
 
         return await self._run("rank discarded suggestion topics", op)

@@ -215,6 +215,7 @@ async def _seed(url: str) -> None:
                             tenant=TENANT,
                             cause=f"seeded:{ticket_id.id}",
                             path="quoted",
+                            topic="Refunds" if back % 2 else "Opening hours",
                             sources=[],
                             state="sent" if back % 2 == 0 else "discarded",
                             created_at=opened,
@@ -702,6 +703,9 @@ async def test_gap_report_groups_similar_unanswered_questions(stack: Stack) -> N
     # Three escalations and one answer rated bad, as /faq gaps counts them.
     assert cells[0] == "4" and cells[1] == "3 escalated, 1 rated bad"
     assert "canada" in cells[2].lower() and "How much is shipping to Canada?" in cells[3]
+    # Suggestions discarded on the odd days of the seed, all about refunds.
+    discarded = await page.locator("#discarded tbody tr").first.locator("td").all_inner_texts()
+    assert discarded == ["5", "5", "Refunds"], discarded
     await _shot(page, "gaps")
     await page.goto(stack.base + "/console/tickets")
     await _shot(page, "tickets")

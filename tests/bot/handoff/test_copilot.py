@@ -249,6 +249,8 @@ async def test_edit_discard_ignored_and_unsupported_are_recorded(
     [counts] = await TeamRepository(repository.db).suggestions.outcomes(["t1"], by="tenant")
     assert (counts.sent, counts.edited, counts.discarded, counts.ignored) == (0, 1, 1, 1)
     assert counts.acceptance == pytest.approx(1 / 3)
+    [topic] = await worker.tickets.suggestions.discarded_topics(["t1"])
+    assert (topic.topic, topic.discarded, topic.total) == ("What are your opening hours?", 1, 3)
     stats = await say(manager, "/stats", user="admin", chat="c2")
     assert "Suggested replies: 0 sent, 1 sent edited, 1 discarded, 1 ignored" in stats.text
 
