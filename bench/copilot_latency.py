@@ -116,7 +116,7 @@ async def main() -> None:
     await kb.import_file(faq_jsonl(DATA))
     quoting = kb.policy
     desk = HelpDesk(
-        settings=HandoffSettings(spaces=parse_spaces("bench:space/agents"), signature="Team"),
+        settings=HandoffSettings(spaces=parse_spaces("slack:T1/C1"), signature="Team"),
         tickets=HandoffRepository(database),
     )
     manager = create_manager(
@@ -131,7 +131,7 @@ async def main() -> None:
         desk=desk,
     )
     space = Space()
-    worker = OutboxWorker(desk=desk, channels={"bench": space}, interval=0.01)  # type: ignore[dict-item]
+    worker = OutboxWorker(desk=desk, channels={"slack": space, "test": space}, interval=0.01)  # type: ignore[dict-item]
     worker.start()
     copilot = manager.copilot
     assert copilot is not None
@@ -142,7 +142,7 @@ async def main() -> None:
     async def say(text: str) -> float:
         nonlocal n
         n += 1
-        ref = ConversationRef("bench", "customers", "c1")
+        ref = ConversationRef("test", "t1", "c1")
         inbound = Inbound(ref=ref, user="alice", text=text, event_id=f"m{n}", user_name="Alice")
 
         async def collect(reply: Reply) -> None:
