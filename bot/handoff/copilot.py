@@ -87,6 +87,8 @@ class Copilot:
         relay to the agents is already queued)."""
         if not self.enabled or not ticket.open or not accepted.text.strip():
             return
+        if accepted.command is not None:
+            return  # a command relayed as it is asks nothing of the knowledge
         task = asyncio.create_task(
             self._safely(accepted, ticket, accepted.text, f"message:{accepted.inbound_id}"),
             name=f"suggest:{accepted.inbound_id}",

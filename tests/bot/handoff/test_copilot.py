@@ -327,3 +327,32 @@ def test_the_share_of_characters_changed() -> None:
     assert changed_share("abc", "abc") == 0.0
     assert changed_share("abcd", "abXd") == 0.25
     assert changed_share("", "new") == 1.0
+
+
+async def test_forget_removes_the_suggestions_drafted_from_the_customers_words(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, _ = desk
+    await handed_off(manager, worker, backend)
+    await customer_asks(manager, worker, "What are your opening hours? SECRET-4242")
+    [suggestion] = await worker.tickets.suggestions.of_ticket(1)
+    assert "SECRET-4242" in suggestion.question
+    await say(manager, "/forget", user="alice")
+    assert await worker.tickets.suggestions.of_ticket(1) == []
+
+
+async def test_a_draft_never_holds_up_the_relay(desk: Desk, backend: FakeBackend) -> None:
+    manager, worker, channels = desk
+    await handed_off(manager, worker, backend)
+    # A slow model: the written suggestion takes seconds, the relay does not wait.
+    backend.enqueue("Parcels to Europe arrive within 3 working days [1].", chunk_delay=0.5)
+    reply = await say(manager, "shipping parcels to europe please, how long", user="alice")
+    assert reply.kind is ReplyKind.SILENT
+    await worker.flush()
+    texts = channels["slack"].texts("C1")
+    assert texts[-1] == "name-alice: shipping parcels to europe please, how long"
+    assert not any("Suggested reply #" in t for t in texts)
+    assert manager.copilot is not None
+    await manager.copilot.settle()
+    await worker.flush()
+    assert "Suggested reply #1" in channels["slack"].texts("C1")[-1]
