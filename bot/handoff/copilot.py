@@ -98,7 +98,10 @@ class Copilot:
 
     async def ask_again(self, accepted: Accepted, ticket: Ticket) -> str:
         """``/suggest`` in a ticket: a new suggestion for the customer's last message."""
-        if not self.enabled:
+        kb = self.knowledge
+        if not self.enabled or kb is None:
+            return say("copilot.unavailable")
+        if not await kb.has_passages(ticket.customer_address.tenant):
             return say("copilot.unavailable")
         question = await self.last_question(ticket)
         if not question:
@@ -138,6 +141,9 @@ class Copilot:
         repo = self.desk.tickets.suggestions
         if await repo.exists(cause):
             return None
+        kb = self.knowledge
+        if kb is None or not await kb.has_passages(ticket.customer_address.tenant):
+            return None  # no knowledge for this tenant: nothing to suggest from, nothing said
         drafted = await self.draft(accepted, ticket, question, language=language)
         current = await self.desk.tickets.get(ticket.id)
         if current is None or not current.open or not current.customer:

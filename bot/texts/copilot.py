@@ -26,7 +26,9 @@ COPILOT: dict[str, str] = {
         "Use /suggest for a new suggestion, or /suggest send N, /suggest edit N TEXT, "
         "/suggest discard N for suggestion N."
     ),
-    "copilot.unavailable": "Suggested replies need a knowledge base; none is set up.",
+    "copilot.unavailable": (
+        "Suggested replies need knowledge sources for this customer; none are set up."
+    ),
     "copilot.no_question": "Ticket #{id} has no customer message to suggest a reply to yet.",
     "copilot.drafting": "Drafting a suggested reply for ticket #{id}…",
     "copilot.no_suggestion": "Ticket #{ticket} has no suggestion #{id}.",
