@@ -68,12 +68,10 @@ class Copilot:
         desk: HelpDesk,
         knowledge: KnowledgeBase | None,
         generation: GenerationPath,
-        persona_of_tenant: bool = True,
     ) -> None:
         self.desk = desk
         self.knowledge = knowledge
         self.generation = generation
-        self.persona_of_tenant = persona_of_tenant
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
