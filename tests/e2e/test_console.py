@@ -656,6 +656,45 @@ async def test_a_console_reply_reaches_the_telegram_customer_once(stack: Stack) 
     assert ("ticket.resolve", f"telegram:{AGENT}") in acted
 
 
+async def test_a_suggestion_sent_from_the_console_reaches_the_customer_once(
+    stack: Stack,
+) -> None:
+    fake = stack.fake
+    customer = 4343
+    fake.send_user_message(customer, "I want to talk to a person, please")
+    await fake.wait_for(
+        lambda: sum(t.startswith("Ticket #") for t in fake.texts(GROUP)) >= 1,
+        within=30,
+        what="ticket",
+    )
+    fake.send_user_message(customer, "Do you ship abroad?")
+    await fake.wait_for(
+        lambda: any("Suggested reply #" in t for t in fake.texts(GROUP)),
+        within=60,
+        what="the suggestion in the ticket",
+    )
+    [posted] = [t for t in fake.texts(GROUP) if "Suggested reply #" in t]
+    number = posted.split("Suggested reply #", 1)[1].split(" ", 1)[0]
+    page = await _signed_in_page(stack)
+    await page.goto(stack.base + "/console/tickets")
+    await page.locator("#queue tbody tr").last.get_by_role("link").click()
+    item = page.locator(f"#suggestion-{number}")
+    assert "We ship to the EU and the UK." in await item.inner_text()
+    await _shot(page, "ticket-suggestion")
+    await item.get_by_role("button", name="Send", exact=True).click()
+    await page.wait_for_load_state()
+    assert f"Sent suggestion #{number}" in await page.locator(".flash").inner_text()
+    assert await page.locator(f"#suggestion-{number}").get_attribute("data-state") == "sent"
+    relayed = f"{SIGNATURE}: We ship to the EU and the UK."
+    await fake.wait_for(lambda: relayed in fake.texts(customer), within=20, what="the relay")
+    # The Send button in the support group, pressed now, relays nothing more.
+    [message] = [m for m in fake.messages[GROUP] if "Suggested reply #" in m.text]
+    fake.push(fake.press(message, "Send", user_id=AGENT, first_name="Robin"))
+    await fake.wait_for(lambda: any("was sent already" in t for t in fake.texts(GROUP)), within=20)
+    assert fake.texts(customer).count(relayed) == 1
+    await page.context.close()
+
+
 async def test_an_entry_added_in_the_console_is_answered_verbatim(stack: Stack) -> None:
     page = await _signed_in_page(stack)
     await page.goto(stack.base + "/console/knowledge")
