@@ -374,6 +374,16 @@ def add_space_commands(registry: CommandRegistry) -> None:
         )
     )
     registry.add(
+        Command(
+            "suggest",
+            "drafts a suggested reply again (send, edit or discard N: act on suggestion N)",
+            desk_commands.suggest,
+            access=Access.AGENT,
+            scope=Scope.TICKET,
+            usage="/suggest",
+        )
+    )
+    registry.add(
         Command("tickets", "lists the open ones", desk_commands.tickets, scope=Scope.SPACE)
     )
     registry.add(
@@ -415,6 +425,42 @@ def _seconds(value: float | None, language: str) -> str:
     if value is None:
         return say("commands.stats_none", language)
     return say("commands.stats_seconds", language, value=value / 1000)
+
+
+async def suggestion_stats(team: Team, tenant: str | None) -> list[str]:
+    """What agents did with suggested replies: the tenant's totals, then per agent."""
+    tenants = None if tenant is None else [tenant]
+    repo = team.repository.suggestions
+    totals = await repo.outcomes(tenants, by="tenant")
+    if not totals:
+        return [say("copilot.stats_none")]
+    sums = [sum(getattr(t, name) for t in totals) for name in _OUTCOMES]
+    decided = sum(sums[:4])
+    acceptance = (
+        f"{100 * (sums[0] + sums[1]) / decided:.0f}%" if decided else say("copilot.stats_na")
+    )
+    lines = [
+        say("copilot.stats_head", **dict(zip(_OUTCOMES, sums, strict=True)), acceptance=acceptance)
+    ]
+    for agent in await repo.outcomes(tenants, by="agent"):
+        changed = (
+            f"{100 * agent.changed:.0f}%" if agent.changed is not None else say("copilot.stats_na")
+        )
+        lines.append(
+            say(
+                "copilot.stats_agent",
+                agent=agent.who or "?",
+                sent=agent.sent,
+                edited=agent.edited,
+                changed=changed,
+                discarded=agent.discarded,
+                ignored=agent.ignored,
+            )
+        )
+    return lines
+
+
+_OUTCOMES = ("sent", "edited", "discarded", "ignored", "pending")
 
 
 async def tenant_stats(ctx: CommandContext) -> str:
@@ -492,5 +538,6 @@ async def tenant_stats(ctx: CommandContext) -> str:
                 "commands.stats_per_answer_line", ctx.language, per_answer=per_answer, timing=timing
             ),
             ratings,
+            *await suggestion_stats(ctx.team, tenant),
         ]
     )

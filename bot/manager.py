@@ -30,6 +30,7 @@ from bot.errors import StorageError, busy_message
 from bot.executors import Executors
 from bot.generation import GenerationPath
 from bot.guard import OutputGuard
+from bot.handoff.copilot import Copilot
 from bot.handoff.desk import HelpDesk
 from bot.handoff.escalation import Escalation
 from bot.knowledge.company_facts import CompanyFacts
@@ -152,6 +153,12 @@ class ConversationManager:
         executors = Executors.standard(
             answers=self.answers, generation=self.generation, escalation=escalation, team=self.team
         )
+        # Suggested replies for the agents of a ticket (bot.handoff.copilot).
+        self.copilot = (
+            Copilot(desk=self.desk, knowledge=self.knowledge, generation=self.generation)
+            if self.desk is not None
+            else None
+        )
         routes = standard_routes(
             commands=self.commands,
             house=self,
@@ -164,6 +171,7 @@ class ConversationManager:
             executors=executors,
             throttle=self.turns.throttle,
             company_facts=self.company_facts,
+            copilot=self.copilot,
         )
         return executors, Router(routes)
 
@@ -175,6 +183,8 @@ class ConversationManager:
 
     async def aclose(self) -> None:
         """Stop renewing, and release the leases (the next process need not wait)."""
+        if self.copilot is not None:
+            await self.copilot.aclose()
         await self.turns.aclose()
 
     async def take_lease(self, name: str, *, purpose: str, wait: float | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bot.texts.copilot import COPILOT
 from bot.texts.de import DE
 from bot.texts.documents import DOCUMENTS
 from bot.texts.es import ES
@@ -602,6 +603,7 @@ CATALOG: Mapping[str, Mapping[str, str]] = {
         **WIDGET,
         **LANGUAGES,
         **DOCUMENTS,
+        **COPILOT,
     },
     # Each shipped language in its own module of bot/texts; a key one lacks
     # is said in English (tests/bot/test_messages.py lists any).

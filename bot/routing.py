@@ -25,6 +25,7 @@ from bot.errors import StorageError
 from bot.executors import Executors
 from bot.handoff.commands import SpaceContext, from_agent
 from bot.handoff.config import SupportSpace
+from bot.handoff.copilot import Copilot
 from bot.handoff.desk import HelpDesk
 from bot.handoff.intent import wants_human
 from bot.knowledge.company_facts import CompanyFacts
@@ -141,6 +142,7 @@ class SupportSpaceRoute(Route[SupportSpace]):
         commands: CommandRoute,
         answers: Answers,
         executors: Executors,
+        copilot: Copilot | None = None,
     ) -> None:
         self.desk = desk
         self.repository = repository
@@ -149,6 +151,7 @@ class SupportSpaceRoute(Route[SupportSpace]):
         self.commands = commands
         self.answers = answers
         self.executors = executors
+        self.copilot = copilot
 
     async def matches(self, accepted: Accepted) -> SupportSpace | None:
         desk = self.desk
@@ -183,6 +186,8 @@ class SupportSpaceRoute(Route[SupportSpace]):
                 inbound_id=accepted.inbound_id,
                 records=self.repository,
                 metrics=self.metrics,
+                copilot=self.copilot,
+                accepted=accepted,
             )
             scope = Scope.SPACE if ticket is None else Scope.TICKET
             result = await self.commands.run_command(
@@ -193,7 +198,7 @@ class SupportSpaceRoute(Route[SupportSpace]):
             if not isinstance(result, str):
                 return await self.executors.execute(accepted, result, render, stop, kind="command")
             text = result
-        if text is None:
+        if not text:
             return await self.answers.handled(accepted)
         reply = Reply(ReplyKind.COMMAND, text=text, inbound_id=accepted.inbound_id)
         return await self.answers.deliver(accepted, reply, render, kind="command")
@@ -203,11 +208,18 @@ class OpenTicketRoute(Route[Ticket]):
     """A person has this conversation: the model is not asked at all."""
 
     def __init__(
-        self, *, desk: HelpDesk | None, commands: CommandRegistry, answers: Answers
+        self,
+        *,
+        desk: HelpDesk | None,
+        commands: CommandRegistry,
+        answers: Answers,
+        copilot: Copilot | None = None,
     ) -> None:
         self.desk = desk
         self.commands = commands
         self.answers = answers
+        # Drafts a suggested reply for the agents once the message is relayed.
+        self.copilot = copilot
 
     async def matches(self, accepted: Accepted) -> Ticket | None:
         desk = self.desk
@@ -228,6 +240,8 @@ class OpenTicketRoute(Route[Ticket]):
     ) -> Reply:
         assert self.desk is not None
         await self.desk.from_customer(accepted, found)
+        if self.copilot is not None:
+            self.copilot.after_relay(accepted, found)
         return await self.answers.handled(accepted)
 
 
@@ -425,6 +439,7 @@ def standard_routes(
     executors: Executors,
     throttle: PersonThrottle | None,
     company_facts: CompanyFacts | None = None,
+    copilot: Copilot | None = None,
 ) -> list[Route[Any]]:
     """Every route, in the order they are asked."""
     command = CommandRoute(
@@ -439,8 +454,9 @@ def standard_routes(
             commands=command,
             answers=answers,
             executors=executors,
+            copilot=copilot,
         ),
-        OpenTicketRoute(desk=desk, commands=commands, answers=answers),
+        OpenTicketRoute(desk=desk, commands=commands, answers=answers, copilot=copilot),
         command,
         EmptyRoute(answers=answers),
         RatingRoute(team=team, answers=answers),

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
 
 from storage.addresses import ConversationAddress
+from storage.console_outcomes import Outcomes, read_outcomes
 from storage.console_overview import Overview, read_overview
 from storage.db import as_utc, utcnow
 from storage.knowledge_repo import FaqEntry, entry_from_row
@@ -301,6 +302,19 @@ class ConsoleRepository(Store):
         return await self._run(
             "read the console overview",
             lambda conn: read_overview(conn, since, until, tenant=tenant, dialect=self.dialect),
+        )
+
+    async def outcomes(
+        self, since: date, until: date, *, tenant: str | None = None, idle: float
+    ) -> Outcomes:
+        """Cases, handoffs, the bot's share, ratings by answer path and suggestion
+        acceptance for the UTC days ``since`` to ``until`` (``idle``: seconds of
+        silence that end a case); see ``storage.console_outcomes``."""
+        return await self._run(
+            "read the outcomes",
+            lambda conn: read_outcomes(
+                conn, since, until, tenant=tenant, dialect=self.dialect, idle=idle
+            ),
         )
 
     async def find_conversations(

@@ -32,6 +32,7 @@ from storage.handoff_forget import forget_in_others_tickets
 from storage.models import conversations, inbound_events, outbox, ticket_events, tickets
 from storage.outbox_doubts import Queued, Resent
 from storage.sql import ADDRESS_COLUMNS, Store, address_of
+from storage.suggestions_repo import SuggestionRepository, forget_suggestions
 
 TicketState = Literal["waiting", "human", "closed"]
 OPEN_STATES = ("waiting", "human")
@@ -109,6 +110,8 @@ class HandoffRepository(Store):
         self.on_enqueue: Callable[[], None] | None = None
         # Which support space each tenant chose for itself.
         self.desks = DeskRepository(db)
+        # Replies suggested to the agents of each ticket, and their outcomes.
+        self.suggestions = SuggestionRepository(db)
 
     # -- tickets -------------------------------------------------------------------
 
@@ -423,6 +426,7 @@ class HandoffRepository(Store):
                 .all()
             )
             conn.execute(delete(ticket_events).where(ticket_events.c.author == platform_user))
+            forget_suggestions(conn, platform_user, tickets=theirs)
             if theirs:
                 conn.execute(
                     update(tickets)

@@ -14,7 +14,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     Table,
     Text,
@@ -23,18 +22,9 @@ from sqlalchemy import (
     true,
 )
 
-# Named constraints so migrations can refer to them on every backend.
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias.
-IdType = BigInteger().with_variant(Integer(), "sqlite")
+# Tables kept in a module of their own are named here with the rest.
+from storage.models_documents import document_chunks, documents  # noqa: F401
+from storage.schema import IdType, metadata
 
 conversations = Table(
     "conversations",
@@ -628,68 +618,44 @@ widget_sites = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-# -- documents -------------------------------------------------------------------------
-# Files, web pages and console uploads the bot answers from, per tenant ("" for
-# every tenant's) like FAQ entries, and their passages. Keyword search over the
-# passages runs on a SQLite FTS5 table ``document_chunks_fts`` (rowid =
-# document_chunks.id) or, on PostgreSQL, on a generated ``search_vector``
-# column with a GIN index; both are made by migration 0015_documents.
-documents = Table(
-    "documents",
+# -- the agents' copilot -----------------------------------------------------------------
+# A reply drafted for the agents of a ticket from the knowledge sources, and
+# what they did with it: ``pending`` until sent as it is (``sent``), sent
+# changed (``edited``, with the share of characters changed), ``discarded``,
+# or ``ignored`` (the agent answered in their own words, or the ticket closed
+# first). ``unsupported``: the knowledge could not support a reply (nothing to
+# send). ``cause`` keys it, so a replayed message drafts nothing twice.
+suggestions = Table(
+    "suggestions",
     metadata,
     Column("id", IdType, primary_key=True),
-    Column("tenant", String(128), nullable=False, server_default=""),
-    # For agents only: never quoted to customers.
-    Column("internal", Boolean, nullable=False, server_default=text("false")),
-    # file | url | upload
-    Column("origin", String(16), nullable=False),
-    # An absolute path, a URL, or "upload:<name>": unique per tenant.
-    Column("location", String(2000), nullable=False),
-    # What citations call it: the path below the folder it was added with, a
-    # URL, an uploaded file's name.
-    Column("name", String(1000), nullable=False),
-    # The folder or start URL it was found under ("" when added by itself);
-    # ``sync`` looks there for new files and pages.
-    Column("root", String(2000), nullable=False, server_default=""),
-    Column("title", Text, nullable=False, server_default=""),
-    Column("format", String(16), nullable=False, server_default=""),
-    Column("content_hash", String(64), nullable=False, server_default=""),
-    Column("mtime", Float),
-    Column("etag", String(300), nullable=False, server_default=""),
-    Column("last_modified", String(100), nullable=False, server_default=""),
-    # An uploaded document's bytes (files and pages are read from where they are).
-    Column("content", LargeBinary),
-    # Why the last read failed or what it had to work around ("" when fine).
-    Column("error", Text, nullable=False, server_default=""),
-    Column("chunks", Integer, nullable=False, server_default="0"),
-    Column("synced_at", DateTime(timezone=True)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("changed_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("tenant", "location", name="uq_documents_tenant"),
-)
-
-document_chunks = Table(
-    "document_chunks",
-    metadata,
-    Column("id", IdType, primary_key=True),
+    Column("ticket_id", IdType, ForeignKey("tickets.id", ondelete="CASCADE"), nullable=False),
     Column(
-        "document_id",
+        "conversation_id",
         IdType,
-        ForeignKey("documents.id", ondelete="CASCADE"),
+        ForeignKey("conversations.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("tenant", String(128), nullable=False, server_default=""),
-    Column("internal", Boolean, nullable=False, server_default=text("false")),
-    Column("position", Integer, nullable=False),
-    # The heading path, "Billing › Refunds".
-    Column("section", Text, nullable=False, server_default=""),
-    Column("anchor", String(300), nullable=False, server_default=""),
-    Column("page", Integer),
-    Column("text", Text, nullable=False),
-    # Of what was embedded: a chunk whose hash is unchanged keeps its vectors.
-    Column("text_hash", String(64), nullable=False),
-    # float32 little-endian: the heading path's vector, then heading path + text.
-    Column("embedding", LargeBinary),
-    Column("embedding_model", String(200), nullable=False, server_default=""),
-    Index("ix_document_chunks_document", "document_id", "position"),
+    # The customer's tenant: outcomes are that tenant's figures.
+    Column("tenant", String(128), nullable=False),
+    Column("cause", String(200), nullable=False, unique=True),
+    # The customer's message it answers (None when asked for with /suggest).
+    Column("inbound_id", IdType),
+    Column("question", Text, nullable=False, server_default=""),
+    Column("text", Text, nullable=False, server_default=""),
+    # quoted | written | unsupported
+    Column("path", String(16), nullable=False),
+    Column("language", String(16), nullable=False, server_default=""),
+    # What it is about, for the gap report: the best source's title.
+    Column("topic", String(300), nullable=False, server_default=""),
+    Column("sources", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("agent", String(160), nullable=False, server_default=""),
+    Column("agent_name", String(160), nullable=False, server_default=""),
+    Column("sent_text", Text, nullable=False, server_default=""),
+    Column("changed", Float),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+    Index("ix_suggestions_ticket", "ticket_id", "state"),
+    Index("ix_suggestions_tenant", "tenant", "created_at"),
 )

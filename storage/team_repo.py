@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, delete, update
 
+from storage.db import Database
 from storage.models import model_usage, quota_notices, quotas, ratings, team_roles
+from storage.suggestions_repo import SuggestionRepository
 from storage.team_feedback import GapQuestion, Proposal, Rating, TeamFeedback, forget_learned
 from storage.team_roles import ROLES, AuditEntry, RoleGrant, TeamRoles
 from storage.team_usage import EACH_USER, TENANT, QuotaState, TeamStats, TeamUsage
@@ -36,7 +38,12 @@ __all__ = [
 class TeamRepository(TeamRoles, TeamUsage, TeamFeedback):
     """The support team's storage as one object: roles and the audit trail
     (``TeamRoles``), quotas, usage and figures (``TeamUsage``), ratings and
-    learned answers (``TeamFeedback``)."""
+    learned answers (``TeamFeedback``); what agents did with suggested replies
+    (``suggestions``)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.suggestions = SuggestionRepository(db)
 
     async def forget(self, platform_user: str) -> int:
         """Remove what the team's tables hold about a person: their ratings (with

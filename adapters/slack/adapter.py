@@ -35,6 +35,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common import AnswerTasks, EditPacer
+from adapters.slack import modals
 from adapters.slack.convert import (
     CLAIM_ACTION,
     COMMAND_ACTION,
@@ -162,6 +163,7 @@ class SlackAdapter:
         app.command(SLASH_COMMAND)(self._on_command)
         app.action(re.compile(f"^({CLAIM_ACTION}|{RESOLVE_ACTION})$"))(self._on_ticket_button)
         app.action(re.compile(f"^{COMMAND_ACTION}:[0-9]+$"))(self._on_command_button)
+        app.view(modals.EDIT_VIEW)(self._on_edit_submitted)
         app.action(re.compile(".*"))(self._on_other_action)
         # Anything else subscribed to is acknowledged, never answered 404.
         app.event(re.compile(".*"))(self._on_other_event)
@@ -374,15 +376,45 @@ class SlackAdapter:
         await self._store_and_answer(conversations, inbound, ack)
 
     async def _on_command_button(
-        self, body: dict[str, Any], ack: Callable[..., Awaitable[Any]]
+        self,
+        body: dict[str, Any],
+        ack: Callable[..., Awaitable[Any]],
+        client: AsyncWebClient | None = None,
     ) -> None:
         """A click on a reply's or a notice's button: its command, sent by the
-        clicker into the conversation, stored before Slack is acknowledged."""
+        clicker into the conversation, stored before Slack is acknowledged. A
+        suggestion's Edit opens a modal instead (its submission is the command)."""
         conversations = self._require_conversations()
         try:
             inbound = action_to_inbound(body)
         except ValueError as exc:
             log.warning("Slack: ignored a malformed button click: %s", exc)
+            await ack()
+            return
+        suggestion = modals.edit_request(inbound.text)
+        if suggestion is not None and client is not None:
+            await ack()
+            message = body.get("message") if isinstance(body.get("message"), dict) else {}
+            view = modals.edit_view(suggestion, inbound, str(message.get("text") or ""))
+            try:
+                await client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=view)
+                return
+            except SlackApiError as exc:
+                # The trigger lapsed (Slack gives 3 s): the typed way is said instead.
+                log.warning("Slack: could not open the edit dialog: %s", exc)
+            await self._store_and_answer(conversations, inbound, _acked)
+            return
+        await self._store_and_answer(conversations, inbound, ack)
+
+    async def _on_edit_submitted(
+        self, body: dict[str, Any], ack: Callable[..., Awaitable[Any]]
+    ) -> None:
+        """A suggestion's edit submitted in the modal: sent as ``/suggest edit N TEXT``."""
+        conversations = self._require_conversations()
+        try:
+            inbound = modals.submission_to_inbound(body)
+        except ValueError as exc:
+            log.warning("Slack: ignored a malformed edit: %s", exc)
             await ack()
             return
         await self._store_and_answer(conversations, inbound, ack)
@@ -486,3 +518,7 @@ def _web_client(bot_token: str, base_url: str, max_retries: int) -> AsyncWebClie
 
 
 __all__ = ["SlackAdapter"]
+
+
+async def _acked(*_args: Any, **_kwargs: Any) -> None:
+    """Slack was acknowledged before (the click opened, or tried to open, a dialog)."""

@@ -104,6 +104,25 @@ def percentiles_per_day(
     return _svg(chart, label)
 
 
+def shares_per_day(
+    label: str, days: Sequence[str], series: Mapping[str, Mapping[str, float | None]]
+) -> Markup:
+    """Shares (0-1) per day as percentages, one line per series; a day without
+    the figure leaves a gap."""
+    chart = pygal.Line(
+        **_config(label), y_title="%", allow_interruptions=True, dots_size=3, range=(0, 100)
+    )
+    chart.x_labels = [_short(d) for d in days]
+    chart.x_labels_major = [_short(d) for d in days[:: max(1, len(days) // 10)]]
+    for name, values in series.items():
+        chart.add(name, [_percent(values.get(d)) for d in days])
+    return _svg(chart, label)
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 1)
+
+
 def model_live(label: str, samples: Sequence[Sample]) -> Markup | None:
     """Queue depth and throughput over the samples; None when nothing was measured."""
     queue = [s.waiting for s in samples]

@@ -96,8 +96,13 @@ class WebConsole:
             ("GET", r"/console/tickets/{id:\d+}", page(tickets.ticket, AGENT)),
             (
                 "POST",
-                r"/console/tickets/{id:\d+}/{action:claim|reply|note|release|resolve}",
+                r"/console/tickets/{id:\d+}/{action:claim|reply|note|release|resolve|learn}",
                 write(tickets.ticket_action, AGENT),
+            ),
+            (
+                "POST",
+                r"/console/tickets/{id:\d+}/suggestions/{sid:\d+}/{action:send|edit|discard}",
+                write(tickets.suggestion_action, AGENT),
             ),
             ("GET", "/console/knowledge", page(knowledge.knowledge_page)),
             ("POST", "/console/knowledge/entries", write(knowledge.add_entry)),

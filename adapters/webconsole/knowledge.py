@@ -149,11 +149,18 @@ class KnowledgePages(Room):
     async def gaps(self, request: web.Request) -> web.StreamResponse:
         days = min(max(_int(request.query.get("days", "30")) or 30, 1), MAX_PERIOD_DAYS)
         since = datetime.now(UTC).date() - timedelta(days=days - 1)
-        asked = await self.repo.gap_questions(since=since, tenant=_tenant(request))
+        tenant = _tenant(request)
+        asked = await self.repo.gap_questions(since=since, tenant=tenant)
+        # Where agents set the suggested replies aside: the knowledge is off there.
+        discarded = await self.desk.tickets.suggestions.discarded_topics(
+            None if tenant is None else [tenant],
+            since=datetime(since.year, since.month, since.day, tzinfo=UTC),
+        )
         return self._render(
             request,
             "gaps.html",
             nav="knowledge",
+            discarded=discarded,
             groups=group_gaps(asked)[:200],
             asked=len(asked),
             rated_bad=sum(1 for q in asked if q.why == "rated bad"),

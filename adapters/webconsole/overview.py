@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from markupsafe import Markup
 
 from adapters.webconsole import charts
 from adapters.webconsole.live import ModelSampler
@@ -18,6 +19,7 @@ from adapters.webconsole.pages import (
     _tenant,
 )
 from adapters.webconsole.reports import PATH_NAMES
+from storage.console_outcomes import Outcomes
 from storage.console_repo import Overview
 
 # Chart colours of the rating series: greens for 👍, reds for 👎.
@@ -37,7 +39,16 @@ class OverviewPages(Room):
         tenant = _tenant(request)
         figures = await self.repo.overview(since, until, tenant=tenant)
         answered = {PATH_NAMES[k]: v for k, v in figures.answered.items()}
-        return {"since": since, "until": until, "figures": figures, "answered": answered}
+        outcomes = await self.repo.outcomes(
+            since, until, tenant=tenant, idle=self.settings.handoff_idle * 60
+        )
+        return {
+            "since": since,
+            "until": until,
+            "figures": figures,
+            "answered": answered,
+            "outcomes": outcomes,
+        }
 
     async def overview(self, request: web.Request) -> web.StreamResponse:
         data = await self._overview_data(request)
@@ -70,6 +81,7 @@ class OverviewPages(Room):
                 colors=RATING_COLORS,
             ),
         }
+        plots.update(_outcome_plots(data["outcomes"]))
         model = charts.model_live("Model queue depth and tokens per second", samples)
         if model is not None:
             plots["model"] = model
@@ -110,6 +122,7 @@ class OverviewPages(Room):
                 "tickets_unanswered": f.tickets_unanswered,
                 "ratings": f.ratings,
                 "rated_good_share": f.good_share,
+                "outcomes": _outcomes_json(data["outcomes"]),
                 "model": self._model_settings(),
             }
         )
@@ -169,3 +182,40 @@ def _rating_rows(figures: Overview) -> list[tuple[str, list[int], float]]:
         if sum(counts):
             rows.append((d, counts, good / sum(counts)))
     return rows
+
+
+def _outcome_plots(o: Outcomes) -> dict[str, Markup]:
+    days = o.days
+    return {
+        "outcomes": charts.shares_per_day(
+            "Outcomes per day: resolved by the bot, handed off, suggestions accepted",
+            days,
+            {
+                "resolved by the bot": {d: o.bot_share(d) for d in days},
+                "handoff rate": {d: o.handoff_rate(d) for d in days},
+                "suggestions accepted": {d: o.acceptance(d) for d in days},
+            },
+        ),
+        "path_ratings": charts.stacked_per_day(
+            "Ratings per day by answer path (good)",
+            days,
+            {path: {d: v[0] for d, v in per_day.items()} for path, per_day in o.ratings.items()},
+        ),
+    }
+
+
+def _outcomes_json(o: Outcomes) -> dict[str, Any]:
+    return {
+        "cases": o.cases,
+        "handed_off": o.handed_off,
+        "bot_resolved": o.bot_resolved,
+        "decided": o.decided,
+        "handoff_rate": o.handoff_rate(),
+        "bot_resolved_share": o.bot_share(),
+        "suggestion_acceptance": o.acceptance(),
+        "suggestions": {d: {"sent": s, "decided": n} for d, (s, n) in o.suggestions.items()},
+        "ratings_by_path": {
+            path: {d: {"good": g, "bad": b} for d, (g, b) in per_day.items()}
+            for path, per_day in o.ratings.items()
+        },
+    }

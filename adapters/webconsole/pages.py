@@ -50,6 +50,7 @@ class ConsoleContext:
         )
         self.env.filters["when"] = _when
         self.env.filters["ms"] = _ms
+        self.env.filters["share"] = _share
         self.env.globals["PATH_NAMES"] = PATH_NAMES
         # One message to show on the next page of a session (after a write).
         self.flash: OrderedDict[str, str] = OrderedDict()
@@ -213,6 +214,10 @@ def _when(value: datetime | None) -> Markup | str:
     return Markup('<time datetime="{}">{}</time>').format(
         utc.isoformat(timespec="seconds"), utc.strftime("%Y-%m-%d %H:%M")
     )
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f} %"
 
 
 def _ms(value: float | None) -> str:

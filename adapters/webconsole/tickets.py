@@ -11,6 +11,7 @@ from aiohttp import web
 from adapters.webconsole.pages import Room, _redirect, _tenant
 from bot.handoff.actions import CONSOLE_ACTIONS, Actor
 from bot.handoff.desk import TRIGGERS
+from bot.handoff.suggested import CONSOLE_SUGGESTION_ACTIONS
 from bot.language import SUPPORTED_LANGUAGES
 from bot.messages import say
 
@@ -53,6 +54,7 @@ class TicketPages(Room):
             nav="tickets",
             ticket=ticket,
             events=await self.desk.tickets.events(ticket.id),
+            suggestions=await self.desk.tickets.suggestions.of_ticket(ticket.id),
             triggers=TRIGGERS,
             languages=SUPPORTED_LANGUAGES,
             agent_name=await self._name(request),
@@ -82,6 +84,32 @@ class TicketPages(Room):
         log.info("console: %s on ticket #%d by %s", action, ticket_id, agent)
         self._say(request, said)
         return _redirect(back)
+
+    async def suggestion_action(self, request: web.Request) -> web.StreamResponse:
+        """Send, edit-and-send or discard a suggested reply: the same functions as
+        the buttons in the ticket's thread, so the same audit entries."""
+        form = request["form"]
+        ticket_id = int(request.match_info["id"])
+        suggestion = int(request.match_info["sid"])
+        action = request.match_info["action"]
+        action_id = str(form.get("action", ""))
+        if not _ACTION.match(action_id):
+            return web.json_response({"error": "the form has no action id"}, status=400)
+        ticket = await self.desk.tickets.get(ticket_id)
+        agent = self.viewer(request).actor
+        if ticket is None:
+            said = say("handoff.no_ticket", id=ticket_id)
+        elif not self.reaches(request, ticket.customer_address.tenant):
+            return await self._forbidden(request, f"Ticket #{ticket_id}")
+        else:
+            actor = Actor.at_console(agent, await self._name(request), action_id)
+            args = f"{suggestion} {form.get('text', '')}".strip()
+            said = await CONSOLE_SUGGESTION_ACTIONS[action](self.desk, ticket, actor, args) or ""
+        log.info(
+            "console: suggestion %s %d on ticket #%d by %s", action, suggestion, ticket_id, agent
+        )
+        self._say(request, said)
+        return _redirect(f"/console/tickets/{ticket_id}")
 
     async def _name(self, request: web.Request) -> str:
         """What the customer and the team see of the person signed in: the

@@ -99,27 +99,42 @@ async def reply(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str) -> str 
     text = text.strip()
     if not text:
         return say("handoff.console_reply_first")
+    key = actor.cause if actor.console else f"relay:{actor.cause}"
+    if not await relay(desk, ticket, actor, text, key=key):
+        return say("handoff.console_reply_again", id=ticket.id) if actor.console else None
+    # Answered in the agent's own words: the suggestions still waiting were not used.
+    await desk.tickets.suggestions.ignore_pending(
+        ticket.id, agent=actor.agent, agent_name=actor.name
+    )
+    if not actor.console:
+        return None
+    return say("handoff.console_reply_queued", id=ticket.id)
+
+
+async def relay(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str, *, key: str) -> bool:
+    """Send an agent's ``text`` to the ticket's customer, signed, once per ``key``
+    (claiming a waiting ticket); False when ``key`` was relayed before. The
+    console's copy goes to the ticket's thread, where the other agents see it."""
     if ticket.state == "waiting":
         await _take(desk, ticket, actor)
     queued = await desk.tickets.enqueue(
-        actor.cause if actor.console else f"relay:{actor.cause}",
+        key,
         ticket.customer_address,
         say("handoff.agent_said", signature=desk.settings.signature, text=text),
         kind="to_customer",
         ticket_id=ticket.id,
     )
     if not queued:
-        return say("handoff.console_reply_again", id=ticket.id) if actor.console else None
+        return False
     await desk.tickets.note(ticket.id, "to_customer", actor.agent, text)
-    if not actor.console:
-        return None
-    await _tell_space(
-        desk,
-        ticket,
-        f"{actor.cause}:space",
-        say("handoff.console_space_replied", agent=actor.name, text=text),
-    )
-    return say("handoff.console_reply_queued", id=ticket.id)
+    if actor.console:
+        await _tell_space(
+            desk,
+            ticket,
+            f"{key}:space",
+            say("handoff.console_space_replied", agent=actor.name, text=text),
+        )
+    return True
 
 
 @served
@@ -168,6 +183,7 @@ async def resolve(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "")
     if not changed:
         return say("handoff.already_closed", id=ticket.id)
     await audit(desk, ticket, actor, "ticket.resolve")
+    await desk.tickets.suggestions.ignore_pending(ticket.id)
     language = customer_language(ticket)
     text = say("handoff.resolved_notice", language)
     buttons: tuple[tuple[str, str], ...] = ()
@@ -217,6 +233,7 @@ CONSOLE_ACTIONS: dict[str, TicketAction] = {
     "note": note,
     "release": release,
     "resolve": resolve,
+    "learn": learn,
 }
 
 

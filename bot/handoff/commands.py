@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.handoff import actions
+from bot.handoff import actions, suggested
 from bot.handoff.actions import Actor, TicketAction
 from bot.handoff.config import SupportSpace
 from bot.handoff.desk import HelpDesk
@@ -25,6 +25,12 @@ from bot.types import Accepted, Inbound
 from storage.handoff_repo import Ticket
 from storage.outbox_doubts import Resent
 from storage.repository import ConversationAddress, HistoryItem
+
+
+class Suggester(Protocol):
+    """What ``/suggest`` asks of the copilot (``bot.handoff.copilot.Copilot``)."""
+
+    async def ask_again(self, accepted: Accepted, ticket: Ticket) -> str: ...
 
 
 class ConversationRecords(Protocol):
@@ -53,6 +59,10 @@ class SpaceContext:
     inbound_id: int
     records: ConversationRecords
     metrics: Metrics
+    # The copilot that drafts suggested replies (None: no knowledge base), and
+    # the message in hand (a new suggestion's draft is keyed by it).
+    copilot: Suggester | None = None
+    accepted: Accepted | None = None
 
 
 class DeskCommandContext(Protocol):
@@ -108,6 +118,32 @@ async def learn(ctx: DeskCommandContext) -> str:
     if support is None or support.ticket is None:
         return say("commands.learn_elsewhere")
     return await _run(ctx, actions.learn)
+
+
+_SUGGESTION_ACTIONS: dict[str, TicketAction] = {
+    "send": suggested.send,
+    "edit": suggested.edit,
+    "discard": suggested.discard,
+}
+
+
+async def suggest(ctx: DeskCommandContext) -> str:
+    """``/suggest``: a new suggested reply for the customer's last message;
+    ``/suggest send|edit|discard N``: what the suggestion's buttons do."""
+    support = ctx.support
+    assert support is not None and support.ticket is not None
+    verb, _, rest = ctx.args.strip().partition(" ")
+    action = _SUGGESTION_ACTIONS.get(verb.lower())
+    if action is not None:
+        said = await action(support.desk, support.ticket, _actor(ctx, support), rest)
+        return said or ""
+    if verb:
+        return say("copilot.usage")
+    if support.copilot is None or support.accepted is None:
+        return say("copilot.unavailable")
+    if not support.ticket.open:
+        return say("handoff.already_closed", id=support.ticket.id)
+    return await support.copilot.ask_again(support.accepted, support.ticket)
 
 
 async def tickets(ctx: DeskCommandContext) -> str:
@@ -191,6 +227,12 @@ async def from_agent(
         return refused
     inbound = accepted.inbound
     actor = Actor.in_chat(inbound.platform_user, inbound.user_name, accepted.inbound_id, space)
+    reply_to = str(inbound.meta.get("reply_to") or "")
+    if reply_to:
+        # A reply to a suggestion's message is its edited text (Telegram's Edit).
+        shown = await desk.tickets.suggestions.posted_as(space.chat, reply_to)
+        if shown is not None and shown.ticket_id == ticket.id:
+            return await suggested.reply_to_suggestion(desk, ticket, actor, shown, accepted.text)
     return await actions.reply(desk, ticket, actor, accepted.text)
 
 

@@ -251,7 +251,9 @@ class HelpDesk:
     async def ticket_in_space(self, inbound: Inbound) -> Ticket | None:
         """The ticket whose topic or thread a support-space message is in (or
         whose ticket message, or a relayed message of, it replies to)."""
-        reply_to = str(inbound.meta.get("reply_to") or "")
+        # A button pressed on a ticket's message (a suggestion's Send in a group
+        # without topics) belongs to that message's ticket, as a reply to it would.
+        reply_to = str(inbound.meta.get("reply_to") or inbound.meta.get("pressed") or "")
         return await self.tickets.in_space(
             inbound.ref.chat, thread=inbound.ref.thread, reply_to=reply_to
         )
@@ -319,6 +321,7 @@ class HelpDesk:
         )
         if not changed:
             return False
+        await self.tickets.suggestions.ignore_pending(ticket.id)
         await self.tickets.enqueue(
             f"idle:{ticket.id}",
             ticket.customer_address,

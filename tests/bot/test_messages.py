@@ -55,6 +55,8 @@ BUILT: dict[str, frozenset[str] | None] = {
     "knowledge.mode.set_{}": frozenset(
         f"knowledge.mode.set_{where}" for where in ("here", "workspace")
     ),
+    # bot/handoff/copilot.py suggestion_text: how a suggestion was drafted.
+    "copilot.path.{}": frozenset(f"copilot.path.{path}" for path in ("quoted", "written")),
     # bot/knowledge/passages.py kind_name: how citations name a source's kind.
     "knowledge.kind.{}": None,
 }

@@ -31,7 +31,15 @@ from sqlalchemy import Connection
 
 from storage.db import Database
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
-from storage.models import conversations, escalations, faq_answers, messages, ratings, tickets
+from storage.models import (
+    conversations,
+    escalations,
+    faq_answers,
+    messages,
+    ratings,
+    suggestions,
+    tickets,
+)
 from storage.team_repo import TeamRepository
 from tests.fakes.telegram_api import FakeTelegram
 from tests.support import free_port
@@ -199,6 +207,20 @@ async def _seed(url: str) -> None:
                     ticket_id = conn.execute(
                         tickets.select().where(tickets.c.conversation_id == cid)
                     ).one()
+                    # A suggested reply per ticket: sent on even days, discarded on odd ones.
+                    conn.execute(
+                        suggestions.insert().values(
+                            ticket_id=ticket_id.id,
+                            conversation_id=cid,
+                            tenant=TENANT,
+                            cause=f"seeded:{ticket_id.id}",
+                            path="quoted",
+                            topic="Refunds" if back % 2 else "Opening hours",
+                            sources=[],
+                            state="sent" if back % 2 == 0 else "discarded",
+                            created_at=opened,
+                        )
+                    )
                     conn.execute(
                         ratings.insert().values(
                             tenant=TENANT,
@@ -511,6 +533,27 @@ async def test_overview_plots_the_seeded_figures(stack: Stack) -> None:
     await phone.context.close()
 
 
+async def test_overview_plots_the_outcomes(stack: Stack) -> None:
+    page = await _signed_in_page(stack)
+    await page.goto(stack.base + "/console?days=14")
+    for figure in ("outcomes", "path-ratings"):
+        svg = page.locator(f"#plot-{figure} svg")
+        await svg.wait_for()
+        assert await svg.locator(".reactive").count() > 3, figure
+    # Each seeded conversation is one case; a ticket on each day hands one off.
+    totals = await page.locator("#outcome-totals").inner_text()
+    assert "handed off" in totals and "suggestions accepted 50 %" in totals, totals
+    table = await page.locator("#outcome-table").inner_text()
+    assert table.count("\n") >= 10, table
+    ratings = page.locator("#plot-path-ratings")
+    await ratings.get_by_text("Figures").click()
+    paths = await ratings.locator("table").inner_text()
+    assert "agent" in paths and "chat" in paths, paths
+    await page.locator("#plot-outcomes").scroll_into_view_if_needed()
+    await page.locator("#plot-outcomes").screenshot(path=str(ARTIFACTS / "overview-outcomes.png"))
+    await page.context.close()
+
+
 async def test_transcript_shows_each_answers_path_and_sources(stack: Stack) -> None:
     page = await _signed_in_page(stack)
     await page.goto(stack.base + "/console/conversations")
@@ -613,6 +656,45 @@ async def test_a_console_reply_reaches_the_telegram_customer_once(stack: Stack) 
     assert ("ticket.resolve", f"telegram:{AGENT}") in acted
 
 
+async def test_a_suggestion_sent_from_the_console_reaches_the_customer_once(
+    stack: Stack,
+) -> None:
+    fake = stack.fake
+    customer = 4343
+    fake.send_user_message(customer, "I want to talk to a person, please")
+    await fake.wait_for(
+        lambda: sum(t.startswith("Ticket #") for t in fake.texts(GROUP)) >= 1,
+        within=30,
+        what="ticket",
+    )
+    fake.send_user_message(customer, "Do you ship abroad?")
+    await fake.wait_for(
+        lambda: any("Suggested reply #" in t for t in fake.texts(GROUP)),
+        within=60,
+        what="the suggestion in the ticket",
+    )
+    [posted] = [t for t in fake.texts(GROUP) if "Suggested reply #" in t]
+    number = posted.split("Suggested reply #", 1)[1].split(" ", 1)[0]
+    page = await _signed_in_page(stack)
+    await page.goto(stack.base + "/console/tickets")
+    await page.locator("#queue tbody tr").last.get_by_role("link").click()
+    item = page.locator(f"#suggestion-{number}")
+    assert "We ship to the EU and the UK." in await item.inner_text()
+    await _shot(page, "ticket-suggestion")
+    await item.get_by_role("button", name="Send", exact=True).click()
+    await page.wait_for_load_state()
+    assert f"Sent suggestion #{number}" in await page.locator(".flash").inner_text()
+    assert await page.locator(f"#suggestion-{number}").get_attribute("data-state") == "sent"
+    relayed = f"{SIGNATURE}: We ship to the EU and the UK."
+    await fake.wait_for(lambda: relayed in fake.texts(customer), within=20, what="the relay")
+    # The Send button in the support group, pressed now, relays nothing more.
+    [message] = [m for m in fake.messages[GROUP] if "Suggested reply #" in m.text]
+    fake.push(fake.press(message, "Send", user_id=AGENT, first_name="Robin"))
+    await fake.wait_for(lambda: any("was sent already" in t for t in fake.texts(GROUP)), within=20)
+    assert fake.texts(customer).count(relayed) == 1
+    await page.context.close()
+
+
 async def test_an_entry_added_in_the_console_is_answered_verbatim(stack: Stack) -> None:
     page = await _signed_in_page(stack)
     await page.goto(stack.base + "/console/knowledge")
@@ -660,6 +742,9 @@ async def test_gap_report_groups_similar_unanswered_questions(stack: Stack) -> N
     # Three escalations and one answer rated bad, as /faq gaps counts them.
     assert cells[0] == "4" and cells[1] == "3 escalated, 1 rated bad"
     assert "canada" in cells[2].lower() and "How much is shipping to Canada?" in cells[3]
+    # Suggestions discarded on the odd days of the seed, all about refunds.
+    discarded = await page.locator("#discarded tbody tr").first.locator("td").all_inner_texts()
+    assert discarded == ["5", "5", "Refunds"], discarded
     await _shot(page, "gaps")
     await page.goto(stack.base + "/console/tickets")
     await _shot(page, "tickets")

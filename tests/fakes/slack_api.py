@@ -170,6 +170,8 @@ class FakeSlack:
         self.held = 0
         # Calls answered after their client had gone: they took no effect.
         self.abandoned: list[Call] = []
+        # Modals opened with views.open, in order.
+        self.views: list[dict[str, Any]] = []
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -680,6 +682,49 @@ class FakeSlack:
         self.reactions.append(entry)
         return _ok()
 
+    async def _m_views_open(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
+        """Slack's rules: a trigger from an interaction of the last 3 seconds,
+        used once; a modal with a short title and at most 100 blocks."""
+        trigger = str(args.get("trigger_id") or "")
+        issued = _TRIGGERS.pop(trigger, None)
+        if issued is None:
+            return _error("invalid_trigger_id")
+        if time.time() - issued > TRIGGER_LIFETIME:
+            return _error("expired_trigger_id")
+        view = args.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not _valid_view(view):
+            return _error("invalid_arguments")
+        opened = {**view, "id": f"V{next(self._ts):08d}", "hash": uuid.uuid4().hex[:12]}
+        opened["team_id"] = ws.team_id
+        self.views.append(opened)
+        self._touch()
+        return _ok(view=opened)
+
+    def submit_view(
+        self, view: dict[str, Any], values: dict[str, str], *, user: str = "U7"
+    ) -> dict[str, Any]:
+        """The ``view_submission`` payload Slack sends when ``user`` submits
+        ``view`` (as views.open returned it) with ``values`` by action id."""
+        state: dict[str, dict[str, Any]] = {}
+        for block in view.get("blocks", []):
+            element = block.get("element") if block.get("type") == "input" else None
+            if isinstance(element, dict) and element.get("action_id") in values:
+                state.setdefault(block["block_id"], {})[element["action_id"]] = {
+                    "type": element["type"],
+                    "value": values[element["action_id"]],
+                }
+        return {
+            "type": "view_submission",
+            "team": {"id": view.get("team_id", "T1"), "domain": "fake"},
+            "user": {"id": user, "username": "agent", "name": "agent"},
+            "api_app_id": "A1",
+            "token": "legacy-verification-token",
+            "trigger_id": _trigger(),
+            "view": {**view, "state": {"values": state}},
+        }
+
     async def _m_conversations_replies(self, ws: Workspace, args: dict[str, Any]) -> web.Response:
         channel = str(args.get("channel") or "")
         ts = str(args.get("ts") or "")
@@ -857,6 +902,55 @@ def message_event(
     return event_body(event, team=team, event_id=event_id)
 
 
+# Triggers handed out with interactions, and when: views.open takes each once,
+# within 3 seconds, as Slack does.
+TRIGGER_LIFETIME = 3.0
+_TRIGGERS: dict[str, float] = {}
+VIEW_TITLE_LIMIT = 24
+VIEW_BLOCKS_LIMIT = 100
+PRIVATE_METADATA_LIMIT = 3000
+INPUT_LIMIT = 3000
+
+
+def _trigger() -> str:
+    trigger = f"{next(_event_ids)}.{int(time.time())}.{uuid.uuid4().hex[:8]}"
+    _TRIGGERS[trigger] = time.time()
+    return trigger
+
+
+def _valid_view(view: object) -> bool:
+    if not isinstance(view, dict) or view.get("type") != "modal":
+        return False
+    for name in ("title", "submit", "close"):
+        if name in view and not (
+            _plain_text(view[name], VIEW_TITLE_LIMIT) and view[name]["type"] == "plain_text"
+        ):
+            return False
+    if "title" not in view:
+        return False
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list) or not 0 < len(blocks) <= VIEW_BLOCKS_LIMIT:
+        return False
+    if len(str(view.get("private_metadata", ""))) > PRIVATE_METADATA_LIMIT:
+        return False
+    inputs = [b for b in blocks if isinstance(b, dict) and b.get("type") == "input"]
+    if inputs and "submit" not in view:
+        return False  # Slack wants a submit button on a modal with inputs
+    for block in inputs:
+        element = block.get("element")
+        if not (
+            _plain_text(block.get("label"), 2000)
+            and isinstance(element, dict)
+            and element.get("type") == "plain_text_input"
+            and element.get("action_id")
+            and len(str(element.get("initial_value", ""))) <= INPUT_LIMIT
+            and int(element.get("max_length", INPUT_LIMIT)) <= INPUT_LIMIT
+        ):
+            return False
+    others = [b for b in blocks if b not in inputs]
+    return all(isinstance(b, dict) and _valid_block(b) for b in others)
+
+
 def block_actions_payload(
     *,
     message: dict[str, Any],
@@ -892,7 +986,7 @@ def block_actions_payload(
             "channel_id": channel,
             "is_ephemeral": False,
         },
-        "trigger_id": f"{next(_event_ids)}.{int(time.time())}.{uuid.uuid4().hex[:8]}",
+        "trigger_id": _trigger(),
         "team": {"id": team, "domain": "fake"},
         "enterprise": None,
         "is_enterprise_install": False,
@@ -920,7 +1014,7 @@ async def deliver(
 ) -> int:
     """POST a payload to a request URL the way Slack does, signed: events as
     JSON, interactive payloads (``block_actions``) form-encoded. Returns the status."""
-    if payload.get("type") == "block_actions":
+    if payload.get("type") in ("block_actions", "view_submission"):
         body = interactive_body(payload)
         content_type = "application/x-www-form-urlencoded"
     else:

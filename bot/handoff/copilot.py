@@ -1,0 +1,335 @@
+"""The agents' copilot: a reply drafted for a ticket from the knowledge
+sources, posted in the ticket's thread or topic with its sources and the
+buttons Send, Edit and Discard.
+
+A customer's message in a claimed or waiting ticket is relayed to the agents
+first (queued in the outbox); the draft is written afterwards in the
+background, so drafting never delays the relay. A passage the policy would
+quote verbatim is suggested as it is (no model call); between the thresholds
+the model writes a reply from the best passages and the ticket's history,
+and it must pass the citation guard; with nothing close enough, the post says
+that the knowledge does not cover the question instead of guessing.
+
+The suggestion is stored once per cause (the customer's message, or the
+``/suggest`` that asked for it) and posted through the outbox under a key
+derived from its id: a replayed message or a restart posts nothing twice.
+It is never relayed to the customer unless an agent sends it
+(``bot.handoff.suggested``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.generation import Generation, GenerationPath
+from bot.handoff.desk import HelpDesk
+from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.knowledge.passages import Passage
+from bot.knowledge.policy import check_grounded, grounded_prompt
+from bot.messages import say
+from bot.types import Accepted
+from llm.base import ChatMessage, SamplingParams
+from storage.handoff_repo import Ticket
+from storage.suggestions_repo import POST_KEY, Suggestion
+
+log = logging.getLogger(__name__)
+
+# A suggestion is a short reply; the ticket's thread is not the place for essays.
+SUGGESTION_SAMPLING = SamplingParams(max_new_tokens=220, temperature=0.0)
+# Turns of the ticket the model reads besides the passages.
+HISTORY_TURNS = 8
+SOURCES_SHOWN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Drafted:
+    """A reply drafted for the agents: ``path`` is ``quoted`` (a passage as it
+    is), ``written`` (the model, from ``sources``) or ``unsupported``."""
+
+    path: str
+    text: str
+    sources: tuple[Passage, ...]
+
+    @property
+    def topic(self) -> str:
+        return self.sources[0].title if self.sources else ""
+
+
+class Copilot:
+    """Drafts and posts suggested replies in tickets."""
+
+    def __init__(
+        self,
+        *,
+        desk: HelpDesk,
+        knowledge: KnowledgeBase | None,
+        generation: GenerationPath,
+    ) -> None:
+        self.desk = desk
+        self.knowledge = knowledge
+        self.generation = generation
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return self.knowledge is not None and self.desk.connected
+
+    # -- when a customer writes ------------------------------------------------------
+
+    def after_relay(self, accepted: Accepted, ticket: Ticket) -> None:
+        """Draft a suggestion for the customer's message in the background (the
+        relay to the agents is already queued)."""
+        if not self.enabled or not ticket.open or not accepted.text.strip():
+            return
+        if accepted.command is not None:
+            return  # a command relayed as it is asks nothing of the knowledge
+        task = asyncio.create_task(
+            self._safely(accepted, ticket, accepted.text, f"message:{accepted.inbound_id}"),
+            name=f"suggest:{accepted.inbound_id}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def ask_again(self, accepted: Accepted, ticket: Ticket) -> str:
+        """``/suggest`` in a ticket: a new suggestion for the customer's last message."""
+        kb = self.knowledge
+        if not self.enabled or kb is None:
+            return say("copilot.unavailable")
+        if not await kb.has_passages(ticket.customer_address.tenant):
+            return say("copilot.unavailable")
+        question = await self.last_question(ticket)
+        if not question:
+            return say("copilot.no_question", id=ticket.id)
+        task = asyncio.create_task(
+            self._safely(accepted, ticket, question, f"asked:{accepted.inbound_id}"),
+            name=f"suggest-again:{accepted.inbound_id}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return say("copilot.drafting", id=ticket.id)
+
+    async def settle(self, within: float = 30.0) -> None:
+        """Wait for the drafts in progress (at shutdown, and in tests)."""
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait(set(self._tasks), timeout=within)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.settle(5.0)
+
+    async def _safely(self, accepted: Accepted, ticket: Ticket, question: str, cause: str) -> None:
+        try:
+            await self.suggest(accepted, ticket, question=question, cause=cause)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A suggestion is help, not a promise: the agents answer as before.
+            log.exception("ticket #%s: no suggestion for %s", ticket.id, cause)
+
+    async def suggest(
+        self, accepted: Accepted, ticket: Ticket, *, question: str, cause: str, language: str = ""
+    ) -> Suggestion | None:
+        """Draft, store and post the suggestion for ``cause`` (None: drafted before)."""
+        repo = self.desk.tickets.suggestions
+        if await repo.exists(cause):
+            return None
+        kb = self.knowledge
+        if kb is None or not await kb.has_passages(ticket.customer_address.tenant):
+            return None  # no knowledge for this tenant: nothing to suggest from, nothing said
+        drafted = await self.draft(accepted, ticket, question, language=language)
+        current = await self.desk.tickets.get(ticket.id)
+        if current is None or not current.open or not current.customer:
+            # Closed, or its customer forgotten, while the draft was written.
+            return None
+        suggestion, created = await repo.create(
+            ticket_id=ticket.id,
+            conversation_id=ticket.conversation_id,
+            tenant=ticket.customer_address.tenant,
+            cause=cause,
+            inbound_id=accepted.inbound_id if cause.startswith("message:") else None,
+            question=question,
+            text=drafted.text,
+            path=drafted.path,
+            topic=drafted.topic or question[:300],
+            sources=[_source(p) for p in drafted.sources],
+            language=language,
+        )
+        if not created:
+            return None
+        await self.post(ticket, suggestion)
+        return suggestion
+
+    async def post(self, ticket: Ticket, suggestion: Suggestion) -> None:
+        """Queue the suggestion for the ticket's thread (never for the customer)."""
+        if not await self.desk.reaches_space(ticket):
+            return
+        buttons: tuple[tuple[str, str], ...] = ()
+        if suggestion.sendable:
+            buttons = (
+                (say("copilot.send_button"), f"/suggest send {suggestion.id}"),
+                (say("copilot.edit_button"), f"/suggest edit {suggestion.id}"),
+                (say("copilot.discard_button"), f"/suggest discard {suggestion.id}"),
+            )
+        await self.desk.tickets.enqueue(
+            POST_KEY.format(id=suggestion.id),
+            self.desk.space_address(ticket),
+            suggestion_text(suggestion),
+            kind="to_ticket",
+            ticket_id=ticket.id,
+            buttons=buttons,
+        )
+
+    # -- drafting --------------------------------------------------------------------
+
+    async def draft(
+        self, accepted: Accepted, ticket: Ticket, question: str, *, language: str = ""
+    ) -> Drafted:
+        """What the knowledge supports as a reply to ``question`` for this ticket's
+        customer (their tenant's passages and the shared ones)."""
+        kb = self.knowledge
+        tenant = ticket.customer_address.tenant
+        if kb is None or not await kb.has_passages(tenant):
+            return Drafted("unsupported", "", ())
+        found = await kb.lookup(question, tenant=tenant, limit=max(kb.policy.grounded_entries, 3))
+        decision = kb.decide_hits(found.passages, found.scope)
+        if decision.path == "verbatim":
+            return Drafted("quoted", decision.hits[0].text, decision.hits[:1])
+        if decision.path == "escalated" or not decision.hits:
+            return Drafted("unsupported", "", tuple(found.passages[:1]))
+        hits = decision.hits
+        text = await self._written(accepted, ticket, question, hits, language)
+        if text:
+            return Drafted("written", text, hits)
+        if hits[0].dense >= kb.policy.fallback_verbatim_score:
+            return Drafted("quoted", hits[0].text, hits[:1])
+        return Drafted("unsupported", "", hits[:1])
+
+    async def _written(
+        self,
+        accepted: Accepted,
+        ticket: Ticket,
+        question: str,
+        hits: Sequence[Passage],
+        language: str,
+    ) -> str:
+        """The model's reply from ``hits`` ("" when it failed or the citation guard
+        refused it)."""
+        kb = self.knowledge
+        assert kb is not None
+        persona = (await kb.persona(ticket.customer_address.tenant)).strip()
+        messages = await self.messages(ticket, question, hits, persona, language)
+        request = self.generation.request(accepted, messages, SUGGESTION_SAMPLING)
+        generation = Generation(request)
+        async for _ in self.generation.model_text(accepted, generation, asyncio.Event()):
+            pass
+        text = generation.text.strip()
+        if generation.error is not None or generation.withheld is not None:
+            return ""
+        why = check_grounded(text, question, hits)
+        if why:
+            log.info("ticket #%s: suggestion refused: %s", ticket.id, why)
+            return ""
+        return text
+
+    async def messages(
+        self,
+        ticket: Ticket,
+        question: str,
+        hits: Sequence[Passage],
+        persona: str,
+        language: str,
+    ) -> list[ChatMessage]:
+        """The grounded prompt, with the ticket's recent turns and the language rule."""
+        history = await self.history(ticket)
+        where = (
+            f"Write the reply in the language with code {language}."
+            if language
+            else "Write the reply in the language of the customer's last message."
+        )
+        system = (
+            f"{persona}\n\n" if persona else ""
+        ) + f"You draft a reply that a support agent may send to the customer. {where}"
+        prompt = grounded_prompt(question, hits, system)
+        if history:
+            turns = "\n".join(history)
+            prompt[-1] = ChatMessage(
+                "user", f"Conversation so far:\n{turns}\n\n{prompt[-1].content}"
+            )
+        return prompt
+
+    async def history(self, ticket: Ticket) -> list[str]:
+        """The ticket's last turns, as lines the model reads."""
+        lines = [
+            f"{'Customer' if t.get('role') == 'user' else 'Assistant'}: {t.get('text', '')!s}"
+            for t in ticket.details.get("turns") or []
+        ]
+        for event in await self.desk.tickets.events(ticket.id):
+            if event.kind == "from_customer" and event.text:
+                lines.append(f"Customer: {event.text}")
+            elif event.kind == "to_customer" and event.text:
+                lines.append(f"Agent: {event.text}")
+        return [line[:600] for line in lines[-HISTORY_TURNS:]]
+
+    async def last_question(self, ticket: Ticket) -> str:
+        for event in reversed(await self.desk.tickets.events(ticket.id)):
+            if event.kind == "from_customer" and event.text.strip():
+                return event.text.strip()
+        turns = ticket.details.get("turns") or []
+        said = [str(t.get("text", "")) for t in turns if t.get("role") == "user"]
+        return said[-1].strip() if said else ""
+
+
+def _source(passage: Passage) -> dict[str, object]:
+    return {
+        "kind": passage.kind,
+        "ref": passage.ref,
+        "label": passage.label,
+        "title": passage.title,
+        "score": round(passage.dense, 3),
+        **passage.location(),
+    }
+
+
+def suggestion_text(suggestion: Suggestion) -> str:
+    """The suggestion as posted in the ticket: a heading line, the reply, and
+    its sources with how to act on it. ``suggestion_body`` reads the reply back
+    out of it, so the three parts are kept apart by blank lines."""
+    if not suggestion.sendable:
+        return say(
+            "copilot.unsupported",
+            id=suggestion.id,
+            question=suggestion.question[:200],
+            considered=_sources_line(suggestion) or say("copilot.no_sources"),
+        )
+    head = say("copilot.head", id=suggestion.id, path=say(f"copilot.path.{suggestion.path}"))
+    tail = [_sources_line(suggestion), say("copilot.how", id=suggestion.id)]
+    return f"{head}\n\n{suggestion.text}\n\n" + "\n".join(line for line in tail if line)
+
+
+def _sources_line(suggestion: Suggestion) -> str:
+    shown = [
+        say(
+            "copilot.source",
+            label=s.get("label", ""),
+            title=str(s.get("title", ""))[:80],
+            score=s.get("score", 0),
+        )
+        for s in suggestion.sources[:SOURCES_SHOWN]
+    ]
+    return say("copilot.sources", sources="; ".join(shown)) if shown else ""
+
+
+def suggestion_body(posted: str) -> str:
+    """The reply inside a posted suggestion's text (what an edit starts from)."""
+    for escaped, plain in (("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&")):
+        posted = posted.replace(escaped, plain)
+    parts = posted.strip().split("\n\n")
+    if len(parts) < 3:
+        return ""
+    return "\n\n".join(parts[1:-1]).strip()
