@@ -62,13 +62,66 @@ def entry_key(external_id: str | None, question: str) -> str:
     return f"q:{norm}"
 
 
+# Scripts written without spaces between words: Han, kana, Hangul.
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
+# Words at least this long are also indexed as overlapping pieces of ``_PIECE``
+# letters, so that a part of a compound ("bygglov") finds the whole
+# ("bygglovsansökan", "Baugenehmigungsverfahren").
+_COMPOUND = 7
+_PIECE = 5
+
+
+def _words(text: str) -> Iterator[str]:
+    """Lower-cased words; a run of CJK characters (no spaces to split on) becomes
+    its overlapping character pairs, the usual keyword unit for those scripts."""
+    for word in _WORD.findall(text.lower()):
+        start = 0
+        for run in _CJK.finditer(word):
+            if run.start() > start:
+                yield word[start : run.start()]
+            chars = run.group()
+            yield from (
+                [chars] if len(chars) == 1 else (chars[i : i + 2] for i in range(len(chars) - 1))
+            )
+            start = run.end()
+        if start < len(word):
+            yield word[start:]
+
+
 def keyword_terms(question: str, *, limit: int = 24) -> list[str]:
-    """Content words of a question, de-duplicated, in order."""
+    """Content words of a question, de-duplicated, in order (CJK: character pairs)."""
     seen: dict[str, None] = {}
-    for word in _WORD.findall(question.lower()):
-        if word not in _STOPWORDS and len(word) > 1:
+    for word in _words(question):
+        if word not in _STOPWORDS and (len(word) > 1 or _CJK.match(word)):
             seen.setdefault(word, None)
     return list(seen)[:limit]
+
+
+def pieces(word: str) -> list[str]:
+    """The overlapping ``_PIECE``-letter parts of a long word (none for a short one)."""
+    if len(word) < _COMPOUND or _CJK.search(word):
+        return []
+    return [word[i : i + _PIECE] for i in range(len(word) - _PIECE + 1)]
+
+
+def index_text(text: str) -> str:
+    """What the keyword index stores for ``text``: the text itself, then the
+    character pairs of its CJK runs and the pieces of its long words, written as
+    separate words so that both databases' word tokenizers index them."""
+    extra: list[str] = []
+    for word in _words(text):
+        if _CJK.match(word):
+            extra.append(word)
+        else:
+            extra.extend(pieces(word))
+    return f"{text}\n{' '.join(extra)}" if extra else text
+
+
+def search_terms(question: str, *, limit: int = 24) -> list[str]:
+    """The keyword query of a question: its content words and their pieces."""
+    terms = keyword_terms(question, limit=limit)
+    extra = [p for word in terms for p in pieces(word)]
+    return list(dict.fromkeys([*terms, *extra]))[: limit * 4]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +236,8 @@ class KnowledgeRepository(Store):
             "alternatives": list(item.alternatives),
             "tags": list(item.tags),
             "source": item.source,
-            "search_text": item.search_text,
+            # PostgreSQL's generated tsvector reads this column (weight A).
+            "search_text": index_text(item.search_text),
             "embedding": vectors,
             "embedding_model": model if vectors is not None else "",
             "updated_at": item.updated_at or now,
@@ -226,7 +280,7 @@ class KnowledgeRepository(Store):
         conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry_id})
         conn.execute(
             text("INSERT INTO faq_fts(rowid, question, answer) VALUES (:id, :q, :a)"),
-            {"id": entry_id, "q": item.search_text, "a": item.answer},
+            {"id": entry_id, "q": index_text(item.search_text), "a": index_text(item.answer)},
         )
 
     async def set_embeddings(self, vectors: dict[int, bytes], *, embedding_model: str) -> None:
@@ -426,7 +480,7 @@ class KnowledgeRepository(Store):
         Scores are positive, larger is better, comparable within one call only.
         A question match weighs more than an answer match.
         """
-        terms = keyword_terms(question)
+        terms = search_terms(question)
         if not terms:
             return []
         if self.dialect == "sqlite":
