@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, delete, or_, select, text, update
 
 from storage.db import utcnow
-from storage.knowledge_repo import index_text
+from storage.keywords import index_text
 from storage.models import faq_entries
 
 

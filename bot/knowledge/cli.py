@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,6 +24,9 @@ from bot.knowledge.passages import FAQ, LOCATION_FIELDS
 from bot.settings import Settings
 from llm.embeddings import ADAPT_EPOCHS
 from storage.db import Database
+
+# A language code: "sv", "zh", "pt-br".
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,6 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     imp.add_argument("file", type=str)
     imp.add_argument("--tenant", default="", help="only this tenant sees the entries")
     imp.add_argument("--format", choices=FORMATS, help="override the format the extension implies")
+    imp.add_argument(
+        "--language",
+        default="",
+        metavar="CODE",
+        help="the file is this language's version (e.g. sv) of the entries already stored "
+        "with the same ids: customers writing it are answered with it",
+    )
     imp.add_argument(
         "--no-tune",
         action="store_true",
@@ -112,12 +123,21 @@ async def run(
         await db.upgrade()
         kb = create_knowledge_base(db, settings)
         if args.faq_command == "import":
+            language = args.language.strip().lower()
+            if language and not _LANGUAGE.fullmatch(language):
+                print(
+                    f"deskmate: --language takes a language code such as sv or pt-br, "
+                    f"not {args.language!r}",
+                    file=stderr,
+                )
+                return 1
             report = await kb.import_file(
                 Path(args.file),
                 tenant=args.tenant,
                 fmt=args.format,
                 mapping=parse_mapping(args.map),
                 progress=_Progress(stderr, "embedding"),
+                language=language,
             )
             for line in report.lines()[1:]:
                 print(line, file=stderr)

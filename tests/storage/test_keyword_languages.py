@@ -3,13 +3,8 @@ on SQLite FTS5 and PostgreSQL full-text search alike."""
 
 from __future__ import annotations
 
-from storage.knowledge_repo import (
-    EntryInput,
-    KnowledgeRepository,
-    index_text,
-    keyword_terms,
-    search_terms,
-)
+from storage.keywords import index_text, keyword_terms, search_terms
+from storage.knowledge_repo import EntryInput, KnowledgeRepository
 from storage.repository import Repository
 
 ENTRIES = [

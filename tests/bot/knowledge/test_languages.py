@@ -1,0 +1,134 @@
+"""FAQ entries in several languages: versions imported with ``--language``,
+searched and quoted in the customer's language; cross-lingual retrieval with the
+multilingual embedding model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.knowledge.policy import Policy
+from bot.plans import Clarify, Verbatim
+from llm.embeddings import E5Embedder, HashingEmbedder
+from storage.faq_versions import FaqVersion
+from storage.knowledge_repo import KnowledgeRepository
+from storage.repository import Repository
+
+ENGLISH = (
+    "id,question,answer,source\n"
+    "ship-1,How long does shipping take?,Orders arrive in 2-3 working days.,Shipping policy\n"
+    'ret-1,Can I return an item?,"Yes, within 30 days of delivery.",Returns policy\n'
+    "pay-1,Which payment methods do you accept?,Card and invoice.,Payments page\n"
+)
+SWEDISH = (
+    "id,question,answer\n"
+    "ship-1,Hur lång är leveranstiden?,Beställningar kommer fram inom 2-3 arbetsdagar.\n"
+    'ret-1,Kan jag returnera en vara?,"Ja, inom 30 dagar från leveransen."\n'
+    "gone-9,Finns det presentkort?,Ja.\n"
+)
+POLICY = Policy(
+    verbatim_score=0.5, verbatim_margin=0.05, grounded_score=0.25, fallback_verbatim_score=0.35
+)
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+async def kb(repository: Repository) -> KnowledgeBase:
+    return KnowledgeBase(
+        repository=KnowledgeRepository(repository.db),
+        embedder=HashingEmbedder(),
+        background=(),
+        policy=POLICY,
+        refresh_interval=0.0,
+    )
+
+
+async def test_versions_are_searched_and_quoted_in_the_customers_language(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    await kb.import_file(_write(tmp_path, "en.csv", ENGLISH))
+    report = await kb.import_file(_write(tmp_path, "sv.csv", SWEDISH), language="sv")
+    # Versions attach to the entries with the same ids; they are no entries of their own.
+    assert (report.created, report.unchanged) == (2, 0)
+    assert [str(issue) for issue in report.skipped] == [
+        "line 4: no entry 'gone-9' to add a sv version to"
+    ]
+    assert len(await kb.repository.entries()) == 3
+    versions = await kb.repository.versions()
+    assert {(v.language, v.question) for v in versions} == {
+        ("sv", "Hur lång är leveranstiden?"),
+        ("sv", "Kan jag returnera en vara?"),
+    }
+    again = await kb.import_file(_write(tmp_path, "sv.csv", SWEDISH), language="sv")
+    assert (again.created, again.unchanged) == (0, 2)
+
+    # A Swedish question finds the entry through its Swedish version...
+    plan = await kb.plan("Hur lång är leveranstiden?", tenant="", conversation_key="c1")
+    assert isinstance(plan, Verbatim) and plan.passage.id == "ship-1"
+    # ...and a Swedish customer is quoted the Swedish answer, under the entry's own id.
+    assert "Orders arrive" in plan.text
+    swedish = kb.in_language(plan, "sv")
+    assert swedish.passage.id == "ship-1" and swedish.passage.language == "sv"
+    assert swedish.text.startswith("Beställningar kommer fram inom 2-3 arbetsdagar.")
+    planned = await kb.plan(
+        "Hur lång är leveranstiden?", tenant="", conversation_key="c1", language="sv"
+    )
+    assert isinstance(planned, Verbatim)
+    assert planned.text.startswith("Beställningar kommer fram")
+    # No version in that language: the original, as it is.
+    english = await kb.plan(
+        "Which payment methods do you accept?", tenant="", conversation_key="c1", language="sv"
+    )
+    assert isinstance(english, Verbatim) and english.text.startswith("Card and invoice.")
+    # Options of a "did you mean" are offered in the customer's language too.
+    considered = await kb.consider("Kan jag returnera en vara?", tenant="", conversation_key="c1")
+    assert considered.decision is not None
+    offered = Clarify(considered.passages[:2], considered.decision)
+    assert [p.title for p in offered.options] == [
+        "Can I return an item?",
+        "How long does shipping take?",
+    ]
+    assert [p.title for p in kb.in_language(offered, "sv").options] == [
+        "Kan jag returnera en vara?",
+        "Hur lång är leveranstiden?",
+    ]
+
+    # Removing an entry removes its versions with it.
+    await kb.remove("ret-1")
+    assert [v.question for v in await kb.repository.versions()] == ["Hur lång är leveranstiden?"]
+
+
+def test_a_version_is_embedded_like_an_entry() -> None:
+    version = FaqVersion(1, 1, "sv", "Fråga?", "Svar.", ("Annan fråga?",))
+    from bot.knowledge.index import entry_texts
+
+    assert entry_texts(version) == ["Fråga?", "Annan fråga?", "Fråga? Svar."]
+
+
+@pytest.mark.model
+async def test_cross_lingual_retrieval_with_the_multilingual_model(
+    sqlite_repository: Repository, tmp_path: Path
+) -> None:
+    embedder = E5Embedder()
+    kb = KnowledgeBase(
+        repository=KnowledgeRepository(sqlite_repository.db),
+        embedder=embedder,
+        policy=Policy.for_model(embedder.name),
+        refresh_interval=0.0,
+    )
+    await kb.import_file(_write(tmp_path, "en.csv", ENGLISH))
+    for question, expected in [
+        ("我的包裹多久能送到？", "ship-1"),
+        ("可以用什么方式付款？", "pay-1"),
+        ("kan jag skicka tillbaka en tröja jag köpt?", "ret-1"),
+        ("Wie lange dauert der Versand?", "ship-1"),
+    ]:
+        hits = await kb.search(question, limit=1)
+        assert hits[0].id == expected, question
