@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 from bot.errors import ConfigError
 from bot.handoff.config import BusinessHours, HandoffConfigError, HandoffSettings, parse_spaces
+from bot.knowledge.policy import scale_of
 from llm.base import DTYPES, QUANTIZATIONS
-from llm.embeddings import EMBEDDING_MODELS
+from llm.embeddings import EMBEDDING_MODELS, MULTILINGUAL_MODEL_NAME
 from storage.slack_repo import TokenCipher
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -231,8 +232,12 @@ class Settings:
                 f"DESKMATE_FAQ_PRECISION must be between 0.5 and 1, not {self.faq_precision}"
             )
         # The scope score DESKMATE_FAQ_GROUNDED_SCORE applies to can be negative.
-        grounded = -1.0 if self.faq_grounded_score is None else self.faq_grounded_score
-        verbatim = 1.0 if self.faq_verbatim_score is None else self.faq_verbatim_score
+        # An unset threshold is the embedding model's own.
+        scale = scale_of(MULTILINGUAL_MODEL_NAME if self.multilingual else "")
+        grounded = self.faq_grounded_score
+        grounded = scale.grounded_score if grounded is None else grounded
+        verbatim = self.faq_verbatim_score
+        verbatim = scale.verbatim_score if verbatim is None else verbatim
         if not -1.0 <= grounded <= verbatim <= 1.0:
             raise ConfigError(
                 "need -1 <= DESKMATE_FAQ_GROUNDED_SCORE <= DESKMATE_FAQ_VERBATIM_SCORE <= 1, "
@@ -247,6 +252,11 @@ class Settings:
                 f"DESKMATE_EMBEDDING_MODEL: {self.embedding_model} is not a sentence-transformers "
                 f"model folder (it has no modules.json) nor one of {', '.join(EMBEDDING_MODELS)}"
             )
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether DESKMATE_EMBEDDING_MODEL names the multilingual model."""
+        return str(self.embedding_model) in (MULTILINGUAL_MODEL_NAME, "multilingual")
 
     @property
     def configured_secrets(self) -> tuple[str, ...]:

@@ -132,3 +132,29 @@ async def test_cross_lingual_retrieval_with_the_multilingual_model(
     ]:
         hits = await kb.search(question, limit=1)
         assert hits[0].id == expected, question
+
+
+async def test_the_multilingual_model_is_chosen_by_name_with_its_own_thresholds(
+    tmp_path: Path,
+) -> None:
+    from bot.app import create_knowledge_base
+    from bot.errors import ConfigError
+    from bot.knowledge.policy import MULTILINGUAL_SCALE
+    from bot.settings import Settings
+    from storage.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    settings = Settings.from_env({"DESKMATE_EMBEDDING_MODEL": "multilingual"})
+    kb = create_knowledge_base(db, settings)
+    assert isinstance(kb.retriever.base_embedder, E5Embedder)
+    assert kb.policy.verbatim_score == MULTILINGUAL_SCALE.verbatim_score
+    assert kb.policy.grounded_score == MULTILINGUAL_SCALE.grounded_score
+    assert kb.policy.fallback_verbatim_score == MULTILINGUAL_SCALE.fallback_verbatim_score
+    # A threshold set by the operator wins over the model's.
+    settings = Settings.from_env(
+        {"DESKMATE_EMBEDDING_MODEL": "multilingual-e5-small-q4", "DESKMATE_FAQ_VERBATIM_SCORE": "1"}
+    )
+    assert create_knowledge_base(db, settings).policy.verbatim_score == 1.0
+    await db.dispose()
+    with pytest.raises(ConfigError, match="nor one of all-MiniLM-L6-v2, multilingual-e5-small-q4"):
+        Settings.from_env({"DESKMATE_EMBEDDING_MODEL": str(tmp_path / "no-such-model")})
