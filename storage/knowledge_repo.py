@@ -188,6 +188,7 @@ class KnowledgeRepository(Store):
                 faq_entries.c.alternatives,
                 faq_entries.c.tags,
                 faq_entries.c.source,
+                faq_entries.c.search_text,
             ).where(faq_entries.c.tenant == tenant, faq_entries.c.key == item.key)
         ).first()
         if row is None:
@@ -206,6 +207,14 @@ class KnowledgeRepository(Store):
             and row.source == item.source
         )
         if same:
+            if row.search_text != values["search_text"]:
+                # Indexed before keyword terms for CJK and compounds: index it again.
+                conn.execute(
+                    update(faq_entries)
+                    .where(faq_entries.c.id == row.id)
+                    .values(search_text=values["search_text"])
+                )
+                self._index(conn, row.id, item)
             return "unchanged"
         conn.execute(update(faq_entries).where(faq_entries.c.id == row.id).values(**values))
         self._index(conn, row.id, item)

@@ -58,3 +58,30 @@ def test_terms() -> None:
     assert "lovsa" in index_text("bygglovsansökan").split()
     assert index_text("a short one") == "a short one"
     assert search_terms("bygglov") == ["bygglov", "byggl", "ygglo", "gglov"]
+
+
+async def test_an_entry_indexed_before_is_indexed_again_on_import(repository: Repository) -> None:
+    from sqlalchemy import Connection, text, update
+
+    from storage.models import faq_entries
+
+    repo = KnowledgeRepository(repository.db)
+    await repo.upsert_many("", [(ENTRIES[0], None)], embedding_model="")
+
+    def as_before(conn: Connection) -> None:
+        # What an older version stored: the plain text, without character pairs.
+        conn.execute(update(faq_entries).values(search_text=ENTRIES[0].question))
+        if repo.dialect == "sqlite":
+            conn.execute(text("DELETE FROM faq_fts"))
+            conn.execute(
+                text(
+                    "INSERT INTO faq_fts(rowid, question, answer) "
+                    "SELECT id, question, answer FROM faq_entries"
+                )
+            )
+
+    await repository.db.run(as_before)
+    assert await _found(repo, "搭一个露台") == []
+    result = await repo.upsert_many("", [(ENTRIES[0], None)], embedding_model="")
+    assert result.unchanged == 1
+    assert await _found(repo, "搭一个露台") == ["zh-deck"]
