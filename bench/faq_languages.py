@@ -100,6 +100,10 @@ async def knowledge_base(
     return kb, note
 
 
+def embedder_policy(embedder: Embedder) -> Policy:
+    return Policy.for_model(embedder.name)
+
+
 async def latency(kb: KnowledgeBase, questions: list[str]) -> tuple[float, float]:
     times = []
     for question in questions:
@@ -127,6 +131,7 @@ async def main() -> None:
     embedder = named_embedder(args.embedding_model or None)
     bases: dict[str, tuple[KnowledgeBase, str]] = {}
     rows: list[str] = []
+    every: dict[str, dict[str, list[ev.Scored]]] = {}
     for name in args.sets:
         language, in_scope, off_topic = SETS[name]
         if language not in bases:
@@ -134,6 +139,7 @@ async def main() -> None:
         kb, note = bases[language]
         sets = halves(in_scope, off_topic)
         scored = {h: await ev.score_questions(kb, sets[h]) for h in ev.HALVES}
+        every[name] = scored
         policy = kb.policy
         margin = policy.verbatim_margin
         curve = ev.verbatim_curve(scored["tune"], margin=margin)
@@ -153,6 +159,17 @@ async def main() -> None:
             ):
                 o = ev.outcomes(scored[half], verbatim=v, margin=margin, grounded=g)
                 rows.append(table_row(name, half, how, o))
+    # One pair of thresholds for every language: chosen on all tuning halves together.
+    pooled = [s for scored in every.values() for s in scored["tune"]]
+    margin = embedder_policy(embedder).verbatim_margin
+    curve = ev.verbatim_curve(pooled, margin=margin)
+    verbatim = ev.recommend_verbatim(curve, args.precision) or 1.0
+    grounded = min(ev.recommend_escalation(pooled, 0.95) or 0.0, verbatim)
+    print(f"all tuning halves together: verbatim >= {verbatim:.2f}, scope >= {grounded:.2f}")
+    for name, scored in every.items():
+        for half in ev.HALVES:
+            o = ev.outcomes(scored[half], verbatim=verbatim, margin=margin, grounded=grounded)
+            rows.append(table_row(name, half, "from all tuning halves", o))
     print(f"\nembedding model: {embedder.name}{' (adapted)' if args.tune else ''}")
     print(
         "| set | half | thresholds | in scope / off-topic | top-1 | top-3 "

@@ -134,7 +134,9 @@ def create_knowledge_base(
         name = configured_model_name(folder)
     embedder = named_embedder(folder, name=name)
     reranker = None
-    if settings.faq_rerank and isinstance(backend, Scorer):
+    # The re-ranker reads questions with the English-centric local model: with the
+    # multilingual embedding model, whose customers write any language, it stays off.
+    if settings.faq_rerank and isinstance(backend, Scorer) and not settings.multilingual:
         reranker = LikelihoodReranker(backend)
     thresholds: dict[str, float] = {}
     if settings.faq_verbatim_score is not None:

@@ -308,7 +308,7 @@ class Retriever:
         usual = float((background @ query).max()) if len(background) else 0.0
         scope = (
             confidence
-            - COVERAGE_WEIGHT * (1.0 - index.coverage(question, tenant))
+            - scale_of(base.name).coverage_weight * (1.0 - index.coverage(question, tenant))
             - BACKGROUND_WEIGHT * usual
         )
         hits = hits[:wanted]

@@ -15,6 +15,7 @@ from llm.embeddings import E5Embedder, HashingEmbedder
 from storage.faq_versions import FaqVersion
 from storage.knowledge_repo import KnowledgeRepository
 from storage.repository import Repository
+from tests.bot.knowledge.test_rerank import Scripted
 
 ENGLISH = (
     "id,question,answer,source\n"
@@ -145,8 +146,12 @@ async def test_the_multilingual_model_is_chosen_by_name_with_its_own_thresholds(
 
     db = Database(f"sqlite:///{tmp_path / 'x.db'}")
     settings = Settings.from_env({"DESKMATE_EMBEDDING_MODEL": "multilingual"})
-    kb = create_knowledge_base(db, settings)
+    kb = create_knowledge_base(db, settings, Scripted())  # type: ignore[arg-type]
     assert isinstance(kb.retriever.base_embedder, E5Embedder)
+    # The English-centric re-ranker is left out for customers of every language.
+    assert kb.retriever.reranker is None
+    english = create_knowledge_base(db, Settings(), Scripted())  # type: ignore[arg-type]
+    assert english.retriever.reranker is not None
     assert kb.policy.verbatim_score == MULTILINGUAL_SCALE.verbatim_score
     assert kb.policy.grounded_score == MULTILINGUAL_SCALE.grounded_score
     assert kb.policy.fallback_verbatim_score == MULTILINGUAL_SCALE.fallback_verbatim_score
