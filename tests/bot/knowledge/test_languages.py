@@ -163,3 +163,33 @@ async def test_the_multilingual_model_is_chosen_by_name_with_its_own_thresholds(
     await db.dispose()
     with pytest.raises(ConfigError, match="nor one of all-MiniLM-L6-v2, multilingual-e5-small-q4"):
         Settings.from_env({"DESKMATE_EMBEDDING_MODEL": str(tmp_path / "no-such-model")})
+
+
+async def test_faq_import_language_through_the_command_line(tmp_path: Path) -> None:
+    import argparse
+    import io
+
+    from bot.knowledge.cli import register, run
+    from bot.settings import Settings
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    settings = Settings.from_env(
+        {"DESKMATE_DATA_DIR": str(tmp_path / "data"), "DESKMATE_EMBEDDING_MODEL": "multilingual"}
+    )
+    english, swedish = _write(tmp_path, "en.csv", ENGLISH), _write(tmp_path, "sv.csv", SWEDISH)
+
+    async def faq(*words: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = await run(parser.parse_args(["faq", *words]), settings, stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, _, err = await faq("import", str(swedish), "--language", "swedish!")
+    assert code == 1 and "--language takes a language code such as sv" in err
+    code, out, _ = await faq("import", str(english), "--no-tune")
+    assert code == 0 and "3 added" in out
+    code, out, err = await faq("import", str(swedish), "--language", "SV")
+    assert code == 0 and "2 added, 0 updated, 0 unchanged, 1 skipped" in out
+    assert "skipped line 4: no entry 'gone-9' to add a sv version to" in err
+    # The multilingual model cannot be adapted; the import says what stands in for it.
+    assert "the embedding model was not adapted" in err and "did you mean" in err
