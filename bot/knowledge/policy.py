@@ -52,9 +52,6 @@ class ScoreScale:
     # language than the FAQ's uses none of its words, so a model that matches
     # across languages does without it.
     coverage_weight: float = 0.1
-    # Whether the model matches across languages (background questions in further
-    # languages are then compared too).
-    multilingual: bool = False
 
 
 # Chosen on all tuning halves of bench/faq_languages.py together (bench/README.md,
@@ -67,7 +64,6 @@ MULTILINGUAL_SCALE = ScoreScale(
     fallback_verbatim_score=0.9,
     background_in_domain=0.9,
     coverage_weight=0.0,
-    multilingual=True,
 )
 SCALES: dict[str, ScoreScale] = {MULTILINGUAL_MODEL_NAME: MULTILINGUAL_SCALE}
 

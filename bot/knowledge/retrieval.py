@@ -66,8 +66,6 @@ KEYWORD_WEIGHT = 0.02
 COVERAGE_WEIGHT = 0.1
 BACKGROUND_WEIGHT = 1.0
 BACKGROUND_FILE = Path(__file__).with_name("background.txt")
-# The same kind of questions in further languages (the multilingual model only).
-BACKGROUND_LANGUAGES_FILE = Path(__file__).with_name("background_languages.txt")
 # Candidates whose base-model scores are compared (the adapted model's best).
 SCOPE_CANDIDATES = 10
 _BASE_VECTOR_CACHE = 50_000
@@ -114,11 +112,7 @@ class Retriever:
         self._base_vectors: dict[tuple[str, ...], np.ndarray] = {}
         self._learned_texts: dict[int, list[tuple[str, str]]] = {}
         self._versions: dict[tuple[int, str], FaqVersion] = {}
-        if background is None:
-            background = load_background()
-            if scale_of(embedder.name).multilingual:
-                background += load_background(BACKGROUND_LANGUAGES_FILE)
-        self._background_texts = list(background)
+        self._background_texts = list(load_background() if background is None else background)
         self._background_base: np.ndarray | None = None
         self._background_lock = threading.Lock()
         self._background_ranked: tuple[str, np.ndarray] = ("", np.zeros((0, 0), np.float32))

@@ -148,14 +148,6 @@ async def test_the_multilingual_model_is_chosen_by_name_with_its_own_thresholds(
     settings = Settings.from_env({"DESKMATE_EMBEDDING_MODEL": "multilingual"})
     kb = create_knowledge_base(db, settings, Scripted())  # type: ignore[arg-type]
     assert isinstance(kb.retriever.base_embedder, E5Embedder)
-    # Background questions in further languages are compared with its scores only.
-    from bot.knowledge.retrieval import BACKGROUND_LANGUAGES_FILE, load_background
-
-    further = load_background(BACKGROUND_LANGUAGES_FILE)
-    assert "hur många månar har jupiter" in further
-    assert set(further) <= set(kb.retriever._background_texts)
-    english_only = create_knowledge_base(db, Settings())
-    assert not set(further) & set(english_only.retriever._background_texts)
     # The English-centric re-ranker is left out for customers of every language.
     assert kb.retriever.reranker is None
     english = create_knowledge_base(db, Settings(), Scripted())  # type: ignore[arg-type]
