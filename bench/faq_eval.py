@@ -49,7 +49,12 @@ from bot.knowledge.evaluation import EvalSet, evaluate, faq_jsonl, load_eval_set
 from bot.knowledge.index import unpack
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.rerank import LikelihoodReranker
-from llm.embeddings import SentenceEmbedder, configured_model_name
+from llm.embeddings import (
+    MULTILINGUAL_MODEL_NAME,
+    E5Embedder,
+    SentenceEmbedder,
+    configured_model_name,
+)
 from storage.db import Database
 from storage.knowledge_repo import EntryInput, KnowledgeRepository
 
@@ -162,8 +167,12 @@ async def main() -> None:
     await database.upgrade()
     await database.run(_empty_faq)
     folder = args.embedding_model
-    name = configured_model_name(folder) if folder is not None else None
-    embedder = SentenceEmbedder(model_dir=folder, name=name)
+    embedder: SentenceEmbedder | E5Embedder
+    if str(folder) == MULTILINGUAL_MODEL_NAME:
+        embedder = E5Embedder()
+    else:
+        name = configured_model_name(folder) if folder is not None else None
+        embedder = SentenceEmbedder(model_dir=folder, name=name)
     kb = KnowledgeBase(repository=KnowledgeRepository(database), embedder=embedder)
     backend = None
     if args.rerank:

@@ -26,7 +26,7 @@ from bot.knowledge.documents.library import DocumentLibrary, Limits
 from bot.knowledge.documents.source import DocumentSource
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.passages import DOCUMENT
-from bot.knowledge.policy import Policy
+from bot.knowledge.policy import Policy, scale_of
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.language import Languages
 from bot.language_commands import register_language_commands
@@ -140,23 +140,35 @@ def create_knowledge_base(
     ``kb.register(source)`` line here. ``backend`` re-ranks close FAQ calls
     when it can score (the local model) and ``DESKMATE_FAQ_RERANK`` allows it.
     """
-    from llm.embeddings import configured_model_name, shared_embedder
+    from llm.embeddings import EMBEDDING_MODELS, configured_model_name, named_embedder
 
     folder = settings.embedding_model
-    name = configured_model_name(folder) if folder is not None else None
+    name = None
+    if folder is not None and str(folder) not in EMBEDDING_MODELS:
+        name = configured_model_name(folder)
+    embedder = named_embedder(folder, name=name)
     reranker = None
-    if settings.faq_rerank and isinstance(backend, Scorer):
+    # The re-ranker reads questions with the English-centric local model: with the
+    # multilingual embedding model, whose customers write any language, it stays off.
+    if settings.faq_rerank and isinstance(backend, Scorer) and not settings.multilingual:
         reranker = LikelihoodReranker(backend)
+    thresholds: dict[str, float] = {}
+    if settings.faq_verbatim_score is not None:
+        thresholds["verbatim_score"] = settings.faq_verbatim_score
+    if settings.faq_grounded_score is not None:
+        thresholds["grounded_score"] = settings.faq_grounded_score
+    if thresholds:
+        # Between the two: still likely enough to show verbatim when a
+        # model answer fails the citation check.
+        scale = scale_of(embedder.name)
+        chosen = {"verbatim_score": scale.verbatim_score, "grounded_score": scale.grounded_score}
+        chosen.update(thresholds)
+        thresholds["fallback_verbatim_score"] = sum(chosen.values()) / 2
     kb = KnowledgeBase(
         repository=KnowledgeRepository(db),
-        embedder=shared_embedder(model_dir=folder, name=name),
-        policy=Policy(
-            verbatim_score=settings.faq_verbatim_score,
-            verbatim_margin=settings.faq_verbatim_margin,
-            grounded_score=settings.faq_grounded_score,
-            # Between the two: still likely enough to show verbatim when a
-            # model answer fails the citation check.
-            fallback_verbatim_score=(settings.faq_grounded_score + settings.faq_verbatim_score) / 2,
+        embedder=embedder,
+        policy=Policy.for_model(
+            embedder.name, verbatim_margin=settings.faq_verbatim_margin, **thresholds
         ),
         model_store=settings.data_dir / "embeddings",
         reranker=reranker,

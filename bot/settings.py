@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 
 from bot.errors import ConfigError
 from bot.handoff.config import BusinessHours, HandoffConfigError, HandoffSettings, parse_spaces
+from bot.knowledge.policy import scale_of
 from bot.language import SUPPORTED_LANGUAGES
 from llm.base import DTYPES, QUANTIZATIONS
+from llm.embeddings import EMBEDDING_MODELS, MULTILINGUAL_MODEL_NAME
 from storage.slack_repo import TokenCipher
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -66,17 +68,18 @@ class Settings:
     # Messages a minute one person may send before being asked to wait; 0: no limit.
     user_rate: int = 20
     # Knowledge-base answering thresholds (bot.knowledge.policy.Policy; cosine scale).
-    faq_verbatim_score: float = 0.65
+    # None: the values measured for the embedding model (bot.knowledge.policy.SCALES).
+    faq_verbatim_score: float | None = None
     faq_verbatim_margin: float = 0.02
-    faq_grounded_score: float = 0.0
+    faq_grounded_score: float | None = None
     # The share of verbatim answers that must be right; `deskmate faq eval`
     # recommends the verbatim threshold that reaches it on the operator's questions.
     faq_precision: float = 0.97
     # Close calls between knowledge-base entries re-ranked by the local model
     # (bot.knowledge.rerank); only a backend that can score does it.
     faq_rerank: bool = True
-    # A sentence-transformers model folder for knowledge-base retrieval; None: the
-    # shipped all-MiniLM-L6-v2.
+    # The knowledge base's embedding model: a sentence-transformers model folder, or
+    # the name of a packaged model (EMBEDDING_MODELS); None: the shipped all-MiniLM-L6-v2.
     embedding_model: Path | None = None
     # In support mode, a question about the company's own facts (hours, prices,
     # refunds, accounts, ...) that no knowledge source answers: "refuse" says so
@@ -243,19 +246,31 @@ class Settings:
                 f"DESKMATE_FAQ_PRECISION must be between 0.5 and 1, not {self.faq_precision}"
             )
         # The scope score DESKMATE_FAQ_GROUNDED_SCORE applies to can be negative.
-        if not -1.0 <= self.faq_grounded_score <= self.faq_verbatim_score <= 1.0:
+        # An unset threshold is the embedding model's own.
+        scale = scale_of(MULTILINGUAL_MODEL_NAME if self.multilingual else "")
+        grounded = self.faq_grounded_score
+        grounded = scale.grounded_score if grounded is None else grounded
+        verbatim = self.faq_verbatim_score
+        verbatim = scale.verbatim_score if verbatim is None else verbatim
+        if not -1.0 <= grounded <= verbatim <= 1.0:
             raise ConfigError(
                 "need -1 <= DESKMATE_FAQ_GROUNDED_SCORE <= DESKMATE_FAQ_VERBATIM_SCORE <= 1, "
                 f"not {self.faq_grounded_score} and {self.faq_verbatim_score}"
             )
         if (
             self.embedding_model is not None
+            and str(self.embedding_model) not in EMBEDDING_MODELS
             and not (self.embedding_model / "modules.json").is_file()
         ):
             raise ConfigError(
                 f"DESKMATE_EMBEDDING_MODEL: {self.embedding_model} is not a sentence-transformers "
-                "model folder (it has no modules.json)"
+                f"model folder (it has no modules.json) nor one of {', '.join(EMBEDDING_MODELS)}"
             )
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether DESKMATE_EMBEDDING_MODEL names the multilingual model."""
+        return str(self.embedding_model) in (MULTILINGUAL_MODEL_NAME, "multilingual")
 
     @property
     def configured_secrets(self) -> tuple[str, ...]:
@@ -534,7 +549,7 @@ def _parse(var: str, kind: object, raw: str) -> object:
     try:
         if kind == "int":
             return int(raw)
-        if kind == "float":
+        if kind in ("float", "float | None"):
             return float(raw)
     except ValueError:
         hint = " or auto" if var in _AUTO_VARS else ""

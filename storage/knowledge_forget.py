@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, delete, or_, select, text, update
 
 from storage.db import utcnow
+from storage.keywords import index_text
 from storage.models import faq_entries
 
 
@@ -65,7 +66,7 @@ def forget_wordings(conn: Connection, wordings: Iterable[LearnedWording], *, sql
             conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": row.id})
             conn.execute(
                 text("INSERT INTO faq_fts(rowid, question, answer) VALUES (:id, :q, :a)"),
-                {"id": row.id, "q": search, "a": row.answer},
+                {"id": row.id, "q": index_text(search), "a": index_text(row.answer)},
             )
         # No vector may keep the removed wording: the index computes them anew.
         conn.execute(
@@ -73,7 +74,7 @@ def forget_wordings(conn: Connection, wordings: Iterable[LearnedWording], *, sql
             .where(faq_entries.c.id == row.id)
             .values(
                 alternatives=kept,
-                search_text=search,
+                search_text=index_text(search),
                 embedding=None,
                 embedding_model="",
                 changed_at=utcnow(),

@@ -19,6 +19,14 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 
 from storage.db import as_utc, utcnow
+from storage.faq_versions import (
+    FaqVersion,
+    VersionsStored,
+    load_versions,
+    put_version_embeddings,
+    store_versions,
+)
+from storage.keywords import index_text, search_terms
 from storage.models import (
     escalations,
     faq_answers,
@@ -40,15 +48,6 @@ DRAFT_SETTING = "draft"
 # Ids per IN (...) list: well under SQLite's and asyncpg's bound-parameter limits.
 _CHUNK = 500
 
-# Words that carry no topic; dropping them keeps the OR query from matching everything.
-_STOPWORD_TEXT = (
-    "a an the is are was were be been being do does did doing i my me mine we our us you your "
-    "it its of to in on for at by with from and or nor what how can could should must will would "
-    "shall may might which who whom whose when where why this that these those there here their "
-    "they them have has had having about as if so than then not no yes any all some get got "
-    "need needs want please tell know just also into out up down over under"
-)
-_STOPWORDS = frozenset(_STOPWORD_TEXT.split(" "))
 _WORD = re.compile(r"\w+")
 
 
@@ -60,15 +59,6 @@ def entry_key(external_id: str | None, question: str) -> str:
     if len(norm) > 280:
         norm = norm[:200] + "#" + hashlib.sha1(norm.encode()).hexdigest()
     return f"q:{norm}"
-
-
-def keyword_terms(question: str, *, limit: int = 24) -> list[str]:
-    """Content words of a question, de-duplicated, in order."""
-    seen: dict[str, None] = {}
-    for word in _WORD.findall(question.lower()):
-        if word not in _STOPWORDS and len(word) > 1:
-            seen.setdefault(word, None)
-    return list(seen)[:limit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +173,8 @@ class KnowledgeRepository(Store):
             "alternatives": list(item.alternatives),
             "tags": list(item.tags),
             "source": item.source,
-            "search_text": item.search_text,
+            # PostgreSQL's generated tsvector reads this column (weight A).
+            "search_text": index_text(item.search_text),
             "embedding": vectors,
             "embedding_model": model if vectors is not None else "",
             "updated_at": item.updated_at or now,
@@ -197,6 +188,7 @@ class KnowledgeRepository(Store):
                 faq_entries.c.alternatives,
                 faq_entries.c.tags,
                 faq_entries.c.source,
+                faq_entries.c.search_text,
             ).where(faq_entries.c.tenant == tenant, faq_entries.c.key == item.key)
         ).first()
         if row is None:
@@ -215,6 +207,14 @@ class KnowledgeRepository(Store):
             and row.source == item.source
         )
         if same:
+            if row.search_text != values["search_text"]:
+                # Indexed before keyword terms for CJK and compounds: index it again.
+                conn.execute(
+                    update(faq_entries)
+                    .where(faq_entries.c.id == row.id)
+                    .values(search_text=values["search_text"])
+                )
+                self._index(conn, row.id, item)
             return "unchanged"
         conn.execute(update(faq_entries).where(faq_entries.c.id == row.id).values(**values))
         self._index(conn, row.id, item)
@@ -226,7 +226,7 @@ class KnowledgeRepository(Store):
         conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry_id})
         conn.execute(
             text("INSERT INTO faq_fts(rowid, question, answer) VALUES (:id, :q, :a)"),
-            {"id": entry_id, "q": item.search_text, "a": item.answer},
+            {"id": entry_id, "q": index_text(item.search_text), "a": index_text(item.answer)},
         )
 
     async def set_embeddings(self, vectors: dict[int, bytes], *, embedding_model: str) -> None:
@@ -359,6 +359,35 @@ class KnowledgeRepository(Store):
 
         return await self._run("store a phrasing", op)
 
+    async def store_versions(
+        self,
+        tenant: str,
+        language: str,
+        items: Sequence[tuple[EntryInput, bytes | None]],
+        *,
+        embedding_model: str,
+    ) -> VersionsStored:
+        """Store ``language``'s version of the tenant's entries with the same keys."""
+        rows = [(e.key, e.question, e.answer, e.alternatives, v) for e, v in items]
+        return await self._run(
+            "store FAQ versions",
+            lambda conn: store_versions(conn, tenant, language, rows, embedding_model),
+        )
+
+    async def versions(self, *, with_embeddings: bool = False) -> list[FaqVersion]:
+        """Every entry's versions in further languages, ordered by id."""
+        return await self._run(
+            "read FAQ versions", lambda conn: load_versions(conn, with_embeddings=with_embeddings)
+        )
+
+    async def set_version_embeddings(
+        self, vectors: dict[int, bytes], *, embedding_model: str
+    ) -> None:
+        await self._run(
+            "store version vectors",
+            lambda conn: put_version_embeddings(conn, vectors, embedding_model),
+        )
+
     async def phrasings(
         self, *, tenant: str | None = None, with_embeddings: bool = False
     ) -> list[Phrasing]:
@@ -426,7 +455,7 @@ class KnowledgeRepository(Store):
         Scores are positive, larger is better, comparable within one call only.
         A question match weighs more than an answer match.
         """
-        terms = keyword_terms(question)
+        terms = search_terms(question)
         if not terms:
             return []
         if self.dialect == "sqlite":

@@ -197,6 +197,31 @@ faq_phrasings = Table(
     Index("ix_faq_phrasings_user_id", "user_id"),
 )
 
+# An FAQ entry in a further language (``deskmate faq import FILE --language sv``):
+# quoted to customers writing that language, and searched as the entry's
+# phrasings. Its vectors: one per phrasing (question first), as faq_entries'.
+faq_versions = Table(
+    "faq_versions",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column(
+        "entry_id",
+        IdType,
+        ForeignKey(
+            "faq_entries.id", ondelete="CASCADE", name="fk_faq_versions_entry_id_faq_entries"
+        ),
+        nullable=False,
+    ),
+    Column("language", String(16), nullable=False),
+    Column("question", Text, nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("alternatives", JSON, nullable=False),  # list[str]
+    Column("embedding", LargeBinary),
+    Column("embedding_model", String(200), nullable=False, server_default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("entry_id", "language", name="uq_faq_versions_entry_language"),
+)
+
 # Every knowledge-base answer: which entries it used and their scores.
 faq_answers = Table(
     "faq_answers",

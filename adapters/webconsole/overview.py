@@ -150,7 +150,8 @@ class OverviewPages(Room):
                 "temperature": str(s.temperature),
                 "embedding model": str(s.embedding_model or "all-MiniLM-L6-v2 (bundled)"),
                 "FAQ thresholds": (
-                    f"verbatim ≥ {s.faq_verbatim_score}, grounded ≥ {s.faq_grounded_score}"
+                    f"verbatim ≥ {_or_model(s.faq_verbatim_score)}, "
+                    f"grounded ≥ {_or_model(s.faq_grounded_score)}"
                 ),
             }
         )
@@ -219,3 +220,8 @@ def _outcomes_json(o: Outcomes) -> dict[str, Any]:
             for path, per_day in o.ratings.items()
         },
     }
+
+
+def _or_model(value: float | None) -> str:
+    """A threshold as set, or the embedding model's own when unset."""
+    return "the embedding model's default" if value is None else str(value)

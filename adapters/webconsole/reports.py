@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from storage.console_repo import EscalatedQuestion, LoggedAnswer, Transcript, TranscriptMessage
-from storage.knowledge_repo import keyword_terms
+from storage.keywords import keyword_terms
 
 PATH_NAMES = {
     "verbatim": "verbatim FAQ",

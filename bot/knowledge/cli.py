@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,6 +24,9 @@ from bot.knowledge.passages import FAQ, LOCATION_FIELDS
 from bot.settings import Settings
 from llm.embeddings import ADAPT_EPOCHS
 from storage.db import Database
+
+# A language code: "sv", "zh", "pt-br".
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,6 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     imp.add_argument("file", type=str)
     imp.add_argument("--tenant", default="", help="only this tenant sees the entries")
     imp.add_argument("--format", choices=FORMATS, help="override the format the extension implies")
+    imp.add_argument(
+        "--language",
+        default="",
+        metavar="CODE",
+        help="the file is this language's version (e.g. sv) of the entries already stored "
+        "with the same ids: customers writing it are answered with it",
+    )
     imp.add_argument(
         "--no-tune",
         action="store_true",
@@ -112,12 +123,21 @@ async def run(
         await db.upgrade()
         kb = create_knowledge_base(db, settings)
         if args.faq_command == "import":
+            language = args.language.strip().lower()
+            if language and not _LANGUAGE.fullmatch(language):
+                print(
+                    f"deskmate: --language takes a language code such as sv or pt-br, "
+                    f"not {args.language!r}",
+                    file=stderr,
+                )
+                return 1
             report = await kb.import_file(
                 Path(args.file),
                 tenant=args.tenant,
                 fmt=args.format,
                 mapping=parse_mapping(args.map),
                 progress=_Progress(stderr, "embedding"),
+                language=language,
             )
             for line in report.lines()[1:]:
                 print(line, file=stderr)
@@ -241,20 +261,56 @@ def source_json(logged: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_labelled(path: Path) -> list[tuple[str, str]]:
-    """(question, expected entry id or "") rows of an evaluation CSV; a header is skipped."""
+def read_labelled(path: Path) -> list[tuple[str, str, str]]:
+    """(question, expected entry id or "", language or "") rows of an evaluation CSV.
+
+    Columns: question, expected id; a header row (its first cell ``question``) is
+    skipped, and names a ``language`` column when the file has one.
+    """
     import csv
 
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str, str]] = []
+    language_at: int | None = None
     with path.open(encoding="utf-8-sig", newline="") as handle:
         for n, row in enumerate(csv.reader(handle)):
             if not row or not row[0].strip():
                 continue
-            expected = row[1].strip() if len(row) > 1 else ""
             if n == 0 and row[0].strip().lower() == "question":
+                names = [cell.strip().lower() for cell in row]
+                language_at = names.index("language") if "language" in names else None
                 continue
-            rows.append((row[0].strip(), expected))
+            expected = row[1].strip() if len(row) > 1 else ""
+            language = ""
+            if language_at is not None and len(row) > language_at:
+                language = row[language_at].strip().lower()
+            rows.append((row[0].strip(), expected, language))
     return rows
+
+
+def _per_language(
+    scored: list[Any], languages: list[str], kb: KnowledgeBase, stdout: TextIO
+) -> None:
+    """The figures again for each language of the file's ``language`` column."""
+    from bot.knowledge import evaluation
+
+    policy = kb.policy
+    print("per language, at the thresholds in force:", file=stdout)
+    for language in sorted(set(languages)):
+        mine = [s for s, lang in zip(scored, languages, strict=True) if lang == language]
+        o = evaluation.outcomes(
+            mine,
+            verbatim=policy.verbatim_score,
+            margin=policy.verbatim_margin,
+            grounded=policy.grounded_score,
+        )
+        print(
+            f"  {language or '(none)'}: {len(mine)} questions ({o['in_scope']} in scope, "
+            f"{o['off_topic']} off-topic); right entry first {o['top1']:.1%}, among the first "
+            f"three {o['top3']:.1%}; right entry verbatim or offered {o['covered']:.1%}; "
+            f"{o['verbatim']} verbatim answers, {o['verbatim_wrong']:.1%} wrong; off-topic "
+            f"escalated {o['oos_escalated']:.1%}",
+            file=stdout,
+        )
 
 
 async def _eval(
@@ -276,7 +332,7 @@ async def _eval(
         print(f"deskmate: {path} has no questions", file=stderr)
         return 1
     scored = await evaluation.score_questions(
-        kb, [(q, frozenset({e}) if e else frozenset()) for q, e in rows], tenant=tenant
+        kb, [(q, frozenset({e}) if e else frozenset()) for q, e, _ in rows], tenant=tenant
     )
     margin = kb.policy.verbatim_margin
     curve = evaluation.verbatim_curve(scored, margin=margin)
@@ -320,6 +376,9 @@ async def _eval(
             "off-topic questions in the file make the estimate closer)",
             file=stdout,
         )
+    languages = [language for _, _, language in rows]
+    if any(languages):
+        _per_language(scored, languages, kb, stdout)
     misses = [s for s in scored if s.in_scope and not s.right]
     wrongly = [s for s in scored if not s.in_scope and s.scope >= kb.policy.grounded_score]
     for s in misses:

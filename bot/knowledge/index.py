@@ -22,12 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from llm.embeddings import Embedder
-from storage.knowledge_repo import EntryInput, FaqEntry, keyword_terms
+from storage.faq_versions import FaqVersion
+from storage.keywords import keyword_terms
+from storage.knowledge_repo import EntryInput, FaqEntry
 
 W_QA = 1.0
 
 
-def entry_texts(entry: EntryInput | FaqEntry) -> list[str]:
+def entry_texts(entry: EntryInput | FaqEntry | FaqVersion) -> list[str]:
     """The texts embedded for one entry, in storage order."""
     return [
         entry.question,
@@ -37,7 +39,10 @@ def entry_texts(entry: EntryInput | FaqEntry) -> list[str]:
 
 
 def embed_entries(
-    embedder: Embedder, entries: Sequence[EntryInput | FaqEntry], *, batch: int = 256
+    embedder: Embedder,
+    entries: Sequence[EntryInput | FaqEntry | FaqVersion],
+    *,
+    batch: int = 256,
 ) -> list[bytes]:
     """Vectors for each entry, packed for the ``embedding`` column (blocking)."""
     texts: list[str] = []

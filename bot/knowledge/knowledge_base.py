@@ -18,9 +18,9 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["support", "faq", "assistant"]
 MODES: tuple[str, ...] = ("support", "faq", "assistant")
 Progress = Callable[[int, int], None]
+_P = TypeVar("_P", bound=Plan)
 # How many passages a "did you mean ...?" offers at most.
 CLARIFY_OPTIONS = 3
 
@@ -147,14 +148,20 @@ class KnowledgeBase:
         fmt: str | None = None,
         mapping: dict[str, str] | None = None,
         progress: Progress | None = None,
+        language: str = "",
     ) -> ImportReport:
         """Parse, embed and store a file in one transaction (all rows or none).
 
         Malformed rows are skipped and listed in the report; a fatal problem
-        raises ``KnowledgeImportError`` before anything is stored.
+        raises ``KnowledgeImportError`` before anything is stored. With
+        ``language``, the rows are that language's version of the stored
+        entries with the same ids (or questions), not entries of their own.
         """
         parsed = await asyncio.to_thread(parse_file, path, fmt=fmt, mapping=mapping)
         report = ImportReport(path=str(path), skipped=list(parsed.issues))
+        if language:
+            await self._store_versions(parsed, report, tenant, language, progress)
+            return report
         result = await self.store(parsed, tenant=tenant, progress=progress)
         report.created, report.updated, report.unchanged = (
             result.created,
@@ -174,6 +181,28 @@ class KnowledgeBase:
         )
         self.retriever.invalidate()
         return result
+
+    async def _store_versions(
+        self,
+        parsed: ParseResult,
+        report: ImportReport,
+        tenant: str,
+        language: str,
+        progress: Progress | None,
+    ) -> None:
+        entries = [row.entry for row in parsed.rows]
+        embedder = await self.retriever.current_embedder()
+        blobs = await asyncio.to_thread(_embed_with_progress, embedder, entries, progress)
+        stored = await self.repository.store_versions(
+            tenant, language, list(zip(entries, blobs, strict=True)), embedding_model=embedder.name
+        )
+        self.retriever.invalidate()
+        report.created, report.unchanged = stored.stored, stored.unchanged
+        lines = {row.entry.key: row.line for row in parsed.rows}
+        for key in stored.unknown:
+            name = key.split(":", 1)[-1]
+            reason = f"no entry {name!r} to add a {language} version to"
+            report.skipped.append(RowIssue(lines[key], reason))
 
     async def add(self, entry: EntryInput, *, tenant: str = GLOBAL) -> UpsertResult:
         embedder = await self.retriever.current_embedder()
@@ -288,7 +317,8 @@ class KnowledgeBase:
         is relevant. Where the tenant sees no passages, messages are plain chat
         (in ``faq`` mode: escalated, since the model may not write there).
         ``language``: the customer's (bot.language; "": not known), which the
-        plan's fixed words and a grounded answer are written in.
+        plan's fixed words and a grounded answer are written in; an entry quoted
+        or offered is shown in its version in that language when it has one.
         """
         raw = await self.open_draft(conversation_key)
         persona = (await self.persona(tenant)).strip()
@@ -307,9 +337,10 @@ class KnowledgeBase:
                 )
                 if picked is not None:
                     return picked
-        return (
-            await self._consider(question, tenant, mode, persona, shown=0, language=language)
-        ).plan
+        considered = await self._consider(
+            question, tenant, mode, persona, shown=0, language=language
+        )
+        return self.in_versions(considered.plan, language)
 
     async def consider(
         self,
@@ -324,7 +355,35 @@ class KnowledgeBase:
         numbered choices aside), with the ``shown`` best passages it saw."""
         mode = await self.mode_for(conversation_key, tenant)
         persona = (await self.persona(tenant)).strip()
-        return await self._consider(question, tenant, mode, persona, shown=shown, language=language)
+        considered = await self._consider(
+            question, tenant, mode, persona, shown=shown, language=language
+        )
+        return replace(considered, plan=self.in_versions(considered.plan, language))
+
+    def in_versions(self, plan: _P, language: str) -> _P:
+        """``plan`` with the FAQ entries it quotes or offers in their ``language``
+        version, where they have one (the same plan otherwise)."""
+        if not language:
+            return plan
+        if isinstance(plan, Verbatim):
+            return replace(plan, passage=self._version_of(plan.passage, language))
+        if isinstance(plan, Clarify):
+            return replace(plan, options=tuple(self._version_of(p, language) for p in plan.options))
+        return plan
+
+    def _version_of(self, passage: Passage, language: str) -> Passage:
+        if passage.kind != FAQ or passage.entry_id is None or passage.language == language:
+            return passage
+        version = self.retriever.version(passage.entry_id, language)
+        if version is None:
+            return passage
+        return replace(
+            passage,
+            title=version.question,
+            question=version.question,
+            text=version.answer,
+            language=language,
+        )
 
     async def _consider(
         self, question: str, tenant: str, mode: str, persona: str, *, shown: int, language: str

@@ -29,10 +29,50 @@ from bot.knowledge.passages import DOCUMENT, Passage, kind_name
 from bot.language import answer_language_rule
 from bot.messages import say
 from llm.base import ChatMessage
-from storage.knowledge_repo import keyword_terms
+from llm.embeddings import MULTILINGUAL_MODEL_NAME
+from storage.keywords import keyword_terms
 
 NO_ANSWER = "NO_ANSWER"
 HUMAN_COMMAND = "/human"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreScale:
+    """Where one embedding model's cosines put the policy's thresholds. Models
+    spread cosines differently: multilingual-e5 gives unrelated texts 0.7-0.8,
+    all-MiniLM-L6-v2 about 0-0.2, so each model has its own (bench/README.md)."""
+
+    verbatim_score: float = 0.65
+    grounded_score: float = 0.0  # on the scope score
+    # After a model answer fails the guard; for all-MiniLM-L6-v2 halfway between the two.
+    fallback_verbatim_score: float = 0.325
+    # A background question at least this close to an entry is within the
+    # knowledge base's domain (bot.knowledge.retrieval).
+    background_in_domain: float = 0.65
+    # The scope score's penalty for the share of the question's words no entry
+    # uses (bot.knowledge.retrieval.COVERAGE_WEIGHT). A question in another
+    # language than the FAQ's uses none of its words, so a model that matches
+    # across languages does without it.
+    coverage_weight: float = 0.1
+
+
+# Chosen on all tuning halves of bench/faq_languages.py together (bench/README.md,
+# "Languages"): no verbatim threshold kept 97 % of verbatim answers right (only an
+# exact match is quoted without asking), and 95 % of the off-topic questions fall
+# under a scope of 0.04. The other two are not measured yet.
+MULTILINGUAL_SCALE = ScoreScale(
+    verbatim_score=1.0,
+    grounded_score=0.04,
+    fallback_verbatim_score=0.9,
+    background_in_domain=0.9,
+    coverage_weight=0.0,
+)
+SCALES: dict[str, ScoreScale] = {MULTILINGUAL_MODEL_NAME: MULTILINGUAL_SCALE}
+
+
+def scale_of(model_name: str) -> ScoreScale:
+    """The thresholds for the model of that name (the English model's by default)."""
+    return SCALES.get(model_name, ScoreScale())
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +97,17 @@ class Policy:
     # Between the thresholds, support and faq modes ask "did you mean ...?"
     # instead of letting the model answer (False: the model answers, grounded).
     clarify: bool = True
+
+    @classmethod
+    def for_model(cls, model_name: str, **overrides: object) -> Policy:
+        """The default thresholds for that embedding model's scores."""
+        scale = scale_of(model_name)
+        values: dict[str, object] = {
+            "verbatim_score": scale.verbatim_score,
+            "grounded_score": scale.grounded_score,
+            "fallback_verbatim_score": scale.fallback_verbatim_score,
+        }
+        return cls(**{**values, **overrides})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

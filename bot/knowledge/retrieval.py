@@ -31,7 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.knowledge.index import Hit, VectorIndex, embed_entries, entry_score, entry_texts
+from bot.knowledge.index import (
+    Hit,
+    VectorIndex,
+    embed_entries,
+    entry_score,
+    entry_texts,
+    unpack,
+)
+from bot.knowledge.policy import scale_of
 from bot.knowledge.rerank import LikelihoodReranker
 from llm.embeddings import Embedder, release_embedder, shared_embedder
 from storage.knowledge_repo import (
@@ -39,6 +47,7 @@ from storage.knowledge_repo import (
     EMBEDDING_MODEL_SETTING,
     GLOBAL,
     FaqEntry,
+    FaqVersion,
     KnowledgeRepository,
 )
 
@@ -57,9 +66,6 @@ KEYWORD_WEIGHT = 0.02
 COVERAGE_WEIGHT = 0.1
 BACKGROUND_WEIGHT = 1.0
 BACKGROUND_FILE = Path(__file__).with_name("background.txt")
-# A background question at least this close to an entry (the ranking model's
-# score) is within this knowledge base's domain and is not held against it.
-BACKGROUND_IN_DOMAIN = 0.65
 # Candidates whose base-model scores are compared (the adapted model's best).
 SCOPE_CANDIDATES = 10
 _BASE_VECTOR_CACHE = 50_000
@@ -105,6 +111,7 @@ class Retriever:
         # only needed, and filled lazily, while an adapted model ranks.
         self._base_vectors: dict[tuple[str, ...], np.ndarray] = {}
         self._learned_texts: dict[int, list[tuple[str, str]]] = {}
+        self._versions: dict[tuple[int, str], FaqVersion] = {}
         self._background_texts = list(load_background() if background is None else background)
         self._background_base: np.ndarray | None = None
         self._background_lock = threading.Lock()
@@ -150,6 +157,7 @@ class Retriever:
                 entries = [_with_embedding(e, fresh[e.id]) if e.id in fresh else e for e in entries]
             blobs = [e.embedding or b"" for e in entries]
             learned, texts = await self._phrasing_vectors(embedder, authoritative)
+            learned += await self._version_vectors(embedder, authoritative, entries)
             # ``dim`` may load the model to learn its width: off the event loop too.
             index = await asyncio.to_thread(
                 lambda: VectorIndex(entries, blobs, embedder.dim, learned)
@@ -184,6 +192,39 @@ class Retriever:
                 await self.repository.set_phrasing_embeddings(fresh, embedding_model=embedder.name)
         vectors = [(p.entry_id, p.tenant, fresh.get(p.id) or p.embedding or b"") for p in phrasings]
         return vectors, texts
+
+    async def _version_vectors(
+        self, embedder: Embedder, authoritative: bool, entries: Sequence[FaqEntry]
+    ) -> list[tuple[int, str, bytes]]:
+        """The entries' versions in further languages, one row per phrasing of each
+        (its question, alternatives and question + answer), as the entry's tenant's
+        phrasings: a question in a version's language finds its entry."""
+        versions = await self.repository.versions(with_embeddings=True)
+        stale = [v for v in versions if not v.embedding or v.embedding_model != embedder.name]
+        fresh: dict[int, bytes] = {}
+        if stale:
+            fresh = dict(
+                zip(
+                    (v.id for v in stale),
+                    await asyncio.to_thread(embed_entries, embedder, stale),
+                    strict=True,
+                )
+            )
+            if authoritative:
+                await self.repository.set_version_embeddings(fresh, embedding_model=embedder.name)
+        self._versions = {(v.entry_id, v.language): replace(v, embedding=None) for v in versions}
+        tenants = {e.id: e.tenant for e in entries}
+        rows: list[tuple[int, str, bytes]] = []
+        for v in versions:
+            if v.entry_id not in tenants:
+                continue
+            vectors = unpack(fresh.get(v.id) or v.embedding or b"", embedder.dim)
+            rows += [(v.entry_id, tenants[v.entry_id], row.tobytes()) for row in vectors]
+        return rows
+
+    def version(self, entry_id: int, language: str) -> FaqVersion | None:
+        """The entry's version in ``language`` as of the last refresh (None: none)."""
+        return self._versions.get((entry_id, language))
 
     async def current_embedder(self) -> Embedder:
         """The model new entries are embedded with: the deployment's, as stored now."""
@@ -267,7 +308,7 @@ class Retriever:
         usual = float((background @ query).max()) if len(background) else 0.0
         scope = (
             confidence
-            - COVERAGE_WEIGHT * (1.0 - index.coverage(question, tenant))
+            - scale_of(base.name).coverage_weight * (1.0 - index.coverage(question, tenant))
             - BACKGROUND_WEIGHT * usual
         )
         hits = hits[:wanted]
@@ -307,7 +348,7 @@ class Retriever:
     def _background_for(self, index: VectorIndex, embedder: Embedder) -> np.ndarray:
         """Base-model vectors of the background questions outside ``index``'s domain
         (blocking): those whose best deployment-wide entry scores under
-        ``BACKGROUND_IN_DOMAIN`` with the ranking model."""
+        the model's ``ScoreScale.background_in_domain`` with the ranking model."""
         texts = self._background_texts
         if not texts or not len(index):
             return np.zeros((0, 0), np.float32)
@@ -327,7 +368,7 @@ class Retriever:
         best = np.asarray(
             [index.dense_scores(np.asarray(v, np.float32), GLOBAL).max() for v in ranked]
         )
-        return base[best < BACKGROUND_IN_DOMAIN]
+        return base[best < scale_of(self.base_embedder.name).background_in_domain]
 
 
 def load_background(path: Path = BACKGROUND_FILE) -> list[str]:

@@ -74,7 +74,11 @@ async def tune(
     """Adapt the base model to the deployment-wide entries and switch to it."""
     base = kb.retriever.base_embedder
     if not isinstance(base, SentenceEmbedder):
-        raise ConfigError(f"the embedding model {base.name} cannot be adapted")
+        raise ConfigError(
+            f"the embedding model {base.name} cannot be adapted (it is not a "
+            "sentence-transformers model); wordings customers choose among the "
+            '"did you mean" options still teach it the knowledge base\'s vocabulary'
+        )
     if kb.retriever.model_store is None:
         raise ConfigError("no folder for adapted models is configured (DESKMATE_DATA_DIR)")
     if epochs < 1:

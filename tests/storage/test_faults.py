@@ -137,6 +137,13 @@ KNOWLEDGE_CALLS: dict[str, Call] = {
     "set_phrasing_embeddings": lambda r, k: k.set_phrasing_embeddings(
         {1: b"\0" * 4}, embedding_model="m"
     ),
+    "store_versions": lambda r, k: k.store_versions(
+        "", "sv", [(EntryInput(question="Fråga?", answer="Svar."), None)], embedding_model="m"
+    ),
+    "versions": lambda r, k: k.versions(),
+    "set_version_embeddings": lambda r, k: k.set_version_embeddings(
+        {1: b"\0" * 4}, embedding_model="m"
+    ),
 }
 
 

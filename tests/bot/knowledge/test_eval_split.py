@@ -88,3 +88,50 @@ async def test_faq_eval_prints_the_curve_and_the_misses(
     assert "refuses 1 of these 1 off-topic questions; expect about 50% of new ones" in text
     assert "miss: 'which payment methods' expected ['ship-1'] got ('pay-1'," in text
     assert await kb.repository.answers() == []  # nothing was logged
+    assert "per language" not in text  # no language column
+
+
+async def test_faq_eval_reports_each_language_of_a_language_column(
+    repository: Repository, tmp_path: Path
+) -> None:
+    kb = KnowledgeBase(
+        repository=KnowledgeRepository(repository.db),
+        embedder=HashingEmbedder(),
+        background=(),
+        policy=Policy(verbatim_score=0.5, verbatim_margin=0.0, grounded_score=0.25),
+        refresh_interval=0.0,
+    )
+    faq = tmp_path / "faq.csv"
+    faq.write_text(
+        "id,question,answer\n"
+        "ship-1,How long does shipping take?,Orders arrive in 2-3 working days.\n"
+        "ret-1,Can I return an item?,Within 30 days.\n"
+        "ship-sv,Hur lång är leveranstiden?,Två till tre arbetsdagar.\n",
+        encoding="utf-8",
+    )
+    await kb.import_file(faq)
+    questions = tmp_path / "questions.csv"
+    questions.write_text(
+        "question,expected,language\n"
+        "how long does shipping take,ship-1,en\n"
+        "can I return an item,ret-1,EN\n"
+        "hur lång är leveranstiden,ship-sv,sv\n"
+        "hur lång är leveranstiden,ret-1,sv\n"
+        "vad är huvudstaden i australien,,sv\n",
+        encoding="utf-8",
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert await _eval(kb, questions, "", Settings(), out, err) == 0
+    text = out.getvalue()
+    assert "5 questions (4 in scope, 1 off-topic)" in text
+    assert "per language, at the thresholds in force:" in text
+    assert (
+        "  en: 2 questions (2 in scope, 0 off-topic); right entry first 100.0%, among the "
+        "first three 100.0%; right entry verbatim or offered 100.0%; 2 verbatim answers, "
+        "0.0% wrong" in text
+    )
+    assert (
+        "  sv: 3 questions (2 in scope, 1 off-topic); right entry first 50.0%, among the "
+        "first three 100.0%" in text
+    )
+    assert "off-topic escalated 100.0%" in text.split("  sv: ")[1]
