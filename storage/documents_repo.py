@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, text, update
 
 from storage.db import as_utc, utcnow
-from storage.knowledge_repo import keyword_terms
+from storage.keywords import keyword_terms
 from storage.models import document_chunks, documents
 from storage.sql import Store
 

@@ -14,7 +14,7 @@ import dataclasses
 from bot.knowledge.documents.chunking import SEPARATOR, sentences
 from bot.knowledge.passages import Passage
 from bot.messages import say
-from storage.knowledge_repo import keyword_terms
+from storage.keywords import keyword_terms
 
 MAX_SENTENCES = 3
 MAX_CHARS = 600

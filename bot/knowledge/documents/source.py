@@ -35,7 +35,7 @@ from bot.knowledge.passages import DOCUMENT, Found, Passage
 from bot.knowledge.retrieval import load_background
 from llm.embeddings import Embedder
 from storage.documents_repo import ChunkRecord, DocumentsRepository
-from storage.knowledge_repo import keyword_terms
+from storage.keywords import keyword_terms
 
 HEADING_WEIGHT = 0.25
 KEYWORD_WEIGHT = 0.02
