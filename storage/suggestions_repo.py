@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, case, delete, func, select, update
 
 from storage.db import Database, as_utc, utcnow
-from storage.models import inbound_events, outbox, suggestions
+from storage.handoff_forget import forget_relays
+from storage.models import inbound_events, outbox, suggestions, tickets
 from storage.sql import Store
 
 # Outcomes an agent decides; ``ignored`` is decided by what happens meanwhile.
@@ -89,6 +90,28 @@ class SuggestionRepository(Store):
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
+
+    async def withdraw_if_forgotten(self, suggestion_id: int) -> bool:
+        """Withdraw a just-queued suggestion (and empty its post) when ``/forget``
+        ran while it was being stored and posted: forget runs in its own
+        transaction, so it may have removed the suggestion before its post was
+        queued, or emptied the ticket before the suggestion was stored. True
+        when withdrawn. A forget after this finds the post by its ticket."""
+
+        def op(conn: Connection) -> bool:
+            kept = conn.execute(
+                select(tickets.c.customer)
+                .select_from(suggestions.join(tickets, tickets.c.id == suggestions.c.ticket_id))
+                .where(suggestions.c.id == suggestion_id)
+            ).first()
+            # A forget before the insert left the suggestion but emptied its ticket.
+            if kept is not None and kept.customer:
+                return False
+            conn.execute(delete(suggestions).where(suggestions.c.id == suggestion_id))
+            forget_relays(conn, [POST_KEY.format(id=suggestion_id)])
+            return True
+
+        return await self._run("withdraw a forgotten suggestion's post", op)
 
     async def create(
         self,

@@ -163,6 +163,8 @@ class Copilot:
         if not created:
             return None
         await self.post(ticket, suggestion)
+        if await repo.withdraw_if_forgotten(suggestion.id):
+            return None
         return suggestion
 
     async def post(self, ticket: Ticket, suggestion: Suggestion) -> None:
