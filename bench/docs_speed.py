@@ -45,8 +45,7 @@ TARGET_CHUNKS = 20_000
 def listed_chunks(env: dict[str, str]) -> tuple[int, int]:
     """(documents, chunks) as ``deskmate docs list --json`` reports them."""
     out = deskmate(["docs", "list", "--json"], env)
-    start = out.find("[")
-    documents = json.loads(out[start:]) if start >= 0 else []
+    documents = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return len(documents), sum(int(d.get("chunks") or 0) for d in documents)
 
 
