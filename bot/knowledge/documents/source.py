@@ -37,14 +37,14 @@ from llm.embeddings import Embedder
 from storage.documents_repo import ChunkRecord, DocumentsRepository
 from storage.knowledge_repo import keyword_terms
 
-HEADING_WEIGHT = 0.5
-KEYWORD_WEIGHT = 0.05
+HEADING_WEIGHT = 0.25
+KEYWORD_WEIGHT = 0.02
 COVERAGE_WEIGHT = 0.1
-BACKGROUND_WEIGHT = 1.0
+BACKGROUND_WEIGHT = 0.3
 # Added to the scope so that it sits on the FAQ's scale (Policy.grounded_score):
 # a passage's cosine with a question that it answers runs lower than an FAQ
 # question's, while an off-topic question's background match stays as high.
-SCOPE_OFFSET = 0.2
+SCOPE_OFFSET = -0.13
 # A background question at least this close to a passage is within the
 # documents' domain and is not held against questions.
 BACKGROUND_IN_DOMAIN = 0.5
