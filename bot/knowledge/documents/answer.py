@@ -65,16 +65,16 @@ def where(passage: Passage) -> str:
     if section and section != passage.title:
         parts.append(section)
     if passage.page is not None:
-        parts.append(say("documents.page", page=passage.page))
+        parts.append(say("knowledge.doc.page", page=passage.page))
     text = SEPARATOR.join(parts)
     return f"{text} — {passage.url}" if passage.url else text
 
 
 def source_line(number: int, passage: Passage) -> str:
-    return say("documents.source_line", number=number, where=where(passage))
+    return say("knowledge.doc.source_line", number=number, where=where(passage))
 
 
 def quoted(passage: Passage) -> str:
     """A document passage quoted, ``[1]`` after it and the citation below."""
     sources = "\n".join((say("knowledge.sources"), source_line(1, passage)))
-    return say("documents.quote", text=passage.text, sources=sources)
+    return say("knowledge.doc.quote", text=passage.text, sources=sources)

@@ -301,7 +301,7 @@ def parse_pdf(data: bytes, name: str) -> ParsedDocument:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise DocumentError("encrypted PDF; it needs a password")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages = _page_texts(data)
     except DocumentError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
@@ -321,6 +321,50 @@ def parse_pdf(data: bytes, name: str) -> ParsedDocument:
     sections = list(_pdf_sections(pages, outline))
     first_line = next((line.strip() for p in pages for line in p.splitlines() if line.strip()), "")
     return ParsedDocument(meta_title or first_line[:120] or _stem(name), "pdf", sections)
+
+
+def _page_texts(data: bytes) -> list[str]:
+    """Each page's text layer, running heads, page numbers and contents
+    listings left out. pdfium keeps the spaces between words that LaTeX
+    output encodes as positions (pypdf runs such words together)."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(data)
+    try:
+        texts = []
+        for page in document:
+            textpage = page.get_textpage()
+            texts.append(_body(textpage.get_text_bounded()))
+            textpage.close()
+            page.close()
+        return texts
+    finally:
+        document.close()
+
+
+_LEADER = re.compile(r"(\.\s*){4,}\S*\s*$")
+_HYPHENATED = re.compile(r"(\w)-\n(\w)")
+
+
+def _running(line: str) -> bool:
+    """A running head or foot: a page number, or a line in capitals."""
+    letters = [c for c in line if c.isalpha()]
+    if not letters:
+        return True
+    return len(letters) > 10 and sum(c.isupper() for c in letters) / len(letters) > 0.7
+
+
+def _body(text: str) -> str:
+    lines = [line.strip() for line in text.replace("\r", "\n").split("\n")]
+    lines = [line for line in lines if line]
+    if lines and _running(lines[0]):
+        lines = lines[1:]
+    if lines and _running(lines[-1]):
+        lines = lines[:-1]
+    leaders = sum(1 for line in lines if _LEADER.search(line))
+    if lines and leaders >= len(lines) / 3:
+        return ""  # a table of contents
+    return _HYPHENATED.sub(r"\1\2", "\n".join(lines))
 
 
 def _pdf_sections(
@@ -343,6 +387,9 @@ def _pdf_sections(
         current = path
         for section_path, piece in pieces:
             body = "\n\n".join(_paragraphs(piece)) or " ".join(piece.split())
+            heading = section_path[-1] if section_path else ""
+            if heading and body.lower().startswith(heading.lower()):
+                body = body[len(heading) :].strip()  # the heading is in the path already
             if body:
                 yield Section(section_path, "", number + 1, body)
 

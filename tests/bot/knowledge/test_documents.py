@@ -21,6 +21,7 @@ from bot.knowledge.documents.library import DocumentLibrary, Limits
 from bot.knowledge.documents.source import DocumentSource
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.passages import DOCUMENT
+from bot.messages import say
 from llm.embeddings import HashingEmbedder
 from storage.documents_repo import DocumentsRepository
 from storage.knowledge_repo import KnowledgeRepository
@@ -249,3 +250,34 @@ async def test_the_slack_purge_removes_the_workspaces_documents(
     assert [d.tenant for d in await docs.documents()] == ["T2"]
     assert await docs.keyword_search("saturdays", tenant="T1") == []
     assert {c.tenant for c in await docs.chunks()} == {"T2"}
+
+
+async def test_through_the_manager_documents_answer_cite_and_escalate_into_the_gaps(
+    repository: Repository, tmp_path: Path
+) -> None:
+    from llm.fake import FakeBackend
+    from tests.bot.knowledge.test_sources import _ask
+    from tests.conftest import make_manager
+
+    folder = write_folder(tmp_path / "docs")
+    library, source = _library(repository)
+    source.base_url = "https://files.example.com/help"
+    kb = KnowledgeBase(
+        repository=KnowledgeRepository(repository.db), embedder=HashingEmbedder(), background=()
+    )
+    kb.register(source)
+    await library.add_paths([folder])
+    backend = FakeBackend()
+    manager = make_manager(repository, backend, knowledge=kb)
+
+    text, _ = await _ask(manager, "red light blinks three times kettle")
+    assert text.startswith("“If the red light blinks three times")
+    assert "[1]" in text
+    assert "[1] Kettle Manual › Troubleshooting › page 2 — " in text
+    assert text.endswith("https://files.example.com/help/manual.pdf#page=2")
+    assert backend.requests == []  # quoted, not written
+
+    text, _ = await _ask(manager, "Who painted the Mona Lisa?", chat="c2")
+    assert text.startswith(say("knowledge.escalation")[:20])
+    gaps = await manager.team.repository.gap_questions()
+    assert [g.question for g in gaps] == ["Who painted the Mona Lisa?"]

@@ -149,10 +149,12 @@ async def test_a_confident_passage_is_quoted_with_its_source(
         {
             "id": "returns",
             "kind": "wiki",
+            "document": "Help centre",
             "title": "Returning a parcel",
             "score": 1.0,
             "section": "Orders > Returns",
             "anchor": "returns",
+            "page": None,
             "url": "https://example.com/help#returns",
         }
     ]
