@@ -31,6 +31,7 @@ from storage.models import (
     console_sessions,
     console_tokens,
     conversations,
+    documents,
     escalations,
     faq_answers,
     faq_entries,
@@ -293,6 +294,7 @@ class ConsoleRepository(Store):
         def op(conn: Connection) -> list[str]:
             found = set(conn.execute(select(conversations.c.tenant).distinct()).scalars())
             found |= set(conn.execute(select(faq_entries.c.tenant).distinct()).scalars())
+            found |= set(conn.execute(select(documents.c.tenant).distinct()).scalars())
             return sorted(t for t in found if t)[:500]
 
         return await self._run("list tenants", op)

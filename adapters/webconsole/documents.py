@@ -108,7 +108,7 @@ class DocumentPages(Room):
         ]
         return self._render(
             request,
-            "documents.html",
+            "docs.html",
             nav="documents",
             available=library is not None,
             documents=listed,
@@ -263,7 +263,7 @@ class DocumentPages(Room):
             await self.team.audit(
                 job.tenant,
                 job.actor,
-                f"documents.{job.action}",
+                f"docs.{job.action}",
                 job.what,
                 {
                     **details,
@@ -300,7 +300,7 @@ class DocumentPages(Room):
         await self.team.audit(
             document.tenant,
             self.viewer(request).actor,
-            "documents.remove",
+            "docs.remove",
             document.location,
             {"chunks": sum(d.chunks for d in gone), "via": "console"},
         )

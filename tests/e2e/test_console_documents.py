@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from storage.db import Database
+from storage.models import conversations
 from storage.team_repo import TeamRepository
 from tests.e2e.test_console import ROOT, TOKEN, Stack, _chromium, _shot, _signed_in_page
 from tests.fakes.telegram_api import FakeTelegram
@@ -100,6 +102,14 @@ class Site:
 async def _seed(url: str) -> None:
     db = Database(url)
     await db.upgrade()
+    # A customer wrote once: the console offers the tenant.
+    await db.run(
+        lambda conn: conn.execute(
+            conversations.insert().values(
+                platform="telegram", tenant=TENANT, chat="700", created_at=datetime.now(UTC)
+            )
+        )
+    )
     team = TeamRepository(db)
     await team.set_role(TENANT, f"telegram:{ADMIN}", "admin", by="telegram:1")
     await team.set_role(TENANT, f"telegram:{AGENT}", "agent", by="telegram:1")
@@ -267,12 +277,12 @@ async def test_documents_are_added_synced_tried_and_removed(
         audit = await TeamRepository(db).audit_entries(limit=50)
     finally:
         await db.dispose()
-    acted = {(e.action, e.target) for e in audit if e.action.startswith("documents.")}
-    assert ("documents.add", "returns.html") in acted
-    assert ("documents.add", site.base + "/") in acted
-    assert ("documents.sync", "every tenant") in acted
-    assert any(action == "documents.remove" for action, _ in acted)
-    [added] = [e for e in audit if e.action == "documents.add" and e.target == "returns.html"]
+    acted = {(e.action, e.target) for e in audit if e.action.startswith("docs.")}
+    assert ("docs.add", "returns.html") in acted
+    assert ("docs.add", site.base + "/") in acted
+    assert ("docs.sync", "every tenant") in acted
+    assert any(action == "docs.remove" for action, _ in acted)
+    [added] = [e for e in audit if e.action == "docs.add" and e.target == "returns.html"]
     assert added.actor == "console:owner" and added.details["via"] == "console"
 
 
