@@ -358,9 +358,13 @@ def forget_suggestions(conn: Connection, platform_user: str, *, tickets: list[in
     tickets and those answering their messages in a group's (run inside the
     caller's transaction, before their messages are erased)."""
     said = select(inbound_events.c.id).where(inbound_events.c.user_id == platform_user)
-    conn.execute(delete(suggestions).where(suggestions.c.inbound_id.in_(said.scalar_subquery())))
+    drafted_from = suggestions.c.inbound_id.in_(said.scalar_subquery())
     if tickets:
-        conn.execute(delete(suggestions).where(suggestions.c.ticket_id.in_(tickets)))
+        drafted_from = drafted_from | suggestions.c.ticket_id.in_(tickets)
+    ids = list(conn.execute(select(suggestions.c.id).where(drafted_from)).scalars())
+    # Their posts quote the person's words too, in tickets that may be another's.
+    forget_relays(conn, [POST_KEY.format(id=i) for i in ids])
+    conn.execute(delete(suggestions).where(drafted_from))
 
 
 def _suggestion(row: Any) -> Suggestion:

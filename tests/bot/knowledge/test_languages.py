@@ -75,7 +75,7 @@ async def test_versions_are_searched_and_quoted_in_the_customers_language(
     assert isinstance(plan, Verbatim) and plan.passage.id == "ship-1"
     # ...and a Swedish customer is quoted the Swedish answer, under the entry's own id.
     assert "Orders arrive" in plan.text
-    swedish = kb.in_language(plan, "sv")
+    swedish = kb.in_versions(plan, "sv")
     assert swedish.passage.id == "ship-1" and swedish.passage.language == "sv"
     assert swedish.text.startswith("Beställningar kommer fram inom 2-3 arbetsdagar.")
     planned = await kb.plan(
@@ -96,7 +96,7 @@ async def test_versions_are_searched_and_quoted_in_the_customers_language(
         "Can I return an item?",
         "How long does shipping take?",
     ]
-    assert [p.title for p in kb.in_language(offered, "sv").options] == [
+    assert [p.title for p in kb.in_versions(offered, "sv").options] == [
         "Kan jag returnera en vara?",
         "Hur lång är leveranstiden?",
     ]
