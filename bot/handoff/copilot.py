@@ -26,10 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.generation import Generation, GenerationPath
-from bot.handoff.desk import HelpDesk
+from bot.handoff.desk import HelpDesk, customer_language
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.passages import Passage
 from bot.knowledge.policy import check_grounded, grounded_prompt
+from bot.language import (
+    SUPPORTED_LANGUAGES,
+    answer_language_rule,
+    detect_language,
+    translation_messages,
+)
 from bot.messages import say
 from bot.types import Accepted
 from llm.base import ChatMessage, SamplingParams
@@ -43,6 +49,8 @@ SUGGESTION_SAMPLING = SamplingParams(max_new_tokens=220, temperature=0.0)
 # Turns of the ticket the model reads besides the passages.
 HISTORY_TURNS = 8
 SOURCES_SHOWN = 3
+# A translation for the agents is as long as the reply, give or take.
+TRANSLATION_SAMPLING = SamplingParams(max_new_tokens=300, temperature=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +76,14 @@ class Copilot:
         desk: HelpDesk,
         knowledge: KnowledgeBase | None,
         generation: GenerationPath,
+        agents_language: str = "en",
     ) -> None:
         self.desk = desk
         self.knowledge = knowledge
         self.generation = generation
+        # The deployment's language (DESKMATE_LANGUAGE): what the agents read,
+        # as for /translate.
+        self.agents_language = agents_language
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -125,7 +137,13 @@ class Copilot:
 
     async def _safely(self, accepted: Accepted, ticket: Ticket, question: str, cause: str) -> None:
         try:
-            await self.suggest(accepted, ticket, question=question, cause=cause)
+            await self.suggest(
+                accepted,
+                ticket,
+                question=question,
+                cause=cause,
+                language=customer_language(ticket),
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -162,13 +180,15 @@ class Copilot:
         )
         if not created:
             return None
-        await self.post(ticket, suggestion)
+        translation = await self.translation(accepted, suggestion)
+        await self.post(ticket, suggestion, translation)
         if await repo.withdraw_if_forgotten(suggestion.id):
             return None
         return suggestion
 
-    async def post(self, ticket: Ticket, suggestion: Suggestion) -> None:
-        """Queue the suggestion for the ticket's thread (never for the customer)."""
+    async def post(self, ticket: Ticket, suggestion: Suggestion, translation: str = "") -> None:
+        """Queue the suggestion for the ticket's thread (never for the customer),
+        with ``translation`` of it for the agents below it."""
         if not await self.desk.reaches_space(ticket):
             return
         buttons: tuple[tuple[str, str], ...] = ()
@@ -181,7 +201,7 @@ class Copilot:
         await self.desk.tickets.enqueue(
             POST_KEY.format(id=suggestion.id),
             self.desk.space_address(ticket),
-            suggestion_text(suggestion),
+            suggestion_text(suggestion, translation, self.agents_language),
             kind="to_ticket",
             ticket_id=ticket.id,
             buttons=buttons,
@@ -226,18 +246,46 @@ class Copilot:
         assert kb is not None
         persona = (await kb.persona(ticket.customer_address.tenant)).strip()
         messages = await self.messages(ticket, question, hits, persona, language)
-        request = self.generation.request(accepted, messages, SUGGESTION_SAMPLING)
-        generation = Generation(request)
-        async for _ in self.generation.model_text(accepted, generation, asyncio.Event()):
-            pass
-        text = generation.text.strip()
-        if generation.error is not None or generation.withheld is not None:
+        text = await self._model_text(accepted, messages, SUGGESTION_SAMPLING)
+        if not text:
             return ""
         why = check_grounded(text, question, hits)
         if why:
             log.info("ticket #%s: suggestion refused: %s", ticket.id, why)
             return ""
         return text
+
+    async def _model_text(
+        self, accepted: Accepted, messages: list[ChatMessage], sampling: SamplingParams
+    ) -> str:
+        """What the model wrote for ``messages`` ("" when it failed or the output
+        guard withheld it)."""
+        request = self.generation.request(accepted, messages, sampling)
+        generation = Generation(request)
+        async for _ in self.generation.model_text(accepted, generation, asyncio.Event()):
+            pass
+        if generation.error is not None or generation.withheld is not None:
+            return ""
+        return generation.text.strip()
+
+    async def translation(self, accepted: Accepted, suggestion: Suggestion) -> str:
+        """A machine translation of the suggestion for agents who read another
+        language than the customer's ("" when none is needed or the model gave
+        none: the agents still get the suggestion)."""
+        if not suggestion.sendable:
+            return ""
+        target = self.agents_language
+        # The reply's own language first: a quoted passage may not be in the
+        # customer's language, and one already in the agents' needs nothing.
+        source = detect_language(suggestion.text) or suggestion.language or target
+        if source == target or source not in SUPPORTED_LANGUAGES:
+            return ""
+        messages = translation_messages(suggestion.text, source=source, target=target)
+        try:
+            return await self._model_text(accepted, messages, TRANSLATION_SAMPLING)
+        except Exception:
+            log.exception("suggestion #%s: no translation for the agents", suggestion.id)
+            return ""
 
     async def messages(
         self,
@@ -250,8 +298,8 @@ class Copilot:
         """The grounded prompt, with the ticket's recent turns and the language rule."""
         history = await self.history(ticket)
         where = (
-            f"Write the reply in the language with code {language}."
-            if language
+            answer_language_rule(language)
+            if language in SUPPORTED_LANGUAGES
             else "Write the reply in the language of the customer's last message."
         )
         system = (
@@ -298,10 +346,14 @@ def _source(passage: Passage) -> dict[str, object]:
     }
 
 
-def suggestion_text(suggestion: Suggestion) -> str:
+def suggestion_text(
+    suggestion: Suggestion, translation: str = "", agents_language: str = ""
+) -> str:
     """The suggestion as posted in the ticket: a heading line, the reply, and
-    its sources with how to act on it. ``suggestion_body`` reads the reply back
-    out of it, so the three parts are kept apart by blank lines."""
+    its sources with how to act on it (and a machine translation for the
+    agents, marked as one, which Send never sends). ``suggestion_body`` reads
+    the reply back out of it, so the three parts are kept apart by blank
+    lines, and the translation, in the last part, has none of its own."""
     if not suggestion.sendable:
         return say(
             "copilot.unsupported",
@@ -311,6 +363,10 @@ def suggestion_text(suggestion: Suggestion) -> str:
         )
     head = say("copilot.head", id=suggestion.id, path=say(f"copilot.path.{suggestion.path}"))
     tail = [_sources_line(suggestion), say("copilot.how", id=suggestion.id)]
+    if translation.strip():
+        lines = [line for line in translation.strip().splitlines() if line.strip()]
+        named = SUPPORTED_LANGUAGES.get(agents_language, agents_language)
+        tail.insert(0, say("copilot.translation", language=named, text="\n".join(lines)))
     return f"{head}\n\n{suggestion.text}\n\n" + "\n".join(line for line in tail if line)
 
 

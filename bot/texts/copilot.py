@@ -17,6 +17,9 @@ COPILOT: dict[str, str] = {
         "💡 No suggested reply (#{id}) for “{question}”: the knowledge sources do not "
         "cover it, so anything suggested would be a guess. Considered: {considered}"
     ),
+    "copilot.translation": (
+        "🌐 Machine translation into {language}, for you only (Send sends the reply above):\n{text}"
+    ),
     "copilot.no_sources": "nothing close.",
     "copilot.send_button": "Send",
     "copilot.edit_button": "Edit",

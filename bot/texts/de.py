@@ -364,6 +364,7 @@ DE: dict[str, str] = {
     "copilot.source": "{label} „{title}“ ({score})",
     "copilot.how": "Mit den Buttons senden, bearbeiten oder verwerfen, oder /suggest send {id}, /suggest edit {id} DEIN TEXT oder /suggest discard {id} eingeben.",
     "copilot.unsupported": "💡 Kein Antwortvorschlag (#{id}) für „{question}“: Die Wissensquellen decken das nicht ab, jeder Vorschlag wäre also geraten. Erwogen: {considered}",
+    "copilot.translation": "🌐 Maschinelle Übersetzung ({language}), nur für dich (Senden schickt die Antwort oben):\n{text}",
     "copilot.no_sources": "nichts Passendes.",
     "copilot.send_button": "Senden",
     "copilot.edit_button": "Bearbeiten",

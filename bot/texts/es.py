@@ -364,6 +364,7 @@ ES: dict[str, str] = {
     "copilot.source": "{label} «{title}» ({score})",
     "copilot.how": "Envíala, edítala o descártala con los botones, o escribe /suggest send {id}, /suggest edit {id} TU TEXTO o /suggest discard {id}.",
     "copilot.unsupported": "💡 No hay respuesta sugerida (#{id}) para «{question}»: las fuentes de conocimiento no lo cubren, así que cualquier sugerencia sería una suposición. Consideradas: {considered}",
+    "copilot.translation": "🌐 Traducción automática ({language}), solo para ti (Enviar envía la respuesta de arriba):\n{text}",
     "copilot.no_sources": "nada parecido.",
     "copilot.send_button": "Enviar",
     "copilot.edit_button": "Editar",

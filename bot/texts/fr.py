@@ -364,6 +364,7 @@ FR: dict[str, str] = {
     "copilot.source": "{label} « {title} » ({score})",
     "copilot.how": "Envoyez-la, modifiez-la ou écartez-la avec les boutons, ou tapez /suggest send {id}, /suggest edit {id} VOTRE TEXTE ou /suggest discard {id}.",
     "copilot.unsupported": "💡 Pas de réponse suggérée (n°{id}) pour « {question} » : les sources de connaissances ne couvrent pas ce point, toute suggestion serait donc une supposition. Envisagé : {considered}",
+    "copilot.translation": "🌐 Traduction automatique en {language}, pour vous seul (Envoyer envoie la réponse ci-dessus) :\n{text}",
     "copilot.no_sources": "rien d'approchant.",
     "copilot.send_button": "Envoyer",
     "copilot.edit_button": "Modifier",

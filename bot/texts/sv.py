@@ -364,6 +364,7 @@ SV: dict[str, str] = {
     "copilot.source": "{label} ”{title}” ({score})",
     "copilot.how": "Skicka, redigera eller kasta det med knapparna, eller skriv /suggest send {id}, /suggest edit {id} DIN TEXT eller /suggest discard {id}.",
     "copilot.unsupported": "💡 Inget föreslaget svar (#{id}) på ”{question}”: kunskapskällorna täcker inte det, så ett förslag skulle bara vara en gissning. Övervägt: {considered}",
+    "copilot.translation": "🌐 Maskinöversättning till {language}, bara för dig (Skicka skickar svaret ovan):\n{text}",
     "copilot.no_sources": "inget som låg nära.",
     "copilot.send_button": "Skicka",
     "copilot.edit_button": "Redigera",

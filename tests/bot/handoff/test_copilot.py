@@ -9,6 +9,7 @@ passages scored by shared words) and the scripted ``FakeBackend``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -50,6 +51,13 @@ DOCS = {
         title="Shipping parcels to America",
         text="Parcels to America arrive within 8 working days.",
         origin="Shipping guide",
+    ),
+    "leverans-se": Passage(
+        kind="document",
+        id="leverans-se",
+        title="Leverans av paket inom Sverige",
+        text="Paket inom Sverige kommer fram inom två arbetsdagar.",
+        origin="Fraktguide",
     ),
 }
 
@@ -356,3 +364,54 @@ async def test_a_draft_never_holds_up_the_relay(desk: Desk, backend: FakeBackend
     await manager.copilot.settle()
     await worker.flush()
     assert "Suggested reply #1" in channels["slack"].texts("C1")[-1]
+
+
+async def test_a_suggestion_in_the_customers_language_carries_a_translation_for_the_agents(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, channels = desk
+    await handed_off(manager, worker, backend)
+    help_desk, copilot = manager.desk, manager.copilot
+    assert help_desk is not None and copilot is not None
+    ticket = await help_desk.tickets.get(1)
+    assert ticket is not None
+    swedish = dataclasses.replace(ticket, details={**ticket.details, "language": "sv"})
+    question = "hur lång tid tar leverans av paket inom sverige"
+    accepted = await manager.accept(make_inbound(question, user="alice", event_id="sv-1"))
+    backend.enqueue("Paket inom Sverige kommer fram inom två arbetsdagar [1].")
+    backend.enqueue("Parcels within Sweden arrive within two working days [1].")
+    suggestion = await copilot.suggest(
+        accepted, swedish, question=question, cause="asked:sv-1", language="sv"
+    )
+    await worker.flush()
+    assert suggestion is not None and suggestion.path == "written"
+    assert suggestion.language == "sv"
+    drafting, translating = backend.requests[-2:]
+    assert "Swedish" in drafting.messages[0].content
+    assert "into English" in translating.messages[0].content
+    assert translating.messages[-1].content == suggestion.text
+
+    text, _, _ = last_suggestion(channels)
+    assert suggestion_body(text) == "Paket inom Sverige kommer fram inom två arbetsdagar [1]."
+    marked = text.index("🌐 Machine translation into English, for you only")
+    assert marked > text.index(suggestion.text), "the translation goes below the suggestion"
+    assert "Parcels within Sweden arrive within two working days [1]." in text[marked:]
+
+    # Send sends the customer's language, never the translation.
+    thread = ticket.space_thread
+    await say(manager, f"/suggest send {suggestion.id}", **_agent(thread))
+    await worker.flush()
+    to_customer = channels["test"].texts("c1")[-1]
+    assert to_customer == "Acme support: Paket inom Sverige kommer fram inom två arbetsdagar [1]."
+
+
+async def test_a_suggestion_already_in_the_agents_language_is_not_translated(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, channels = desk
+    await handed_off(manager, worker, backend)
+    requests = len(backend.requests)
+    await customer_asks(manager, worker, "What are your opening hours?")
+    text, _, _ = last_suggestion(channels)
+    assert "Machine translation" not in text
+    assert len(backend.requests) == requests
