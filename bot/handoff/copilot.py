@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from bot.generation import Generation, GenerationPath
 from bot.handoff.desk import HelpDesk, customer_language
+from bot.handoff.live import LiveDraft
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.passages import Passage
 from bot.knowledge.policy import check_grounded, grounded_prompt
@@ -160,7 +161,48 @@ class Copilot:
         kb = self.knowledge
         if kb is None or not await kb.has_passages(ticket.customer_address.tenant):
             return None  # no knowledge for this tenant: nothing to suggest from, nothing said
-        drafted = await self.draft(accepted, ticket, question, language=language)
+        live = await self.live_draft(ticket, cause)
+        kept: Suggestion | None = None
+        try:
+            kept = await self._kept(accepted, ticket, question, cause, language, live)
+        finally:
+            if live is not None and kept is None:
+                await live.withdraw()
+        return kept
+
+    async def live_draft(self, ticket: Ticket, cause: str) -> LiveDraft | None:
+        """A message for the suggestion to stream into, in ``ticket``'s thread;
+        None where the thread's platform cannot edit messages (posted when done)."""
+        live = self.desk.live
+        if live is None or not await self.desk.reaches_space(ticket):
+            return None
+        space = self.desk.space_address(ticket)
+        interval = live.edit_interval(space.platform)
+        if interval is None:
+            return None
+        return LiveDraft(
+            live=live,
+            tickets=self.desk.tickets,
+            space=space,
+            ticket_id=ticket.id,
+            cause=cause,
+            interval=interval,
+        )
+
+    async def _kept(
+        self,
+        accepted: Accepted,
+        ticket: Ticket,
+        question: str,
+        cause: str,
+        language: str,
+        live: LiveDraft | None,
+    ) -> Suggestion | None:
+        """Draft, store and post; None when the suggestion was not kept."""
+        repo = self.desk.tickets.suggestions
+        drafted = await self.draft(accepted, ticket, question, language=language, live=live)
+        if live is not None:
+            await live.close()  # every streaming edit before the finished post
         current = await self.desk.tickets.get(ticket.id)
         if current is None or not current.open or not current.customer:
             # Closed, or its customer forgotten, while the draft was written.
@@ -179,6 +221,8 @@ class Copilot:
             language=language,
         )
         if not created:
+            if live is not None:
+                live.leave()  # drafted by another process, which owns its message
             return None
         translation = await self.translation(accepted, suggestion)
         await self.post(ticket, suggestion, translation)
@@ -210,7 +254,13 @@ class Copilot:
     # -- drafting --------------------------------------------------------------------
 
     async def draft(
-        self, accepted: Accepted, ticket: Ticket, question: str, *, language: str = ""
+        self,
+        accepted: Accepted,
+        ticket: Ticket,
+        question: str,
+        *,
+        language: str = "",
+        live: LiveDraft | None = None,
     ) -> Drafted:
         """What the knowledge supports as a reply to ``question`` for this ticket's
         customer (their tenant's passages and the shared ones)."""
@@ -225,7 +275,7 @@ class Copilot:
         if decision.path == "escalated" or not decision.hits:
             return Drafted("unsupported", "", tuple(found.passages[:1]))
         hits = decision.hits
-        text = await self._written(accepted, ticket, question, hits, language)
+        text = await self._written(accepted, ticket, question, hits, language, live)
         if text:
             return Drafted("written", text, hits)
         if hits[0].dense >= kb.policy.fallback_verbatim_score:
@@ -239,14 +289,17 @@ class Copilot:
         question: str,
         hits: Sequence[Passage],
         language: str,
+        live: LiveDraft | None = None,
     ) -> str:
         """The model's reply from ``hits`` ("" when it failed or the citation guard
-        refused it)."""
+        refused it), streamed into ``live`` as it is written."""
         kb = self.knowledge
         assert kb is not None
         persona = (await kb.persona(ticket.customer_address.tenant)).strip()
         messages = await self.messages(ticket, question, hits, persona, language)
-        text = await self._model_text(accepted, messages, SUGGESTION_SAMPLING)
+        if live is not None:
+            await live.start()
+        text = await self._model_text(accepted, messages, SUGGESTION_SAMPLING, live)
         if not text:
             return ""
         why = check_grounded(text, question, hits)
@@ -256,14 +309,19 @@ class Copilot:
         return text
 
     async def _model_text(
-        self, accepted: Accepted, messages: list[ChatMessage], sampling: SamplingParams
+        self,
+        accepted: Accepted,
+        messages: list[ChatMessage],
+        sampling: SamplingParams,
+        live: LiveDraft | None = None,
     ) -> str:
         """What the model wrote for ``messages`` ("" when it failed or the output
         guard withheld it)."""
         request = self.generation.request(accepted, messages, sampling)
         generation = Generation(request)
         async for _ in self.generation.model_text(accepted, generation, asyncio.Event()):
-            pass
+            if live is not None:
+                live.show(generation.text)
         if generation.error is not None or generation.withheld is not None:
             return ""
         return generation.text.strip()

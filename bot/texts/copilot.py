@@ -20,6 +20,10 @@ COPILOT: dict[str, str] = {
     "copilot.translation": (
         "🌐 Machine translation into {language}, for you only (Send sends the reply above):\n{text}"
     ),
+    "copilot.live": "💡 Drafting a suggested reply, not sent to the customer…\n\n{text}",
+    "copilot.live_withdrawn": (
+        "💡 The suggested reply being drafted was withdrawn: the ticket changed meanwhile."
+    ),
     "copilot.no_sources": "nothing close.",
     "copilot.send_button": "Send",
     "copilot.edit_button": "Edit",

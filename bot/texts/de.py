@@ -365,6 +365,8 @@ DE: dict[str, str] = {
     "copilot.how": "Mit den Buttons senden, bearbeiten oder verwerfen, oder /suggest send {id}, /suggest edit {id} DEIN TEXT oder /suggest discard {id} eingeben.",
     "copilot.unsupported": "💡 Kein Antwortvorschlag (#{id}) für „{question}“: Die Wissensquellen decken das nicht ab, jeder Vorschlag wäre also geraten. Erwogen: {considered}",
     "copilot.translation": "🌐 Maschinelle Übersetzung ({language}), nur für dich (Senden schickt die Antwort oben):\n{text}",
+    "copilot.live": "💡 Antwortvorschlag wird geschrieben, nicht an die Person gesendet…\n\n{text}",
+    "copilot.live_withdrawn": "💡 Der Antwortvorschlag wurde zurückgezogen: das Ticket hat sich inzwischen geändert.",
     "copilot.no_sources": "nichts Passendes.",
     "copilot.send_button": "Senden",
     "copilot.edit_button": "Bearbeiten",

@@ -365,6 +365,8 @@ ES: dict[str, str] = {
     "copilot.how": "Envíala, edítala o descártala con los botones, o escribe /suggest send {id}, /suggest edit {id} TU TEXTO o /suggest discard {id}.",
     "copilot.unsupported": "💡 No hay respuesta sugerida (#{id}) para «{question}»: las fuentes de conocimiento no lo cubren, así que cualquier sugerencia sería una suposición. Consideradas: {considered}",
     "copilot.translation": "🌐 Traducción automática ({language}), solo para ti (Enviar envía la respuesta de arriba):\n{text}",
+    "copilot.live": "💡 Redactando una respuesta sugerida, no enviada al cliente…\n\n{text}",
+    "copilot.live_withdrawn": "💡 Se retiró la respuesta sugerida en redacción: el ticket cambió mientras tanto.",
     "copilot.no_sources": "nada parecido.",
     "copilot.send_button": "Enviar",
     "copilot.edit_button": "Editar",

@@ -365,6 +365,8 @@ FR: dict[str, str] = {
     "copilot.how": "Envoyez-la, modifiez-la ou écartez-la avec les boutons, ou tapez /suggest send {id}, /suggest edit {id} VOTRE TEXTE ou /suggest discard {id}.",
     "copilot.unsupported": "💡 Pas de réponse suggérée (n°{id}) pour « {question} » : les sources de connaissances ne couvrent pas ce point, toute suggestion serait donc une supposition. Envisagé : {considered}",
     "copilot.translation": "🌐 Traduction automatique en {language}, pour vous seul (Envoyer envoie la réponse ci-dessus) :\n{text}",
+    "copilot.live": "💡 Rédaction d'une réponse suggérée, non envoyée au client…\n\n{text}",
+    "copilot.live_withdrawn": "💡 La réponse suggérée en cours de rédaction a été retirée : le ticket a changé entre-temps.",
     "copilot.no_sources": "rien d'approchant.",
     "copilot.send_button": "Envoyer",
     "copilot.edit_button": "Modifier",

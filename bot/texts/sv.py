@@ -365,6 +365,8 @@ SV: dict[str, str] = {
     "copilot.how": "Skicka, redigera eller kasta det med knapparna, eller skriv /suggest send {id}, /suggest edit {id} DIN TEXT eller /suggest discard {id}.",
     "copilot.unsupported": "💡 Inget föreslaget svar (#{id}) på ”{question}”: kunskapskällorna täcker inte det, så ett förslag skulle bara vara en gissning. Övervägt: {considered}",
     "copilot.translation": "🌐 Maskinöversättning till {language}, bara för dig (Skicka skickar svaret ovan):\n{text}",
+    "copilot.live": "💡 Skriver ett förslag till svar, inte skickat till kunden…\n\n{text}",
+    "copilot.live_withdrawn": "💡 Förslaget som skrevs drogs tillbaka: ärendet ändrades under tiden.",
     "copilot.no_sources": "inget som låg nära.",
     "copilot.send_button": "Skicka",
     "copilot.edit_button": "Redigera",

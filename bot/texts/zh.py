@@ -365,6 +365,8 @@ ZH: dict[str, str] = {
     "copilot.how": "可用按钮发送、编辑或放弃，或输入 /suggest send {id}、/suggest edit {id} 您的内容 或 /suggest discard {id}。",
     "copilot.unsupported": "💡 没有针对“{question}”的建议回复（#{id}）：知识来源未涵盖该问题，任何建议都只是猜测。考虑过：{considered}",
     "copilot.translation": "🌐 机器翻译为{language}，仅供您参考（“发送”发送的是上面的回复）：\n{text}",
+    "copilot.live": "💡 正在起草建议回复，未发送给客户…\n\n{text}",
+    "copilot.live_withdrawn": "💡 正在起草的建议回复已撤回：工单在此期间发生了变化。",
     "copilot.no_sources": "没有相近的内容。",
     "copilot.send_button": "发送",
     "copilot.edit_button": "编辑",
