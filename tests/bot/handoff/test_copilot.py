@@ -9,6 +9,7 @@ passages scored by shared words) and the scripted ``FakeBackend``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Sequence
@@ -415,3 +416,137 @@ async def test_a_suggestion_already_in_the_agents_language_is_not_translated(
     text, _, _ = last_suggestion(channels)
     assert "Machine translation" not in text
     assert len(backend.requests) == requests
+
+
+class EditableChannel(Channel):
+    """A platform whose messages can be edited: each message's texts in order."""
+
+    name = "slack"
+    edit_interval = 0.05
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: dict[str, list[str]] = {}
+        self.buttons: dict[str, tuple[tuple[str, str], ...]] = {}
+
+    async def post(
+        self,
+        ref: ConversationRef,
+        text: str,
+        *,
+        reply_to: str = "",
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> str:
+        message = await super().post(ref, text, reply_to=reply_to, buttons=buttons)
+        self.shown[message] = [text]
+        self.buttons[message] = tuple(buttons)
+        return message
+
+    async def edit(
+        self,
+        ref: ConversationRef,
+        message: str,
+        text: str,
+        *,
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.shown[message].append(text)
+        self.buttons[message] = tuple(buttons)
+
+
+async def _streaming(desk: Desk, backend: FakeBackend) -> tuple[EditableChannel, str]:
+    manager, worker, _ = desk
+    thread = await handed_off(manager, worker, backend)
+    slack = EditableChannel()
+    worker.channels["slack"] = slack
+    backend.enqueue("Parcels to Europe arrive within 3 working days [1].", chunk_delay=0.15)
+    reply = await say(manager, "shipping parcels to europe please, how long", user="alice")
+    assert reply.kind is ReplyKind.SILENT
+    for _ in range(100):
+        await worker.flush()
+        if any("Drafting a suggested reply" in t for t in slack.texts("C1")):
+            break
+        await asyncio.sleep(0.02)
+    return slack, thread
+
+
+async def test_a_written_suggestion_streams_and_ends_as_one_message_with_buttons(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, _ = desk
+    slack, _ = await _streaming(desk, backend)
+    assert manager.copilot is not None
+    await manager.copilot.settle()
+    await worker.flush()
+    [(message, texts)] = [(m, t) for m, t in slack.shown.items() if "Drafting a" in t[0]]
+    assert texts[-1].startswith("💡 Suggested reply #1 (written")
+    assert any("Parcels to" in t and "Drafting a" in t for t in texts[1:-1]), texts
+    assert [label for label, _ in slack.buttons[message]] == ["Send", "Edit", "Discard"]
+    assert not any("Suggested reply #" in t for _, t, _, _ in slack.posts), "edited, not posted"
+    # The post's message is the streamed one: a reply to it edits the suggestion.
+    rows = {r["key"]: r for r in await worker.tickets.outbox_rows()}
+    assert rows["suggestion:1"]["sent_message"] == message
+    # A replayed cause drafts and posts nothing more.
+    help_desk = manager.desk
+    assert help_desk is not None
+    ticket = await help_desk.tickets.get(1)
+    assert ticket is not None
+    [suggestion] = await worker.tickets.suggestions.of_ticket(1)
+    accepted = await manager.accept(make_inbound("again", user="alice", event_id="again-1"))
+    again = await manager.copilot.suggest(
+        accepted, ticket, question="again", cause=suggestion.cause
+    )
+    assert again is None
+    await worker.flush()
+    assert slack.shown[message] == texts
+    assert [t for t in slack.texts("C1") if "Suggested reply #" in t] == []
+
+
+async def test_a_streaming_suggestion_the_ticket_closed_on_is_withdrawn(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, _ = desk
+    slack, thread = await _streaming(desk, backend)
+    await say(manager, "/resolve", **_agent(thread))
+    assert manager.copilot is not None
+    await manager.copilot.settle()
+    await worker.flush()
+    [texts] = [t for t in slack.shown.values() if "Drafting a" in t[0]]
+    assert texts[-1].startswith("💡 The suggested reply being drafted was withdrawn")
+    assert await worker.tickets.suggestions.of_ticket(1) == []
+    assert not any("Suggested reply #" in t for t in slack.texts("C1"))
+
+
+async def test_a_placeholder_not_yet_sent_is_never_sent_after_the_suggestion(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, _ = desk
+    await handed_off(manager, worker, backend)
+    slack = EditableChannel()
+    worker.channels["slack"] = slack
+    backend.enqueue("Parcels to Europe arrive within 3 working days [1].", chunk_delay=0.1)
+    await say(manager, "shipping parcels to europe please, how long", user="alice")
+
+    async def placeholder() -> dict[str, object] | None:
+        rows = await worker.tickets.outbox_rows()
+        return next((r for r in rows if str(r["key"]).startswith("suggestion-live:")), None)
+
+    for _ in range(100):
+        if await placeholder() is not None:
+            break
+        await asyncio.sleep(0.02)
+    row = await placeholder()
+    assert row is not None
+    # The platform is slow to take it: still waiting when the suggestion is done.
+    await worker.tickets.defer(int(row["id"]), delay=60)  # type: ignore[call-overload]
+    assert manager.copilot is not None
+    await manager.copilot.settle()
+    await worker.flush()
+    row = await placeholder()
+    assert row is not None and (row["status"], row["error"]) == (
+        "failed",
+        "superseded by the finished suggestion",
+    )
+    [posted] = [p for p in slack.posts if "Suggested reply #1" in p[1]]
+    assert [label for label, _ in posted[2]] == ["Send", "Edit", "Discard"]
+    assert not any("Drafting a" in t for t in slack.texts("C1"))
