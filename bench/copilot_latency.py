@@ -64,6 +64,7 @@ class Space:
     """The support space (and the customer's chat): when each message arrived,
     and when each edit of one did (a written suggestion streams by edits)."""
 
+    name = "slack"
     # Slack's pace for edits of one message (the adapter's default).
     edit_interval = 1.2
 

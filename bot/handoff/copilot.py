@@ -101,7 +101,10 @@ class Copilot:
         if accepted.command is not None:
             return  # a command relayed as it is asks nothing of the knowledge
         task = asyncio.create_task(
-            self._safely(accepted, ticket, accepted.text, f"message:{accepted.inbound_id}"),
+            # The language this message of the customer's is answered in.
+            self._safely(
+                accepted, ticket, accepted.text, f"message:{accepted.inbound_id}", accepted.language
+            ),
             name=f"suggest:{accepted.inbound_id}",
         )
         self._tasks.add(task)
@@ -118,7 +121,13 @@ class Copilot:
         if not question:
             return say("copilot.no_question", id=ticket.id)
         task = asyncio.create_task(
-            self._safely(accepted, ticket, question, f"asked:{accepted.inbound_id}"),
+            self._safely(
+                accepted,
+                ticket,
+                question,
+                f"asked:{accepted.inbound_id}",
+                customer_language(ticket),
+            ),
             name=f"suggest-again:{accepted.inbound_id}",
         )
         self._tasks.add(task)
@@ -136,14 +145,16 @@ class Copilot:
             task.cancel()
         await self.settle(5.0)
 
-    async def _safely(self, accepted: Accepted, ticket: Ticket, question: str, cause: str) -> None:
+    async def _safely(
+        self, accepted: Accepted, ticket: Ticket, question: str, cause: str, language: str
+    ) -> None:
         try:
             await self.suggest(
                 accepted,
                 ticket,
                 question=question,
                 cause=cause,
-                language=customer_language(ticket),
+                language=language,
             )
         except asyncio.CancelledError:
             raise

@@ -550,3 +550,19 @@ async def test_a_placeholder_not_yet_sent_is_never_sent_after_the_suggestion(
     [posted] = [p for p in slack.posts if "Suggested reply #1" in p[1]]
     assert [label for label, _ in posted[2]] == ["Send", "Edit", "Discard"]
     assert not any("Drafting a" in t for t in slack.texts("C1"))
+
+
+async def test_a_customer_writing_swedish_gets_a_swedish_suggestion(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, channels = desk
+    await handed_off(manager, worker, backend)
+    backend.enqueue("Paket inom Sverige kommer fram inom två arbetsdagar [1].")
+    backend.enqueue("Parcels within Sweden arrive within two working days [1].")
+    await customer_asks(manager, worker, "Hur lång tid tar leverans av paket inom Sverige?")
+    [suggestion] = await worker.tickets.suggestions.of_ticket(1)
+    assert (suggestion.language, suggestion.path) == ("sv", "written")
+    assert "Swedish" in backend.requests[-2].messages[0].content
+    text, _, _ = last_suggestion(channels)
+    assert "🌐 Machine translation into English" in text
+    assert "Parcels within Sweden" in text
