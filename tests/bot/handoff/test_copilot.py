@@ -29,6 +29,7 @@ from bot.knowledge.policy import Policy
 from bot.manager import ConversationManager
 from bot.types import ConversationRef, Inbound, Reply, ReplyKind, TicketThread
 from llm.embeddings import HashingEmbedder
+from llm.errors import LLMError
 from llm.fake import FakeBackend
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
@@ -566,3 +567,17 @@ async def test_a_customer_writing_swedish_gets_a_swedish_suggestion(
     text, _, _ = last_suggestion(channels)
     assert "🌐 Machine translation into English" in text
     assert "Parcels within Sweden" in text
+
+
+async def test_a_failed_translation_still_posts_the_suggestion(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, channels = desk
+    await handed_off(manager, worker, backend)
+    backend.enqueue("Paket inom Sverige kommer fram inom två arbetsdagar [1].")
+    backend.enqueue(error=LLMError("the model server answered 500"))
+    await customer_asks(manager, worker, "Hur lång tid tar leverans av paket inom Sverige?")
+    text, buttons, _ = last_suggestion(channels)
+    assert suggestion_body(text) == "Paket inom Sverige kommer fram inom två arbetsdagar [1]."
+    assert "Machine translation" not in text
+    assert len(buttons) == 3
