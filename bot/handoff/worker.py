@@ -257,7 +257,13 @@ class OutboxWorker:
         try:
             await channel.edit(live.address, live.message, item.text, buttons=item.buttons)
         except Undeliverable as exc:
-            log.info("outbox %s: posting anew, the streamed message is gone: %s", item.key, exc)
+            log.info(
+                "outbox %s: posted anew, the streamed message cannot take it: %s", item.key, exc
+            )
+            # Where the message is still there (the text outgrew it), it must
+            # not look like a draft still being written.
+            with contextlib.suppress(Exception):
+                await channel.edit(live.address, live.message, say("copilot.live_moved"))
             return ""
         return live.message
 

@@ -24,6 +24,7 @@ COPILOT: dict[str, str] = {
     "copilot.live_withdrawn": (
         "💡 The suggested reply being drafted was withdrawn: the ticket changed meanwhile."
     ),
+    "copilot.live_moved": "💡 This draft was finished in a new message below.",
     "copilot.no_sources": "nothing close.",
     "copilot.send_button": "Send",
     "copilot.edit_button": "Edit",

@@ -367,6 +367,7 @@ DE: dict[str, str] = {
     "copilot.translation": "🌐 Maschinelle Übersetzung ({language}), nur für dich (Senden schickt die Antwort oben):\n{text}",
     "copilot.live": "💡 Antwortvorschlag wird geschrieben, nicht an die Person gesendet…\n\n{text}",
     "copilot.live_withdrawn": "💡 Der Antwortvorschlag wurde zurückgezogen: das Ticket hat sich inzwischen geändert.",
+    "copilot.live_moved": "💡 Dieser Entwurf wurde in einer neuen Nachricht unten fertiggestellt.",
     "copilot.no_sources": "nichts Passendes.",
     "copilot.send_button": "Senden",
     "copilot.edit_button": "Bearbeiten",

@@ -367,6 +367,7 @@ ES: dict[str, str] = {
     "copilot.translation": "🌐 Traducción automática ({language}), solo para ti (Enviar envía la respuesta de arriba):\n{text}",
     "copilot.live": "💡 Redactando una respuesta sugerida, no enviada al cliente…\n\n{text}",
     "copilot.live_withdrawn": "💡 Se retiró la respuesta sugerida en redacción: el ticket cambió mientras tanto.",
+    "copilot.live_moved": "💡 Este borrador se terminó en un mensaje nuevo más abajo.",
     "copilot.no_sources": "nada parecido.",
     "copilot.send_button": "Enviar",
     "copilot.edit_button": "Editar",

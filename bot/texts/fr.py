@@ -367,6 +367,7 @@ FR: dict[str, str] = {
     "copilot.translation": "🌐 Traduction automatique en {language}, pour vous seul (Envoyer envoie la réponse ci-dessus) :\n{text}",
     "copilot.live": "💡 Rédaction d'une réponse suggérée, non envoyée au client…\n\n{text}",
     "copilot.live_withdrawn": "💡 La réponse suggérée en cours de rédaction a été retirée : le ticket a changé entre-temps.",
+    "copilot.live_moved": "💡 Ce brouillon a été terminé dans un nouveau message ci-dessous.",
     "copilot.no_sources": "rien d'approchant.",
     "copilot.send_button": "Envoyer",
     "copilot.edit_button": "Modifier",

@@ -367,6 +367,7 @@ SV: dict[str, str] = {
     "copilot.translation": "🌐 Maskinöversättning till {language}, bara för dig (Skicka skickar svaret ovan):\n{text}",
     "copilot.live": "💡 Skriver ett förslag till svar, inte skickat till kunden…\n\n{text}",
     "copilot.live_withdrawn": "💡 Förslaget som skrevs drogs tillbaka: ärendet ändrades under tiden.",
+    "copilot.live_moved": "💡 Utkastet blev klart i ett nytt meddelande nedan.",
     "copilot.no_sources": "inget som låg nära.",
     "copilot.send_button": "Skicka",
     "copilot.edit_button": "Redigera",

@@ -367,6 +367,7 @@ ZH: dict[str, str] = {
     "copilot.translation": "🌐 机器翻译为{language}，仅供您参考（“发送”发送的是上面的回复）：\n{text}",
     "copilot.live": "💡 正在起草建议回复，未发送给客户…\n\n{text}",
     "copilot.live_withdrawn": "💡 正在起草的建议回复已撤回：工单在此期间发生了变化。",
+    "copilot.live_moved": "💡 此草稿已在下方的新消息中完成。",
     "copilot.no_sources": "没有相近的内容。",
     "copilot.send_button": "发送",
     "copilot.edit_button": "编辑",

@@ -27,7 +27,7 @@ from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.passages import Passage
 from bot.knowledge.policy import Policy
 from bot.manager import ConversationManager
-from bot.types import ConversationRef, Inbound, Reply, ReplyKind, TicketThread
+from bot.types import ConversationRef, Inbound, Reply, ReplyKind, TicketThread, Undeliverable
 from llm.embeddings import HashingEmbedder
 from llm.errors import LLMError
 from llm.fake import FakeBackend
@@ -424,6 +424,9 @@ class EditableChannel(Channel):
 
     name = "slack"
     edit_interval = 0.05
+    # Refuse the finished suggestion as an edit, as a platform does a text
+    # that no longer fits one message.
+    too_long = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -451,6 +454,8 @@ class EditableChannel(Channel):
         *,
         buttons: Sequence[tuple[str, str]] = (),
     ) -> None:
+        if self.too_long and "Suggested reply #" in text:
+            raise Undeliverable("the text needs 2 messages")
         self.shown[message].append(text)
         self.buttons[message] = tuple(buttons)
 
@@ -581,3 +586,20 @@ async def test_a_failed_translation_still_posts_the_suggestion(
     assert suggestion_body(text) == "Paket inom Sverige kommer fram inom två arbetsdagar [1]."
     assert "Machine translation" not in text
     assert len(buttons) == 3
+
+
+async def test_a_suggestion_the_streamed_message_cannot_hold_is_posted_anew(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, _ = desk
+    slack, _ = await _streaming(desk, backend)
+    slack.too_long = True
+    assert manager.copilot is not None
+    await manager.copilot.settle()
+    await worker.flush()
+    [texts] = [t for t in slack.shown.values() if "Drafting a" in t[0]]
+    assert texts[-1] == "💡 This draft was finished in a new message below."
+    [posted] = [p for p in slack.posts if "Suggested reply #1" in p[1]]
+    assert [label for label, _ in posted[2]] == ["Send", "Edit", "Discard"]
+    rows = {r["key"]: r for r in await worker.tickets.outbox_rows()}
+    assert rows["suggestion:1"]["sent_message"] == posted[3]
