@@ -61,11 +61,28 @@ DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "faq"
 
 
 class Space:
-    """The support space (and the customer's chat): when each message arrived."""
+    """The support space (and the customer's chat): when each message arrived,
+    and when each edit of one did (a written suggestion streams by edits)."""
+
+    name = "slack"
+    # Slack's pace for edits of one message (the adapter's default).
+    edit_interval = 1.2
 
     def __init__(self) -> None:
         self.posts: list[tuple[float, str]] = []
+        self.edits: list[tuple[float, str]] = []
         self._ids = 0
+
+    async def edit(
+        self,
+        ref: ConversationRef,
+        message: str,
+        text: str,
+        *,
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.edits.append((time.perf_counter(), text))
+        self.posts.append((time.perf_counter(), text))
 
     async def post(
         self,
@@ -110,6 +127,9 @@ async def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--rounds", type=int, default=12, help="questions of each kind")
+    parser.add_argument(
+        "--written-rounds", type=int, default=None, help="model-written rounds (default: --rounds)"
+    )
     args = parser.parse_args()
 
     database = Database(f"sqlite:///{Path(tempfile.mkdtemp()) / 'copilot.db'}")
@@ -161,16 +181,30 @@ async def main() -> None:
     await space.arrival(0, "Ticket #", within=600)
     await asyncio.sleep(1.0)  # the notices of the handoff go out first
 
+    streamed: list[float] = []
+    first_text: list[float] = []
+
     async def round_trip(question: str, *, suggesting: bool = True) -> tuple[float, float | None]:
         print(f"  asking: {question[:60]}", flush=True)
-        after = len(space.posts)
+        after, edits = len(space.posts), len(space.edits)
         started = await say(question)
         relayed = await space.arrival(after, f"Alice: {question}")
         suggested = None
         if suggesting:
             with contextlib.suppress(TimeoutError):
-                suggested = await space.arrival(after, "uggested reply", within=120)
+                suggested = await space.arrival(after, "Suggested reply #", within=300)
         await copilot.settle()
+        placeholder = next((at for at, t in space.posts[after:] if "Drafting a" in t), None)
+        if placeholder is not None:
+            streamed.append(placeholder - started)
+            # The first edit showing the model's words (not the bare cursor).
+            shown = [
+                at
+                for at, t in space.edits[edits:]
+                if "Drafting a" in t and t.split("\n\n", 1)[-1].strip(" ▍")
+            ]
+            if shown:
+                first_text.append(shown[0] - started)
         return relayed - started, None if suggested is None else suggested - started
 
     quoted: list[float] = []
@@ -184,7 +218,8 @@ async def main() -> None:
         if suggested is not None:
             quoted.append(suggested)
     kb.policy = Policy(verbatim_score=1.01, grounded_score=quoting.grounded_score)
-    for _, question in eval_set.reworded[: args.rounds]:
+    written_rounds = args.rounds if args.written_rounds is None else args.written_rounds
+    for _, question in eval_set.reworded[:written_rounds]:
         before = {s.id for s in await desk.tickets.suggestions.of_ticket(1)}
         relay, suggested = await round_trip(question)
         relay_on.append(relay)
@@ -203,6 +238,8 @@ async def main() -> None:
     print(f"model: {args.model} on the CPU; FAQ entries: {len(entries)}")
     print(f"quoted suggestion posted:  {summary(quoted)}")
     print(f"model-drafted posted:      {summary(written)}")
+    print(f"  streaming placeholder:   {summary(streamed)}")
+    print(f"  first model text shown:  {summary(first_text)}")
     print(f"written rounds ended: {dict(ended)}")
     print(f"relay with suggestions:    {summary(relay_on)}")
     print(f"relay without:             {summary(relay_off)}")

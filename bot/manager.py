@@ -155,7 +155,12 @@ class ConversationManager:
         )
         # Suggested replies for the agents of a ticket (bot.handoff.copilot).
         self.copilot = (
-            Copilot(desk=self.desk, knowledge=self.knowledge, generation=self.generation)
+            Copilot(
+                desk=self.desk,
+                knowledge=self.knowledge,
+                generation=self.generation,
+                agents_language=self.languages.default if self.languages else "en",
+            )
             if self.desk is not None
             else None
         )

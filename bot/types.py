@@ -264,6 +264,28 @@ class Channel(Protocol):
     ) -> TicketThread: ...
 
 
+@runtime_checkable
+class EditableChannel(Channel, Protocol):
+    """A channel whose sent messages can be rewritten in place: a draft streams
+    into the message it was posted as. ``edit`` replaces the text (and the
+    buttons; none given takes them away) of ``message`` in ``ref``'s chat, and
+    raises ``Undeliverable`` when that message cannot take it (deleted, or the
+    text no longer fits one message), so the caller posts instead.
+    ``edit_interval``: the least seconds between two edits of one message
+    that the platform tolerates."""
+
+    edit_interval: float
+
+    async def edit(
+        self,
+        ref: ConversationRef,
+        message: str,
+        text: str,
+        *,
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> None: ...
+
+
 class ChatAdapter(Outbox, Protocol):
     """A platform connection. ``start`` returns once the adapter is serving."""
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, case, delete, func, select, update
 
+from storage.addresses import ConversationAddress
 from storage.db import Database, as_utc, utcnow
 from storage.handoff_forget import forget_relays
 from storage.models import inbound_events, outbox, suggestions, tickets
@@ -26,6 +27,20 @@ DECIDED = ("sent", "edited", "discarded", "ignored")
 SENDABLE_PATHS = ("quoted", "written")
 # The outbox key of a suggestion's post in the ticket (its message id is found by it).
 POST_KEY = "suggestion:{id}"
+# The outbox key of the message a written suggestion streams into while the
+# model writes it (by cause: the suggestion is stored only once it is done);
+# the post under ``POST_KEY`` then becomes that message's final text.
+LIVE_KEY = "suggestion-live:{cause}"
+
+
+@dataclass(frozen=True, slots=True)
+class LivePost:
+    """The streaming message of a suggestion: ``message`` is the platform's id
+    ("" until the outbox has sent it)."""
+
+    status: str
+    message: str
+    address: ConversationAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +127,48 @@ class SuggestionRepository(Store):
             return True
 
         return await self._run("withdraw a forgotten suggestion's post", op)
+
+    async def live_post(
+        self, *, cause: str = "", suggestion_id: int | None = None
+    ) -> LivePost | None:
+        """The streaming message queued for ``cause`` (or for the cause of
+        suggestion ``suggestion_id``); None when none was queued."""
+
+        def op(conn: Connection) -> LivePost | None:
+            wanted = _cause(conn, cause, suggestion_id)
+            if not wanted:
+                return None
+            row = conn.execute(
+                select(
+                    outbox.c.status,
+                    outbox.c.sent_message,
+                    outbox.c.platform,
+                    outbox.c.tenant,
+                    outbox.c.chat,
+                    outbox.c.thread,
+                ).where(outbox.c.key == LIVE_KEY.format(cause=wanted)[:200])
+            ).first()
+            if row is None:
+                return None
+            address = ConversationAddress(row.platform, row.tenant, row.chat, row.thread)
+            return LivePost(row.status, row.sent_message or "", address)
+
+        return await self._run("read a suggestion's streaming message", op)
+
+    async def drop_live(self, *, cause: str = "", suggestion_id: int | None = None) -> None:
+        """Never send a streaming message still waiting in the outbox: the
+        finished suggestion is posted in its place."""
+
+        def op(conn: Connection) -> None:
+            wanted = _cause(conn, cause, suggestion_id)
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.key == LIVE_KEY.format(cause=wanted)[:200])
+                .where(outbox.c.status == "pending")
+                .values(status="failed", error="superseded by the finished suggestion")
+            )
+
+        await self._run("drop a suggestion's streaming message", op)
 
     async def create(
         self,
@@ -391,10 +448,21 @@ def _suggestion(row: Any) -> Suggestion:
     )
 
 
+def _cause(conn: Connection, cause: str, suggestion_id: int | None) -> str:
+    if suggestion_id is None:
+        return cause
+    found = conn.execute(
+        select(suggestions.c.cause).where(suggestions.c.id == suggestion_id)
+    ).scalar_one_or_none()
+    return str(found or "")
+
+
 __all__ = [
     "DECIDED",
+    "LIVE_KEY",
     "POST_KEY",
     "DiscardedTopic",
+    "LivePost",
     "OutcomeCounts",
     "Suggestion",
     "SuggestionRepository",

@@ -267,6 +267,22 @@ class SlackAdapter:
         """
         return await self.outbound.post(ref, text, reply_to=reply_to, buttons=buttons)
 
+    async def edit(
+        self,
+        ref: ConversationRef,
+        message: str,
+        text: str,
+        *,
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Replace the text and buttons of message ``message`` (chat.update, paced
+        per channel and workspace)."""
+        await self.outbound.edit(ref, message, text, buttons=buttons)
+
+    @property
+    def edit_interval(self) -> float:
+        return self.outbound.pacer.interval
+
     async def open_ticket(
         self, space: ConversationRef, *, title: str, text: str, ticket_id: int
     ) -> TicketThread:

@@ -43,6 +43,8 @@ HINTS = {
     "thread_not_found": " (the thread's first message was deleted)",
 }
 # Refusals that sending again cannot fix: the outbox gives up on them at once.
+# chat.update refusals of this message alone: it is posted anew instead.
+_NOT_EDITABLE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 _UNDELIVERABLE = frozenset(
     {
         "channel_not_found",
@@ -120,6 +122,31 @@ class Outbound:
                 ) from exc
             raise
         return first
+
+    async def edit(
+        self,
+        ref: ConversationRef,
+        message: str,
+        text: str,
+        *,
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Replace message ``message``'s text and buttons; ``Undeliverable`` when the
+        text no longer fits one message or Slack will not update that message."""
+        chunks = split_text(text, POST_LIMIT)
+        if len(chunks) != 1:
+            raise Undeliverable(f"editing a message in {ref.chat}: the text needs {len(chunks)}")
+        try:
+            await self.paced_update(
+                ref.tenant, ref.chat, message, chunks[0], actions=actions_block(buttons, ref)
+            )
+        except SlackApiError as exc:
+            _refuse_for_good(exc, ref.chat)
+            if exc.response.get("error") in _NOT_EDITABLE:
+                raise Undeliverable(
+                    f"Slack will not update {message} in {ref.chat}: {exc.response.get('error')}"
+                ) from exc
+            raise
 
     async def open_ticket(
         self, space: ConversationRef, *, title: str, text: str, ticket_id: int

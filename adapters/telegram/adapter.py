@@ -476,6 +476,33 @@ class TelegramAdapter:
             raise
         return first
 
+    async def edit(
+        self,
+        ref: ConversationRef,
+        message: str,
+        text: str,
+        *,
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Replace the text and inline keyboard of message ``message`` (editMessageText,
+        paced per chat like every send). Raises ``Undeliverable`` when the text
+        no longer fits one message or the message or chat is gone: the caller
+        posts it instead."""
+        pieces = split_message(text)
+        if len(pieces) != 1:
+            raise Undeliverable(f"editing {ref.key}: the text needs {len(pieces)} messages")
+        target = self._target(ref)
+        markup = inline_keyboard(buttons, where=ref.key)
+        try:
+            await self.sender.edit_text(target, int(message), pieces[0], plain=False, markup=markup)
+        except ChatGone as exc:
+            await self._gone(target.ref)
+            raise Undeliverable(str(exc)) from exc
+        except BadRequest as exc:
+            if _is_gone(exc) or "message to edit not found" in exc.message.lower():
+                raise Undeliverable(f"editing {ref.key}: {exc.message}") from exc
+            raise
+
     async def open_ticket(
         self, space: ConversationRef, *, title: str, text: str, ticket_id: int
     ) -> TicketThread:

@@ -26,10 +26,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.generation import Generation, GenerationPath
-from bot.handoff.desk import HelpDesk
+from bot.handoff.desk import HelpDesk, customer_language
+from bot.handoff.live import LiveDraft
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.passages import Passage
 from bot.knowledge.policy import check_grounded, grounded_prompt
+from bot.language import (
+    SUPPORTED_LANGUAGES,
+    answer_language_rule,
+    detect_language,
+    translation_messages,
+)
 from bot.messages import say
 from bot.types import Accepted
 from llm.base import ChatMessage, SamplingParams
@@ -43,6 +50,8 @@ SUGGESTION_SAMPLING = SamplingParams(max_new_tokens=220, temperature=0.0)
 # Turns of the ticket the model reads besides the passages.
 HISTORY_TURNS = 8
 SOURCES_SHOWN = 3
+# A translation for the agents is as long as the reply, give or take.
+TRANSLATION_SAMPLING = SamplingParams(max_new_tokens=300, temperature=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +77,14 @@ class Copilot:
         desk: HelpDesk,
         knowledge: KnowledgeBase | None,
         generation: GenerationPath,
+        agents_language: str = "en",
     ) -> None:
         self.desk = desk
         self.knowledge = knowledge
         self.generation = generation
+        # The deployment's language (DESKMATE_LANGUAGE): what the agents read,
+        # as for /translate.
+        self.agents_language = agents_language
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -88,7 +101,10 @@ class Copilot:
         if accepted.command is not None:
             return  # a command relayed as it is asks nothing of the knowledge
         task = asyncio.create_task(
-            self._safely(accepted, ticket, accepted.text, f"message:{accepted.inbound_id}"),
+            # The language this message of the customer's is answered in.
+            self._safely(
+                accepted, ticket, accepted.text, f"message:{accepted.inbound_id}", accepted.language
+            ),
             name=f"suggest:{accepted.inbound_id}",
         )
         self._tasks.add(task)
@@ -105,7 +121,13 @@ class Copilot:
         if not question:
             return say("copilot.no_question", id=ticket.id)
         task = asyncio.create_task(
-            self._safely(accepted, ticket, question, f"asked:{accepted.inbound_id}"),
+            self._safely(
+                accepted,
+                ticket,
+                question,
+                f"asked:{accepted.inbound_id}",
+                customer_language(ticket),
+            ),
             name=f"suggest-again:{accepted.inbound_id}",
         )
         self._tasks.add(task)
@@ -123,9 +145,17 @@ class Copilot:
             task.cancel()
         await self.settle(5.0)
 
-    async def _safely(self, accepted: Accepted, ticket: Ticket, question: str, cause: str) -> None:
+    async def _safely(
+        self, accepted: Accepted, ticket: Ticket, question: str, cause: str, language: str
+    ) -> None:
         try:
-            await self.suggest(accepted, ticket, question=question, cause=cause)
+            await self.suggest(
+                accepted,
+                ticket,
+                question=question,
+                cause=cause,
+                language=language,
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -142,7 +172,48 @@ class Copilot:
         kb = self.knowledge
         if kb is None or not await kb.has_passages(ticket.customer_address.tenant):
             return None  # no knowledge for this tenant: nothing to suggest from, nothing said
-        drafted = await self.draft(accepted, ticket, question, language=language)
+        live = await self.live_draft(ticket, cause)
+        kept: Suggestion | None = None
+        try:
+            kept = await self._kept(accepted, ticket, question, cause, language, live)
+        finally:
+            if live is not None and kept is None:
+                await live.withdraw()
+        return kept
+
+    async def live_draft(self, ticket: Ticket, cause: str) -> LiveDraft | None:
+        """A message for the suggestion to stream into, in ``ticket``'s thread;
+        None where the thread's platform cannot edit messages (posted when done)."""
+        live = self.desk.live
+        if live is None or not await self.desk.reaches_space(ticket):
+            return None
+        space = self.desk.space_address(ticket)
+        interval = live.edit_interval(space.platform)
+        if interval is None:
+            return None
+        return LiveDraft(
+            live=live,
+            tickets=self.desk.tickets,
+            space=space,
+            ticket_id=ticket.id,
+            cause=cause,
+            interval=interval,
+        )
+
+    async def _kept(
+        self,
+        accepted: Accepted,
+        ticket: Ticket,
+        question: str,
+        cause: str,
+        language: str,
+        live: LiveDraft | None,
+    ) -> Suggestion | None:
+        """Draft, store and post; None when the suggestion was not kept."""
+        repo = self.desk.tickets.suggestions
+        drafted = await self.draft(accepted, ticket, question, language=language, live=live)
+        if live is not None:
+            await live.close()  # every streaming edit before the finished post
         current = await self.desk.tickets.get(ticket.id)
         if current is None or not current.open or not current.customer:
             # Closed, or its customer forgotten, while the draft was written.
@@ -161,14 +232,18 @@ class Copilot:
             language=language,
         )
         if not created:
+            if live is not None:
+                live.leave()  # drafted by another process, which owns its message
             return None
-        await self.post(ticket, suggestion)
+        translation = await self.translation(accepted, suggestion)
+        await self.post(ticket, suggestion, translation)
         if await repo.withdraw_if_forgotten(suggestion.id):
             return None
         return suggestion
 
-    async def post(self, ticket: Ticket, suggestion: Suggestion) -> None:
-        """Queue the suggestion for the ticket's thread (never for the customer)."""
+    async def post(self, ticket: Ticket, suggestion: Suggestion, translation: str = "") -> None:
+        """Queue the suggestion for the ticket's thread (never for the customer),
+        with ``translation`` of it for the agents below it."""
         if not await self.desk.reaches_space(ticket):
             return
         buttons: tuple[tuple[str, str], ...] = ()
@@ -181,7 +256,7 @@ class Copilot:
         await self.desk.tickets.enqueue(
             POST_KEY.format(id=suggestion.id),
             self.desk.space_address(ticket),
-            suggestion_text(suggestion),
+            suggestion_text(suggestion, translation, self.agents_language),
             kind="to_ticket",
             ticket_id=ticket.id,
             buttons=buttons,
@@ -190,7 +265,13 @@ class Copilot:
     # -- drafting --------------------------------------------------------------------
 
     async def draft(
-        self, accepted: Accepted, ticket: Ticket, question: str, *, language: str = ""
+        self,
+        accepted: Accepted,
+        ticket: Ticket,
+        question: str,
+        *,
+        language: str = "",
+        live: LiveDraft | None = None,
     ) -> Drafted:
         """What the knowledge supports as a reply to ``question`` for this ticket's
         customer (their tenant's passages and the shared ones)."""
@@ -205,7 +286,7 @@ class Copilot:
         if decision.path == "escalated" or not decision.hits:
             return Drafted("unsupported", "", tuple(found.passages[:1]))
         hits = decision.hits
-        text = await self._written(accepted, ticket, question, hits, language)
+        text = await self._written(accepted, ticket, question, hits, language, live)
         if text:
             return Drafted("written", text, hits)
         if hits[0].dense >= kb.policy.fallback_verbatim_score:
@@ -219,25 +300,61 @@ class Copilot:
         question: str,
         hits: Sequence[Passage],
         language: str,
+        live: LiveDraft | None = None,
     ) -> str:
         """The model's reply from ``hits`` ("" when it failed or the citation guard
-        refused it)."""
+        refused it), streamed into ``live`` as it is written."""
         kb = self.knowledge
         assert kb is not None
         persona = (await kb.persona(ticket.customer_address.tenant)).strip()
         messages = await self.messages(ticket, question, hits, persona, language)
-        request = self.generation.request(accepted, messages, SUGGESTION_SAMPLING)
-        generation = Generation(request)
-        async for _ in self.generation.model_text(accepted, generation, asyncio.Event()):
-            pass
-        text = generation.text.strip()
-        if generation.error is not None or generation.withheld is not None:
+        if live is not None:
+            await live.start()
+        text = await self._model_text(accepted, messages, SUGGESTION_SAMPLING, live)
+        if not text:
             return ""
         why = check_grounded(text, question, hits)
         if why:
             log.info("ticket #%s: suggestion refused: %s", ticket.id, why)
             return ""
         return text
+
+    async def _model_text(
+        self,
+        accepted: Accepted,
+        messages: list[ChatMessage],
+        sampling: SamplingParams,
+        live: LiveDraft | None = None,
+    ) -> str:
+        """What the model wrote for ``messages`` ("" when it failed or the output
+        guard withheld it)."""
+        request = self.generation.request(accepted, messages, sampling)
+        generation = Generation(request)
+        async for _ in self.generation.model_text(accepted, generation, asyncio.Event()):
+            if live is not None:
+                live.show(generation.text)
+        if generation.error is not None or generation.withheld is not None:
+            return ""
+        return generation.text.strip()
+
+    async def translation(self, accepted: Accepted, suggestion: Suggestion) -> str:
+        """A machine translation of the suggestion for agents who read another
+        language than the customer's ("" when none is needed or the model gave
+        none: the agents still get the suggestion)."""
+        if not suggestion.sendable:
+            return ""
+        target = self.agents_language
+        # The reply's own language first: a quoted passage may not be in the
+        # customer's language, and one already in the agents' needs nothing.
+        source = detect_language(suggestion.text) or suggestion.language or target
+        if source == target or source not in SUPPORTED_LANGUAGES:
+            return ""
+        messages = translation_messages(suggestion.text, source=source, target=target)
+        try:
+            return await self._model_text(accepted, messages, TRANSLATION_SAMPLING)
+        except Exception:
+            log.exception("suggestion #%s: no translation for the agents", suggestion.id)
+            return ""
 
     async def messages(
         self,
@@ -250,8 +367,8 @@ class Copilot:
         """The grounded prompt, with the ticket's recent turns and the language rule."""
         history = await self.history(ticket)
         where = (
-            f"Write the reply in the language with code {language}."
-            if language
+            answer_language_rule(language)
+            if language in SUPPORTED_LANGUAGES
             else "Write the reply in the language of the customer's last message."
         )
         system = (
@@ -298,10 +415,14 @@ def _source(passage: Passage) -> dict[str, object]:
     }
 
 
-def suggestion_text(suggestion: Suggestion) -> str:
+def suggestion_text(
+    suggestion: Suggestion, translation: str = "", agents_language: str = ""
+) -> str:
     """The suggestion as posted in the ticket: a heading line, the reply, and
-    its sources with how to act on it. ``suggestion_body`` reads the reply back
-    out of it, so the three parts are kept apart by blank lines."""
+    its sources with how to act on it (and a machine translation for the
+    agents, marked as one, which Send never sends). ``suggestion_body`` reads
+    the reply back out of it, so the three parts are kept apart by blank
+    lines, and the translation, in the last part, has none of its own."""
     if not suggestion.sendable:
         return say(
             "copilot.unsupported",
@@ -311,6 +432,10 @@ def suggestion_text(suggestion: Suggestion) -> str:
         )
     head = say("copilot.head", id=suggestion.id, path=say(f"copilot.path.{suggestion.path}"))
     tail = [_sources_line(suggestion), say("copilot.how", id=suggestion.id)]
+    if translation.strip():
+        lines = [line for line in translation.strip().splitlines() if line.strip()]
+        named = SUPPORTED_LANGUAGES.get(agents_language, agents_language)
+        tail.insert(0, say("copilot.translation", language=named, text="\n".join(lines)))
     return f"{head}\n\n{suggestion.text}\n\n" + "\n".join(line for line in tail if line)
 
 

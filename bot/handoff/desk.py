@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.handoff.config import HandoffSettings, SupportSpace
+from bot.handoff.live import LiveEdits
 from bot.handoff.spaces import Spaces
 from bot.knowledge.passages import Passage
 from bot.language import SUPPORTED_LANGUAGES
@@ -66,6 +67,9 @@ class HelpDesk:
         # Audit trail, ratings and learned answers; the manager gives its own
         # when none is given here.
         self.team = team
+        # Where a suggestion streams into the ticket's thread as the model
+        # writes it (the outbox worker sets itself; None: posted when done).
+        self.live: LiveEdits | None = None
 
     @property
     def settings(self) -> HandoffSettings:

@@ -26,10 +26,17 @@ from datetime import UTC, datetime
 
 from bot.handoff.desk import HelpDesk
 from bot.messages import say
-from bot.types import Channel, ConversationRef, DeliveryUnconfirmed, Undeliverable
+from bot.types import (
+    Channel,
+    ConversationRef,
+    DeliveryUnconfirmed,
+    EditableChannel,
+    Undeliverable,
+)
 from storage.errors import StorageError
 from storage.handoff_repo import HandoffRepository, OutboxItem
 from storage.outbox_doubts import Queued, warning_key
+from storage.suggestions_repo import POST_KEY
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 # Rows whose reader is the customer: at most once when a send is unconfirmed.
 TO_CUSTOMER = ("to_customer", "notice")
+_POST_PREFIX = POST_KEY.partition("{")[0]
 
 
 class OutboxWorker:
@@ -56,6 +64,8 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Suggestions stream into the ticket's thread through this worker's channels.
+        desk.live = self
 
     def start(self) -> None:
         self.tickets.on_enqueue = self.wake
@@ -195,10 +205,67 @@ class OutboxWorker:
             ref = ConversationRef(
                 address.platform, address.tenant, address.chat, ticket.space_thread
             )
+            finished = await self._finish_streamed(channel, item)
+            if finished:
+                return finished
             # In a group without topics the conversation hangs off the ticket message.
             reply_to = "" if ticket.space_thread else ticket.space_message
             return await channel.post(ref, item.text, reply_to=reply_to, buttons=item.buttons)
         return await channel.post(address, item.text, buttons=item.buttons)
+
+    # -- suggestions streaming into a ticket's thread ---------------------------------
+
+    def edit_interval(self, platform: str) -> float | None:
+        """Seconds between two edits of a message on ``platform``; None where
+        its messages cannot be edited (nothing streams there)."""
+        channel = self.channels.get(platform)
+        return channel.edit_interval if isinstance(channel, EditableChannel) else None
+
+    async def edit_live(self, cause: str, text: str) -> bool:
+        """Show ``text`` in the streaming message of suggestion ``cause``; False
+        when it is not in the chat yet or the edit failed (the finished text
+        follows through the outbox all the same, so a lost edit loses nothing)."""
+        live = await self.tickets.suggestions.live_post(cause=cause)
+        if live is None or live.status != "sent" or not live.message:
+            return False
+        channel = self.channels.get(live.address.platform)
+        if not isinstance(channel, EditableChannel):
+            return False
+        try:
+            await channel.edit(live.address, live.message, text)
+        except Exception as exc:
+            log.info("suggestion %s: streaming edit skipped: %r", cause, exc)
+            return False
+        return True
+
+    async def _finish_streamed(self, channel: Channel, item: OutboxItem) -> str:
+        """Post a finished suggestion as the final edit of the message it streamed
+        into; "" when it did not stream (or that message is gone): post it.
+        The row is the suggestion's one post, so this happens once; an edit
+        repeated after a crash writes the same text again."""
+        wanted = item.key.removeprefix(_POST_PREFIX)
+        if wanted == item.key or not wanted.isdigit() or not isinstance(channel, EditableChannel):
+            return ""
+        suggestions = self.tickets.suggestions
+        live = await suggestions.live_post(suggestion_id=int(wanted))
+        if live is None:
+            return ""
+        if live.status != "sent" or not live.message:
+            # Still waiting (or failed): it must never show after the finished text.
+            await suggestions.drop_live(suggestion_id=int(wanted))
+            return ""
+        try:
+            await channel.edit(live.address, live.message, item.text, buttons=item.buttons)
+        except Undeliverable as exc:
+            log.info(
+                "outbox %s: posted anew, the streamed message cannot take it: %s", item.key, exc
+            )
+            # Where the message is still there (the text outgrew it), it must
+            # not look like a draft still being written.
+            with contextlib.suppress(Exception):
+                await channel.edit(live.address, live.message, say("copilot.live_moved"))
+            return ""
+        return live.message
 
     async def _give_up(self, item: OutboxItem, error: str) -> None:
         log.error("outbox %s: giving up: %s", item.key, error)

@@ -17,6 +17,14 @@ COPILOT: dict[str, str] = {
         "💡 No suggested reply (#{id}) for “{question}”: the knowledge sources do not "
         "cover it, so anything suggested would be a guess. Considered: {considered}"
     ),
+    "copilot.translation": (
+        "🌐 Machine translation into {language}, for you only (Send sends the reply above):\n{text}"
+    ),
+    "copilot.live": "💡 Drafting a suggested reply, not sent to the customer…\n\n{text}",
+    "copilot.live_withdrawn": (
+        "💡 The suggested reply being drafted was withdrawn: the ticket changed meanwhile."
+    ),
+    "copilot.live_moved": "💡 This draft was finished in a new message below.",
     "copilot.no_sources": "nothing close.",
     "copilot.send_button": "Send",
     "copilot.edit_button": "Edit",

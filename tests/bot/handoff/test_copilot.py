@@ -9,6 +9,8 @@ passages scored by shared words) and the scripted ``FakeBackend``.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -25,8 +27,9 @@ from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.passages import Passage
 from bot.knowledge.policy import Policy
 from bot.manager import ConversationManager
-from bot.types import ConversationRef, Inbound, Reply, ReplyKind, TicketThread
+from bot.types import ConversationRef, Inbound, Reply, ReplyKind, TicketThread, Undeliverable
 from llm.embeddings import HashingEmbedder
+from llm.errors import LLMError
 from llm.fake import FakeBackend
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
@@ -50,6 +53,13 @@ DOCS = {
         title="Shipping parcels to America",
         text="Parcels to America arrive within 8 working days.",
         origin="Shipping guide",
+    ),
+    "leverans-se": Passage(
+        kind="document",
+        id="leverans-se",
+        title="Leverans av paket inom Sverige",
+        text="Paket inom Sverige kommer fram inom två arbetsdagar.",
+        origin="Fraktguide",
     ),
 }
 
@@ -356,3 +366,240 @@ async def test_a_draft_never_holds_up_the_relay(desk: Desk, backend: FakeBackend
     await manager.copilot.settle()
     await worker.flush()
     assert "Suggested reply #1" in channels["slack"].texts("C1")[-1]
+
+
+async def test_a_suggestion_in_the_customers_language_carries_a_translation_for_the_agents(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, channels = desk
+    await handed_off(manager, worker, backend)
+    help_desk, copilot = manager.desk, manager.copilot
+    assert help_desk is not None and copilot is not None
+    ticket = await help_desk.tickets.get(1)
+    assert ticket is not None
+    swedish = dataclasses.replace(ticket, details={**ticket.details, "language": "sv"})
+    question = "hur lång tid tar leverans av paket inom sverige"
+    accepted = await manager.accept(make_inbound(question, user="alice", event_id="sv-1"))
+    backend.enqueue("Paket inom Sverige kommer fram inom två arbetsdagar [1].")
+    backend.enqueue("Parcels within Sweden arrive within two working days [1].")
+    suggestion = await copilot.suggest(
+        accepted, swedish, question=question, cause="asked:sv-1", language="sv"
+    )
+    await worker.flush()
+    assert suggestion is not None and suggestion.path == "written"
+    assert suggestion.language == "sv"
+    drafting, translating = backend.requests[-2:]
+    assert "Swedish" in drafting.messages[0].content
+    assert "into English" in translating.messages[0].content
+    assert translating.messages[-1].content == suggestion.text
+
+    text, _, _ = last_suggestion(channels)
+    assert suggestion_body(text) == "Paket inom Sverige kommer fram inom två arbetsdagar [1]."
+    marked = text.index("🌐 Machine translation into English, for you only")
+    assert marked > text.index(suggestion.text), "the translation goes below the suggestion"
+    assert "Parcels within Sweden arrive within two working days [1]." in text[marked:]
+
+    # Send sends the customer's language, never the translation.
+    thread = ticket.space_thread
+    await say(manager, f"/suggest send {suggestion.id}", **_agent(thread))
+    await worker.flush()
+    to_customer = channels["test"].texts("c1")[-1]
+    assert to_customer == "Acme support: Paket inom Sverige kommer fram inom två arbetsdagar [1]."
+
+
+async def test_a_suggestion_already_in_the_agents_language_is_not_translated(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, channels = desk
+    await handed_off(manager, worker, backend)
+    requests = len(backend.requests)
+    await customer_asks(manager, worker, "What are your opening hours?")
+    text, _, _ = last_suggestion(channels)
+    assert "Machine translation" not in text
+    assert len(backend.requests) == requests
+
+
+class EditableChannel(Channel):
+    """A platform whose messages can be edited: each message's texts in order."""
+
+    name = "slack"
+    edit_interval = 0.05
+    # Refuse the finished suggestion as an edit, as a platform does a text
+    # that no longer fits one message.
+    too_long = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: dict[str, list[str]] = {}
+        self.buttons: dict[str, tuple[tuple[str, str], ...]] = {}
+
+    async def post(
+        self,
+        ref: ConversationRef,
+        text: str,
+        *,
+        reply_to: str = "",
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> str:
+        message = await super().post(ref, text, reply_to=reply_to, buttons=buttons)
+        self.shown[message] = [text]
+        self.buttons[message] = tuple(buttons)
+        return message
+
+    async def edit(
+        self,
+        ref: ConversationRef,
+        message: str,
+        text: str,
+        *,
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        if self.too_long and "Suggested reply #" in text:
+            raise Undeliverable("the text needs 2 messages")
+        self.shown[message].append(text)
+        self.buttons[message] = tuple(buttons)
+
+
+async def _streaming(desk: Desk, backend: FakeBackend) -> tuple[EditableChannel, str]:
+    manager, worker, _ = desk
+    thread = await handed_off(manager, worker, backend)
+    slack = EditableChannel()
+    worker.channels["slack"] = slack
+    backend.enqueue("Parcels to Europe arrive within 3 working days [1].", chunk_delay=0.15)
+    reply = await say(manager, "shipping parcels to europe please, how long", user="alice")
+    assert reply.kind is ReplyKind.SILENT
+    for _ in range(100):
+        await worker.flush()
+        if any("Drafting a suggested reply" in t for t in slack.texts("C1")):
+            break
+        await asyncio.sleep(0.02)
+    return slack, thread
+
+
+async def test_a_written_suggestion_streams_and_ends_as_one_message_with_buttons(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, _ = desk
+    slack, _ = await _streaming(desk, backend)
+    assert manager.copilot is not None
+    await manager.copilot.settle()
+    await worker.flush()
+    [(message, texts)] = [(m, t) for m, t in slack.shown.items() if "Drafting a" in t[0]]
+    assert texts[-1].startswith("💡 Suggested reply #1 (written")
+    assert any("Parcels to" in t and "Drafting a" in t for t in texts[1:-1]), texts
+    assert [label for label, _ in slack.buttons[message]] == ["Send", "Edit", "Discard"]
+    assert not any("Suggested reply #" in t for _, t, _, _ in slack.posts), "edited, not posted"
+    # The post's message is the streamed one: a reply to it edits the suggestion.
+    rows = {r["key"]: r for r in await worker.tickets.outbox_rows()}
+    assert rows["suggestion:1"]["sent_message"] == message
+    # A replayed cause drafts and posts nothing more.
+    help_desk = manager.desk
+    assert help_desk is not None
+    ticket = await help_desk.tickets.get(1)
+    assert ticket is not None
+    [suggestion] = await worker.tickets.suggestions.of_ticket(1)
+    accepted = await manager.accept(make_inbound("again", user="alice", event_id="again-1"))
+    again = await manager.copilot.suggest(
+        accepted, ticket, question="again", cause=suggestion.cause
+    )
+    assert again is None
+    await worker.flush()
+    assert slack.shown[message] == texts
+    assert [t for t in slack.texts("C1") if "Suggested reply #" in t] == []
+
+
+async def test_a_streaming_suggestion_the_ticket_closed_on_is_withdrawn(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, _ = desk
+    slack, thread = await _streaming(desk, backend)
+    await say(manager, "/resolve", **_agent(thread))
+    assert manager.copilot is not None
+    await manager.copilot.settle()
+    await worker.flush()
+    [texts] = [t for t in slack.shown.values() if "Drafting a" in t[0]]
+    assert texts[-1].startswith("💡 The suggested reply being drafted was withdrawn")
+    assert await worker.tickets.suggestions.of_ticket(1) == []
+    assert not any("Suggested reply #" in t for t in slack.texts("C1"))
+
+
+async def test_a_placeholder_not_yet_sent_is_never_sent_after_the_suggestion(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, _ = desk
+    await handed_off(manager, worker, backend)
+    slack = EditableChannel()
+    worker.channels["slack"] = slack
+    backend.enqueue("Parcels to Europe arrive within 3 working days [1].", chunk_delay=0.1)
+    await say(manager, "shipping parcels to europe please, how long", user="alice")
+
+    async def placeholder() -> dict[str, object] | None:
+        rows = await worker.tickets.outbox_rows()
+        return next((r for r in rows if str(r["key"]).startswith("suggestion-live:")), None)
+
+    for _ in range(100):
+        if await placeholder() is not None:
+            break
+        await asyncio.sleep(0.02)
+    row = await placeholder()
+    assert row is not None
+    # The platform is slow to take it: still waiting when the suggestion is done.
+    await worker.tickets.defer(int(row["id"]), delay=60)  # type: ignore[call-overload]
+    assert manager.copilot is not None
+    await manager.copilot.settle()
+    await worker.flush()
+    row = await placeholder()
+    assert row is not None and (row["status"], row["error"]) == (
+        "failed",
+        "superseded by the finished suggestion",
+    )
+    [posted] = [p for p in slack.posts if "Suggested reply #1" in p[1]]
+    assert [label for label, _ in posted[2]] == ["Send", "Edit", "Discard"]
+    assert not any("Drafting a" in t for t in slack.texts("C1"))
+
+
+async def test_a_customer_writing_swedish_gets_a_swedish_suggestion(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, channels = desk
+    await handed_off(manager, worker, backend)
+    backend.enqueue("Paket inom Sverige kommer fram inom två arbetsdagar [1].")
+    backend.enqueue("Parcels within Sweden arrive within two working days [1].")
+    await customer_asks(manager, worker, "Hur lång tid tar leverans av paket inom Sverige?")
+    [suggestion] = await worker.tickets.suggestions.of_ticket(1)
+    assert (suggestion.language, suggestion.path) == ("sv", "written")
+    assert "Swedish" in backend.requests[-2].messages[0].content
+    text, _, _ = last_suggestion(channels)
+    assert "🌐 Machine translation into English" in text
+    assert "Parcels within Sweden" in text
+
+
+async def test_a_failed_translation_still_posts_the_suggestion(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, channels = desk
+    await handed_off(manager, worker, backend)
+    backend.enqueue("Paket inom Sverige kommer fram inom två arbetsdagar [1].")
+    backend.enqueue(error=LLMError("the model server answered 500"))
+    await customer_asks(manager, worker, "Hur lång tid tar leverans av paket inom Sverige?")
+    text, buttons, _ = last_suggestion(channels)
+    assert suggestion_body(text) == "Paket inom Sverige kommer fram inom två arbetsdagar [1]."
+    assert "Machine translation" not in text
+    assert len(buttons) == 3
+
+
+async def test_a_suggestion_the_streamed_message_cannot_hold_is_posted_anew(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, _ = desk
+    slack, _ = await _streaming(desk, backend)
+    slack.too_long = True
+    assert manager.copilot is not None
+    await manager.copilot.settle()
+    await worker.flush()
+    [texts] = [t for t in slack.shown.values() if "Drafting a" in t[0]]
+    assert texts[-1] == "💡 This draft was finished in a new message below."
+    [posted] = [p for p in slack.posts if "Suggested reply #1" in p[1]]
+    assert [label for label, _ in posted[2]] == ["Send", "Edit", "Discard"]
+    rows = {r["key"]: r for r in await worker.tickets.outbox_rows()}
+    assert rows["suggestion:1"]["sent_message"] == posted[3]
