@@ -279,7 +279,9 @@ class Copilot:
         tenant = ticket.customer_address.tenant
         if kb is None or not await kb.has_passages(tenant):
             return Drafted("unsupported", "", ())
-        found = await kb.lookup(question, tenant=tenant, limit=max(kb.policy.grounded_entries, 3))
+        found = await kb.lookup(
+            question, tenant=tenant, limit=max(kb.policy.grounded_entries, 3), agents=True
+        )
         decision = kb.decide_hits(found.passages, found.scope)
         if decision.path == "verbatim":
             return Drafted("quoted", decision.hits[0].text, decision.hits[:1])

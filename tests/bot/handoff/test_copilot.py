@@ -54,6 +54,15 @@ DOCS = {
         text="Parcels to America arrive within 8 working days.",
         origin="Shipping guide",
     ),
+    # For agents only: a customer never gets it, a suggestion may draw on it.
+    "returns-internal": Passage(
+        kind="document",
+        id="returns-internal",
+        title="Refund exceptions for damaged furniture",
+        text="Damaged furniture is refunded in full without a return shipment.",
+        origin="Agent handbook",
+        internal=True,
+    ),
     "leverans-se": Passage(
         kind="document",
         id="leverans-se",
@@ -195,6 +204,22 @@ async def test_a_quoted_suggestion_is_posted_after_the_relay_and_sent_once(
     team = TeamRepository(repository.db)
     actions = [e.action for e in await team.audit_entries(newest_first=False)]
     assert actions[-2:] == ["ticket.claim", "suggestion.sent"]
+
+
+async def test_a_suggestion_draws_on_internal_documents_the_customer_never_gets(
+    desk: Desk, backend: FakeBackend
+) -> None:
+    manager, worker, channels = desk
+    kb = manager.knowledge
+    assert kb is not None
+    question = "refund exceptions damaged furniture"
+    customers = await kb.lookup(question, tenant="t1", limit=3)
+    assert all(p.id != "returns-internal" for p in customers.passages)
+    await handed_off(manager, worker, backend)
+    backend.enqueue("Damaged furniture is refunded in full [1].")
+    await customer_asks(manager, worker, question)
+    text, _, _ = last_suggestion(channels)
+    assert "returns-internal" in text or "Refund exceptions" in text, text
 
 
 async def test_edit_discard_ignored_and_unsupported_are_recorded(
