@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, text, update
 
 from storage.db import as_utc, utcnow
-from storage.keywords import keyword_terms
+from storage.keywords import keyword_terms, ranked_match_query
 from storage.models import document_chunks, documents
 from storage.sql import Store
 
@@ -385,26 +385,14 @@ class DocumentsRepository(Store):
         terms = keyword_terms(question)
         if not terms:
             return []
-        if self._sqlite:
-            sql = text(
-                "SELECT f.rowid, -bm25(document_chunks_fts, 2.0, 1.0) AS score "
-                "FROM document_chunks_fts f JOIN document_chunks c ON c.id = f.rowid "
-                "WHERE document_chunks_fts MATCH :match AND c.tenant IN ('', :tenant) "
-                "ORDER BY bm25(document_chunks_fts, 2.0, 1.0) LIMIT :limit"
-            )
-            params: dict[str, Any] = {
-                "match": " OR ".join(f'"{t}"' for t in terms),
-                "tenant": tenant,
-                "limit": limit,
-            }
-        else:
-            sql = text(
-                "SELECT id, ts_rank_cd(search_vector, q, 1) AS score "
-                "FROM document_chunks, websearch_to_tsquery('english', :query) q "
-                "WHERE tenant IN ('', :tenant) AND search_vector @@ q "
-                "ORDER BY score DESC LIMIT :limit"
-            )
-            params = {"query": " or ".join(terms), "tenant": tenant, "limit": limit}
+        sql, params = ranked_match_query(
+            sqlite=self._sqlite,
+            fts="document_chunks_fts",
+            table="document_chunks",
+            terms=terms,
+            tenant=tenant,
+            limit=limit,
+        )
 
         def op(conn: Connection) -> list[tuple[int, float]]:
             return [(int(r[0]), float(r[1])) for r in conn.execute(sql, params)]

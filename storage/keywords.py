@@ -13,7 +13,10 @@ own tokenizers (and PostgreSQL's generated tsvector) need no change.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import TextClause, text
 
 # Words that carry no topic; dropping them keeps the OR query from matching everything.
 _STOPWORD_TEXT = (
@@ -87,3 +90,27 @@ def search_terms(question: str, *, limit: int = 24) -> list[str]:
     terms = keyword_terms(question, limit=limit)
     extra = [p for word in terms for p in pieces(word)]
     return list(dict.fromkeys([*terms, *extra]))[: limit * 4]
+
+
+def ranked_match_query(
+    *, sqlite: bool, fts: str, table: str, terms: Sequence[str], tenant: str, limit: int
+) -> tuple[TextClause, dict[str, Any]]:
+    """The keyword search over ``table`` (its SQLite FTS5 twin ``fts``, or its
+    PostgreSQL ``search_vector``) for rows ``tenant`` sees: (row id, score),
+    best first; the first indexed column weighs twice the second."""
+    if sqlite:
+        sql = text(
+            f"SELECT f.rowid, -bm25({fts}, 2.0, 1.0) AS score "
+            f"FROM {fts} f JOIN {table} t ON t.id = f.rowid "
+            f"WHERE {fts} MATCH :match AND t.tenant IN ('', :tenant) "
+            f"ORDER BY bm25({fts}, 2.0, 1.0) LIMIT :limit"
+        )
+        match = " OR ".join(f'"{t}"' for t in terms)
+        return sql, {"match": match, "tenant": tenant, "limit": limit}
+    sql = text(
+        "SELECT id, ts_rank_cd(search_vector, q, 1) AS score "
+        f"FROM {table}, websearch_to_tsquery('english', :query) q "
+        "WHERE tenant IN ('', :tenant) AND search_vector @@ q "
+        "ORDER BY score DESC LIMIT :limit"
+    )
+    return sql, {"query": " or ".join(terms), "tenant": tenant, "limit": limit}

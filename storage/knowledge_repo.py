@@ -26,7 +26,7 @@ from storage.faq_versions import (
     put_version_embeddings,
     store_versions,
 )
-from storage.keywords import index_text, search_terms
+from storage.keywords import index_text, ranked_match_query, search_terms
 from storage.models import (
     escalations,
     faq_answers,
@@ -458,28 +458,16 @@ class KnowledgeRepository(Store):
         terms = search_terms(question)
         if not terms:
             return []
-        if self.dialect == "sqlite":
-            sql = text(
-                "SELECT f.rowid, -bm25(faq_fts, 2.0, 1.0) AS score "
-                "FROM faq_fts f JOIN faq_entries e ON e.id = f.rowid "
-                "WHERE faq_fts MATCH :match AND e.tenant IN ('', :tenant) "
-                "ORDER BY bm25(faq_fts, 2.0, 1.0) LIMIT :limit"
-            )
-            params: dict[str, Any] = {
-                "match": " OR ".join(f'"{t}"' for t in terms),
-                "tenant": tenant,
-                "limit": limit,
-            }
-        else:
-            sql = text(
-                # search_vector: generated column of migration 0002 (weights
-                # A = question and phrasings, B = answer).
-                "SELECT id, ts_rank_cd(search_vector, q, 1) AS score "
-                "FROM faq_entries, websearch_to_tsquery('english', :query) q "
-                "WHERE tenant IN ('', :tenant) AND search_vector @@ q "
-                "ORDER BY score DESC LIMIT :limit"
-            )
-            params = {"query": " or ".join(terms), "tenant": tenant, "limit": limit}
+        # search_vector: generated column of migration 0002 (weights
+        # A = question and phrasings, B = answer).
+        sql, params = ranked_match_query(
+            sqlite=self.dialect == "sqlite",
+            fts="faq_fts",
+            table="faq_entries",
+            terms=terms,
+            tenant=tenant,
+            limit=limit,
+        )
 
         def op(conn: Connection) -> list[tuple[int, float]]:
             return [(int(r[0]), float(r[1])) for r in conn.execute(sql, params)]
