@@ -15,7 +15,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,10 +40,10 @@ from storage.models import (
     tickets,
 )
 from storage.team_repo import TeamRepository
+from tests.e2e.processes import ROOT, spawn_deskmate, terminate, wait_healthy
 from tests.fakes.telegram_api import FakeTelegram
 from tests.support import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("DESKMATE_TEST_ARTIFACTS") or ROOT / "test-artifacts")
 TOKEN = "console-token-for-tests-0123456789"
 SIGNATURE = "Acme Support"
@@ -332,38 +331,18 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     }
     log = tmp / "deskmate.log"
     with log.open("w") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", cwd=ROOT, env=env, stdout=out, stderr=out
-        )
+        proc = await spawn_deskmate(env, out)
     base = f"http://127.0.0.1:{port}"
     playwright = await async_playwright().start()
     browser = await playwright.chromium.launch(executable_path=chromium)
     stack = Stack(base, fake, proc, env, browser, log)
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(600):
-                if proc.returncode is not None:
-                    raise AssertionError(f"deskmate run exited early:\n{stack.logs()}")
-                try:
-                    async with session.get(base + "/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-            else:
-                raise AssertionError(f"deskmate run did not become ready:\n{stack.logs()}")
+        await wait_healthy(proc, base, stack.logs)
         yield stack
     finally:
         await browser.close()
         await playwright.stop()
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await terminate(proc)
         await fake.close()
         print(stack.logs())  # shown by pytest only when a test failed
 

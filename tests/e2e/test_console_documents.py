@@ -10,11 +10,8 @@ a document is removed. Every action must be in the audit trail.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import signal
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +25,8 @@ from aiohttp import web
 from storage.db import Database
 from storage.models import conversations
 from storage.team_repo import TeamRepository
-from tests.e2e.test_console import ROOT, TOKEN, Stack, _chromium, _shot, _signed_in_page
+from tests.e2e.processes import spawn_deskmate, terminate, wait_healthy
+from tests.e2e.test_console import TOKEN, Stack, _chromium, _shot, _signed_in_page
 from tests.fakes.telegram_api import FakeTelegram
 from tests.support import free_port
 
@@ -141,38 +139,18 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     }
     log = tmp / "deskmate.log"
     with log.open("w") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", cwd=ROOT, env=env, stdout=out, stderr=out
-        )
+        proc = await spawn_deskmate(env, out)
     base = f"http://127.0.0.1:{port}"
     playwright = await async_playwright().start()
     browser = await playwright.chromium.launch(executable_path=chromium)
     stack = Stack(base, fake, proc, env, browser, log)
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(600):
-                if proc.returncode is not None:
-                    raise AssertionError(f"deskmate run exited early:\n{stack.logs()}")
-                try:
-                    async with session.get(base + "/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-            else:
-                raise AssertionError(f"deskmate run did not become ready:\n{stack.logs()}")
+        await wait_healthy(proc, base, stack.logs)
         yield stack
     finally:
         await browser.close()
         await playwright.stop()
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await terminate(proc)
         await fake.close()
         print(stack.logs())  # shown by pytest only when a test failed
 

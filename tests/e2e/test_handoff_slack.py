@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -23,12 +22,12 @@ import pytest
 
 from adapters.slack.convert import unescape
 from tests.conftest import POSTGRES_ADMIN_URL, _postgres_available, _run
+from tests.e2e.processes import spawn_deskmate, wait_healthy
 from tests.fakes.slack_api import FakeSlack, Message, deliver, message_event
 from tests.fakes.telegram_api import FakeTelegram
 from tests.llm.fake_openai import FakeOpenAI
 from tests.support import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "handoff-signing-secret"
 SPACE = "CSUP"
 AGENT = "UAGENT"
@@ -59,23 +58,10 @@ class Deskmate:
             **env,
         }
         with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "run", cwd=ROOT, env=full_env, stdout=out, stderr=out
-            )
+            proc = await spawn_deskmate(full_env, out)
         deskmate = cls(proc, f"http://127.0.0.1:{port}", log)
-        async with aiohttp.ClientSession() as session:
-            for _ in range(600):
-                if proc.returncode is not None:
-                    raise AssertionError(f"deskmate run exited early:\n{log.read_text()}")
-                try:
-                    async with session.get(deskmate.base + "/healthz") as response:
-                        if response.status == 200:
-                            return deskmate
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        proc.kill()
-        raise AssertionError(f"deskmate run did not become healthy:\n{log.read_text()}")
+        await wait_healthy(proc, deskmate.base, log.read_text)
+        return deskmate
 
     @property
     def events_url(self) -> str:

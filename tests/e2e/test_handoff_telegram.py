@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,12 +21,12 @@ import aiohttp
 import pytest
 
 from adapters.slack.convert import unescape
+from tests.e2e.processes import spawn_deskmate, wait_healthy
 from tests.fakes.slack_api import FakeSlack, message_event, sign
 from tests.fakes.telegram_api import FakeTelegram, SentMessage
 from tests.llm.fake_openai import FakeOpenAI
 from tests.support import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SIGNATURE = "Acme Support"
 FORUM = -1001500  # a support group with topics
 GROUP = -1001600  # a support group without topics
@@ -67,22 +66,8 @@ class Deskmate:
         self.runs += 1
         with self.log.open("a") as log:
             log.write(f"--- run {self.runs}\n")
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "run",
-                cwd=ROOT, env=self.env, stdout=log, stderr=log,
-            )  # fmt: skip
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                if self.proc.returncode is not None:
-                    raise AssertionError(f"deskmate run exited early:\n{self.logs()}")
-                try:
-                    async with session.get(self.base + "/healthz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise AssertionError(f"deskmate run did not become ready:\n{self.logs()}")
+            self.proc = await spawn_deskmate(self.env, log)
+        await wait_healthy(self.proc, self.base, self.logs, attempts=300)
 
     async def kill(self) -> None:
         assert self.proc is not None

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +22,10 @@ from cryptography.fernet import Fernet
 
 from adapters.slack.convert import unescape
 from adapters.slack.oauth import manifest_scopes
+from tests.e2e.processes import spawn_deskmate, wait_healthy
 from tests.fakes.slack_api import FakeSlack, OAuthApp, Workspace, mention_event, sign
 from tests.support import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "oauth-signing-secret"
 COOKIE = "slack-app-oauth-state"
 
@@ -70,30 +69,9 @@ async def start(tmp_path: Path, fake: FakeSlack, env: dict[str, str]) -> Deskmat
         "DESKMATE_SECRET_KEY": Fernet.generate_key().decode(),
         **env,
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "run",
-        cwd=ROOT,
-        env=full_env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            if proc.returncode is not None:
-                out = await proc.stdout.read() if proc.stdout else b""
-                raise AssertionError(f"deskmate run exited early:\n{out.decode()}")
-            try:
-                async with session.get(base + "/healthz") as response:
-                    if response.status == 200:
-                        return Deskmate(proc, base, db)
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    proc.kill()
-    raise AssertionError("deskmate run did not become healthy in time")
+    proc = await spawn_deskmate(full_env, asyncio.subprocess.PIPE)
+    await wait_healthy(proc, base)
+    return Deskmate(proc, base, db)
 
 
 @pytest.fixture

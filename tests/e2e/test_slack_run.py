@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,10 +18,10 @@ import aiohttp
 import pytest
 
 from adapters.slack.convert import unescape
+from tests.e2e.processes import spawn_deskmate, wait_healthy
 from tests.fakes.slack_api import FakeSlack, mention_event, message_event, sign
 from tests.support import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "run-signing-secret"
 
 
@@ -50,31 +49,10 @@ async def start_deskmate(tmp_path: Path, env: dict[str, str]) -> Deskmate:
         "SLACK_EDIT_INTERVAL": "0.1",
         **env,
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "run",
-        cwd=ROOT,
-        env=full_env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await spawn_deskmate(full_env, asyncio.subprocess.PIPE)
     deskmate = Deskmate(proc, port)
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            if proc.returncode is not None:
-                out = await proc.stdout.read() if proc.stdout else b""
-                raise AssertionError(f"deskmate run exited early:\n{out.decode()}")
-            try:
-                async with session.get(deskmate.base + "/healthz") as response:
-                    if response.status == 200:
-                        return deskmate
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    proc.kill()
-    raise AssertionError("deskmate run did not become healthy in time")
+    await wait_healthy(proc, deskmate.base)
+    return deskmate
 
 
 @pytest.fixture
