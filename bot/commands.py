@@ -234,14 +234,15 @@ class CommandRegistry:
         lines.append(say("commands.help_foot", language))
         return "\n".join(lines)
 
-    def space_help(self) -> str:
+    def space_help(self, language: str = "en") -> str:
         """What the support space's own commands do, for /help there."""
         return desk_commands.space_help(
             [
-                (c.usage or f"/{c.name}", c.describe())
+                (c.usage or f"/{c.name}", c.describe(language))
                 for c in self._commands.values()
                 if c.scope is not Scope.ANYWHERE
-            ]
+            ],
+            language,
         )
 
     async def dispatch(
@@ -308,7 +309,7 @@ def builtin_commands() -> CommandRegistry:
     async def help_(ctx: CommandContext) -> str:
         text = ctx.registry.help_text(ctx.access, ctx.language)
         if ctx.support is not None:
-            text += "\n" + ctx.registry.space_help()
+            text += "\n" + ctx.registry.space_help(ctx.language)
         return text
 
     @registry.command("reset", "commands.describe.reset", customer_runs=True)

@@ -267,11 +267,12 @@ async def _learned(ctx: CommandContext, kb: KnowledgeBase, sub: str, rest: str) 
             if not ctx.is_owner:
                 return say("knowledge.faq.gaps_own", ctx.language)
             tenant = None if rest.strip().lower() == "all" else rest.strip()
-        return await learning.gap_report(await team.repository.gap_questions(tenant=tenant), kb)
+        questions = await team.repository.gap_questions(tenant=tenant)
+        return await learning.gap_report(questions, kb, language=ctx.language)
     if sub == "pending":
         scope = None if ctx.is_owner else ctx.tenant
         found = await team.repository.proposals(tenant=scope)
-        return learning.pending_text(found, show_tenant=scope is None)
+        return learning.pending_text(found, show_tenant=scope is None, language=ctx.language)
     ident, _, edited = rest.partition("|")
     ident = ident.strip().lstrip("#")
     if not ident.isdigit():
@@ -286,7 +287,9 @@ async def _learned(ctx: CommandContext, kb: KnowledgeBase, sub: str, rest: str) 
         if await team.repository.decide(proposal.id, approved=False, by=actor) is None:
             return say("knowledge.faq.decided_meanwhile", ctx.language, id=ident)
         return say("knowledge.faq.rejected", ctx.language, id=ident)
-    return await learning.approve(team, kb, proposal, by=actor, answer=edited.strip() or None)
+    return await learning.approve(
+        team, kb, proposal, by=actor, answer=edited.strip() or None, language=ctx.language
+    )
 
 
 async def _answer(ctx: CommandContext, kb: KnowledgeBase, ref: str) -> str | Plan:
