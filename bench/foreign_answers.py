@@ -12,7 +12,7 @@ Reported per target language:
 - names kept: every capitalised word inside a sentence of the original
   (Helsingborg, Boverket, PBL, Zaragoza) is in the translation;
 - shown: the translation passes ``bot.foreign_answers.faithful`` (right
-  language, numbers kept, no runaway), so ``translate`` mode would show it
+  language, numbers and acronyms kept, no runaway), so ``translate`` mode would show it
   rather than fall back to the quote;
 - seconds per translation (median, p95).
 
@@ -102,6 +102,8 @@ async def run(model: str, data_dir: Path, count: int, saved: Path | None) -> lis
 
 
 def summary(rows: list[dict[str, Any]]) -> None:
+    # Judged again here, so a saved run is judged by today's checks.
+    rows = [{**r, "shown": faithful(r["original"], r["translation"], r["target"])} for r in rows]
     print("\n| target | right language | numbers kept | names kept | shown | s p50 | s p95 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for target in ("en", "zh"):

@@ -35,6 +35,8 @@ MODES = (AUTO, TRANSLATE, QUOTE)
 _QUOTING_MODELS = frozenset({"embedded"})
 
 _DIGITS = re.compile(r"\d+")
+# Acronyms and codes (PBL, BBR, ROT, SE-123): kept as they are in any language.
+_CODES = re.compile(r"\b[A-ZÅÄÖÆØ]{2,}\b")
 
 
 def resolve_mode(setting: str, *, model: str, llm_url: str) -> str:
@@ -87,12 +89,15 @@ def translation_request(
 
 
 def faithful(original: str, translation: str, target: str) -> bool:
-    """Whether ``translation`` may be shown: in ``target``, every number of
-    ``original`` kept, and not a runaway several times the original's length."""
+    """Whether ``translation`` may be shown: in ``target``, every number and
+    acronym of ``original`` kept, and not a runaway several times the
+    original's length."""
     text = translation.strip()
     if not text or detect_language(text) != target:
         return False
     if len(text) > 3 * len(original) + 80:
+        return False
+    if not set(_CODES.findall(original)) <= set(_CODES.findall(text)):
         return False
     return set(_DIGITS.findall(original)) <= set(_DIGITS.findall(text))
 

@@ -113,6 +113,10 @@ def test_the_checks_of_a_translation() -> None:
     chinese = "法定处理时间为10周，复杂案件可延长至20周。在Helsingborg由城市规划局负责。"
     assert faithful(SWEDISH, chinese, "zh")
     assert not faithful(SWEDISH, ENGLISH + " " + ENGLISH * 4, "en")
+    # An acronym of the original is kept too.
+    law = "Bygglov krävs enligt Plan- och bygglagen (PBL)."
+    assert faithful(law, "A building permit is required under the Planning Act (PBL).", "en")
+    assert not faithful(law, "A building permit is required under the Planning Act.", "en")
 
 
 def test_the_setting_and_its_default_per_model() -> None:
