@@ -198,6 +198,7 @@ class Copilot:
             ticket_id=ticket.id,
             cause=cause,
             interval=interval,
+            language=self.agents_language,
         )
 
     async def _kept(

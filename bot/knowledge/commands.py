@@ -248,7 +248,7 @@ class KnowledgeCommands:
             await kb.set_draft(key, None)
             return say("knowledge.draft.closed", ctx.language)
         try:
-            request = drafting.parse_request(ctx.args)
+            request = drafting.parse_request(ctx.args, ctx.language)
         except drafting.DraftError as exc:
             return str(exc)
         # Written in the language of its brief (the author's, when too short to tell).
