@@ -148,7 +148,8 @@ class VerbatimAnswer(Executor[Verbatim]):
         shown: str | None = None
         if generation.error is None and not generation.stopped:
             await self.generation.record_usage(accepted, "translate", generation)
-            if foreign_answers.faithful(plan.passage.text, generation.text, plan.language):
+            original = plan.passage.text
+            if foreign_answers.faithful(original, generation.text, plan.language, source):
                 shown = foreign_answers.translated_text(
                     plan.quoted, generation.text, source=source, language=plan.language
                 )

@@ -37,6 +37,9 @@ _QUOTING_MODELS = frozenset({"embedded"})
 _DIGITS = re.compile(r"\d+")
 # Acronyms and codes (PBL, BBR, ROT, SE-123): kept as they are in any language.
 _CODES = re.compile(r"\b[A-ZÅÄÖÆØ]{2,}\b")
+# A capitalised word inside a sentence: a name (Helsingborg, Boverket), but
+# not in German, which capitalises every noun.
+_NAME = re.compile(r"(?<=[a-zåäöæøéèáíóúñç,] )([A-ZÅÄÖÆØÉ][\w-]{3,})")
 
 
 def resolve_mode(setting: str, *, model: str, llm_url: str) -> str:
@@ -88,16 +91,22 @@ def translation_request(
     return translation_messages(passage.text, source=source, target=target), sampling
 
 
-def faithful(original: str, translation: str, target: str) -> bool:
+def faithful(original: str, translation: str, target: str, source: str = "") -> bool:
     """Whether ``translation`` may be shown: in ``target``, every number and
-    acronym of ``original`` kept, and not a runaway several times the
-    original's length."""
+    acronym of ``original`` kept, half of its names (of two or more) where the target
+    writes them in Latin letters, and not a runaway several times the
+    original's length. A fluent answer about something else that happens to
+    share them is not caught: only a model that translates should be asked."""
     text = translation.strip()
     if not text or detect_language(text) != target:
         return False
     if len(text) > 3 * len(original) + 80:
         return False
     if not set(_CODES.findall(original)) <= set(_CODES.findall(text)):
+        return False
+    names = set(_NAME.findall(original)) if source != "de" and target != "zh" else set()
+    # One name may be translated ("Stadsbyggnadsförvaltningen": "the planning office").
+    if len(names) > 1 and 2 * sum(1 for name in names if name in text) < len(names):
         return False
     return set(_DIGITS.findall(original)) <= set(_DIGITS.findall(text))
 

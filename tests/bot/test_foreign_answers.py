@@ -117,6 +117,12 @@ def test_the_checks_of_a_translation() -> None:
     law = "Bygglov krävs enligt Plan- och bygglagen (PBL)."
     assert faithful(law, "A building permit is required under the Planning Act (PBL).", "en")
     assert not faithful(law, "A building permit is required under the Planning Act.", "en")
+    # And half of its names: a fluent answer about something else is not shown.
+    where = "Ansökan skickas till Boverket eller Länsstyrelsen i Skåne."
+    sent = "The application is sent to Boverket or the County Administrative Board in Skåne."
+    assert faithful(where, sent, "en", "sv")
+    assert not faithful(where, "The application is sent to the authority.", "en", "sv")
+    assert faithful(SWEDISH, ENGLISH, "en", "sv")
 
 
 def test_the_setting_and_its_default_per_model() -> None:
