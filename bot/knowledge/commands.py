@@ -19,7 +19,7 @@ from bot.knowledge.knowledge_base import MODES, KnowledgeBase
 from bot.knowledge.tuning import BackgroundTuner
 from bot.language import detect_language
 from bot.messages import say
-from bot.plans import Plan, ReviseDraft
+from bot.plans import Plan, ReviseDraft, in_language
 from bot.team import learning
 from bot.team.access import Access
 from storage.knowledge_repo import GLOBAL, EntryInput
@@ -304,7 +304,10 @@ async def _answer(ctx: CommandContext, kb: KnowledgeBase, ref: str) -> str | Pla
         conversation_key=inbound.ref.key,
         user=inbound.platform_user,
     )
-    return plan if plan is not None else say("knowledge.faq.no_entry", ctx.language, ref=ref)
+    if plan is None:
+        return say("knowledge.faq.no_entry", ctx.language, ref=ref)
+    # In the customer's language: its version of the entry, else a note about the original's.
+    return in_language(kb.in_versions(plan, ctx.language), ctx.language)
 
 
 async def _share(ctx: CommandContext, kb: KnowledgeBase, arg: str) -> str:

@@ -49,6 +49,9 @@ async def test_quoted_with_one_line_in_the_customers_language(
     text = await ask(manager, QUESTION)
     assert text.startswith("This answer is only written in Swedish so far:\n\n" + SWEDISH)
     assert backend.requests == []
+    # A "did you mean" option chosen (its button sends /answer) is quoted the same way.
+    chosen = await ask(manager, "/answer permit")
+    assert chosen.startswith("This answer is only written in Swedish so far:\n\n" + SWEDISH)
     # In Chinese, the line and the language's name are Chinese.
     passage = Passage(kind="faq", id="permit", title=QUESTION, text=SWEDISH)
     plan = in_language(Verbatim(passage, Decision("verbatim", (passage,), 0.9, 0.5, ""), ""), "zh")
