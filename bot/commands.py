@@ -428,28 +428,38 @@ def _seconds(value: float | None, language: str) -> str:
     return say("commands.stats_seconds", language, value=value / 1000)
 
 
-async def suggestion_stats(team: Team, tenant: str | None) -> list[str]:
+async def suggestion_stats(team: Team, tenant: str | None, language: str = "en") -> list[str]:
     """What agents did with suggested replies: the tenant's totals, then per agent."""
     tenants = None if tenant is None else [tenant]
     repo = team.repository.suggestions
     totals = await repo.outcomes(tenants, by="tenant")
     if not totals:
-        return [say("copilot.stats_none")]
+        return [say("copilot.stats_none", language)]
     sums = [sum(getattr(t, name) for t in totals) for name in _OUTCOMES]
     decided = sum(sums[:4])
     acceptance = (
-        f"{100 * (sums[0] + sums[1]) / decided:.0f}%" if decided else say("copilot.stats_na")
+        f"{100 * (sums[0] + sums[1]) / decided:.0f}%"
+        if decided
+        else say("copilot.stats_na", language)
     )
     lines = [
-        say("copilot.stats_head", **dict(zip(_OUTCOMES, sums, strict=True)), acceptance=acceptance)
+        say(
+            "copilot.stats_head",
+            language,
+            **dict(zip(_OUTCOMES, sums, strict=True)),
+            acceptance=acceptance,
+        )
     ]
     for agent in await repo.outcomes(tenants, by="agent"):
         changed = (
-            f"{100 * agent.changed:.0f}%" if agent.changed is not None else say("copilot.stats_na")
+            f"{100 * agent.changed:.0f}%"
+            if agent.changed is not None
+            else say("copilot.stats_na", language)
         )
         lines.append(
             say(
                 "copilot.stats_agent",
+                language,
                 agent=agent.who or "?",
                 sent=agent.sent,
                 edited=agent.edited,
@@ -539,6 +549,6 @@ async def tenant_stats(ctx: CommandContext) -> str:
                 "commands.stats_per_answer_line", ctx.language, per_answer=per_answer, timing=timing
             ),
             ratings,
-            *await suggestion_stats(ctx.team, tenant),
+            *await suggestion_stats(ctx.team, tenant, ctx.language),
         ]
     )
