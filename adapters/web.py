@@ -26,6 +26,7 @@ from adapters.visitors import COOKIE as VISITOR_COOKIE
 from adapters.visitors import HEADER as VISITOR_HEADER
 from adapters.visitors import Visitor, VisitorKeys
 from bot.errors import StorageError
+from bot.language import SUPPORTED_LANGUAGES
 from bot.messages import say
 from bot.settings import IPNetwork
 from bot.throttle import TokenBuckets
@@ -259,7 +260,7 @@ class WebChat:
                 "web chat: refused a request from %s: it came through a proxy or from another "
                 "machine, and without DESKMATE_WEB_TOKEN the chat is for this machine only",
             )
-            return _error(say("web.local_only"), 403, page=page)
+            return _error(say("web.local_only", _language(request)), 403, page=page)
         if _forwarded(request) and not _trusted_peer(request, self._trusted):
             self._tell_once(
                 client.address,
@@ -268,17 +269,19 @@ class WebChat:
             )
         wait = self._failures.wait(client.address)
         if wait:
-            return _error(say("web.too_many_tokens"), 429, page=page, retry_after=wait)
+            return _error(
+                say("web.too_many_tokens", _language(request)), 429, page=page, retry_after=wait
+            )
         given = request.cookies.get(TOKEN_COOKIE, "")
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
             given = header.removeprefix("Bearer ").strip()
         if not given:
-            return _error(say("web.token_needed"), 401, page=page)
+            return _error(say("web.token_needed", _language(request)), 401, page=page)
         if hmac.compare_digest(given.encode(), self._token.encode()):
             return None
         self._wrong_token(client.address)
-        return _error(say("web.token_needed"), 401, page=page)
+        return _error(say("web.token_needed", _language(request)), 401, page=page)
 
     def _wrong_token(self, address: str) -> None:
         self._failures.failed(address)
@@ -319,7 +322,7 @@ class WebChat:
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         if self._keys is None:
-            return web.Response(status=503, text=say("web.starting") + "\n")
+            return web.Response(status=503, text=say("web.starting", _language(request)) + "\n")
         offered = request.query.get("token", "")
         if self._token and offered:
             return self._enter_with(request, offered)
@@ -338,10 +341,12 @@ class WebChat:
         client = client_of(request, self._trusted)
         wait = self._failures.wait(client.address)
         if wait:
-            return _error(say("web.too_many_tokens"), 429, page=True, retry_after=wait)
+            return _error(
+                say("web.too_many_tokens", _language(request)), 429, page=True, retry_after=wait
+            )
         if not hmac.compare_digest(offered.encode(), self._token.encode()):
             self._wrong_token(client.address)
-            return web.Response(status=401, text=say("web.wrong_token") + "\n")
+            return web.Response(status=401, text=say("web.wrong_token", _language(request)) + "\n")
         moved = web.HTTPSeeOther("/")
         moved.set_cookie(
             TOKEN_COOKIE, offered, httponly=True, samesite="Strict", secure=client.secure
@@ -353,15 +358,15 @@ class WebChat:
         if refusal is not None:
             return refusal
         if self._keys is None:
-            return _error(say("web.starting"), 503)
+            return _error(say("web.starting", _language(request)), 503)
         who = self._visitor(request)
         if who is None:
-            return _error(say("web.who_are_you"), 401)
+            return _error(say("web.who_are_you", _language(request)), 401)
         try:
             waiting = await self._store.take(who.id)
         except StorageError:
             log.exception("web chat: could not read the messages waiting for a visitor")
-            return _error(say("web.storage_down"), 503)
+            return _error(say("web.storage_down", _language(request)), 503)
         entries = [
             {
                 "text": m.text,
@@ -376,7 +381,7 @@ class WebChat:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         conversations = self._conversations
         if conversations is None or self._keys is None:
-            return _error(say("web.starting"), 503)
+            return _error(say("web.starting", _language(request)), 503)
         refusal = self._refusal(request)
         if refusal is not None:
             return refusal
@@ -389,7 +394,7 @@ class WebChat:
             client_of(request, self._trusted).address
         )
         if wait:
-            refused = _error(say("web.too_fast"), 429, retry_after=wait)
+            refused = _error(say("web.too_fast", _language(request)), 429, retry_after=wait)
             self._remember(request, refused, who)
             return refused
         chat = f"{who.id}.{session}" if session else who.id
@@ -404,7 +409,7 @@ class WebChat:
             accepted = await conversations.accept(inbound)
         except StorageError:
             log.exception("web chat: could not store message")
-            return _error(say("web.not_stored"), 503)
+            return _error(say("web.not_stored", _language(request)), 503)
         if accepted.duplicate:
             return web.json_response({"duplicate": True}, status=409)
         response = web.StreamResponse(
@@ -447,26 +452,34 @@ class WebChat:
         await response.write_eof()
 
 
+def _language(request: web.Request) -> str:
+    """The language the browser asks for (``Accept-Language``: ``de-AT`` → ``de``),
+    for the chat's HTTP errors; English when it names none Deskmate ships."""
+    raw = request.headers.get("Accept-Language", "")
+    primary = raw.split(",")[0].split(";")[0].split("-")[0].strip().lower()
+    return primary if primary in SUPPORTED_LANGUAGES else "en"
+
+
 async def _read_message(request: web.Request) -> tuple[str, str, str] | web.Response:
     """``(session, text, message_id)`` from a chat request's JSON body, or the
     400/415 that says what is wrong with it."""
     if request.content_type != "application/json":
-        return _error(say("web.send_json"), 415)
+        return _error(say("web.send_json", _language(request)), 415)
     try:
         body = await request.json()
     # LookupError: the request declared a charset Python does not know.
     except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
-        return _error(say("web.body_not_json"), 400)
+        return _error(say("web.body_not_json", _language(request)), 400)
     if not isinstance(body, dict):
-        return _error(say("web.body_not_object"), 400)
+        return _error(say("web.body_not_object", _language(request)), 400)
     session, text = body.get("session") or "", body.get("text")
     message_id = body.get("message_id") or uuid.uuid4().hex
     if not isinstance(session, str) or (session and not _ID.match(session)):
-        return _error(say("web.bad_session"), 400)
+        return _error(say("web.bad_session", _language(request)), 400)
     if not isinstance(message_id, str) or not _ID.match(message_id):
-        return _error(say("web.bad_message_id"), 400)
+        return _error(say("web.bad_message_id", _language(request)), 400)
     if not isinstance(text, str):
-        return _error(say("web.bad_text"), 400)
+        return _error(say("web.bad_text", _language(request)), 400)
     return session, text, message_id
 
 

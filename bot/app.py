@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bot.answers import RECORD_RETRY_FOR
 from bot.commands import CommandRegistry, builtin_commands
+from bot.foreign_answers import resolve_mode
 from bot.guard import OutputGuard, stable_canary
 from bot.handoff.desk import HelpDesk
 from bot.handoff.desk_command import register_desk_command
@@ -237,6 +238,7 @@ def create_manager(
     guard: OutputGuard | None = None,
     company_facts: CompanyFacts | None = None,
     language: str = "en",
+    foreign_answers: str = "quote",
 ) -> ConversationManager:
     """The conversation manager, with every part not given built here.
 
@@ -258,6 +260,9 @@ def create_manager(
     if desk is not None and commands.get("desk") is None:
         register_desk_command(commands, desk)
     languages = Languages(LanguageRepository(repository.db), default=language)
+    if desk is not None:
+        # Agents are written to in their tenant's language, else the deployment's.
+        desk.language, desk.languages = language, languages
     if commands.get("language") is None:
         register_language_commands(commands, languages)
     return ConversationManager(
@@ -282,6 +287,7 @@ def create_manager(
         guard=guard,
         company_facts=company_facts,
         languages=languages,
+        foreign_answers=foreign_answers,
     )
 
 
@@ -329,6 +335,9 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
                 ),
                 company_facts=create_company_facts(settings, knowledge),
                 language=settings.language,
+                foreign_answers=resolve_mode(
+                    settings.foreign_answers, model=settings.model, llm_url=settings.llm_url
+                ),
             )
             manager.start()
             try:

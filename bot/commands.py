@@ -234,14 +234,15 @@ class CommandRegistry:
         lines.append(say("commands.help_foot", language))
         return "\n".join(lines)
 
-    def space_help(self) -> str:
+    def space_help(self, language: str = "en") -> str:
         """What the support space's own commands do, for /help there."""
         return desk_commands.space_help(
             [
-                (c.usage or f"/{c.name}", c.describe())
+                (c.usage or f"/{c.name}", c.describe(language))
                 for c in self._commands.values()
                 if c.scope is not Scope.ANYWHERE
-            ]
+            ],
+            language,
         )
 
     async def dispatch(
@@ -308,7 +309,7 @@ def builtin_commands() -> CommandRegistry:
     async def help_(ctx: CommandContext) -> str:
         text = ctx.registry.help_text(ctx.access, ctx.language)
         if ctx.support is not None:
-            text += "\n" + ctx.registry.space_help()
+            text += "\n" + ctx.registry.space_help(ctx.language)
         return text
 
     @registry.command("reset", "commands.describe.reset", customer_runs=True)
@@ -427,28 +428,38 @@ def _seconds(value: float | None, language: str) -> str:
     return say("commands.stats_seconds", language, value=value / 1000)
 
 
-async def suggestion_stats(team: Team, tenant: str | None) -> list[str]:
+async def suggestion_stats(team: Team, tenant: str | None, language: str = "en") -> list[str]:
     """What agents did with suggested replies: the tenant's totals, then per agent."""
     tenants = None if tenant is None else [tenant]
     repo = team.repository.suggestions
     totals = await repo.outcomes(tenants, by="tenant")
     if not totals:
-        return [say("copilot.stats_none")]
+        return [say("copilot.stats_none", language)]
     sums = [sum(getattr(t, name) for t in totals) for name in _OUTCOMES]
     decided = sum(sums[:4])
     acceptance = (
-        f"{100 * (sums[0] + sums[1]) / decided:.0f}%" if decided else say("copilot.stats_na")
+        f"{100 * (sums[0] + sums[1]) / decided:.0f}%"
+        if decided
+        else say("copilot.stats_na", language)
     )
     lines = [
-        say("copilot.stats_head", **dict(zip(_OUTCOMES, sums, strict=True)), acceptance=acceptance)
+        say(
+            "copilot.stats_head",
+            language,
+            **dict(zip(_OUTCOMES, sums, strict=True)),
+            acceptance=acceptance,
+        )
     ]
     for agent in await repo.outcomes(tenants, by="agent"):
         changed = (
-            f"{100 * agent.changed:.0f}%" if agent.changed is not None else say("copilot.stats_na")
+            f"{100 * agent.changed:.0f}%"
+            if agent.changed is not None
+            else say("copilot.stats_na", language)
         )
         lines.append(
             say(
                 "copilot.stats_agent",
+                language,
                 agent=agent.who or "?",
                 sent=agent.sent,
                 edited=agent.edited,
@@ -538,6 +549,6 @@ async def tenant_stats(ctx: CommandContext) -> str:
                 "commands.stats_per_answer_line", ctx.language, per_answer=per_answer, timing=timing
             ),
             ratings,
-            *await suggestion_stats(ctx.team, tenant),
+            *await suggestion_stats(ctx.team, tenant, ctx.language),
         ]
     )

@@ -10,10 +10,12 @@ entry in ``Executors``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
+from bot import foreign_answers
 from bot.answers import Answers, elapsed_ms
 from bot.generation import Generation, GenerationPath
 from bot.handoff.escalation import Escalation
@@ -35,6 +37,8 @@ from bot.team.service import RATING_BUTTONS, Team, invitation
 from bot.types import Accepted, Render, Reply, ReplyKind
 from llm.base import GenerationRequest, SamplingParams
 from storage.repository import MessageKind
+
+log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=Plan)
 
@@ -82,11 +86,14 @@ class FixedText(Executor[Verbatim | Escalate | Clarify]):
         stop: asyncio.Event,
         *,
         kind: MessageKind,
+        shown: str | None = None,
     ) -> Reply:
+        """``shown``: the text to deliver instead of the plan's own."""
         invite = self.rated and self.team.rates_answers and kind == "chat"
         buttons = RATING_BUTTONS if invite else self.buttons(plan)
-        await self.answers.record_knowledge(accepted, plan, plan.text)
-        text = plan.text + (f"\n\n{invitation(accepted.language)}" if invite else "")
+        shown = plan.text if shown is None else shown
+        await self.answers.record_knowledge(accepted, plan, shown)
+        text = shown + (f"\n\n{invitation(accepted.language)}" if invite else "")
         reply = Reply(ReplyKind.ANSWER, text=text, inbound_id=accepted.inbound_id, buttons=buttons)
         reply = await self.answers.deliver(accepted, reply, render, kind=kind)
         if invite:
@@ -101,6 +108,54 @@ class Choices(FixedText):
     def buttons(self, plan: Verbatim | Escalate | Clarify) -> tuple[tuple[str, str], ...]:
         assert isinstance(plan, Clarify)
         return plan.buttons
+
+
+class VerbatimAnswer(Executor[Verbatim]):
+    """A verbatim answer; one in a language other than the customer's is
+    translated by the model first under ``DESKMATE_FOREIGN_ANSWERS=translate``
+    (``bot.foreign_answers``), and quoted with a note about its language when
+    the translation fails its checks or the setting is ``quote``.
+
+    The translation is checked whole before anything is shown, so the
+    customer never sees words that are then replaced by the quote.
+    """
+
+    def __init__(self, *, fixed: FixedText, generation: GenerationPath, mode: str) -> None:
+        self.fixed = fixed
+        self.generation = generation
+        self.mode = mode
+
+    async def execute(
+        self,
+        accepted: Accepted,
+        plan: Verbatim,
+        render: Render,
+        stop: asyncio.Event,
+        *,
+        kind: MessageKind,
+    ) -> Reply:
+        source = plan.foreign
+        if self.mode != foreign_answers.TRANSLATE or source is None:
+            return await self.fixed.execute(accepted, plan, render, stop, kind=kind)
+        if not foreign_answers.translatable(plan.passage):
+            return await self.fixed.execute(accepted, plan, render, stop, kind=kind)
+        messages, sampling = foreign_answers.translation_request(
+            plan.passage, source=source, target=plan.language
+        )
+        generation = Generation(self.generation.request(accepted, messages, sampling))
+        async for _ in self.generation.model_text(accepted, generation, stop):
+            pass
+        shown: str | None = None
+        if generation.error is None and not generation.stopped:
+            await self.generation.record_usage(accepted, "translate", generation)
+            original = plan.passage.text
+            if foreign_answers.faithful(original, generation.text, plan.language, source):
+                shown = foreign_answers.translated_text(
+                    plan.quoted, generation.text, source=source, language=plan.language
+                )
+            else:
+                log.info("inbound %s: translation not shown, quoted", accepted.inbound_id)
+        return await self.fixed.execute(accepted, plan, render, stop, kind=kind, shown=shown)
 
 
 class EscalateExecutor(Executor[Escalate]):
@@ -343,8 +398,10 @@ class Executors:
         generation: GenerationPath,
         escalation: Escalation,
         team: Team,
+        foreign_mode: str = foreign_answers.QUOTE,
     ) -> Executors:
-        """An executor for every plan in ``bot.plans``."""
+        """An executor for every plan in ``bot.plans``; ``foreign_mode``:
+        ``translate`` or ``quote`` (``bot.foreign_answers``)."""
 
         def model(kind: type[ModelAnswer[Any]]) -> ModelAnswer[Any]:
             return kind(generation=generation, answers=answers, escalation=escalation, team=team)
@@ -352,7 +409,11 @@ class Executors:
         unrated = FixedText(answers=answers, team=team, rated=False)
         return cls(
             {
-                Verbatim: FixedText(answers=answers, team=team, rated=True),
+                Verbatim: VerbatimAnswer(
+                    fixed=FixedText(answers=answers, team=team, rated=True),
+                    generation=generation,
+                    mode=foreign_mode,
+                ),
                 Clarify: Choices(answers=answers, team=team, rated=False),
                 Escalate: EscalateExecutor(escalation=escalation, fixed=unrated),
                 HandOff: HandOffExecutor(escalation=escalation),

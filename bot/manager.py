@@ -95,10 +95,13 @@ class ConversationManager:
         guard: OutputGuard | None = None,
         company_facts: CompanyFacts | None = None,
         languages: Languages | None = None,
+        foreign_answers: str = "quote",
     ) -> None:
         self.repository = repository
         # Each message's language; None: every customer is answered in English.
         self.languages = languages
+        # A verbatim answer in another language: "translate" or "quote".
+        self.foreign_answers = foreign_answers
         self.backend = backend
         self.system_prompt = system_prompt
         self.admins = frozenset(admins)
@@ -151,7 +154,11 @@ class ConversationManager:
             metrics=self.metrics,
         )
         executors = Executors.standard(
-            answers=self.answers, generation=self.generation, escalation=escalation, team=self.team
+            answers=self.answers,
+            generation=self.generation,
+            escalation=escalation,
+            team=self.team,
+            foreign_mode=self.foreign_answers,
         )
         # Suggested replies for the agents of a ticket (bot.handoff.copilot).
         self.copilot = (
@@ -277,8 +284,9 @@ class ConversationManager:
         await self.repository.move_conversation(old, new)
         self.turns.invalidate()
 
-    def menu(self) -> list[MenuEntry]:
-        return [MenuEntry(c.name, c.describe()) for c in self.commands.visible(Access.EVERYONE)]
+    def menu(self, language: str | None = None) -> list[MenuEntry]:
+        said = language or (self.languages.default if self.languages else "en")
+        return [MenuEntry(c.name, c.describe(said)) for c in self.commands.visible(Access.EVERYONE)]
 
     def listens_to(self, ref: ConversationRef) -> bool:
         return self.desk is not None and self.desk.listens_to(ref)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from bot.foreign_answers import foreign_language, quote_note
 from bot.knowledge.drafting import Draft
 from bot.knowledge.passages import Passage
 from bot.knowledge.policy import (
@@ -44,8 +45,22 @@ class Verbatim:
     language: str = "en"
 
     @property
-    def text(self) -> str:
+    def quoted(self) -> str:
+        """The passage and its source, without a word about its language."""
         return verbatim_text(self.passage, self.language)
+
+    @property
+    def foreign(self) -> str | None:
+        """The passage's language when the customer's is another (None: theirs)."""
+        return foreign_language(self.passage, self.language)
+
+    @property
+    def text(self) -> str:
+        """The quote, after one line saying its language when it is not the
+        customer's (``bot.foreign_answers``: quoting it is the fallback of
+        translating it)."""
+        source = self.foreign
+        return f"{quote_note(source, self.language)}\n\n{self.quoted}" if source else self.quoted
 
     path = "verbatim"
 

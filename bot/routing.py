@@ -14,6 +14,7 @@ needs the model. Adding a route is one class and one place in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -162,6 +163,10 @@ class SupportSpaceRoute(Route[SupportSpace]):
     async def handle(
         self, accepted: Accepted, render: Render, stop: asyncio.Event, found: SupportSpace
     ) -> Reply:
+        assert self.desk is not None
+        # Agents are answered in their tenant's language, not a customer's.
+        agents = await self.desk.agents_language(found)
+        accepted = dataclasses.replace(accepted, language=agents)
         return await self._in_support_space(accepted, render, stop, found)
 
     async def _in_support_space(

@@ -88,6 +88,9 @@ class Settings:
     # The customers' language when a message is too short to tell and neither
     # the conversation nor the tenant (`/language`) has one (bot.language).
     language: str = "en"
+    # A verbatim answer with no version in the customer's language: translate,
+    # quote, or auto (chosen per model: bot.foreign_answers).
+    foreign_answers: str = "auto"
     # Documents (bot.knowledge.documents): where local files are published (their
     # citations link there), the largest file or page read, a page's time limit,
     # and how a document answers: "extractive" (its sentences, quoted) or "model".
@@ -312,6 +315,11 @@ class Settings:
                 f"DESKMATE_LANGUAGE must be one of {', '.join(SUPPORTED_LANGUAGES)}, "
                 f"not {self.language!r}"
             )
+        if self.foreign_answers not in ("auto", "translate", "quote"):
+            raise ConfigError(
+                "DESKMATE_FOREIGN_ANSWERS must be auto, translate or quote, "
+                f"not {self.foreign_answers!r}"
+            )
         if self.docs_answers not in ("extractive", "model"):
             raise ConfigError(
                 f"DESKMATE_DOCS_ANSWERS must be extractive or model, not {self.docs_answers!r}"
@@ -464,6 +472,7 @@ ENV_VARS: dict[str, str] = {
     "embedding_model": "DESKMATE_EMBEDDING_MODEL",
     "company_facts": "DESKMATE_COMPANY_FACTS",
     "language": "DESKMATE_LANGUAGE",
+    "foreign_answers": "DESKMATE_FOREIGN_ANSWERS",
     "docs_base_url": "DESKMATE_DOCS_BASE_URL",
     "docs_max_bytes": "DESKMATE_DOCS_MAX_BYTES",
     "docs_timeout": "DESKMATE_DOCS_TIMEOUT",

@@ -199,7 +199,10 @@ class Conversations(Protocol):
 
     async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None: ...
 
-    def menu(self) -> Sequence[MenuEntry]: ...
+    def menu(self, language: str | None = None) -> Sequence[MenuEntry]:
+        """The commands everyone may use, described in ``language`` (None:
+        the deployment's)."""
+        ...
 
     def listens_to(self, ref: ConversationRef) -> bool:
         """Whether every message in this chat is for the manager, addressed to the

@@ -54,6 +54,7 @@ from adapters.telegram.render import (
 )
 from adapters.telegram.text import split_message
 from bot.errors import ConfigError, DeskmateError, StorageError
+from bot.language import SUPPORTED_LANGUAGES
 from bot.types import (
     Accepted,
     ConversationRef,
@@ -569,16 +570,20 @@ class TelegramAdapter:
             log.exception("could not move conversation %s to %s", old.key, new.key)
 
     async def _publish_commands(self, conversations: Conversations) -> None:
-        commands = []
-        for entry in conversations.menu():
-            if not _COMMAND_NAME.fullmatch(entry.name) or not entry.description:
-                log.warning("command /%s cannot appear in Telegram's menu", entry.name)
-                continue
-            commands.append(BotCommand(entry.name, entry.description[:256]))
-        try:
-            await self.bot.set_my_commands(commands)
-        except TelegramError as exc:
-            log.warning("telegram setMyCommands failed: %s", exc.message)
+        """The command menu: the deployment's language for everyone, and one
+        list per shipped language for users whose app is set to it."""
+        for code in (None, *SUPPORTED_LANGUAGES):
+            commands = []
+            for entry in conversations.menu(code):
+                if not _COMMAND_NAME.fullmatch(entry.name) or not entry.description:
+                    if code is None:
+                        log.warning("command /%s cannot appear in Telegram's menu", entry.name)
+                    continue
+                commands.append(BotCommand(entry.name, entry.description[:256]))
+            try:
+                await self.bot.set_my_commands(commands, language_code=code)
+            except TelegramError as exc:
+                log.warning("telegram setMyCommands (%s) failed: %s", code or "all", exc.message)
 
 
 def _check_credentials(token: str, webhook_url: str, webhook_secret: str) -> None:

@@ -42,10 +42,14 @@ class Actor:
     cause: str
     console: bool = False
     space: SupportSpace | None = None
+    # The language the actor is answered in (the console's is English).
+    language: str = "en"
 
     @classmethod
-    def in_chat(cls, agent: str, name: str, inbound_id: int, space: SupportSpace) -> Actor:
-        return cls(agent, name, str(inbound_id), space=space)
+    def in_chat(
+        cls, agent: str, name: str, inbound_id: int, space: SupportSpace, language: str = "en"
+    ) -> Actor:
+        return cls(agent, name, str(inbound_id), space=space, language=language)
 
     @classmethod
     def at_console(cls, agent: str, name: str, action_id: str) -> Actor:
@@ -68,7 +72,7 @@ def served(action: A) -> A:
     async def guarded(desk: HelpDesk, ticket: Ticket, actor: Actor, args: str = "") -> str | None:
         space = actor.space
         if space is not None and not await desk.serves(space, ticket.customer_address):
-            return say("handoff.ticket_not_served", id=ticket.id)
+            return say("handoff.ticket_not_served", actor.language, id=ticket.id)
         return await action(desk, ticket, actor, args)
 
     return guarded  # type: ignore[return-value]
@@ -79,14 +83,23 @@ async def claim(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "") -
     """Take a waiting ticket: replies go to its customer, who is told a person joined."""
     if ticket.state == "human":
         if ticket.agent == actor.agent and not actor.console:
-            return say("handoff.already_yours", id=ticket.id)
-        return say("handoff.with_agent", id=ticket.id, agent=ticket.agent_name or ticket.agent)
+            return say("handoff.already_yours", actor.language, id=ticket.id)
+        return say(
+            "handoff.with_agent",
+            actor.language,
+            id=ticket.id,
+            agent=ticket.agent_name or ticket.agent,
+        )
     if not ticket.open:
         key = "handoff.console_meanwhile" if actor.console else "handoff.already_closed"
-        return say(key, id=ticket.id)
+        return say(key, actor.language, id=ticket.id)
     if not await _take(desk, ticket, actor) and actor.console:
-        return say("handoff.console_meanwhile", id=ticket.id)
-    return say("handoff.console_claimed" if actor.console else "handoff.claimed", id=ticket.id)
+        return say("handoff.console_meanwhile", actor.language, id=ticket.id)
+    return say(
+        "handoff.console_claimed" if actor.console else "handoff.claimed",
+        actor.language,
+        id=ticket.id,
+    )
 
 
 @served
@@ -94,21 +107,30 @@ async def reply(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str) -> str 
     """Relay an agent's answer to the ticket's customer (claiming a waiting ticket)."""
     if not ticket.open:
         if actor.console:
-            return say("handoff.console_closed", id=ticket.id)
-        return say("handoff.closed_in_space", id=ticket.id, conversation=ticket.conversation_id)
+            return say("handoff.console_closed", actor.language, id=ticket.id)
+        return say(
+            "handoff.closed_in_space",
+            actor.language,
+            id=ticket.id,
+            conversation=ticket.conversation_id,
+        )
     text = text.strip()
     if not text:
-        return say("handoff.console_reply_first")
+        return say("handoff.console_reply_first", actor.language)
     key = actor.cause if actor.console else f"relay:{actor.cause}"
     if not await relay(desk, ticket, actor, text, key=key):
-        return say("handoff.console_reply_again", id=ticket.id) if actor.console else None
+        return (
+            say("handoff.console_reply_again", actor.language, id=ticket.id)
+            if actor.console
+            else None
+        )
     # Answered in the agent's own words: the suggestions still waiting were not used.
     await desk.tickets.suggestions.ignore_pending(
         ticket.id, agent=actor.agent, agent_name=actor.name
     )
     if not actor.console:
         return None
-    return say("handoff.console_reply_queued", id=ticket.id)
+    return say("handoff.console_reply_queued", actor.language, id=ticket.id)
 
 
 async def relay(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str, *, key: str) -> bool:
@@ -120,7 +142,12 @@ async def relay(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str, *, key:
     queued = await desk.tickets.enqueue(
         key,
         ticket.customer_address,
-        say("handoff.agent_said", signature=desk.settings.signature, text=text),
+        say(
+            "handoff.agent_said",
+            customer_language(ticket),
+            signature=desk.settings.signature,
+            text=text,
+        ),
         kind="to_customer",
         ticket_id=ticket.id,
     )
@@ -132,7 +159,12 @@ async def relay(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str, *, key:
             desk,
             ticket,
             f"{key}:space",
-            say("handoff.console_space_replied", agent=actor.name, text=text),
+            say(
+                "handoff.console_space_replied",
+                await desk.ticket_language(ticket),
+                agent=actor.name,
+                text=text,
+            ),
         )
     return True
 
@@ -142,32 +174,39 @@ async def note(desk: HelpDesk, ticket: Ticket, actor: Actor, text: str) -> str:
     """A note on the ticket for the team; never sent to the customer."""
     text = text.strip()
     if not text:
-        return say("handoff.console_note_first" if actor.console else "handoff.note_usage")
+        return say(
+            "handoff.console_note_first" if actor.console else "handoff.note_usage", actor.language
+        )
     # The console's copy for the support space doubles as the note's
     # idempotency key; in chat the note is the message in the thread itself.
     if actor.console and not await _tell_space(
         desk,
         ticket,
         f"{actor.cause}:note",
-        say("handoff.console_space_note", agent=actor.name, text=text),
+        say(
+            "handoff.console_space_note",
+            await desk.ticket_language(ticket),
+            agent=actor.name,
+            text=text,
+        ),
     ):
-        return say("handoff.console_note_again", id=ticket.id)
+        return say("handoff.console_note_again", actor.language, id=ticket.id)
     await desk.tickets.note(ticket.id, "note", actor.agent, text)
-    return say("handoff.noted", id=ticket.id)
+    return say("handoff.noted", actor.language, id=ticket.id)
 
 
 @served
 async def release(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "") -> str:
     """Give a claimed ticket back to the queue."""
     if not ticket.open and not actor.console:
-        return say("handoff.already_closed", id=ticket.id)
+        return say("handoff.already_closed", actor.language, id=ticket.id)
     _, changed = await desk.tickets.transition(
         ticket.id, "waiting", by=actor.agent, by_name=actor.name, expect=("human",)
     )
     if not changed:
-        return say("handoff.not_claimed", id=ticket.id)
+        return say("handoff.not_claimed", actor.language, id=ticket.id)
     await audit(desk, ticket, actor, "ticket.release")
-    return say("handoff.released", id=ticket.id)
+    return say("handoff.released", actor.language, id=ticket.id)
 
 
 @served
@@ -181,7 +220,7 @@ async def resolve(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "")
     else:
         changed = False
     if not changed:
-        return say("handoff.already_closed", id=ticket.id)
+        return say("handoff.already_closed", actor.language, id=ticket.id)
     await audit(desk, ticket, actor, "ticket.resolve")
     await desk.tickets.suggestions.ignore_pending(ticket.id)
     language = customer_language(ticket)
@@ -211,9 +250,14 @@ async def resolve(desk: HelpDesk, ticket: Ticket, actor: Actor, _args: str = "")
             desk,
             ticket,
             f"{actor.cause}:space",
-            say("handoff.console_space_resolved", id=ticket.id, agent=actor.name),
+            say(
+                "handoff.console_space_resolved",
+                await desk.ticket_language(ticket),
+                id=ticket.id,
+                agent=actor.name,
+            ),
         )
-    return say("handoff.resolved", id=ticket.id)
+    return say("handoff.resolved", actor.language, id=ticket.id)
 
 
 @served
@@ -222,8 +266,8 @@ async def learn(desk: HelpDesk, ticket: Ticket, actor: Actor, args: str) -> str:
     (``args``: an FAQ id, to add a phrasing of that entry instead)."""
     team = desk.team
     if team is None:
-        return say("handoff.learn_unavailable")
-    return await learning.learn(team, desk.tickets, ticket, actor.agent, args)
+        return say("handoff.learn_unavailable", actor.language)
+    return await learning.learn(team, desk.tickets, ticket, actor.agent, args, actor.language)
 
 
 # The console's buttons, by the name in their URL.
@@ -264,7 +308,12 @@ async def _take(desk: HelpDesk, ticket: Ticket, actor: Actor) -> bool:
             desk,
             ticket,
             f"{actor.cause}:claimed",
-            say("handoff.console_space_claimed", id=ticket.id, agent=actor.name),
+            say(
+                "handoff.console_space_claimed",
+                await desk.ticket_language(ticket),
+                id=ticket.id,
+                agent=actor.name,
+            ),
         )
     return True
 

@@ -75,6 +75,9 @@ class DeskCommandContext(Protocol):
     def args(self) -> str: ...
 
     @property
+    def language(self) -> str: ...
+
+    @property
     def team(self) -> Team: ...
 
     @property
@@ -84,7 +87,7 @@ class DeskCommandContext(Protocol):
 def _actor(ctx: DeskCommandContext, support: SpaceContext) -> Actor:
     inbound = ctx.inbound
     return Actor.in_chat(
-        inbound.platform_user, inbound.user_name, support.inbound_id, support.space
+        inbound.platform_user, inbound.user_name, support.inbound_id, support.space, ctx.language
     )
 
 
@@ -116,7 +119,7 @@ async def learn(ctx: DeskCommandContext) -> str:
     """In a ticket, the learn action; elsewhere, where to use it."""
     support = ctx.support
     if support is None or support.ticket is None:
-        return say("commands.learn_elsewhere")
+        return say("commands.learn_elsewhere", ctx.language)
     return await _run(ctx, actions.learn)
 
 
@@ -138,11 +141,11 @@ async def suggest(ctx: DeskCommandContext) -> str:
         said = await action(support.desk, support.ticket, _actor(ctx, support), rest)
         return said or ""
     if verb:
-        return say("copilot.usage")
+        return say("copilot.usage", ctx.language)
     if support.copilot is None or support.accepted is None:
-        return say("copilot.unavailable")
+        return say("copilot.unavailable", ctx.language)
     if not support.ticket.open:
-        return say("handoff.already_closed", id=support.ticket.id)
+        return say("handoff.already_closed", ctx.language, id=support.ticket.id)
     return await support.copilot.ask_again(support.accepted, support.ticket)
 
 
@@ -158,15 +161,15 @@ async def takeover(ctx: DeskCommandContext) -> str:
     assert support is not None
     desk, records = support.desk, support.records
     if not ctx.args.strip().isdigit():
-        return say("handoff.takeover_usage")
+        return say("handoff.takeover_usage", ctx.language)
     conversation = int(ctx.args.strip())
     address = await records.conversation(conversation)
     if address is None:
-        return say("handoff.no_conversation", conversation=conversation)
+        return say("handoff.no_conversation", ctx.language, conversation=conversation)
     if await desk.spaces.of_chat(address.platform, address.tenant, address.chat) is not None:
-        return say("handoff.space_conversation")
+        return say("handoff.space_conversation", ctx.language)
     if not await desk.serves(support.space, address):
-        return say("handoff.not_served", conversation=conversation)
+        return say("handoff.not_served", ctx.language, conversation=conversation)
     customer, name = await records.last_customer(conversation)
     agent = ctx.inbound
     ticket, created = await desk.take_over(
@@ -181,7 +184,11 @@ async def takeover(ctx: DeskCommandContext) -> str:
     )
     if not created:
         return say(
-            "handoff.takeover_exists", conversation=conversation, id=ticket.id, state=ticket.state
+            "handoff.takeover_exists",
+            ctx.language,
+            conversation=conversation,
+            id=ticket.id,
+            state=ticket.state,
         )
     support.metrics.handoffs.labels("takeover").inc()
     await ctx.team.audit(
@@ -191,7 +198,7 @@ async def takeover(ctx: DeskCommandContext) -> str:
         f"conversation {conversation}",
         {"ticket": ticket.id},
     )
-    return say("handoff.takeover_done", conversation=conversation, id=ticket.id)
+    return say("handoff.takeover_done", ctx.language, conversation=conversation, id=ticket.id)
 
 
 _RESENT = {
@@ -209,10 +216,10 @@ async def resend(ctx: DeskCommandContext) -> str:
     assert support is not None
     wanted = ctx.args.strip()
     if not wanted.isdigit():
-        return say("handoff.resend_usage")
+        return say("handoff.resend_usage", ctx.language)
     row = int(wanted)
     resent = await support.desk.tickets.resend(row, space_chat=support.space.chat)
-    return say(_RESENT[resent], row=row)
+    return say(_RESENT[resent], ctx.language, row=row)
 
 
 async def from_agent(
@@ -226,7 +233,9 @@ async def from_agent(
     if refused is not None:
         return refused
     inbound = accepted.inbound
-    actor = Actor.in_chat(inbound.platform_user, inbound.user_name, accepted.inbound_id, space)
+    actor = Actor.in_chat(
+        inbound.platform_user, inbound.user_name, accepted.inbound_id, space, accepted.language
+    )
     reply_to = str(inbound.meta.get("reply_to") or "")
     if reply_to:
         # A reply to a suggestion's message is its edited text (Telegram's Edit).
@@ -236,7 +245,7 @@ async def from_agent(
     return await actions.reply(desk, ticket, actor, accepted.text)
 
 
-def space_help(usages: Sequence[tuple[str, str]]) -> str:
+def space_help(usages: Sequence[tuple[str, str]], language: str = "en") -> str:
     """The support space's help: each (usage, description) of its commands, in
     order; neighbours that share a description are named together."""
     parts: list[tuple[list[str], str]] = []
@@ -246,4 +255,4 @@ def space_help(usages: Sequence[tuple[str, str]]) -> str:
         else:
             parts.append(([usage], description))
     listed = "; ".join(f"{', '.join(names)} {description}" for names, description in parts)
-    return say("handoff.space_help", commands=listed)
+    return say("handoff.space_help", language, commands=listed)

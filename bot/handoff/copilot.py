@@ -114,12 +114,12 @@ class Copilot:
         """``/suggest`` in a ticket: a new suggestion for the customer's last message."""
         kb = self.knowledge
         if not self.enabled or kb is None:
-            return say("copilot.unavailable")
+            return say("copilot.unavailable", accepted.language)
         if not await kb.has_passages(ticket.customer_address.tenant):
-            return say("copilot.unavailable")
+            return say("copilot.unavailable", accepted.language)
         question = await self.last_question(ticket)
         if not question:
-            return say("copilot.no_question", id=ticket.id)
+            return say("copilot.no_question", accepted.language, id=ticket.id)
         task = asyncio.create_task(
             self._safely(
                 accepted,
@@ -132,7 +132,7 @@ class Copilot:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return say("copilot.drafting", id=ticket.id)
+        return say("copilot.drafting", accepted.language, id=ticket.id)
 
     async def settle(self, within: float = 30.0) -> None:
         """Wait for the drafts in progress (at shutdown, and in tests)."""
@@ -198,6 +198,7 @@ class Copilot:
             ticket_id=ticket.id,
             cause=cause,
             interval=interval,
+            language=self.agents_language,
         )
 
     async def _kept(
@@ -249,9 +250,18 @@ class Copilot:
         buttons: tuple[tuple[str, str], ...] = ()
         if suggestion.sendable:
             buttons = (
-                (say("copilot.send_button"), f"/suggest send {suggestion.id}"),
-                (say("copilot.edit_button"), f"/suggest edit {suggestion.id}"),
-                (say("copilot.discard_button"), f"/suggest discard {suggestion.id}"),
+                (
+                    say("copilot.send_button", self.agents_language),
+                    f"/suggest send {suggestion.id}",
+                ),
+                (
+                    say("copilot.edit_button", self.agents_language),
+                    f"/suggest edit {suggestion.id}",
+                ),
+                (
+                    say("copilot.discard_button", self.agents_language),
+                    f"/suggest discard {suggestion.id}",
+                ),
             )
         await self.desk.tickets.enqueue(
             POST_KEY.format(id=suggestion.id),
@@ -425,33 +435,37 @@ def suggestion_text(
     agents, marked as one, which Send never sends). ``suggestion_body`` reads
     the reply back out of it, so the three parts are kept apart by blank
     lines, and the translation, in the last part, has none of its own."""
+    language = agents_language or "en"
     if not suggestion.sendable:
         return say(
             "copilot.unsupported",
+            language,
             id=suggestion.id,
             question=suggestion.question[:200],
-            considered=_sources_line(suggestion) or say("copilot.no_sources"),
+            considered=_sources_line(suggestion, language) or say("copilot.no_sources", language),
         )
-    head = say("copilot.head", id=suggestion.id, path=say(f"copilot.path.{suggestion.path}"))
-    tail = [_sources_line(suggestion), say("copilot.how", id=suggestion.id)]
+    path = say(f"copilot.path.{suggestion.path}", language)
+    head = say("copilot.head", language, id=suggestion.id, path=path)
+    tail = [_sources_line(suggestion, language), say("copilot.how", language, id=suggestion.id)]
     if translation.strip():
         lines = [line for line in translation.strip().splitlines() if line.strip()]
         named = SUPPORTED_LANGUAGES.get(agents_language, agents_language)
-        tail.insert(0, say("copilot.translation", language=named, text="\n".join(lines)))
+        tail.insert(0, say("copilot.translation", language, language=named, text="\n".join(lines)))
     return f"{head}\n\n{suggestion.text}\n\n" + "\n".join(line for line in tail if line)
 
 
-def _sources_line(suggestion: Suggestion) -> str:
+def _sources_line(suggestion: Suggestion, language: str = "en") -> str:
     shown = [
         say(
             "copilot.source",
+            language,
             label=s.get("label", ""),
             title=str(s.get("title", ""))[:80],
             score=s.get("score", 0),
         )
         for s in suggestion.sources[:SOURCES_SHOWN]
     ]
-    return say("copilot.sources", sources="; ".join(shown)) if shown else ""
+    return say("copilot.sources", language, sources="; ".join(shown)) if shown else ""
 
 
 def suggestion_body(posted: str) -> str:

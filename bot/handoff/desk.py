@@ -22,7 +22,7 @@ from bot.handoff.config import HandoffSettings, SupportSpace
 from bot.handoff.live import LiveEdits
 from bot.handoff.spaces import Spaces
 from bot.knowledge.passages import Passage
-from bot.language import SUPPORTED_LANGUAGES
+from bot.language import SUPPORTED_LANGUAGES, Languages
 from bot.messages import say
 from bot.team.service import Team
 from bot.types import Accepted, ConversationRef, Inbound
@@ -70,6 +70,10 @@ class HelpDesk:
         # Where a suggestion streams into the ticket's thread as the model
         # writes it (the outbox worker sets itself; None: posted when done).
         self.live: LiveEdits | None = None
+        # The agents' language: a tenant's own (`/language`, when the manager
+        # gives ``languages``), else the deployment's ``DESKMATE_LANGUAGE``.
+        self.language = "en"
+        self.languages: Languages | None = None
 
     @property
     def settings(self) -> HandoffSettings:
@@ -83,6 +87,19 @@ class HelpDesk:
     def connected(self) -> bool:
         """Whether the help desk is on (the environment lists a support space)."""
         return self.settings.connected
+
+    async def agents_language(self, space: SupportSpace) -> str:
+        """The language ``space``'s agents are written to: its tenant's
+        ``/language``, else the deployment's (never a customer's)."""
+        if self.languages is not None:
+            own = await self.languages.of_tenant(space.platform, space.tenant)
+            if own in SUPPORTED_LANGUAGES:
+                return str(own)
+        return self.language
+
+    async def ticket_language(self, ticket: Ticket) -> str:
+        """The language of the agents of ``ticket``'s support space."""
+        return await self.agents_language(self._space(ticket))
 
     # -- where a message comes from ----------------------------------------------------
 
@@ -201,7 +218,7 @@ class HelpDesk:
         await self.tickets.enqueue(
             f"ticket:{ticket.id}",
             ConversationAddress(space.platform, space.tenant, space.chat),
-            ticket_text(ticket, summary),
+            ticket_text(ticket, summary, await self.agents_language(space)),
             kind="ticket",
             ticket_id=ticket.id,
         )
@@ -235,12 +252,17 @@ class HelpDesk:
                 ticket.id, "from_customer", inbound.platform_user, accepted.text
             )
             return
-        name = ticket.customer_name or inbound.user_name or say("handoff.customer_default_name")
+        language = await self.ticket_language(ticket)
+        name = (
+            ticket.customer_name
+            or inbound.user_name
+            or say("handoff.customer_default_name", language)
+        )
         if accepted.text:
-            text = say("handoff.customer_said", name=name, text=accepted.text)
+            text = say("handoff.customer_said", language, name=name, text=accepted.text)
         else:
-            what = str(inbound.meta.get("attachment") or say("handoff.no_text"))
-            text = say("handoff.customer_sent", name=name, what=what)
+            what = str(inbound.meta.get("attachment") or say("handoff.no_text", language))
+            text = say("handoff.customer_sent", language, name=name, what=what)
         await self.tickets.enqueue(
             f"relay:{accepted.inbound_id}",
             self.space_address(ticket),
@@ -266,8 +288,9 @@ class HelpDesk:
         """Why an agent's message in an open ticket cannot reach its customer."""
         if not ticket.open or accepted.text:
             return None
-        what = str(accepted.inbound.meta.get("attachment") or say("handoff.that_message"))
-        return say("handoff.text_only", what=what)
+        language = accepted.language
+        what = str(accepted.inbound.meta.get("attachment") or say("handoff.that_message", language))
+        return say("handoff.text_only", language, what=what)
 
     async def list_tickets(self, space: SupportSpace) -> str:
         """The space's open tickets and the recent conversations it may take
@@ -279,14 +302,16 @@ class HelpDesk:
             if serves(t.customer_address.platform, t.customer_address.tenant)
         ]
         now = datetime.now(UTC)
-        lines = [say("handoff.tickets_open" if found else "handoff.tickets_none")]
+        language = await self.agents_language(space)
+        lines = [say("handoff.tickets_open" if found else "handoff.tickets_none", language)]
         for t in found:
             waited = int((now - t.created_at).total_seconds() // 60)
             agent = t.agent_name or t.agent
-            who = say("handoff.tickets_with", agent=agent) if t.state == "human" else ""
+            who = say("handoff.tickets_with", language, agent=agent) if t.state == "human" else ""
             lines.append(
                 say(
                     "handoff.tickets_line",
+                    language,
                     id=t.id,
                     state=t.state,
                     who=who,
@@ -305,12 +330,13 @@ class HelpDesk:
             and not self.spaces.chat_of_space(address.platform, address.chat)
         ][:RECENT_LISTED]
         if recent:
-            lines.append(say("handoff.tickets_recent"))
+            lines.append(say("handoff.tickets_recent", language))
             for number, address, name, when in recent:
                 ago = int((now - when).total_seconds() // 60)
                 lines.append(
                     say(
                         "handoff.tickets_recent_line",
+                        language,
                         number=number,
                         platform=address.platform,
                         name=name or "?",
@@ -336,7 +362,7 @@ class HelpDesk:
         await self.tickets.enqueue(
             f"idle-space:{ticket.id}",
             self.space_address(ticket),
-            say("handoff.idle_space", id=ticket.id),
+            say("handoff.idle_space", await self.ticket_language(ticket), id=ticket.id),
             kind="to_ticket",
             ticket_id=ticket.id,
         )
@@ -362,10 +388,17 @@ class HelpDesk:
         if not await self.reaches_space(ticket):
             return  # the customer's name stays out of a space that does not serve them
         waited = int((at - ticket.created_at).total_seconds() // 60)
+        language = await self.ticket_language(ticket)
         await self.tickets.enqueue(
             f"remind:{ticket.id}:{at.isoformat(timespec='seconds')}",
             self.space_address(ticket),
-            say("handoff.remind", id=ticket.id, customer=ticket.customer_name, minutes=waited),
+            say(
+                "handoff.remind",
+                language,
+                id=ticket.id,
+                customer=ticket.customer_name,
+                minutes=waited,
+            ),
             kind="to_ticket",
             ticket_id=ticket.id,
         )
@@ -409,48 +442,60 @@ def customer_language(ticket: Ticket) -> str:
     return str(ticket.details.get("language") or "en")
 
 
-def ticket_text(ticket: Ticket, summary: str) -> str:
+def ticket_text(ticket: Ticket, summary: str, language: str = "en") -> str:
+    """The ticket's post in its support space, in the agents' ``language``."""
     details = ticket.details
+    reason = details.get("reason") or ""
+    # The reason is stored as said when the ticket opened: a trigger's own
+    # reason is said again in the agents' language.
+    trigger = next((t for t, said in TRIGGERS.items() if said == reason), None)
+    if not reason:
+        trigger = ticket.trigger if ticket.trigger in TRIGGERS else None
+        reason = ticket.trigger
+    if trigger is not None:
+        reason = say(f"handoff.why.{trigger}", language)
     lines = [
         say(
             "handoff.ticket_head",
+            language,
             id=ticket.id,
             platform=details.get("platform", "?"),
             customer=ticket.customer_name,
             conversation=ticket.conversation_id,
         ),
-        say(
-            "handoff.ticket_why",
-            reason=details.get("reason") or TRIGGERS.get(ticket.trigger, ticket.trigger),
-        ),
+        say("handoff.ticket_why", language, reason=reason),
     ]
-    language = details.get("language")
-    if language:
-        name = SUPPORTED_LANGUAGES.get(language, language)
-        lines.append(say("handoff.ticket_language", language=name, code=language))
+    customer = details.get("language")
+    if customer:
+        name = SUPPORTED_LANGUAGES.get(customer, customer)
+        lines.append(say("handoff.ticket_language", language, language=name, code=customer))
     if ticket.state == "human" and ticket.agent:
-        lines.append(say("handoff.ticket_taken", agent=ticket.agent_name or ticket.agent))
+        lines.append(say("handoff.ticket_taken", language, agent=ticket.agent_name or ticket.agent))
     if summary:
-        lines.append(say("handoff.ticket_summary", summary=summary))
+        lines.append(say("handoff.ticket_summary", language, summary=summary))
     turns = details.get("turns") or []
     if turns:
-        lines.append(say("handoff.ticket_turns"))
+        lines.append(say("handoff.ticket_turns", language))
         for turn in turns[-6:]:
             who = say(
-                "handoff.ticket_customer" if turn.get("role") == "user" else "handoff.ticket_bot"
+                "handoff.ticket_customer" if turn.get("role") == "user" else "handoff.ticket_bot",
+                language,
             )
-            lines.append(say("handoff.ticket_turn", who=who, text=str(turn.get("text", ""))[:300]))
+            lines.append(
+                say("handoff.ticket_turn", language, who=who, text=str(turn.get("text", ""))[:300])
+            )
     candidates = details.get("candidates") or []
     if candidates:
-        lines.append(say("handoff.ticket_candidates"))
+        lines.append(say("handoff.ticket_candidates", language))
         for c in candidates:
             lines.append(
                 say(
                     "handoff.ticket_candidate",
+                    language,
                     ref=c["ref"],
                     score=c["score"],
                     question=c["question"],
                 )
             )
-    lines.append(say("handoff.ticket_foot"))
+    lines.append(say("handoff.ticket_foot", language))
     return "\n".join(lines)

@@ -39,7 +39,7 @@ async def choose(desk: HelpDesk, ctx: CommandContext) -> str:
     spaces = desk.spaces
     wanted = ctx.args.strip().lower()
     if wanted == "":
-        return await current(desk, ctx.inbound)
+        return await current(desk, ctx.inbound, ctx.language)
     if wanted == "here":
         if not can_host(ctx.inbound):
             return say("handoff.desk_not_here", ctx.language)
@@ -60,23 +60,25 @@ async def choose(desk: HelpDesk, ctx: CommandContext) -> str:
         await ctx.team.audit(
             ref.tenant, who, "desk.default", "", {"platform": ref.platform, "had": removed}
         )
-        return say("handoff.desk_default", ctx.language, now=await current(desk, ctx.inbound))
+        return say(
+            "handoff.desk_default", ctx.language, now=await current(desk, ctx.inbound, ctx.language)
+        )
     return say("handoff.desk_usage", ctx.language)
 
 
-async def current(desk: HelpDesk, inbound: Inbound) -> str:
+async def current(desk: HelpDesk, inbound: Inbound, language: str = "en") -> str:
     """Where the tenant's tickets go now, and why."""
     ref = inbound.ref
     choice = await desk.spaces.choices.get(ref.platform, ref.tenant)
     if choice is not None:
         space = chosen_space(choice)
         if space is None:
-            return say("handoff.desk_shows_off", by=choice.set_by)
-        return say("handoff.desk_shows_own", space=space.key, by=choice.set_by)
+            return say("handoff.desk_shows_off", language, by=choice.set_by)
+        return say("handoff.desk_shows_own", language, space=space.key, by=choice.set_by)
     deployment = desk.settings.space_for(ref.platform, ref.tenant)
     if deployment is None:
-        return say("handoff.desk_shows_none")
-    return say("handoff.desk_shows_env", space=deployment.key)
+        return say("handoff.desk_shows_none", language)
+    return say("handoff.desk_shows_env", language, space=deployment.key)
 
 
 def can_host(inbound: Inbound) -> bool:

@@ -52,8 +52,11 @@ class LiveDraft:
         ticket_id: int,
         cause: str,
         interval: float,
+        language: str = "en",
     ) -> None:
         self.live = live
+        # The agents' language, for the words around the draft.
+        self.language = language
         self.tickets = tickets
         self.space = space
         self.ticket_id = ticket_id
@@ -76,7 +79,7 @@ class LiveDraft:
         await self.tickets.enqueue(
             LIVE_KEY.format(cause=self.cause),
             self.space,
-            say("copilot.live", text=CURSOR.strip()),
+            say("copilot.live", self.language, text=CURSOR.strip()),
             kind="to_ticket",
             ticket_id=self.ticket_id,
         )
@@ -108,7 +111,7 @@ class LiveDraft:
         if not self.started:
             return
         await self.tickets.suggestions.drop_live(cause=self.cause)
-        await self.live.edit_live(self.cause, say("copilot.live_withdrawn"))
+        await self.live.edit_live(self.cause, say("copilot.live_withdrawn", self.language))
 
     async def _pump(self) -> None:
         live = self.live
@@ -125,7 +128,9 @@ class LiveDraft:
                 continue
             text = self._text
             try:
-                edited = await live.edit_live(self.cause, say("copilot.live", text=text + CURSOR))
+                edited = await live.edit_live(
+                    self.cause, say("copilot.live", self.language, text=text + CURSOR)
+                )
             except Exception:
                 log.exception("suggestion %s: streaming edit failed", self.cause)
                 edited = False

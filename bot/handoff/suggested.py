@@ -41,22 +41,26 @@ def changed_share(before: str, after: str) -> float:
     return round(1.0 - kept / max(len(before), len(after), 1), 4)
 
 
-async def _find(desk: HelpDesk, ticket: Ticket, wanted: str) -> Suggestion | str:
+async def _find(
+    desk: HelpDesk, ticket: Ticket, wanted: str, language: str = "en"
+) -> Suggestion | str:
     """The suggestion numbered ``wanted`` of ``ticket``, or what to tell the agent."""
     if not wanted.isdigit():
-        return say("copilot.usage")
+        return say("copilot.usage", language)
     suggestion = await desk.tickets.suggestions.get(int(wanted))
     if suggestion is None or suggestion.ticket_id != ticket.id:
-        return say("copilot.no_suggestion", id=wanted, ticket=ticket.id)
+        return say("copilot.no_suggestion", language, id=wanted, ticket=ticket.id)
     if suggestion.state != "pending":
-        return say(_OUTCOME_SAID.get(suggestion.state, "copilot.already_sent"), id=suggestion.id)
+        return say(
+            _OUTCOME_SAID.get(suggestion.state, "copilot.already_sent"), language, id=suggestion.id
+        )
     return suggestion
 
 
 @served
 async def send(desk: HelpDesk, ticket: Ticket, actor: Actor, args: str) -> str:
     """Send suggestion ``args`` to the customer as it is."""
-    found = await _find(desk, ticket, args.strip())
+    found = await _find(desk, ticket, args.strip(), actor.language)
     if isinstance(found, str):
         return found
     return await _send(desk, ticket, actor, found, found.text)
@@ -66,27 +70,27 @@ async def send(desk: HelpDesk, ticket: Ticket, actor: Actor, args: str) -> str:
 async def edit(desk: HelpDesk, ticket: Ticket, actor: Actor, args: str) -> str:
     """``N TEXT``: send ``TEXT`` in place of suggestion N; ``N`` alone: how to edit it here."""
     wanted, _, text = args.strip().partition(" ")
-    found = await _find(desk, ticket, wanted)
+    found = await _find(desk, ticket, wanted, actor.language)
     if isinstance(found, str):
         return found
     text = text.strip()
     if not text:
-        return say("copilot.edit_how", id=found.id)
+        return say("copilot.edit_how", actor.language, id=found.id)
     return await _send(desk, ticket, actor, found, text)
 
 
 @served
 async def discard(desk: HelpDesk, ticket: Ticket, actor: Actor, args: str) -> str:
     """Set suggestion ``args`` aside: nothing goes to the customer."""
-    found = await _find(desk, ticket, args.strip())
+    found = await _find(desk, ticket, args.strip(), actor.language)
     if isinstance(found, str):
         return found
     if not await desk.tickets.suggestions.decide(
         found.id, "discarded", agent=actor.agent, agent_name=actor.name
     ):
-        return say("copilot.already_decided", id=found.id)
+        return say("copilot.already_decided", actor.language, id=found.id)
     await _audit(desk, ticket, actor, "suggestion.discard", found, None)
-    return say("copilot.discarded", id=found.id)
+    return say("copilot.discarded", actor.language, id=found.id)
 
 
 async def _send(
@@ -94,7 +98,9 @@ async def _send(
 ) -> str:
     if not ticket.open:
         return say(
-            "handoff.console_closed" if actor.console else "handoff.already_closed", id=ticket.id
+            "handoff.console_closed" if actor.console else "handoff.already_closed",
+            actor.language,
+            id=ticket.id,
         )
     changed = changed_share(suggestion.text, text)
     await actions.relay(desk, ticket, actor, text, key=f"suggestion:{suggestion.id}:sent")
@@ -108,15 +114,17 @@ async def _send(
         changed=changed if state == "edited" else None,
     )
     if not decided:
-        return say("copilot.already_decided", id=suggestion.id)
+        return say("copilot.already_decided", actor.language, id=suggestion.id)
     # Any other suggestion still waiting was passed over by this reply.
     await desk.tickets.suggestions.ignore_pending(
         ticket.id, agent=actor.agent, agent_name=actor.name
     )
     await _audit(desk, ticket, actor, f"suggestion.{state}", suggestion, changed)
     if state == "sent":
-        return say("copilot.sent", id=suggestion.id)
-    said = say("copilot.sent_edited", id=suggestion.id, percent=round(100 * changed))
+        return say("copilot.sent", actor.language, id=suggestion.id)
+    said = say(
+        "copilot.sent_edited", actor.language, id=suggestion.id, percent=round(100 * changed)
+    )
     if actor.console or not await desk.reaches_space(ticket):
         return said
     # An edited answer is one click from the knowledge base (today's /learn).
@@ -126,7 +134,7 @@ async def _send(
         said,
         kind="to_ticket",
         ticket_id=ticket.id,
-        buttons=((say("copilot.learn_button"), "/learn"),),
+        buttons=((say("copilot.learn_button", actor.language), "/learn"),),
     )
     return ""
 

@@ -164,14 +164,15 @@ class OutboxWorker:
             # A ticket that never reached its space (abandoned): nobody to ask.
             await self.tickets.unconfirmed(item.id, error)
             return
+        language = await self.desk.ticket_language(ticket)
         tell = Queued(
             # One warning per unconfirmed send: a row sent again can be unconfirmed again.
             warning_key(item.id, item.attempts),
             self.desk.space_address(ticket),
-            say("handoff.unconfirmed", id=ticket.id, row=item.id, text=item.text[:500]),
+            say("handoff.unconfirmed", language, id=ticket.id, row=item.id, text=item.text[:500]),
             kind="to_ticket",
             ticket_id=ticket.id,
-            buttons=((say("handoff.resend_button"), f"/resend {item.id}"),),
+            buttons=((say("handoff.resend_button", language), f"/resend {item.id}"),),
         )
         await self.tickets.unconfirmed(item.id, error, tell=tell)
 
@@ -279,7 +280,12 @@ class OutboxWorker:
                 await self.tickets.enqueue(
                     f"undelivered:{item.id}",  # storage.outbox_doubts.forget_warnings
                     self.desk.space_address(ticket),
-                    say("handoff.undelivered", error=error[:200], text=item.text[:500]),
+                    say(
+                        "handoff.undelivered",
+                        await self.desk.ticket_language(ticket),
+                        error=error[:200],
+                        text=item.text[:500],
+                    ),
                     kind="to_ticket",
                     ticket_id=ticket.id,
                 )

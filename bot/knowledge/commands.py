@@ -19,7 +19,7 @@ from bot.knowledge.knowledge_base import MODES, KnowledgeBase
 from bot.knowledge.tuning import BackgroundTuner
 from bot.language import detect_language
 from bot.messages import say
-from bot.plans import Plan, ReviseDraft
+from bot.plans import Plan, ReviseDraft, in_language
 from bot.team import learning
 from bot.team.access import Access
 from storage.knowledge_repo import GLOBAL, EntryInput
@@ -248,7 +248,7 @@ class KnowledgeCommands:
             await kb.set_draft(key, None)
             return say("knowledge.draft.closed", ctx.language)
         try:
-            request = drafting.parse_request(ctx.args)
+            request = drafting.parse_request(ctx.args, ctx.language)
         except drafting.DraftError as exc:
             return str(exc)
         # Written in the language of its brief (the author's, when too short to tell).
@@ -267,11 +267,12 @@ async def _learned(ctx: CommandContext, kb: KnowledgeBase, sub: str, rest: str) 
             if not ctx.is_owner:
                 return say("knowledge.faq.gaps_own", ctx.language)
             tenant = None if rest.strip().lower() == "all" else rest.strip()
-        return await learning.gap_report(await team.repository.gap_questions(tenant=tenant), kb)
+        questions = await team.repository.gap_questions(tenant=tenant)
+        return await learning.gap_report(questions, kb, language=ctx.language)
     if sub == "pending":
         scope = None if ctx.is_owner else ctx.tenant
         found = await team.repository.proposals(tenant=scope)
-        return learning.pending_text(found, show_tenant=scope is None)
+        return learning.pending_text(found, show_tenant=scope is None, language=ctx.language)
     ident, _, edited = rest.partition("|")
     ident = ident.strip().lstrip("#")
     if not ident.isdigit():
@@ -286,7 +287,9 @@ async def _learned(ctx: CommandContext, kb: KnowledgeBase, sub: str, rest: str) 
         if await team.repository.decide(proposal.id, approved=False, by=actor) is None:
             return say("knowledge.faq.decided_meanwhile", ctx.language, id=ident)
         return say("knowledge.faq.rejected", ctx.language, id=ident)
-    return await learning.approve(team, kb, proposal, by=actor, answer=edited.strip() or None)
+    return await learning.approve(
+        team, kb, proposal, by=actor, answer=edited.strip() or None, language=ctx.language
+    )
 
 
 async def _answer(ctx: CommandContext, kb: KnowledgeBase, ref: str) -> str | Plan:
@@ -301,7 +304,10 @@ async def _answer(ctx: CommandContext, kb: KnowledgeBase, ref: str) -> str | Pla
         conversation_key=inbound.ref.key,
         user=inbound.platform_user,
     )
-    return plan if plan is not None else say("knowledge.faq.no_entry", ctx.language, ref=ref)
+    if plan is None:
+        return say("knowledge.faq.no_entry", ctx.language, ref=ref)
+    # In the customer's language: its version of the entry, else a note about the original's.
+    return in_language(kb.in_versions(plan, ctx.language), ctx.language)
 
 
 async def _share(ctx: CommandContext, kb: KnowledgeBase, arg: str) -> str:

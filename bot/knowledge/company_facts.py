@@ -7,7 +7,8 @@ Monday to Friday", seven invented steps to reset a password). In support
 mode such a question without a knowledge source behind it is escalated
 instead (``bot.routing.PlanRoute``).
 
-Two checks, either of which suffices. Patterns over English: a subject the
+Two checks, either of which suffices. Patterns over English (and over
+Swedish, German, Spanish, French and Chinese: ``company_facts_languages``): a subject the
 company owns, asked of the company (you, your, my order, the plan, how long
 does ...) or in the terse words of a support chat ("refund status"). And,
 for wordings no pattern foresaw, the shipped embedding model: a question
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.knowledge.company_facts_languages import subject_in_other_languages
 from llm.embeddings import Embedder
 
 log = logging.getLogger(__name__)
@@ -180,7 +182,7 @@ def company_fact_subject(text: str) -> str | None:
         return None
     subject = next((name for name, pattern in _SUBJECTS if pattern.search(text)), None)
     if subject is None:
-        return None
+        return subject_in_other_languages(text)
     if _ADDRESSED.search(text) or len(text.split()) <= TERSE_WORDS:
         return subject
     return None

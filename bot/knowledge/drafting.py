@@ -75,28 +75,36 @@ class Draft:
         return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
 
-def usage() -> str:
+def usage(language: str = "en") -> str:
     """How /draft is written, with its kinds and tones."""
-    return say("knowledge.draft.usage", kinds=", ".join(KINDS), tones=", ".join(TONES))
+    return say("knowledge.draft.usage", language, kinds=", ".join(KINDS), tones=", ".join(TONES))
 
 
-def parse_request(args: str) -> Draft:
+def parse_request(args: str, language: str = "en") -> Draft:
+    """The ``/draft`` request in ``args``; ``DraftError`` says, in
+    ``language``, what is wrong with it."""
     options = dict(_OPTION.findall(args))
     rest = _OPTION.sub(" ", args).strip()
     kind, _, brief = rest.partition(" ")
     kind = ALIASES.get(kind.lower(), kind.lower())
     if kind not in KINDS:
         if not kind:
-            raise DraftError(usage())
-        raise DraftError(say("knowledge.draft.unknown_kind", kind=kind, usage=usage()))
+            raise DraftError(usage(language))
+        raise DraftError(
+            say("knowledge.draft.unknown_kind", language, kind=kind, usage=usage(language))
+        )
     if not brief.strip():
-        raise DraftError(say("knowledge.draft.no_brief", kind=kind, usage=usage()))
+        raise DraftError(
+            say("knowledge.draft.no_brief", language, kind=kind, usage=usage(language))
+        )
     tone = options.get("tone", "friendly").lower()
     length = options.get("length", "medium").lower()
     if tone not in TONES:
-        raise DraftError(say("knowledge.draft.unknown_tone", tone=tone, tones=", ".join(TONES)))
+        raise DraftError(
+            say("knowledge.draft.unknown_tone", language, tone=tone, tones=", ".join(TONES))
+        )
     if length not in LENGTHS:
-        raise DraftError(say("knowledge.draft.unknown_length", length=length))
+        raise DraftError(say("knowledge.draft.unknown_length", language, length=length))
     return Draft(kind, brief.strip(), tone, length)
 
 

@@ -47,7 +47,6 @@ _WHO = {
     Access.OWNER: say("team.who.owners"),
 }
 
-USER_ID_HELP = say("team.user_id_help")
 
 _SLACK_MENTION = re.compile(r"^<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>$")
 _SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
@@ -61,26 +60,28 @@ class UserIdError(ValueError):
     """The text does not name a person by their immutable id; says what would."""
 
 
-def parse_user(platform: str, tenant: str, raw: str) -> str:
+def parse_user(platform: str, tenant: str, raw: str, language: str = "en") -> str:
     """The platform user id (as ``Inbound.platform_user``) that ``raw`` names
-    in ``tenant`` of ``platform``; raises ``UserIdError`` for anything else."""
+    in ``tenant`` of ``platform``; raises ``UserIdError`` for anything else
+    (said in ``language``)."""
+    hint = say("team.user_id_help", language)
     text = raw.strip()
     if text.startswith(f"{platform}:"):
         text = text.removeprefix(f"{platform}:")
         if platform == "slack":
             team, _, text = text.rpartition("/")
             if team != tenant:
-                raise UserIdError(say("team.not_a_member", raw=raw, help=USER_ID_HELP))
+                raise UserIdError(say("team.not_a_member", language, raw=raw, help=hint))
     if platform == "slack":
         mention = _SLACK_MENTION.match(text)
         member = mention.group(1) if mention else text
         if not _SLACK_ID.match(member):
-            raise UserIdError(say("team.not_a_slack_id", raw=raw, help=USER_ID_HELP))
+            raise UserIdError(say("team.not_a_slack_id", language, raw=raw, help=hint))
         return f"slack:{tenant}/{member}"
     if platform == "telegram":
         if not _TELEGRAM_ID.match(text):
-            raise UserIdError(say("team.not_a_telegram_id", raw=raw, help=USER_ID_HELP))
+            raise UserIdError(say("team.not_a_telegram_id", language, raw=raw, help=hint))
         return f"telegram:{text}"
     if not _OTHER_ID.match(text):
-        raise UserIdError(say("team.not_a_user_id", raw=raw, help=USER_ID_HELP))
+        raise UserIdError(say("team.not_a_user_id", language, raw=raw, help=hint))
     return f"{platform}:{text}"

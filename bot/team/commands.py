@@ -7,8 +7,6 @@ from bot.messages import say
 from bot.team.access import Access, UserIdError, parse_user
 from storage.team_repo import EACH_USER, TENANT, AuditEntry
 
-ROLE_USAGE = say("team.role_usage")
-QUOTA_USAGE = say("team.quota_usage")
 AUDIT_MAX = 100
 
 
@@ -24,8 +22,10 @@ def _tenant_option(ctx: CommandContext, words: list[str]) -> tuple[str | None, l
     return words[at + 1], words[:at] + words[at + 2 :], ""
 
 
-def _label(tenant: str) -> str:
-    return say("team.shared_faq") if tenant == "" else say("team.tenant", tenant=tenant)
+def _label(tenant: str, language: str) -> str:
+    if tenant == "":
+        return say("team.shared_faq", language)
+    return say("team.tenant", language, tenant=tenant)
 
 
 def register_team_commands(registry: CommandRegistry) -> None:
@@ -41,11 +41,11 @@ async def _role(ctx: CommandContext) -> str:
     if error or tenant is None:
         return error
     if len(words) < 2 or words[-1].lower() not in ("admin", "agent", "customer"):
-        return ROLE_USAGE
+        return say("team.role_usage", ctx.language)
     try:
         # Everything before the role, so that a display name with spaces is
         # refused as a name rather than misread.
-        user = parse_user(ctx.inbound.ref.platform, tenant, " ".join(words[:-1]))
+        user = parse_user(ctx.inbound.ref.platform, tenant, " ".join(words[:-1]), ctx.language)
     except UserIdError as exc:
         return str(exc)
     if ctx.team.is_owner(user):
@@ -62,7 +62,7 @@ async def _role(ctx: CommandContext) -> str:
         ctx.language,
         user=user,
         role=wanted,
-        where=_label(tenant),
+        where=_label(tenant, ctx.language),
         before=before or "customer",
     )
 
@@ -72,7 +72,7 @@ async def _roles(ctx: CommandContext) -> str:
     if error or tenant is None:
         return error
     grants = await ctx.team.repository.roles(tenant)
-    lines = [say("team.roles_head", ctx.language, where=_label(tenant))]
+    lines = [say("team.roles_head", ctx.language, where=_label(tenant, ctx.language))]
     lines += [
         say(
             "team.roles_line",
@@ -102,10 +102,12 @@ async def _audit(ctx: CommandContext) -> str:
     entries = await ctx.team.repository.audit_entries(tenant=tenant, limit=count)
     if not entries:
         return say("team.audit_none", ctx.language)
-    where = say("team.every_tenant", ctx.language) if tenant is None else _label(tenant)
+    where = (
+        say("team.every_tenant", ctx.language) if tenant is None else _label(tenant, ctx.language)
+    )
     return "\n".join(
         [say("team.audit_head", ctx.language, count=len(entries), where=where)]
-        + [_audit_line(e, show_tenant=tenant is None) for e in entries]
+        + [_audit_line(e, show_tenant=tenant is None, language=ctx.language) for e in entries]
     )
 
 
@@ -125,18 +127,18 @@ async def _quota(ctx: CommandContext) -> str:
             subject = EACH_USER
         else:
             try:
-                subject = parse_user(ctx.inbound.ref.platform, tenant, words[1])
+                subject = parse_user(ctx.inbound.ref.platform, tenant, words[1], ctx.language)
             except UserIdError as exc:
                 return str(exc)
         value = words[2]
     else:
-        return QUOTA_USAGE
+        return say("team.quota_usage", ctx.language)
     if value.lower() == "off":
         limit = None
     elif value.isdigit():
         limit = int(value)
     else:
-        return QUOTA_USAGE
+        return say("team.quota_usage", ctx.language)
     await ctx.team.repository.set_quota(tenant, subject, limit, by=ctx.inbound.platform_user)
     who = {
         TENANT: say("team.quota_whole_tenant", ctx.language),
@@ -147,7 +149,9 @@ async def _quota(ctx: CommandContext) -> str:
         if limit is None
         else say("team.quota_per_day", ctx.language, limit=limit)
     )
-    return say("team.quota_set", ctx.language, who=who, where=_label(tenant), amount=amount)
+    return say(
+        "team.quota_set", ctx.language, who=who, where=_label(tenant, ctx.language), amount=amount
+    )
 
 
 async def _rate(ctx: CommandContext) -> str:
@@ -181,7 +185,7 @@ async def _show_quota(ctx: CommandContext, tenant: str) -> str:
     lines = [
         say("team.quota_head", ctx.language),
         line(say("team.quota_you", ctx.language), of(state.user_used, state.user_limit)),
-        line(_label(tenant), of(state.tenant_used, state.tenant_limit)),
+        line(_label(tenant, ctx.language), of(state.tenant_used, state.tenant_limit)),
     ]
     if ctx.is_admin:
         limits = await ctx.team.repository.quotas(tenant)
@@ -207,16 +211,18 @@ async def _show_quota(ctx: CommandContext, tenant: str) -> str:
     return "\n".join(lines)
 
 
-def _audit_line(entry: AuditEntry, *, show_tenant: bool) -> str:
+def _audit_line(entry: AuditEntry, *, show_tenant: bool, language: str = "en") -> str:
     when = entry.created_at.strftime("%Y-%m-%d %H:%M")
-    where = say("team.in_tenant", tenant=entry.tenant or say("team.shared")) if show_tenant else ""
+    shared = say("team.shared", language)
+    where = say("team.in_tenant", language, tenant=entry.tenant or shared) if show_tenant else ""
     details = ", ".join(f"{k}={v}" for k, v in entry.details.items() if v not in (None, ""))
     return say(
         "team.audit_line",
+        language,
         when=when,
         where=where,
         actor=entry.actor,
         action=entry.action,
         target=f" {entry.target}" if entry.target else "",
-        details=say("team.audit_details", details=details) if details else "",
+        details=say("team.audit_details", language, details=details) if details else "",
     )

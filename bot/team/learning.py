@@ -28,14 +28,19 @@ LEARNED_SOURCE = say("team.learned_source")
 
 
 async def learn(
-    team: Team, tickets: HandoffRepository, ticket: Ticket, agent: str, args: str
+    team: Team,
+    tickets: HandoffRepository,
+    ticket: Ticket,
+    agent: str,
+    args: str,
+    language: str = "en",
 ) -> str:
     """Propose the ticket's last question and the agent's answer to it."""
     question, answer = await _exchange(tickets, ticket)
     if not answer:
-        return say("team.learn_nothing_yet", id=ticket.id)
+        return say("team.learn_nothing_yet", language, id=ticket.id)
     if not question:
-        return say("team.learn_no_question", id=ticket.id)
+        return say("team.learn_no_question", language, id=ticket.id)
     tenant = ticket.customer_address.tenant
     target_ref = args.split()[0] if args.strip() else ""
     target_tenant = ""
@@ -43,7 +48,7 @@ async def learn(
         kb = team.knowledge
         entry = await find_entry(kb, tenant, target_ref) if kb is not None else None
         if entry is None:
-            return say("team.learn_no_entry", ref=target_ref)
+            return say("team.learn_no_entry", language, ref=target_ref)
         target_tenant = entry.tenant
     proposal = await team.repository.propose(
         tenant=tenant,
@@ -54,9 +59,14 @@ async def learn(
         target_tenant=target_tenant,
         ticket_id=ticket.id,
     )
-    what = say("team.learn_phrasing", ref=target_ref) if target_ref else say("team.learn_new_entry")
+    what = (
+        say("team.learn_phrasing", language, ref=target_ref)
+        if target_ref
+        else say("team.learn_new_entry", language)
+    )
     return say(
         "team.learn_proposed",
+        language,
         what=what,
         id=proposal,
         question=_short(question),
@@ -110,14 +120,20 @@ def may_decide(proposal: Proposal, access: Access, tenant: str) -> bool:
 
 
 async def approve(
-    team: Team, kb: KnowledgeBase, proposal: Proposal, *, by: str, answer: str | None
+    team: Team,
+    kb: KnowledgeBase,
+    proposal: Proposal,
+    *,
+    by: str,
+    answer: str | None,
+    language: str = "en",
 ) -> str:
     """Store the proposal in the knowledge base (searchable at once) and mark it approved."""
     final = answer if answer else proposal.answer
     if proposal.target_ref:
         entry = await find_entry(kb, proposal.tenant, proposal.target_ref)
         if entry is None or entry.tenant != proposal.target_tenant:
-            return say("team.approve_gone", ref=proposal.target_ref, id=proposal.id)
+            return say("team.approve_gone", language, ref=proposal.target_ref, id=proposal.id)
         phrasings = tuple(dict.fromkeys([*entry.alternatives, proposal.question]))
         item = EntryInput(
             question=entry.question,
@@ -138,52 +154,67 @@ async def approve(
         proposal.id, approved=True, by=by, entry_ref=ref, answer=answer or None
     )
     if decided is None:
-        return say("team.approve_meanwhile", id=proposal.id, ref=ref)
+        return say("team.approve_meanwhile", language, id=proposal.id, ref=ref)
     key = "team.approved_phrasing" if proposal.target_ref else "team.approved"
-    return say(key, ref=ref, question=_short(proposal.question))
+    return say(key, language, ref=ref, question=_short(proposal.question))
 
 
-def pending_text(found: Sequence[Proposal], *, show_tenant: bool) -> str:
+def pending_text(found: Sequence[Proposal], *, show_tenant: bool, language: str = "en") -> str:
     if not found:
-        return say("team.pending_none")
-    lines = [say("team.pending_head")]
+        return say("team.pending_none", language)
+    lines = [say("team.pending_head", language)]
     for p in found:
-        where = say("team.in_tenant", tenant=p.tenant or say("team.shared")) if show_tenant else ""
-        what = say("team.pending_phrasing", ref=p.target_ref) if p.target_ref else ""
-        lines.append(
-            say("team.pending_line", id=p.id, where=where, what=what, question=_short(p.question))
+        where = (
+            say("team.in_tenant", language, tenant=p.tenant or say("team.shared", language))
+            if show_tenant
+            else ""
         )
-        lines.append(say("team.pending_answer", answer=_short(p.answer, 200)))
-    lines.append(say("team.pending_foot"))
+        what = say("team.pending_phrasing", language, ref=p.target_ref) if p.target_ref else ""
+        lines.append(
+            say(
+                "team.pending_line",
+                language,
+                id=p.id,
+                where=where,
+                what=what,
+                question=_short(p.question),
+            )
+        )
+        lines.append(say("team.pending_answer", language, answer=_short(p.answer, 200)))
+    lines.append(say("team.pending_foot", language))
     return "\n".join(lines)
 
 
 async def gap_report(
-    questions: Sequence[GapQuestion], kb: KnowledgeBase | None, *, limit: int = 10
+    questions: Sequence[GapQuestion],
+    kb: KnowledgeBase | None,
+    *,
+    limit: int = 10,
+    language: str = "en",
 ) -> str:
     """Escalated and badly rated questions, similar ones together, most frequent first."""
     if not questions:
-        return say("team.gaps_none")
+        return say("team.gaps_none", language)
     groups = await _group([q.question for q in questions], kb)
-    lines = [say("team.gaps_head", questions=len(questions), groups=len(groups))]
+    lines = [say("team.gaps_head", language, questions=len(questions), groups=len(groups))]
     for members in groups[:limit]:
         escalated = sum(1 for i in members if questions[i].why == "escalated")
         bad = len(members) - escalated
         why = ", ".join(
             part
             for part in (
-                say("team.gaps_escalated", count=escalated) if escalated else "",
-                say("team.gaps_rated_bad", count=bad) if bad else "",
+                say("team.gaps_escalated", language, count=escalated) if escalated else "",
+                say("team.gaps_rated_bad", language, count=bad) if bad else "",
             )
             if part
         )
         head = _short(questions[members[0]].question)
-        lines.append(say("team.gaps_line", count=len(members), question=head, why=why))
+        lines.append(say("team.gaps_line", language, count=len(members), question=head, why=why))
         others = list(dict.fromkeys(questions[i].question for i in members[1:]))
         others = [q for q in others if q != questions[members[0]].question][:2]
-        lines += [say("team.gaps_also", question=_short(q)) for q in others]
+        lines += [say("team.gaps_also", language, question=_short(q)) for q in others]
     if len(groups) > limit:
-        lines.append(say("team.gaps_more", count=len(groups) - limit))
+        lines.append(say("team.gaps_more", language, count=len(groups) - limit))
     return "\n".join(lines)
 
 

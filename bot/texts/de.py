@@ -395,4 +395,13 @@ DE: dict[str, str] = {
     "copilot.stats_agent": "  {agent}: {sent} gesendet, {edited} bearbeitet ({changed} geändert), {discarded} verworfen, {ignored} ignoriert",
     "copilot.stats_none": "Antwortvorschläge: noch keine.",
     "copilot.stats_na": "k. A.",
+    "foreign.quoted": "Diese Antwort gibt es bisher nur auf {language}:",
+    "foreign.translated": "Maschinelle Übersetzung (Original auf {language}):",
+    "foreign.original": "Das Original ({language}):",
+    "language.name_en": "Englisch",
+    "language.name_sv": "Schwedisch",
+    "language.name_de": "Deutsch",
+    "language.name_es": "Spanisch",
+    "language.name_fr": "Französisch",
+    "language.name_zh": "Chinesisch",
 }

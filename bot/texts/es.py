@@ -395,4 +395,13 @@ ES: dict[str, str] = {
     "copilot.stats_agent": "  {agent}: {sent} enviadas, {edited} editadas ({changed} de cambio), {discarded} descartadas, {ignored} ignoradas",
     "copilot.stats_none": "Respuestas sugeridas: ninguna todavía.",
     "copilot.stats_na": "n/d",
+    "foreign.quoted": "Por ahora esta respuesta solo está escrita en {language}:",
+    "foreign.translated": "Traducción automática (original en {language}):",
+    "foreign.original": "El original ({language}):",
+    "language.name_en": "inglés",
+    "language.name_sv": "sueco",
+    "language.name_de": "alemán",
+    "language.name_es": "español",
+    "language.name_fr": "francés",
+    "language.name_zh": "chino",
 }

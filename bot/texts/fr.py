@@ -395,4 +395,13 @@ FR: dict[str, str] = {
     "copilot.stats_agent": "  {agent} : {sent} envoyées, {edited} modifiées ({changed} modifié), {discarded} écartées, {ignored} ignorées",
     "copilot.stats_none": "Réponses suggérées : aucune pour l'instant.",
     "copilot.stats_na": "n.d.",
+    "foreign.quoted": "Cette réponse n'existe pour l'instant qu'en {language} :",
+    "foreign.translated": "Traduction automatique (original en {language}) :",
+    "foreign.original": "L'original ({language}) :",
+    "language.name_en": "anglais",
+    "language.name_sv": "suédois",
+    "language.name_de": "allemand",
+    "language.name_es": "espagnol",
+    "language.name_fr": "français",
+    "language.name_zh": "chinois",
 }

@@ -37,4 +37,14 @@ LANGUAGES: dict[str, str] = {
     ),
     "translate.nothing": "The customer of ticket #{id} has not written anything to translate yet.",
     "translate.empty": "The model returned no translation; please try again.",
+    # A verbatim answer with no version in the customer's language (bot.foreign_answers).
+    "foreign.quoted": "This answer is only written in {language} so far:",
+    "foreign.translated": "Machine translation from {language}:",
+    "foreign.original": "The original ({language}):",
+    "language.name_en": "English",
+    "language.name_sv": "Swedish",
+    "language.name_de": "German",
+    "language.name_es": "Spanish",
+    "language.name_fr": "French",
+    "language.name_zh": "Chinese",
 }

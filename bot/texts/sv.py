@@ -395,4 +395,13 @@ SV: dict[str, str] = {
     "copilot.stats_agent": "  {agent}: {sent} skickade, {edited} redigerade ({changed} ändrat), {discarded} kastade, {ignored} ignorerade",
     "copilot.stats_none": "Föreslagna svar: inga än.",
     "copilot.stats_na": "e.t.",
+    "foreign.quoted": "Det här svaret finns hittills bara på {language}:",
+    "foreign.translated": "Maskinöversättning från {language}:",
+    "foreign.original": "Originalet ({language}):",
+    "language.name_en": "engelska",
+    "language.name_sv": "svenska",
+    "language.name_de": "tyska",
+    "language.name_es": "spanska",
+    "language.name_fr": "franska",
+    "language.name_zh": "kinesiska",
 }

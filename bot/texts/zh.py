@@ -395,4 +395,13 @@ ZH: dict[str, str] = {
     "copilot.stats_agent": "  {agent}：已发送 {sent} 条，已修改 {edited} 条（改动 {changed}），已放弃 {discarded} 条，已忽略 {ignored} 条",
     "copilot.stats_none": "建议回复：暂无。",
     "copilot.stats_na": "不适用",
+    "foreign.quoted": "这条回答目前只有{language}版本：",
+    "foreign.translated": "机器翻译（译自{language}）：",
+    "foreign.original": "原文（{language}）：",
+    "language.name_en": "英语",
+    "language.name_sv": "瑞典语",
+    "language.name_de": "德语",
+    "language.name_es": "西班牙语",
+    "language.name_fr": "法语",
+    "language.name_zh": "中文",
 }

@@ -52,7 +52,7 @@ class Echo:
 
     async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None: ...
 
-    def menu(self) -> Sequence[MenuEntry]:
+    def menu(self, language: str | None = None) -> Sequence[MenuEntry]:
         return []
 
     def listens_to(self, ref: ConversationRef) -> bool:

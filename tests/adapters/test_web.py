@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from adapters.web import RETRACT, HttpServer, SessionThrottle, WebChat
+from bot.messages import say
 from storage.repository import Repository
 from storage.web_repo import WebRepository
 from tests.adapters.conversations import Echo, TakesBack
@@ -100,6 +101,12 @@ async def test_a_visitor_is_throttled_and_only_json_is_taken(guarded: str) -> No
         plain = "session=session-abc123&text=hi"
         async with session.post(url, data=plain, headers={"Content-Type": "text/plain"}) as r:
             assert r.status == 415
+            assert (await r.json())["error"] == say("web.send_json")
+        # The refusal is in the browser's language.
+        german = {"Content-Type": "text/plain", "Accept-Language": "de-AT,de;q=0.9,en;q=0.5"}
+        async with session.post(url, data=plain, headers=german) as r:
+            assert r.status == 415
+            assert (await r.json())["error"] == say("web.send_json", "de") != say("web.send_json")
         statuses = []
         for n in range(3):
             body = {"session": "session-abc123", "text": "hi", "message_id": f"msg-00000{n}"}

@@ -311,3 +311,32 @@ def test_ask_json_reports_the_language_and_answers_chinese_in_chinese(tmp_path: 
     assert (short["language"], short["detected"]) == ("en", None)
     assert (english["language"], english["path"]) == ("en", "escalated")
     assert english["answer"] == CATALOG["en"]["knowledge.escalation"]
+
+
+async def test_agents_are_written_to_in_their_tenants_language_not_the_customers(
+    repository: Repository, backend: FakeBackend
+) -> None:
+    desk = HelpDesk(
+        settings=HandoffSettings(spaces=parse_spaces("slack:T1/C1"), signature="Acme support"),
+        tickets=HandoffRepository(repository.db),
+    )
+    # The deployment speaks Swedish; the customer writes English.
+    manager = make_manager(repository, backend, desk=desk, language="sv")
+    space = FakeChannel("slack")
+    worker = OutboxWorker(desk=desk, channels={"test": FakeChannel("test"), "slack": space})
+    backend.enqueue("The customer wants a refund.")
+    opened = await ask(manager, "I would like to talk to a person, please.")
+    assert opened == CATALOG["en"]["handoff.opened"]
+    await worker.flush()
+    [(_, _, ticket)] = space.tickets
+    assert ticket.startswith("Ärende #1 · test")
+    assert say("handoff.why.request", "sv") in ticket
+    listed = await ask(manager, "/tickets", **agent(""))
+    assert listed.startswith(CATALOG["sv"]["handoff.tickets_open"])
+    # The workspace's own /language wins over the deployment's.
+    assert manager.languages is not None
+    await manager.languages.set_tenant("slack", "T1", "de", by="slack:T1/UADMIN")
+    listed = await ask(manager, "/tickets", **agent(""))
+    assert listed.startswith(CATALOG["de"]["handoff.tickets_open"])
+    released = await ask(manager, "/release", **agent("100"))
+    assert released == say("handoff.not_claimed", "de", id=1)

@@ -59,6 +59,10 @@ BUILT: dict[str, frozenset[str] | None] = {
     "copilot.path.{}": frozenset(f"copilot.path.{path}" for path in ("quoted", "written")),
     # bot/knowledge/passages.py kind_name: how citations name a source's kind.
     "knowledge.kind.{}": None,
+    # bot/foreign_answers.py language_name: a language's name in another.
+    "language.name_{}": frozenset(
+        f"language.name_{code}" for code in ("en", "sv", "de", "es", "fr", "zh")
+    ),
 }
 
 

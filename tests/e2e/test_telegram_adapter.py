@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from adapters.telegram import TelegramAdapter
 from bot.errors import StorageError
 from bot.manager import ConversationManager
+from bot.messages import say
 from bot.types import ConversationRef
 from llm.fake import FakeBackend
 from storage.db import Database
@@ -66,6 +67,10 @@ async def test_private_chat_is_answered_and_commands_published(
     menu = {c["command"] for c in fake.commands}
     assert {"help", "reset"} <= menu
     assert "stats" not in menu  # admin commands stay out of the menu
+    # One list per shipped language, for users whose app is set to it.
+    assert set(fake.commands_in) == {"", "en", "sv", "de", "es", "fr", "zh"}
+    described = {c["command"]: c["description"] for c in fake.commands_in["sv"]}
+    assert described["help"] == say("commands.describe.help", "sv") != say("commands.describe.help")
 
 
 async def test_redelivered_update_gets_one_reply(

@@ -194,6 +194,7 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.messages: dict[int, list[SentMessage]] = defaultdict(list)
         self.commands: list[dict[str, Any]] = []
+        self.commands_in: dict[str, list[dict[str, Any]]] = {}
         self.webhook: dict[str, Any] | None = None
         self.confirmed_offset = 0
         self.long_polls = 0  # getUpdates calls waiting right now
@@ -839,7 +840,13 @@ class FakeTelegram:
                 raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
             if not 1 <= len(command.get("description", "")) <= 256:
                 raise ApiError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
-        self.commands = commands
+        code = params.get("language_code") or ""
+        if code and not re.fullmatch(r"[a-z]{2}", code):
+            raise ApiError(400, "Bad Request: invalid language code specified")
+        # Users whose app is set to ``code`` see its own list (the default without one).
+        self.commands_in[code] = commands
+        if not code:
+            self.commands = commands
         return True
 
     async def _m_setWebhook(self, params: dict[str, Any], request: web.Request) -> Any:

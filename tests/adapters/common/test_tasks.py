@@ -55,7 +55,7 @@ class Conversations:
 
     async def move_conversation(self, old: ConversationRef, new: ConversationRef) -> None: ...
 
-    def menu(self) -> Sequence[MenuEntry]:
+    def menu(self, language: str | None = None) -> Sequence[MenuEntry]:
         return []
 
 

@@ -77,17 +77,18 @@ async def test_versions_are_searched_and_quoted_in_the_customers_language(
     assert "Orders arrive" in plan.text
     swedish = kb.in_versions(plan, "sv")
     assert swedish.passage.id == "ship-1" and swedish.passage.language == "sv"
-    assert swedish.text.startswith("Beställningar kommer fram inom 2-3 arbetsdagar.")
+    assert swedish.quoted.startswith("Beställningar kommer fram inom 2-3 arbetsdagar.")
     planned = await kb.plan(
         "Hur lång är leveranstiden?", tenant="", conversation_key="c1", language="sv"
     )
     assert isinstance(planned, Verbatim)
     assert planned.text.startswith("Beställningar kommer fram")
-    # No version in that language: the original, as it is.
+    # No version in that language: the original, after a line naming its language.
     english = await kb.plan(
         "Which payment methods do you accept?", tenant="", conversation_key="c1", language="sv"
     )
-    assert isinstance(english, Verbatim) and english.text.startswith("Card and invoice.")
+    assert isinstance(english, Verbatim)
+    assert english.text.startswith("Det här svaret finns hittills bara på engelska:\n\nCard and")
     # Options of a "did you mean" are offered in the customer's language too.
     considered = await kb.consider("Kan jag returnera en vara?", tenant="", conversation_key="c1")
     assert considered.decision is not None
