@@ -35,9 +35,12 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 QUESTION = "Hello! What can you help me with?"
-_PHASE = re.compile(r"startup: (?P<name>[\w .-]+?) at (?P<at>[0-9.]+) s")
+_PHASE = re.compile(r"startup: (?P<name>[\w .-]+?) at (?P<at>[0-9.]+) s \((?P<cpu>[0-9.]+) CPU s\)")
+# Logged once the company-fact check's embedding model is in memory (after the first answer).
+_EMBEDDER_LOADED = "embedding model"
 
 
 @dataclass
@@ -45,9 +48,10 @@ class Start:
     kind: str  # cold (conversion) or warm
     seconds: float  # spawn to the first answer byte
     cpu_seconds: float  # user + system of the process until then
-    peak_rss_mb: float
+    peak_rss_mb: float  # at the first answer byte
+    settled_rss_mb: float  # once the embedding model loaded too (or --settle ran out)
     status: int
-    phases: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)  # wall, CPU
 
 
 def free_port() -> int:
@@ -70,8 +74,9 @@ def proc_status(pid: int) -> tuple[float, float]:
     return peak, cpu
 
 
-def first_answer(port: int, deadline: float) -> tuple[int, float]:
-    """Post the question until the server takes it; (status, time of the first answer byte)."""
+def first_answer(port: int, deadline: float, on_first_byte: Any) -> int:
+    """Post the question until the server takes it; ``on_first_byte()`` runs at the
+    answer's first byte, and the answer is read to its end; returns the status."""
     attempt = 0
     while time.perf_counter() < deadline:
         attempt += 1
@@ -85,14 +90,18 @@ def first_answer(port: int, deadline: float) -> tuple[int, float]:
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
                 if response.read(1):
-                    return response.status, time.perf_counter()
+                    on_first_byte()
+                    response.read()
+                    return int(response.status)
         except (urllib.error.URLError, ConnectionError, OSError):
             pass
         time.sleep(0.05)
     raise TimeoutError("no answer before the deadline")
 
 
-def one_start(tree: Path, python: str, data_dir: Path, kind: str, timeout: float) -> Start:
+def one_start(
+    tree: Path, python: str, data_dir: Path, kind: str, timeout: float, settle: float
+) -> Start:
     port = free_port()
     env = {
         **os.environ,
@@ -110,9 +119,18 @@ def one_start(tree: Path, python: str, data_dir: Path, kind: str, timeout: float
         proc = subprocess.Popen(
             [python, "-m", "bot", "run"], cwd=tree, env=env, stdout=log, stderr=log
         )
+        seen: list[tuple[float, float, float]] = []
+
+        def on_first_byte() -> None:
+            seen.append((time.perf_counter(), *proc_status(proc.pid)))
+
         try:
-            status, answered = first_answer(port, started + timeout)
-            peak, cpu = proc_status(proc.pid)
+            status = first_answer(port, started + timeout, on_first_byte)
+            answered, peak, cpu = seen[0]
+            until = time.perf_counter() + settle
+            while time.perf_counter() < until and _EMBEDDER_LOADED not in log_path.read_text():
+                time.sleep(0.2)
+            settled, _ = proc_status(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -120,16 +138,27 @@ def one_start(tree: Path, python: str, data_dir: Path, kind: str, timeout: float
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    phases = {m["name"]: float(m["at"]) for m in _PHASE.finditer(log_path.read_text())}
-    return Start(kind, round(answered - started, 2), round(cpu, 2), round(peak, 1), status, phases)
+    text = log_path.read_text()
+    phases = {m["name"]: (float(m["at"]), float(m["cpu"])) for m in _PHASE.finditer(text)}
+    return Start(
+        kind,
+        round(answered - started, 2),
+        round(cpu, 2),
+        round(peak, 1),
+        round(settled, 1),
+        status,
+        phases,
+    )
 
 
-def run_tree(tree: Path, python: str, runs: int, timeout: float) -> dict[str, object]:
+def run_tree(
+    tree: Path, python: str, runs: int, timeout: float, settle: float
+) -> dict[str, object]:
     base = Path(tempfile.mkdtemp(prefix="deskmate-startup-"))
     data_dir = base / "data"
     try:
-        starts = [one_start(tree, python, data_dir, "cold", timeout)]
-        starts += [one_start(tree, python, data_dir, "warm", timeout) for _ in range(runs)]
+        starts = [one_start(tree, python, data_dir, "cold", timeout, settle)]
+        starts += [one_start(tree, python, data_dir, "warm", timeout, settle) for _ in range(runs)]
     finally:
         shutil.rmtree(base, ignore_errors=True)
     warm = [s for s in starts if s.kind == "warm"]
@@ -141,6 +170,7 @@ def run_tree(tree: Path, python: str, runs: int, timeout: float) -> dict[str, ob
         "warm_median_seconds": statistics.median(s.seconds for s in warm),
         "warm_median_cpu_seconds": statistics.median(s.cpu_seconds for s in warm),
         "warm_peak_rss_mb": max(s.peak_rss_mb for s in warm),
+        "warm_settled_rss_mb": max(s.settled_rss_mb for s in warm),
         "starts": [asdict(s) for s in starts],
     }
 
@@ -153,11 +183,19 @@ def main() -> int:
     )
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per start")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=30.0,
+        help="seconds to wait after the answer for the embedding model, for the settled RSS",
+    )
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args()
     trees = args.tree or [Path(__file__).resolve().parent.parent]
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
-    results = [run_tree(t.resolve(), args.python, args.runs, args.timeout) for t in trees]
+    results = [
+        run_tree(t.resolve(), args.python, args.runs, args.timeout, args.settle) for t in trees
+    ]
     print(f"load average at end: {os.getloadavg()}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -167,7 +205,9 @@ def main() -> int:
             f"{result['tree']}: cold {result['cold_seconds']} s "
             f"({result['cold_cpu_seconds']} CPU s, {result['cold_peak_rss_mb']} MB); "
             f"warm median {result['warm_median_seconds']} s "
-            f"({result['warm_median_cpu_seconds']} CPU s), peak RSS {result['warm_peak_rss_mb']} MB"
+            f"({result['warm_median_cpu_seconds']} CPU s), peak RSS "
+            f"{result['warm_peak_rss_mb']} MB at the answer, "
+            f"{result['warm_settled_rss_mb']} MB settled"
         )
         for start in result["starts"]:  # type: ignore[attr-defined]
             print(f"  {start}")

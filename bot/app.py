@@ -354,8 +354,10 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
         await db.dispose()
 
 
-# How long the model must have had nothing to do before the embedding model loads.
-IDLE_BEFORE_WARMING = 1.0
+# How long the model must have had nothing to do before the embedding model loads:
+# after its first answer, and when no answer has come since the start.
+IDLE_AFTER_ANSWER = 1.0
+IDLE_WITHOUT_ANSWER = 30.0
 
 
 async def _warm_company_facts(
@@ -365,34 +367,48 @@ async def _warm_company_facts(
 
     With passages to search, the first question needs that model anyway: it
     loads at once, beside the chat model. Otherwise it waits until the chat
-    model has been idle for a while, since loading it (sentence-transformers,
-    scikit-learn, scipy) holds the interpreter for seconds, which a first
-    answer would wait out; until it is ready the check's patterns decide.
+    model has finished an answer and been idle for a moment (or has had
+    nothing to do for a long while), since loading it (sentence-transformers,
+    scikit-learn, scipy) holds the interpreter for seconds that a first
+    answer would wait out. Until it is ready the check's patterns decide.
     """
     if facts is None:
         return
     if not await knowledge.has_passages():
-        await _until_idle(backend, IDLE_BEFORE_WARMING)
+        await _until_idle(backend)
     facts.start_warming()
 
 
-async def _until_idle(backend: Backend, quiet: float, poll: float = 0.25) -> None:
-    """Return once ``backend`` is loaded and has run nothing for ``quiet`` seconds."""
+async def _until_idle(
+    backend: Backend,
+    *,
+    after_answer: float = IDLE_AFTER_ANSWER,
+    without_answer: float = IDLE_WITHOUT_ANSWER,
+    poll: float = 0.25,
+) -> None:
+    """Return once ``backend`` is loaded and has run nothing for a while: ``after_answer``
+    seconds once it has completed an answer, ``without_answer`` before that.
+
+    A question on its way to the model (stored, routed, its prompt built) does
+    not show in the scheduler yet, hence the longer wait before the first answer.
+    A backend without a scheduler of its own counts as idle and unanswered.
+    """
     stats = getattr(backend, "stats", None)
     idle_since: float | None = None
     loop = asyncio.get_running_loop()
     while True:
         now = loop.time()
-        busy = False
+        busy, answered = False, False
         if callable(stats):
             current = stats()
             # None: not loaded yet.
             busy = current is None or bool(current.running or current.waiting)
+            answered = current is not None and current.completed > 0
         if busy:
             idle_since = None
         elif idle_since is None:
             idle_since = now
-        elif now - idle_since >= quiet:
+        elif now - idle_since >= (after_answer if answered else without_answer):
             return
         await asyncio.sleep(poll)
 

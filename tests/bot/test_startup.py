@@ -84,11 +84,16 @@ class Scripted:
         return self.current
 
 
-async def test_warming_waits_until_the_model_has_been_idle() -> None:
+async def test_warming_waits_until_the_model_has_answered_and_been_idle() -> None:
     backend = Scripted()  # not loaded yet: stats are None
-    waiting = asyncio.create_task(app._until_idle(backend, quiet=0.2, poll=0.02))  # type: ignore[arg-type]
+    waiting = asyncio.create_task(
+        app._until_idle(backend, after_answer=0.2, without_answer=5, poll=0.02)  # type: ignore[arg-type]
+    )
     await asyncio.sleep(0.1)
     assert not waiting.done()
+    backend.current = SchedulerStats(running=0, waiting=0, steps=0, completed=0)
+    await asyncio.sleep(0.4)
+    assert not waiting.done(), "a question may be on its way to an idle model"
     backend.current = SchedulerStats(running=1, waiting=0, steps=5, completed=0)
     await asyncio.sleep(0.3)
     assert not waiting.done(), "a model answering is not idle"
@@ -96,6 +101,14 @@ async def test_warming_waits_until_the_model_has_been_idle() -> None:
     await asyncio.sleep(0.1)
     assert not waiting.done(), "idle, but not for long enough yet"
     await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_model_never_asked_is_idle_after_the_long_wait() -> None:
+    backend = Scripted(SchedulerStats(running=0, waiting=0, steps=0, completed=0))
+    await asyncio.wait_for(
+        app._until_idle(backend, after_answer=5, without_answer=0.2, poll=0.02),  # type: ignore[arg-type]
+        1,
+    )
 
 
 async def test_with_passages_to_search_the_embedding_model_warms_at_once() -> None:
