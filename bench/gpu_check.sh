@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The GPU path in a few minutes, offline: CUDA, bf16, bitsandbytes 4-bit and 8-bit,
-# and batched vs one-at-a-time throughput at 1, 8 and 32 concurrent conversations.
+# and tok/s at 1, 8 and 32 concurrent conversations for bf16, 4-bit and 8-bit weights with
+# the fast decode step requested (DESKMATE_FAST_DECODE=on; --decode eager for the plain one),
+# and the share of the GPU's memory-bandwidth ceiling reached by one conversation.
+# Exits with status 3 and a one-line reason when CUDA is not usable.
 #
 #   bash bench/gpu_check.sh                       # random weights, SmolLM2-1.7B architecture
 #   bash bench/gpu_check.sh /models/Some-Instruct # real weights from a local folder
@@ -17,6 +20,9 @@ if [[ -z "$PYTHON" ]]; then
 fi
 # Nothing may be fetched: the machine has no internet.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+# Without a usable CUDA GPU: one line on stderr, exit status 3, nothing else run.
+"$PYTHON" bench/gpu_check.py --probe
 
 echo "## GPU check ($(date -u +%Y-%m-%dT%H:%MZ), $(hostname))"
 if command -v nvidia-smi >/dev/null 2>&1; then

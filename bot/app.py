@@ -35,6 +35,7 @@ from bot.manager import ConversationManager
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.services import ConsoleParts
 from bot.settings import IPNetwork, Settings
+from bot.startclock import mark
 from bot.team.commands import register_team_commands
 from bot.team.service import Team, TeamSettings
 from bot.throttle import CircuitBreaker
@@ -204,15 +205,13 @@ def create_document_library(
 
 def create_company_facts(settings: Settings, knowledge: KnowledgeBase) -> CompanyFacts | None:
     """The check that keeps the model from answering for the company in
-    support mode (None with ``DESKMATE_COMPANY_FACTS=answer``); its embedding
-    model warms up in the background."""
+    support mode (None with ``DESKMATE_COMPANY_FACTS=answer``); ``open_core``
+    warms its embedding model up in the background."""
     if settings.company_facts != "refuse":
         return None
     embedder = knowledge.retriever.base_embedder
     # Its margin was measured with the shipped model: another gets the patterns alone.
-    facts = CompanyFacts(embedder=embedder if embedder.name == BASE_MODEL_NAME else None)
-    facts.start_warming()
-    return facts
+    return CompanyFacts(embedder=embedder if embedder.name == BASE_MODEL_NAME else None)
 
 
 def create_manager(
@@ -293,61 +292,134 @@ def create_manager(
 
 @asynccontextmanager
 async def open_core(settings: Settings, *, backend: Backend | None = None) -> AsyncIterator[Core]:
-    """Migrated storage, a loaded model and a manager; closed on exit."""
+    """Migrated storage, a loaded model and a manager; closed on exit.
+
+    The model loads in its worker thread while the database is migrated and
+    the rest is built: the two overlap wherever the load waits on the disk or
+    runs torch code outside the interpreter lock.
+    """
     db = Database(settings.effective_database_url)
+    loading: asyncio.Task[None] | None = None
     try:
-        await db.upgrade()
-        repository = Repository(db, claim_lease=CLAIM_LEASE)
         backend = backend or create_backend(settings)
         log.info("loading model (%s)…", backend.name)
-        await backend.load()
+        loading = asyncio.create_task(backend.load())
+        await db.upgrade()
+        mark("database at head")
+        repository = Repository(db, claim_lease=CLAIM_LEASE)
+        desk = HelpDesk(settings=settings.handoff, tickets=HandoffRepository(db))
+        # Adapters ask whether a chat is a support space before any message is stored.
+        await desk.spaces.refresh()
+        metrics = Metrics()
+        knowledge = create_knowledge_base(db, settings, backend)
+        facts = create_company_facts(settings, knowledge)
+        warming = asyncio.create_task(_warm_company_facts(facts, knowledge, backend))
+        manager = create_manager(
+            repository=repository,
+            backend=backend,
+            system_prompt=settings.system_prompt,
+            sampling=SamplingParams(
+                max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                repetition_penalty=settings.repetition_penalty,
+            ),
+            llm_timeout=settings.llm_timeout,
+            max_input_chars=settings.max_input_chars,
+            history_messages=settings.history_messages,
+            admins=settings.admins,
+            knowledge=knowledge,
+            desk=desk,
+            team=create_team(db, settings),
+            metrics=metrics,
+            user_rate=settings.user_rate,
+            guard=OutputGuard(
+                secrets=settings.configured_secrets,
+                canary=stable_canary(settings.secret_key),
+            ),
+            company_facts=facts,
+            language=settings.language,
+            foreign_answers=resolve_mode(
+                settings.foreign_answers, model=settings.model, llm_url=settings.llm_url
+            ),
+        )
+        await loading
+        mark("model loaded")
+        stats = getattr(backend, "stats", None)
+        if callable(stats):
+            metrics.watch_model(stats)
+        manager.start()
         try:
-            desk = HelpDesk(settings=settings.handoff, tickets=HandoffRepository(db))
-            # Adapters ask whether a chat is a support space before any message is stored.
-            await desk.spaces.refresh()
-            metrics = Metrics()
-            stats = getattr(backend, "stats", None)
-            if callable(stats):
-                metrics.watch_model(stats)
-            knowledge = create_knowledge_base(db, settings, backend)
-            manager = create_manager(
-                repository=repository,
-                backend=backend,
-                system_prompt=settings.system_prompt,
-                sampling=SamplingParams(
-                    max_new_tokens=settings.max_new_tokens,
-                    temperature=settings.temperature,
-                    top_p=settings.top_p,
-                    repetition_penalty=settings.repetition_penalty,
-                ),
-                llm_timeout=settings.llm_timeout,
-                max_input_chars=settings.max_input_chars,
-                history_messages=settings.history_messages,
-                admins=settings.admins,
-                knowledge=knowledge,
-                desk=desk,
-                team=create_team(db, settings),
-                metrics=metrics,
-                user_rate=settings.user_rate,
-                guard=OutputGuard(
-                    secrets=settings.configured_secrets,
-                    canary=stable_canary(settings.secret_key),
-                ),
-                company_facts=create_company_facts(settings, knowledge),
-                language=settings.language,
-                foreign_answers=resolve_mode(
-                    settings.foreign_answers, model=settings.model, llm_url=settings.llm_url
-                ),
-            )
-            manager.start()
-            try:
-                yield Core(settings, repository, backend, manager, desk)
-            finally:
-                await manager.aclose()
+            yield Core(settings, repository, backend, manager, desk)
         finally:
-            await backend.aclose()
+            warming.cancel()
+            await manager.aclose()
     finally:
+        if loading is not None:
+            loading.cancel()
+            # A failed load is the error being raised, or lost to the one that is.
+            await asyncio.gather(loading, return_exceptions=True)
+            await backend.aclose()
         await db.dispose()
+
+
+# How long the model must have had nothing to do before the embedding model loads:
+# after its first answer, and when no answer has come since the start.
+IDLE_AFTER_ANSWER = 1.0
+IDLE_WITHOUT_ANSWER = 30.0
+
+
+async def _warm_company_facts(
+    facts: CompanyFacts | None, knowledge: KnowledgeBase, backend: Backend
+) -> None:
+    """Load the company-fact check's embedding model without delaying the first answer.
+
+    With passages to search, the first question needs that model anyway: it
+    loads at once, beside the chat model. Otherwise it waits until the chat
+    model has finished an answer and been idle for a moment (or has had
+    nothing to do for a long while), since loading it (sentence-transformers,
+    scikit-learn, scipy) holds the interpreter for seconds that a first
+    answer would wait out. Until it is ready the check's patterns decide.
+    """
+    if facts is None:
+        return
+    if not await knowledge.has_passages():
+        await _until_idle(backend)
+    facts.start_warming()
+
+
+async def _until_idle(
+    backend: Backend,
+    *,
+    after_answer: float = IDLE_AFTER_ANSWER,
+    without_answer: float = IDLE_WITHOUT_ANSWER,
+    poll: float = 0.25,
+) -> None:
+    """Return once ``backend`` is loaded and has run nothing for a while: ``after_answer``
+    seconds once it has completed an answer, ``without_answer`` before that.
+
+    A question on its way to the model (stored, routed, its prompt built) does
+    not show in the scheduler yet, hence the longer wait before the first answer.
+    A backend without a scheduler of its own counts as idle and unanswered.
+    """
+    stats = getattr(backend, "stats", None)
+    idle_since: float | None = None
+    loop = asyncio.get_running_loop()
+    while True:
+        now = loop.time()
+        busy, answered = False, False
+        if callable(stats):
+            current = stats()
+            # None: not loaded yet.
+            busy = current is None or bool(current.running or current.waiting)
+            answered = current is not None and current.completed > 0
+        if busy:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = now
+        elif now - idle_since >= (after_answer if answered else without_answer):
+            return
+        await asyncio.sleep(poll)
 
 
 def create_platform_adapters(
@@ -433,6 +505,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 if settings.web_chat_enabled
                 else ""
             )
+            mark("ready")
             log.info("Deskmate is ready (%s).%s", names, chat)
             await stop.wait()
             log.info("shutting down: finishing the work in hand")

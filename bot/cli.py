@@ -103,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             from bot.app import serve
+            from bot.startclock import mark
 
+            mark("imports")
             asyncio.run(serve(settings))
         elif args.command == "chat":
             asyncio.run(_chat(settings))

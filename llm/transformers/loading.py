@@ -172,21 +172,26 @@ def _checked_quantization(wanted: str, device: str, torch: Any, *, allow_fallbac
 
 
 def convert_gguf(source: Path, out: Path) -> None:
-    """Dequantize the GGUF file ``source`` into a bf16 safetensors model folder ``out``."""
+    """Dequantize the GGUF file ``source`` into a bf16 safetensors model folder ``out``.
+
+    A bar on the terminal shows the stages (transformers adds one per tensor).
+    """
+    from tqdm.auto import tqdm
+
+    from llm.transformers.conversion import convert_gguf_file
+
     torch, transformers = _import_torch_stack()
-    log.info("Reading the tokenizer from %s", source.name)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16}
-    gguf_config = getattr(transformers, "GgufConfig", None)
-    if gguf_config is not None:
-        # Newer transformers keep GGUF weights packed by default, which cannot be saved.
-        kwargs["quantization_config"] = gguf_config(dequantize=True)
-    log.info("Dequantizing the weights of %s (progress below)", source.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        source.parent, gguf_file=source.name, **kwargs
-    )
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    stages = ("tokenizer", "weights", "saving")
+    with tqdm(total=len(stages), desc=f"Converting {source.name} (once)", unit="stage") as bar:
+
+        def stage(name: str) -> None:
+            if name != stages[0]:
+                bar.update(1)
+            bar.set_postfix_str(name)
+            log.info("Converting %s: %s", source.name, name)
+
+        convert_gguf_file(source, out, torch=torch, transformers=transformers, stage=stage)
+        bar.update(1)
 
 
 def _import_torch_stack() -> tuple[Any, Any]:
