@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from llm.base import ChatMessage
 from llm.errors import ModelConfigError
 from llm.scheduler import NewSequence, Prompt
+from llm.transformers.fast_step import FAST_THREADS
 from llm.transformers.kv_cache import growing_layer_class
 from llm.transformers.sizing import ThreadTuner
 
@@ -279,7 +280,7 @@ class TorchEngine:
     def _pick_threads(self, kind: str, size: int) -> int:
         if self._tuner is None:
             return self._threads
-        threads = self._tuner.choose(kind, size)
+        threads = FAST_THREADS if kind == "fast-decode" else self._tuner.choose(kind, size)
         if threads != self._threads:
             self._torch.set_num_threads(threads)
             self._threads = threads

@@ -39,6 +39,12 @@ _CENTRE = 8  # the int4 kernel computes (q - 8) * scale + zero
 # float32 kernels win (bench/README.md, "A fast decode step").
 FAST_MAX_ROWS = 4
 
+# Torch threads for the packed step when they are tuned per pass. The CPU int4
+# kernel splits even a one-row product across threads; on 2 vCPUs shared with
+# other work, 2 threads ran a step 13x slower than 1 (1.6 s against 0.13 s), so
+# the tuner's occasional trial of 2 threads cost more than it could ever win.
+FAST_THREADS = 1
+
 
 class _Int4:
     """One linear layer (or several stacked) for the int4 kernel: nibbles, [groups, out, 2]."""
