@@ -562,6 +562,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
 
             results: dict[str, list[Round]] = {mode: [] for mode in modes}
             names = list(modes)
+            if not names:
+                print("nothing to measure: no mode matched --only", flush=True)
+                return 1
             for round_no in range(1, args.rounds + 1):
                 shift = (round_no - 1) % len(names)
                 order = names[shift:] + names[:shift]
