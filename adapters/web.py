@@ -82,6 +82,8 @@ class HttpServer:
         self.ready = False
         # What /healthz checks besides readiness, e.g. {"database": ping}.
         self.checks: dict[str, Callable[[], Awaitable[object]]] = {}
+        # What /healthz reports besides, without deciding its status, e.g. a warm-up state.
+        self.facts: dict[str, Callable[[], str]] = {}
         self._runner: web.AppRunner | None = None
         self.add_route("GET", "/healthz", self._healthz)
 
@@ -120,6 +122,8 @@ class HttpServer:
                 log.warning("health check %s failed: %s", name, exc)
                 body[name] = "unavailable"
                 body["status"] = "degraded"
+        for name, fact in self.facts.items():
+            body[name] = fact()
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 

@@ -14,7 +14,14 @@ one question each, greedy, repetition penalty 1.15, up to ``--max-new-tokens``):
   over HTTP (``POST /api/chat``), default settings apart from the prompt and
   sampling that make the work identical. ``--old-tree DIR`` adds the same for
   another checkout (``git worktree add /tmp/old <commit>``), e.g. the code
-  before a change.
+  before a change; ``--compare-eager`` adds this tree with the packed decode
+  step off (``DESKMATE_FAST_DECODE=off``). Deskmate is measured once its
+  packed decode step is ready (``/healthz`` says so).
+
+``--single`` runs only the rows of one conversation at a time (the quick
+check of one-conversation speed); ``--prompt-tokens N`` pads every question
+with a customer's pasted order history to about N prompt tokens (TTFT of
+long prompts).
 
 Every round asks new questions (a ticket number per round and conversation),
 so no server can answer from a whole cached prompt; the system prompt's cache
@@ -28,6 +35,8 @@ rounds. The machine's load average is printed before, between and after.
 
     python bench/llm_vs_llamacpp.py
     python bench/llm_vs_llamacpp.py --old-tree /tmp/old --rounds 3 --json out.json
+    python bench/llm_vs_llamacpp.py --single --compare-eager --llama-server PATH
+    python bench/llm_vs_llamacpp.py --single --only llama "this tree" --prompt-tokens 2000
 """
 
 from __future__ import annotations
@@ -88,10 +97,25 @@ QUESTIONS = [
 
 REPETITION_PENALTY = 1.15
 
+# Filler for long prompts: roughly 25 tokens a line.
+_HISTORY_LINE = (
+    "Order {n}: 2 x trail jacket (size M), 1 x camping stove, shipped to Leeds, "
+    "delivered on day {d}; no return. "
+)
+PROMPT_PADDING = {"lines": 0}
+
 
 def question(round_no: int, index: int) -> str:
     # A new ticket number every round: nobody may answer from a whole cached prompt.
-    return f"Ticket {round_no:02d}{index:02d}: {QUESTIONS[index % len(QUESTIONS)]}"
+    asked = f"Ticket {round_no:02d}{index:02d}: {QUESTIONS[index % len(QUESTIONS)]}"
+    lines = PROMPT_PADDING["lines"]
+    if not lines:
+        return asked
+    history = "".join(
+        _HISTORY_LINE.format(n=round_no * 1000 + index * 100 + k, d=k % 28 + 1)
+        for k in range(lines)
+    )
+    return f"My order history: {history}\n{asked}"
 
 
 @dataclass(slots=True)
@@ -201,9 +225,14 @@ class DeskmateServer:
     def __init__(self, tree: Path, models: Path, env: dict[str, str], label: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.label = f"deskmate run ({label})"
         self.data = Path(tempfile.mkdtemp(prefix=f"deskmate-{label}-"))
         # The converted model is shared: converting the GGUF again would take half a minute.
         (self.data / "models").symlink_to(models.resolve())
+        # So are the packed weights of the fast decode step, as between two starts.
+        compiled = models.parent / "compiled"
+        compiled.mkdir(exist_ok=True)
+        (self.data / "compiled").symlink_to(compiled.resolve())
         self.log_path = self.data / "deskmate.log"
         self.log = self.log_path.open("wb")
         full_env = {
@@ -222,6 +251,7 @@ class DeskmateServer:
         )
 
     def stop(self) -> None:
+        print(f"{self.label}: peak RSS {peak_rss_mib(self.proc.pid)}", flush=True)
         stop_process(self.proc)
         self.log.close()
         shutil.rmtree(self.data, ignore_errors=True)
@@ -246,6 +276,17 @@ async def web_ask(session: Any, base: str, session_id: str, text: str, count: An
 
 
 # -- shared ---------------------------------------------------------------------------------
+
+
+def peak_rss_mib(pid: int) -> str:
+    """The process's peak resident memory so far (``VmHWM``), as text."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return f"{int(line.split()[1]) / 1024:.0f} MiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return "unknown"
 
 
 def free_port() -> int:
@@ -279,6 +320,19 @@ async def wait_healthy(
             pass
         await asyncio.sleep(0.3)
     raise RuntimeError(f"{what} did not become ready within {limit_s:.0f} s")
+
+
+async def wait_fast_decode(session: Any, url: str, limit_s: float) -> str:
+    """What /healthz says of the packed decode step once it is no longer building."""
+    deadline = time.monotonic() + limit_s
+    state = "building"
+    while time.monotonic() < deadline:
+        async with session.get(url) as response:
+            state = str((await response.json()).get("fast_decode", "not reported"))
+        if state != "building":
+            break
+        await asyncio.sleep(0.5)
+    return state
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -325,6 +379,17 @@ async def main(argv: Sequence[str] | None = None) -> int:
         "--only", nargs="+", default=[], help="run only the modes whose name contains one of these"
     )
     parser.add_argument("--skip-scheduler", action="store_true")
+    parser.add_argument(
+        "--single", action="store_true", help="only the one-conversation-at-a-time rows"
+    )
+    parser.add_argument(
+        "--compare-eager",
+        action="store_true",
+        help="also `deskmate run` of this tree with DESKMATE_FAST_DECODE=off",
+    )
+    parser.add_argument(
+        "--prompt-tokens", type=int, default=0, help="pad questions to about this many tokens"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -349,6 +414,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
             {"role": "user", "content": question(round_no, i)},
         ]
 
+    if args.prompt_tokens:
+        base = len(tokenizer.encode(_render(model_dir, messages(1, 0))).ids)
+        line = len(tokenizer.encode(_HISTORY_LINE.format(n=1000, d=1)).ids)
+        PROMPT_PADDING["lines"] = max(0, (args.prompt_tokens - base) // line)
     prompt_tokens = statistics.median(
         len(tokenizer.encode(_render(model_dir, messages(1, i))).ids) for i in range(len(QUESTIONS))
     )
@@ -365,6 +434,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
         # work is the same as llama-server's (an older tree ignores this).
         "DESKMATE_COMPANY_FACTS": "answer",
         "LOG_LEVEL": "WARNING",
+        # Long prompts (--prompt-tokens) must not be refused as too long.
+        "DESKMATE_MAX_INPUT_CHARS": "40000",
     }
     modes: dict[str, tuple[Ask, int, bool]] = {}
     cleanups: list[Callable[[], None]] = []
@@ -394,17 +465,23 @@ async def main(argv: Sequence[str] | None = None) -> int:
                     return await llama_ask(http, base, messages(round_no, i), max_new)
 
                 label = f"llama.cpp llama-server, {args.threads} threads"
-                modes[f"{label}, {args.conversations} parallel slots"] = (
-                    ask_llama,
-                    args.conversations,
-                    False,
-                )
+                if not args.single:
+                    modes[f"{label}, {args.conversations} parallel slots"] = (
+                        ask_llama,
+                        args.conversations,
+                        False,
+                    )
                 modes[f"{label}, one request at a time"] = (ask_llama, args.solo, True)
 
             if not args.skip_scheduler and wanted("scheduler"):
                 backend = TransformersBackend(data_dir=args.data_dir)
                 await backend.load()
-                print(f"scheduler ready: {backend.loaded_info}", flush=True)
+                while backend.fast_decode == "building":  # noqa: ASYNC110 (set by a thread)
+                    await asyncio.sleep(0.5)
+                print(
+                    f"scheduler ready: {backend.loaded_info}, fast decode {backend.fast_decode}",
+                    flush=True,
+                )
                 sampling = SamplingParams(
                     max_new_tokens=max_new, temperature=0.0, repetition_penalty=REPETITION_PENALTY
                 )
@@ -427,21 +504,29 @@ async def main(argv: Sequence[str] | None = None) -> int:
                     )
 
                 label = "Deskmate scheduler (in process, defaults)"
-                modes[f"{label}, {args.conversations} concurrent"] = (
-                    ask_scheduler,
-                    args.conversations,
-                    False,
-                )
+                if not args.single:
+                    modes[f"{label}, {args.conversations} concurrent"] = (
+                        ask_scheduler,
+                        args.conversations,
+                        False,
+                    )
                 modes[f"{label}, one at a time"] = (ask_scheduler, args.solo, True)
 
-            trees = [("this tree", ROOT)]
+            trees: list[tuple[str, Path, dict[str, str]]] = [("this tree", ROOT, {})]
+            if args.compare_eager:
+                trees.append(("this tree, eager decode", ROOT, {"DESKMATE_FAST_DECODE": "off"}))
             if args.old_tree is not None:
-                trees.append((f"old tree {args.old_tree}", args.old_tree.resolve()))
-            for name, tree in trees:
+                trees.append((f"old tree {args.old_tree}", args.old_tree.resolve(), {}))
+            for name, tree, extra in trees:
                 label = f"deskmate run ({name}), web chat"
                 if not wanted(label):
                     continue
-                server = DeskmateServer(tree, args.data_dir / "models", web_env, name.split()[0])
+                server = DeskmateServer(
+                    tree,
+                    args.data_dir / "models",
+                    {**web_env, **extra},
+                    "".join(c for c in name if c.isalnum())[:24],
+                )
                 cleanups.append(server.stop)
                 try:
                     await wait_healthy(http, f"{server.base}/healthz", server.proc, label, 300)
@@ -449,7 +534,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
                     server.log.flush()
                     print(server.log_path.read_text()[-3000:], file=sys.stderr)
                     raise
-                print(f"{label} ready on {server.base} (log {server.log_path})", flush=True)
+                fast = await wait_fast_decode(http, f"{server.base}/healthz", 300)
+                print(
+                    f"{label} ready on {server.base}, fast decode {fast} (log {server.log_path})",
+                    flush=True,
+                )
 
                 async def ask_web(round_no: int, i: int, server: DeskmateServer = server) -> Answer:
                     session_id = f"bench{round_no:02d}c{i:02d}{os.getpid()}"
@@ -457,11 +546,12 @@ async def main(argv: Sequence[str] | None = None) -> int:
                         http, server.base, session_id, question(round_no, i), count
                     )
 
-                modes[f"{label}, {args.conversations} conversations"] = (
-                    ask_web,
-                    args.conversations,
-                    False,
-                )
+                if not args.single:
+                    modes[f"{label}, {args.conversations} conversations"] = (
+                        ask_web,
+                        args.conversations,
+                        False,
+                    )
                 modes[f"{label}, one conversation at a time"] = (ask_web, args.solo, True)
 
             # Warm-up, every conversation at once: first calls pick kernels and
@@ -472,6 +562,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
 
             results: dict[str, list[Round]] = {mode: [] for mode in modes}
             names = list(modes)
+            if not names:
+                print("nothing to measure: no mode matched --only", flush=True)
+                return 1
             for round_no in range(1, args.rounds + 1):
                 shift = (round_no - 1) % len(names)
                 order = names[shift:] + names[:shift]
@@ -497,18 +590,31 @@ async def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"load average at the end: {load()}")
     print()
-    reference = next((m for m in results if "parallel slots" in m), None)
-    ref_tok = summary(results[reference])["tok_per_s"] if reference else None
+    # Concurrent rows against llama-server's parallel slots, one-at-a-time rows
+    # against its one request at a time.
+    references = {
+        solo: next(
+            (
+                summary(results[m])["tok_per_s"]
+                for m in results
+                if "llama-server" in m and modes[m][2] == solo
+            ),
+            None,
+        )
+        for solo in (False, True)
+    }
     print(
         f"Medians of {args.rounds} rounds; {args.conversations} conversations, "
-        f"solo rows {args.solo} questions one after another; up to {max_new} new tokens, greedy."
+        f"solo rows {args.solo} questions one after another; up to {max_new} new tokens, greedy; "
+        f"prompts: median {prompt_tokens:.0f} tokens."
     )
     print()
-    print("| what | aggregate tok/s | TTFT p50 | TTFT p95 | vs llama.cpp server |")
+    print("| what | aggregate tok/s | TTFT p50 | TTFT p95 | vs llama.cpp server (same mode) |")
     print("|---|---:|---:|---:|---:|")
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "modes": {}}
     for mode, rounds in results.items():
         s = summary(rounds)
+        ref_tok = references[modes[mode][2]]
         ratio = f"{s['tok_per_s'] / ref_tok:.2f}x" if ref_tok else "-"
         print(
             f"| {mode} | {s['tok_per_s']:.1f} | {s['ttft_p50_s']:.2f} s | "

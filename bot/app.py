@@ -112,6 +112,7 @@ def create_backend(settings: Settings) -> Backend:
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         threads=settings.threads,
+        fast_decode=settings.fast_decode,
     )
 
 
@@ -442,6 +443,14 @@ def create_platform_adapters(
     return adapters
 
 
+def _report_fast_decode(http: HttpServer, backend: Backend) -> None:
+    """/healthz says whether the packed decode step has taken over from the eager one yet."""
+    from llm.transformers import TransformersBackend
+
+    if isinstance(backend, TransformersBackend):
+        http.facts["fast_decode"] = lambda: backend.fast_decode
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run every configured adapter (and the local web chat) until stopped.
 
@@ -475,6 +484,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 "answers (deskmate widget add ORIGIN adds a site)"
             )
         http.checks["database"] = core.repository.db.ping
+        _report_fast_decode(http, core.backend)
         http.add_route(
             "GET",
             "/metrics",

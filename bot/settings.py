@@ -61,6 +61,9 @@ class Settings:
     # Torch CPU threads; None (``auto``): every core of the affinity mask up to 2,
     # one fewer beyond that (llm.transformers.sizing).
     threads: int | None = None
+    # "auto": a packed int4 decode step for one or a few conversations, built in
+    # the background after load (llm.transformers.fast_step); "off": eager only.
+    fast_decode: str = "auto"
     max_queue: int = 64
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_input_chars: int = 4000
@@ -308,6 +311,8 @@ class Settings:
             raise ConfigError("DESKMATE_MAX_BATCH must be auto or at least 1")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("DESKMATE_THREADS must be auto or at least 1")
+        if self.fast_decode not in ("auto", "off"):
+            raise ConfigError("DESKMATE_FAST_DECODE must be auto or off")
         if self.max_new_tokens < 1:
             raise ConfigError("DESKMATE_MAX_NEW_TOKENS must be at least 1")
         if self.language not in SUPPORTED_LANGUAGES:
@@ -459,6 +464,7 @@ ENV_VARS: dict[str, str] = {
     "llm_timeout": "DESKMATE_LLM_TIMEOUT",
     "max_batch_size": "DESKMATE_MAX_BATCH",
     "threads": "DESKMATE_THREADS",
+    "fast_decode": "DESKMATE_FAST_DECODE",
     "max_queue": "DESKMATE_MAX_QUEUE",
     "system_prompt": "DESKMATE_SYSTEM_PROMPT",
     "max_input_chars": "DESKMATE_MAX_INPUT_CHARS",

@@ -4,6 +4,7 @@
   and quantization, and loads it.
 - ``engine``: the step engine that prefills and decodes the batch.
 - ``kv_cache``: the batch's KV cache layer.
+- ``fast_step``: the packed int4 decode step for one to four rows.
 - ``backend``: ``TransformersBackend``, the ``Backend`` and ``Scorer``.
 
 torch, transformers and bitsandbytes are imported only inside the functions

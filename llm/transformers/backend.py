@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from llm.transformers.loading import CPU_CONTEXT_CAP, LoadedModel, batch_size_fo
 from llm.transformers.sizing import ThreadTuner, thread_candidates, usable_cores
 
 log = logging.getLogger(__name__)
+
+# ``auto``: build the packed decode step after load where the model allows it.
+FAST_DECODE_MODES = ("auto", "off")
 
 
 class TransformersBackend:
@@ -37,7 +41,9 @@ class TransformersBackend:
     8192 on GPU), ``prefill_budget`` (prompt tokens prefilled per step
     boundary). ``threads`` (torch CPU threads) and ``max_batch_size``
     (sequences decoded together) are decided at load when None: see
-    ``llm.transformers.sizing``.
+    ``llm.transformers.sizing``. ``fast_decode`` (``auto`` or ``off``) builds
+    the packed decode step of ``llm.transformers.fast_step`` in the background
+    after load; the ``fast_decode`` attribute says how far it got.
     """
 
     def __init__(
@@ -54,6 +60,7 @@ class TransformersBackend:
         max_context: int | None = None,
         prefill_budget: int = 2048,
         threads: int | None = None,
+        fast_decode: str = "auto",
     ) -> None:
         if quantization not in QUANTIZATIONS:
             raise ModelConfigError(
@@ -64,6 +71,12 @@ class TransformersBackend:
             raise ModelConfigError(
                 f"DESKMATE_DTYPE must be one of {', '.join(DTYPES)}, not {dtype!r}"
             )
+        if fast_decode not in FAST_DECODE_MODES:
+            raise ModelConfigError(
+                f"DESKMATE_FAST_DECODE must be one of {', '.join(FAST_DECODE_MODES)}, "
+                f"not {fast_decode!r}"
+            )
+        self._fast_mode = fast_decode
         self._model_spec = model
         self._quantization = quantization
         self._device_spec = device
@@ -83,6 +96,9 @@ class TransformersBackend:
         self.context_window = max_context or CPU_CONTEXT_CAP
         # What load() actually chose (``LoadedModel.info``), for logs and benchmarks.
         self.loaded_info: dict[str, object] = {}
+        # The packed decode step: "off", "building", "ready" or "unavailable: why".
+        # It is built on a thread of its own after load; until then steps run eagerly.
+        self.fast_decode = "off"
 
     async def load(self) -> None:
         async with self._load_lock:
@@ -104,6 +120,14 @@ class TransformersBackend:
             )
             scheduler.start()
             self._scheduler = scheduler
+            if self._fast_mode == "auto":
+                self.fast_decode = "building"
+                threading.Thread(
+                    target=self._build_fast_step,
+                    args=(engine, loaded),
+                    name="deskmate-fast-step",
+                    daemon=True,
+                ).start()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
         scheduler = self._scheduler
@@ -136,6 +160,25 @@ class TransformersBackend:
         self._engine = None
         self._counter = None
         gc.collect()
+
+    def _build_fast_step(self, engine: TorchEngine, loaded: LoadedModel) -> None:
+        from llm.transformers.fast_step import FAST_MAX_ROWS, cache_file_for, try_build
+
+        cache_file = cache_file_for(self._data_dir, loaded.model_dir)
+        decoder, why = try_build(loaded.model, cache_file=cache_file)
+        if decoder is None:
+            self.fast_decode = f"unavailable: {why}"
+            log.info("Fast decode step unavailable (%s); decoding eagerly", why)
+            return
+        if engine is not self._engine:  # closed meanwhile
+            return
+        engine.use_fast_step(decoder, max_rows=FAST_MAX_ROWS)
+        self.fast_decode = "ready"
+        log.info(
+            "Fast decode step ready after %.1f s (batches of up to %d rows)",
+            decoder.build_seconds,
+            FAST_MAX_ROWS,
+        )
 
     def _load_blocking(self) -> tuple[TorchEngine, LoadedModel, int]:
         loaded = load_model(

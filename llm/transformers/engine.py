@@ -18,11 +18,14 @@ from typing import TYPE_CHECKING, Any
 from llm.base import ChatMessage
 from llm.errors import ModelConfigError
 from llm.scheduler import NewSequence, Prompt
+from llm.transformers.fast_step import FAST_THREADS
 from llm.transformers.kv_cache import growing_layer_class
 from llm.transformers.sizing import ThreadTuner
 
 if TYPE_CHECKING:
     import torch
+
+    from llm.transformers.fast_step import FastDecoder
 
 # Shorter system prompts are not worth a cache entry and a separate prefill chunk.
 _MIN_SHARED_PREFIX = 16
@@ -69,6 +72,10 @@ class TorchEngine:
         self._scoring_tokenizer: Any = None
         # None: torch's thread count stays as loading set it.
         self._tuner = tuner
+        # The packed decode step (``llm.transformers.fast_step``), once built; it
+        # is set from another thread, and a step reads it once.
+        self._fast: FastDecoder | None = None
+        self._fast_rows = 0
         self._threads = int(torch.get_num_threads())
 
     def clone_rust_tokenizer(self) -> Any:
@@ -123,6 +130,11 @@ class TorchEngine:
                     targets = ids[i, start : start + length]
                     scores.append(float(logprobs.gather(1, targets[:, None]).sum()))
         return scores
+
+    def use_fast_step(self, decoder: FastDecoder | None, *, max_rows: int) -> None:
+        """Decode batches of up to ``max_rows`` unpadded rows with ``decoder`` (None: never)."""
+        self._fast_rows = max_rows
+        self._fast = decoder
 
     @property
     def batch_size(self) -> int:
@@ -195,27 +207,35 @@ class TorchEngine:
         if rows is None:
             return {}
         count = len(rows.seq_ids)
-        threads = self._pick_threads("decode", count)
+        fast = self._fast
+        if fast is not None and (self._padded or count > self._fast_rows):
+            fast = None
+        kind = "decode" if fast is None else "fast-decode"
+        threads = self._pick_threads(kind, count)
         started = time.perf_counter()
-        tokens = self._step(rows, count)
-        self._measured("decode", count, threads, started)
+        tokens = self._step(rows, count, fast)
+        self._measured(kind, count, threads, started)
         return tokens
 
-    def _step(self, rows: _Rows, count: int) -> dict[int, int]:
+    def _step(self, rows: _Rows, count: int, fast: FastDecoder | None) -> dict[int, int]:
         torch = self._torch
         with torch.inference_mode():
             rows.mask = torch.cat(
                 [rows.mask, torch.ones(count, 1, dtype=rows.mask.dtype, device=self._device)], 1
             )
-            out = self._model(
-                input_ids=rows.last[:, None],
-                # Without padding the plain causal path is exact and cheaper.
-                attention_mask=rows.mask if self._padded else None,
-                position_ids=rows.pos[:, None],
-                past_key_values=self._cache,
-                use_cache=True,
-            )
-            tokens = self._sample(out.logits[:, -1, :], rows)
+            if fast is not None:
+                logits = fast.logits(rows.last, rows.pos, self._cache)
+            else:
+                out = self._model(
+                    input_ids=rows.last[:, None],
+                    # Without padding the plain causal path is exact and cheaper.
+                    attention_mask=rows.mask if self._padded else None,
+                    position_ids=rows.pos[:, None],
+                    past_key_values=self._cache,
+                    use_cache=True,
+                )
+                logits = out.logits[:, -1, :]
+            tokens = self._sample(logits, rows)
             rows.seen[torch.arange(count, device=self._device), tokens] = True
             rows.pos += 1
             rows.last = tokens
@@ -260,7 +280,7 @@ class TorchEngine:
     def _pick_threads(self, kind: str, size: int) -> int:
         if self._tuner is None:
             return self._threads
-        threads = self._tuner.choose(kind, size)
+        threads = FAST_THREADS if kind == "fast-decode" else self._tuner.choose(kind, size)
         if threads != self._threads:
             self._torch.set_num_threads(threads)
             self._threads = threads

@@ -81,3 +81,18 @@ async def test_healthz_reports_a_database_that_went_away(
                 assert await response.json() == {"status": "degraded", "database": "unavailable"}
     finally:
         await db.dispose()
+
+
+async def test_healthz_reports_facts_without_changing_its_status(server: HttpServer) -> None:
+    state = {"fast_decode": "building"}
+    server.facts["fast_decode"] = lambda: state["fast_decode"]
+    server.ready = True
+    await server.start()
+    health = f"http://127.0.0.1:{server.port}/healthz"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(health) as response:
+            assert response.status == 200
+            assert await response.json() == {"status": "ok", "fast_decode": "building"}
+        state["fast_decode"] = "ready"
+        async with session.get(health) as response:
+            assert (await response.json())["fast_decode"] == "ready"
