@@ -8,9 +8,9 @@ once through Deskmate's scheduler (``llm.scheduler.BatchScheduler`` driving
 (the same code with a batch of one) — and prints a markdown table.
 
 Each weights kind (bf16, bitsandbytes 4-bit and 8-bit) is served at every
-``--concurrency`` (default 1, 8, 32) with the fast decode step requested
-(``DESKMATE_FAST_DECODE=on``, read by the engine where it has one; ``--decode
-eager`` leaves it off), and at one conversation the decode speed is set against
+``--concurrency`` (default 1, 8, 32) with the engine's eager step: the packed
+int4 decode step (``llm/transformers/fast_step.py``) runs on the CPU only, so
+a GPU gets no fast step yet. At one conversation the decode speed is set against
 the memory-bandwidth ceiling: every token reads all the weights once, so
 weight bytes x tokens/s over the GPU's peak bandwidth (from a table by name,
 else a measured device copy) is the share of the ceiling reached.
@@ -92,12 +92,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--skip-quantized", action="store_true", help="no 4-bit/8-bit runs")
     parser.add_argument("--dry-run", action="store_true", help="check arguments and sizes, no GPU")
-    parser.add_argument(
-        "--decode",
-        choices=["fast", "eager"],
-        default="fast",
-        help="request the engine's fast decode step (DESKMATE_FAST_DECODE=on) or not",
-    )
     parser.add_argument(
         "--probe", action="store_true", help="only say whether CUDA is usable (status 0 or 3)"
     )
@@ -323,17 +317,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
         return NO_CUDA
     if args.probe:
         return 0
-    if args.decode == "fast":
-        # Read by the engine where it has a fast decode step; ignored where it has none.
-        os.environ["DESKMATE_FAST_DECODE"] = "on"
-    else:
-        os.environ.pop("DESKMATE_FAST_DECODE", None)
     config, params = describe_model(args)
     source = str(args.model) if args.model else "RANDOM WEIGHTS (throughput only)"
     print(f"model: {source}; {config.model_type}, {params / 1e9:.2f} B parameters")
     print(f"concurrency {args.concurrency}, {args.max_new_tokens} new tokens, {args.dtype}")
-    flag = os.environ.get("DESKMATE_FAST_DECODE", "off")
-    print(f"decode step: {args.decode} (DESKMATE_FAST_DECODE={flag})")
+    print("decode step: eager (the packed int4 step is CPU-only)")
     if args.dry_run:
         print(f"tokenizer from: {args.tokenizer or args.model or 'the embedded SmolLM2-135M'}")
         print("dry run: arguments and config are valid; run without --dry-run on a GPU")
@@ -384,7 +372,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
 
     print()
     print(f"Model: {source}, {params / 1e9:.2f} B parameters; {args.max_new_tokens} new tokens;")
-    print(f"decode step {args.decode}; bandwidth ceiling {ceiling / 1e9:.0f} GB/s ({name}).")
+    print(f"eager decode step; bandwidth ceiling {ceiling / 1e9:.0f} GB/s ({name}).")
     print()
     print("| weights | GB | conc. | tok/s | TTFT p95 | decode tok/s per conv. | of bandwidth |")
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The GPU path in a few minutes, offline: CUDA, bf16, bitsandbytes 4-bit and 8-bit,
-# and tok/s at 1, 8 and 32 concurrent conversations for bf16, 4-bit and 8-bit weights with
-# the fast decode step requested (DESKMATE_FAST_DECODE=on; --decode eager for the plain one),
-# and the share of the GPU's memory-bandwidth ceiling reached by one conversation.
+# and tok/s at 1, 8 and 32 concurrent conversations for bf16, 4-bit and 8-bit weights
+# (eager decode step: the packed int4 step is CPU-only), and the share of the GPU's memory-bandwidth ceiling reached by one conversation.
 # Exits with status 3 and a one-line reason when CUDA is not usable.
 #
 #   bash bench/gpu_check.sh                       # random weights, SmolLM2-1.7B architecture
