@@ -8,6 +8,9 @@ entry's ``embedding`` column (float32, little-endian). An entry's dense score is
 
 which stays on the cosine scale. (A separate answer-only vector was measured
 too and added nothing on the evaluation set, at 40 % more embedding work.)
+W_QA is the English model's; each model's is its ``ScoreScale.qa_weight``: the
+multilingual model finds the right entry more often by question + answer,
+whose longer text it places better across languages, than by the question.
 The keyword score from the database (FTS5 bm25 / ts_rank_cd) is divided by
 the best keyword score of the query and added with a small weight: it
 re-orders close dense candidates when the customer uses the entry's own words
@@ -61,8 +64,10 @@ def embed_entries(
     return out
 
 
-def _combine(best_phrasing: np.ndarray | float, qa: np.ndarray | float) -> np.ndarray | float:
-    return (best_phrasing + W_QA * qa) / (1.0 + W_QA)
+def _combine(
+    best_phrasing: np.ndarray | float, qa: np.ndarray | float, weight: float = W_QA
+) -> np.ndarray | float:
+    return (best_phrasing + weight * qa) / (1.0 + weight)
 
 
 def entry_score(vectors: np.ndarray, query: np.ndarray) -> float:
@@ -95,9 +100,12 @@ class VectorIndex:
         blobs: Sequence[bytes],
         dim: int,
         learned: Sequence[tuple[int, str, bytes]] = (),
+        qa_weight: float = W_QA,
     ) -> None:
-        """``learned``: (entry id, tenant, vector) of wordings customers chose."""
+        """``learned``: (entry id, tenant, vector) of wordings customers chose;
+        ``qa_weight``: the question + answer vector's weight (the model's)."""
         self.entries = list(entries)
+        self.qa_weight = qa_weight
         self.dim = dim
         self.by_id = {e.id: i for i, e in enumerate(self.entries)}
         phrasings: list[np.ndarray] = []
@@ -157,7 +165,7 @@ class VectorIndex:
             mine = (self.learned_tenant == "") | (self.learned_tenant == tenant)
             if mine.any():
                 np.maximum.at(best_phrasing, self.learned_entry[mine], (self.learned @ query)[mine])
-        scores = np.asarray(_combine(best_phrasing, self.qa @ query))
+        scores = np.asarray(_combine(best_phrasing, self.qa @ query, self.qa_weight))
         visible = (self.tenants == "") | (self.tenants == tenant)
         return np.where(visible, scores, -np.inf).astype(np.float32)
 

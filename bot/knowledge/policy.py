@@ -54,6 +54,9 @@ class ScoreScale:
     # language than the FAQ's uses none of its words, so a model that matches
     # across languages does without it.
     coverage_weight: float = 0.1
+    # The question + answer vector's weight against the best phrasing's
+    # (bot.knowledge.index).
+    qa_weight: float = 1.0
 
 
 # Chosen on all tuning halves of bench/faq_languages.py together (bench/README.md,
@@ -66,6 +69,7 @@ MULTILINGUAL_SCALE = ScoreScale(
     fallback_verbatim_score=0.9,
     background_in_domain=0.9,
     coverage_weight=0.0,
+    qa_weight=4.0,
 )
 SCALES: dict[str, ScoreScale] = {MULTILINGUAL_MODEL_NAME: MULTILINGUAL_SCALE}
 

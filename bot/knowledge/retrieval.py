@@ -187,7 +187,9 @@ class Retriever:
                 self._own = {d: v for d, v in self._own.items() if d in self._live}
             # ``dim`` may load the model to learn its width: off the event loop too.
             index = await asyncio.to_thread(
-                lambda: VectorIndex(entries, blobs, embedder.dim, learned)
+                lambda: VectorIndex(
+                    entries, blobs, embedder.dim, learned, scale_of(embedder.name).qa_weight
+                )
             )
             background = await asyncio.to_thread(self._background_for, index, embedder)
             languages = await asyncio.to_thread(_entry_languages, entries, self._languages)
