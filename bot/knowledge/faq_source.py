@@ -69,7 +69,11 @@ class FaqSource:
             return Found(tuple(hit_passage(h) for h in found.hits), found.scope)
         scale = pair_scale(*pair)
         found = await self.crosslingual.lookup(
-            question, tenant=tenant, limit=limit, keyword_weight=scale.keyword_weight
+            question,
+            tenant=tenant,
+            limit=limit,
+            keyword_weight=scale.keyword_weight,
+            qa_weight=scale.qa_weight,
         )
         return self._shifted(found, scale)
 

@@ -154,9 +154,11 @@ class VectorIndex:
         own = self.vocabulary.get(tenant, set()) if tenant else set()
         return sum(1 for t in terms if t in shared or t in own) / len(terms)
 
-    def dense_scores(self, query: np.ndarray, tenant: str) -> np.ndarray:
+    def dense_scores(
+        self, query: np.ndarray, tenant: str, qa_weight: float | None = None
+    ) -> np.ndarray:
         """Dense score of every entry for one unit query vector; -inf where the
-        entry is another tenant's."""
+        entry is another tenant's. ``qa_weight``: this query's, when not the index's."""
         if not self.entries:
             return np.zeros(0, np.float32)
         per_phrasing = self.phrasings @ query
@@ -165,7 +167,8 @@ class VectorIndex:
             mine = (self.learned_tenant == "") | (self.learned_tenant == tenant)
             if mine.any():
                 np.maximum.at(best_phrasing, self.learned_entry[mine], (self.learned @ query)[mine])
-        scores = np.asarray(_combine(best_phrasing, self.qa @ query, self.qa_weight))
+        weight = self.qa_weight if qa_weight is None else qa_weight
+        scores = np.asarray(_combine(best_phrasing, self.qa @ query, weight))
         visible = (self.tenants == "") | (self.tenants == tenant)
         return np.where(visible, scores, -np.inf).astype(np.float32)
 
@@ -177,8 +180,9 @@ class VectorIndex:
         *,
         keyword_weight: float,
         limit: int,
+        qa_weight: float | None = None,
     ) -> list[Hit]:
-        dense = self.dense_scores(query, tenant)
+        dense = self.dense_scores(query, tenant, qa_weight)
         if dense.size == 0:
             return []
         kw = np.zeros_like(dense)

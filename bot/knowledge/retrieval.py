@@ -349,9 +349,11 @@ class Retriever:
         tenant: str = GLOBAL,
         limit: int = 5,
         keyword_weight: float | None = None,
+        qa_weight: float | None = None,
     ) -> Lookup:
-        """``search``'s hits, and the question's scope score (``keyword_weight``:
-        the keyword half's, when not the retriever's own)."""
+        """``search``'s hits, and the question's scope score (``keyword_weight``,
+        ``qa_weight``: the keyword half's and the question + answer vector's, when
+        not the retriever's own)."""
         index = await self.refresh()
         embedder = self.embedder  # the model of ``index`` (read before any other await)
         learned_texts, background = self._learned_texts, self._background
@@ -375,6 +377,7 @@ class Retriever:
             keyword,
             keyword_weight=weight,
             limit=max(wanted, SCOPE_CANDIDATES),
+            qa_weight=qa_weight,
         )
         if not hits:
             return Lookup([], 0.0)

@@ -204,7 +204,9 @@ async def test_auto_answers_english_with_the_english_model_and_the_rest_with_the
     found = await kb.faq.lookup("Hur lång är leveranstiden?", tenant="", limit=3)
     assert found.passages[0].id == "ship-1"
     scale = pair_scale("sv", "sv")
-    raw = await kb.crosslingual.lookup("Hur lång är leveranstiden?", limit=3)
+    raw = await kb.crosslingual.lookup(
+        "Hur lång är leveranstiden?", limit=3, qa_weight=scale.qa_weight
+    )
     assert found.passages[0].dense == pytest.approx(
         raw.hits[0].dense + POLICY.verbatim_score - scale.verbatim_score
     )
@@ -246,3 +248,13 @@ async def test_faq_import_language_through_the_command_line(tmp_path: Path) -> N
     assert "skipped line 4: no entry 'gone-9' to add a sv version to" in err
     # The multilingual model cannot be adapted; the import says what stands in for it.
     assert "the embedding model was not adapted" in err and "did you mean" in err
+
+
+def test_each_language_pair_has_its_thresholds() -> None:
+    same, cross = pair_scale("sv", "sv"), pair_scale("zh", "en")
+    assert pair_scale("de", "de") == same and pair_scale("fr", "sv") == cross
+    # Off-topic questions in the entries' own language score higher than real
+    # questions asked across languages: the first need the stricter scope.
+    assert same.grounded_score > cross.grounded_score
+    # Words are shared within a language only.
+    assert same.keyword_weight > 0 and cross.keyword_weight == 0
