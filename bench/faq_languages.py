@@ -1,12 +1,14 @@
 """The knowledge base asked in other languages than its FAQ's, and in its own.
 
-    python bench/faq_languages.py [--embedding-model multilingual-e5-small-q4]
-                                  [--tune] [--sets sv-sv en-sv zh-en en-en]
+    python bench/faq_languages.py [--embedding-model all-MiniLM-L6-v2|multilingual]
+                                  [--tune] [--keep DIR] [--sets sv-sv en-sv zh-en en-en]
 
-For each set a fresh SQLite knowledge base imports the FAQ (the Swedish
-original ``construction_faq_sv.csv`` or the English ``construction_faq_en.jsonl``,
-the same 503 ids) and retrieval and policy score every question of both halves
-(``bot.knowledge.evaluation``; no model re-ranking). The sets
+For each set the knowledge base a deployment builds with default settings
+(``create_knowledge_base``: ``auto``, two models; or the model named) imports the
+FAQ (the Swedish original ``construction_faq_sv.csv`` or the English
+``construction_faq_en.jsonl``, the same 503 ids) into SQLite, fresh or kept in
+``--keep`` and reused, and retrieval and policy score every question of both
+halves (``bot.knowledge.evaluation``; no model re-ranking). The sets
 (``tests/data/faq/languages/``, ``tests/data/faq/``):
 
 - sv-sv: Swedish rewordings of Swedish entries, off-topic Swedish questions;
@@ -19,7 +21,9 @@ In-scope questions fall into the half of their entry (``split.tsv``, whole
 duplicate groups together); the off-topic questions of the new sets alternate
 (first tuning, second test, ...). Two rows per half: with the thresholds in
 force (``Policy``'s defaults for the model), and with thresholds chosen on the
-tuning half (``deskmate faq eval``'s procedure). Prints markdown for bench/README.md.
+tuning half (``deskmate faq eval``'s procedure), with the per-pair thresholds
+(``policy.MULTILINGUAL_PAIRS``) they correspond to; how many questions went to
+which language pair; lookup times, wall and CPU. Prints markdown for bench/README.md.
 """
 
 from __future__ import annotations
