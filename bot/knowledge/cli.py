@@ -152,6 +152,15 @@ async def run(
                 )
                 if args.no_tune:
                     print(await _tune_hint(kb), file=stderr)
+                elif kb.crosslingual is not None and report.language not in ("", "en"):
+                    # Only English questions about English entries use the English
+                    # model; the multilingual one answers this FAQ and is not adapted.
+                    print(
+                        f"the embedding model was not adapted: the FAQ is written in "
+                        f"{report.language}, which the multilingual model answers "
+                        "(`deskmate faq tune` adapts the English model all the same)",
+                        file=stderr,
+                    )
                 else:
                     print(await _adapt(kb, stderr), file=stderr)
             return 0

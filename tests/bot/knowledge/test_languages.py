@@ -220,6 +220,23 @@ async def test_auto_answers_english_with_the_english_model_and_the_rest_with_the
     assert await kb.repository.text_vectors(other.name, digests)
 
 
+async def test_an_faq_in_another_language_is_not_adapted_on_import(tmp_path: Path) -> None:
+    import argparse
+    import io
+
+    from bot.knowledge.cli import register, run
+    from bot.settings import Settings
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    settings = Settings.from_env({"DESKMATE_DATA_DIR": str(tmp_path / "data")})
+    out, err = io.StringIO(), io.StringIO()
+    words = ["faq", "import", str(_write(tmp_path, "sv.csv", SWEDISH))]
+    assert await run(parser.parse_args(words), settings, stdout=out, stderr=err) == 0
+    assert "written in sv" in out.getvalue()
+    assert "not adapted: the FAQ is written in sv" in err.getvalue()
+
+
 async def test_faq_import_language_through_the_command_line(tmp_path: Path) -> None:
     import argparse
     import io
