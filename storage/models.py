@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 # Tables kept in a module of their own are named here with the rest.
+from storage.faq_vectors import faq_text_vectors  # noqa: F401
 from storage.models_documents import document_chunks, documents  # noqa: F401
 from storage.schema import IdType, metadata
 

@@ -150,10 +150,7 @@ async def run(
                     Path(args.file).name,
                     {"added": report.created, "updated": report.updated},
                 )
-                if args.no_tune:
-                    print(await _tune_hint(kb), file=stderr)
-                else:
-                    print(await _adapt(kb, stderr), file=stderr)
+                print(await _after_import(kb, report.language, args.no_tune, stderr), file=stderr)
             return 0
         if args.faq_command == "eval":
             return await _eval(kb, Path(args.file), args.tenant, settings, stdout, stderr)
@@ -202,6 +199,21 @@ async def _adapt(kb: KnowledgeBase, stderr: TextIO) -> str:
     except ConfigError as exc:
         return f"the embedding model was not adapted: {exc}"
     return outcome.line()
+
+
+async def _after_import(kb: KnowledgeBase, language: str, no_tune: bool, stderr: TextIO) -> str:
+    """Adapt the embedding model after an import, unless told not to or the FAQ is
+    written in another language than English: only English questions about English
+    entries use the English model, and the multilingual one answers this FAQ."""
+    if no_tune:
+        return await _tune_hint(kb)
+    if kb.crosslingual is not None and language not in ("", "en"):
+        return (
+            f"the embedding model was not adapted: the FAQ is written in {language}, "
+            "which the multilingual model answers (`deskmate faq tune` adapts the English "
+            "model all the same)"
+        )
+    return await _adapt(kb, stderr)
 
 
 async def _tune_hint(kb: KnowledgeBase) -> str:

@@ -1,15 +1,25 @@
 """The FAQ, approved learned answers included, as a knowledge source.
 
 Its ranking is the retriever's hybrid search (dense + keyword, re-ranking of
-close calls) and its scope score the retriever's background comparison;
-this module only turns the retriever's hits into passages.
+close calls) and its scope score the retriever's background comparison.
+
+With a second, multilingual retriever beside the deployment's (the default,
+``DESKMATE_EMBEDDING_MODEL=auto``), each question goes to one of them: an
+English question about English entries to the deployment's model (adapted by
+``faq tune``, re-ranked), every other language pair to the multilingual one,
+whose scores are shifted by the pair's own thresholds (``policy.pair_scale``)
+onto the policy's, so that one policy decides for both.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bot.knowledge.index import Hit
 from bot.knowledge.passages import FAQ, Found, Passage
-from bot.knowledge.retrieval import Retriever
+from bot.knowledge.policy import PairScale, Policy, pair_scale
+from bot.knowledge.retrieval import Lookup, Retriever
+from bot.language import detect_language
 from storage.knowledge_repo import GLOBAL, FaqEntry
 
 
@@ -39,12 +49,56 @@ class FaqSource:
 
     kind = FAQ
 
-    def __init__(self, retriever: Retriever) -> None:
+    def __init__(
+        self,
+        retriever: Retriever,
+        *,
+        crosslingual: Retriever | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        """``crosslingual``: the multilingual retriever for every language pair but
+        English to English; ``policy``: the thresholds its scores are shifted onto."""
         self.retriever = retriever
+        self.crosslingual = crosslingual
+        self.policy = policy or Policy()
 
     async def lookup(self, question: str, *, tenant: str, limit: int) -> Found:
-        found = await self.retriever.lookup(question, tenant=tenant, limit=limit)
-        return Found(tuple(hit_passage(h) for h in found.hits), found.scope)
+        pair = await self.pair(question, tenant)
+        if pair is None or self.crosslingual is None:
+            found = await self.retriever.lookup(question, tenant=tenant, limit=limit)
+            return Found(tuple(hit_passage(h) for h in found.hits), found.scope)
+        scale = pair_scale(*pair)
+        found = await self.crosslingual.lookup(
+            question,
+            tenant=tenant,
+            limit=limit,
+            keyword_weight=scale.keyword_weight,
+            qa_weight=scale.qa_weight,
+        )
+        return self._shifted(found, scale)
+
+    async def pair(self, question: str, tenant: str) -> tuple[str, str] | None:
+        """(question's language, entries' language) when the multilingual retriever
+        answers ``question``; None when the deployment's model does."""
+        if self.crosslingual is None:
+            return None
+        await self.retriever.refresh()
+        main, versions = self.retriever.languages(tenant)
+        # A message too short to tell is taken to be in the FAQ's language.
+        asked = detect_language(question) or main or "en"
+        entries = asked if asked in versions or not main else main
+        if asked == "en" and entries == "en":
+            return None
+        return asked, entries
+
+    def _shifted(self, found: Lookup, scale: PairScale) -> Found:
+        dense = self.policy.verbatim_score - scale.verbatim_score
+        scope = self.policy.grounded_score - scale.grounded_score
+        passages = tuple(
+            replace(hit_passage(h), score=h.score + dense, dense=h.dense + dense)
+            for h in found.hits
+        )
+        return Found(passages, found.scope + scope)
 
     async def passage(self, id: str, *, tenant: str) -> Passage | None:
         """The entry ``id`` (its ref) as a passage that is sure of itself."""

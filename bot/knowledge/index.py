@@ -8,6 +8,9 @@ entry's ``embedding`` column (float32, little-endian). An entry's dense score is
 
 which stays on the cosine scale. (A separate answer-only vector was measured
 too and added nothing on the evaluation set, at 40 % more embedding work.)
+W_QA is the English model's; each model's is its ``ScoreScale.qa_weight``: the
+multilingual model finds the right entry more often by question + answer,
+whose longer text it places better across languages, than by the question.
 The keyword score from the database (FTS5 bm25 / ts_rank_cd) is divided by
 the best keyword score of the query and added with a small weight: it
 re-orders close dense candidates when the customer uses the entry's own words
@@ -61,8 +64,10 @@ def embed_entries(
     return out
 
 
-def _combine(best_phrasing: np.ndarray | float, qa: np.ndarray | float) -> np.ndarray | float:
-    return (best_phrasing + W_QA * qa) / (1.0 + W_QA)
+def _combine(
+    best_phrasing: np.ndarray | float, qa: np.ndarray | float, weight: float = W_QA
+) -> np.ndarray | float:
+    return (best_phrasing + weight * qa) / (1.0 + weight)
 
 
 def entry_score(vectors: np.ndarray, query: np.ndarray) -> float:
@@ -95,9 +100,12 @@ class VectorIndex:
         blobs: Sequence[bytes],
         dim: int,
         learned: Sequence[tuple[int, str, bytes]] = (),
+        qa_weight: float = W_QA,
     ) -> None:
-        """``learned``: (entry id, tenant, vector) of wordings customers chose."""
+        """``learned``: (entry id, tenant, vector) of wordings customers chose;
+        ``qa_weight``: the question + answer vector's weight (the model's)."""
         self.entries = list(entries)
+        self.qa_weight = qa_weight
         self.dim = dim
         self.by_id = {e.id: i for i, e in enumerate(self.entries)}
         phrasings: list[np.ndarray] = []
@@ -146,9 +154,11 @@ class VectorIndex:
         own = self.vocabulary.get(tenant, set()) if tenant else set()
         return sum(1 for t in terms if t in shared or t in own) / len(terms)
 
-    def dense_scores(self, query: np.ndarray, tenant: str) -> np.ndarray:
+    def dense_scores(
+        self, query: np.ndarray, tenant: str, qa_weight: float | None = None
+    ) -> np.ndarray:
         """Dense score of every entry for one unit query vector; -inf where the
-        entry is another tenant's."""
+        entry is another tenant's. ``qa_weight``: this query's, when not the index's."""
         if not self.entries:
             return np.zeros(0, np.float32)
         per_phrasing = self.phrasings @ query
@@ -157,7 +167,8 @@ class VectorIndex:
             mine = (self.learned_tenant == "") | (self.learned_tenant == tenant)
             if mine.any():
                 np.maximum.at(best_phrasing, self.learned_entry[mine], (self.learned @ query)[mine])
-        scores = np.asarray(_combine(best_phrasing, self.qa @ query))
+        weight = self.qa_weight if qa_weight is None else qa_weight
+        scores = np.asarray(_combine(best_phrasing, self.qa @ query, weight))
         visible = (self.tenants == "") | (self.tenants == tenant)
         return np.where(visible, scores, -np.inf).astype(np.float32)
 
@@ -169,8 +180,9 @@ class VectorIndex:
         *,
         keyword_weight: float,
         limit: int,
+        qa_weight: float | None = None,
     ) -> list[Hit]:
-        dense = self.dense_scores(query, tenant)
+        dense = self.dense_scores(query, tenant, qa_weight)
         if dense.size == 0:
             return []
         kw = np.zeros_like(dense)

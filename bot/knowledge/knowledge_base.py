@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from bot.knowledge.passages import DOCUMENT, FAQ, Found, KnowledgeSource, Passag
 from bot.knowledge.policy import Decision, Policy, decide, grounded_prompt
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.knowledge.retrieval import Retriever
+from bot.language import detect_language
 from bot.plans import (
     Chat,
     Clarify,
@@ -82,11 +84,13 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     skipped: list[RowIssue] = field(default_factory=list)
+    language: str = ""  # what most rows are written in ("": not told)
 
     def lines(self) -> list[str]:
+        written = f"; written in {self.language}" if self.language else ""
         out = [
             f"{self.path}: {self.created} added, {self.updated} updated, "
-            f"{self.unchanged} unchanged, {len(self.skipped)} skipped"
+            f"{self.unchanged} unchanged, {len(self.skipped)} skipped{written}"
         ]
         out += [f"  skipped {issue}" for issue in self.skipped]
         return out
@@ -107,8 +111,11 @@ class KnowledgeBase:
         reranker: LikelihoodReranker | None = None,
         background: Sequence[str] | None = None,
         document_answers: str = "extractive",
+        crosslingual: Embedder | None = None,
     ) -> None:
-        """``background``: see ``Retriever``. ``document_answers``: how a
+        """``background``: see ``Retriever``. ``crosslingual``: a multilingual
+        model that answers every language pair but English to English
+        (``FaqSource``), with its vectors kept beside the entries'. ``document_answers``: how a
         question a document answers is answered, ``extractive`` (the passage's
         own sentences, quoted) or ``model`` (written by the model from the
         passages, cited; the extractive quote when it fails the guard)."""
@@ -124,7 +131,18 @@ class KnowledgeBase:
             keyword_weight=self.policy.keyword_weight,
             background=background,
         )
-        self.faq = FaqSource(self.retriever)
+        self.crosslingual = (
+            Retriever(
+                repository=repository,
+                embedder=crosslingual,
+                refresh_interval=refresh_interval,
+                background=background,
+                own_vectors=True,
+            )
+            if crosslingual is not None
+            else None
+        )
+        self.faq = FaqSource(self.retriever, crosslingual=self.crosslingual, policy=self.policy)
         self._sources: list[KnowledgeSource] = [self.faq]
 
     def register(self, source: KnowledgeSource) -> None:
@@ -159,6 +177,7 @@ class KnowledgeBase:
         """
         parsed = await asyncio.to_thread(parse_file, path, fmt=fmt, mapping=mapping)
         report = ImportReport(path=str(path), skipped=list(parsed.issues))
+        report.language = await asyncio.to_thread(_file_language, parsed)
         if language:
             await self._store_versions(parsed, report, tenant, language, progress)
             return report
@@ -179,7 +198,7 @@ class KnowledgeBase:
         result = await self.repository.upsert_many(
             tenant, list(zip(entries, blobs, strict=True)), embedding_model=embedder.name
         )
-        self.retriever.invalidate()
+        await self._changed(warm=True)
         return result
 
     async def _store_versions(
@@ -196,7 +215,7 @@ class KnowledgeBase:
         stored = await self.repository.store_versions(
             tenant, language, list(zip(entries, blobs, strict=True)), embedding_model=embedder.name
         )
-        self.retriever.invalidate()
+        await self._changed(warm=True)
         report.created, report.unchanged = stored.stored, stored.unchanged
         lines = {row.entry.key: row.line for row in parsed.rows}
         for key in stored.unknown:
@@ -210,13 +229,23 @@ class KnowledgeBase:
         result = await self.repository.upsert_many(
             tenant, [(entry, blob[0])], embedding_model=embedder.name
         )
-        self.retriever.invalidate()
+        await self._changed()
         return result
 
     async def remove(self, ref: str, *, tenant: str = GLOBAL) -> FaqEntry | None:
         removed = await self.repository.remove(tenant, ref)
-        self.retriever.invalidate()
+        await self._changed()
         return removed
+
+    async def _changed(self, *, warm: bool = False) -> None:
+        """Rebuild the indexes on their next search; ``warm``: the multilingual one
+        now, so that an import embeds and stores its vectors, not the first
+        question in another language."""
+        self.retriever.invalidate()
+        if self.crosslingual is not None:
+            self.crosslingual.invalidate()
+            if warm:
+                await self.crosslingual.refresh(force=True)
 
     # -- retrieval -----------------------------------------------------------------
 
@@ -525,7 +554,7 @@ class KnowledgeBase:
             embedding=np.ascontiguousarray(vector[0], dtype="<f4").tobytes(),
             embedding_model=embedder.name,
         )
-        self.retriever.invalidate()
+        await self._changed()
         return added
 
     async def record(
@@ -556,6 +585,13 @@ class KnowledgeBase:
             escalate_reason=plan.reason if isinstance(plan, Escalate) else None,
             user_id=user_id,
         )
+
+
+def _file_language(parsed: ParseResult) -> str:
+    """The language most rows are written in (bot.language; "" when none is told)."""
+    counts = Counter(detect_language(f"{r.entry.question} {r.entry.answer}") for r in parsed.rows)
+    counts.pop(None, None)
+    return str(counts.most_common(1)[0][0]) if counts else ""
 
 
 def _embed_with_progress(

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,7 +42,9 @@ from bot.knowledge.index import (
 )
 from bot.knowledge.policy import scale_of
 from bot.knowledge.rerank import LikelihoodReranker
+from bot.language import detect_language
 from llm.embeddings import Embedder, release_embedder, shared_embedder
+from storage.faq_vectors import text_digest
 from storage.knowledge_repo import (
     DEPLOYMENT,
     EMBEDDING_MODEL_SETTING,
@@ -92,8 +95,12 @@ class Retriever:
         reranker: LikelihoodReranker | None = None,
         keyword_weight: float = KEYWORD_WEIGHT,
         background: Sequence[str] | None = None,
+        own_vectors: bool = False,
     ) -> None:
-        """``background``: everyday questions no FAQ answers (default: the shipped list)."""
+        """``background``: everyday questions no FAQ answers (default: the shipped list).
+        ``own_vectors``: a second model beside the deployment's, which never follows
+        the adapted model and keeps its vectors in ``faq_text_vectors`` (learned
+        wordings in memory only), leaving the entries' own columns alone."""
         self.repository = repository
         self.base_embedder = embedder
         # The model whose vectors fill ``_index``: the base model or the adapted one.
@@ -102,6 +109,12 @@ class Retriever:
         self.reranker = reranker
         self.keyword_weight = keyword_weight
         self.refresh_interval = refresh_interval
+        self.own_vectors = own_vectors
+        self._own: dict[str, bytes] = {}
+        self._used: set[str] = set()  # digests the entries and versions have now
+        self._live: set[str] = set()  # and the learned wordings
+        self._languages: dict[int, str] = {}
+        self._faq_languages: dict[str, tuple[str, frozenset[str]]] = {}
         self._index: VectorIndex | None = None
         self._signature: object = None
         self._checked_at = 0.0
@@ -135,13 +148,23 @@ class Retriever:
         ):
             return self._index
         async with self._lock:
-            wanted = await self.repository.get_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING)
+            wanted = None
+            if not self.own_vectors:
+                wanted = await self.repository.get_setting(DEPLOYMENT, EMBEDDING_MODEL_SETTING)
             signature = (await self.repository.signature(), wanted)
             self._checked_at = time.monotonic()
             if not force and self._index is not None and signature == self._signature:
                 return self._index
             embedder, authoritative = await self._embedder_for(wanted)
-            entries = await self.repository.entries(with_embeddings=True)
+            entries = await self.repository.entries(with_embeddings=not self.own_vectors)
+            self._used, self._live = set(), set()
+            if self.own_vectors:
+                groups = [entry_texts(e) for e in entries]
+                vectors = await self._own_blobs(embedder, groups, keep=True)
+                entries = [
+                    replace(e, embedding=v, embedding_model=embedder.name)
+                    for e, v in zip(entries, vectors, strict=True)
+                ]
             stale = [
                 e for e in entries if e.embedding is None or e.embedding_model != embedder.name
             ]
@@ -158,15 +181,25 @@ class Retriever:
             blobs = [e.embedding or b"" for e in entries]
             learned, texts = await self._phrasing_vectors(embedder, authoritative)
             learned += await self._version_vectors(embedder, authoritative, entries)
+            if self.own_vectors:
+                # Texts no entry has any more (edited, removed, purged) leave no vector.
+                await self.repository.prune_text_vectors(embedder.name, self._used)
+                self._own = {d: v for d, v in self._own.items() if d in self._live}
             # ``dim`` may load the model to learn its width: off the event loop too.
             index = await asyncio.to_thread(
-                lambda: VectorIndex(entries, blobs, embedder.dim, learned)
+                lambda: VectorIndex(
+                    entries, blobs, embedder.dim, learned, scale_of(embedder.name).qa_weight
+                )
             )
             background = await asyncio.to_thread(self._background_for, index, embedder)
+            languages = await asyncio.to_thread(_entry_languages, entries, self._languages)
+            versions = {(v.entry_id, v.language) for v in self._versions.values()}
             # Swapped together, with no await between: a query is always embedded by
             # the model whose vectors fill the index it is ranked against.
             previous, (self._index, self.embedder) = self.embedder, (index, embedder)
             self._learned_texts, self._background = texts, background
+            self._languages = languages
+            self._faq_languages = _faq_languages(entries, languages, versions)
             if previous is not embedder and previous is not self.base_embedder:
                 release_embedder(previous)
             self._signature = signature
@@ -176,10 +209,13 @@ class Retriever:
         self, embedder: Embedder, authoritative: bool
     ) -> tuple[list[tuple[int, str, bytes]], dict[int, list[tuple[str, str]]]]:
         """(entry id, tenant, vector) of every learned wording, and their texts by entry."""
-        phrasings = await self.repository.phrasings(with_embeddings=True)
+        phrasings = await self.repository.phrasings(with_embeddings=not self.own_vectors)
         texts: dict[int, list[tuple[str, str]]] = {}
         for p in phrasings:
             texts.setdefault(p.entry_id, []).append((p.tenant, p.text))
+        if self.own_vectors:
+            own = await self._own_blobs(embedder, [[p.text] for p in phrasings], keep=False)
+            return [(p.entry_id, p.tenant, v) for p, v in zip(phrasings, own, strict=True)], texts
         stale = [p for p in phrasings if not p.embedding or p.embedding_model != embedder.name]
         fresh: dict[int, bytes] = {}
         if stale:
@@ -199,9 +235,13 @@ class Retriever:
         """The entries' versions in further languages, one row per phrasing of each
         (its question, alternatives and question + answer), as the entry's tenant's
         phrasings: a question in a version's language finds its entry."""
-        versions = await self.repository.versions(with_embeddings=True)
+        versions = await self.repository.versions(with_embeddings=not self.own_vectors)
         stale = [v for v in versions if not v.embedding or v.embedding_model != embedder.name]
         fresh: dict[int, bytes] = {}
+        if self.own_vectors:
+            groups = [entry_texts(v) for v in versions]
+            own = await self._own_blobs(embedder, groups, keep=True)
+            fresh, stale = {v.id: b for v, b in zip(versions, own, strict=True)}, []
         if stale:
             fresh = dict(
                 zip(
@@ -221,6 +261,37 @@ class Retriever:
             vectors = unpack(fresh.get(v.id) or v.embedding or b"", embedder.dim)
             rows += [(v.entry_id, tenants[v.entry_id], row.tobytes()) for row in vectors]
         return rows
+
+    async def _own_blobs(
+        self, embedder: Embedder, groups: Sequence[Sequence[str]], *, keep: bool
+    ) -> list[bytes]:
+        """Packed vectors of each group of texts under ``embedder`` (``own_vectors``):
+        from memory, else ``faq_text_vectors``, else embedded now (and stored
+        there when ``keep``)."""
+        memo = self._own
+        digests = [[text_digest(f"{embedder.name}\n{t}") for t in g] for g in groups]
+        unknown = [d for g in digests for d in g if d not in memo]
+        self._live.update(d for g in digests for d in g)
+        if keep:
+            self._used.update(d for g in digests for d in g)
+            if unknown:
+                memo.update(await self.repository.text_vectors(embedder.name, unknown))
+        pairs = zip(groups, digests, strict=True)
+        texts = {d: t for g, ds in pairs for t, d in zip(g, ds, strict=True)}
+        missing = [d for d in dict.fromkeys(unknown) if d not in memo]
+        if missing:
+            log.info("embedding %d FAQ texts with %s", len(missing), embedder.name)
+            vectors = await asyncio.to_thread(_embed_chunked, embedder, [texts[d] for d in missing])
+            fresh = {d: v.astype("<f4").tobytes() for d, v in zip(missing, vectors, strict=True)}
+            memo.update(fresh)
+            if keep:
+                await self.repository.set_text_vectors(embedder.name, fresh)
+        return [b"".join(memo[d] for d in g) for g in digests]
+
+    def languages(self, tenant: str) -> tuple[str, frozenset[str]]:
+        """The language most of ``tenant``'s visible entries are written in ("":
+        not known), and the languages it has versions in, as of the last refresh."""
+        return self._faq_languages.get(tenant) or self._faq_languages.get(GLOBAL, ("", frozenset()))
 
     def version(self, entry_id: int, language: str) -> FaqVersion | None:
         """The entry's version in ``language`` as of the last refresh (None: none)."""
@@ -271,8 +342,18 @@ class Retriever:
         """Hybrid retrieval: dense scores fused with the database's keyword search."""
         return (await self.lookup(question, tenant=tenant, limit=limit)).hits
 
-    async def lookup(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> Lookup:
-        """``search``'s hits, and the question's scope score."""
+    async def lookup(
+        self,
+        question: str,
+        *,
+        tenant: str = GLOBAL,
+        limit: int = 5,
+        keyword_weight: float | None = None,
+        qa_weight: float | None = None,
+    ) -> Lookup:
+        """``search``'s hits, and the question's scope score (``keyword_weight``,
+        ``qa_weight``: the keyword half's and the question + answer vector's, when
+        not the retriever's own)."""
         index = await self.refresh()
         embedder = self.embedder  # the model of ``index`` (read before any other await)
         learned_texts, background = self._learned_texts, self._background
@@ -282,9 +363,10 @@ class Retriever:
         adapted = embedder is not base
         # The embeddings (worker threads) and the keyword query overlap; with an
         # adapted model the base model embeds the question too, for the scope.
+        weight = self.keyword_weight if keyword_weight is None else keyword_weight
         vectors, keyword, *base_vectors = await asyncio.gather(
             asyncio.to_thread(embedder.embed, [question]),
-            self.repository.keyword_search(question, tenant=tenant, limit=50),
+            self._keywords(question, tenant) if weight else _nothing(),
             *([asyncio.to_thread(base.embed, [question])] if adapted else []),
         )
         reranker = self.reranker
@@ -293,8 +375,9 @@ class Retriever:
             np.asarray(vectors[0], dtype=np.float32),
             tenant,
             keyword,
-            keyword_weight=self.keyword_weight,
+            keyword_weight=weight,
             limit=max(wanted, SCOPE_CANDIDATES),
+            qa_weight=qa_weight,
         )
         if not hits:
             return Lookup([], 0.0)
@@ -315,6 +398,9 @@ class Retriever:
         if reranker is not None:
             hits = await reranker.rerank(question, hits)
         return Lookup(hits[:limit], scope)
+
+    async def _keywords(self, question: str, tenant: str) -> list[tuple[int, float]]:
+        return await self.repository.keyword_search(question, tenant=tenant, limit=50)
 
     def _base_confidence(
         self,
@@ -379,3 +465,43 @@ def load_background(path: Path = BACKGROUND_FILE) -> list[str]:
 
 def _with_embedding(entry: FaqEntry, blob: bytes) -> FaqEntry:
     return replace(entry, embedding=blob)
+
+
+async def _nothing() -> list[tuple[int, float]]:
+    return []
+
+
+def _embed_chunked(embedder: Embedder, texts: Sequence[str], batch: int = 64) -> np.ndarray:
+    chunks = [embedder.embed(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, embedder.dim), np.float32)
+
+
+def _entry_languages(entries: Sequence[FaqEntry], known: dict[int, str]) -> dict[int, str]:
+    """Each entry's language, detected on its question and answer ("": not told);
+    entries seen before keep theirs (blocking: the detector loads once)."""
+    out: dict[int, str] = {}
+    for entry in entries:
+        if entry.id not in known:
+            known = {**known, entry.id: detect_language(f"{entry.question} {entry.answer}") or ""}
+        out[entry.id] = known[entry.id]
+    return out
+
+
+def _faq_languages(
+    entries: Sequence[FaqEntry], languages: dict[int, str], versions: set[tuple[int, str]]
+) -> dict[str, tuple[str, frozenset[str]]]:
+    """Per tenant ("" for the shared entries): the language most of the entries it
+    sees are written in, and the languages most of them have a version in."""
+    out: dict[str, tuple[str, frozenset[str]]] = {}
+    shared = [e for e in entries if e.tenant == GLOBAL]
+    for tenant in dict.fromkeys([GLOBAL, *(e.tenant for e in entries)]):
+        own = [e for e in entries if e.tenant == tenant] if tenant != GLOBAL else []
+        seen = [*shared, *own]
+        counts = Counter(languages.get(e.id, "") for e in seen)
+        counts.pop("", None)
+        main = counts.most_common(1)[0][0] if counts else ""
+        ids = {e.id for e in seen}
+        counted = Counter(lang for entry_id, lang in versions if entry_id in ids)
+        # A language most entries have a version in is matched as the FAQ's own.
+        out[tenant] = (main, frozenset(lang for lang, n in counted.items() if 2 * n >= len(ids)))
+    return out

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot.knowledge.knowledge_base import KnowledgeBase
-from bot.knowledge.policy import Policy
+from bot.knowledge.policy import Policy, pair_scale
 from bot.plans import Clarify, Verbatim
 from llm.embeddings import E5Embedder, HashingEmbedder
+from storage.faq_vectors import text_digest
 from storage.faq_versions import FaqVersion
 from storage.knowledge_repo import KnowledgeRepository
 from storage.repository import Repository
@@ -165,8 +166,76 @@ async def test_the_multilingual_model_is_chosen_by_name_with_its_own_thresholds(
     )
     assert create_knowledge_base(db, settings).policy.verbatim_score == 0.97
     await db.dispose()
-    with pytest.raises(ConfigError, match="nor one of all-MiniLM-L6-v2, multilingual-e5-small-q4"):
+    with pytest.raises(
+        ConfigError, match="nor one of auto, all-MiniLM-L6-v2, multilingual-e5-small-q4"
+    ):
         Settings.from_env({"DESKMATE_EMBEDDING_MODEL": str(tmp_path / "no-such-model")})
+
+
+async def test_auto_answers_english_with_the_english_model_and_the_rest_with_the_other(
+    repository: Repository, tmp_path: Path
+) -> None:
+    english, other = HashingEmbedder(), HashingEmbedder(dim=256)
+    kb = KnowledgeBase(
+        repository=KnowledgeRepository(repository.db),
+        embedder=english,
+        crosslingual=other,
+        background=(),
+        policy=POLICY,
+        refresh_interval=0.0,
+    )
+    report = await kb.import_file(_write(tmp_path, "en.csv", ENGLISH))
+    assert report.language == "en" and "written in en" in report.lines()[0]
+    assert kb.crosslingual is not None
+    # The import embedded the entries with the second model too, kept beside the
+    # entries' own vectors (which stay the English model's).
+    digests = [text_digest(f"{other.name}\n{t}") for t in ("How long does shipping take?",)]
+    assert set(await kb.repository.text_vectors(other.name, digests)) == set(digests)
+    assert {e.embedding_model for e in await kb.repository.entries()} == {english.name}
+    await kb.retriever.refresh()
+    assert kb.retriever.languages("") == ("en", frozenset())
+    assert await kb.faq.pair("How long does shipping take?", "") is None
+    assert await kb.faq.pair("Hur lång är leveranstiden för paket?", "") == ("sv", "en")
+    assert await kb.faq.pair("运送需要多长时间？", "") == ("zh", "en")
+    # A Swedish version of most entries makes Swedish the FAQ's own language too.
+    await kb.import_file(_write(tmp_path, "sv.csv", SWEDISH), language="sv")
+    assert await kb.faq.pair("Hur lång är leveranstiden för paket?", "") == ("sv", "sv")
+    # Shifted onto the policy's scale by the pair's thresholds: an exact question
+    # in another language than English is still found.
+    found = await kb.faq.lookup("Hur lång är leveranstiden?", tenant="", limit=3)
+    assert found.passages[0].id == "ship-1"
+    scale = pair_scale("sv", "sv")
+    raw = await kb.crosslingual.lookup(
+        "Hur lång är leveranstiden?", limit=3, qa_weight=scale.qa_weight
+    )
+    assert found.passages[0].dense == pytest.approx(
+        raw.hits[0].dense + POLICY.verbatim_score - scale.verbatim_score
+    )
+    assert found.scope == pytest.approx(raw.scope + POLICY.grounded_score - scale.grounded_score)
+    # A removed entry's texts leave no vector behind.
+    paid = [text_digest(f"{other.name}\nWhich payment methods do you accept?")]
+    assert await kb.repository.text_vectors(other.name, paid)
+    await kb.remove("pay-1")
+    await kb.crosslingual.refresh()
+    assert not await kb.repository.text_vectors(other.name, paid)
+    assert await kb.repository.text_vectors(other.name, digests)
+
+
+async def test_an_faq_in_another_language_is_not_adapted_on_import(tmp_path: Path) -> None:
+    import argparse
+    import io
+
+    from bot.knowledge.cli import register, run
+    from bot.settings import Settings
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    settings = Settings.from_env({"DESKMATE_DATA_DIR": str(tmp_path / "data")})
+    out, err = io.StringIO(), io.StringIO()
+    words = ["faq", "import", str(_write(tmp_path, "sv.csv", SWEDISH))]
+    assert await run(parser.parse_args(words), settings, stdout=out, stderr=err) == 0
+    assert "written in sv" in out.getvalue()
+    assert "not adapted: the FAQ is written in sv" in err.getvalue()
 
 
 async def test_faq_import_language_through_the_command_line(tmp_path: Path) -> None:
@@ -197,3 +266,13 @@ async def test_faq_import_language_through_the_command_line(tmp_path: Path) -> N
     assert "skipped line 4: no entry 'gone-9' to add a sv version to" in err
     # The multilingual model cannot be adapted; the import says what stands in for it.
     assert "the embedding model was not adapted" in err and "did you mean" in err
+
+
+def test_each_language_pair_has_its_thresholds() -> None:
+    same, cross = pair_scale("sv", "sv"), pair_scale("zh", "en")
+    assert pair_scale("de", "de") == same and pair_scale("fr", "sv") == cross
+    # Off-topic questions in the entries' own language score higher than real
+    # questions asked across languages: the first need the stricter scope.
+    assert same.grounded_score > cross.grounded_score
+    # Words are shared within a language only.
+    assert same.keyword_weight > 0 and cross.keyword_weight == 0
