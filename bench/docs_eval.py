@@ -22,6 +22,7 @@ alone and with the manual loaded.
 
     python bench/docs_eval.py                    # HTML and PDF, both halves
     python bench/docs_eval.py --only pdf --json answers.json
+    DESKMATE_DOCS_ANSWERS=model python bench/docs_eval.py --only html --half heldout
     python bench/docs_eval.py --with-faq         # FAQ figures, alone and beside the manual
     python bench/docs_eval.py --baseline         # the bare embedding model over whole sections
 
@@ -230,12 +231,14 @@ class HalfRun:
     asked: list[Question]
 
 
-def run_manual(form: str, questions: Sequence[Question], texts: dict[str, str]) -> list[HalfRun]:
+def run_manual(
+    form: str, questions: Sequence[Question], texts: dict[str, str], halves: Sequence[str] = HALVES
+) -> list[HalfRun]:
     folder, env = fresh_env(f"docs-eval-{form}-")
     seconds = add_documents([HTML_DIR] if form == "html" else [PDF_FILE], env)
     print(f"{form}: docs add in {seconds:.0f} s (data folder {folder})", flush=True)
     rows: list[HalfRun] = []
-    for half in HALVES:
+    for half in halves:
         asked = [q for q in questions if q.split == half]
         started = time.perf_counter()
         answers = ask_all([q.text for q in asked], env)
@@ -276,6 +279,12 @@ def run_with_faq(no_tune: bool) -> None:
             labelled = ev.labelled(ev.load_half(DATA, half))
             answers = ask_all([q for q, _ in labelled], env)
             rows.append((beside, half, outcome(answers, [e for _, e in labelled])))
+            for (question, expected), answer in zip(labelled, answers, strict=True):
+                sources = answer.get("sources")
+                first = sources[0] if isinstance(sources, list) and sources else {}
+                if not expected and answer.get("path") != "escalated":
+                    # An FAQ off-topic question the manual answered: which section took it.
+                    print(f"  {half}: {question!r} -> {first.get('kind')} {first.get('section')!r}")
         print(f"FAQ{' and manual' if beside else ' alone'}: folder {folder}", flush=True)
     print(
         "\n| loaded | half | right entry verbatim or offered | verbatim answers (wrong) "
@@ -322,6 +331,7 @@ def main() -> None:
     parser.add_argument("--no-tune", action="store_true", help="faq import --no-tune")
     parser.add_argument("--json", type=Path, help="also write every answer here")
     parser.add_argument("--baseline", action="store_true", help="the bare embedding model")
+    parser.add_argument("--half", choices=HALVES, help="one half of the questions")
     args = parser.parse_args()
     if args.baseline:
         baseline(load_questions(), section_texts())
@@ -332,7 +342,7 @@ def main() -> None:
     questions, texts = load_questions(), section_texts()
     rows: list[HalfRun] = []
     for form in [args.only] if args.only else ["html", "pdf"]:
-        rows.extend(run_manual(form, questions, texts))
+        rows.extend(run_manual(form, questions, texts, [args.half] if args.half else HALVES))
     print_manual(rows)
     if args.json is not None:
         dump = {

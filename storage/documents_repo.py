@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, text, update
 
 from storage.db import as_utc, utcnow
-from storage.keywords import keyword_terms, ranked_match_query
+from storage.keywords import index_text, ranked_match_query, search_terms
 from storage.models import document_chunks, documents
 from storage.sql import Store
 
@@ -104,6 +104,12 @@ class DocumentFields:
 
 
 _DOC_COLUMNS = [c for c in documents.c if c.name != "content"]
+
+
+def extra_terms(text: str) -> str:
+    """What the keyword index holds for ``text`` beside its own words: its CJK
+    character pairs and the pieces of its long words (see storage.keywords)."""
+    return index_text(text)[len(text) :].strip()
 
 
 def _document(row: Any) -> DocumentRecord:
@@ -272,6 +278,8 @@ class DocumentsRepository(Store):
                     anchor=chunk.anchor,
                     page=chunk.page,
                     text=chunk.text,
+                    section_terms=extra_terms(chunk.section),
+                    text_terms=extra_terms(chunk.text),
                     text_hash=chunk.text_hash,
                     embedding=chunk.embedding,
                     embedding_model=chunk.embedding_model,
@@ -284,7 +292,11 @@ class DocumentsRepository(Store):
                         "INSERT INTO document_chunks_fts(rowid, section, text) "
                         "VALUES (:id, :section, :text)"
                     ),
-                    {"id": chunk_id, "section": chunk.section, "text": chunk.text},
+                    {
+                        "id": chunk_id,
+                        "section": index_text(chunk.section),
+                        "text": index_text(chunk.text),
+                    },
                 )
 
     async def note(self, document_id: int, *, error: str, **changes: Any) -> None:
@@ -382,7 +394,7 @@ class DocumentsRepository(Store):
         """Keyword matches among the passages ``tenant`` sees: (chunk id, score),
         best first; scores are positive and comparable within one call only.
         A heading match weighs more than a text match."""
-        terms = keyword_terms(question)
+        terms = search_terms(question)
         if not terms:
             return []
         sql, params = ranked_match_query(

@@ -78,6 +78,10 @@ document_chunks = Table(
     Column("anchor", String(300), nullable=False, server_default=""),
     Column("page", Integer),
     Column("text", Text, nullable=False),
+    # What the keyword index holds beside the heading path and the text: their
+    # CJK character pairs and pieces of long words (storage.keywords.index_text).
+    Column("section_terms", Text, nullable=False, server_default=""),
+    Column("text_terms", Text, nullable=False, server_default=""),
     # Of what was embedded: a chunk whose hash is unchanged keeps its vectors.
     Column("text_hash", String(64), nullable=False),
     # float32 little-endian: the heading path's vector, then heading path + text.

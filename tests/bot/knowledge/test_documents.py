@@ -281,3 +281,87 @@ async def test_through_the_manager_documents_answer_cite_and_escalate_into_the_g
     assert text.startswith(say("knowledge.escalation")[:20])
     gaps = await manager.team.repository.gap_questions()
     assert [g.question for g in gaps] == ["Who painted the Mona Lisa?"]
+
+
+async def test_chinese_and_swedish_documents_are_found_by_keyword(
+    repository: Repository, tmp_path: Path
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "zh.md").write_text(
+        "# 退货\n\n收到商品后三十天内可以无理由退货。\n", encoding="utf-8"
+    )
+    (folder / "sv.md").write_text(
+        "# Bygglov\n\nKommunen ska besluta om en bygglovsansökan inom tio veckor.\n",
+        encoding="utf-8",
+    )
+    (folder / "en.md").write_text("# Returns\n\nReturn an item within 30 days.\n")
+    library, _ = _library(repository)
+    await library.add_paths([folder])
+    docs = DocumentsRepository(repository.db)
+    names = {c.id: c.document_name for c in await docs.chunks(with_embeddings=False)}
+
+    async def found(question: str) -> list[str]:
+        return [names[i] for i, _ in await docs.keyword_search(question, tenant="")]
+
+    # No spaces in the question: its character pairs find the passage.
+    assert (await found("可以退货吗"))[:1] == ["zh.md"]
+    # A part of a compound finds the whole word.
+    assert (await found("väntetid ansökan"))[:1] == ["sv.md"]
+    assert (await found("returning items"))[:1] == ["en.md"]
+    assert await found("天气预报") == []
+
+
+async def test_passages_stored_before_are_indexed_again_on_upgrade(
+    repository: Repository,
+) -> None:
+    from sqlalchemy import Connection, text
+
+    db = repository.db
+
+    def back_to_before(conn: Connection) -> None:
+        # What the previous schema held: the plain text in the index, no extra words.
+        if db.dialect == "sqlite":
+            conn.execute(text("DROP TABLE document_chunks_fts"))
+            conn.execute(
+                text(
+                    "CREATE VIRTUAL TABLE document_chunks_fts USING fts5(section, text, "
+                    "tokenize='porter unicode61 remove_diacritics 2')"
+                )
+            )
+        else:
+            conn.execute(text("ALTER TABLE document_chunks DROP COLUMN search_vector"))
+            conn.execute(
+                text(
+                    "ALTER TABLE document_chunks ADD COLUMN search_vector tsvector GENERATED "
+                    "ALWAYS AS (setweight(to_tsvector('english', section), 'A') || "
+                    "setweight(to_tsvector('english', text), 'B')) STORED"
+                )
+            )
+        conn.execute(text("ALTER TABLE document_chunks DROP COLUMN section_terms"))
+        conn.execute(text("ALTER TABLE document_chunks DROP COLUMN text_terms"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0017_faq_versions'"))
+        conn.execute(
+            text(
+                "INSERT INTO documents (tenant, origin, location, name, created_at, changed_at) "
+                "VALUES ('', 'file', '/zh.md', 'zh.md', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO document_chunks (document_id, position, section, text, text_hash) "
+                "SELECT id, 0, '退货', '收到商品后三十天内可以无理由退货。', 'x' FROM documents"
+            )
+        )
+        if db.dialect == "sqlite":
+            conn.execute(
+                text(
+                    "INSERT INTO document_chunks_fts(rowid, section, text) "
+                    "SELECT id, section, text FROM document_chunks"
+                )
+            )
+
+    await db.run(back_to_before)
+    docs = DocumentsRepository(db)
+    await db.upgrade()
+    assert len(await docs.keyword_search("可以退货吗", tenant="")) == 1
