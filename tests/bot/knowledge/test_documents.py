@@ -340,7 +340,7 @@ async def test_passages_stored_before_are_indexed_again_on_upgrade(
             )
         conn.execute(text("ALTER TABLE document_chunks DROP COLUMN section_terms"))
         conn.execute(text("ALTER TABLE document_chunks DROP COLUMN text_terms"))
-        conn.execute(text("UPDATE alembic_version SET version_num = '0017_faq_versions'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0018_faq_text_vectors'"))
         conn.execute(
             text(
                 "INSERT INTO documents (tenant, origin, location, name, created_at, changed_at) "

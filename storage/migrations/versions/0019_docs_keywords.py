@@ -5,8 +5,8 @@ The extra words are kept in two columns (the heading's and the text's):
 PostgreSQL's generated ``search_vector`` includes them, the heading's with the
 heading's weight; SQLite's standalone FTS5 table is filled again with them.
 
-Revision ID: 0018_docs_keywords
-Revises: 0017_faq_versions
+Revision ID: 0019_docs_keywords
+Revises: 0018_faq_text_vectors
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from alembic import op
 
 from storage.keywords import index_text
 
-revision = "0018_docs_keywords"
-down_revision = "0017_faq_versions"
+revision = "0019_docs_keywords"
+down_revision = "0018_faq_text_vectors"
 branch_labels = None
 depends_on = None
 
