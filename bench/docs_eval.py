@@ -197,7 +197,7 @@ def fresh_env(prefix: str) -> tuple[Path, dict[str, str]]:
     models = ROOT / "data" / "models"
     if models.is_dir():
         (folder / "models").symlink_to(models)
-    env = {**os.environ, "DESKMATE_DATA_DIR": str(folder), "DESKMATE_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "DESKMATE_DATA_DIR": str(folder), "LOG_LEVEL": "WARNING"}
     env.pop("DESKMATE_DATABASE_URL", None)
     env.pop("DATABASE_URL", None)
     return folder, env

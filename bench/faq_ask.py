@@ -88,7 +88,7 @@ def main() -> None:
     models = ROOT / "data" / "models"
     if models.is_dir() and not (folder / "models").exists():
         (folder / "models").symlink_to(models)
-    env = {**os.environ, "DESKMATE_DATA_DIR": str(folder), "DESKMATE_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "DESKMATE_DATA_DIR": str(folder), "LOG_LEVEL": "WARNING"}
     env.pop("DESKMATE_DATABASE_URL", None)
     print(f"data folder: {folder}", flush=True)
     if args.data_dir is None:
