@@ -26,10 +26,10 @@ from aiohttp import web
 
 from adapters.slack.convert import unescape
 from bot.widget_sites import user_hash
+from tests.e2e.processes import ROOT
 from tests.e2e.test_handoff_telegram import (
     AGENT,
     GROUP,
-    ROOT,
     SIGNATURE,
     Deskmate,
     ticket_message,
