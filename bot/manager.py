@@ -166,7 +166,6 @@ class ConversationManager:
                 desk=self.desk,
                 knowledge=self.knowledge,
                 generation=self.generation,
-                agents_language=self.languages.default if self.languages else "en",
             )
             if self.desk is not None
             else None
@@ -290,6 +289,17 @@ class ConversationManager:
 
     def listens_to(self, ref: ConversationRef) -> bool:
         return self.desk is not None and self.desk.listens_to(ref)
+
+    async def staff_language(self, ref: ConversationRef) -> str:
+        if self.languages is None:
+            return "en"
+        try:
+            own = await self.languages.of_tenant(ref.platform, ref.tenant)
+        except StorageError as exc:
+            # A dialog in the deployment's language beats no dialog.
+            log.warning("%s/%s: tenant language unknown: %s", ref.platform, ref.tenant, exc)
+            own = None
+        return resolve_language(None, tenant=own, deployment=self.languages.default)
 
     # -- housekeeping --------------------------------------------------------------
 

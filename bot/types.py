@@ -209,6 +209,11 @@ class Conversations(Protocol):
         bot or not (a support space, where agents answer tickets)."""
         ...
 
+    async def staff_language(self, ref: ConversationRef) -> str:
+        """The language agents and admins in ``ref``'s workspace are written to:
+        its tenant's ``/language``, else the deployment's (never a customer's)."""
+        ...
+
 
 class Outbox(Protocol):
     """Sends a message that is not a reply (relayed agent answer, broadcast)."""

@@ -411,7 +411,8 @@ class SlackAdapter:
         if suggestion is not None and client is not None:
             await ack()
             message = body.get("message") if isinstance(body.get("message"), dict) else {}
-            view = modals.edit_view(suggestion, inbound, str(message.get("text") or ""))
+            language = await conversations.staff_language(inbound.ref)
+            view = modals.edit_view(suggestion, inbound, str(message.get("text") or ""), language)
             try:
                 await client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=view)
                 return

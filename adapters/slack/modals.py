@@ -33,9 +33,10 @@ def edit_request(command: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def edit_view(suggestion: int, inbound: Inbound, posted: str) -> dict[str, Any]:
+def edit_view(suggestion: int, inbound: Inbound, posted: str, language: str) -> dict[str, Any]:
     """The modal for editing suggestion ``suggestion``, clicked in ``inbound``'s
-    thread, prefilled with the reply in the posted message ``posted``."""
+    thread, prefilled with the reply in the posted message ``posted``, its
+    words in ``language`` (the agents' workspace's)."""
     where = {
         "team": inbound.ref.tenant,
         "channel": inbound.ref.chat,
@@ -46,14 +47,14 @@ def edit_view(suggestion: int, inbound: Inbound, posted: str) -> dict[str, Any]:
         "type": "modal",
         "callback_id": EDIT_VIEW,
         "private_metadata": json.dumps(where),
-        "title": {"type": "plain_text", "text": say("copilot.modal_title")[:24]},
-        "submit": {"type": "plain_text", "text": say("copilot.modal_submit")[:24]},
-        "close": {"type": "plain_text", "text": say("copilot.modal_cancel")[:24]},
+        "title": {"type": "plain_text", "text": say("copilot.modal_title", language)[:24]},
+        "submit": {"type": "plain_text", "text": say("copilot.modal_submit", language)[:24]},
+        "close": {"type": "plain_text", "text": say("copilot.modal_cancel", language)[:24]},
         "blocks": [
             {
                 "type": "input",
                 "block_id": _BLOCK,
-                "label": {"type": "plain_text", "text": say("copilot.modal_label")},
+                "label": {"type": "plain_text", "text": say("copilot.modal_label", language)},
                 "element": {
                     "type": "plain_text_input",
                     "action_id": _INPUT,

@@ -77,14 +77,10 @@ class Copilot:
         desk: HelpDesk,
         knowledge: KnowledgeBase | None,
         generation: GenerationPath,
-        agents_language: str = "en",
     ) -> None:
         self.desk = desk
         self.knowledge = knowledge
         self.generation = generation
-        # The deployment's language (DESKMATE_LANGUAGE): what the agents read,
-        # as for /translate.
-        self.agents_language = agents_language
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -198,7 +194,8 @@ class Copilot:
             ticket_id=ticket.id,
             cause=cause,
             interval=interval,
-            language=self.agents_language,
+            # The agents' language (their tenant's /language), for the words around the draft.
+            language=await self.desk.ticket_language(ticket),
         )
 
     async def _kept(
@@ -236,7 +233,8 @@ class Copilot:
             if live is not None:
                 live.leave()  # drafted by another process, which owns its message
             return None
-        translation = await self.translation(accepted, suggestion)
+        agents = await self.desk.ticket_language(ticket)
+        translation = await self.translation(accepted, suggestion, agents)
         await self.post(ticket, suggestion, translation)
         if await repo.withdraw_if_forgotten(suggestion.id):
             return None
@@ -247,26 +245,20 @@ class Copilot:
         with ``translation`` of it for the agents below it."""
         if not await self.desk.reaches_space(ticket):
             return
+        # Written to the agents of the ticket's space: their tenant's /language,
+        # else the deployment's, as every other text in a ticket.
+        agents = await self.desk.ticket_language(ticket)
         buttons: tuple[tuple[str, str], ...] = ()
         if suggestion.sendable:
             buttons = (
-                (
-                    say("copilot.send_button", self.agents_language),
-                    f"/suggest send {suggestion.id}",
-                ),
-                (
-                    say("copilot.edit_button", self.agents_language),
-                    f"/suggest edit {suggestion.id}",
-                ),
-                (
-                    say("copilot.discard_button", self.agents_language),
-                    f"/suggest discard {suggestion.id}",
-                ),
+                (say("copilot.send_button", agents), f"/suggest send {suggestion.id}"),
+                (say("copilot.edit_button", agents), f"/suggest edit {suggestion.id}"),
+                (say("copilot.discard_button", agents), f"/suggest discard {suggestion.id}"),
             )
         await self.desk.tickets.enqueue(
             POST_KEY.format(id=suggestion.id),
             self.desk.space_address(ticket),
-            suggestion_text(suggestion, translation, self.agents_language),
+            suggestion_text(suggestion, translation, agents),
             kind="to_ticket",
             ticket_id=ticket.id,
             buttons=buttons,
@@ -349,13 +341,12 @@ class Copilot:
             return ""
         return generation.text.strip()
 
-    async def translation(self, accepted: Accepted, suggestion: Suggestion) -> str:
-        """A machine translation of the suggestion for agents who read another
-        language than the customer's ("" when none is needed or the model gave
-        none: the agents still get the suggestion)."""
+    async def translation(self, accepted: Accepted, suggestion: Suggestion, target: str) -> str:
+        """A machine translation of the suggestion for agents who read ``target``,
+        another language than the customer's ("" when none is needed or the model
+        gave none: the agents still get the suggestion)."""
         if not suggestion.sendable:
             return ""
-        target = self.agents_language
         # The reply's own language first: a quoted passage may not be in the
         # customer's language, and one already in the agents' needs nothing.
         source = detect_language(suggestion.text) or suggestion.language or target

@@ -264,7 +264,9 @@ class OutboxWorker:
             # Where the message is still there (the text outgrew it), it must
             # not look like a draft still being written.
             with contextlib.suppress(Exception):
-                await channel.edit(live.address, live.message, say("copilot.live_moved"))
+                ticket = await self.tickets.get(item.ticket_id) if item.ticket_id else None
+                language = await self.desk.ticket_language(ticket) if ticket else self.desk.language
+                await channel.edit(live.address, live.message, say("copilot.live_moved", language))
             return ""
         return live.message
 

@@ -58,6 +58,9 @@ class Echo:
     def listens_to(self, ref: ConversationRef) -> bool:
         return False
 
+    async def staff_language(self, ref: ConversationRef) -> str:
+        return "en"
+
 
 class TakesBack(Echo):
     """Answers ``sure: <text>``, then takes it back for ``Withheld.``."""

@@ -167,3 +167,53 @@ async def test_suggestions_in_a_slack_ticket(
     assert states == ["sent", "edited", "discarded"]
     audit = [e.action for e in await TeamRepository(repository.db).audit_entries()]
     assert {"suggestion.sent", "suggestion.edited", "suggestion.discard"} <= set(audit)
+
+
+async def test_the_edit_dialog_speaks_the_agents_language(
+    sqlite_repository: Repository, backend: FakeBackend, fake: FakeSlack, tmp_path: Path
+) -> None:
+    repository = sqlite_repository
+    path = tmp_path / "faq.csv"
+    path.write_text(
+        "id,question,answer\nhours-1,What are your opening hours?,We are open 9-17.\n",
+        encoding="utf-8",
+    )
+    running = await _start(repository, backend, fake)
+    assert running.manager.knowledge is not None and running.manager.languages is not None
+    await running.manager.knowledge.import_file(path)
+    # An admin's `/language sv` in the support workspace.
+    await running.manager.languages.set_tenant("slack", "T1", "sv", by="slack:U1")
+    async with aiohttp.ClientSession() as session:
+
+        async def post(payload: dict[str, object]) -> None:
+            assert await deliver(session, running.url, SECRET, payload) == 200
+
+        backend.enqueue("Wants a person.")
+        await post(message_event("/human"))
+        await fake.wait_for(lambda: any(m.thread_ts == "" for m in fake.bot_messages("C1")))
+        [ticket] = [m for m in fake.bot_messages("C1") if not m.thread_ts]
+        backend.enqueue("Vi har öppet 9-17.")  # the reply translated for the agents
+        await post(message_event("What are your opening hours?"))
+        await fake.wait_for(
+            lambda: any(
+                "Föreslaget svar #1" in m.text and fake.buttons(m)
+                for m in fake.bot_messages("C1", ticket.ts)
+            )
+        )
+        [posted] = [m for m in fake.bot_messages("C1", ticket.ts) if fake.buttons(m)]
+        labels = [b["text"]["text"] for b in fake.buttons(posted)]
+        assert labels == ["Skicka", "Redigera", "Kasta"]
+
+        await post(fake.click(posted, "Redigera", user="U9", username="sam"))
+        await fake.wait_for(lambda: len(fake.views) == 1)
+        [view] = fake.views
+        assert view["title"]["text"] == "Redigera förslag"
+        assert (view["submit"]["text"], view["close"]["text"]) == ("Skicka", "Avbryt")
+        assert view["blocks"][0]["label"]["text"] == "Svar att skicka till kunden"
+        assert view["blocks"][0]["element"]["initial_value"] == "We are open 9-17."
+        edited = "We are open 9-17, on Thursdays until 20."
+        await post(fake.submit_view(view, {"text": edited}, user="U9"))
+        await fake.wait_for(
+            lambda: f"Acme support: {edited}" in [unescape(m.text) for m in fake.bot_messages("D1")]
+        )
+    await _stop(running)

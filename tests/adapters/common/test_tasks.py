@@ -58,6 +58,12 @@ class Conversations:
     def menu(self, language: str | None = None) -> Sequence[MenuEntry]:
         return []
 
+    def listens_to(self, ref: ConversationRef) -> bool:
+        return False
+
+    async def staff_language(self, ref: ConversationRef) -> str:
+        return "en"
+
 
 async def test_a_failed_answer_is_logged_and_the_others_go_on(
     caplog: pytest.LogCaptureFixture,
