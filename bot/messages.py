@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bot.texts.console import CONSOLE
+from bot.texts.console.de import CONSOLE_DE
+from bot.texts.console.es import CONSOLE_ES
+from bot.texts.console.fr import CONSOLE_FR
+from bot.texts.console.sv import CONSOLE_SV
+from bot.texts.console.zh import CONSOLE_ZH
 from bot.texts.copilot import COPILOT
 from bot.texts.de import DE
 from bot.texts.documents import DOCUMENTS
@@ -604,14 +610,16 @@ CATALOG: Mapping[str, Mapping[str, str]] = {
         **LANGUAGES,
         **DOCUMENTS,
         **COPILOT,
+        **CONSOLE,
     },
-    # Each shipped language in its own module of bot/texts; a key one lacks
-    # is said in English (tests/bot/test_messages.py lists any).
-    "sv": SV,
-    "de": DE,
-    "es": ES,
-    "fr": FR,
-    "zh": ZH,
+    # Each shipped language in its own module of bot/texts (the console's in
+    # bot/texts/console); a key one lacks is said in English
+    # (tests/bot/test_messages.py lists any).
+    "sv": {**SV, **CONSOLE_SV},
+    "de": {**DE, **CONSOLE_DE},
+    "es": {**ES, **CONSOLE_ES},
+    "fr": {**FR, **CONSOLE_FR},
+    "zh": {**ZH, **CONSOLE_ZH},
 }
 
 

@@ -36,6 +36,7 @@ from adapters.webconsole.pages import (
     _safe_next,
 )
 from adapters.webconsole.people import Viewer
+from bot.messages import say
 from bot.team.access import Access
 from storage.console_repo import ConsoleSession
 from storage.knowledge_repo import GLOBAL
@@ -94,8 +95,15 @@ class SignIn(Room):
             )
         tenant = _query_tenant(request) if asked else reached[0]
         if tenant == GLOBAL or tenant not in reached:
-            shown = "the shared entries" if tenant == GLOBAL else f"tenant {asked}"
-            return self._refusal(request, f"{viewer.person} may not see {shown} here.")
+            language = self.language(request)
+            shown = (
+                say("console.auth.shared_entries", language)
+                if tenant == GLOBAL
+                else say("console.auth.tenant", language, tenant=asked)
+            )
+            return self._refusal(
+                request, say("console.auth.may_not_see", language, person=viewer.person, what=shown)
+            )
         request["tenant"], request["tenant_arg"] = tenant, tenant
         request["reached"] = reached
         return None
@@ -104,7 +112,8 @@ class SignIn(Room):
         log.warning("console: refused %s %s: %s", request.method, request.path, text)
         if request.method != "GET" or request.path.startswith("/console/api/"):
             return web.json_response({"error": text}, status=403)
-        return self._render(request, "missing.html", status=403, text=text, heading="Not yours")
+        heading = say("console.not_yours_title", self.language(request))
+        return self._render(request, "missing.html", status=403, text=text, heading=heading)
 
     def page(self, handler: Handler, level: Access = Access.ADMIN) -> Handler:
         """``handler`` for a signed-in person who reaches its tenant at ``level``;
@@ -203,11 +212,9 @@ class SignIn(Room):
             while len(self._failures) > 10_000:
                 self._failures.popitem(last=False)
             log.warning("console: refused a sign-in from %s", remote)
-            error = (
-                "That sign-in link is used up, expired or wrong. Print a new one with "
-                "`deskmate console link --user ID`."
-                if link
-                else "Wrong token."
+            error = say(
+                "console.auth.bad_link" if link else "console.auth.wrong_token",
+                self.language(request),
             )
             return await self.login_page(request, error=error)
         viewer = await self._viewer(person)
@@ -215,8 +222,7 @@ class SignIn(Room):
             log.warning("console: refused %s from %s: no role in any tenant", person, remote)
             return await self.login_page(
                 request,
-                error=f"{person} has no role in any tenant any more. An admin gives one "
-                "with /role in the tenant's chat.",
+                error=say("console.auth.no_role", self.language(request), person=person),
             )
         session, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         await self.repo.create_session(

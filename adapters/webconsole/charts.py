@@ -36,7 +36,7 @@ STYLE = Style(
 )
 
 
-def _config(title: str, style: Style = STYLE) -> dict[str, object]:
+def _config(title: str, empty: str, style: Style = STYLE) -> dict[str, object]:
     return {
         "style": style,
         "title": None,
@@ -50,7 +50,7 @@ def _config(title: str, style: Style = STYLE) -> dict[str, object]:
         "x_label_rotation": 0,
         "truncate_legend": -1,
         "print_values": False,
-        "no_data_text": "No data in this period",
+        "no_data_text": empty,
         "margin": 8,
     }
 
@@ -77,12 +77,13 @@ def stacked_per_day(
     series: Mapping[str, Mapping[str, int]],
     *,
     colors: Sequence[str] = (),
+    empty: str,
 ) -> Markup:
     style = STYLE
     if colors:
         style = copy.copy(STYLE)
         style.colors = tuple(colors)
-    chart = pygal.StackedBar(**_config(label, style))
+    chart = pygal.StackedBar(**_config(label, empty, style))
     chart.x_labels = [_short(d) for d in days]
     chart.x_labels_major = [_short(d) for d in days[:: max(1, len(days) // 10)]]
     for name, values in series.items():
@@ -95,8 +96,10 @@ def percentiles_per_day(
     days: Sequence[str],
     values: Mapping[str, tuple[float | None, float | None]],
     unit: str,
+    *,
+    empty: str,
 ) -> Markup:
-    chart = pygal.Line(**_config(label), y_title=unit, allow_interruptions=True, dots_size=3)
+    chart = pygal.Line(**_config(label, empty), y_title=unit, allow_interruptions=True, dots_size=3)
     chart.x_labels = [_short(d) for d in days]
     chart.x_labels_major = [_short(d) for d in days[:: max(1, len(days) // 10)]]
     chart.add("p50", [_round(values.get(d, (None, None))[0]) for d in days])
@@ -105,12 +108,16 @@ def percentiles_per_day(
 
 
 def shares_per_day(
-    label: str, days: Sequence[str], series: Mapping[str, Mapping[str, float | None]]
+    label: str,
+    days: Sequence[str],
+    series: Mapping[str, Mapping[str, float | None]],
+    *,
+    empty: str,
 ) -> Markup:
     """Shares (0-1) per day as percentages, one line per series; a day without
     the figure leaves a gap."""
     chart = pygal.Line(
-        **_config(label), y_title="%", allow_interruptions=True, dots_size=3, range=(0, 100)
+        **_config(label, empty), y_title="%", allow_interruptions=True, dots_size=3, range=(0, 100)
     )
     chart.x_labels = [_short(d) for d in days]
     chart.x_labels_major = [_short(d) for d in days[:: max(1, len(days) // 10)]]
@@ -123,21 +130,24 @@ def _percent(value: float | None) -> float | None:
     return None if value is None else round(100 * value, 1)
 
 
-def model_live(label: str, samples: Sequence[Sample]) -> Markup | None:
-    """Queue depth and throughput over the samples; None when nothing was measured."""
+def model_live(
+    label: str, samples: Sequence[Sample], *, names: tuple[str, str, str], empty: str
+) -> Markup | None:
+    """Queue depth and throughput over the samples, their series named ``names``
+    (queue, decoding together, tokens per second); None when nothing was measured."""
     queue = [s.waiting for s in samples]
     running = [s.running for s in samples]
     rate = [_round(s.tokens_per_second) for s in samples]
     if all(v is None for v in (*queue, *running, *rate)):
         return None
-    chart = pygal.Line(**_config(label), dots_size=2, allow_interruptions=True)
+    chart = pygal.Line(**_config(label, empty), dots_size=2, allow_interruptions=True)
     chart.x_labels = [datetime.fromtimestamp(s.at, UTC).strftime("%H:%M:%S") for s in samples]
     chart.x_labels_major = chart.x_labels[:: max(1, len(samples) // 8)]
     if any(v is not None for v in queue):
-        chart.add("queue depth", queue)
-        chart.add("decoding together", running)
+        chart.add(names[0], queue)
+        chart.add(names[1], running)
     # On the right-hand axis only beside the queue: pygal needs a left one to pair it with.
-    chart.add("tokens/s", rate, secondary=any(v is not None for v in queue))
+    chart.add(names[2], rate, secondary=any(v is not None for v in queue))
     return _svg(chart, label)
 
 

@@ -20,9 +20,11 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from adapters.webconsole.language import console_language
 from adapters.webconsole.pages import ConsoleContext, Room, _int, _redirect, _tenant
 from bot.knowledge.documents.library import DocumentLibrary, DocumentReport
 from bot.knowledge.importer import MAX_QUESTION_CHARS
+from bot.messages import keys, say
 from bot.plans import Escalate, Grounded, Verbatim
 from storage.knowledge_repo import GLOBAL
 
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 KEPT_JOBS = 50
 MAX_URL_CHARS = 2000
 TRY_PASSAGES = 8
+_KEYS = keys()
 
 
 @dataclass(slots=True)
@@ -49,27 +52,33 @@ class DocumentJob:
     reports: list[DocumentReport] = field(default_factory=list)
     error: str = ""
     task: asyncio.Task[None] | None = None
+    # ``what`` as the page shows it (the audit keeps ``what``).
+    shown: str = ""
 
     def progress(self, done: int, total: int, what: str) -> None:
         self.done, self.total, self.current = done, total, what
 
-    def summary(self) -> str:
+    def summary(self, language: str = "en") -> str:
         """ "2 added, 1 failed": how the documents of the job ended."""
         counts = Counter(r.status for r in self.reports)
-        return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
+        return ", ".join(
+            say("console.docs.counted", language, count=n, status=_named(status, language))
+            for status, n in sorted(counts.items())
+        ) or say("console.docs.nothing", language)
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self, language: str = "en") -> dict[str, object]:
         return {
             "job": self.id,
             "action": self.action,
-            "what": self.what,
+            "action_name": say(f"console.docs.job.{self.action}", language),
+            "what": self.shown or self.what,
             "tenant": self.tenant,
             "done": self.done,
             "total": self.total,
             "current": self.current,
             "finished": self.finished,
             "error": self.error,
-            "summary": self.summary() if self.finished else "",
+            "summary": self.summary(language) if self.finished else "",
             "documents": [
                 {"name": r.name, "status": r.status, "chunks": r.chunks, "error": r.error}
                 for r in self.reports
@@ -150,9 +159,9 @@ class DocumentPages(Room):
     async def upload(self, request: web.Request) -> web.StreamResponse:
         library = self.library
         if library is None:
-            return web.json_response({"error": "no document library"}, status=503)
+            return _refused(request, "console.docs.unavailable", 503)
         if request.content_type != "multipart/form-data":
-            return web.json_response({"error": "send the file as multipart/form-data"}, status=415)
+            return _refused(request, "console.upload.multipart", 415)
         limit = library.limits.max_bytes
         fields: dict[str, str] = {}
         name, data = "", bytearray()
@@ -165,17 +174,20 @@ class DocumentPages(Room):
                 while chunk := await part.read_chunk(64 * 1024):
                     data += chunk
                     if len(data) > limit:
-                        why = f"the file is larger than {limit // (1024 * 1024)} MB"
-                        return web.json_response({"error": why}, status=413)
+                        return _refused(
+                            request, "console.docs.too_large", 413, mb=limit // (1024 * 1024)
+                        )
             elif part.name in ("tenant", "internal"):
                 fields[part.name] = (await part.text()).strip()[:128]
         if not name:
-            return web.json_response({"error": "choose a file to upload"}, status=400)
+            return _refused(request, "console.docs.no_file", 400)
         if not data:
-            return web.json_response({"error": f"{name} is empty"}, status=400)
+            return _refused(request, "console.docs.empty", 400, name=name)
         tenant, internal = fields.get("tenant", ""), fields.get("internal") == "yes"
         if not self.reaches(request, tenant):
-            return await self._forbidden(request, "The document's tenant")
+            return await self._forbidden(
+                request, say("console.docs.tenant", console_language(request))
+            )
         body = bytes(data)
 
         async def work(job: DocumentJob) -> list[DocumentReport]:
@@ -189,15 +201,17 @@ class DocumentPages(Room):
     async def add_url(self, request: web.Request) -> web.StreamResponse:
         library = self.library
         if library is None:
-            return web.json_response({"error": "no document library"}, status=503)
+            return _refused(request, "console.docs.unavailable", 503)
         form = request["form"]
         url = str(form.get("url", "")).strip()
         if not url.startswith(("http://", "https://")) or len(url) > MAX_URL_CHARS:
-            return web.json_response({"error": "give an http:// or https:// address"}, status=400)
+            return _refused(request, "console.docs.bad_url", 400)
         tenant, internal = str(form.get("tenant", "")).strip(), form.get("internal") == "yes"
         crawl_site = form.get("crawl") == "yes"
         if not self.reaches(request, tenant):
-            return await self._forbidden(request, "The document's tenant")
+            return await self._forbidden(
+                request, say("console.docs.tenant", console_language(request))
+            )
 
         async def work(job: DocumentJob) -> list[DocumentReport]:
             return await library.add_url(
@@ -209,20 +223,26 @@ class DocumentPages(Room):
     async def sync(self, request: web.Request) -> web.StreamResponse:
         library = self.library
         if library is None:
-            return web.json_response({"error": "no document library"}, status=503)
+            return _refused(request, "console.docs.unavailable", 503)
         raw = str(request["form"].get("tenant", "")).strip()
+        language = console_language(request)
         # "" syncs every tenant's documents: an owner's reach only.
         tenant: str | None = None if raw == "*" else raw
         if tenant is None and request.get("reached") is not None:
-            return await self._forbidden(request, "Syncing every tenant")
+            return await self._forbidden(request, say("console.docs.sync_all", language))
         if tenant is not None and not self.reaches(request, tenant):
-            return await self._forbidden(request, "The documents' tenant")
+            return await self._forbidden(request, say("console.docs.tenant", language))
         what = "every tenant" if tenant is None else tenant or "shared documents"
+        shown = (
+            say("console.docs.every_tenant", language)
+            if tenant is None
+            else tenant or say("console.docs.shared_documents", language)
+        )
 
         async def work(job: DocumentJob) -> list[DocumentReport]:
             return await library.sync(tenant, progress=job.progress)
 
-        return self._start(request, "sync", what, tenant or "", work)
+        return self._start(request, "sync", what, tenant or "", work, shown=shown)
 
     def _start(
         self,
@@ -231,15 +251,17 @@ class DocumentPages(Room):
         what: str,
         tenant: str,
         work: Callable[[DocumentJob], Awaitable[list[DocumentReport]]],
+        shown: str = "",
         **details: object,
     ) -> web.Response:
         job = DocumentJob(uuid.uuid4().hex, action, what, tenant, self.viewer(request).actor)
+        job.shown = shown
         job.task = asyncio.create_task(self._run(job, work, details))
         self._jobs[job.id] = job
         while len(self._jobs) > KEPT_JOBS:
             self._jobs.popitem(last=False)
         log.info("console: %s of %s started by %s", action, what, job.actor)
-        return web.json_response(job.as_json(), status=202)
+        return web.json_response(job.as_json(console_language(request)), status=202)
 
     async def _run(
         self,
@@ -280,22 +302,25 @@ class DocumentPages(Room):
     async def job_status(self, request: web.Request) -> web.StreamResponse:
         job = self._jobs.get(request.match_info["job"])
         if job is None or not self.reaches(request, job.tenant):
-            return web.json_response({"error": "no such job"}, status=404)
-        return web.json_response(job.as_json())
+            return _refused(request, "console.docs.no_job", 404)
+        return web.json_response(job.as_json(console_language(request)))
 
     # -- removing -------------------------------------------------------------------
 
     async def remove(self, request: web.Request) -> web.StreamResponse:
         library = self.library
+        language = console_language(request)
         if library is None:
-            raise web.HTTPNotFound(text="no document library")
+            raise web.HTTPNotFound(text=say("console.docs.unavailable", language))
         wanted = _int(request.match_info["id"])
         found = [d for d in await library.list() if d.id == wanted]
         if not found:
-            raise web.HTTPNotFound(text="no such document")
+            raise web.HTTPNotFound(text=say("console.docs.missing", language))
         document = found[0]
         if not self.reaches(request, document.tenant):
-            return await self._forbidden(request, f"Document {document.name}")
+            return await self._forbidden(
+                request, say("console.docs.what_named", language, name=document.name)
+            )
         gone = await library.remove(str(document.id), tenant=document.tenant)
         await self.team.audit(
             document.tenant,
@@ -305,5 +330,25 @@ class DocumentPages(Room):
             {"chunks": sum(d.chunks for d in gone), "via": "console"},
         )
         log.info("console: document %s removed", document.location)
-        self._say(request, f"Removed {document.title or document.name} ({document.chunks} chunks).")
+        self._say(
+            request,
+            say(
+                "console.docs.removed",
+                language,
+                name=document.title or document.name,
+                chunks=document.chunks,
+            ),
+        )
         return _redirect("/console/documents")
+
+
+def _named(status: str, language: str) -> str:
+    """A document's outcome (added, updated, failed, …) in ``language``."""
+    key = f"console.docs.status.{status}"
+    return say(key, language) if key in _KEYS else status
+
+
+def _refused(request: web.Request, key: str, status: int, **values: object) -> web.Response:
+    """A refusal the page's script shows, in the reader's language."""
+    text = say(key, console_language(request), **values)
+    return web.json_response({"error": text}, status=status)

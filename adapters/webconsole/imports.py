@@ -15,10 +15,12 @@ from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
+from adapters.webconsole.language import console_language
 from adapters.webconsole.pages import ConsoleContext, Room
 from bot.errors import DeskmateError, StorageError
 from bot.knowledge.importer import KnowledgeImportError, detect_format
 from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.messages import say
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,9 @@ class ImportJobs(Room):
     async def start_import(self, request: web.Request) -> web.StreamResponse:
         kb = self.knowledge
         if kb is None:
-            return web.json_response({"error": "no knowledge base"}, status=503)
+            return _refused(request, "console.knowledge.unavailable", 503)
         if request.content_type != "multipart/form-data":
-            return web.json_response({"error": "send the file as multipart/form-data"}, status=415)
+            return _refused(request, "console.upload.multipart", 415)
         reader = await request.multipart()
         tenant, saved, name = "", None, ""
         folder = Path(tempfile.mkdtemp(prefix="deskmate-import-"))
@@ -82,24 +84,22 @@ class ImportJobs(Room):
                     name = Path(part.filename).name[:200]
                     suffix = Path(name).suffix.lower()
                     if not detect_format(Path(name)):
-                        return web.json_response(
-                            {"error": "use a .csv, .tsv, .json, .jsonl or .md file"}, status=400
-                        )
+                        return _refused(request, "console.import.format", 400)
                     saved = folder / f"upload{suffix}"
                     size = 0
                     with saved.open("wb") as out:
                         while chunk := await part.read_chunk(64 * 1024):
                             size += len(chunk)
                             if size > MAX_IMPORT_BYTES:
-                                return web.json_response(
-                                    {"error": "the file is larger than 20 MB"}, status=413
-                                )
+                                return _refused(request, "console.import.too_large", 413)
                             out.write(chunk)
             if saved is None:
-                return web.json_response({"error": "choose a file to import"}, status=400)
+                return _refused(request, "console.import.no_file", 400)
             if not self.reaches(request, tenant):
                 _remove(folder)
-                return await self._forbidden(request, "The import's tenant")
+                return await self._forbidden(
+                    request, say("console.import.tenant", console_language(request))
+                )
         except BaseException:
             _remove(folder)
             raise
@@ -131,10 +131,15 @@ class ImportJobs(Room):
     async def import_status(self, request: web.Request) -> web.StreamResponse:
         job = self._imports.get(request.match_info["job"])
         if job is None or not self.reaches(request, job.tenant):
-            return web.json_response({"error": "no such import"}, status=404)
+            return _refused(request, "console.import.missing", 404)
         return web.json_response(job.as_json())
 
 
 def _remove(folder: Path) -> None:
     with contextlib.suppress(OSError):
         shutil.rmtree(folder)
+
+
+def _refused(request: web.Request, key: str, status: int) -> web.Response:
+    """A refusal the page's script shows, in the reader's language."""
+    return web.json_response({"error": say(key, console_language(request))}, status=status)

@@ -15,6 +15,7 @@ from adapters.webconsole.pages import MAX_PERIOD_DAYS, Room, _int, _redirect, _t
 from adapters.webconsole.reports import group_gaps
 from bot.knowledge.export import EXPORT_FORMATS, export_entries
 from bot.knowledge.importer import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS
+from bot.messages import say
 from bot.plans import Escalate, Grounded, Verbatim
 from storage.knowledge_repo import GLOBAL, EntryInput
 
@@ -46,9 +47,11 @@ class KnowledgePages(Room):
     async def entry_page(self, request: web.Request) -> web.StreamResponse:
         entry = await self.repo.entry(int(request.match_info["id"]))
         if entry is None:
-            return await self._not_found(request, "There is no such entry.")
+            return await self._not_found(
+                request, say("console.knowledge.missing", self.language(request))
+            )
         if not self.reaches(request, entry.tenant):
-            return await self._forbidden(request, f"Entry {entry.ref}")
+            return await self._forbidden(request, self._what(request, entry.ref))
         return self._render(
             request,
             "entry.html",
@@ -57,15 +60,19 @@ class KnowledgePages(Room):
             **await self._page_values(request),
         )
 
-    def _entry_input(self, form: Mapping[str, Any], external_id: str | None) -> EntryInput | str:
+    def _entry_input(
+        self, form: Mapping[str, Any], external_id: str | None, language: str
+    ) -> EntryInput | str:
         question = " ".join(str(form.get("question", "")).split())
         answer = str(form.get("answer", "")).strip().replace("\r\n", "\n")
         if not question or not answer:
-            return "An entry needs a question and an answer."
+            return say("console.knowledge.incomplete", language)
         if len(question) > MAX_QUESTION_CHARS or len(answer) > MAX_ANSWER_CHARS:
-            return (
-                f"Questions are at most {MAX_QUESTION_CHARS} characters and answers "
-                f"{MAX_ANSWER_CHARS}."
+            return say(
+                "console.knowledge.too_long",
+                language,
+                question=MAX_QUESTION_CHARS,
+                answer=MAX_ANSWER_CHARS,
             )
         alternatives = tuple(
             " ".join(line.split())
@@ -86,29 +93,39 @@ class KnowledgePages(Room):
     async def add_entry(self, request: web.Request) -> web.StreamResponse:
         kb = self.knowledge
         form = request["form"]
+        language = self.language(request)
         if kb is None:
-            return web.json_response({"error": "no knowledge base"}, status=503)
-        entry = self._entry_input(form, str(form.get("external_id", "")).strip())
+            return web.json_response(
+                {"error": say("console.knowledge.unavailable", language)}, status=503
+            )
+        entry = self._entry_input(form, str(form.get("external_id", "")).strip(), language)
         if isinstance(entry, str):
             self._say(request, entry)
             return _redirect("/console/knowledge")
         tenant = str(form.get("entry_tenant", "")).strip()
         if not self.reaches(request, tenant):
-            return await self._forbidden(request, "The entry's tenant")
+            return await self._forbidden(request, say("console.knowledge.entry_tenant", language))
         result = await kb.add(entry, tenant=tenant)
         log.info("console: FAQ entry %s (%s)", "added" if result.created else "updated", entry.key)
-        what = "Added" if result.created else "Updated" if result.updated else "Unchanged:"
-        self._say(request, f"{what} the entry “{entry.question}”.")
+        said = (
+            "console.knowledge.added"
+            if result.created
+            else "console.knowledge.updated"
+            if result.updated
+            else "console.knowledge.unchanged"
+        )
+        self._say(request, say(said, language, question=entry.question))
         return _redirect("/console/knowledge?" + urlencode({"q": entry.question}))
 
     async def edit_entry(self, request: web.Request) -> web.StreamResponse:
         kb = self.knowledge
         old = await self.repo.entry(int(request.match_info["id"]))
+        language = self.language(request)
         if kb is None or old is None:
-            raise web.HTTPNotFound(text="no such entry")
+            raise web.HTTPNotFound(text=say("console.knowledge.missing", language))
         if not self.reaches(request, old.tenant):
-            return await self._forbidden(request, f"Entry {old.ref}")
-        entry = self._entry_input(request["form"], old.external_id)
+            return await self._forbidden(request, self._what(request, old.ref))
+        entry = self._entry_input(request["form"], old.external_id, language)
         if isinstance(entry, str):
             self._say(request, entry)
             return _redirect(f"/console/knowledge/entries/{old.id}")
@@ -118,20 +135,24 @@ class KnowledgePages(Room):
         if entry.key != old.key:
             await kb.remove(str(old.id), tenant=old.tenant)
         log.info("console: FAQ entry %s edited", old.ref)
-        self._say(request, f"Saved the entry “{entry.question}”.")
+        self._say(request, say("console.knowledge.saved", language, question=entry.question))
         return _redirect("/console/knowledge?" + urlencode({"q": entry.question}))
 
     async def remove_entry(self, request: web.Request) -> web.StreamResponse:
         kb = self.knowledge
         old = await self.repo.entry(int(request.match_info["id"]))
+        language = self.language(request)
         if kb is None or old is None:
-            raise web.HTTPNotFound(text="no such entry")
+            raise web.HTTPNotFound(text=say("console.knowledge.missing", language))
         if not self.reaches(request, old.tenant):
-            return await self._forbidden(request, f"Entry {old.ref}")
+            return await self._forbidden(request, self._what(request, old.ref))
         await kb.remove(str(old.id), tenant=old.tenant)
         log.info("console: FAQ entry %s removed", old.ref)
-        self._say(request, f"Removed the entry “{old.question}”.")
+        self._say(request, say("console.knowledge.removed", language, question=old.question))
         return _redirect("/console/knowledge")
+
+    def _what(self, request: web.Request, ref: str) -> str:
+        return say("console.knowledge.what", self.language(request), ref=ref)
 
     async def export_entries(self, request: web.Request) -> web.StreamResponse:
         kb = self.knowledge

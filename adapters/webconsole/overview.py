@@ -18,12 +18,34 @@ from adapters.webconsole.pages import (
     _int,
     _tenant,
 )
-from adapters.webconsole.reports import PATH_NAMES
+from bot.messages import say
 from storage.console_outcomes import Outcomes
 from storage.console_repo import Overview
 
 # Chart colours of the rating series: greens for 👍, reds for 👎.
 RATING_COLORS = ("#26a269", "#c01c28", "#8ff0a4", "#f66151")
+# How an answer was given (the answer log's and the outcomes' paths), as shown.
+PATH_KEYS = {
+    "verbatim": "console.path.verbatim",
+    "grounded": "console.path.grounded",
+    "escalated": "console.path.escalated",
+    "person": "console.path.person",
+    "chat": "console.path.chat",
+    "documents": "console.path.documents",
+    "agent": "console.path.agent",
+}
+# The rating series as storage names them.
+RATING_KEYS = {
+    "answers rated good": "console.rating.answers_good",
+    "answers rated bad": "console.rating.answers_bad",
+    "tickets rated good": "console.rating.tickets_good",
+    "tickets rated bad": "console.rating.tickets_bad",
+}
+
+
+def path_names(language: str) -> dict[str, str]:
+    """Each answer path's name in ``language``."""
+    return {path: say(key, language) for path, key in PATH_KEYS.items()}
 
 
 class OverviewPages(Room):
@@ -38,7 +60,8 @@ class OverviewPages(Room):
         since, until = _period(request)
         tenant = _tenant(request)
         figures = await self.repo.overview(since, until, tenant=tenant)
-        answered = {PATH_NAMES[k]: v for k, v in figures.answered.items()}
+        names = path_names(self.language(request))
+        answered = {names[k]: v for k, v in figures.answered.items()}
         outcomes = await self.repo.outcomes(
             since, until, tenant=tenant, idle=self.settings.handoff_idle * 60
         )
@@ -48,41 +71,32 @@ class OverviewPages(Room):
             "figures": figures,
             "answered": answered,
             "outcomes": outcomes,
+            "faq_answered": sum(
+                sum(figures.answered.get(path, {}).values()) for path in ("verbatim", "grounded")
+            ),
         }
 
     async def overview(self, request: web.Request) -> web.StreamResponse:
         data = await self._overview_data(request)
         figures, answered = data["figures"], data["answered"]
-        days = figures.days
+        language = self.language(request)
         samples = list(self.sampler.samples)
-        plots = {
-            "conversations": charts.stacked_per_day(
-                "Conversations per day by platform", days, figures.conversations
-            ),
-            "messages": charts.stacked_per_day(
-                "Messages per day by platform", days, figures.messages
-            ),
-            "answered": charts.stacked_per_day(
-                "How questions were answered, per day", days, answered
-            ),
-            "latency": charts.percentiles_per_day(
-                "Answer latency per day, p50 and p95", days, figures.latency, "ms"
-            ),
-            "first_reply": charts.percentiles_per_day(
-                "Time to first human reply per day, p50 and p95",
-                days,
-                figures.first_reply,
-                "minutes",
-            ),
-            "ratings": charts.stacked_per_day(
-                "Ratings per day, of answers and of resolved tickets",
-                days,
-                figures.ratings,
-                colors=RATING_COLORS,
-            ),
+        ratings = {
+            say(RATING_KEYS[name], language) if name in RATING_KEYS else name: per_day
+            for name, per_day in figures.ratings.items()
         }
-        plots.update(_outcome_plots(data["outcomes"]))
-        model = charts.model_live("Model queue depth and tokens per second", samples)
+        plots = _plots(language, figures, answered, ratings)
+        plots.update(_outcome_plots(language, data["outcomes"]))
+        model = charts.model_live(
+            say("console.chart.model", language),
+            samples,
+            names=(
+                say("console.chart.queue", language),
+                say("console.chart.decoding", language),
+                say("console.chart.tokens", language),
+            ),
+            empty=say("console.chart.empty", language),
+        )
         if model is not None:
             plots["model"] = model
         return self._render(
@@ -95,10 +109,12 @@ class OverviewPages(Room):
                 p: (sum(figures.conversations.get(p, {}).values()), sum(v.values()))
                 for p, v in figures.messages.items()
             },
+            rating_names=list(ratings),
             rating_rows=_rating_rows(figures),
+            path_names=path_names(language),
             latest=samples[-1] if samples else None,
             reports_queue=self.sampler.reports_queue,
-            model_settings=self._model_settings(),
+            model_settings=self._model_settings(language),
             **data,
             **await self._page_values(request),
         )
@@ -123,39 +139,84 @@ class OverviewPages(Room):
                 "ratings": f.ratings,
                 "rated_good_share": f.good_share,
                 "outcomes": _outcomes_json(data["outcomes"]),
-                "model": self._model_settings(),
+                "model": self._model_settings("en"),
             }
         )
 
-    def _model_settings(self) -> dict[str, str]:
+    def _model_settings(self, language: str) -> dict[str, str]:
         s = self.settings
-        rows = {"backend": self.backend_name}
+        rows = {say("console.setting.backend", language): self.backend_name}
         if s.llm_url:
-            rows["server"] = s.llm_url
-            rows["model"] = s.llm_model_name or "(server default)"
+            rows[say("console.setting.server", language)] = s.llm_url
+            rows[say("console.setting.model", language)] = s.llm_model_name or say(
+                "console.setting.server_default", language
+            )
         else:
             rows.update(
                 {
-                    "model": s.model,
-                    "quantization": s.quantization,
-                    "dtype": s.dtype,
-                    "device": s.device,
+                    say("console.setting.model", language): s.model,
+                    say("console.setting.quantization", language): s.quantization,
+                    say("console.setting.dtype", language): s.dtype,
+                    say("console.setting.device", language): s.device,
                 }
             )
+        verbatim = _or_model(s.faq_verbatim_score, language)
+        grounded = _or_model(s.faq_grounded_score, language)
         rows.update(
             {
-                "max batch": str(s.max_batch_size),
-                "max queue": str(s.max_queue),
-                "max new tokens": str(s.max_new_tokens),
-                "temperature": str(s.temperature),
-                "embedding model": str(s.embedding_model or "all-MiniLM-L6-v2 (bundled)"),
-                "FAQ thresholds": (
-                    f"verbatim ≥ {_or_model(s.faq_verbatim_score)}, "
-                    f"grounded ≥ {_or_model(s.faq_grounded_score)}"
+                say("console.setting.max_batch", language): str(s.max_batch_size),
+                say("console.setting.max_queue", language): str(s.max_queue),
+                say("console.setting.max_new_tokens", language): str(s.max_new_tokens),
+                say("console.setting.temperature", language): str(s.temperature),
+                say("console.setting.embedding_model", language): str(
+                    s.embedding_model or say("console.setting.bundled_embedder", language)
+                ),
+                say("console.setting.thresholds", language): say(
+                    "console.setting.thresholds_value",
+                    language,
+                    verbatim=verbatim,
+                    grounded=grounded,
                 ),
             }
         )
         return rows
+
+
+def _plots(
+    language: str,
+    figures: Overview,
+    answered: dict[str, dict[str, int]],
+    ratings: dict[str, dict[str, int]],
+) -> dict[str, Markup]:
+    days, empty = figures.days, say("console.chart.empty", language)
+    return {
+        "conversations": charts.stacked_per_day(
+            say("console.chart.conversations", language), days, figures.conversations, empty=empty
+        ),
+        "messages": charts.stacked_per_day(
+            say("console.chart.messages", language), days, figures.messages, empty=empty
+        ),
+        "answered": charts.stacked_per_day(
+            say("console.chart.answered", language), days, answered, empty=empty
+        ),
+        "latency": charts.percentiles_per_day(
+            say("console.chart.latency", language), days, figures.latency, "ms", empty=empty
+        ),
+        "first_reply": charts.percentiles_per_day(
+            say("console.chart.first_reply", language),
+            days,
+            figures.first_reply,
+            say("console.chart.minutes", language),
+            empty=empty,
+        ),
+        "ratings": charts.stacked_per_day(
+            say("console.chart.ratings", language),
+            days,
+            ratings,
+            colors=RATING_COLORS,
+            empty=empty,
+        ),
+    }
 
 
 def _period(request: web.Request) -> tuple[date, date]:
@@ -185,22 +246,28 @@ def _rating_rows(figures: Overview) -> list[tuple[str, list[int], float]]:
     return rows
 
 
-def _outcome_plots(o: Outcomes) -> dict[str, Markup]:
-    days = o.days
+def _outcome_plots(language: str, o: Outcomes) -> dict[str, Markup]:
+    days, empty = o.days, say("console.chart.empty", language)
+    names = path_names(language)
     return {
         "outcomes": charts.shares_per_day(
-            "Outcomes per day: resolved by the bot, handed off, suggestions accepted",
+            say("console.chart.outcomes", language),
             days,
             {
-                "resolved by the bot": {d: o.bot_share(d) for d in days},
-                "handoff rate": {d: o.handoff_rate(d) for d in days},
-                "suggestions accepted": {d: o.acceptance(d) for d in days},
+                say("console.chart.bot_resolved", language): {d: o.bot_share(d) for d in days},
+                say("console.chart.handoff_rate", language): {d: o.handoff_rate(d) for d in days},
+                say("console.chart.accepted", language): {d: o.acceptance(d) for d in days},
             },
+            empty=empty,
         ),
         "path_ratings": charts.stacked_per_day(
-            "Ratings per day by answer path (good)",
+            say("console.chart.path_ratings", language),
             days,
-            {path: {d: v[0] for d, v in per_day.items()} for path, per_day in o.ratings.items()},
+            {
+                names.get(path, path): {d: v[0] for d, v in per_day.items()}
+                for path, per_day in o.ratings.items()
+            },
+            empty=empty,
         ),
     }
 
@@ -222,6 +289,6 @@ def _outcomes_json(o: Outcomes) -> dict[str, Any]:
     }
 
 
-def _or_model(value: float | None) -> str:
+def _or_model(value: float | None, language: str) -> str:
     """A threshold as set, or the embedding model's own when unset."""
-    return "the embedding model's default" if value is None else str(value)
+    return say("console.setting.model_default", language) if value is None else str(value)

@@ -1,6 +1,6 @@
 """What every room of the operator console shares: the services seam, page
-rendering, the one-time message after a write, and the request helpers
-(tenant filter, dates, redirects) the rooms have in common."""
+rendering in the reader's language, the one-time message after a write, and
+the request helpers (tenant filter, dates, redirects) the rooms have in common."""
 
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from adapters.clients import Client, client_of
+from adapters.webconsole.language import LANGUAGE_COOKIE, chosen_language, console_language
 from adapters.webconsole.people import Viewer
 from adapters.webconsole.reports import PATH_NAMES
 from bot.handoff.desk import HelpDesk
 from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.language import SUPPORTED_LANGUAGES
+from bot.messages import keys, say
 from bot.services import ConsoleServices
 from bot.settings import Settings
 from bot.team.access import Access
@@ -33,6 +36,7 @@ COOKIE = "deskmate_console"
 SESSION_LIFETIME = timedelta(hours=12)
 MAX_PERIOD_DAYS = 366
 _SHARED = "~"  # the tenant filter's name for entries every tenant sees
+_KEYS = keys()
 
 
 class ConsoleContext:
@@ -101,7 +105,22 @@ class Room:
         token = request.cookies.get(COOKIE, "")
         if token:
             flash = self._flash.pop(token, "")
+        language = console_language(request)
+
+        def t(key: str, /, **values: object) -> str:
+            return say(key, language, **values)
+
+        def named(area: str, value: object) -> str:
+            """A stored code's name (a ticket's state, an event's kind), itself
+            where the catalog has none."""
+            key = f"{area}.{value}"
+            return say(key, language) if key in _KEYS else str(value)
+
         html = self.env.get_template(template).render(
+            t=t,
+            named=named,
+            language=language,
+            console_languages=SUPPORTED_LANGUAGES,
             csrf=session.csrf if session is not None else "",
             nonce=nonce,
             path=request.path,
@@ -117,12 +136,28 @@ class Room:
             **values,
         )
         response = web.Response(text=html, status=status, content_type="text/html")
+        chosen = chosen_language(request)
+        if chosen:
+            # The reader's choice outlives the page: kept for a year, for every console page.
+            response.set_cookie(
+                LANGUAGE_COOKIE,
+                chosen,
+                max_age=365 * 24 * 3600,
+                path="/console",
+                samesite="Lax",
+                httponly=True,
+                secure=self.client(request).secure,
+            )
         response.headers["Content-Security-Policy"] = (
             "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
             f"script-src 'nonce-{nonce}'; connect-src 'self'; form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'"
         )
         return response
+
+    def language(self, request: web.Request) -> str:
+        """The language the console speaks to the reader of ``request``."""
+        return console_language(request)
 
     def _say(self, request: web.Request, text: str) -> None:
         token = request.cookies.get(COOKIE, "")
@@ -148,7 +183,8 @@ class Room:
 
     async def _forbidden(self, request: web.Request, what: str) -> web.StreamResponse:
         """The refusal of something of a tenant the person does not reach."""
-        text = f"{what} belongs to a tenant you do not serve."
+        language = self.language(request)
+        text = say("console.not_yours", language, what=what)
         if request.method != "GET":
             return web.json_response({"error": text}, status=403)
         return self._render(
@@ -156,7 +192,7 @@ class Room:
             "missing.html",
             status=403,
             text=text,
-            heading="Not yours",
+            heading=say("console.not_yours_title", language),
             **await self._page_values(request),
         )
 

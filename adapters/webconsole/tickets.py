@@ -10,7 +10,6 @@ from aiohttp import web
 
 from adapters.webconsole.pages import Room, _redirect, _tenant
 from bot.handoff.actions import CONSOLE_ACTIONS, Actor
-from bot.handoff.desk import TRIGGERS
 from bot.handoff.suggested import CONSOLE_SUGGESTION_ACTIONS
 from bot.language import SUPPORTED_LANGUAGES
 from bot.messages import say
@@ -38,16 +37,18 @@ class TicketPages(Room):
             closed=closed,
             now=datetime.now(UTC),
             connected=self.desk.connected,
-            triggers=TRIGGERS,
+            triggers=_triggers(self.language(request)),
             **await self._page_values(request),
         )
 
     async def ticket(self, request: web.Request) -> web.StreamResponse:
         ticket = await self.desk.tickets.get(int(request.match_info["id"]))
         if ticket is None:
-            return await self._not_found(request, "There is no such ticket.")
+            return await self._not_found(
+                request, say("console.tickets.missing", self.language(request))
+            )
         if not self.reaches(request, ticket.customer_address.tenant):
-            return await self._forbidden(request, f"Ticket #{ticket.id}")
+            return await self._forbidden(request, self._what(request, ticket.id))
         return self._render(
             request,
             "ticket.html",
@@ -55,7 +56,7 @@ class TicketPages(Room):
             ticket=ticket,
             events=await self.desk.tickets.events(ticket.id),
             suggestions=await self.desk.tickets.suggestions.of_ticket(ticket.id),
-            triggers=TRIGGERS,
+            triggers=_triggers(self.language(request)),
             languages=SUPPORTED_LANGUAGES,
             agent_name=await self._name(request),
             **await self._page_values(request),
@@ -68,18 +69,19 @@ class TicketPages(Room):
         action_id = str(form.get("action", ""))
         back = f"/console/tickets/{ticket_id}"
         if not _ACTION.match(action_id):
-            return web.json_response({"error": "the form has no action id"}, status=400)
+            return _no_action_id(self.language(request))
         text = str(form.get("text", ""))
         desk = self.desk
         # The same action as the chat command: same audit entry, same notices.
         ticket = await desk.tickets.get(ticket_id)
         agent = self.viewer(request).actor
+        language = self.language(request)
         if ticket is None:
-            said = say("handoff.no_ticket", id=ticket_id)
+            said = say("handoff.no_ticket", language, id=ticket_id)
         elif not self.reaches(request, ticket.customer_address.tenant):
-            return await self._forbidden(request, f"Ticket #{ticket_id}")
+            return await self._forbidden(request, self._what(request, ticket_id))
         else:
-            actor = Actor.at_console(agent, await self._name(request), action_id)
+            actor = Actor.at_console(agent, await self._name(request), action_id, language)
             said = await CONSOLE_ACTIONS[action](desk, ticket, actor, text) or ""
         log.info("console: %s on ticket #%d by %s", action, ticket_id, agent)
         self._say(request, said)
@@ -94,15 +96,16 @@ class TicketPages(Room):
         action = request.match_info["action"]
         action_id = str(form.get("action", ""))
         if not _ACTION.match(action_id):
-            return web.json_response({"error": "the form has no action id"}, status=400)
+            return _no_action_id(self.language(request))
         ticket = await self.desk.tickets.get(ticket_id)
         agent = self.viewer(request).actor
+        language = self.language(request)
         if ticket is None:
-            said = say("handoff.no_ticket", id=ticket_id)
+            said = say("handoff.no_ticket", language, id=ticket_id)
         elif not self.reaches(request, ticket.customer_address.tenant):
-            return await self._forbidden(request, f"Ticket #{ticket_id}")
+            return await self._forbidden(request, self._what(request, ticket_id))
         else:
-            actor = Actor.at_console(agent, await self._name(request), action_id)
+            actor = Actor.at_console(agent, await self._name(request), action_id, language)
             args = f"{suggestion} {form.get('text', '')}".strip()
             said = await CONSOLE_SUGGESTION_ACTIONS[action](self.desk, ticket, actor, args) or ""
         log.info(
@@ -116,3 +119,18 @@ class TicketPages(Room):
         name they last wrote under, their id without one."""
         person = self.viewer(request).person
         return await self.repo.display_name(person) if person else "Console"
+
+    def _what(self, request: web.Request, ticket_id: int) -> str:
+        return say("console.tickets.what", self.language(request), id=ticket_id)
+
+
+def _triggers(language: str) -> dict[str, str]:
+    """Why each kind of ticket was opened, in ``language``."""
+    return {
+        trigger: say(f"handoff.why.{trigger}", language)
+        for trigger in ("request", "escalation", "model_failure", "takeover")
+    }
+
+
+def _no_action_id(language: str) -> web.Response:
+    return web.json_response({"error": say("console.no_action_id", language)}, status=400)

@@ -42,7 +42,7 @@ class Actor:
     cause: str
     console: bool = False
     space: SupportSpace | None = None
-    # The language the actor is answered in (the console's is English).
+    # The language the actor is answered in (the console's: its reader's).
     language: str = "en"
 
     @classmethod
@@ -52,10 +52,11 @@ class Actor:
         return cls(agent, name, str(inbound_id), space=space, language=language)
 
     @classmethod
-    def at_console(cls, agent: str, name: str, action_id: str) -> Actor:
+    def at_console(cls, agent: str, name: str, action_id: str, language: str = "en") -> Actor:
         """The person signed in to the console (``agent``, who the audit
-        records) acting through the form with ``action_id``."""
-        return cls(agent, name, f"console:{action_id}", console=True)
+        records) acting through the form with ``action_id``, answered in the
+        console's ``language``."""
+        return cls(agent, name, f"console:{action_id}", console=True, language=language)
 
 
 # What every ticket action looks like to its callers: the text for the agent,

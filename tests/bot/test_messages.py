@@ -63,7 +63,24 @@ BUILT: dict[str, frozenset[str] | None] = {
     "language.name_{}": frozenset(
         f"language.name_{code}" for code in ("en", "sv", "de", "es", "fr", "zh")
     ),
+    # adapters/webconsole/documents.py: a console job's action and a document's outcome.
+    "console.docs.job.{}": None,
+    "console.docs.status.{}": None,
+    # The console's templates: named("<area>", code) and the navigation's entries.
+    "console.nav.{}": None,
+    "console.state.{}": None,
+    "console.closed.{}": None,
+    "console.suggestion.{}": None,
+    "console.drafted.{}": None,
+    "console.event.{}": None,
 }
+
+TEMPLATES = ROOT / "adapters" / "webconsole" / "templates"
+# A template's lookups: t("key", name=value, ...) and named("area", code),
+# and the one key built from a literal ("console.nav." ~ key).
+_T_CALL = re.compile(r"""\bt\(\s*["']([a-z0-9_.]+)["']""")
+_NAMED = re.compile(r"""\bnamed\(\s*["']([a-z0-9_.]+)["']""")
+_BUILT_IN_TEMPLATE = re.compile(r"""\bt\(\s*["']([a-z0-9_.]+\.)["']\s*~""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +143,44 @@ def _calls() -> list[Call]:
     return found
 
 
-CALLS = _calls()
+def _arguments(text: str, start: int) -> str:
+    """The arguments of the call whose name ends at ``start`` (to its closing parenthesis)."""
+    depth, end = 0, start
+    for end in range(start, len(text)):
+        if text[end] == "(":
+            depth += 1
+        elif text[end] == ")":
+            depth -= 1
+            if depth == 0:
+                break
+    return text[start + 1 : end]
+
+
+def _template_calls() -> list[Call]:
+    found = []
+    for path in sorted(TEMPLATES.iterdir()):
+        text = path.read_text(encoding="utf-8")
+        for match in _T_CALL.finditer(text):
+            if match.group(1).endswith("."):
+                continue  # a key built from it (_BUILT_IN_TEMPLATE)
+            args = _arguments(text, text.index("(", match.start()))
+            names = frozenset(re.findall(r"(?:^|[,(\s])([a-z_][a-z0-9_]*)\s*=(?!=)", args))
+            line = text.count("\n", 0, match.start()) + 1
+            found.append(Call(f"{path.name}:{line}", (match.group(1),), names, spread=False))
+    return found
+
+
+def _template_shapes() -> list[tuple[str, str]]:
+    """The keys templates build: named("area", code) is "area.{}"."""
+    found = []
+    for path in sorted(TEMPLATES.iterdir()):
+        text = path.read_text(encoding="utf-8")
+        found += [(path.name, f"{m.group(1)}.{{}}") for m in _NAMED.finditer(text)]
+        found += [(path.name, f"{m.group(1)}{{}}") for m in _BUILT_IN_TEMPLATE.finditer(text)]
+    return found
+
+
+CALLS = _calls() + _template_calls()
 
 
 def _key_literals() -> list[tuple[str, str]]:
@@ -176,6 +230,10 @@ def test_the_scan_sees_the_lookups() -> None:
     # A scan that found nothing would pass every check below.
     assert len(CALLS) > 100
     assert any(call.keys == ("team.role_usage",) for call in CALLS)
+    # The console's templates too, with the names they pass.
+    [queue] = [c for c in CALLS if c.keys == ("console.tickets.queue",)]
+    assert queue.where.startswith("tickets.html:") and queue.names == {"count"}
+    assert ("ticket.html", "console.state.{}") in _template_shapes()
 
 
 def test_every_key_looked_up_is_in_the_catalog() -> None:
@@ -187,7 +245,8 @@ def test_every_key_looked_up_is_in_the_catalog() -> None:
 
 
 def test_every_key_built_at_run_time_is_listed_and_exists() -> None:
-    unlisted = [f"{where}: {shape}" for where, shape in _built_shapes() if shape not in BUILT]
+    shapes = _built_shapes() + _template_shapes()
+    unlisted = [f"{where}: {shape}" for where, shape in shapes if shape not in BUILT]
     assert unlisted == []
     for shape, built in BUILT.items():
         if built is None:

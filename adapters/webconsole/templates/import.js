@@ -7,28 +7,29 @@
   function show(job) {
     bar.max = Math.max(job.total, 1);
     bar.value = job.total ? job.done : (job.finished ? 1 : 0);
-    if (job.error) { status.textContent = "Import failed: " + job.error; return; }
+    if (job.error) { status.textContent = {{ t("console.import.failed", error="{error}")|tojson }}.replace("{error}", job.error); return; }
     status.textContent = job.finished
       ? job.report.join("\n")
-      : "Embedding " + job.done + " of " + (job.total || "?") + " entries…";
+      : {{ t("console.import.embedding", done="{done}", total="{total}")|tojson }}
+          .replace("{done}", job.done).replace("{total}", job.total || "?");
   }
   function poll(id) {
     fetch("/console/api/knowledge/import/" + id, {credentials: "same-origin"})
       .then(function (r) { return r.json(); })
       .then(function (job) { show(job); if (!job.finished) setTimeout(function () { poll(id); }, 300); })
-      .catch(function () { status.textContent = "Lost track of the import; reload the page."; });
+      .catch(function () { status.textContent = {{ t("console.import.lost")|tojson }}; });
   }
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    status.textContent = "Uploading…";
+    status.textContent = {{ t("console.import.uploading")|tojson }};
     bar.value = 0;
     fetch(form.action, {method: "POST", body: new FormData(form), credentials: "same-origin",
                         headers: {"X-CSRF-Token": csrf}})
       .then(function (r) { return r.json().then(function (body) { return [r.ok, body]; }); })
       .then(function (result) {
-        if (!result[0]) { status.textContent = "Import refused: " + result[1].error; return; }
+        if (!result[0]) { status.textContent = {{ t("console.import.refused", error="{error}")|tojson }}.replace("{error}", result[1].error); return; }
         show(result[1]); poll(result[1].job);
       })
-      .catch(function () { status.textContent = "The upload failed."; });
+      .catch(function () { status.textContent = {{ t("console.import.upload_failed")|tojson }}; });
   });
 })();
