@@ -37,6 +37,19 @@ SESSION_LIFETIME = timedelta(hours=12)
 MAX_PERIOD_DAYS = 366
 _SHARED = "~"  # the tenant filter's name for entries every tenant sees
 _KEYS = keys()
+# The templates whose every text is in the catalog, said in the reader's language.
+TRANSLATED = frozenset(
+    {
+        "overview.html",
+        "tickets.html",
+        "ticket.html",
+        "knowledge.html",
+        "entry.html",
+        "docs.html",
+        "login.html",
+        "missing.html",
+    }
+)
 
 
 class ConsoleContext:
@@ -105,7 +118,9 @@ class Room:
         token = request.cookies.get(COOKIE, "")
         if token:
             flash = self._flash.pop(token, "")
-        language = console_language(request)
+        # A page not yet translated is English throughout, its frame too: a
+        # page in two languages reads worse than one in English.
+        language = console_language(request) if template in TRANSLATED else "en"
 
         def t(key: str, /, **values: object) -> str:
             return say(key, language, **values)
