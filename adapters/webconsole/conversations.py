@@ -9,6 +9,7 @@ from aiohttp import web
 
 from adapters.webconsole.pages import Room, _date, _redirect, _safe_next, _tenant
 from adapters.webconsole.reports import annotate, transcript_json, transcript_markdown
+from bot.messages import say
 
 log = logging.getLogger(__name__)
 _CONVERSATION_PAGE = re.compile(r"^/console/conversations/(\d+)$")
@@ -46,9 +47,11 @@ class ConversationPages(Room):
     async def transcript(self, request: web.Request) -> web.StreamResponse:
         found = await self.repo.transcript(int(request.match_info["id"]))
         if found is None:
-            return await self._not_found(request, "There is no such conversation.")
+            return await self._not_found(
+                request, say("console.conversations.missing", self.language(request))
+            )
         if not self.reaches(request, found.address.tenant):
-            return await self._forbidden(request, f"Conversation {found.id}")
+            return await self._forbidden(request, self._what(request, found.id))
         turns = annotate(found)
         users = sorted({t.message.user_id for t in turns if t.message.user_id})
         return self._render(
@@ -64,9 +67,11 @@ class ConversationPages(Room):
     async def export_transcript(self, request: web.Request) -> web.StreamResponse:
         found = await self.repo.transcript(int(request.match_info["id"]))
         if found is None:
-            raise web.HTTPNotFound(text="no such conversation")
+            raise web.HTTPNotFound(
+                text=say("console.conversations.missing", self.language(request))
+            )
         if not self.reaches(request, found.address.tenant):
-            return await self._forbidden(request, f"Conversation {found.id}")
+            return await self._forbidden(request, self._what(request, found.id))
         turns = annotate(found)
         fmt = request.match_info["fmt"]
         name = f"conversation-{found.id}.{fmt}"
@@ -84,14 +89,17 @@ class ConversationPages(Room):
         form = request["form"]
         user = str(form.get("user", "")).strip()
         back = _safe_next(str(form.get("back", ""))) or "/console/conversations"
+        language = self.language(request)
         if not user or form.get("confirm") != "yes":
-            self._say(request, "Tick the box to confirm, then delete.")
+            self._say(request, say("console.conversations.confirm_first", language))
             return _redirect(back)
         if request.get("reached") is not None:
             # Erasing reaches every tenant the person wrote in: all must be the admin's.
             wrote_in = await self.repo.tenants_of_user(user)
             if not wrote_in or not all(self.reaches(request, t) for t in wrote_in):
-                return await self._forbidden(request, f"{user} (or part of their data)")
+                return await self._forbidden(
+                    request, say("console.conversations.their_data", language, user=user)
+                )
         tenant = await self._tenant_of(back)
         result = await self.services.forget_user(user)
         # The same entry as the chat's /forget: who was erased and how much.
@@ -121,10 +129,19 @@ class ConversationPages(Room):
         )
         self._say(
             request,
-            f"Deleted everything stored about {user}: {result.messages} messages, "
-            f"{result.faq_answers} logged answers, {result.escalations} escalations.",
+            say(
+                "console.conversations.forgotten",
+                language,
+                user=user,
+                messages=result.messages,
+                answers=result.faq_answers,
+                escalations=result.escalations,
+            ),
         )
         return _redirect("/console/conversations")
+
+    def _what(self, request: web.Request, conversation: int) -> str:
+        return say("console.conversations.what", self.language(request), id=conversation)
 
     async def _tenant_of(self, back: str) -> str:
         """The tenant of the conversation a form was sent from ("" for none)."""

@@ -48,6 +48,10 @@ TRANSLATED = frozenset(
         "docs.html",
         "login.html",
         "missing.html",
+        "conversations.html",
+        "transcript.html",
+        "gaps.html",
+        "try.html",
     }
 )
 

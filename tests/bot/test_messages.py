@@ -73,6 +73,7 @@ BUILT: dict[str, frozenset[str] | None] = {
     "console.suggestion.{}": None,
     "console.drafted.{}": None,
     "console.event.{}": None,
+    "console.path.{}": None,
 }
 
 TEMPLATES = ROOT / "adapters" / "webconsole" / "templates"

@@ -405,4 +405,79 @@ CONSOLE: dict[str, str] = {
     "console.docs.missing": "no such document",
     "console.docs.what_named": "Document {name}",
     "console.docs.removed": "Removed {name} ({chunks} chunks).",
+    # Conversations and their transcripts.
+    "console.conversations.search_label": "Search conversations",
+    "console.conversations.text": "Text",
+    "console.conversations.any": "Any",
+    "console.conversations.user": "User id",
+    "console.conversations.found_one": "1 conversation",
+    "console.conversations.found": "{count} conversations",
+    "console.conversations.latest": "(the latest {count})",
+    "console.conversations.chat": "Chat",
+    "console.conversations.people": "People",
+    "console.conversations.last": "Last message",
+    "console.conversations.none": "No conversation matches.",
+    "console.conversations.missing": "There is no such conversation.",
+    "console.conversations.what": "Conversation {id}",
+    "console.conversations.confirm_first": "Tick the box to confirm, then delete.",
+    "console.conversations.their_data": "{user} (or part of their data)",
+    "console.conversations.forgotten": (
+        "Deleted everything stored about {user}: {messages} messages, {answers} logged "
+        "answers, {escalations} escalations."
+    ),
+    "console.transcript.title": "Conversation {id}",
+    "console.transcript.tenant": "tenant {tenant}",
+    "console.transcript.chat": "chat {chat}",
+    "console.transcript.thread": "thread {thread}",
+    "console.transcript.ticket": "ticket #{id}",
+    "console.transcript.command": "command",
+    "console.transcript.tokens": "{prompt} + {completion} tokens",
+    "console.transcript.sources": "Knowledge-base entries considered",
+    "console.transcript.removed": "(removed since)",
+    "console.transcript.none": "No messages are stored for this conversation.",
+    "console.transcript.forget_heading": "Delete a person's data",
+    "console.transcript.forget_note": (
+        "The same as their /forget: their messages in every conversation, the answers to "
+        "them, logged answers and escalations. It cannot be undone, and it is logged."
+    ),
+    "console.transcript.forget_confirm": "Delete everything stored about {user}",
+    "console.transcript.forget": "Delete",
+    # The gap report and trying a question.
+    "console.gaps.days": "Days back",
+    "console.gaps.summary": (
+        "Questions the knowledge base could not answer well: {asked} ({escalated} escalated, "
+        "{rated_bad} whose answer the customer rated bad), in {groups} groups of similar "
+        "wording, most frequent first."
+    ),
+    "console.gaps.asked": "Asked",
+    "console.gaps.also": "Also asked as",
+    "console.gaps.last": "Last",
+    "console.gaps.fix": "Fix",
+    "console.gaps.escalated": "{count} escalated",
+    "console.gaps.rated_bad": "{count} rated bad",
+    "console.gaps.write": "Write an entry",
+    "console.gaps.none": "No unanswered or badly rated questions in this period.",
+    "console.gaps.discarded_heading": "Suggested replies agents discard",
+    "console.gaps.discarded_note": (
+        "Topics (the best knowledge source a suggestion drew on, or the customer's question) "
+        "ranked by how often agents discarded the reply suggested for them."
+    ),
+    "console.gaps.discarded": "Discarded",
+    "console.gaps.of": "Of",
+    "console.gaps.topic": "Topic",
+    "console.gaps.none_discarded": "No suggestion was discarded in this period.",
+    "console.gaps.learned_note": "Answers agents proposed with /learn wait under",
+    "console.try.shared_only": "(shared entries only)",
+    "console.try.plan": "The plan:",
+    "console.try.mode": "Mode {mode}.",
+    "console.try.scores": "Best score {score}, lead over the runner-up {margin}: {reason}.",
+    "console.try.policy": "Verbatim at ≥ {verbatim} with a lead ≥ {lead}; grounded at ≥ {grounded}.",
+    "console.try.no_passages": "No passages are visible here.",
+    "console.try.no_passages_chat": "No passages are visible here, so the model would chat.",
+    "console.try.would_send": "What the bot would send",
+    "console.try.would_send_grounded": (
+        "What the bot would send (the model writes from these, citing them)"
+    ),
+    "console.try.ranking": "Ranking",
+    "console.try.title": "Title",
 }
