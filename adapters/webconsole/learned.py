@@ -9,6 +9,7 @@ from aiohttp import web
 
 from adapters.webconsole.pages import Room, _redirect, _tenant
 from bot.knowledge.importer import MAX_ANSWER_CHARS
+from bot.messages import say
 from bot.team import learning
 from storage.knowledge_repo import GLOBAL, FaqEntry
 
@@ -51,30 +52,45 @@ class LearnedPages(Room):
         form = request["form"]
         proposal_id = int(request.match_info["id"])
         back = "/console/knowledge/learned"
+        language = self.language(request)
         if kb is None:
-            return web.json_response({"error": "no knowledge base"}, status=503)
+            return web.json_response(
+                {"error": say("console.knowledge.unavailable", language)}, status=503
+            )
         proposal = await self.team.repository.proposal(proposal_id)
         if proposal is None:
-            raise web.HTTPNotFound(text="no such learned answer")
+            raise web.HTTPNotFound(text=say("console.learned.missing", language))
         if not self.reaches(request, proposal.tenant):
-            return await self._forbidden(request, f"Learned answer #{proposal_id}")
+            return await self._forbidden(
+                request, say("console.learned.what", language, id=proposal_id)
+            )
         if proposal.status != "pending":
-            self._say(request, f"Learned answer #{proposal_id} was already {proposal.status}.")
+            status = say(
+                "console.learned.approved"
+                if proposal.status == "approved"
+                else "console.learned.rejected",
+                language,
+            )
+            self._say(
+                request, say("console.learned.already", language, id=proposal_id, status=status)
+            )
             return _redirect(back)
         actor = self.viewer(request).actor
         if request.match_info["decision"] == "reject":
             if await self.team.repository.decide(proposal.id, approved=False, by=actor) is None:
-                said = f"Learned answer #{proposal_id} was decided meanwhile."
+                said = say("console.learned.meanwhile", language, id=proposal_id)
             else:
-                said = f"Rejected learned answer #{proposal_id}."
+                said = say("console.learned.rejected_one", language, id=proposal_id)
         else:
             answer = str(form.get("answer", "")).strip().replace("\r\n", "\n")
             if not answer or len(answer) > MAX_ANSWER_CHARS:
-                self._say(request, f"An answer is 1 to {MAX_ANSWER_CHARS} characters.")
+                self._say(request, say("console.learned.length", language, most=MAX_ANSWER_CHARS))
                 return _redirect(back)
             # Unchanged, a new phrasing keeps its entry's answer (as /faq approve ID).
             edited = answer if answer != proposal.answer.strip() else None
-            said = await learning.approve(self.team, kb, proposal, by=actor, answer=edited)
+            said = await learning.approve(
+                self.team, kb, proposal, by=actor, answer=edited, language=language
+            )
         log.info(
             "console: learned answer #%d %sd by %s",
             proposal_id,

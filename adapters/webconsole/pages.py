@@ -52,6 +52,7 @@ TRANSLATED = frozenset(
         "transcript.html",
         "gaps.html",
         "try.html",
+        "learned.html",
     }
 )
 
