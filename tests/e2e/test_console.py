@@ -775,3 +775,28 @@ async def test_learned_answers_are_approved_edited_or_rejected_in_the_console(
     assert ("faq.approve", "proposal 1", "console:owner") in decided
     assert ("faq.reject", "proposal 2", "console:owner") in decided
     await page.context.close()
+
+
+async def test_the_console_speaks_the_browsers_language_and_keeps_a_choice(stack: Stack) -> None:
+    context = await stack.browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="de-DE"
+    )
+    page = await context.new_page()
+    await page.goto(await _console_link(stack))
+    await page.get_by_role("button", name="Mit diesem Link anmelden").click()
+    await page.wait_for_url(re.compile(r"/console$"))
+    assert await page.locator("html").get_attribute("lang") == "de"
+    assert await page.locator("h1").inner_text() == "Übersicht"
+    nav = page.get_by_role("navigation", name="Konsole")
+    assert await nav.get_by_role("link", name="Wissen").count() == 1
+    # Swedish, chosen on the page, outlives it and wins over the browser's German.
+    await page.get_by_label("Sprache").select_option("sv")
+    await page.get_by_role("button", name="Wechseln").click()
+    await page.wait_for_load_state()
+    assert await page.locator("h1").inner_text() == "Översikt"
+    await page.get_by_role("navigation", name="Konsol").get_by_role("link", name="Ärenden").click()
+    await page.wait_for_url(re.compile(r"/console/tickets"))
+    assert await page.locator("h1").inner_text() == "Ärenden"
+    assert await page.locator("html").get_attribute("lang") == "sv"
+    await _shot(page, "tickets-sv")
+    await context.close()
