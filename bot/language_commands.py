@@ -70,7 +70,9 @@ def register_language_commands(registry: CommandRegistry, languages: Languages) 
             if ticket.details.get("language")
             else await languages.fallback(ticket.conversation_id, address.platform, address.tenant)
         )
-        agents = languages.default
+        # The agents read their tenant's /language (the support space's), as
+        # every other text in a ticket; ``ctx.language`` is that one here.
+        agents = ctx.language
         text = ctx.args.strip()
         if text:
             source = detect_language(text) or ctx.language

@@ -340,3 +340,23 @@ async def test_agents_are_written_to_in_their_tenants_language_not_the_customers
     assert listed.startswith(CATALOG["de"]["handoff.tickets_open"])
     released = await ask(manager, "/release", **agent("100"))
     assert released == say("handoff.not_claimed", "de", id=1)
+
+
+async def test_translate_writes_into_the_agents_tenant_language(
+    desk_manager: tuple[ConversationManager, OutboxWorker, dict[str, FakeChannel]],
+    backend: FakeBackend,
+) -> None:
+    manager, worker, _ = desk_manager
+    assert manager.languages is not None
+    await manager.languages.set_tenant("slack", "T1", "de", by="slack:U1")
+    backend.enqueue("Der Kunde möchte sein Geld zurück.")  # the case summary
+    await ask(manager, "Jag vill prata med en människa, tack.")
+    await ask(manager, "Jag har inte fått min beställning 42.")
+    await worker.flush()
+    backend.enqueue("Ich habe meine Bestellung 42 nicht erhalten.")
+    translated = await ask(manager, "/translate", **agent("100"))
+    assert translated == (
+        CATALOG["de"]["translate.of_customer"].format(source="svenska", target="Deutsch")
+        + "Ich habe meine Bestellung 42 nicht erhalten."
+    )
+    assert "from Swedish into German" in backend.requests[-1].messages[0].content
