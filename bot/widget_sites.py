@@ -32,7 +32,14 @@ _HOST = re.compile(r"^[a-z0-9.-]+$|^\[[0-9a-f:.]+\]$")
 
 
 class SiteError(ValueError):
-    """A site setting that cannot work; the message says what to write instead."""
+    """A site setting that cannot work; the message says what to write instead.
+    ``reason`` and ``values`` name it for a page that says it in its reader's
+    language (the console)."""
+
+    def __init__(self, message: str, reason: str = "", **values: object) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.values = values
 
 
 def parse_origin(raw: str) -> str:
@@ -58,7 +65,9 @@ def parse_origin(raw: str) -> str:
     ):
         raise SiteError(
             f"{raw!r} is not an origin: write scheme and host (and a port when it is not "
-            "the default), e.g. https://shop.example or http://127.0.0.1:8000"
+            "the default), e.g. https://shop.example or http://127.0.0.1:8000",
+            "not_origin",
+            origin=raw,
         )
     if ":" in host:
         host = f"[{host}]"
@@ -69,9 +78,13 @@ def parse_origin(raw: str) -> str:
 def parse_origins(raw: Sequence[str]) -> tuple[str, ...]:
     origins = tuple(dict.fromkeys(parse_origin(o) for o in raw))
     if not origins:
-        raise SiteError("name at least one origin whose pages may show the widget")
+        raise SiteError("name at least one origin whose pages may show the widget", "no_origin")
     if len(origins) > MAX_ORIGINS:
-        raise SiteError(f"a site allows at most {MAX_ORIGINS} origins; add another site")
+        raise SiteError(
+            f"a site allows at most {MAX_ORIGINS} origins; add another site",
+            "too_many_origins",
+            most=MAX_ORIGINS,
+        )
     return origins
 
 
@@ -87,23 +100,35 @@ def changed_look(
     if title is not None:
         title = title.strip()
         if not title or len(title) > MAX_TITLE:
-            raise SiteError(f"the title needs 1 to {MAX_TITLE} characters")
+            raise SiteError(f"the title needs 1 to {MAX_TITLE} characters", "title", most=MAX_TITLE)
         look = replace(look, title=title)
     if color is not None:
         color = color.strip()
         if _SHORT_COLOR.match(color):
             color = "#" + "".join(c * 2 for c in color[1:])
         if not _COLOR.match(color):
-            raise SiteError(f"{color!r} is not a colour: write it as #rrggbb, e.g. #2f6fde")
+            raise SiteError(
+                f"{color!r} is not a colour: write it as #rrggbb, e.g. #2f6fde",
+                "color",
+                color=color,
+            )
         look = replace(look, color=color.lower())
     if greeting is not None:
         greeting = greeting.strip()
         if len(greeting) > MAX_GREETING:
-            raise SiteError(f"the greeting may have at most {MAX_GREETING} characters")
+            raise SiteError(
+                f"the greeting may have at most {MAX_GREETING} characters",
+                "greeting",
+                most=MAX_GREETING,
+            )
         look = replace(look, greeting=greeting)
     if position is not None:
         if position not in POSITIONS:
-            raise SiteError(f"the position is one of: {', '.join(POSITIONS)}")
+            raise SiteError(
+                f"the position is one of: {', '.join(POSITIONS)}",
+                "position",
+                positions=", ".join(POSITIONS),
+            )
         look = replace(look, position=position)
     return look
 
@@ -145,7 +170,9 @@ class WidgetSites:
             raise SiteError(
                 f"{tenant!r} is not an installed Slack workspace: leave --tenant out for the "
                 "deployment's own tenant, or name the team id (T…) of a workspace that "
-                "installed the app"
+                "installed the app",
+                "not_workspace",
+                tenant=tenant,
             )
         site = await self.repository.add(origins=allowed, tenant=tenant, look=look or SiteLook())
         await self._audit(site, actor, "widget_site.add", {"origins": list(allowed)})
@@ -169,7 +196,7 @@ class WidgetSites:
         allowed = parse_origins(origins) if origins is not None else None
         changed = await self.repository.change(key, look=look, origins=allowed)
         if changed is None:
-            raise SiteError(f"there is no widget site {key!r}")
+            raise SiteError(f"there is no widget site {key!r}", "no_site", key=key)
         details: dict[str, object] = {
             name: value
             for name, value in (
@@ -188,14 +215,18 @@ class WidgetSites:
     async def remove(self, key: str, *, actor: str) -> WidgetSite:
         site = await self._existing(key)
         if not await self.repository.remove(key):
-            raise SiteError(f"there is no widget site {key!r}")
+            raise SiteError(f"there is no widget site {key!r}", "no_site", key=key)
         await self._audit(site, actor, "widget_site.remove", {"origins": list(site.origins)})
         return site
 
     async def _existing(self, key: str) -> WidgetSite:
         site = await self.repository.site(key)
         if site is None:
-            raise SiteError(f"there is no widget site {key!r} (deskmate widget list shows them)")
+            raise SiteError(
+                f"there is no widget site {key!r} (deskmate widget list shows them)",
+                "no_site",
+                key=key,
+            )
         return site
 
     async def _audit(

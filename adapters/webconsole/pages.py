@@ -53,6 +53,7 @@ TRANSLATED = frozenset(
         "gaps.html",
         "try.html",
         "learned.html",
+        "sites.html",
     }
 )
 

@@ -9,10 +9,12 @@ import logging
 from aiohttp import web
 
 from adapters.webconsole.pages import Room, _redirect
+from bot.messages import keys, say
 from bot.widget_sites import OWN_TENANT, POSITIONS, SiteError, WidgetSites
 from storage.widget_repo import WidgetSite
 
 log = logging.getLogger(__name__)
+_KEYS = keys()
 
 BACK = "/console/sites"
 
@@ -45,21 +47,25 @@ class SitePages(Room):
 
     async def add_site(self, request: web.Request) -> web.StreamResponse:
         sites = self.sites
+        language = self.language(request)
         if sites is None:
-            return web.json_response({"error": "this console does not manage sites"}, status=503)
+            return _unmanaged(language)
         form = request["form"]
         origins = str(form.get("origins", "")).split()
         tenant = str(form.get("tenant", "")).strip() or OWN_TENANT
         if not self.reaches(request, tenant):
-            return await self._forbidden(request, f"Tenant {tenant}")
+            return await self._forbidden(
+                request, say("console.sites.tenant", language, tenant=tenant)
+            )
         actor = self.viewer(request).actor
         try:
             site = await sites.add(origins, tenant=tenant, actor=actor)
         except SiteError as exc:
-            self._say(request, f"No site added: {exc}")
+            why = _why(exc, language)
+            self._say(request, say("console.sites.not_added", language, why=why))
             return _redirect(BACK)
         log.info("console: widget site %s added by %s", site.key, actor)
-        self._say(request, f"Added site {site.key}: put its snippet on the pages of its origins.")
+        self._say(request, say("console.sites.added_one", language, key=site.key))
         return _redirect(f"{BACK}#{site.key}")
 
     async def edit_site(self, request: web.Request) -> web.StreamResponse:
@@ -69,6 +75,7 @@ class SitePages(Room):
         assert self.sites is not None
         form = request["form"]
         actor = self.viewer(request).actor
+        language = self.language(request)
         try:
             await self.sites.change(
                 found.key,
@@ -80,9 +87,10 @@ class SitePages(Room):
                 position=str(form.get("position", "")),
             )
         except SiteError as exc:
-            self._say(request, f"Site {found.key} is unchanged: {exc}")
+            why = _why(exc, language)
+            self._say(request, say("console.sites.unchanged", language, key=found.key, why=why))
             return _redirect(f"{BACK}#{found.key}")
-        self._say(request, f"Saved site {found.key}.")
+        self._say(request, say("console.sites.saved", language, key=found.key))
         return _redirect(f"{BACK}#{found.key}")
 
     async def remove_site(self, request: web.Request) -> web.StreamResponse:
@@ -94,21 +102,32 @@ class SitePages(Room):
         try:
             await self.sites.remove(found.key, actor=actor)
         except SiteError as exc:
-            self._say(request, str(exc))
+            self._say(request, _why(exc, self.language(request)))
             return _redirect(BACK)
         log.info("console: widget site %s revoked by %s", found.key, actor)
-        self._say(request, f"Revoked site {found.key}: its snippet shows nothing any more.")
+        self._say(request, say("console.sites.revoked", self.language(request), key=found.key))
         return _redirect(BACK)
 
     async def _site(self, request: web.Request) -> WidgetSite | web.StreamResponse:
         """The site the path names, when the person signed in reaches its tenant."""
+        language = self.language(request)
         if self.sites is None:
-            return web.json_response({"error": "this console does not manage sites"}, status=503)
+            return _unmanaged(language)
         key = request.match_info["key"]
         site = await self.sites.site(key)
         if site is None:
-            self._say(request, f"There is no site {key}.")
+            self._say(request, say("console.sites.missing", language, key=key))
             return _redirect(BACK)
         if not self.reaches(request, site.tenant):
-            return await self._forbidden(request, f"Site {key}")
+            return await self._forbidden(request, say("console.sites.what", language, key=key))
         return site
+
+
+def _unmanaged(language: str) -> web.Response:
+    return web.json_response({"error": say("console.sites.unavailable", language)}, status=503)
+
+
+def _why(error: SiteError, language: str) -> str:
+    """What is wrong with a site's setting, in ``language`` where the catalog says it."""
+    key = f"console.site_error.{error.reason}"
+    return say(key, language, **error.values) if key in _KEYS else str(error)

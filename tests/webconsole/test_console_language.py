@@ -162,9 +162,8 @@ async def test_flash_messages_and_refusals_follow_the_reader(console: str) -> No
             assert (await response.json()) == {"error": "no hay base de conocimiento"}
 
 
-async def test_a_page_not_yet_translated_is_english_throughout(console: str) -> None:
+async def test_the_widget_sites_page_and_its_refusals_follow_the_reader(console: str) -> None:
     async with aiohttp.ClientSession() as client:
-        html, _ = await _page(client, console + "/console/sites", accept="de")
-    assert '<html lang="en">' in html and "Website widget" in html
-    assert _nav(html)[:3] == ["Overview", "Conversations", "Tickets"]
-    assert "Übersicht" not in html and "Abmelden" not in html
+        html, _ = await _page(client, console + "/console/sites", accept="fr")
+        assert '<html lang="fr">' in html and "Widget du site web" in html
+        assert "Website widget" not in html

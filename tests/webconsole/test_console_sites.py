@@ -104,6 +104,17 @@ async def test_sites_are_added_changed_and_revoked_in_the_console(
         )
         page = await post(f"/console/sites/{site.key}", {**edit, "color": "green"})
         assert "is unchanged" in page
+        # Said in the reader's language, the refused setting's reason too.
+        async with client.post(
+            base + f"/console/sites/{site.key}",
+            data={**edit, "color": "green"},
+            headers={**SIGNED_IN, "Accept-Language": "de"},
+        ) as response:
+            german = await response.text()
+        assert (
+            f"Website {site.key} ist unverändert: green ist keine Farbe: schreibe sie als "
+            "#rrggbb, z. B. #2f6fde"
+        ) in german
         page = await post(f"/console/sites/{site.key}/remove", {"csrf": "csrf-token"})
         assert f"Revoked site {site.key}" in page
         assert await sites.sites() == []
