@@ -33,6 +33,7 @@ def test_the_seam_holds_what_adapters_call() -> None:
         "pending_of_tenant",
         "process",
         "set_active",
+        "staff_language",
         "take_lease",
     ]
 
