@@ -321,12 +321,13 @@ class LightLayer:
     @classmethod
     def holding(cls, keys: torch.Tensor, values: torch.Tensor) -> LightLayer:
         layer = cls()
-        layer._allocate(keys, values, keys.shape[-2])
+        layer._allocate(keys, values, keys.shape[-2], keys.shape[-2])
         return layer
 
-    def _allocate(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+    def _allocate(self, keys: torch.Tensor, values: torch.Tensor, length: int, needed: int) -> None:
+        """Buffers with room for ``needed`` positions and spare, holding ``length`` of ``keys``."""
         rows, heads, _, dim = keys.shape
-        shape = (rows, heads, length + KV_SPARE, dim)
+        shape = (rows, heads, needed + KV_SPARE, dim)
         self._key_buffer = keys.new_empty(shape)
         self._value_buffer = values.new_empty(shape)
         self._key_buffer[:, :, :length] = keys[:, :, :length]
@@ -339,11 +340,11 @@ class LightLayer:
     def update(
         self, keys: torch.Tensor, values: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self._allocate(keys, values, 0)
         end = self._length + keys.shape[-2]
-        if end > self._key_buffer.shape[-2]:
-            self._allocate(self.keys, self.values, self._length)
+        if not self.is_initialized:
+            self._allocate(keys, values, 0, end)
+        elif end > self._key_buffer.shape[-2]:
+            self._allocate(self.keys, self.values, self._length, end)
         self._key_buffer[:, :, self._length : end] = keys
         self._value_buffer[:, :, self._length : end] = values
         self._length = end

@@ -26,6 +26,12 @@ transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[2]
 GREEDY = SamplingParams(max_new_tokens=10, temperature=0.0, repetition_penalty=1.15)
 SYSTEM = ChatMessage("system", "You are the help desk assistant of ACME. Answer briefly.")
+# Longer than the cache layers' spare room (64 positions), prefix and question alike.
+LONG = ChatMessage(
+    "system",
+    "You are the help desk assistant of ACME Corporation. "
+    + "Answer in the customer's language, politely and briefly, from the company's facts. " * 6,
+)
 CONVERSATIONS = [
     [SYSTEM, ChatMessage("user", "Hello! What can you help me with?")],
     [SYSTEM, ChatMessage("user", "Mein Drucker druckt nicht. Was tun?")],
@@ -36,6 +42,8 @@ CONVERSATIONS = [
         ChatMessage("assistant", "Open Settings, then Security."),
         ChatMessage("user", "And then?"),
     ],
+    [LONG, ChatMessage("user", "My laptop does not start after the update. " * 8)],
+    [ChatMessage("user", "Can I return a product I bought online last month? " * 8)],
 ]
 
 
@@ -95,11 +103,13 @@ def test_logits_match_transformers(both: tuple[Any, ...]) -> None:
 def test_padded_batch_with_shared_prefix_decodes_like_transformers(
     both: tuple[Any, ...],
 ) -> None:
-    """Three prompts of different lengths, two sharing the cached system prefix, one without."""
+    """Prompts of different lengths, some sharing a cached system prefix, some without."""
     model, tokenizer, reference, reference_tokenizer = both
     mine, theirs = _engine(model, tokenizer), _engine(reference, reference_tokenizer)
     prompts = [mine.encode_chat(messages) for messages in CONVERSATIONS[:3]]
+    prompts += [mine.encode_chat(messages) for messages in CONVERSATIONS[4:]]
     assert prompts[0].shared_prefix and prompts[1].shared_prefix
+    assert prompts[3].shared_prefix > 64 and len(prompts[4].ids) > 64
     expected = _greedy_batch(theirs, prompts, steps=GREEDY.max_new_tokens)
     assert _greedy_batch(mine, prompts, steps=GREEDY.max_new_tokens) == expected
     # A second wave joins the running batch (merge, padding of the older rows), then one leaves.
