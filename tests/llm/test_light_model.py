@@ -22,6 +22,7 @@ from llm.transformers.loading import find_model_dir
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.model
 
 ROOT = Path(__file__).resolve().parents[2]
 GREEDY = SamplingParams(max_new_tokens=10, temperature=0.0, repetition_penalty=1.15)
