@@ -80,11 +80,39 @@ def load(model_dir: Path) -> tuple[LightLlama, LightTokenizer]:
     if config.tie_word_embeddings or "lm_head.weight" not in weights:
         weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
     model = LightLlama(config, weights)
-    unused = set(weights) - set(model.state_dict())
+    _check_shapes(model, config)
+    unused = set(weights) - {name for name, _ in model.named_parameters(remove_duplicate=False)}
     if unused:
         raise ValueError(f"{model_dir}: weights the model does not use: {sorted(unused)[:3]}")
     model.eval()
     return model, LightTokenizer(model_dir)
+
+
+def _check_shapes(model: LightLlama, config: _Config) -> None:
+    """ValueError unless every weight has the shape config.json gives it."""
+    width, dim = config.hidden_size, config.head_dim
+    queries, kv = config.num_attention_heads * dim, config.num_key_value_heads * dim
+    inner = config.intermediate_size
+    wanted: dict[str, tuple[int, int]] = {
+        "model.embed_tokens.weight": (config.vocab_size, width),
+        "lm_head.weight": (config.vocab_size, width),
+    }
+    for i in range(config.num_hidden_layers):
+        layer = f"model.layers.{i}."
+        for name, shape in (
+            ("self_attn.q_proj", (queries, width)),
+            ("self_attn.k_proj", (kv, width)),
+            ("self_attn.v_proj", (kv, width)),
+            ("self_attn.o_proj", (width, queries)),
+            ("mlp.gate_proj", (inner, width)),
+            ("mlp.up_proj", (inner, width)),
+            ("mlp.down_proj", (width, inner)),
+        ):
+            wanted[f"{layer}{name}.weight"] = shape
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        shape = wanted.get(name, (width,))  # the rest are norms
+        if tuple(parameter.shape) != shape:
+            raise ValueError(f"{name} is {tuple(parameter.shape)}, config.json says {shape}")
 
 
 class _Config(SimpleNamespace):
@@ -244,8 +272,8 @@ def _mask(
     Every query also sees itself, so a padding row never attends to nothing
     (NaN that would reach the values of later steps); its output is unused.
     """
-    if attention_mask is None and past == 0:
-        return None
+    if attention_mask is None and (past == 0 or length == 1):
+        return None  # plain causal, or one query that sees every key
     total = past + length
     allowed = torch.arange(total)[None, :] <= past + torch.arange(length)[:, None]
     if attention_mask is None:

@@ -104,8 +104,12 @@ def load_model(
         else "not asked for"
     )
     if why_not_light is None:
-        model, tokenizer = light_model.load(model_dir)
-    else:
+        try:
+            model, tokenizer = light_model.load(model_dir)
+        except (KeyError, ValueError) as exc:  # weights named or shaped unlike a plain Llama
+            why_not_light = f"unexpected weights ({exc})"
+            log.warning("%s: %s; loading through transformers", model_dir, why_not_light)
+    if why_not_light is not None:
         log.debug("Loading through transformers: %s", why_not_light)
         model, tokenizer = _load_transformers(
             model_dir, resolved_device, torch_dtype, used_quantization

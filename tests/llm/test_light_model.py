@@ -64,6 +64,17 @@ def both(model_dir: Path) -> Iterator[tuple[Any, Any, Any, Any]]:
     yield model, tokenizer, reference, reference_tokenizer
 
 
+def _copy_model(source: Path, target: Path) -> Path:
+    """The model folder with its own config files and links to the weights."""
+    target.mkdir()
+    for path in source.iterdir():
+        if path.suffix == ".safetensors":
+            (target / path.name).symlink_to(path)
+        else:
+            shutil.copy(path, target / path.name)
+    return target
+
+
 def _engine(model: Any, tokenizer: Any) -> TorchEngine:
     return TorchEngine(model, tokenizer, device="cpu")
 
@@ -155,8 +166,7 @@ def test_unsupported_models_go_through_transformers(model_dir: Path, tmp_path: P
     assert light.unsupported(model_dir, device="cpu", dtype=torch.bfloat16, quantization="none")
     assert light.unsupported(model_dir, device="cuda", dtype=torch.float32, quantization="none")
     assert light.unsupported(model_dir, device="cpu", dtype=torch.float32, quantization="4bit")
-    copy = tmp_path / "scaled"
-    shutil.copytree(model_dir, copy)
+    copy = _copy_model(model_dir, tmp_path / "scaled")
     config = json.loads((copy / "config.json").read_text())
     config["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}
     (copy / "config.json").write_text(json.dumps(config))
@@ -167,6 +177,23 @@ def test_unsupported_models_go_through_transformers(model_dir: Path, tmp_path: P
     assert "Llama" in str(
         light.unsupported(copy, device="cpu", dtype=torch.float32, quantization="none")
     )
+
+
+def test_weights_unlike_the_config_are_refused(model_dir: Path, tmp_path: Path) -> None:
+    """Caught at load (where ``load_model`` turns to transformers), not mid-answer."""
+    from safetensors.torch import save_file
+
+    copy = _copy_model(model_dir, tmp_path / "odd")
+    save_file(
+        {"model.layers.0.self_attn.q_proj.bias": torch.zeros(576)}, copy / "extra.safetensors"
+    )
+    with pytest.raises(ValueError, match="does not use"):
+        light.load(copy)
+    (copy / "extra.safetensors").unlink()
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "num_key_value_heads": 9}))
+    with pytest.raises(ValueError, match="k_proj"):
+        light.load(copy)
 
 
 _ANSWER_WITHOUT_TRANSFORMERS = """
