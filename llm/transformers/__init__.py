@@ -5,6 +5,8 @@
 - ``engine``: the step engine that prefills and decodes the batch.
 - ``kv_cache``: the batch's KV cache layer.
 - ``fast_step``: the packed int4 decode step for one to four rows.
+- ``light``: a plain Llama in float32 on the CPU without transformers (imported
+  by ``loading`` when a model loads; it imports torch).
 - ``backend``: ``TransformersBackend``, the ``Backend`` and ``Scorer``.
 
 torch, transformers and bitsandbytes are imported only inside the functions

@@ -43,7 +43,9 @@ class TransformersBackend:
     (sequences decoded together) are decided at load when None: see
     ``llm.transformers.sizing``. ``fast_decode`` (``auto`` or ``off``) builds
     the packed decode step of ``llm.transformers.fast_step`` in the background
-    after load; the ``fast_decode`` attribute says how far it got.
+    after load; the ``fast_decode`` attribute says how far it got. ``light``
+    (default) runs a plain Llama in float32 on the CPU without transformers
+    (``llm.transformers.light``); False loads every model through transformers.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class TransformersBackend:
         prefill_budget: int = 2048,
         threads: int | None = None,
         fast_decode: str = "auto",
+        light: bool = True,
     ) -> None:
         if quantization not in QUANTIZATIONS:
             raise ModelConfigError(
@@ -77,6 +80,7 @@ class TransformersBackend:
                 f"not {fast_decode!r}"
             )
         self._fast_mode = fast_decode
+        self._light = light
         self._model_spec = model
         self._quantization = quantization
         self._device_spec = device
@@ -190,6 +194,7 @@ class TransformersBackend:
             allow_quantization_fallback=self._allow_fallback,
             max_context=self._max_context,
             threads=self._threads,
+            light=self._light,
         )
         max_batch = batch_size_for(loaded, self._max_batch)
         tuner = None

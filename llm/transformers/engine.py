@@ -292,15 +292,22 @@ class TorchEngine:
             self._tuner.record(kind, size, threads, time.perf_counter() - started)
 
     def _install(self, rows: _Rows) -> None:
-        from transformers import DynamicCache
-
-        layer_class = growing_layer_class()
-        cache = DynamicCache()
+        new_cache, layer_class = self._cache_types()
+        cache = new_cache()
         for keys, values in rows.kv:
             cache.layers.append(layer_class.holding(keys, values))
         self._rows, self._cache = rows, cache
         self._padded = bool((rows.mask == 0).any())
         rows.kv = []  # the cache layers own them now (steps replace them)
+
+    def _cache_types(self) -> tuple[Any, Any]:
+        """The KV cache and cache layer classes: the model's own (``light``) or transformers'."""
+        own = getattr(self._model, "cache_types", None)
+        if own is not None:
+            return own[0], own[1]
+        from transformers import DynamicCache
+
+        return DynamicCache, growing_layer_class()
 
     def _prefill(self, group: Sequence[NewSequence], prefix: tuple[int, ...]) -> _Rows:
         """Rows for newcomers sharing ``prefix`` (cached), with their suffixes prefilled.
@@ -308,8 +315,7 @@ class TorchEngine:
         Suffixes are left-padded to a common length; with a non-empty prefix
         every padded query still sees the prefix, so attention stays finite.
         """
-        from transformers import DynamicCache
-
+        new_cache = self._cache_types()[0]
         torch = self._torch
         device = self._device
         count = len(group)
@@ -326,14 +332,14 @@ class TorchEngine:
             mask[row, start : start + pad] = 0
         padded = any(length != width for length in lengths)
         if prefix:
-            cache = DynamicCache(
+            cache = new_cache(
                 ddp_cache_data=[
                     (k.expand(count, -1, -1, -1), v.expand(count, -1, -1, -1))
                     for k, v in self._prefix_kv(prefix)
                 ]
             )
         else:
-            cache = DynamicCache()
+            cache = new_cache()
         out = self._model(
             input_ids=ids,
             attention_mask=mask if padded else None,
@@ -372,10 +378,8 @@ class TorchEngine:
         if entry is not None:
             self._prefixes.move_to_end(prefix)
             return entry
-        from transformers import DynamicCache
-
         torch = self._torch
-        cache = DynamicCache()
+        cache = self._cache_types()[0]()
         ids = torch.tensor([list(prefix)], dtype=torch.long, device=self._device)
         self._model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         entry = [(layer.keys, layer.values) for layer in cache.layers]

@@ -64,15 +64,22 @@ def load_model(
     allow_quantization_fallback: bool,
     max_context: int | None,
     threads: int | None,
+    light: bool = True,
 ) -> LoadedModel:
     """Load the model ``spec`` names (blocking: run it in a worker thread).
+
+    With ``light`` a plain Llama in float32 on the CPU loads as
+    ``light.LightLlama``, without importing transformers (seconds of a start);
+    every other model, and ``light=False``, goes through transformers.
 
     Options that cannot work together (a GPU that is not there, bitsandbytes
     without support for the device) raise ``ModelConfigError`` with the fix
     in the message, before any conversion or weight is read.
     """
     started = time.monotonic()
-    torch, transformers = _import_torch_stack()
+    torch = _import_torch()
+    from llm.transformers import light as light_model
+
     resolved_device = _resolve_device(device, torch)
     used_threads = _set_threads(threads, resolved_device, torch)
     # Settings are checked before the model is touched: a conversion takes a while.
@@ -89,25 +96,24 @@ def load_model(
         used_quantization,
     )
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-    if not getattr(tokenizer, "chat_template", None):
-        raise ModelConfigError(
-            f"{model_dir} has no chat template; Deskmate needs an instruction-tuned "
-            "(chat) model whose tokenizer defines one"
+    why_not_light = (
+        light_model.unsupported(
+            model_dir, device=resolved_device, dtype=torch_dtype, quantization=used_quantization
         )
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": "sdpa"}
-    if resolved_device != "cpu" or used_quantization != "none":
-        # Straight onto the device (bitsandbytes quantizes while placing), rather
-        # than the whole model through host memory first.
-        kwargs["device_map"] = {"": resolved_device}
-    if used_quantization != "none":
-        kwargs["quantization_config"] = _bnb_config(used_quantization, torch_dtype, transformers)
-        _quiet_bitsandbytes()
-    try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelConfigError(f"could not load the model from {model_dir}: {exc}") from exc
-    model.eval()
+        if light
+        else "not asked for"
+    )
+    if why_not_light is None:
+        try:
+            model, tokenizer = light_model.load(model_dir)
+        except (KeyError, ValueError) as exc:  # weights named or shaped unlike a plain Llama
+            why_not_light = f"unexpected weights ({exc})"
+            log.warning("%s: %s; loading through transformers", model_dir, why_not_light)
+    if why_not_light is not None:
+        log.debug("Loading through transformers: %s", why_not_light)
+        model, tokenizer = _load_transformers(
+            model_dir, resolved_device, torch_dtype, used_quantization
+        )
 
     config_window = _config_context(model.config)
     cap = max_context or (CPU_CONTEXT_CAP if resolved_device == "cpu" else _GPU_CONTEXT_CAP)
@@ -119,10 +125,38 @@ def load_model(
         "quantization": used_quantization,
         "context_window": window,
         "threads": used_threads,
+        "implementation": "transformers" if why_not_light else "light",
         "load_seconds": round(time.monotonic() - started, 2),
     }
     log.info("Model ready in %.1f s: %s", time.monotonic() - started, info)
     return LoadedModel(model, tokenizer, resolved_device, model_dir, window, info)
+
+
+def _load_transformers(
+    model_dir: Path, device: str, dtype: Any, quantization: str
+) -> tuple[Any, Any]:
+    """Tokenizer and model through transformers' Auto classes."""
+    _, transformers = _import_torch_stack()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelConfigError(
+            f"{model_dir} has no chat template; Deskmate needs an instruction-tuned "
+            "(chat) model whose tokenizer defines one"
+        )
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa"}
+    if device != "cpu" or quantization != "none":
+        # Straight onto the device (bitsandbytes quantizes while placing), rather
+        # than the whole model through host memory first.
+        kwargs["device_map"] = {"": device}
+    if quantization != "none":
+        kwargs["quantization_config"] = _bnb_config(quantization, dtype, transformers)
+        _quiet_bitsandbytes()
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelConfigError(f"could not load the model from {model_dir}: {exc}") from exc
+    model.eval()
+    return model, tokenizer
 
 
 def find_model_dir(spec: str, data_dir: Path) -> Path:
@@ -194,6 +228,17 @@ def convert_gguf(source: Path, out: Path) -> None:
         bar.update(1)
 
 
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelConfigError(
+            f"the local model backend needs torch ({exc}); install Deskmate with its "
+            "dependencies, or set DESKMATE_LLM_URL to use a model server instead"
+        ) from exc
+    return torch
+
+
 def _import_torch_stack() -> tuple[Any, Any]:
     try:
         import torch
@@ -253,7 +298,7 @@ def batch_size_for(loaded: LoadedModel, requested: int | None) -> int:
     if requested is not None:
         return requested
     model = loaded.model
-    torch, _ = _import_torch_stack()
+    torch = _import_torch()
     element = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 2
     shape = model_shape(model.config, element)
     gpu = loaded.device.startswith("cuda")
