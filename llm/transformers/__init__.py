@@ -14,6 +14,11 @@ that load or run a model, so importing this package stays fast and works
 without them.
 """
 
-from llm.transformers.backend import TransformersBackend
+from llm.transformers.sizing import calm_openmp_waiting
+
+# Before anything imports torch (and with it the OpenMP runtime).
+calm_openmp_waiting()
+
+from llm.transformers.backend import TransformersBackend  # noqa: E402
 
 __all__ = ["TransformersBackend"]

@@ -56,11 +56,12 @@ class _Int4:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
-        # The kernel is vectorized for bf16 inputs only (float32 and float16 run 10x slower).
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+        # The kernel is vectorized for bf16 inputs only (float32 and float16 run 13x
+        # slower), and its output is bf16 too. It is left so: the float32 operand
+        # beside it in the step promotes it exactly where a cast would.
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
             x.to(torch.bfloat16), self.weight, GROUP, self.scales_zeros
         )
-        return out.float()
 
 
 class _Dense:
@@ -224,29 +225,29 @@ class FastDecoder:
         hidden = functional.embedding(tokens, self._embed).float()
         cos, sin = self._rotary(hidden[:, None, :], positions[:, None])
         cos, sin = cos[:, None].float(), sin[:, None].float()
-        q_end, k_end = heads * dim, (heads + kv_heads) * dim
+        k_end = (heads + kv_heads) * dim
         for index, layer in enumerate(self._layers):
             normed = functional.rms_norm(hidden, shape, layer.input_norm, self._eps)
             qkv = layer.qkv(normed)
-            q = qkv[:, :q_end].view(rows, heads, 1, dim)
-            k = qkv[:, q_end:k_end].view(rows, kv_heads, 1, dim)
+            # Queries and keys side by side take the rotation in one go: a step is
+            # hundreds of small calls, each costing about as much as its maths.
+            qk = qkv[:, :k_end].view(rows, heads + kv_heads, 1, dim)
+            qk = qk * cos + _rotate_half(qk, torch) * sin
+            q, k = qk[:, :heads], qk[:, heads:]
             v = qkv[:, k_end:].view(rows, kv_heads, 1, dim)
-            q = q * cos + _rotate_half(q, torch) * sin
-            k = k * cos + _rotate_half(k, torch) * sin
-            dtype = cache.layers[index].keys.dtype if cache.layers[index].is_initialized else None
-            keys, values = cache.layers[index].update(
-                k.to(dtype or k.dtype), v.to(dtype or v.dtype)
-            )
+            layer_cache = cache.layers[index]
+            dtype = layer_cache.keys.dtype if layer_cache.is_initialized else k.dtype
+            keys, values = layer_cache.update(k.to(dtype), v.to(dtype))
             attended = functional.scaled_dot_product_attention(
                 q.to(keys.dtype), keys, values, enable_gqa=kv_heads != heads
             )
             attended = attended.reshape(rows, heads * dim)
-            hidden = hidden + layer.o(attended.float())
+            hidden = hidden + layer.o(attended)
             normed = functional.rms_norm(hidden, shape, layer.post_norm, self._eps)
             gate, up = layer.gate_up(normed).chunk(2, dim=-1)
-            hidden = hidden + layer.down(functional.silu(gate) * up)
+            hidden = hidden + layer.down(functional.silu(gate.float()) * up)
         normed = functional.rms_norm(hidden, shape, self._final_norm, self._eps)
-        return self._head(normed)
+        return self._head(normed).float()
 
 
 def _rotate_half(x: torch.Tensor, torch: Any) -> torch.Tensor:

@@ -45,6 +45,28 @@ GPU_BATCH_CAP = 128
 KV_MEMORY_SHARE = 0.25
 
 
+# How long an idle OpenMP thread of torch spins before it sleeps, in libgomp's
+# units. Its default (300,000, about a millisecond) assumes the process owns
+# its cores; on a machine shared with other work a spinning thread takes the
+# core the thread it waits for needs, and every parallel region stalls: under
+# load (2 vCPUs, load average 13-20) a 22-token prefill took 10.4 s on 2 threads
+# against 0.7 s on 1, and 30 products of 24 rows 1.0-1.4 s against 0.07-0.1 s;
+# with 1000, those products took 0.10-0.14 s on 2 threads (bench/README.md, "A
+# packed decode step"). Short enough to give the core back, long enough to stay
+# awake between the back-to-back products of a step.
+OPENMP_SPIN_COUNT = "1000"
+
+
+def calm_openmp_waiting() -> None:
+    """Shorten OpenMP's spin-wait unless the environment chose a policy.
+
+    libgomp reads its settings once, when torch is first imported: this must
+    run before that (``llm.transformers`` calls it on import).
+    """
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
+
+
 def usable_cores() -> int:
     """CPUs this process may run on (its affinity mask), at least 1."""
     try:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +12,7 @@ from llm.transformers import sizing
 from llm.transformers.sizing import (
     CPU_BATCH_CAP,
     GPU_BATCH_CAP,
+    OPENMP_SPIN_COUNT,
     ModelShape,
     ThreadTuner,
     auto_batch_size,
@@ -16,6 +20,8 @@ from llm.transformers.sizing import (
     model_shape,
     thread_candidates,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # SmolLM2-135M: 30 layers, 3 KV heads of 64, bf16.
 SMOLLM2 = ModelShape(layers=30, kv_heads=3, head_dim=64, element_bytes=2)
@@ -124,3 +130,26 @@ def test_one_slow_pass_does_not_decide() -> None:
         threads = tuner.choose("decode", 1)
         tuner.record("decode", 1, threads, next(times))
     assert tuner.choose("decode", 1) == 1  # 0.40: another process had the core for a while
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({}, OPENMP_SPIN_COUNT),
+        ({"GOMP_SPINCOUNT": "5"}, "5"),  # the operator's own choice stays
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, ""),  # a chosen policy is not overridden
+    ],
+)
+def test_importing_the_backend_shortens_openmp_spinning(
+    environment: dict[str, str], expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = "import os, llm.transformers; print(os.environ.get('GOMP_SPINCOUNT', ''))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, **environment, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == expected

@@ -209,6 +209,43 @@ async def test_greedy_output_matches_transformers_generate(
 
 
 @pytest.mark.model
+def test_the_shared_prefix_runs_through_the_question_s_role_marker(
+    embedded_backend: TransformersBackend,
+) -> None:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from llm.transformers.engine import TorchEngine
+
+    tokenizer = AutoTokenizer.from_pretrained(str(embedded_backend.loaded_info["model_dir"]))
+    tiny = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    engine = TorchEngine(LlamaForCausalLM(tiny).eval(), tokenizer, device="cpu")
+    system = ChatMessage("system", SYSTEM)
+
+    def encode(question: str) -> tuple[list[int], int]:
+        prompt = engine.encode_chat([system, ChatMessage("user", question)])
+        return prompt.ids, prompt.shared_prefix
+
+    (first, shared), (second, other) = encode("Where is my order?"), encode("Hello there")
+    assert shared == other
+    assert first[:shared] == second[:shared]
+    assert first[shared] != second[shared]
+    alone = tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM}], tokenize=False)
+    assert tokenizer.decode(first[:shared]) == alone + "<|im_start|>user\n"
+    # Whatever the question starts with, only tokens that are the prompt's are shared.
+    for question in ("\n\n  indented", " x", "user"):
+        ids, count = encode(question)
+        assert 0 < count < len(ids)
+        assert ids[:count] == first[:count]
+
+
+@pytest.mark.model
 async def test_timeout_and_cancellation_free_the_model(
     embedded_backend: TransformersBackend,
 ) -> None:
