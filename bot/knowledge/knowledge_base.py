@@ -26,7 +26,7 @@ from typing import Literal, TypeVar
 import numpy as np
 
 from bot.knowledge import drafting
-from bot.knowledge.documents.answer import extract
+from bot.knowledge.documents.answer import extract, see_also
 from bot.knowledge.faq_source import FaqSource
 from bot.knowledge.importer import ParseResult, RowIssue, parse_file
 from bot.knowledge.index import embed_entries
@@ -63,6 +63,9 @@ Progress = Callable[[int, int], None]
 _P = TypeVar("_P", bound=Plan)
 # How many passages a "did you mean ...?" offers at most.
 CLARIFY_OPTIONS = 3
+# How many passages a question's lookup ranks, so that a document quote can
+# name other sections under it ("See also").
+SEE_ALSO_POOL = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,12 +426,13 @@ class KnowledgeBase:
                 return Considered((), None, empty, mode)
             return Considered((), None, Chat(persona), mode)
         limit = self._decision_limit()
-        every = await self.lookup(question, tenant=tenant, limit=max(limit, shown), agents=True)
+        wanted = max(limit, shown, SEE_ALSO_POOL)
+        every = await self.lookup(question, tenant=tenant, limit=wanted, agents=True)
         public = tuple(p for p in every.passages if not p.internal)
         # Each source ranks its first ``limit`` passages the same however many
         # more are asked for, so the decision is the one ``decide`` makes.
         decision = self.decide_hits(public[:limit], every.scope)
-        plan = self.plan_for(question, decision, mode, persona, language)
+        plan = _with_see_also(self.plan_for(question, decision, mode, persona, language), public)
         if isinstance(plan, Escalate) and len(public) < len(every.passages):
             # The agents who take the question over see internal passages too.
             plan = dataclasses.replace(plan, candidates=every.passages[:limit])
@@ -574,6 +578,9 @@ class KnowledgeBase:
             considered = plan.candidates or considered
         elif isinstance(plan, Clarify):
             considered = plan.options
+        elif isinstance(plan, Verbatim) and plan.see_also:
+            # The sources the customer was shown: the quoted one, then the others.
+            considered = (*considered[:1], *plan.see_also)
         logged = [p.logged() for p in considered]
         return await self.repository.record_answer(
             tenant=tenant,
@@ -585,6 +592,18 @@ class KnowledgeBase:
             escalate_reason=plan.reason if isinstance(plan, Escalate) else None,
             user_id=user_id,
         )
+
+
+def _with_see_also(plan: KnowledgePlan | Chat, ranked: Sequence[Passage]) -> KnowledgePlan | Chat:
+    """A document quote (or a model answer's quote fallback) with the next
+    sections of ``ranked`` named under it."""
+    if isinstance(plan, Grounded) and isinstance(plan.fallback, Verbatim):
+        quote = plan.fallback
+        if quote.passage.kind == DOCUMENT:
+            return replace(plan, fallback=replace(quote, see_also=see_also(quote.passage, ranked)))
+    if isinstance(plan, Verbatim) and plan.passage.kind == DOCUMENT:
+        return replace(plan, see_also=see_also(plan.passage, ranked))
+    return plan
 
 
 def _file_language(parsed: ParseResult) -> str:
