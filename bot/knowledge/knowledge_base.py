@@ -63,9 +63,9 @@ Progress = Callable[[int, int], None]
 _P = TypeVar("_P", bound=Plan)
 # How many passages a "did you mean ...?" offers at most.
 CLARIFY_OPTIONS = 3
-# How many passages a question's lookup ranks, so that a document quote can
-# name other sections under it ("See also").
-SEE_ALSO_POOL = 8
+# How many more document passages a question's lookup ranks, so that a
+# document quote can name other sections under it ("See also").
+SEE_ALSO_MORE = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,10 +256,19 @@ class KnowledgeBase:
         return list((await self.lookup(question, tenant=tenant, limit=limit)).passages)
 
     async def lookup(
-        self, question: str, *, tenant: str = GLOBAL, limit: int = 5, agents: bool = False
+        self,
+        question: str,
+        *,
+        tenant: str = GLOBAL,
+        limit: int = 5,
+        agents: bool = False,
+        more: int = 0,
     ) -> Found:
         """Every source's passages in one ranking, and the question's scope
-        score; ``internal`` passages only for ``agents``.
+        score; ``internal`` passages only for ``agents``; ``more``: up to that
+        many passages of the other sources after the first ``limit`` (the FAQ's
+        lookup, which may re-rank its candidates with the model, stays at
+        ``limit``).
 
         A curated FAQ entry the policy would quote verbatim on its own comes
         first whatever other sources score: a matching entry wins.
@@ -269,17 +278,19 @@ class KnowledgeBase:
         # Internal passages a customer may not see must not crowd out the rest.
         found = await asyncio.gather(
             *(
-                s.lookup(question, tenant=tenant, limit=limit if s is self.faq else limit + 5)
+                s.lookup(
+                    question, tenant=tenant, limit=limit if s is self.faq else limit + more + 5
+                )
                 for s in self._sources
             )
         )
         if not agents:
             found = [Found(tuple(p for p in f.passages if not p.internal), f.scope) for f in found]
-        merged = merge(found, limit)
+        merged = merge(found, limit + more)
         faq = found[0]
         if faq.passages and decide(faq.passages, self.policy, faq.scope).path == "verbatim":
             rest = (p for p in merged.passages if p.kind != FAQ)
-            return Found((*faq.passages, *rest)[:limit], merged.scope)
+            return Found((*faq.passages, *rest)[: limit + more], merged.scope)
         return merged
 
     async def has_passages(self, tenant: str = GLOBAL) -> bool:
@@ -426,8 +437,10 @@ class KnowledgeBase:
                 return Considered((), None, empty, mode)
             return Considered((), None, Chat(persona), mode)
         limit = self._decision_limit()
-        wanted = max(limit, shown, SEE_ALSO_POOL)
-        every = await self.lookup(question, tenant=tenant, limit=wanted, agents=True)
+        wanted = max(limit, shown)
+        every = await self.lookup(
+            question, tenant=tenant, limit=wanted, agents=True, more=SEE_ALSO_MORE
+        )
         public = tuple(p for p in every.passages if not p.internal)
         # Each source ranks its first ``limit`` passages the same however many
         # more are asked for, so the decision is the one ``decide`` makes.
@@ -578,8 +591,8 @@ class KnowledgeBase:
             considered = plan.candidates or considered
         elif isinstance(plan, Clarify):
             considered = plan.options
-        elif isinstance(plan, Verbatim) and plan.see_also:
-            # The sources the customer was shown: the quoted one, then the others.
+        elif isinstance(plan, Verbatim) and plan.passage.kind == DOCUMENT:
+            # The sources the customer was shown: the quoted one, then "See also".
             considered = (*considered[:1], *plan.see_also)
         logged = [p.logged() for p in considered]
         return await self.repository.record_answer(
