@@ -89,13 +89,14 @@ def source_line(number: int, passage: Passage, language: str = "en") -> str:
 def see_also(
     cited: Passage, ranked: Iterable[Passage], limit: int = SEE_ALSO
 ) -> tuple[Passage, ...]:
-    """The best of ``ranked`` (best first) from sections other than ``cited``'s
-    and each other's: public document passages scored within ``SEE_ALSO_GAP``
-    of it, at most ``limit``."""
-    seen = {(cited.origin, cited.section)}
+    """The best of ``ranked`` (best first) from places (sections, and pages)
+    other than ``cited``'s and each other's: public document passages scored
+    within ``SEE_ALSO_GAP`` of it, at most ``limit``."""
+    # A PDF's pages are places of their own: its sections' passages link to them.
+    seen = {(cited.origin, cited.section, cited.page)}
     out: list[Passage] = []
     for passage in ranked:
-        key = (passage.origin, passage.section)
+        key = (passage.origin, passage.section, passage.page)
         if len(out) >= limit:
             break
         if passage.kind != DOCUMENT or passage.internal or key in seen:

@@ -397,6 +397,9 @@ def test_see_also_names_other_public_sections_once_each() -> None:
         doc("8", "Sources list"),
     ]
     assert [p.id for p in see_also(cited, ranked)] == ["4", "6"]
+    # Another page of a PDF's section is another place.
+    paged = [doc("10", "Hold", page=3), doc("11", "Hold", page=4), doc("12", "Hold", page=3)]
+    assert [p.id for p in see_also(paged[0], paged)] == ["11"]
     assert see_also(cited, ranked[:2]) == ()
     text = quoted(cited, "de", see_also(cited, ranked))
     assert text.endswith("\n\nSiehe auch:\n- Manual › Upgrades\n- Manual › Pinning")
