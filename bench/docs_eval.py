@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bot.messages import say  # noqa: E402
+
 MANUAL = ROOT / "bench" / "data" / "manual"
 HTML_DIR = MANUAL / "html"
 PDF_FILE = MANUAL / "pdf" / "debian-faq.en.pdf"
@@ -184,7 +186,9 @@ def score(
         result.first_right += bool(hits) and hits[0]
         result.among_right += any(hits)
         sections = [texts.get(a, "") for a in question.anchors]
-        result.quoted += contains_section_text(str(answer.get("answer", "")), sections)
+        # The sections named under "See also" are places, not the answer's text.
+        said = str(answer.get("answer", "")).split(f"\n{say('knowledge.doc.see_also')}\n")[0]
+        result.quoted += contains_section_text(said, sections)
     return result
 
 

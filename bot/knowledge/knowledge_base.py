@@ -26,7 +26,7 @@ from typing import Literal, TypeVar
 import numpy as np
 
 from bot.knowledge import drafting
-from bot.knowledge.documents.answer import extract
+from bot.knowledge.documents.answer import extract, see_also
 from bot.knowledge.faq_source import FaqSource
 from bot.knowledge.importer import ParseResult, RowIssue, parse_file
 from bot.knowledge.index import embed_entries
@@ -63,6 +63,9 @@ Progress = Callable[[int, int], None]
 _P = TypeVar("_P", bound=Plan)
 # How many passages a "did you mean ...?" offers at most.
 CLARIFY_OPTIONS = 3
+# How many more document passages a question's lookup ranks, so that a
+# document quote can name other sections under it ("See also").
+SEE_ALSO_MORE = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,10 +256,19 @@ class KnowledgeBase:
         return list((await self.lookup(question, tenant=tenant, limit=limit)).passages)
 
     async def lookup(
-        self, question: str, *, tenant: str = GLOBAL, limit: int = 5, agents: bool = False
+        self,
+        question: str,
+        *,
+        tenant: str = GLOBAL,
+        limit: int = 5,
+        agents: bool = False,
+        more: int = 0,
     ) -> Found:
         """Every source's passages in one ranking, and the question's scope
-        score; ``internal`` passages only for ``agents``.
+        score; ``internal`` passages only for ``agents``; ``more``: up to that
+        many passages of the other sources after the first ``limit`` (the FAQ's
+        lookup, which may re-rank its candidates with the model, stays at
+        ``limit``).
 
         A curated FAQ entry the policy would quote verbatim on its own comes
         first whatever other sources score: a matching entry wins.
@@ -266,17 +278,19 @@ class KnowledgeBase:
         # Internal passages a customer may not see must not crowd out the rest.
         found = await asyncio.gather(
             *(
-                s.lookup(question, tenant=tenant, limit=limit if s is self.faq else limit + 5)
+                s.lookup(
+                    question, tenant=tenant, limit=limit if s is self.faq else limit + more + 5
+                )
                 for s in self._sources
             )
         )
         if not agents:
             found = [Found(tuple(p for p in f.passages if not p.internal), f.scope) for f in found]
-        merged = merge(found, limit)
+        merged = merge(found, limit + more)
         faq = found[0]
         if faq.passages and decide(faq.passages, self.policy, faq.scope).path == "verbatim":
             rest = (p for p in merged.passages if p.kind != FAQ)
-            return Found((*faq.passages, *rest)[:limit], merged.scope)
+            return Found((*faq.passages, *rest)[: limit + more], merged.scope)
         return merged
 
     async def has_passages(self, tenant: str = GLOBAL) -> bool:
@@ -423,12 +437,15 @@ class KnowledgeBase:
                 return Considered((), None, empty, mode)
             return Considered((), None, Chat(persona), mode)
         limit = self._decision_limit()
-        every = await self.lookup(question, tenant=tenant, limit=max(limit, shown), agents=True)
+        wanted = max(limit, shown)
+        every = await self.lookup(
+            question, tenant=tenant, limit=wanted, agents=True, more=SEE_ALSO_MORE
+        )
         public = tuple(p for p in every.passages if not p.internal)
         # Each source ranks its first ``limit`` passages the same however many
         # more are asked for, so the decision is the one ``decide`` makes.
         decision = self.decide_hits(public[:limit], every.scope)
-        plan = self.plan_for(question, decision, mode, persona, language)
+        plan = _with_see_also(self.plan_for(question, decision, mode, persona, language), public)
         if isinstance(plan, Escalate) and len(public) < len(every.passages):
             # The agents who take the question over see internal passages too.
             plan = dataclasses.replace(plan, candidates=every.passages[:limit])
@@ -574,6 +591,9 @@ class KnowledgeBase:
             considered = plan.candidates or considered
         elif isinstance(plan, Clarify):
             considered = plan.options
+        elif isinstance(plan, Verbatim) and plan.passage.kind == DOCUMENT:
+            # The sources the customer was shown: the quoted one, then "See also".
+            considered = (*considered[:1], *plan.see_also)
         logged = [p.logged() for p in considered]
         return await self.repository.record_answer(
             tenant=tenant,
@@ -585,6 +605,18 @@ class KnowledgeBase:
             escalate_reason=plan.reason if isinstance(plan, Escalate) else None,
             user_id=user_id,
         )
+
+
+def _with_see_also(plan: KnowledgePlan | Chat, ranked: Sequence[Passage]) -> KnowledgePlan | Chat:
+    """A document quote (or a model answer's quote fallback) with the next
+    sections of ``ranked`` named under it."""
+    if isinstance(plan, Grounded) and isinstance(plan.fallback, Verbatim):
+        quote = plan.fallback
+        if quote.passage.kind == DOCUMENT:
+            return replace(plan, fallback=replace(quote, see_also=see_also(quote.passage, ranked)))
+    if isinstance(plan, Verbatim) and plan.passage.kind == DOCUMENT:
+        return replace(plan, see_also=see_also(plan.passage, ranked))
+    return plan
 
 
 def _file_language(parsed: ParseResult) -> str:

@@ -307,10 +307,11 @@ class GroundedGate:
         return piece
 
 
-def verbatim_text(passage: Passage, language: str = "en") -> str:
-    """A passage quoted word for word, with where it comes from."""
+def verbatim_text(passage: Passage, language: str = "en", see_also: Sequence[Passage] = ()) -> str:
+    """A passage quoted word for word, with where it comes from (and, for a
+    document's, ``see_also``: other sections listed apart)."""
     if passage.kind == DOCUMENT:
-        return documents.quoted(passage, language)
+        return documents.quoted(passage, language, see_also)
     return say(
         "knowledge.verbatim",
         language,

@@ -120,6 +120,8 @@ DE: dict[str, str] = {
     "knowledge.doc.quote": "„{text}“ [1]\n\n{sources}",
     "knowledge.doc.source_line": "[{number}] {where}",
     "knowledge.doc.page": "Seite {page}",
+    "knowledge.doc.see_also": "Siehe auch:",
+    "knowledge.doc.see_also_line": "- {where}",
     "knowledge.source_line": "[{number}] {title} ({label})",
     "knowledge.source_line_with_origin": "[{number}] {title} ({label}, {origin})",
     "knowledge.suggestions": "Ich habe keine genaue Antwort gefunden. Die passendsten FAQ-Einträge sind:",

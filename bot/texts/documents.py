@@ -8,4 +8,6 @@ DOCUMENTS: dict[str, str] = {
     "knowledge.doc.quote": "“{text}” [1]\n\n{sources}",
     "knowledge.doc.source_line": "[{number}] {where}",
     "knowledge.doc.page": "page {page}",
+    "knowledge.doc.see_also": "See also:",
+    "knowledge.doc.see_also_line": "- {where}",
 }

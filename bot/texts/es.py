@@ -120,6 +120,8 @@ ES: dict[str, str] = {
     "knowledge.doc.quote": "«{text}» [1]\n\n{sources}",
     "knowledge.doc.source_line": "[{number}] {where}",
     "knowledge.doc.page": "página {page}",
+    "knowledge.doc.see_also": "Véase también:",
+    "knowledge.doc.see_also_line": "- {where}",
     "knowledge.source_line": "[{number}] {title} ({label})",
     "knowledge.source_line_with_origin": "[{number}] {title} ({label}, {origin})",
     "knowledge.suggestions": "No he encontrado una respuesta exacta. Las preguntas frecuentes más cercanas son:",

@@ -120,6 +120,8 @@ FR: dict[str, str] = {
     "knowledge.doc.quote": "« {text} » [1]\n\n{sources}",
     "knowledge.doc.source_line": "[{number}] {where}",
     "knowledge.doc.page": "page {page}",
+    "knowledge.doc.see_also": "Voir aussi :",
+    "knowledge.doc.see_also_line": "- {where}",
     "knowledge.source_line": "[{number}] {title} ({label})",
     "knowledge.source_line_with_origin": "[{number}] {title} ({label}, {origin})",
     "knowledge.suggestions": "Je n'ai pas trouvé de réponse exacte. Les questions de la FAQ les plus proches sont :",

@@ -120,6 +120,8 @@ SV: dict[str, str] = {
     "knowledge.doc.quote": "”{text}” [1]\n\n{sources}",
     "knowledge.doc.source_line": "[{number}] {where}",
     "knowledge.doc.page": "sida {page}",
+    "knowledge.doc.see_also": "Se även:",
+    "knowledge.doc.see_also_line": "- {where}",
     "knowledge.source_line": "[{number}] {title} ({label})",
     "knowledge.source_line_with_origin": "[{number}] {title} ({label}, {origin})",
     "knowledge.suggestions": "Jag hittade inget exakt svar. De närmaste frågorna i FAQ:n är:",

@@ -120,6 +120,8 @@ ZH: dict[str, str] = {
     "knowledge.doc.quote": "「{text}」[1]\n\n{sources}",
     "knowledge.doc.source_line": "[{number}] {where}",
     "knowledge.doc.page": "第 {page} 页",
+    "knowledge.doc.see_also": "另见：",
+    "knowledge.doc.see_also_line": "- {where}",
     "knowledge.source_line": "[{number}] {title}（{label}）",
     "knowledge.source_line_with_origin": "[{number}] {title}（{label}，{origin}）",
     "knowledge.suggestions": "我没有找到确切的答案。最接近的常见问题是：",

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.knowledge.cli import answer_json
+from bot.knowledge.documents.answer import SEE_ALSO, SEE_ALSO_GAP, quoted, see_also
 from bot.knowledge.documents.library import DocumentLibrary, Limits
 from bot.knowledge.documents.source import DocumentSource
 from bot.knowledge.knowledge_base import KnowledgeBase
-from bot.knowledge.passages import DOCUMENT
+from bot.knowledge.passages import DOCUMENT, FAQ, Passage
 from bot.messages import say
 from llm.embeddings import HashingEmbedder
 from storage.documents_repo import DocumentsRepository
@@ -273,9 +275,18 @@ async def test_through_the_manager_documents_answer_cite_and_escalate_into_the_g
     text, _ = await _ask(manager, "red light blinks three times kettle")
     assert text.startswith("“If the red light blinks three times")
     assert "[1]" in text
-    assert "[1] Kettle Manual › Troubleshooting › page 2 — " in text
-    assert text.endswith("https://files.example.com/help/manual.pdf#page=2")
+    cited = "[1] Kettle Manual › Troubleshooting › page 2 — "
+    assert f"{cited}https://files.example.com/help/manual.pdf#page=2\n" in f"{text}\n"
     assert backend.requests == []  # quoted, not written
+    # Other sections are named apart, below the citation, and logged after it.
+    logged = answer_json((await kb.repository.answers(limit=1))[0])["sources"]
+    assert logged[0]["section"] == "Troubleshooting"
+    also = text.partition(f"\n\n{say('knowledge.doc.see_also')}\n")[2].splitlines()
+    assert len(also) == len(logged) - 1 <= SEE_ALSO
+    for line, source in zip(also, logged[1:], strict=True):
+        assert line.startswith("- ") and line.endswith(source["url"])
+    places = [(s["document"], s["section"]) for s in logged]
+    assert len(set(places)) == len(places)
 
     text, _ = await _ask(manager, "Who painted the Mona Lisa?", chat="c2")
     assert text.startswith(say("knowledge.escalation")[:20])
@@ -365,3 +376,31 @@ async def test_passages_stored_before_are_indexed_again_on_upgrade(
     docs = DocumentsRepository(db)
     await db.upgrade()
     assert len(await docs.keyword_search("可以退货吗", tenant="")) == 1
+
+
+def test_see_also_names_other_public_sections_once_each() -> None:
+    def doc(id: str, section: str, **fields: object) -> Passage:
+        return Passage(
+            DOCUMENT, id, "Manual", f"text {id}", origin="manual.html", section=section, **fields
+        )  # type: ignore[arg-type]
+
+    cited = doc("1", "Hold")
+    ranked = [
+        cited,
+        doc("2", "Hold"),
+        doc("3", "Pinning", internal=True),
+        Passage(FAQ, "7", "How do I hold a package?", "Use apt-mark."),
+        doc("4", "Upgrades"),
+        doc("9", "Far behind", dense=-SEE_ALSO_GAP - 0.01),
+        doc("5", "Upgrades"),
+        doc("6", "Pinning"),
+        doc("8", "Sources list"),
+    ]
+    assert [p.id for p in see_also(cited, ranked)] == ["4", "6"]
+    # Another page of a PDF's section is another place.
+    paged = [doc("10", "Hold", page=3), doc("11", "Hold", page=4), doc("12", "Hold", page=3)]
+    assert [p.id for p in see_also(paged[0], paged)] == ["11"]
+    assert see_also(cited, ranked[:2]) == ()
+    text = quoted(cited, "de", see_also(cited, ranked))
+    assert text.endswith("\n\nSiehe auch:\n- Manual › Upgrades\n- Manual › Pinning")
+    assert quoted(cited).endswith("[1] Manual › Hold")
