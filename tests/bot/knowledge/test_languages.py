@@ -321,3 +321,41 @@ async def test_a_purged_workspace_leaves_no_multilingual_vectors(
     # Gone with the purge, not at the next rebuild; T2's identical text stays.
     assert await kb.repository.text_vectors(other.name, only_t1) == {}
     assert set(await kb.repository.text_vectors(other.name, shared)) == set(shared)
+
+
+async def test_missing_multilingual_vectors_are_filled_outside_any_question(
+    repository: Repository, tmp_path: Path
+) -> None:
+    from sqlalchemy import delete
+
+    from storage.faq_vectors import faq_text_vectors
+
+    def knowledge_base(other: HashingEmbedder) -> KnowledgeBase:
+        return KnowledgeBase(
+            repository=KnowledgeRepository(repository.db),
+            embedder=HashingEmbedder(),
+            crosslingual=other,
+            background=(),
+            policy=POLICY,
+            refresh_interval=0.0,
+        )
+
+    other = HashingEmbedder(dim=256)
+    await knowledge_base(other).import_file(_write(tmp_path, "en.csv", ENGLISH))
+    # As after an upgrade from a version that kept no such vectors.
+    await repository.db.run(lambda c: c.execute(delete(faq_text_vectors)))
+    kb = knowledge_base(other)  # a process that starts
+    assert await kb.fill_text_vectors() == 3 * 2  # each entry's question and q + a
+    digests = [text_digest(f"{other.name}\nCan I return an item?")]
+    assert await kb.repository.text_vectors(other.name, digests)
+    assert await kb.fill_text_vectors() == 0
+    assert kb.crosslingual is not None
+    await kb.faq.lookup("Kan jag returnera en vara?", tenant="", limit=3)
+    assert kb.crosslingual.texts_embedded == 6, "the question embedded no FAQ text"
+    # A later process finds them stored and embeds nothing.
+    assert await knowledge_base(other).fill_text_vectors() == 0
+    # Without a multilingual model there is nothing to fill.
+    plain = KnowledgeBase(
+        repository=KnowledgeRepository(repository.db), embedder=HashingEmbedder(), background=()
+    )
+    assert await plain.fill_text_vectors() == 0
