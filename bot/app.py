@@ -16,7 +16,6 @@ from aiohttp import web
 
 from bot.answers import RECORD_RETRY_FOR
 from bot.commands import CommandRegistry, builtin_commands
-from bot.errors import FAILURES
 from bot.foreign_answers import resolve_mode
 from bot.guard import OutputGuard, stable_canary
 from bot.handoff.desk import HelpDesk
@@ -406,7 +405,7 @@ async def _fill_faq_vectors(knowledge: KnowledgeBase, backend: Backend) -> None:
     await _until_idle(backend, without_answer=IDLE_WITHOUT_ANSWER)
     try:
         filled = await knowledge.fill_text_vectors()
-    except FAILURES as exc:
+    except Exception as exc:  # a background task: reported here, or lost at exit
         log.warning("could not embed the FAQ for questions in other languages: %s", exc)
         return
     if filled:
