@@ -356,10 +356,12 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
         if callable(stats):
             metrics.watch_model(stats)
         manager.start()
+        filling = asyncio.create_task(_fill_faq_vectors(knowledge, backend))
         try:
             yield Core(settings, repository, backend, manager, desk)
         finally:
             warming.cancel()
+            filling.cancel()
             await manager.aclose()
     finally:
         if loading is not None:
@@ -393,6 +395,21 @@ async def _warm_company_facts(
     if not await knowledge.has_passages():
         await _until_idle(backend)
     facts.start_warming()
+
+
+async def _fill_faq_vectors(knowledge: KnowledgeBase, backend: Backend) -> None:
+    """Embed the FAQ texts the multilingual model has no stored vectors of (after an
+    upgrade from a version without them) once the chat model is idle, rather than
+    inside the first question in another language. A failure is logged: that
+    question would then embed them itself, as before."""
+    await _until_idle(backend, without_answer=IDLE_WITHOUT_ANSWER)
+    try:
+        filled = await knowledge.fill_text_vectors()
+    except Exception as exc:  # a background task: reported here, or lost at exit
+        log.warning("could not embed the FAQ for questions in other languages: %s", exc)
+        return
+    if filled:
+        log.info("embedded %d FAQ texts for questions in other languages", filled)
 
 
 async def _until_idle(

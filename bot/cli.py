@@ -45,7 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--tenant", default="local", help="answer as this tenant's knowledge base")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
-    db_sub.add_parser("upgrade", help="apply database migrations")
+    upgrade = db_sub.add_parser(
+        "upgrade",
+        help="apply database migrations, then embed the FAQ texts the multilingual model "
+        "has no vectors of yet",
+    )
+    upgrade.add_argument(
+        "--no-vectors",
+        action="store_true",
+        help="leave the multilingual vectors to the server, which embeds them once idle",
+    )
     console = sub.add_parser("console", help="the operator console at /console")
     console_sub = console.add_subparsers(
         dest="console_command", required=True, metavar="CONSOLE_COMMAND"
@@ -124,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run_docs(args, settings))
         elif args.command == "db":
-            asyncio.run(_db_upgrade(settings))
+            asyncio.run(_db_upgrade(settings, vectors=not args.no_vectors))
         elif args.command == "console" and args.console_command == "token":
             return asyncio.run(_console_token(settings, args.user, revoke=args.revoke))
         elif args.command == "console":
@@ -232,13 +241,26 @@ async def _loading(settings: Settings) -> AsyncIterator[Core]:
         yield core
 
 
-async def _db_upgrade(settings: Settings) -> None:
+async def _db_upgrade(settings: Settings, *, vectors: bool = True) -> None:
+    """Migrate; then, unless ``vectors`` is False, embed the FAQ texts stored
+    without the multilingual model's vectors (an FAQ imported before they were
+    kept), so that neither the server's start nor a customer's question does it."""
     from storage.db import Database
 
     db = Database(settings.effective_database_url)
     try:
         await db.upgrade()
         print(f"database is at revision {await db.current_revision()}")
+        if vectors:
+            from bot.app import create_knowledge_base
+
+            started = time.monotonic()
+            filled = await create_knowledge_base(db, settings).fill_text_vectors()
+            if filled:
+                print(
+                    f"embedded {filled} FAQ texts for questions in other languages "
+                    f"in {time.monotonic() - started:.0f} s"
+                )
     finally:
         await db.dispose()
 

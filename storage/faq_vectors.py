@@ -42,6 +42,17 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def vector_texts(question: str, alternatives: Sequence[str], answer: str) -> list[str]:
+    """The texts embedded for one entry or version, in storage order: each
+    phrasing (the question first), then question + answer."""
+    return [question, *alternatives, f"{question} {answer}"]
+
+
+def text_key(model: str, text: str) -> str:
+    """The digest ``model``'s vector of ``text`` is stored under."""
+    return text_digest(f"{model}\n{text}")
+
+
 def load_text_vectors(conn: Connection, model: str, digests: Sequence[str]) -> dict[str, bytes]:
     """The stored vectors of those digests under ``model`` (missing ones left out)."""
     out: dict[str, bytes] = {}

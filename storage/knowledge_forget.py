@@ -1,5 +1,7 @@
 """Learned questions taken back out of the knowledge base, when the person
-who asked them is forgotten or their workspace purged.
+who asked them is forgotten or their workspace purged; and the second model's
+vectors of texts no entry has any more (``faq_text_vectors``), so that nothing of
+them waits for the next index rebuild to go.
 
 ``/learn`` copies a customer's question into a proposal; approving it makes
 the question a new entry or one more alternative phrasing of an entry.
@@ -13,8 +15,9 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, delete, or_, select, text, update
 
 from storage.db import utcnow
+from storage.faq_vectors import faq_text_vectors, text_key, vector_texts
 from storage.keywords import index_text
-from storage.models import faq_entries
+from storage.models import faq_entries, faq_versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,4 +84,36 @@ def forget_wordings(conn: Connection, wordings: Iterable[LearnedWording], *, sql
             )
         )
         changed += 1
+    if changed:
+        forget_unused_text_vectors(conn)
     return changed
+
+
+def forget_unused_text_vectors(conn: Connection) -> int:
+    """Every model's vectors of texts that no entry or version has any more (a
+    purged tenant's, a forgotten person's learned question), inside the caller's
+    transaction; returns how many went. Texts shared with a remaining entry stay."""
+    models = list(conn.execute(select(faq_text_vectors.c.model).distinct()).scalars())
+    if not models:
+        return 0
+    columns = ("question", "alternatives", "answer")
+    texts: set[str] = set()
+    for table in (faq_entries, faq_versions):
+        for row in conn.execute(select(*(table.c[name] for name in columns))):
+            texts.update(vector_texts(row.question, list(row.alternatives or ()), row.answer))
+    removed = 0
+    for model in models:
+        used = {text_key(model, t) for t in texts}
+        stored = conn.execute(
+            select(faq_text_vectors.c.digest).where(faq_text_vectors.c.model == model)
+        ).scalars()
+        gone = [d for d in stored if d not in used]
+        for start in range(0, len(gone), 500):
+            result = conn.execute(
+                delete(faq_text_vectors).where(
+                    faq_text_vectors.c.model == model,
+                    faq_text_vectors.c.digest.in_(gone[start : start + 500]),
+                )
+            )
+            removed += int(result.rowcount or 0)
+    return removed

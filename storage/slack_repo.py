@@ -34,7 +34,7 @@ from storage.documents_repo import forget_documents
 from storage.errors import StorageError
 from storage.forget_quotes import scrub_quotes_of
 from storage.handoff_forget import forget_relays
-from storage.knowledge_forget import LearnedWording, forget_wordings
+from storage.knowledge_forget import LearnedWording, forget_unused_text_vectors, forget_wordings
 from storage.models import (
     audit_log,
     conversations,
@@ -495,6 +495,7 @@ class SlackRepository(Store):
             for entry_id in entry_ids:
                 conn.execute(text("DELETE FROM faq_fts WHERE rowid = :id"), {"id": entry_id})
         conn.execute(delete(faq_entries).where(faq_entries.c.tenant == team_id))
+        forget_unused_text_vectors(conn)
         for table in (escalations, faq_answers):
             conn.execute(
                 delete(table).where(

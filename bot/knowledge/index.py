@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llm.embeddings import Embedder
+from storage.faq_vectors import vector_texts
 from storage.faq_versions import FaqVersion
 from storage.keywords import keyword_terms
 from storage.knowledge_repo import EntryInput, FaqEntry
@@ -34,11 +35,7 @@ W_QA = 1.0
 
 def entry_texts(entry: EntryInput | FaqEntry | FaqVersion) -> list[str]:
     """The texts embedded for one entry, in storage order."""
-    return [
-        entry.question,
-        *entry.alternatives,
-        f"{entry.question} {entry.answer}",
-    ]
+    return vector_texts(entry.question, entry.alternatives, entry.answer)
 
 
 def embed_entries(

@@ -250,6 +250,18 @@ class KnowledgeBase:
             if warm:
                 await self.crosslingual.refresh(force=True)
 
+    async def fill_text_vectors(self) -> int:
+        """Embed and store the multilingual model's vectors of the FAQ texts that
+        ``faq_text_vectors`` lacks (an FAQ imported before it existed, or by a
+        process without that model), so that no question in another language
+        waits for them. Returns how many texts it embedded (0: none was missing,
+        or no multilingual model)."""
+        if self.crosslingual is None or not await self.repository.entries(limit=1):
+            return 0
+        before = self.crosslingual.texts_embedded
+        await self.crosslingual.refresh()
+        return self.crosslingual.texts_embedded - before
+
     # -- retrieval -----------------------------------------------------------------
 
     async def search(self, question: str, *, tenant: str = GLOBAL, limit: int = 5) -> list[Passage]:

@@ -44,7 +44,7 @@ from bot.knowledge.policy import scale_of
 from bot.knowledge.rerank import LikelihoodReranker
 from bot.language import detect_language
 from llm.embeddings import Embedder, release_embedder, shared_embedder
-from storage.faq_vectors import text_digest
+from storage.faq_vectors import text_key
 from storage.knowledge_repo import (
     DEPLOYMENT,
     EMBEDDING_MODEL_SETTING,
@@ -111,6 +111,7 @@ class Retriever:
         self.refresh_interval = refresh_interval
         self.own_vectors = own_vectors
         self._own: dict[str, bytes] = {}
+        self.texts_embedded = 0  # by ``own_vectors``, since this process started
         self._used: set[str] = set()  # digests the entries and versions have now
         self._live: set[str] = set()  # and the learned wordings
         self._languages: dict[int, str] = {}
@@ -269,7 +270,7 @@ class Retriever:
         from memory, else ``faq_text_vectors``, else embedded now (and stored
         there when ``keep``)."""
         memo = self._own
-        digests = [[text_digest(f"{embedder.name}\n{t}") for t in g] for g in groups]
+        digests = [[text_key(embedder.name, t) for t in g] for g in groups]
         unknown = [d for g in digests for d in g if d not in memo]
         self._live.update(d for g in digests for d in g)
         if keep:
@@ -286,6 +287,7 @@ class Retriever:
             memo.update(fresh)
             if keep:
                 await self.repository.set_text_vectors(embedder.name, fresh)
+                self.texts_embedded += len(fresh)
         return [b"".join(memo[d] for d in g) for g in digests]
 
     def languages(self, tenant: str) -> tuple[str, frozenset[str]]:

