@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from llm.transformers.kv_cache import KV_SPARE
+from llm.transformers.kv_cache import GrowingBuffers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -335,50 +335,28 @@ class LightLlama(nn.Module):
         return SimpleNamespace(logits=self.lm_head(hidden))
 
 
-class LightLayer:
-    """One layer's keys and values, grown in place like ``kv_cache``'s, without transformers."""
+class LightLayer(GrowingBuffers):
+    """One layer's keys and values, grown in place like transformers' layer is, without it."""
 
     def __init__(self) -> None:
         self.is_initialized = False
-        self.keys: torch.Tensor = torch.empty(0)
-        self.values: torch.Tensor = torch.empty(0)
-        self._key_buffer = self.keys
-        self._value_buffer = self.values
+        self.keys = self.values = self._key_buffer = self._value_buffer = torch.empty(0)
         self._length = 0
 
     @classmethod
     def holding(cls, keys: torch.Tensor, values: torch.Tensor) -> LightLayer:
         layer = cls()
         layer._allocate(keys, values, keys.shape[-2], keys.shape[-2])
+        layer.is_initialized = True
         return layer
-
-    def _allocate(self, keys: torch.Tensor, values: torch.Tensor, length: int, needed: int) -> None:
-        """Buffers with room for ``needed`` positions and spare, holding ``length`` of ``keys``."""
-        rows, heads, _, dim = keys.shape
-        shape = (rows, heads, needed + KV_SPARE, dim)
-        self._key_buffer = keys.new_empty(shape)
-        self._value_buffer = values.new_empty(shape)
-        self._key_buffer[:, :, :length] = keys[:, :, :length]
-        self._value_buffer[:, :, :length] = values[:, :, :length]
-        self._length = length
-        self.keys = self._key_buffer[:, :, :length]
-        self.values = self._value_buffer[:, :, :length]
-        self.is_initialized = True
 
     def update(
         self, keys: torch.Tensor, values: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self._length + keys.shape[-2]
         if not self.is_initialized:
-            self._allocate(keys, values, 0, end)
-        elif end > self._key_buffer.shape[-2]:
-            self._allocate(self.keys, self.values, self._length, end)
-        self._key_buffer[:, :, self._length : end] = keys
-        self._value_buffer[:, :, self._length : end] = values
-        self._length = end
-        self.keys = self._key_buffer[:, :, :end]
-        self.values = self._value_buffer[:, :, :end]
-        return self.keys, self.values
+            self._allocate(keys, values, 0, keys.shape[-2])
+            self.is_initialized = True
+        return self._append(keys, values)
 
 
 class LightCache:
