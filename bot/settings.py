@@ -18,7 +18,7 @@ from bot.errors import ConfigError
 from bot.handoff.config import BusinessHours, HandoffConfigError, HandoffSettings, parse_spaces
 from bot.knowledge.policy import scale_of
 from bot.language import SUPPORTED_LANGUAGES
-from llm.base import DTYPES, QUANTIZATIONS
+from llm.base import DTYPES, FAST_DECODE_MODES, QUANTIZATIONS
 from llm.embeddings import EMBEDDING_MODELS, MULTILINGUAL_MODEL_NAME
 from storage.slack_repo import TokenCipher
 
@@ -311,8 +311,11 @@ class Settings:
             raise ConfigError("DESKMATE_MAX_BATCH must be auto or at least 1")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("DESKMATE_THREADS must be auto or at least 1")
-        if self.fast_decode not in ("auto", "off"):
-            raise ConfigError("DESKMATE_FAST_DECODE must be auto or off")
+        if self.fast_decode not in FAST_DECODE_MODES:
+            raise ConfigError(
+                f"DESKMATE_FAST_DECODE must be one of {', '.join(FAST_DECODE_MODES)}, "
+                f"not {self.fast_decode!r}"
+            )
         if self.max_new_tokens < 1:
             raise ConfigError("DESKMATE_MAX_NEW_TOKENS must be at least 1")
         if self.language not in SUPPORTED_LANGUAGES:

@@ -14,6 +14,7 @@ from llm.errors import LLMBusy, LLMError, LLMTimeout
 
 __all__ = [
     "DTYPES",
+    "FAST_DECODE_MODES",
     "QUANTIZATIONS",
     "Backend",
     "ChatMessage",
@@ -32,6 +33,9 @@ Role = Literal["system", "user", "assistant"]
 # Accepted values of the local model's quantization and dtype settings.
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Accepted values of DESKMATE_FAST_DECODE. ``auto``: build the packed decode step
+# after load where the model allows it; ``off``: always decode eagerly.
+FAST_DECODE_MODES = ("auto", "off")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from llm.base import DTYPES, QUANTIZATIONS, GenerationRequest, LLMError, TextDelta
+from llm.base import (
+    DTYPES,
+    FAST_DECODE_MODES,
+    QUANTIZATIONS,
+    GenerationRequest,
+    LLMError,
+    TextDelta,
+)
 from llm.errors import ModelConfigError
 from llm.scheduler import BatchScheduler, SchedulerStats
 from llm.transformers.engine import TorchEngine
@@ -23,9 +30,6 @@ from llm.transformers.loading import CPU_CONTEXT_CAP, LoadedModel, batch_size_fo
 from llm.transformers.sizing import ThreadTuner, thread_candidates, usable_cores
 
 log = logging.getLogger(__name__)
-
-# ``auto``: build the packed decode step after load where the model allows it.
-FAST_DECODE_MODES = ("auto", "off")
 
 
 class TransformersBackend:

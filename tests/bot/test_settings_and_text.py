@@ -49,7 +49,10 @@ def test_env_parsing() -> None:
         ({"DESKMATE_MAX_BATCH": "lots"}, "DESKMATE_MAX_BATCH must be a number or auto"),
         ({"DESKMATE_MAX_BATCH": "0"}, "DESKMATE_MAX_BATCH must be auto or at least 1"),
         ({"DESKMATE_THREADS": "-2"}, "DESKMATE_THREADS must be auto or at least 1"),
-        ({"DESKMATE_FAST_DECODE": "fastest"}, "DESKMATE_FAST_DECODE must be auto or off"),
+        (
+            {"DESKMATE_FAST_DECODE": "fastest"},
+            "DESKMATE_FAST_DECODE must be one of auto, off, not 'fastest'",
+        ),
         (
             {"DESKMATE_EMBEDDING_MODEL": "/nonexistent/model"},
             "DESKMATE_EMBEDDING_MODEL: /nonexistent/model is not a sentence-transformers",

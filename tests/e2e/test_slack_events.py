@@ -20,6 +20,8 @@ from adapters.slack.convert import unescape
 from bot.errors import StorageError
 from bot.manager import ConversationManager
 from llm.fake import FakeBackend
+from storage.repository import Repository
+from tests.conftest import make_manager
 from tests.fakes.slack_api import (
     FakeSlack,
     Workspace,
@@ -58,8 +60,10 @@ class Bot:
     async def answer(self, thread_ts: str, channel: str = "C1", count: int = 1) -> list[str]:
         """Wait until ``count`` bot messages in the thread hold final text; return them."""
 
-        await self.fake.wait_for(lambda: len(self.fake.bot_messages(channel, thread_ts)) >= count)
-        async with asyncio.timeout(10):
+        await self.fake.wait_for(
+            lambda: len(self.fake.bot_messages(channel, thread_ts)) >= count, within=60
+        )
+        async with asyncio.timeout(60):
             await self.adapter.wait_idle()
         return [unescape(m.text) for m in self.fake.bot_messages(channel, thread_ts)]
 
@@ -81,6 +85,13 @@ async def _serve(adapter: SlackAdapter) -> tuple[web.AppRunner, str]:
     app.router.add_post("/slack/events", adapter.handle_http)
     runner, port = await serve_local(app)
     return runner, f"http://127.0.0.1:{port}/slack/events"
+
+
+@pytest.fixture
+def manager(sqlite_repository: Repository, backend: FakeBackend) -> ConversationManager:
+    # The model's time limit is not under test here: a stream of thousands of
+    # pieces may take many seconds on a busy machine.
+    return make_manager(sqlite_repository, backend, llm_timeout=120.0)
 
 
 @pytest.fixture
@@ -437,8 +448,6 @@ async def test_events_stored_before_a_crash_are_answered_on_start(
 ) -> None:
     from adapters.slack.convert import event_to_inbound
     from storage.db import Database
-    from storage.repository import Repository
-    from tests.conftest import make_manager
 
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     db = Database(url)

@@ -144,10 +144,11 @@ async def _answer(backend: TransformersBackend, question: str) -> str:
 
 @pytest.mark.model
 def test_backend_reports_the_fast_step_ready_and_answers_with_it(
-    model_data_dir: Path, tmp_path: Path
+    model_data_dir: Path, embedded_backend: TransformersBackend
 ) -> None:
+    # The session's backend was loaded with the step off: it stays off.
+    assert embedded_backend.loaded_info and embedded_backend.fast_decode == "off"
     backend = TransformersBackend(data_dir=model_data_dir, dtype="float32", max_batch_size=2)
-    off = TransformersBackend(data_dir=model_data_dir, fast_decode="off")
     try:
         run_sync(backend.load())
         assert backend.fast_decode in ("building", "ready")
@@ -157,8 +158,5 @@ def test_backend_reports_the_fast_step_ready_and_answers_with_it(
         assert backend.fast_decode == "ready"
         assert any(model_data_dir.glob("compiled/*-int4-*.pt"))
         assert run_sync(_answer(backend, "How do I reset my password?")).strip()
-        run_sync(off.load())
-        assert off.fast_decode == "off"
     finally:
         run_sync(backend.aclose())
-        run_sync(off.aclose())

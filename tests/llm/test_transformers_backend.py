@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,16 +180,26 @@ async def test_batching_gives_each_request_its_solo_answer(
     assert together == alone
 
 
-@pytest.mark.model
-async def test_greedy_output_matches_transformers_generate(
-    embedded_backend: TransformersBackend,
-) -> None:
+@pytest.fixture(scope="module")
+def plain_model(embedded_backend: TransformersBackend) -> tuple[Any, Any]:
+    """The tokenizer and the float32 model of the embedded backend's folder, loaded
+    by transformers itself: what the backend's answers and scores are checked against."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = str(embedded_backend.loaded_info["model_dir"])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return tokenizer, model
+
+
+@pytest.mark.model
+async def test_greedy_output_matches_transformers_generate(
+    embedded_backend: TransformersBackend, plain_model: tuple[Any, Any]
+) -> None:
+    import torch
+
+    tokenizer, model = plain_model
     request = PROMPTS[2]
     ids = tokenizer.apply_chat_template(
         [{"role": m.role, "content": m.content} for m in request.messages],
@@ -315,10 +326,9 @@ def test_the_int8_cast_warning_flood_is_filtered(caplog: pytest.LogCaptureFixtur
 
 @pytest.mark.model
 async def test_loglikelihoods_match_a_plain_forward_pass(
-    embedded_backend: TransformersBackend,
+    embedded_backend: TransformersBackend, plain_model: tuple[Any, Any]
 ) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     assert isinstance(embedded_backend, Scorer)
     pairs = [
@@ -328,9 +338,7 @@ async def test_loglikelihoods_match_a_plain_forward_pass(
     ]
     scores = await embedded_backend.loglikelihoods(pairs)
 
-    model_dir = str(embedded_backend.loaded_info["model_dir"])
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer, model = plain_model
     for (context, continuation), score in zip(pairs, scores, strict=True):
         head = tokenizer(context, add_special_tokens=False)["input_ids"]
         tail = tokenizer(continuation, add_special_tokens=False)["input_ids"]

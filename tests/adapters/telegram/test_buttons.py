@@ -46,7 +46,9 @@ def rating_manager(sqlite_repository: Repository, backend: FakeBackend) -> Conve
         owners={"test:admin"},
         settings=TeamSettings(ask_rating="all"),
     )
-    return make_manager(sqlite_repository, backend, team=team)
+    # The model's time limit is not under test here: a stream of a thousand
+    # pieces may take many seconds on a busy machine.
+    return make_manager(sqlite_repository, backend, team=team, llm_timeout=120.0)
 
 
 def make_adapter(fake: FakeTelegram, **overrides: object) -> TelegramAdapter:
@@ -195,9 +197,13 @@ async def test_a_streamed_reply_keeps_the_keyboard_on_its_last_message(
     # Over 4096 characters, streamed in many pieces: two messages.
     backend.enqueue(("word " * 1000).strip(), chunk_delay=0.001)
     fake.send_user_message(43, "tell me everything")
-    await fake.wait_for(lambda: "How did I do?" in "".join(fake.texts(43)), what="the answer")
-    await fake.wait_for(lambda: bool(keyed(fake, 43)), what="the keyboard")
-    await asyncio.sleep(0.3)
+    await fake.wait_for(
+        lambda: "How did I do?" in "".join(fake.texts(43)), what="the answer", within=120
+    )
+    await fake.wait_for(lambda: bool(keyed(fake, 43)), what="the keyboard", within=60)
+    # Every write of the reply has ended, a late move of the keyboard included.
+    async with asyncio.timeout(60):
+        await polling.answers.wait_idle()
     first, last = fake.messages[43]
     assert first.reply_markup is None
     assert last.buttons() == [("👍", "/rate good"), ("👎", "/rate bad")]

@@ -35,6 +35,8 @@ different model from the same seed.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -64,26 +66,47 @@ RERANKED_TOP1_FLOOR = 0.89
 ESCALATED_CEILING = 0.03
 
 
-async def _imported(folder: Path) -> tuple[KnowledgeBase, Database]:
+def _opened(folder: Path) -> tuple[KnowledgeBase, Database]:
     from llm.embeddings import SentenceEmbedder
 
     database = Database(f"sqlite:///{folder / 'kb.db'}")
-    await database.upgrade()
     kb = KnowledgeBase(
         repository=KnowledgeRepository(database),
         embedder=SentenceEmbedder(),
         model_store=folder / "embeddings",
     )
-    report = await kb.import_file(faq_jsonl(FAQ_DATA))
-    assert (report.created, len(report.skipped)) == (503, 0)
     return kb, database
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def kb(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KnowledgeBase]:
-    kb, database = await _imported(tmp_path_factory.mktemp("kb"))
-    yield kb
+async def imported(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[KnowledgeBase, Path]]:
+    """The FAQ imported once with the base model: its knowledge base and folder."""
+    folder = tmp_path_factory.mktemp("kb")
+    kb, database = _opened(folder)
+    await database.upgrade()
+    report = await kb.import_file(faq_jsonl(FAQ_DATA))
+    assert (report.created, len(report.skipped)) == (503, 0)
+    yield kb, folder
     await database.dispose()
+
+
+@pytest.fixture
+def kb(imported: tuple[KnowledgeBase, Path]) -> KnowledgeBase:
+    return imported[0]
+
+
+def _copy(imported: tuple[KnowledgeBase, Path], folder: Path) -> tuple[KnowledgeBase, Database]:
+    """A knowledge base of its own on a copy of the imported database (what the
+    write-ahead log holds included): the entries and vectors, not embedded again."""
+    source, target = imported[1] / "kb.db", folder / "kb.db"
+    with (
+        contextlib.closing(sqlite3.connect(source)) as reading,
+        contextlib.closing(sqlite3.connect(target)) as writing,
+    ):
+        reading.backup(writing)
+    return _opened(folder)
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -101,11 +124,12 @@ async def test_reworded_questions_find_their_entry(kb: KnowledgeBase) -> None:
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_adapting_the_model_to_the_faq_finds_more(
-    tmp_path_factory: pytest.TempPathFactory, model_data_dir: Path
+    imported: tuple[KnowledgeBase, Path], tmp_path: Path, model_data_dir: Path
 ) -> None:
     from llm.transformers import TransformersBackend
 
-    kb, database = await _imported(tmp_path_factory.mktemp("tuned"))
+    kb, database = _copy(imported, tmp_path)
+    assert len(await kb.repository.entries(with_embeddings=True)) == 503
     backend = TransformersBackend(data_dir=model_data_dir)
     try:
         await tuning.tune(kb)
