@@ -28,6 +28,27 @@ log = logging.getLogger(__name__)
 FAST_DECODE_MODES = ("auto", "off")
 
 
+def import_in_background() -> threading.Thread:
+    """Import torch and the light model's modules on a daemon thread, now.
+
+    ``deskmate run`` calls this first thing, so that torch's import (about 2 CPU s,
+    part of it waiting on the disk) overlaps the bot's own imports and the
+    database check instead of starting with ``load()``. ``load()`` needs nothing
+    from it: a module still being imported here is waited for by Python's import
+    lock, and a failed import is left for ``load()`` to raise with its message.
+    """
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            import tokenizers  # noqa: F401
+
+            import llm.transformers.light  # noqa: F401
+
+    thread = threading.Thread(target=run, name="import-torch", daemon=True)
+    thread.start()
+    return thread
+
+
 class TransformersBackend:
     """A ``Backend`` running a causal LM in this process.
 
