@@ -31,9 +31,10 @@ FAST_DECODE_MODES = ("auto", "off")
 def import_in_background() -> threading.Thread:
     """Import torch and the light model's modules on a daemon thread, now.
 
-    ``deskmate run`` calls this first thing, so that torch's import (about 2 CPU s,
-    part of it waiting on the disk) overlaps the bot's own imports and the
-    database check instead of starting with ``load()``. ``load()`` needs nothing
+    ``deskmate run`` calls this first thing, so that torch's import (about 2 CPU s)
+    runs beside the bot's own imports and the database check instead of starting
+    with ``load()``: whenever one waits on the disk, the other runs (both hold the
+    interpreter lock otherwise, so on a busy core they interleave). ``load()`` needs nothing
     from it: a module still being imported here is waited for by Python's import
     lock, and a failed import is left for ``load()`` to raise with its message.
     """
