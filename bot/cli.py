@@ -111,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "run":
+            if not settings.llm_url and settings.model != "fake":
+                # torch's import overlaps the bot's imports and the database check below.
+                from llm.transformers import import_in_background
+
+                import_in_background()
             from bot.app import serve
             from bot.startclock import mark
 

@@ -19,6 +19,6 @@ from llm.transformers.sizing import calm_openmp_waiting
 # Before anything imports torch (and with it the OpenMP runtime).
 calm_openmp_waiting()
 
-from llm.transformers.backend import TransformersBackend  # noqa: E402
+from llm.transformers.backend import TransformersBackend, import_in_background  # noqa: E402
 
-__all__ = ["TransformersBackend"]
+__all__ = ["TransformersBackend", "import_in_background"]

@@ -32,6 +32,28 @@ from llm.transformers.sizing import ThreadTuner, thread_candidates, usable_cores
 log = logging.getLogger(__name__)
 
 
+def import_in_background() -> threading.Thread:
+    """Import torch and the light model's modules on a daemon thread, now.
+
+    ``deskmate run`` calls this first thing, so that torch's import (about 2 CPU s)
+    runs beside the bot's own imports and the database check instead of starting
+    with ``load()``: whenever one waits on the disk, the other runs (both hold the
+    interpreter lock otherwise, so on a busy core they interleave). ``load()`` needs nothing
+    from it: a module still being imported here is waited for by Python's import
+    lock, and a failed import is left for ``load()`` to raise with its message.
+    """
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            import tokenizers  # noqa: F401
+
+            import llm.transformers.light  # noqa: F401
+
+    thread = threading.Thread(target=run, name="import-torch", daemon=True)
+    thread.start()
+    return thread
+
+
 class TransformersBackend:
     """A ``Backend`` running a causal LM in this process.
 
