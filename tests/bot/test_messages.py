@@ -74,6 +74,9 @@ BUILT: dict[str, frozenset[str] | None] = {
     "console.drafted.{}": None,
     "console.event.{}": None,
     "console.path.{}": None,
+    "console.plan.{}": None,
+    "console.mode.{}": None,
+    "console.reason.{}": None,
     "console.sites.position.{}": None,
     # adapters/webconsole/sites.py: why a widget site's setting was refused.
     "console.site_error.{}": None,

@@ -1,0 +1,129 @@
+"""What the bot itself says on the console's pages (the knowledge policy's
+plan and reason, an import's report, a document's error, a transcript's
+authors) is said in the reader's language, like the pages around it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+import pytest
+
+from adapters.web import HttpServer
+from adapters.webconsole import mount_console
+from adapters.webconsole.pages import DECISION_REASONS
+from bot.handoff.config import HandoffSettings
+from bot.handoff.desk import HelpDesk
+from bot.knowledge.knowledge_base import KnowledgeBase
+from bot.knowledge.passages import Passage
+from bot.knowledge.policy import Policy, decide
+from bot.messages import say
+from bot.metrics import Metrics
+from bot.services import ConsoleParts
+from bot.settings import Settings
+from bot.team.service import Team
+from llm.embeddings import HashingEmbedder
+from storage.console_repo import ConsoleRepository
+from storage.handoff_repo import HandoffRepository
+from storage.knowledge_repo import GLOBAL, EntryInput, KnowledgeRepository
+from storage.repository import ForgetResult, Repository
+from storage.team_repo import TeamRepository
+
+SESSION = "deskmate_console=session-cookie"
+# HashingEmbedder scores: a stored phrasing ~0.53, unrelated < 0.1.
+POLICY = Policy(verbatim_score=0.5, verbatim_margin=0.05, grounded_score=0.25)
+
+
+@pytest.fixture
+async def kb(sqlite_repository: Repository) -> KnowledgeBase:
+    return KnowledgeBase(
+        repository=KnowledgeRepository(sqlite_repository.db),
+        embedder=HashingEmbedder(),
+        background=(),
+        policy=POLICY,
+        refresh_interval=0.0,
+    )
+
+
+@pytest.fixture
+async def console(sqlite_repository: Repository, kb: KnowledgeBase) -> AsyncIterator[str]:
+    db = sqlite_repository.db
+    repo = ConsoleRepository(db)
+
+    async def forget(platform_user: str) -> ForgetResult:
+        return ForgetResult()
+
+    services = ConsoleParts(
+        repository=repo,
+        knowledge=kb,
+        team=Team(TeamRepository(db)),
+        desk=HelpDesk(settings=HandoffSettings(), tickets=HandoffRepository(db)),
+        metrics=Metrics(),
+        backend_name="scripted",
+        model_stats=None,
+        forget=forget,
+    )
+    http = HttpServer(host="127.0.0.1", port=0)
+    mount_console(http, settings=Settings(), services=services)
+    await http.start()
+    await repo.create_session(
+        "session-cookie", csrf="csrf-token", via="token", valid_for=timedelta(hours=1)
+    )
+    yield f"http://127.0.0.1:{http.port}"
+    await http.stop()
+
+
+async def _get(url: str, accept: str) -> str:
+    headers = {"Cookie": SESSION, "Accept-Language": accept}
+    async with aiohttp.ClientSession() as client, client.get(url, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        return await response.text()
+
+
+def _passage(dense: float, score: float) -> Passage:
+    return Passage(kind="faq", id="x", title="t", text="t", score=score, dense=dense)
+
+
+def test_every_reason_the_policy_gives_has_a_name_in_every_language() -> None:
+    decisions = [
+        decide([], POLICY),
+        decide([_passage(0.1, 0.1)], POLICY),
+        decide([_passage(0.9, 0.9), _passage(0.1, 0.1)], POLICY),
+        decide([_passage(0.9, 0.9), _passage(0.89, 0.89)], POLICY),
+        decide([_passage(0.3, 0.3)], POLICY),
+    ]
+    reasons = {d.reason for d in decisions}
+    assert len(reasons) == 5 and reasons <= DECISION_REASONS.keys()
+    for reason, code in DECISION_REASONS.items():
+        assert say(f"console.reason.{code}", "en") == reason
+        assert say(f"console.reason.{code}", "de") != reason
+
+
+async def test_the_try_pages_name_the_plan_and_its_reason_in_the_readers_language(
+    console: str, kb: KnowledgeBase
+) -> None:
+    await kb.add(
+        EntryInput(
+            external_id="ship-1",
+            question="How long does shipping take?",
+            answer="Orders arrive in 2-3 working days.",
+        ),
+        tenant=GLOBAL,
+    )
+    url = console + "/console/knowledge/try?q=How+long+does+shipping+take%3F"
+    english = await _get(url, "en")
+    assert '<span id="plan-name">Verbatim</span>' in english and "confident match" in english
+    german = await _get(url, "de")
+    assert '<span id="plan-name">Wörtlich</span>' in german
+    assert "sicherer Treffer" in german and "confident match" not in german
+    assert '<span class="badge verbatim">wörtliche FAQ</span>' in german
+    assert "Modus Support." in german and "Mode support." in english
+    # Nothing close: the policy escalates, and says why in the reader's words.
+    far = await _get(console + "/console/knowledge/try?q=zebra+quantum+violin", "fr")
+    assert "Escalader" in far and "aucune entrée n&#39;est assez proche" in far
+    assert "no entry is close enough" not in far and "Escalate" not in far
+    # The documents page's try form says the same in its own sentence.
+    documents = await _get(console + "/console/documents?q=zebra+quantum+violin", "es")
+    assert '<strong id="try-plan">Escalar</strong>' in documents
+    assert "ninguna entrada se acerca lo suficiente" in documents
