@@ -77,6 +77,9 @@ BUILT: dict[str, frozenset[str] | None] = {
     "console.plan.{}": None,
     "console.mode.{}": None,
     "console.reason.{}": None,
+    # adapters/webconsole/imports.py: why an import skipped a row or refused a file.
+    "console.import.row.{}": None,
+    "console.import.file.{}": None,
     "console.sites.position.{}": None,
     # adapters/webconsole/sites.py: why a widget site's setting was refused.
     "console.site_error.{}": None,

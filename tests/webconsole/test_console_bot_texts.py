@@ -4,6 +4,7 @@ authors) is said in the reader's language, like the pages around it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -127,3 +128,70 @@ async def test_the_try_pages_name_the_plan_and_its_reason_in_the_readers_languag
     documents = await _get(console + "/console/documents?q=zebra+quantum+violin", "es")
     assert '<strong id="try-plan">Escalar</strong>' in documents
     assert "ninguna entrada se acerca lo suficiente" in documents
+
+
+async def _import(console: str, name: str, content: str, accept: str) -> dict[str, object]:
+    """Upload ``content`` as ``name`` to the console's import and wait for its end."""
+    headers = {
+        "Cookie": SESSION,
+        "Accept-Language": accept,
+        "Origin": console,
+        "X-CSRF-Token": "csrf-token",
+    }
+    form = aiohttp.FormData()
+    form.add_field("tenant", "")
+    form.add_field("file", content.encode(), filename=name, content_type="text/plain")
+    async with aiohttp.ClientSession() as client:
+        async with client.post(
+            console + "/console/api/knowledge/import", data=form, headers=headers
+        ) as response:
+            assert response.status == 202, await response.text()
+            job = await response.json()
+        for _ in range(200):
+            url = f"{console}/console/api/knowledge/import/{job['job']}"
+            async with client.get(url, headers=headers) as response:
+                job = await response.json()
+            if job["finished"]:
+                return dict(job)
+            await asyncio.sleep(0.05)
+    raise AssertionError("the import did not finish")
+
+
+CSV = (
+    "id,question,answer,updated_at\n"
+    "ship-1,How long does shipping take?,Orders arrive in 2-3 working days.,\n"
+    "ret-1,Can I return an item?,,\n"
+    "pay-1,Which payment methods do you accept?,Card and invoice.,yesterday\n"
+    "ship-1,How long is delivery?,Two to three days.,\n"
+)
+
+
+async def test_an_imports_report_is_said_in_the_readers_language(console: str) -> None:
+    german = await _import(console, "faq.csv", CSV, "de")
+    assert german["error"] == ""
+    assert german["report"] == [
+        "faq.csv: 1 hinzugefügt, 0 aktualisiert, 0 unverändert, 3 übersprungen; "
+        "Sprache: Englisch",
+        "  Zeile 2 übersprungen: gleiche ID/Frage wie Zeile 5, die sie ersetzt",
+        "  Zeile 3 übersprungen: die Antwort ist leer",
+        "  Zeile 4 übersprungen: updated_at 'yesterday' ist kein ISO-Datum",
+    ]
+    # The same import again, read in English, reads as the CLI prints it.
+    english = await _import(console, "faq.csv", CSV, "en")
+    assert english["report"][0].startswith("faq.csv: 0 added, 0 updated, 1 unchanged, 3 skipped")
+    assert english["report"][1:] == [
+        "  skipped line 2: same id/question as line 5, which replaces it",
+        "  skipped line 3: the answer is empty",
+        "  skipped line 4: updated_at 'yesterday' is not an ISO date",
+    ]
+
+
+async def test_a_refused_file_says_why_in_the_readers_language(console: str) -> None:
+    job = await _import(console, "faq.csv", "frage,antwort,notes\nx,y,z\n", "sv")
+    assert job["report"] == []
+    assert job["error"] == (
+        "ingen fråge- eller svarskolumn hittades (kolumner: frage, antwort, notes); "
+        "döp dem till question och answer"
+    )
+    job = await _import(console, "faq.md", "just text, no heading\n", "zh")
+    assert job["error"] == "未找到标题；请将每个问题写成 '## ' 标题"
