@@ -170,8 +170,7 @@ async def test_an_imports_report_is_said_in_the_readers_language(console: str) -
     german = await _import(console, "faq.csv", CSV, "de")
     assert german["error"] == ""
     assert german["report"] == [
-        "faq.csv: 1 hinzugefügt, 0 aktualisiert, 0 unverändert, 3 übersprungen; "
-        "Sprache: Englisch",
+        "faq.csv: 1 hinzugefügt, 0 aktualisiert, 0 unverändert, 3 übersprungen; Sprache: Englisch",
         "  Zeile 2 übersprungen: gleiche ID/Frage wie Zeile 5, die sie ersetzt",
         "  Zeile 3 übersprungen: die Antwort ist leer",
         "  Zeile 4 übersprungen: updated_at 'yesterday' ist kein ISO-Datum",
