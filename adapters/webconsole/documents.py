@@ -80,10 +80,26 @@ class DocumentJob:
             "error": self.error,
             "summary": self.summary(language) if self.finished else "",
             "documents": [
-                {"name": r.name, "status": r.status, "chunks": r.chunks, "error": r.error}
+                {
+                    "name": r.name,
+                    "status": r.status,
+                    "chunks": r.chunks,
+                    "error": document_problem(r, language),
+                }
                 for r in self.reports
             ],
         }
+
+    def problems(self, language: str) -> list[tuple[str, str]]:
+        """Each document that failed or needed a workaround, and why, in ``language``."""
+        return [(r.name, document_problem(r, language)) for r in self.reports if r.error]
+
+
+def document_problem(report: DocumentReport, language: str) -> str:
+    """Why ``report``'s document failed, in ``language`` where the catalog says
+    it (the library's English otherwise)."""
+    key = f"console.docs.problem.{report.reason}"
+    return say(key, language, **report.values) if key in _KEYS else report.error
 
 
 class DocumentPages(Room):

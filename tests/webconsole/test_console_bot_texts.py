@@ -16,6 +16,7 @@ from adapters.webconsole import mount_console
 from adapters.webconsole.pages import DECISION_REASONS
 from bot.handoff.config import HandoffSettings
 from bot.handoff.desk import HelpDesk
+from bot.knowledge.documents.library import DocumentLibrary
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.passages import Passage
 from bot.knowledge.policy import Policy, decide
@@ -26,6 +27,7 @@ from bot.settings import Settings
 from bot.team.service import Team
 from llm.embeddings import HashingEmbedder
 from storage.console_repo import ConsoleRepository
+from storage.documents_repo import DocumentsRepository
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import GLOBAL, EntryInput, KnowledgeRepository
 from storage.repository import ForgetResult, Repository
@@ -64,6 +66,7 @@ async def console(sqlite_repository: Repository, kb: KnowledgeBase) -> AsyncIter
         backend_name="scripted",
         model_stats=None,
         forget=forget,
+        documents=DocumentLibrary(repository=DocumentsRepository(db), embedder=HashingEmbedder()),
     )
     http = HttpServer(host="127.0.0.1", port=0)
     mount_console(http, settings=Settings(), services=services)
@@ -194,3 +197,43 @@ async def test_a_refused_file_says_why_in_the_readers_language(console: str) -> 
     )
     job = await _import(console, "faq.md", "just text, no heading\n", "zh")
     assert job["error"] == "未找到标题；请将每个问题写成 '## ' 标题"
+
+
+async def _upload(console: str, name: str, data: bytes, accept: str) -> dict[str, object]:
+    """Add ``data`` as the document ``name`` from the console and wait for the job."""
+    headers = {
+        "Cookie": SESSION,
+        "Accept-Language": accept,
+        "Origin": console,
+        "X-CSRF-Token": "csrf-token",
+    }
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename=name, content_type="application/octet-stream")
+    async with aiohttp.ClientSession() as client:
+        async with client.post(
+            console + "/console/api/documents/upload", data=form, headers=headers
+        ) as response:
+            assert response.status == 202, await response.text()
+            job = await response.json()
+        for _ in range(200):
+            url = f"{console}/console/api/documents/jobs/{job['job']}"
+            async with client.get(url, headers=headers) as response:
+                job = await response.json()
+            if job["finished"]:
+                return dict(job)
+            await asyncio.sleep(0.05)
+    raise AssertionError("the job did not finish")
+
+
+async def test_why_a_document_failed_is_said_in_the_readers_language(console: str) -> None:
+    job = await _upload(console, "manual.txt", b"\x00\x01binary", "de")
+    assert job["documents"] == [
+        {"name": "manual.txt", "status": "failed", "chunks": 0, "error": "Binärdaten, kein Text"}
+    ]
+    job = await _upload(console, "notes.docx", b"not a zip at all", "es")
+    [document] = job["documents"]  # type: ignore[misc]
+    assert document["error"] == "no es un archivo DOCX (dañado o cifrado)"
+    # The page lists the latest jobs with each document's problem, in its reader's words.
+    page = await _get(console + "/console/documents", "fr")
+    assert "notes.docx: pas un fichier DOCX (endommagé ou chiffré)" in page
+    assert "manual.txt: données binaires, pas du texte" in page
