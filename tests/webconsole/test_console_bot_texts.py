@@ -5,11 +5,13 @@ authors) is said in the reader's language, like the pages around it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import aiohttp
 import pytest
+from sqlalchemy import update
 
 from adapters.web import HttpServer
 from adapters.webconsole import mount_console
@@ -30,8 +32,10 @@ from storage.console_repo import ConsoleRepository
 from storage.documents_repo import DocumentsRepository
 from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import GLOBAL, EntryInput, KnowledgeRepository
+from storage.models import messages
 from storage.repository import ForgetResult, Repository
 from storage.team_repo import TeamRepository
+from tests.storage.support import make_event
 
 SESSION = "deskmate_console=session-cookie"
 # HashingEmbedder scores: a stored phrasing ~0.53, unrelated < 0.1.
@@ -237,3 +241,22 @@ async def test_why_a_document_failed_is_said_in_the_readers_language(console: st
     page = await _get(console + "/console/documents", "fr")
     assert "notes.docx: pas un fichier DOCX (endommagé ou chiffré)" in page
     assert "manual.txt: données binaires, pas du texte" in page
+
+
+async def test_a_transcripts_unnamed_authors_are_named_in_the_readers_language(
+    console: str, sqlite_repository: Repository
+) -> None:
+    asked = await sqlite_repository.accept(make_event("Where is my order?"), kind="chat")
+    await sqlite_repository.record_answer(asked, text="Let me look.", kind="chat")
+    # A message whose author was not recorded (the column allows it).
+    unnamed = update(messages).where(messages.c.role == "user").values(user_id="")
+    await sqlite_repository.db.run(lambda conn: conn.execute(unnamed))
+    url = f"{console}/console/conversations/{asked.conversation_id}"
+    german = await _get(url, "de")
+    assert "<strong>Kunde</strong>" in german and "<strong>customer</strong>" not in german
+    assert "<strong>Deskmate</strong>" in german
+    chinese = await _get(url, "zh")
+    assert "<strong>客户</strong>" in chinese
+    # An export is a file for anyone: it keeps the English names.
+    exported = json.loads(await _get(url + "/export.json", "de"))
+    assert [m["author"] for m in exported["messages"]] == ["customer", "Deskmate"]

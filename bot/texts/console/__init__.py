@@ -611,4 +611,7 @@ CONSOLE: dict[str, str] = {
     "console.docs.problem.gone": "HTTP {status}: no longer there",
     "console.docs.problem.http": "HTTP {status}",
     "console.docs.problem.robots": "disallowed by robots.txt",
+    # A transcript's authors when the message names none: a customer, the bot.
+    "console.author.customer": "customer",
+    "console.author.bot": "Deskmate",
 }

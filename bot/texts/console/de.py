@@ -548,4 +548,6 @@ CONSOLE_DE: dict[str, str] = {
     "console.docs.problem.gone": "HTTP {status}: nicht mehr vorhanden",
     "console.docs.problem.http": "HTTP {status}",
     "console.docs.problem.robots": "von robots.txt verboten",
+    "console.author.customer": "Kunde",
+    "console.author.bot": "Deskmate",
 }

@@ -548,4 +548,6 @@ CONSOLE_ES: dict[str, str] = {
     "console.docs.problem.gone": "HTTP {status}: ya no existe",
     "console.docs.problem.http": "HTTP {status}",
     "console.docs.problem.robots": "prohibido por robots.txt",
+    "console.author.customer": "cliente",
+    "console.author.bot": "Deskmate",
 }

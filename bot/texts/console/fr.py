@@ -548,4 +548,6 @@ CONSOLE_FR: dict[str, str] = {
     "console.docs.problem.gone": "HTTP {status} : n'existe plus",
     "console.docs.problem.http": "HTTP {status}",
     "console.docs.problem.robots": "interdit par robots.txt",
+    "console.author.customer": "client",
+    "console.author.bot": "Deskmate",
 }

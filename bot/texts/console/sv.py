@@ -548,4 +548,6 @@ CONSOLE_SV: dict[str, str] = {
     "console.docs.problem.gone": "HTTP {status}: finns inte längre",
     "console.docs.problem.http": "HTTP {status}",
     "console.docs.problem.robots": "förbjuden av robots.txt",
+    "console.author.customer": "kund",
+    "console.author.bot": "Deskmate",
 }

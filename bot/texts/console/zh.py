@@ -548,4 +548,6 @@ CONSOLE_ZH: dict[str, str] = {
     "console.docs.problem.gone": "HTTP {status}：已不存在",
     "console.docs.problem.http": "HTTP {status}",
     "console.docs.problem.robots": "被 robots.txt 禁止",
+    "console.author.customer": "客户",
+    "console.author.bot": "Deskmate",
 }
