@@ -241,6 +241,11 @@ async def test_why_a_document_failed_is_said_in_the_readers_language(console: st
     page = await _get(console + "/console/documents", "fr")
     assert "notes.docx: pas un fichier DOCX (endommagé ou chiffré)" in page
     assert "manual.txt: données binaires, pas du texte" in page
+    # The list of documents too, from what the library stored with each.
+    listed = page[page.index("<tbody") : page.index("</tbody>")]
+    assert listed.count('<span class="error-text">') == 2
+    assert '<span class="error-text">données binaires, pas du texte</span>' in listed
+    assert "binary data, not text" not in listed and "not a DOCX file" not in listed
 
 
 async def test_a_transcripts_unnamed_authors_are_named_in_the_readers_language(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,7 +271,9 @@ class DocumentLibrary:
 
     async def _failed(self, fields: DocumentFields, error: DocumentError) -> DocumentReport:
         """Keep the document listed with its error; passages it had stay."""
-        record = await self.repository.save(_with(fields, error=str(error)), None)
+        reason = json.dumps({"reason": error.reason, "values": error.values}, default=str)
+        changed = _with(fields, error=str(error), error_reason=reason if error.reason else "")
+        record = await self.repository.save(changed, None)
         return _failure(record.location, record.name, error, record)
 
     # -- listing, removing, syncing ------------------------------------------------
