@@ -265,3 +265,16 @@ async def test_a_transcripts_unnamed_authors_are_named_in_the_readers_language(
     # An export is a file for anyone: it keeps the English names.
     exported = json.loads(await _get(url + "/export.json", "de"))
     assert [m["author"] for m in exported["messages"]] == ["customer", "Deskmate"]
+
+
+async def test_a_text_read_in_another_encoding_says_so_in_the_readers_language(
+    console: str,
+) -> None:
+    latin = "Öppettider: måndag till fredag, nio till fem. Välkommen åter!\n" * 3
+    job = await _upload(console, "hours.txt", latin.encode("cp1252"), "de")
+    [document] = job["documents"]  # type: ignore[misc]
+    assert document["status"] == "added"
+    assert document["error"].startswith("kein UTF-8; gelesen als ")
+    page = await _get(console + "/console/documents", "sv")
+    listed = page[page.index("<tbody") : page.index("</tbody>")]
+    assert "inte UTF-8; läst som " in listed and "not UTF-8" not in listed

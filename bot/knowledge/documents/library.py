@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -240,11 +240,15 @@ class DocumentLibrary:
             format=fmt,
             content_hash=hashlib.sha256(data).hexdigest(),
             error="; ".join(parsed.warnings),
+            error_reason=_named("read_as", encoding=parsed.read_as) if parsed.read_as else "",
         )
         record = await self.repository.save(fields, stored)
         self.on_change()
         status = "added" if previous is None else "updated"
-        return _report(record, status, error=fields.error)
+        report = _report(record, status, error=fields.error)
+        if parsed.read_as:
+            report = replace(report, reason="read_as", values={"encoding": parsed.read_as})
+        return report
 
     async def _embed(
         self, chunks: Sequence[Chunk], title: str, reuse: dict[str, tuple[bytes, str]]
@@ -271,8 +275,8 @@ class DocumentLibrary:
 
     async def _failed(self, fields: DocumentFields, error: DocumentError) -> DocumentReport:
         """Keep the document listed with its error; passages it had stay."""
-        reason = json.dumps({"reason": error.reason, "values": error.values}, default=str)
-        changed = _with(fields, error=str(error), error_reason=reason if error.reason else "")
+        reason = _named(error.reason, **error.values) if error.reason else ""
+        changed = _with(fields, error=str(error), error_reason=reason)
         record = await self.repository.save(changed, None)
         return _failure(record.location, record.name, error, record)
 
@@ -426,9 +430,12 @@ def _fields(document: DocumentRecord) -> DocumentFields:
     )
 
 
-def _with(fields: DocumentFields, **changes: object) -> DocumentFields:
-    from dataclasses import replace
+def _named(reason: str, **values: object) -> str:
+    """A reason code and its values as the documents table keeps them."""
+    return json.dumps({"reason": reason, "values": values}, default=str)
 
+
+def _with(fields: DocumentFields, **changes: object) -> DocumentFields:
     return replace(fields, **changes)  # type: ignore[arg-type]
 
 

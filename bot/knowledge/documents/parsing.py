@@ -75,6 +75,14 @@ class ParsedDocument:
     format: str
     sections: list[Section]
     warnings: list[str] = field(default_factory=list)
+    # The encoding a text that was not UTF-8 was read as ("" when it was UTF-8).
+    read_as: str = ""
+
+    def note_encoding(self, encoding: str) -> None:
+        """Warn that the text was read as ``encoding`` (nothing for UTF-8)."""
+        if encoding:
+            self.read_as = encoding
+            self.warnings.append(f"not UTF-8; read as {encoding}")
 
 
 def format_of(name: str, content_type: str = "") -> str | None:
@@ -118,7 +126,8 @@ def _stem(name: str) -> str:
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
-    """The text of ``data`` and a warning when it was not UTF-8 ("" when it was)."""
+    """The text of ``data`` and the encoding it was read as when it was not
+    UTF-8 ("" when it was)."""
     if b"\x00" in data[:8192]:
         raise DocumentError("binary data, not text", "binary")
     try:
@@ -130,7 +139,7 @@ def decode_text(data: bytes) -> tuple[str, str]:
     best = from_bytes(data).best()
     if best is None or best.encoding is None:
         raise DocumentError("not UTF-8, and its encoding could not be detected", "encoding")
-    return str(best), f"not UTF-8; read as {best.encoding}"
+    return str(best), best.encoding
 
 
 def _paragraphs(text: str) -> list[str]:
@@ -138,11 +147,10 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def parse_text(data: bytes, name: str) -> ParsedDocument:
-    text, warning = decode_text(data)
+    text, encoding = decode_text(data)
     body = "\n\n".join(_paragraphs(text))
     doc = ParsedDocument(_stem(name), "text", [Section((), "", None, body)])
-    if warning:
-        doc.warnings.append(warning)
+    doc.note_encoding(encoding)
     return doc
 
 
@@ -152,7 +160,7 @@ def parse_text(data: bytes, name: str) -> ParsedDocument:
 def parse_markdown(data: bytes, name: str) -> ParsedDocument:
     from markdown_it import MarkdownIt
 
-    source, warning = decode_text(data)
+    source, encoding = decode_text(data)
     tokens = MarkdownIt("commonmark").enable("table").parse(source)
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
@@ -182,8 +190,7 @@ def parse_markdown(data: bytes, name: str) -> ParsedDocument:
                 parts.append(text)
     close()
     doc = ParsedDocument(title or _stem(name), "markdown", sections)
-    if warning:
-        doc.warnings.append(warning)
+    doc.note_encoding(encoding)
     return doc
 
 

@@ -614,4 +614,5 @@ CONSOLE: dict[str, str] = {
     # A transcript's authors when the message names none: a customer, the bot.
     "console.author.customer": "customer",
     "console.author.bot": "Deskmate",
+    "console.docs.problem.read_as": "not UTF-8; read as {encoding}",
 }

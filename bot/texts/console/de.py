@@ -550,4 +550,5 @@ CONSOLE_DE: dict[str, str] = {
     "console.docs.problem.robots": "von robots.txt verboten",
     "console.author.customer": "Kunde",
     "console.author.bot": "Deskmate",
+    "console.docs.problem.read_as": "kein UTF-8; gelesen als {encoding}",
 }

@@ -550,4 +550,5 @@ CONSOLE_ES: dict[str, str] = {
     "console.docs.problem.robots": "prohibido por robots.txt",
     "console.author.customer": "cliente",
     "console.author.bot": "Deskmate",
+    "console.docs.problem.read_as": "no es UTF-8; leído como {encoding}",
 }

@@ -550,4 +550,5 @@ CONSOLE_FR: dict[str, str] = {
     "console.docs.problem.robots": "interdit par robots.txt",
     "console.author.customer": "client",
     "console.author.bot": "Deskmate",
+    "console.docs.problem.read_as": "pas en UTF-8 ; lu comme {encoding}",
 }

@@ -550,4 +550,5 @@ CONSOLE_SV: dict[str, str] = {
     "console.docs.problem.robots": "förbjuden av robots.txt",
     "console.author.customer": "kund",
     "console.author.bot": "Deskmate",
+    "console.docs.problem.read_as": "inte UTF-8; läst som {encoding}",
 }

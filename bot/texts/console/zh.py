@@ -550,4 +550,5 @@ CONSOLE_ZH: dict[str, str] = {
     "console.docs.problem.robots": "被 robots.txt 禁止",
     "console.author.customer": "客户",
     "console.author.bot": "Deskmate",
+    "console.docs.problem.read_as": "不是 UTF-8；已按 {encoding} 读取",
 }
