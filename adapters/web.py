@@ -26,7 +26,7 @@ from adapters.visitors import COOKIE as VISITOR_COOKIE
 from adapters.visitors import HEADER as VISITOR_HEADER
 from adapters.visitors import Visitor, VisitorKeys
 from bot.errors import StorageError
-from bot.language import SUPPORTED_LANGUAGES
+from bot.language import accepted_language
 from bot.messages import say
 from bot.settings import IPNetwork
 from bot.throttle import TokenBuckets
@@ -459,9 +459,7 @@ class WebChat:
 def _language(request: web.Request) -> str:
     """The language the browser asks for (``Accept-Language``: ``de-AT`` → ``de``),
     for the chat's HTTP errors; English when it names none Deskmate ships."""
-    raw = request.headers.get("Accept-Language", "")
-    primary = raw.split(",")[0].split(";")[0].split("-")[0].strip().lower()
-    return primary if primary in SUPPORTED_LANGUAGES else "en"
+    return accepted_language(request.headers.get("Accept-Language", ""))
 
 
 async def _read_message(request: web.Request) -> tuple[str, str, str] | web.Response:

@@ -113,6 +113,28 @@ def resolve_language(
     return FALLBACK_LANGUAGE
 
 
+def accepted_language(header: str) -> str:
+    """The browser's most wanted language that Deskmate ships (``Accept-Language:
+    fr-CH, de;q=0.9`` → ``fr``); English when it names none. The web chat's
+    refusals and the console's pages both read it so."""
+    wanted: list[tuple[float, int, str]] = []
+    for position, part in enumerate(header.split(",")):
+        tag, _, params = part.strip().partition(";")
+        code = tag.strip().split("-")[0].lower()
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        if code in SUPPORTED_LANGUAGES and weight > 0:
+            # Highest weight first; among equals, the browser's own order.
+            wanted.append((-weight, position, code))
+    return min(wanted)[2] if wanted else FALLBACK_LANGUAGE
+
+
 def parse_language(raw: str) -> str | None:
     """A supported code from what an admin typed ("sv", "SV", "zh-CN", "svenska")."""
     value = raw.strip().lower()

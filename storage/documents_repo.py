@@ -45,6 +45,8 @@ class DocumentRecord:
     chunks: int
     synced_at: datetime | None
     created_at: datetime
+    # ``error`` as a reason code and its values, JSON ("" when none is known).
+    error_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,7 @@ class DocumentFields:
     last_modified: str = ""
     content: bytes | None = None
     error: str = ""
+    error_reason: str = ""
 
 
 _DOC_COLUMNS = [c for c in documents.c if c.name != "content"]
@@ -128,6 +131,7 @@ def _document(row: Any) -> DocumentRecord:
         etag=row.etag,
         last_modified=row.last_modified,
         error=row.error,
+        error_reason=row.error_reason,
         chunks=int(row.chunks),
         synced_at=as_utc(row.synced_at),
         created_at=as_utc(row.created_at),
@@ -214,6 +218,7 @@ class DocumentsRepository(Store):
             "name": fields.name,
             "root": fields.root,
             "error": fields.error,
+            "error_reason": fields.error_reason,
             "synced_at": now,
         }
         if chunks is not None:
@@ -302,7 +307,7 @@ class DocumentsRepository(Store):
     async def note(self, document_id: int, *, error: str, **changes: Any) -> None:
         """Record a sync that changed no passage: its time, its error, and
         what identifies the content read (mtime, ETag...)."""
-        values = {"error": error, "synced_at": utcnow(), **changes}
+        values = {"error": error, "error_reason": "", "synced_at": utcnow(), **changes}
 
         def op(conn: Connection) -> None:
             conn.execute(update(documents).where(documents.c.id == document_id).values(**values))

@@ -53,6 +53,8 @@ documents = Table(
     Column("content", LargeBinary),
     # Why the last read failed or what it had to work around ("" when fine).
     Column("error", Text, nullable=False, server_default=""),
+    # The same as a reason code and its values, JSON ("" when none is known).
+    Column("error_reason", Text, nullable=False, server_default=""),
     Column("chunks", Integer, nullable=False, server_default="0"),
     Column("synced_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),

@@ -52,7 +52,7 @@ class ConversationPages(Room):
             )
         if not self.reaches(request, found.address.tenant):
             return await self._forbidden(request, self._what(request, found.id))
-        turns = annotate(found)
+        turns = annotate(found, self.language(request))
         users = sorted({t.message.user_id for t in turns if t.message.user_id})
         return self._render(
             request,

@@ -11,6 +11,7 @@ has finished (with what it did).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections import Counter, OrderedDict
@@ -26,6 +27,7 @@ from bot.knowledge.documents.library import DocumentLibrary, DocumentReport
 from bot.knowledge.importer import MAX_QUESTION_CHARS
 from bot.messages import keys, say
 from bot.plans import Escalate, Grounded, Verbatim
+from storage.documents_repo import DocumentRecord
 from storage.knowledge_repo import GLOBAL
 
 log = logging.getLogger(__name__)
@@ -80,10 +82,40 @@ class DocumentJob:
             "error": self.error,
             "summary": self.summary(language) if self.finished else "",
             "documents": [
-                {"name": r.name, "status": r.status, "chunks": r.chunks, "error": r.error}
+                {
+                    "name": r.name,
+                    "status": r.status,
+                    "chunks": r.chunks,
+                    "error": document_problem(r, language),
+                }
                 for r in self.reports
             ],
         }
+
+    def problems(self, language: str) -> list[tuple[str, str]]:
+        """Each document that failed or needed a workaround, and why, in ``language``."""
+        return [(r.name, document_problem(r, language)) for r in self.reports if r.error]
+
+
+def document_problem(report: DocumentReport, language: str) -> str:
+    """Why ``report``'s document failed, in ``language`` where the catalog says
+    it (the library's English otherwise)."""
+    key = f"console.docs.problem.{report.reason}"
+    return say(key, language, **report.values) if key in _KEYS else report.error
+
+
+def stored_problem(document: DocumentRecord, language: str) -> str:
+    """Why ``document``'s last read failed, as ``document_problem`` says it,
+    from what the library stored with it."""
+    try:
+        named = json.loads(document.error_reason) if document.error_reason else {}
+    except ValueError:
+        named = {}
+    reason, values = named.get("reason", ""), named.get("values", {})
+    key = f"console.docs.problem.{reason}"
+    if key in _KEYS and isinstance(values, dict):
+        return say(key, language, **values)
+    return document.error
 
 
 class DocumentPages(Room):
@@ -115,12 +147,14 @@ class DocumentPages(Room):
             for j in reversed(self._jobs.values())
             if self.reaches(request, j.tenant) and (shown is None or j.tenant == shown)
         ]
+        language = self.language(request)
         return self._render(
             request,
             "docs.html",
             nav="documents",
             available=library is not None,
             documents=listed,
+            problems={d.id: stored_problem(d, language) for d in listed if d.error},
             chunks=sum(d.chunks for d in listed),
             jobs=jobs[:10],
             running=any(not j.finished for j in jobs),

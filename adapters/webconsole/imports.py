@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
@@ -18,13 +18,14 @@ from aiohttp import BodyPartReader, web
 from adapters.webconsole.language import console_language
 from adapters.webconsole.pages import ConsoleContext, Room
 from bot.errors import DeskmateError, StorageError
-from bot.knowledge.importer import KnowledgeImportError, detect_format
-from bot.knowledge.knowledge_base import KnowledgeBase
-from bot.messages import say
+from bot.knowledge.importer import KnowledgeImportError, RowIssue, detect_format
+from bot.knowledge.knowledge_base import ImportReport, KnowledgeBase
+from bot.messages import keys, say
 
 log = logging.getLogger(__name__)
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
+_KEYS = keys()
 
 
 @dataclass(slots=True)
@@ -35,20 +36,63 @@ class ImportJob:
     done: int = 0
     total: int = 0
     finished: bool = False
-    report: list[str] = field(default_factory=list)
+    report: ImportReport | None = None
+    # Why the file as a whole was refused: the importer's own error, or English.
+    problem: KnowledgeImportError | None = None
     error: str = ""
     task: asyncio.Task[None] | None = None
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self, language: str) -> dict[str, object]:
+        """The job as its page polls it, its report said in ``language``."""
+        error = self.error
+        if self.problem is not None:
+            error = _file_problem(self.problem, language)
         return {
             "job": self.id,
             "name": self.name,
             "done": self.done,
             "total": self.total,
             "finished": self.finished,
-            "report": self.report,
-            "error": self.error,
+            "report": report_lines(self.report, language) if self.report is not None else [],
+            "error": error,
         }
+
+
+def report_lines(report: ImportReport, language: str) -> list[str]:
+    """``report`` as ``ImportReport.lines`` writes it, in ``language``."""
+    counts = {
+        "name": report.path,
+        "created": report.created,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "skipped": len(report.skipped),
+    }
+    written = f"language.name_{report.language}"
+    if written in _KEYS:
+        first = say(
+            "console.import.summary_language", language, **counts, language=say(written, language)
+        )
+    else:
+        first = say("console.import.summary", language, **counts)
+    return [first] + [
+        say(
+            "console.import.skipped",
+            language,
+            line=issue.line,
+            reason=_row_problem(issue, language),
+        )
+        for issue in report.skipped
+    ]
+
+
+def _row_problem(issue: RowIssue, language: str) -> str:
+    key = f"console.import.row.{issue.code}"
+    return say(key, language, **issue.values) if key in _KEYS else issue.reason
+
+
+def _file_problem(error: KnowledgeImportError, language: str) -> str:
+    key = f"console.import.file.{error.reason}"
+    return say(key, language, **error.values) if key in _KEYS else error.user_message
 
 
 class ImportJobs(Room):
@@ -109,7 +153,7 @@ class ImportJobs(Room):
         while len(self._imports) > 50:
             self._imports.popitem(last=False)
         log.info("console: importing %s into the FAQ", name)
-        return web.json_response(job.as_json(), status=202)
+        return web.json_response(job.as_json(console_language(request)), status=202)
 
     async def _import(self, kb: KnowledgeBase, job: ImportJob, path: Path, folder: Path) -> None:
         def progress(done: int, total: int) -> None:
@@ -118,8 +162,10 @@ class ImportJobs(Room):
         try:
             report = await kb.import_file(path, tenant=job.tenant, progress=progress)
             report.path = job.name
-            job.report = report.lines()
-        except (KnowledgeImportError, StorageError, DeskmateError) as exc:
+            job.report = report
+        except KnowledgeImportError as exc:
+            job.problem = exc
+        except (StorageError, DeskmateError) as exc:
             job.error = getattr(exc, "user_message", "") or str(exc)
         except Exception as exc:
             log.exception("console: import of %s failed", job.name)
@@ -132,7 +178,7 @@ class ImportJobs(Room):
         job = self._imports.get(request.match_info["job"])
         if job is None or not self.reaches(request, job.tenant):
             return _refused(request, "console.import.missing", 404)
-        return web.json_response(job.as_json())
+        return web.json_response(job.as_json(console_language(request)))
 
 
 def _remove(folder: Path) -> None:

@@ -37,6 +37,17 @@ SESSION_LIFETIME = timedelta(hours=12)
 MAX_PERIOD_DAYS = 366
 _SHARED = "~"  # the tenant filter's name for entries every tenant sees
 _KEYS = keys()
+# The knowledge policy's reasons (bot/knowledge/policy.py decide, and a
+# customer's own choice) by their catalog names: the console says them in its
+# reader's language; one not listed here shows as the policy wrote it.
+DECISION_REASONS = {
+    "the knowledge base is empty": "empty",
+    "no entry is close enough": "too_far",
+    "confident match": "confident",
+    "close runner-up": "close_runner_up",
+    "partial match": "partial",
+    "chosen by the customer": "chosen",
+}
 # The templates whose every text is in the catalog, said in the reader's language.
 TRANSLATED = frozenset(
     {
@@ -75,6 +86,7 @@ class ConsoleContext:
         self.env.filters["ms"] = _ms
         self.env.filters["share"] = _share
         self.env.globals["PATH_NAMES"] = PATH_NAMES
+        self.env.globals["DECISION_REASONS"] = DECISION_REASONS
         # One message to show on the next page of a session (after a write).
         self.flash: OrderedDict[str, str] = OrderedDict()
 

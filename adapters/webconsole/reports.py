@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bot.messages import say
 from storage.console_repo import EscalatedQuestion, LoggedAnswer, Transcript, TranscriptMessage
 from storage.keywords import keyword_terms
 
@@ -38,8 +39,9 @@ class Turn:
     sources: tuple[Source, ...] = ()
 
 
-def annotate(transcript: Transcript) -> list[Turn]:
-    """Each message with who wrote it and, for an answer, how it was answered.
+def annotate(transcript: Transcript, language: str = "en") -> list[Turn]:
+    """Each message with who wrote it (a customer without a name, and the bot,
+    named in ``language``) and, for an answer, how it was answered.
 
     The answer log names conversations, not messages: an answer is matched to
     the logged entry for the question it replies to (else the same text),
@@ -48,10 +50,12 @@ def annotate(transcript: Transcript) -> list[Turn]:
     by_id = {m.id: m for m in transcript.messages}
     unused: list[LoggedAnswer] = list(transcript.answers)
     turns: list[Turn] = []
+    customer = say("console.author.customer", language)
+    bot = say("console.author.bot", language)
     for message in transcript.messages:
         if message.role != "assistant":
             name = transcript.names.get(message.user_id, "")
-            author = f"{name} ({message.user_id})" if name else message.user_id or "customer"
+            author = f"{name} ({message.user_id})" if name else message.user_id or customer
             turns.append(Turn(message, author))
             continue
         asked = by_id.get(message.reply_to) if message.reply_to is not None else None
@@ -59,7 +63,7 @@ def annotate(transcript: Transcript) -> list[Turn]:
         if logged is None:
             logged = _take(unused, answer=message.text.strip())
         if logged is None:
-            turns.append(Turn(message, "Deskmate"))
+            turns.append(Turn(message, bot))
             continue
         sources = []
         for item in logged.entries:
@@ -74,7 +78,7 @@ def annotate(transcript: Transcript) -> list[Turn]:
                     present=entry is not None,
                 )
             )
-        turns.append(Turn(message, "Deskmate", logged.path, tuple(sources)))
+        turns.append(Turn(message, bot, logged.path, tuple(sources)))
     return turns
 
 

@@ -24,6 +24,7 @@ from storage.knowledge_repo import EntryInput
 MAX_QUESTION_CHARS = 1_000
 MAX_ANSWER_CHARS = 8_000
 MAX_ALTERNATIVES = 20
+MAX_ID_CHARS = 200
 
 FIELDS = ("question", "answer", "id", "source", "alternatives", "tags", "updated_at")
 # Column names recognised without --map (compared lower-cased, "_"/"-"/" " ignored).
@@ -49,11 +50,25 @@ FORMATS = ("csv", "tsv", "json", "jsonl", "markdown")
 
 
 class KnowledgeImportError(DeskmateError):
-    """The file as a whole cannot be imported; nothing was stored."""
+    """The file as a whole cannot be imported; nothing was stored. ``reason``
+    and ``values`` name the problem for a page that says it in its reader's
+    language (the console); the message is the English the CLI prints."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, reason: str = "", **values: object) -> None:
         super().__init__(message)
         self.user_message = message
+        self.reason = reason
+        self.values = values
+
+
+class RowProblem(ValueError):
+    """Why one row is skipped: the English message, and its ``reason`` code
+    with the ``values`` it names."""
+
+    def __init__(self, message: str, reason: str, **values: object) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.values = values
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +79,13 @@ class ParsedRow:
 
 @dataclass(frozen=True, slots=True)
 class RowIssue:
+    """A skipped row: its line, why in English (``reason``), and the same as
+    a code with its values (``code``, ``values``) for other languages."""
+
     line: int
     reason: str
+    code: str = ""
+    values: Mapping[str, object] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.reason}"
@@ -113,7 +133,9 @@ def parse_file(
     if fmt not in FORMATS:
         raise KnowledgeImportError(
             f"cannot tell the format of {path.name}: use a .csv, .tsv, .json, .jsonl or .md "
-            "file, or pass --format"
+            "file, or pass --format",
+            "format",
+            name=path.name,
         )
     try:
         raw = path.read_bytes()
@@ -123,7 +145,10 @@ def parse_file(
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise KnowledgeImportError(
-            f"{path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8 and retry"
+            f"{path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8 and retry",
+            "not_utf8",
+            name=path.name,
+            byte=exc.start,
         ) from None
     return parse_text(content, fmt=fmt, mapping=mapping)
 
@@ -179,9 +204,12 @@ def _resolve_columns(columns: Iterable[str], mapping: Mapping[str, str]) -> dict
 def _require_columns(resolved: Mapping[str, str], columns: Iterable[str]) -> None:
     missing = [f for f in ("question", "answer") if f not in resolved]
     if missing:
+        named = ", ".join(columns)
         raise KnowledgeImportError(
-            f"no {' or '.join(missing)} column found (columns: {', '.join(columns) or 'none'}); "
-            f"name them question/answer or map them, e.g. --map {missing[0]}=YourColumn"
+            f"no {' or '.join(missing)} column found (columns: {named or 'none'}); "
+            f"name them question/answer or map them, e.g. --map {missing[0]}=YourColumn",
+            "no_" + "_".join(missing),
+            columns=named or "-",
         )
 
 
@@ -225,36 +253,51 @@ def _build(record: Mapping[str, Any], resolved: Mapping[str, str]) -> EntryInput
     question = _as_text(get("question"))
     answer = _as_text(get("answer"))
     if not question:
-        raise ValueError("the question is empty")
+        raise RowProblem("the question is empty", "no_question")
     if not answer:
-        raise ValueError("the answer is empty")
+        raise RowProblem("the answer is empty", "no_answer")
     if len(question) > MAX_QUESTION_CHARS:
-        raise ValueError(
-            f"the question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
+        raise RowProblem(
+            f"the question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}",
+            "long_question",
+            length=len(question),
+            limit=MAX_QUESTION_CHARS,
         )
     if len(answer) > MAX_ANSWER_CHARS:
-        raise ValueError(
+        raise RowProblem(
             f"the answer is {len(answer)} characters; the limit is {MAX_ANSWER_CHARS} "
-            "(split it into several entries)"
+            "(split it into several entries)",
+            "long_answer",
+            length=len(answer),
+            limit=MAX_ANSWER_CHARS,
         )
     alternatives = tuple(a for a in _as_list(get("alternatives")) if a != question)
     if len(alternatives) > MAX_ALTERNATIVES:
-        raise ValueError(
-            f"{len(alternatives)} alternative phrasings; the limit is {MAX_ALTERNATIVES}"
+        raise RowProblem(
+            f"{len(alternatives)} alternative phrasings; the limit is {MAX_ALTERNATIVES}",
+            "many_alternatives",
+            count=len(alternatives),
+            limit=MAX_ALTERNATIVES,
         )
     for alt in alternatives:
         if len(alt) > MAX_QUESTION_CHARS:
-            raise ValueError(f"an alternative phrasing is over {MAX_QUESTION_CHARS} characters")
+            raise RowProblem(
+                f"an alternative phrasing is over {MAX_QUESTION_CHARS} characters",
+                "long_alternative",
+                limit=MAX_QUESTION_CHARS,
+            )
     external_id = _as_text(get("id")) or None
-    if external_id and len(external_id) > 200:
-        raise ValueError("the id is over 200 characters")
+    if external_id and len(external_id) > MAX_ID_CHARS:
+        raise RowProblem(f"the id is over {MAX_ID_CHARS} characters", "long_id", limit=MAX_ID_CHARS)
     updated_at = None
     raw_date = _as_text(get("updated_at"))
     if raw_date:
         try:
             updated_at = datetime.fromisoformat(raw_date.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"updated_at {raw_date!r} is not an ISO date") from None
+            raise RowProblem(
+                f"updated_at {raw_date!r} is not an ISO date", "bad_date", date=raw_date
+            ) from None
         if updated_at.tzinfo is None:
             from datetime import UTC
 
@@ -272,10 +315,15 @@ def _build(record: Mapping[str, Any], resolved: Mapping[str, str]) -> EntryInput
 
 def _add(result: ParseResult, line: int, record: Any, resolved: Mapping[str, str]) -> None:
     if not isinstance(record, dict):
-        result.issues.append(RowIssue(line, f"expected an object, found {type(record).__name__}"))
+        found = type(record).__name__
+        result.issues.append(
+            RowIssue(line, f"expected an object, found {found}", "not_object", {"found": found})
+        )
         return
     try:
         result.rows.append(ParsedRow(line, _build(record, resolved)))
+    except RowProblem as exc:
+        result.issues.append(RowIssue(line, str(exc), exc.reason, exc.values))
     except ValueError as exc:
         result.issues.append(RowIssue(line, str(exc)))
 
@@ -293,6 +341,8 @@ def _drop_duplicates(result: ParseResult) -> None:
                 RowIssue(
                     row.line,
                     f"same id/question as line {result.rows[winner].line}, which replaces it",
+                    "replaced",
+                    {"by": result.rows[winner].line},
                 )
             )
         else:
@@ -314,9 +364,11 @@ def _parse_csv(content: str, delimiter: str | None, mapping: Mapping[str, str]) 
     try:
         header = next(reader)
     except StopIteration:
-        raise KnowledgeImportError("the file is empty") from None
+        raise KnowledgeImportError("the file is empty", "empty") from None
     except csv.Error as exc:
-        raise KnowledgeImportError(f"line 1: unreadable header: {exc}") from None
+        raise KnowledgeImportError(
+            f"line 1: unreadable header: {exc}", "bad_header", error=str(exc)
+        ) from None
     header = [h.strip() for h in header]
     resolved = _resolve_columns(header, mapping)
     _require_columns(resolved, header)
@@ -329,7 +381,9 @@ def _parse_csv(content: str, delimiter: str | None, mapping: Mapping[str, str]) 
         except StopIteration:
             break
         except csv.Error as exc:
-            result.issues.append(RowIssue(start, f"unreadable CSV: {exc}"))
+            result.issues.append(
+                RowIssue(start, f"unreadable CSV: {exc}", "bad_csv", {"error": str(exc)})
+            )
             line = reader.line_num + 1
             continue
         line = reader.line_num + 1
@@ -337,7 +391,12 @@ def _parse_csv(content: str, delimiter: str | None, mapping: Mapping[str, str]) 
             continue
         if len(values) != len(header):
             result.issues.append(
-                RowIssue(start, f"{len(values)} fields, the header has {len(header)}")
+                RowIssue(
+                    start,
+                    f"{len(values)} fields, the header has {len(header)}",
+                    "field_count",
+                    {"count": len(values), "header": len(header)},
+                )
             )
             continue
         _add(result, start, dict(zip(header, values, strict=True)), resolved)
@@ -351,7 +410,7 @@ def _parse_json(content: str, mapping: Mapping[str, str]) -> ParseResult:
     try:
         document = json.loads(text)
     except ValueError as exc:
-        raise KnowledgeImportError(f"not valid JSON: {exc}") from None
+        raise KnowledgeImportError(f"not valid JSON: {exc}", "bad_json", error=str(exc)) from None
     items: list[Any]
     if isinstance(document, list):
         items = document
@@ -360,12 +419,13 @@ def _parse_json(content: str, mapping: Mapping[str, str]) -> ParseResult:
         if not lists:
             raise KnowledgeImportError(
                 "the JSON object holds no list of entries; expected [{...}, ...] or "
-                '{"entries": [...]}'
+                '{"entries": [...]}',
+                "no_list",
             )
         key = next((k for k in ("entries", "faq", "faqs", "items", "data") if k in lists), lists[0])
         items = document[key]
     else:
-        raise KnowledgeImportError("expected a JSON list of entries")
+        raise KnowledgeImportError("expected a JSON list of entries", "not_list")
     lines = _item_lines(text, decoder, len(items))
     columns: dict[str, None] = {}
     for item in items:
@@ -409,17 +469,24 @@ def _parse_jsonl(content: str, mapping: Mapping[str, str]) -> ParseResult:
         try:
             decoded.append((number, json.loads(raw)))
         except ValueError as exc:
-            result.issues.append(RowIssue(number, f"not valid JSON: {exc.args[0]}"))
+            error = str(exc.args[0])
+            result.issues.append(
+                RowIssue(number, f"not valid JSON: {error}", "bad_json_line", {"error": error})
+            )
     columns: dict[str, None] = {}
     for _, item in decoded:
         if isinstance(item, dict):
             columns.update(dict.fromkeys(item))
     if not decoded:
         if result.issues:
+            first = result.issues[0]
             raise KnowledgeImportError(
-                f"no line of the file is valid JSON (first problem: {result.issues[0]})"
+                f"no line of the file is valid JSON (first problem: {first})",
+                "no_json_line",
+                line=first.line,
+                error=first.values.get("error", ""),
             )
-        raise KnowledgeImportError("the file is empty")
+        raise KnowledgeImportError("the file is empty", "empty")
     resolved = _resolve_columns(columns, mapping)
     _require_columns(resolved, columns)
     for number, item in decoded:
@@ -450,7 +517,9 @@ def _parse_markdown(content: str) -> ParseResult:
         elif blocks:
             blocks[-1][3].append(raw)
     if not blocks:
-        raise KnowledgeImportError("no headings found; write each question as a '## ' heading")
+        raise KnowledgeImportError(
+            "no headings found; write each question as a '## ' heading", "no_headings"
+        )
     sections: list[tuple[int, str]] = []
     for index, (line, level, heading, body) in enumerate(blocks):
         sections = [(lvl, title) for lvl, title in sections if lvl < level]

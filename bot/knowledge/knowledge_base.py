@@ -224,7 +224,8 @@ class KnowledgeBase:
         for key in stored.unknown:
             name = key.split(":", 1)[-1]
             reason = f"no entry {name!r} to add a {language} version to"
-            report.skipped.append(RowIssue(lines[key], reason))
+            values = {"name": name, "language": language}
+            report.skipped.append(RowIssue(lines[key], reason, "no_entry", values))
 
     async def add(self, entry: EntryInput, *, tenant: str = GLOBAL) -> UpsertResult:
         embedder = await self.retriever.current_embedder()

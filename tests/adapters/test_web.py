@@ -107,6 +107,10 @@ async def test_a_visitor_is_throttled_and_only_json_is_taken(guarded: str) -> No
         async with session.post(url, data=plain, headers=german) as r:
             assert r.status == 415
             assert (await r.json())["error"] == say("web.send_json", "de") != say("web.send_json")
+        # The most wanted language Deskmate ships, by the browser's weights.
+        weighed = {"Content-Type": "text/plain", "Accept-Language": "ja, sv;q=0.5, fr;q=0.8"}
+        async with session.post(url, data=plain, headers=weighed) as r:
+            assert (await r.json())["error"] == say("web.send_json", "fr")
         statuses = []
         for n in range(3):
             body = {"session": "session-abc123", "text": "hi", "message_id": f"msg-00000{n}"}

@@ -74,6 +74,14 @@ BUILT: dict[str, frozenset[str] | None] = {
     "console.drafted.{}": None,
     "console.event.{}": None,
     "console.path.{}": None,
+    "console.plan.{}": None,
+    "console.mode.{}": None,
+    "console.reason.{}": None,
+    # adapters/webconsole/imports.py: why an import skipped a row or refused a file.
+    "console.import.row.{}": None,
+    "console.import.file.{}": None,
+    # adapters/webconsole/documents.py: why a document could not be read.
+    "console.docs.problem.{}": None,
     "console.sites.position.{}": None,
     # adapters/webconsole/sites.py: why a widget site's setting was refused.
     "console.site_error.{}": None,

@@ -13,9 +13,10 @@ import pytest
 
 from adapters.web import HttpServer
 from adapters.webconsole import mount_console
-from adapters.webconsole.language import LANGUAGE_COOKIE, accepted_language
+from adapters.webconsole.language import LANGUAGE_COOKIE
 from bot.handoff.config import HandoffSettings
 from bot.handoff.desk import HelpDesk
+from bot.language import accepted_language
 from bot.metrics import Metrics
 from bot.services import ConsoleParts
 from bot.settings import Settings

@@ -31,8 +31,10 @@ _LOC = re.compile(rb"<loc>\s*([^<\s]+)\s*</loc>", re.IGNORECASE)
 class FetchError(DocumentError):
     """A URL that could not be read; ``gone`` when the server says it no longer exists."""
 
-    def __init__(self, message: str, *, gone: bool = False) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, reason: str = "", *, gone: bool = False, **values: object
+    ) -> None:
+        super().__init__(message, reason, **values)
         self.gone = gone
 
 
@@ -87,30 +89,47 @@ class Fetcher:
                     if response.status in (301, 302, 303, 307, 308):
                         target = urljoin(current, response.headers.get("Location", ""))
                         if not same_host(target, url):
-                            raise FetchError(f"redirected off-host to {target}; refused")
+                            raise FetchError(
+                                f"redirected off-host to {target}; refused",
+                                "off_host",
+                                target=target,
+                            )
                         current = target
                         continue
                     return await self._read(current, response)
         except TimeoutError as exc:
-            raise FetchError(f"timed out after {self.timeout:g} s") from exc
+            raise FetchError(
+                f"timed out after {self.timeout:g} s", "timeout", seconds=f"{self.timeout:g}"
+            ) from exc
         except aiohttp.ClientError as exc:
-            raise FetchError(f"could not be fetched ({exc})") from exc
-        raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+            raise FetchError(
+                f"could not be fetched ({exc})", "unreachable", error=str(exc)
+            ) from exc
+        raise FetchError(f"more than {MAX_REDIRECTS} redirects", "redirects", most=MAX_REDIRECTS)
 
     async def _read(self, url: str, response: aiohttp.ClientResponse) -> Fetched:
         status = response.status
         if status in (404, 410):
-            raise FetchError(f"HTTP {status}: no longer there", gone=True)
+            raise FetchError(f"HTTP {status}: no longer there", "gone", gone=True, status=status)
         if status >= 400:
-            raise FetchError(f"HTTP {status}")
+            raise FetchError(f"HTTP {status}", "http", status=status)
         data = b""
         if status != 304:
             declared = response.content_length
             if declared is not None and declared > self.max_bytes:
-                raise FetchError(f"over the size limit ({declared} > {self.max_bytes} bytes)")
+                raise FetchError(
+                    f"over the size limit ({declared} > {self.max_bytes} bytes)",
+                    "too_large",
+                    size=declared,
+                    limit=self.max_bytes,
+                )
             data = await response.content.read(self.max_bytes + 1)
             if len(data) > self.max_bytes:
-                raise FetchError(f"over the size limit ({self.max_bytes} bytes)")
+                raise FetchError(
+                    f"over the size limit ({self.max_bytes} bytes)",
+                    "over_limit",
+                    limit=self.max_bytes,
+                )
         return Fetched(
             url=url,
             status=status,
@@ -161,7 +180,7 @@ async def crawl(
     max_pages: int,
     max_depth: int,
     on_page: Found,
-    on_error: Callable[[str, str], None],
+    on_error: Callable[[str, DocumentError], None],
     skip: Callable[[str], bool] = lambda url: False,
 ) -> int:
     """Read the pages of ``start``'s site (by its links, or the sitemap it
@@ -182,7 +201,7 @@ async def crawl(
         url, depth = queue.pop(0)
         if not robots.can_fetch(USER_AGENT, url):
             if depth == 0 and url == urldefrag(start)[0]:
-                on_error(url, "disallowed by robots.txt")
+                on_error(url, DocumentError("disallowed by robots.txt", "robots"))
             continue
         visited += 1
         page: Fetched | None = None
@@ -190,7 +209,7 @@ async def crawl(
             try:
                 page = await fetcher.get(url)
             except DocumentError as exc:
-                on_error(url, str(exc))
+                on_error(url, exc)
                 continue
             on_page(page)
         if follow and depth < max_depth:

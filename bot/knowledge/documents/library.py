@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,8 @@ FILE, URL, UPLOAD = "file", "url", "upload"
 class DocumentReport:
     """What happened to one document: ``status`` is added, updated,
     unchanged, removed or failed; ``error`` says why it failed (or what was
-    worked around, such as an encoding)."""
+    worked around, such as an encoding), in English; ``reason`` and
+    ``values`` name a failure for a page in its reader's language."""
 
     location: str
     name: str
@@ -52,6 +54,8 @@ class DocumentReport:
     error: str = ""
     id: int | None = None
     title: str = ""
+    reason: str = ""
+    values: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,10 @@ class DocumentLibrary:
         """Files and folders (recursively, files of a known format); a path
         that does not exist is reported."""
         jobs, missing = await asyncio.to_thread(_expand, paths)
-        reports = [DocumentReport(path, path, "failed", error="no such file") for path in missing]
+        reports = [
+            DocumentReport(path, path, "failed", error="no such file", reason="no_file")
+            for path in missing
+        ]
         known = {d.location: d for d in await self.repository.documents(tenant)}
         for number, (file, name, root) in enumerate(jobs, start=1):
             progress(number - 1, len(jobs), name)
@@ -167,10 +174,10 @@ class DocumentLibrary:
                 max_pages=max_pages,
                 max_depth=max_depth,
                 on_page=page,
-                on_error=lambda url, why: failed.append((url, why)),
+                on_error=lambda url, error: failed.append((url, error)),
                 skip=skip,
             )
-        reports = [DocumentReport(url, url, "failed", error=why) for url, why in failed]
+        reports = [_failure(url, url, error) for url, error in failed]
         for number, item in enumerate(fetched, start=1):
             progress(number, len(fetched), f"indexing {item.url}")
             fields = DocumentFields(
@@ -197,10 +204,10 @@ class DocumentLibrary:
         try:
             stat = await asyncio.to_thread(path.stat)
         except OSError as exc:
-            return await self._failed(fields, f"cannot be read ({exc.strerror})")
+            why = f"cannot be read ({exc.strerror})"
+            return await self._failed(fields, DocumentError(why, "unreadable", error=exc.strerror))
         if stat.st_size > self.limits.max_bytes:
-            why = f"over the size limit ({stat.st_size} > {self.limits.max_bytes} bytes)"
-            return await self._failed(fields, why)
+            return await self._failed(fields, self._too_large(stat.st_size))
         if known is not None and not force and known.mtime == stat.st_mtime and not known.error:
             return _report(known, "unchanged")
         data = await asyncio.to_thread(path.read_bytes)
@@ -214,16 +221,14 @@ class DocumentLibrary:
     async def _ingest(self, fields: DocumentFields, data: bytes, fmt: str | None) -> DocumentReport:
         """Parse, chunk, embed (only what changed) and store one document."""
         if len(data) > self.limits.max_bytes:
-            why = f"over the size limit ({len(data)} > {self.limits.max_bytes} bytes)"
-            return await self._failed(fields, why)
+            return await self._failed(fields, self._too_large(len(data)))
         if fmt is None:
-            return await self._failed(
-                fields, "unknown format (use .md, .html, .pdf, .docx or .txt)"
-            )
+            why = "unknown format (use .md, .html, .pdf, .docx or .txt)"
+            return await self._failed(fields, DocumentError(why, "unknown_format"))
         try:
             parsed = await asyncio.to_thread(parse, data, name=fields.name, fmt=fmt)
         except DocumentError as exc:
-            return await self._failed(fields, str(exc))
+            return await self._failed(fields, exc)
         chunks = chunk_sections(parsed.sections)
         known = {d.location: d for d in await self.repository.documents(fields.tenant)}
         previous = known.get(fields.location)
@@ -235,11 +240,15 @@ class DocumentLibrary:
             format=fmt,
             content_hash=hashlib.sha256(data).hexdigest(),
             error="; ".join(parsed.warnings),
+            error_reason=_named("read_as", encoding=parsed.read_as) if parsed.read_as else "",
         )
         record = await self.repository.save(fields, stored)
         self.on_change()
         status = "added" if previous is None else "updated"
-        return _report(record, status, error=fields.error)
+        report = _report(record, status, error=fields.error)
+        if parsed.read_as:
+            report = replace(report, reason="read_as", values={"encoding": parsed.read_as})
+        return report
 
     async def _embed(
         self, chunks: Sequence[Chunk], title: str, reuse: dict[str, tuple[bytes, str]]
@@ -259,10 +268,17 @@ class DocumentLibrary:
             for n, c in enumerate(chunks)
         ]
 
-    async def _failed(self, fields: DocumentFields, why: str) -> DocumentReport:
+    def _too_large(self, size: int) -> DocumentError:
+        limit = self.limits.max_bytes
+        why = f"over the size limit ({size} > {limit} bytes)"
+        return DocumentError(why, "too_large", size=size, limit=limit)
+
+    async def _failed(self, fields: DocumentFields, error: DocumentError) -> DocumentReport:
         """Keep the document listed with its error; passages it had stay."""
-        record = await self.repository.save(_with(fields, error=why), None)
-        return _report(record, "failed", error=why)
+        reason = _named(error.reason, **error.values) if error.reason else ""
+        changed = _with(fields, error=str(error), error_reason=reason)
+        record = await self.repository.save(changed, None)
+        return _failure(record.location, record.name, error, record)
 
     # -- listing, removing, syncing ------------------------------------------------
 
@@ -330,7 +346,7 @@ class DocumentLibrary:
                 await self.repository.remove(document.id)
                 self.on_change()
                 return _report(document, "removed")
-            return await self._failed(fields, str(exc))
+            return await self._failed(fields, exc)
         if page.status == 304:
             await self.repository.note(document.id, error="")
             return _report(document, "unchanged")
@@ -414,10 +430,29 @@ def _fields(document: DocumentRecord) -> DocumentFields:
     )
 
 
-def _with(fields: DocumentFields, **changes: object) -> DocumentFields:
-    from dataclasses import replace
+def _named(reason: str, **values: object) -> str:
+    """A reason code and its values as the documents table keeps them."""
+    return json.dumps({"reason": reason, "values": values}, default=str)
 
+
+def _with(fields: DocumentFields, **changes: object) -> DocumentFields:
     return replace(fields, **changes)  # type: ignore[arg-type]
+
+
+def _failure(
+    location: str, name: str, error: DocumentError, record: DocumentRecord | None = None
+) -> DocumentReport:
+    return DocumentReport(
+        location=location,
+        name=name,
+        status="failed",
+        chunks=record.chunks if record is not None else 0,
+        error=str(error),
+        id=record.id if record is not None else None,
+        title=record.title if record is not None else "",
+        reason=error.reason,
+        values=error.values,
+    )
 
 
 def _report(record: DocumentRecord, status: str, *, error: str | None = None) -> DocumentReport:

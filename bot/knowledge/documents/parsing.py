@@ -49,7 +49,14 @@ MAX_RATIO = 200
 
 
 class DocumentError(Exception):
-    """A document that cannot be read; the message says why, for the operator."""
+    """A document that cannot be read; the message says why, for the operator
+    (in English, as the CLI prints it). ``reason`` and ``values`` name it for a
+    page that says it in its reader's language (the console)."""
+
+    def __init__(self, message: str, reason: str = "", **values: object) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.values = values
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,14 @@ class ParsedDocument:
     format: str
     sections: list[Section]
     warnings: list[str] = field(default_factory=list)
+    # The encoding a text that was not UTF-8 was read as ("" when it was UTF-8).
+    read_as: str = ""
+
+    def note_encoding(self, encoding: str) -> None:
+        """Warn that the text was read as ``encoding`` (nothing for UTF-8)."""
+        if encoding:
+            self.read_as = encoding
+            self.warnings.append(f"not UTF-8; read as {encoding}")
 
 
 def format_of(name: str, content_type: str = "") -> str | None:
@@ -89,10 +104,10 @@ def parse(data: bytes, *, name: str, fmt: str) -> ParsedDocument:
         "text": parse_text,
     }
     if fmt not in readers:
-        raise DocumentError(f"unsupported format {fmt!r}")
+        raise DocumentError(f"unsupported format {fmt!r}", "format", format=fmt)
     parsed = readers[fmt](data, name)
     if not any(s.text.strip() for s in parsed.sections):
-        raise DocumentError("no text found in it")
+        raise DocumentError("no text found in it", "no_text")
     return parsed
 
 
@@ -111,9 +126,10 @@ def _stem(name: str) -> str:
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
-    """The text of ``data`` and a warning when it was not UTF-8 ("" when it was)."""
+    """The text of ``data`` and the encoding it was read as when it was not
+    UTF-8 ("" when it was)."""
     if b"\x00" in data[:8192]:
-        raise DocumentError("binary data, not text")
+        raise DocumentError("binary data, not text", "binary")
     try:
         return data.decode("utf-8-sig"), ""
     except UnicodeDecodeError:
@@ -122,8 +138,8 @@ def decode_text(data: bytes) -> tuple[str, str]:
 
     best = from_bytes(data).best()
     if best is None or best.encoding is None:
-        raise DocumentError("not UTF-8, and its encoding could not be detected")
-    return str(best), f"not UTF-8; read as {best.encoding}"
+        raise DocumentError("not UTF-8, and its encoding could not be detected", "encoding")
+    return str(best), best.encoding
 
 
 def _paragraphs(text: str) -> list[str]:
@@ -131,11 +147,10 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def parse_text(data: bytes, name: str) -> ParsedDocument:
-    text, warning = decode_text(data)
+    text, encoding = decode_text(data)
     body = "\n\n".join(_paragraphs(text))
     doc = ParsedDocument(_stem(name), "text", [Section((), "", None, body)])
-    if warning:
-        doc.warnings.append(warning)
+    doc.note_encoding(encoding)
     return doc
 
 
@@ -145,7 +160,7 @@ def parse_text(data: bytes, name: str) -> ParsedDocument:
 def parse_markdown(data: bytes, name: str) -> ParsedDocument:
     from markdown_it import MarkdownIt
 
-    source, warning = decode_text(data)
+    source, encoding = decode_text(data)
     tokens = MarkdownIt("commonmark").enable("table").parse(source)
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
@@ -175,8 +190,7 @@ def parse_markdown(data: bytes, name: str) -> ParsedDocument:
                 parts.append(text)
     close()
     doc = ParsedDocument(title or _stem(name), "markdown", sections)
-    if warning:
-        doc.warnings.append(warning)
+    doc.note_encoding(encoding)
     return doc
 
 
@@ -223,7 +237,7 @@ def parse_html(data: bytes, name: str) -> ParsedDocument:
     try:
         soup = BeautifulSoup(data, "lxml")
     except Exception as exc:  # lxml gives up only on input that is not markup at all
-        raise DocumentError(f"malformed HTML ({exc})") from exc
+        raise DocumentError(f"malformed HTML ({exc})", "bad_html", error=str(exc)) from exc
     title_tag = soup.find("title")
     title = " ".join(title_tag.get_text(" ").split()) if title_tag is not None else ""
     for tag in soup.find_all(_boilerplate):
@@ -262,7 +276,7 @@ def parse_html(data: bytes, name: str) -> ParsedDocument:
         text = "\n\n".join(_paragraphs(root.get_text("\n\n")))
         sections = [Section((), "", None, text)] if text else []
     if not sections:
-        raise DocumentError("no readable text: malformed or empty HTML")
+        raise DocumentError("no readable text: malformed or empty HTML", "empty_html")
     return ParsedDocument(title or _stem(name), "html", sections)
 
 
@@ -300,18 +314,18 @@ def parse_pdf(data: bytes, name: str) -> ParsedDocument:
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
-            raise DocumentError("encrypted PDF; it needs a password")
+            raise DocumentError("encrypted PDF; it needs a password", "encrypted_pdf")
         pages = _page_texts(data)
     except DocumentError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-        raise DocumentError(f"not a readable PDF ({exc})") from exc
+        raise DocumentError(f"not a readable PDF ({exc})", "bad_pdf", error=str(exc)) from exc
     except Exception as exc:  # pypdf raises many kinds on damaged files
         if "crypt" in str(exc).lower() or "AES" in str(exc):
-            raise DocumentError("encrypted PDF; it needs a password") from exc
-        raise DocumentError(f"not a readable PDF ({exc})") from exc
+            raise DocumentError("encrypted PDF; it needs a password", "encrypted_pdf") from exc
+        raise DocumentError(f"not a readable PDF ({exc})", "bad_pdf", error=str(exc)) from exc
     if not any(p.strip() for p in pages):
-        raise DocumentError("no text layer; it needs OCR")
+        raise DocumentError("no text layer; it needs OCR", "no_text_layer")
     meta_title = ""
     try:
         meta_title = str((reader.metadata or {}).get("/Title") or "").strip()
@@ -402,7 +416,7 @@ def check_zip(data: bytes) -> None:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
-        raise DocumentError("not a DOCX file (damaged, or encrypted)") from exc
+        raise DocumentError("not a DOCX file (damaged, or encrypted)", "not_docx") from exc
     total = 0
     for info in archive.infolist():
         total += info.file_size
@@ -410,7 +424,11 @@ def check_zip(data: bytes) -> None:
         if total > MAX_UNZIPPED or (info.file_size > 1024 * 1024 and ratio > MAX_RATIO):
             raise DocumentError(
                 f"refused: {info.filename} would inflate to {info.file_size} bytes "
-                f"(ratio {ratio:.0f}); it looks like a zip bomb"
+                f"(ratio {ratio:.0f}); it looks like a zip bomb",
+                "zip_bomb",
+                name=info.filename,
+                size=info.file_size,
+                ratio=f"{ratio:.0f}",
             )
 
 
@@ -421,7 +439,9 @@ def parse_docx(data: bytes, name: str) -> ParsedDocument:
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises KeyError, ValueError... on damaged parts
-        raise DocumentError(f"not a readable DOCX file ({exc})") from exc
+        raise DocumentError(
+            f"not a readable DOCX file ({exc})", "bad_docx", error=str(exc)
+        ) from exc
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
     parts: list[str] = []
