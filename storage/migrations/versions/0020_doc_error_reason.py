@@ -1,7 +1,7 @@
 """Why a document's last read failed, as a reason code and its values (JSON),
 beside the English ``error``: the console says it in its reader's language.
 
-Revision ID: 0020_texts2_doc_error_reason
+Revision ID: 0020_doc_error_reason
 Revises: 0019_docs_keywords
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0020_texts2_doc_error_reason"
+revision = "0020_doc_error_reason"
 down_revision = "0019_docs_keywords"
 branch_labels = None
 depends_on = None
