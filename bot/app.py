@@ -363,6 +363,8 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
             warming.cancel()
             filling.cancel()
             await manager.aclose()
+            if facts is not None:
+                await asyncio.to_thread(facts.join, WARM_UP_JOIN_TIMEOUT)
     finally:
         if loading is not None:
             loading.cancel()
@@ -376,6 +378,8 @@ async def open_core(settings: Settings, *, backend: Backend | None = None) -> As
 # after its first answer, and when no answer has come since the start.
 IDLE_AFTER_ANSWER = 1.0
 IDLE_WITHOUT_ANSWER = 30.0
+# How long closing waits for the embedding model's load still under way.
+WARM_UP_JOIN_TIMEOUT = 60.0
 
 
 async def _warm_company_facts(

@@ -229,6 +229,7 @@ class CompanyFacts:
         self._exemplars = list(load_exemplars() if exemplars is None else exemplars)
         self._vectors: tuple[np.ndarray, np.ndarray] | None = None
         self._lock = threading.Lock()
+        self._warming: threading.Thread | None = None
 
     def warm(self) -> None:
         """Load the model and embed the exemplars (blocks; idempotent)."""
@@ -243,10 +244,21 @@ class CompanyFacts:
             self._vectors = (vectors[company], vectors[~company])
 
     def start_warming(self) -> None:
-        """``warm`` in a daemon thread: the process neither waits for the
-        model at start nor at exit; until it is ready, the patterns decide."""
-        if self.embedder is not None:
-            threading.Thread(target=self._warm_quietly, name="company-facts", daemon=True).start()
+        """``warm`` in a thread: the start does not wait for the model; until it
+        is ready, the patterns decide."""
+        if self.embedder is not None and self._warming is None:
+            self._warming = threading.Thread(
+                target=self._warm_quietly, name="company-facts", daemon=True
+            )
+            self._warming.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for a warm-up under way. A process must not end while it runs:
+        torch tears down its thread pools at exit under the loading thread's
+        feet, and the process aborts ("terminate called without an active
+        exception") after its work is done, failing a finished `deskmate ask`."""
+        if self._warming is not None:
+            self._warming.join(timeout)
 
     def _warm_quietly(self) -> None:
         try:
