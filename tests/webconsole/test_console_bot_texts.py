@@ -7,37 +7,25 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 import aiohttp
 import pytest
 from sqlalchemy import update
 
-from adapters.web import HttpServer
-from adapters.webconsole import mount_console
 from adapters.webconsole.pages import DECISION_REASONS
-from bot.handoff.config import HandoffSettings
-from bot.handoff.desk import HelpDesk
 from bot.knowledge.documents.library import DocumentLibrary
 from bot.knowledge.knowledge_base import KnowledgeBase
 from bot.knowledge.passages import Passage
 from bot.knowledge.policy import Policy, decide
 from bot.messages import say
-from bot.metrics import Metrics
-from bot.services import ConsoleParts
-from bot.settings import Settings
-from bot.team.service import Team
 from llm.embeddings import HashingEmbedder
-from storage.console_repo import ConsoleRepository
 from storage.documents_repo import DocumentsRepository
-from storage.handoff_repo import HandoffRepository
 from storage.knowledge_repo import GLOBAL, EntryInput, KnowledgeRepository
 from storage.models import messages
-from storage.repository import ForgetResult, Repository
-from storage.team_repo import TeamRepository
+from storage.repository import Repository
 from tests.storage.support import make_event
+from tests.webconsole.serving import SESSION, serving_console
 
-SESSION = "deskmate_console=session-cookie"
 # HashingEmbedder scores: a stored phrasing ~0.53, unrelated < 0.1.
 POLICY = Policy(verbatim_score=0.5, verbatim_margin=0.05, grounded_score=0.25)
 
@@ -56,30 +44,9 @@ async def kb(sqlite_repository: Repository) -> KnowledgeBase:
 @pytest.fixture
 async def console(sqlite_repository: Repository, kb: KnowledgeBase) -> AsyncIterator[str]:
     db = sqlite_repository.db
-    repo = ConsoleRepository(db)
-
-    async def forget(platform_user: str) -> ForgetResult:
-        return ForgetResult()
-
-    services = ConsoleParts(
-        repository=repo,
-        knowledge=kb,
-        team=Team(TeamRepository(db)),
-        desk=HelpDesk(settings=HandoffSettings(), tickets=HandoffRepository(db)),
-        metrics=Metrics(),
-        backend_name="scripted",
-        model_stats=None,
-        forget=forget,
-        documents=DocumentLibrary(repository=DocumentsRepository(db), embedder=HashingEmbedder()),
-    )
-    http = HttpServer(host="127.0.0.1", port=0)
-    mount_console(http, settings=Settings(), services=services)
-    await http.start()
-    await repo.create_session(
-        "session-cookie", csrf="csrf-token", via="token", valid_for=timedelta(hours=1)
-    )
-    yield f"http://127.0.0.1:{http.port}"
-    await http.stop()
+    documents = DocumentLibrary(repository=DocumentsRepository(db), embedder=HashingEmbedder())
+    async with serving_console(db, knowledge=kb, documents=documents) as base:
+        yield base
 
 
 async def _get(url: str, accept: str) -> str:

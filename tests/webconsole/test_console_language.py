@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 import aiohttp
 import pytest
 
-from adapters.web import HttpServer
-from adapters.webconsole import mount_console
 from adapters.webconsole.language import LANGUAGE_COOKIE
-from bot.handoff.config import HandoffSettings
-from bot.handoff.desk import HelpDesk
 from bot.language import accepted_language
-from bot.metrics import Metrics
-from bot.services import ConsoleParts
-from bot.settings import Settings
-from bot.team.service import Team
-from storage.console_repo import ConsoleRepository
-from storage.handoff_repo import HandoffRepository
-from storage.repository import ForgetResult, Repository
-from storage.team_repo import TeamRepository
+from storage.repository import Repository
+from tests.webconsole.serving import SESSION, serving_console
 
-SESSION = "deskmate_console=session-cookie"
 # The pages of the translated rooms, as an admin reaches them.
 PAGES = ("/console", "/console/tickets", "/console/knowledge", "/console/documents")
 
@@ -50,30 +38,8 @@ def test_the_browsers_language_is_the_most_wanted_shipped_one(header: str, langu
 
 @pytest.fixture
 async def console(sqlite_repository: Repository) -> AsyncIterator[str]:
-    db = sqlite_repository.db
-    repo = ConsoleRepository(db)
-
-    async def forget(platform_user: str) -> ForgetResult:
-        return ForgetResult()
-
-    services = ConsoleParts(
-        repository=repo,
-        knowledge=None,
-        team=Team(TeamRepository(db)),
-        desk=HelpDesk(settings=HandoffSettings(), tickets=HandoffRepository(db)),
-        metrics=Metrics(),
-        backend_name="scripted",
-        model_stats=None,
-        forget=forget,
-    )
-    http = HttpServer(host="127.0.0.1", port=0)
-    mount_console(http, settings=Settings(), services=services)
-    await http.start()
-    await repo.create_session(
-        "session-cookie", csrf="csrf-token", via="token", valid_for=timedelta(hours=1)
-    )
-    yield f"http://127.0.0.1:{http.port}"
-    await http.stop()
+    async with serving_console(sqlite_repository.db) as base:
+        yield base
 
 
 async def _page(
